@@ -36,7 +36,7 @@ compile: setup
 	$(PY) -m compile runs/$(NAME) --out artifacts/$(NAME)
 
 bench: setup
-	$(PY) -m runtime report artifacts/$(NAME)
+	$(PY) -m benchmarks.bench artifacts/$(NAME)
 
 frontier: setup
 	$(PY) -m benchmarks.frontier
