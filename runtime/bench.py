@@ -1,0 +1,584 @@
+"""The shared timing harness and the ``python -m runtime bench`` subcommand (torch-free).
+
+Every benchmark in this project times through this module, so all figures mean the same thing:
+warm-up calls first, then per-call wall-clock samples (``time.perf_counter``), reported as median,
+p90 (linear interpolation between order statistics, like ``numpy.percentile``), mean and min.
+On this noisy shared VM absolute times drift between runs (docs PERFORMANCE.md), so contenders are
+compared with :func:`compare_interleaved`, which alternates them round by round so that noise hits
+all alike, and quotes ratios of medians measured side by side.
+
+The bench subcommand times our engine (``runtime.Engine``) and ONNX Runtime dense (the baseline) on
+the same ONNX file and prints latency, throughput, speedup and the model's dense / sparse MACs
+(counted from its Conv / Gemm weights with :mod:`runtime.macs`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.macs import conv_macs, linear_macs, sparse_macs
+
+__all__ = [
+    "BenchError",
+    "Timing",
+    "timing_from_samples",
+    "time_callable",
+    "compare_interleaved",
+    "ModelMacs",
+    "count_model_macs",
+    "load_onnx_model",
+    "input_shape_for_batch",
+    "make_ort_session",
+    "load_engine",
+    "write_text_atomic",
+    "write_json_atomic",
+    "BenchRow",
+    "bench_model",
+    "format_table",
+    "add_bench_arguments",
+    "run_bench",
+]
+
+DEFAULT_WARMUP = 3
+DEFAULT_MIN_RUNS = 10
+DEFAULT_MIN_SECONDS = 0.5
+DEFAULT_ROUNDS = 20
+INPUT_SEED = 0
+# The engine's output must match ORT's within this (float32, different summation orders).
+OUTPUT_ATOL = 1e-3
+OUTPUT_RTOL = 1e-3
+
+
+class BenchError(Exception):
+    """Bad benchmark input (missing or invalid model file, bad option); CLIs exit with code 2."""
+
+
+# --------------------------------------------------------------------------------------------
+# Timing statistics
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Timing:
+    """Latency statistics of one contender, in milliseconds per call of ``batch`` images."""
+
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    min_ms: float
+    runs: int
+    batch: int
+    throughput_ips: float  # images per second at the median latency
+
+    def to_dict(self) -> dict[str, float | int]:
+        """Plain-dict form for JSON reports."""
+        return asdict(self)
+
+
+def _percentile(sorted_values: Sequence[float], q: float) -> float:
+    """q-th percentile (0..100) by linear interpolation between order statistics."""
+    position = (len(sorted_values) - 1) * q / 100.0
+    lower = math.floor(position)
+    upper = min(lower + 1, len(sorted_values) - 1)
+    weight = position - lower
+    return sorted_values[lower] * (1.0 - weight) + sorted_values[upper] * weight
+
+
+def timing_from_samples(samples_ms: Sequence[float], *, batch: int) -> Timing:
+    """Summarize per-call latencies (ms) of calls that each process ``batch`` images."""
+    if not samples_ms:
+        raise BenchError("no timing samples")
+    if batch < 1:
+        raise BenchError(f"batch must be >= 1, got {batch}")
+    ordered = sorted(float(s) for s in samples_ms)
+    median = _percentile(ordered, 50.0)
+    return Timing(
+        median_ms=median,
+        p90_ms=_percentile(ordered, 90.0),
+        mean_ms=sum(ordered) / len(ordered),
+        min_ms=ordered[0],
+        runs=len(ordered),
+        batch=batch,
+        throughput_ips=batch * 1000.0 / median if median > 0 else math.inf,
+    )
+
+
+def _time_one_call(fn: Callable[[], Any], clock: Callable[[], float]) -> float:
+    """Wall time of one call in milliseconds."""
+    start = clock()
+    fn()
+    return (clock() - start) * 1000.0
+
+
+def time_callable(fn: Callable[[], Any], *, batch: int, warmup: int = DEFAULT_WARMUP,
+                  min_runs: int = DEFAULT_MIN_RUNS, min_seconds: float = DEFAULT_MIN_SECONDS,
+                  max_runs: int = 10_000,
+                  clock: Callable[[], float] = time.perf_counter) -> Timing:
+    """Time ``fn()`` alone: ``warmup`` untimed calls, then at least ``min_runs`` timed calls and
+    at least ``min_seconds`` of timed calls (capped at ``max_runs``)."""
+    if min_runs < 1 or max_runs < min_runs:
+        raise BenchError(f"need 1 <= min_runs <= max_runs, got {min_runs}, {max_runs}")
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    while len(samples) < max_runs and (len(samples) < min_runs
+                                       or sum(samples) < min_seconds * 1000.0):
+        samples.append(_time_one_call(fn, clock))
+    return timing_from_samples(samples, batch=batch)
+
+
+def compare_interleaved(fns: Mapping[str, Callable[[], Any]], *, batch: int,
+                        rounds: int = DEFAULT_ROUNDS, warmup: int = DEFAULT_WARMUP,
+                        calls_per_round: int = 1,
+                        clock: Callable[[], float] = time.perf_counter) -> dict[str, Timing]:
+    """Time several contenders side by side.
+
+    Each contender gets ``warmup`` untimed calls; then in each of ``rounds`` rounds every contender
+    makes ``calls_per_round`` timed calls, the order rotating by one each round so no contender
+    always runs right after another (cache, turbo and scheduler effects are shared fairly).
+    """
+    if not fns:
+        raise BenchError("compare_interleaved needs at least one callable")
+    if rounds < 1 or calls_per_round < 1:
+        raise BenchError(f"need rounds >= 1 and calls_per_round >= 1, got {rounds}, "
+                         f"{calls_per_round}")
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            for _ in range(calls_per_round):
+                samples[name].append(_time_one_call(fns[name], clock))
+    return {name: timing_from_samples(samples[name], batch=batch) for name in names}
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------------------------
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same directory and a rename, so readers
+    never see a half-written file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically (see :func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX model facts: input shape, MACs
+# --------------------------------------------------------------------------------------------
+
+def load_onnx_model(path: str | os.PathLike[str]) -> Any:
+    """Load and minimally validate an ONNX model; :class:`BenchError` for a missing/bad file."""
+    import onnx  # lazy: keeps importing this module cheap
+
+    model_path = Path(path)
+    if not model_path.is_file():
+        raise BenchError(f"model file not found: {model_path}")
+    try:
+        model = onnx.load(str(model_path))
+    except Exception as exc:  # onnx raises DecodeError, ValueError, OSError... for bad bytes
+        raise BenchError(f"not a valid ONNX model: {model_path} ({type(exc).__name__}: {exc})") \
+            from exc
+    if len(model.graph.node) == 0:
+        raise BenchError(f"ONNX model has no nodes: {model_path}")
+    return model
+
+
+def _data_inputs(model: Any) -> list[Any]:
+    """Graph inputs that are not initializers (old exporters list weights as inputs too)."""
+    weight_names = {t.name for t in model.graph.initializer}
+    weight_names |= {t.values.name for t in model.graph.sparse_initializer}
+    return [value for value in model.graph.input if value.name not in weight_names]
+
+
+def input_shape_for_batch(model: Any, batch: int) -> tuple[str, tuple[int, ...]]:
+    """Name and concrete shape of the model's single data input, with the batch dim set.
+
+    Dim 0 is the batch dim whether symbolic or fixed; every other dim must be a fixed size.
+    """
+    inputs = _data_inputs(model)
+    if len(inputs) != 1:
+        raise BenchError(f"bench needs a model with exactly one data input, found {len(inputs)}")
+    value = inputs[0]
+    dims = value.type.tensor_type.shape.dim
+    if len(dims) < 1:
+        raise BenchError(f"input {value.name!r} has no shape")
+    shape = [batch]
+    for index, dim in enumerate(dims[1:], start=1):
+        if not dim.HasField("dim_value") or dim.dim_value <= 0:
+            raise BenchError(f"input {value.name!r} dim {index} is not a fixed size")
+        shape.append(int(dim.dim_value))
+    return value.name, tuple(shape)
+
+
+@dataclass(frozen=True)
+class LayerMacs:
+    """MACs per image of one Conv / Gemm / MatMul node and its weight's nonzero count."""
+
+    node: str
+    op_type: str
+    dense: int
+    sparse: int
+    nnz: int
+    numel: int
+
+
+@dataclass(frozen=True)
+class ModelMacs:
+    """Dense and sparse MACs per image of a model (docs ALGORITHMS.md section 6)."""
+
+    dense: int
+    sparse: int
+    nnz: int
+    numel: int
+    layers: tuple[LayerMacs, ...] = field(default=())
+
+    @property
+    def weight_sparsity(self) -> float:
+        """Fraction of zero weights over all counted layers (0 when there are none)."""
+        return 1.0 - self.nnz / self.numel if self.numel else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form for JSON reports (without the per-layer list)."""
+        return {"dense_macs": self.dense, "sparse_macs": self.sparse, "nnz": self.nnz,
+                "numel": self.numel, "weight_sparsity": self.weight_sparsity}
+
+
+def _weight_tensors(model: Any) -> dict[str, tuple[tuple[int, ...], int]]:
+    """Map name -> (shape, nonzero count) for every initializer, sparse initializer and
+    Constant-node tensor in the main graph."""
+    from onnx import numpy_helper
+
+    weights: dict[str, tuple[tuple[int, ...], int]] = {}
+    for tensor in model.graph.initializer:
+        array = numpy_helper.to_array(tensor)
+        weights[tensor.name] = (tuple(array.shape), int(np.count_nonzero(array)))
+    for sparse in model.graph.sparse_initializer:
+        values = numpy_helper.to_array(sparse.values)
+        weights[sparse.values.name] = (tuple(int(d) for d in sparse.dims),
+                                       int(np.count_nonzero(values)))
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    array = numpy_helper.to_array(attr.t)
+                    weights[node.output[0]] = (tuple(array.shape), int(np.count_nonzero(array)))
+    return weights
+
+
+def _inferred_shapes(model: Any) -> dict[str, tuple[int | None, ...]]:
+    """Shapes of all graph values after ONNX shape inference with the batch dim fixed to 1."""
+    import onnx
+
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for value in _data_inputs(fixed):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) > 0:
+            dims[0].ClearField("dim_param")
+            dims[0].dim_value = 1
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fixed)
+    except Exception as exc:  # InferenceError and friends
+        raise BenchError(f"ONNX shape inference failed: {exc}") from exc
+    shapes: dict[str, tuple[int | None, ...]] = {}
+    graph = inferred.graph
+    for value in list(graph.value_info) + list(graph.input) + list(graph.output):
+        if value.type.tensor_type.HasField("shape"):
+            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None
+                                       for d in value.type.tensor_type.shape.dim)
+    return shapes
+
+
+def _attribute(node: Any, name: str, default: Any) -> Any:
+    """Integer or int-list attribute of a node, or ``default``."""
+    for attr in node.attribute:
+        if attr.name == name:
+            return list(attr.ints) if attr.ints else attr.i
+    return default
+
+
+def _known(shape: tuple[int | None, ...] | None, what: str) -> tuple[int, ...]:
+    """``shape`` with every dim known, else :class:`BenchError` naming ``what``."""
+    if shape is None or any(d is None for d in shape):
+        raise BenchError(f"cannot infer the shape of {what}")
+    return tuple(int(d) for d in shape)  # type: ignore[arg-type]
+
+
+def _node_dense_macs(node: Any, weight_shape: tuple[int, ...],
+                     shapes: dict[str, tuple[int | None, ...]]) -> int:
+    """Dense MACs per image of one Conv / Gemm / MatMul node (batch fixed to 1)."""
+    label = node.name or node.output[0]
+    if node.op_type == "Conv":
+        out = _known(shapes.get(node.output[0]), f"the output of Conv {label!r}")
+        if len(weight_shape) not in (3, 4) or len(out) != len(weight_shape):
+            raise BenchError(f"Conv {label!r}: only 1-D and 2-D convolutions are counted")
+        groups = int(_attribute(node, "group", 1))
+        kernel = weight_shape[2:] + (1,) * (4 - len(weight_shape))
+        spatial = out[2:] + (1,) * (4 - len(out))
+        return conv_macs(weight_shape[0], weight_shape[1] * groups, groups,
+                         kernel[0], kernel[1], spatial[0], spatial[1])
+    if node.op_type == "Gemm":
+        trans_b = int(_attribute(node, "transB", 0))
+        out_features, in_features = weight_shape if trans_b else weight_shape[::-1]
+        return linear_macs(out_features, in_features)
+    out = _known(shapes.get(node.output[0]), f"the output of MatMul {label!r}")
+    rows = math.prod(out[1:-1]) if len(out) > 2 else 1
+    return rows * linear_macs(weight_shape[1], weight_shape[0])
+
+
+def count_model_macs(model: Any) -> ModelMacs:
+    """Dense and sparse MACs per image from the weights of Conv, Gemm and MatMul nodes.
+
+    Only nodes whose weight (input 1) is a stored tensor count; sparse MACs of a layer are its
+    dense MACs times its weight density (``runtime.macs.sparse_macs``).
+    """
+    weights = _weight_tensors(model)
+    shapes = _inferred_shapes(model)
+    layers = []
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
+            continue
+        if node.input[1] not in weights:
+            continue
+        weight_shape, nnz = weights[node.input[1]]
+        if node.op_type != "Conv" and len(weight_shape) != 2:
+            continue
+        numel = math.prod(weight_shape)
+        dense = _node_dense_macs(node, weight_shape, shapes)
+        layers.append(LayerMacs(node=node.name or node.output[0], op_type=node.op_type,
+                                dense=dense, sparse=sparse_macs(dense, nnz, numel),
+                                nnz=nnz, numel=numel))
+    return ModelMacs(dense=sum(layer.dense for layer in layers),
+                     sparse=sum(layer.sparse for layer in layers),
+                     nnz=sum(layer.nnz for layer in layers),
+                     numel=sum(layer.numel for layer in layers), layers=tuple(layers))
+
+
+# --------------------------------------------------------------------------------------------
+# Contenders: ONNX Runtime dense and our engine
+# --------------------------------------------------------------------------------------------
+
+def make_ort_session(path: str | os.PathLike[str], threads: int) -> Any:
+    """ONNX Runtime CPU session, the dense baseline: ``threads`` intra-op threads, one inter-op
+    thread, sequential execution, all graph optimizations."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), sess_options=options,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
+        raise BenchError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+
+
+def load_engine(path: str | os.PathLike[str], threads: int) -> tuple[Any | None, str]:
+    """Our engine for ``path`` or ``(None, reason)`` when it is missing or refuses the model.
+
+    The benchmark reports the reason in the engine column instead of any number.
+    """
+    try:
+        engine_class = importlib.import_module("runtime").Engine
+    except (ImportError, AttributeError) as exc:
+        return None, f"engine not available ({type(exc).__name__}: {exc})"
+    try:
+        return engine_class(str(path), threads=threads), ""
+    except Exception as exc:  # report any load failure in the table, never a fake number
+        return None, f"engine failed to load ({type(exc).__name__}: {exc})"
+
+
+# --------------------------------------------------------------------------------------------
+# The bench subcommand
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BenchRow:
+    """One (threads, batch) measurement: ORT dense vs our engine, side by side."""
+
+    threads: int
+    batch: int
+    ort: Timing
+    engine: Timing | None
+    engine_note: str  # why the engine has no numbers, or "" when it has
+    max_abs_diff: float | None  # engine vs ORT output on the same input
+    outputs_match: bool | None
+
+    @property
+    def speedup(self) -> float | None:
+        """ORT median / engine median, or None without engine numbers."""
+        if self.engine is None or self.engine.median_ms <= 0:
+            return None
+        return self.ort.median_ms / self.engine.median_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form for JSON reports."""
+        return {"threads": self.threads, "batch": self.batch, "ort": self.ort.to_dict(),
+                "engine": self.engine.to_dict() if self.engine else None,
+                "engine_note": self.engine_note, "speedup": self.speedup,
+                "max_abs_diff": self.max_abs_diff, "outputs_match": self.outputs_match}
+
+
+def _engine_output_check(engine: Any, session: Any, input_name: str,
+                         x: np.ndarray) -> tuple[float, bool]:
+    """Largest |engine - ORT| on ``x`` and whether it is within the float tolerances."""
+    expected = session.run(None, {input_name: x})[0]
+    actual = np.asarray(engine.run(x))
+    if actual.shape != expected.shape:
+        return math.inf, False
+    diff = float(np.max(np.abs(actual - expected))) if actual.size else 0.0
+    return diff, bool(np.allclose(actual, expected, atol=OUTPUT_ATOL, rtol=OUTPUT_RTOL))
+
+
+def _bench_one(path: Path, model: Any, threads: int, batch: int, *, rounds: int,
+               warmup: int) -> BenchRow:
+    """Time ORT and (if available) the engine on one batch size and thread count."""
+    input_name, shape = input_shape_for_batch(model, batch)
+    x = np.random.default_rng(INPUT_SEED).standard_normal(shape, dtype=np.float32)
+    session = make_ort_session(path, threads)
+    engine, note = load_engine(path, threads)
+    contenders: dict[str, Callable[[], Any]] = {
+        "ort": lambda: session.run(None, {input_name: x})}
+    diff: float | None = None
+    match: bool | None = None
+    if engine is not None:
+        try:
+            diff, match = _engine_output_check(engine, session, input_name, x)
+            contenders["engine"] = lambda: engine.run(x)
+        except Exception as exc:  # an engine that cannot run the model gets a note, not a number
+            engine, note = None, f"engine failed to run ({type(exc).__name__}: {exc})"
+    timings = compare_interleaved(contenders, batch=batch, rounds=rounds, warmup=warmup)
+    return BenchRow(threads=threads, batch=batch, ort=timings["ort"],
+                    engine=timings.get("engine"), engine_note=note, max_abs_diff=diff,
+                    outputs_match=match)
+
+
+def bench_model(path: str | os.PathLike[str], *, batches: Sequence[int],
+                threads: Sequence[int], rounds: int = DEFAULT_ROUNDS,
+                warmup: int = DEFAULT_WARMUP) -> tuple[ModelMacs, list[BenchRow]]:
+    """Benchmark one ONNX file: MACs and one :class:`BenchRow` per (threads, batch)."""
+    model_path = Path(path)
+    model = load_onnx_model(model_path)
+    for batch in batches:
+        input_shape_for_batch(model, batch)  # fail early on an unusable input
+    macs = count_model_macs(model)
+    rows = [_bench_one(model_path, model, t, b, rounds=rounds, warmup=warmup)
+            for t in threads for b in batches]
+    return macs, rows
+
+
+def _cell(value: float | None, fmt: str, missing: str = "n/a") -> str:
+    """Format a number or say it is missing."""
+    return missing if value is None else format(value, fmt)
+
+
+def format_table(path: str | os.PathLike[str], macs: ModelMacs, rows: Sequence[BenchRow]) -> str:
+    """Human-readable report: MACs header and one line per (threads, batch)."""
+    lines = [
+        f"model: {path}",
+        f"MACs per image: dense {macs.dense:,}  sparse {macs.sparse:,}  "
+        f"(weight sparsity {macs.weight_sparsity:.1%}, ideal speedup "
+        f"{_cell(_ideal_speedup(macs), '.2f')}x)",
+        f"{'threads':>7} {'batch':>5} | {'ORT ms':>9} {'p90':>9} {'img/s':>9} | "
+        f"{'engine ms':>9} {'p90':>9} {'img/s':>9} | {'speedup':>7} | check",
+    ]
+    for row in rows:
+        engine = row.engine
+        check = ("ok" if row.outputs_match else
+                 f"MISMATCH max|diff|={row.max_abs_diff:.3g}") if engine else row.engine_note
+        lines.append(
+            f"{row.threads:>7} {row.batch:>5} | {row.ort.median_ms:>9.3f} {row.ort.p90_ms:>9.3f} "
+            f"{row.ort.throughput_ips:>9.1f} | "
+            f"{_cell(engine and engine.median_ms, '9.3f'):>9} "
+            f"{_cell(engine and engine.p90_ms, '9.3f'):>9} "
+            f"{_cell(engine and engine.throughput_ips, '9.1f'):>9} | "
+            f"{_cell(row.speedup, '6.2f') + ('x' if row.speedup else ''):>7} | {check}")
+    return "\n".join(lines)
+
+
+def _ideal_speedup(macs: ModelMacs) -> float | None:
+    """Dense MACs / sparse MACs: the speedup if time were proportional to useful work."""
+    return macs.dense / macs.sparse if macs.sparse else None
+
+
+def _int_list(text: str) -> list[int]:
+    """Parse '1,32' into [1, 32] (argparse type; positive integers only)."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") \
+            from exc
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``python -m runtime bench MODEL.onnx``."""
+    parser.add_argument("model", help="ONNX model file")
+    parser.add_argument("--batch", type=_int_list, default=[1, 32],
+                        help="comma-separated batch sizes (default 1,32)")
+    parser.add_argument("--threads", type=_int_list, default=[1, 2],
+                        help="comma-separated thread counts (default 1,2)")
+    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                        help="interleaved timed rounds per contender (default %(default)s)")
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
+                        help="untimed calls per contender first (default %(default)s)")
+    parser.add_argument("--json", type=Path, default=None, help="also write results as JSON")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run the bench subcommand; returns the exit code (2 for bad input)."""
+    try:
+        if args.rounds < 1 or args.warmup < 0:
+            raise BenchError("--rounds must be >= 1 and --warmup >= 0")
+        macs, rows = bench_model(args.model, batches=args.batch, threads=args.threads,
+                                 rounds=args.rounds, warmup=args.warmup)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(args.model, macs, rows))
+    if args.json is None:
+        return 0
+    try:
+        write_json_atomic(args.json, {
+            "model": str(args.model), "macs": macs.to_dict(),
+            "ideal_speedup": _ideal_speedup(macs),
+            "settings": {"rounds": args.rounds, "warmup": args.warmup,
+                         "ort_threads": "intra_op=T, inter_op=1, sequential, ORT_ENABLE_ALL"},
+            "rows": [row.to_dict() for row in rows]})
+    except OSError as exc:
+        print(f"error: cannot write {args.json}: {exc}", file=sys.stderr)
+        return 2
+    return 0
