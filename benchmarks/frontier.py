@@ -1,0 +1,411 @@
+"""`make frontier`: accuracy / MACs / latency frontier over target sparsities x backbones.
+
+Each point (backbone, target sparsity) is trained, compiled and benchmarked by the project's CLIs
+run as subprocesses (`benchmarks.reporting.pipeline`), under the resumable sweep state machine
+(`benchmarks.reporting.sweep`): kill it and rerun, it continues where it stopped; a failing point
+is recorded and listed in the report, the others still run. The dense point (target 0) does not
+depend on the backbone, so it is trained once and shared by every backbone's line.
+
+Outputs in `reports/frontier/` (or the sweep's `out_dir`): `frontier.csv`, `frontier.md`,
+`top1_vs_macs.png`, `top1_vs_latency.png` and the self-contained `index.html`.
+The sweep is described by a YAML file (default `configs/sweeps/frontier.yaml`); see
+`configs/sweeps/` for a CIFAR-100 grid meant for a GPU machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from benchmarks.reporting.errors import BenchInputError
+from benchmarks.reporting.html import Heading, Image, Paragraph, Table, html_page
+from benchmarks.reporting.machine import MachineInfo, machine_info
+from benchmarks.reporting.pipeline import (
+    PointPaths,
+    bench_stage,
+    check_keys,
+    compile_stage,
+    format_percent_id,
+    load_yaml_mapping,
+    merged_train_config,
+    read_json_file,
+    run_stages,
+    train_stage,
+    validate_train_config,
+    write_point_config,
+)
+from benchmarks.reporting.plots import PlotSpec, Series, line_plot_png
+from benchmarks.reporting.sweep import (
+    DONE,
+    PointResult,
+    PointRunner,
+    SweepOutcome,
+    SweepPoint,
+    run_sweep,
+)
+from benchmarks.reporting.tables import (
+    Column,
+    csv_text,
+    fmt_macs,
+    fmt_ms,
+    fmt_pct,
+    fmt_speedup,
+    markdown_table,
+)
+from runtime.atomic import atomic_write_bytes, atomic_write_text
+
+__all__ = [
+    "FrontierSpec",
+    "load_frontier_spec",
+    "frontier_points",
+    "pipeline_runner",
+    "point_metrics",
+    "frontier_rows",
+    "FRONTIER_COLUMNS",
+    "write_frontier_report",
+    "main",
+]
+
+DEFAULT_SWEEP = Path("configs/sweeps/frontier.yaml")
+DENSE = "dense"
+CSV_NAME, MD_NAME, HTML_NAME = "frontier.csv", "frontier.md", "index.html"
+MACS_PLOT, LATENCY_PLOT = "top1_vs_macs.png", "top1_vs_latency.png"
+
+
+@dataclass(frozen=True)
+class FrontierSpec:
+    """A frontier sweep: the grid, the shared train settings and where everything goes."""
+
+    name: str = "frontier"
+    base_config: str | None = "configs/default.yaml"
+    train: Mapping[str, Any] = field(default_factory=dict)  # TrainConfig fields for all points
+    targets: tuple[float, ...] = (0.0, 0.8, 0.9, 0.95, 0.98, 0.99)
+    backbones: tuple[str, ...] = ("global", "flops")
+    bench_threads: int = 1
+    bench_rounds: int = 30
+    bench_limit: int | None = None  # accuracy images per point (None: the full test set)
+    runs_dir: str = "runs"
+    artifacts_dir: str = "artifacts"
+    out_dir: str = "reports/frontier"
+    stage_timeout_s: float | None = None
+
+    def validate(self) -> FrontierSpec:
+        """BenchInputError for an empty or out-of-range grid; returns self."""
+        if not self.targets or not self.backbones:
+            raise BenchInputError("a frontier needs at least one target and one backbone")
+        if any(not 0.0 <= t < 1.0 for t in self.targets):
+            raise BenchInputError(f"targets are sparsity fractions in [0, 1): {self.targets}")
+        if len(set(self.targets)) != len(self.targets):
+            raise BenchInputError(f"duplicate targets: {self.targets}")
+        if self.bench_threads < 1 or self.bench_rounds < 1:
+            raise BenchInputError("bench_threads and bench_rounds must be >= 1")
+        return self
+
+    @property
+    def state_dir(self) -> Path:
+        """Resumable sweep state (results, locks, point configs, logs)."""
+        return Path(self.out_dir) / "state"
+
+
+def load_frontier_spec(path: str | Path, **overrides: Any) -> FrontierSpec:
+    """Read a sweep YAML file (keys = FrontierSpec fields); `overrides` win over the file."""
+    data = load_yaml_mapping(path)
+    allowed = {f.name for f in fields(FrontierSpec)}
+    check_keys(data, allowed, str(path))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    for key in ("targets", "backbones"):
+        if key in data:
+            if not isinstance(data[key], list):
+                raise BenchInputError(f"{key} in {path} must be a list")
+            data[key] = tuple(data[key])
+    if not isinstance(data.get("train", {}), dict):
+        raise BenchInputError(f"train in {path} must be a mapping of TrainConfig fields")
+    try:
+        return FrontierSpec(**data).validate()
+    except TypeError as error:
+        raise BenchInputError(f"{path}: {error}") from error
+
+
+def frontier_points(spec: FrontierSpec) -> list[SweepPoint]:
+    """One point per (backbone, target > 0) plus a single shared dense point for target 0."""
+    points = []
+    for target in sorted(spec.targets):
+        if target == 0.0:
+            points.append(SweepPoint(f"{spec.name}-{DENSE}",
+                                     {"backbone": DENSE, "target": 0.0, "sparsity": 0.0}))
+            continue
+        for backbone in spec.backbones:
+            points.append(SweepPoint(f"{spec.name}-{backbone}-{format_percent_id(target)}",
+                                     {"backbone": backbone, "target": target,
+                                      "sparsity": target}))
+    return points
+
+
+def _train_values(spec: FrontierSpec, point: SweepPoint) -> dict[str, Any]:
+    own = {"sparsity": point.params["sparsity"]}
+    if point.params["backbone"] != DENSE:
+        own["backbone"] = point.params["backbone"]
+    return merged_train_config(spec.base_config, spec.train, own)
+
+
+def _paths(spec: FrontierSpec, point_id: str) -> PointPaths:
+    return PointPaths.for_point(point_id, state_dir=spec.state_dir, runs_dir=Path(spec.runs_dir),
+                                artifacts_dir=Path(spec.artifacts_dir))
+
+
+def validate_points(spec: FrontierSpec, points: Sequence[SweepPoint]) -> None:
+    """Resolve every point's train config with the train validator before anything runs."""
+    for point in points:
+        validate_train_config(_train_values(spec, point), point.id)
+
+
+def point_metrics(summary: Mapping[str, Any], bench: Mapping[str, Any],
+                  threads: int) -> dict[str, Any]:
+    """The frontier's numbers for one point from its summary.json and bench.json."""
+    accuracy = bench["accuracy"]
+    if accuracy["disagreements"]:
+        raise RuntimeError(f"engine top-1 differs from ORT on {accuracy['disagreements']} "
+                           "images (see bench.md)")
+    timing = {(t["contender"], t["threads"], t["batch"]): t for t in bench["timings"]}
+    engine, ort = timing.get(("engine", threads, 1)), timing.get(("ort_dense", threads, 1))
+    if engine is None or ort is None:
+        raise RuntimeError(f"bench.json has no batch-1 timings at {threads} threads")
+    return {
+        "achieved_sparsity": summary["sparsity"],
+        "top1": accuracy["engine_top1"],
+        "train_top1": summary.get("test_acc"),
+        "dense_macs": bench["macs"]["dense"],
+        "sparse_macs": bench["macs"]["sparse"],
+        "engine_ms_b1": engine["median_ms"],
+        "ort_dense_ms_b1": ort["median_ms"],
+        "speedup_vs_ort_dense": ort["median_ms"] / engine["median_ms"],
+        "train_seconds": summary.get("seconds"),
+        "threads": threads,
+    }
+
+
+def pipeline_runner(spec: FrontierSpec) -> PointRunner:
+    """The real point runner: train -> compile -> bench subprocesses, then read the metrics."""
+    def run(point: SweepPoint) -> dict[str, Any]:
+        paths = _paths(spec, point.id)
+        write_point_config(paths.config, _train_values(spec, point))
+        stages = [train_stage(paths), compile_stage(paths),
+                  bench_stage(paths, threads=spec.bench_threads, rounds=spec.bench_rounds,
+                              limit=spec.bench_limit)]
+        run_stages(stages, paths, timeout_s=spec.stage_timeout_s)
+        summary = read_json_file(paths.run_dir / "summary.json")
+        bench = read_json_file(paths.artifact_dir / "bench.json")
+        return point_metrics(summary, bench, spec.bench_threads)
+    return run
+
+
+# ------------------------------------------------------------------------------------------
+# Report
+# ------------------------------------------------------------------------------------------
+
+FRONTIER_COLUMNS = (
+    Column("backbone", "backbone"),
+    Column("target", "target sparsity", fmt_pct),
+    Column("achieved_sparsity", "achieved sparsity", fmt_pct),
+    Column("top1", "top-1 (engine, test set)", fmt_pct),
+    Column("dense_macs", "dense MACs / image", fmt_macs),
+    Column("sparse_macs", "sparse MACs / image", fmt_macs),
+    Column("engine_ms_b1", "engine latency B=1 (ms)", fmt_ms),
+    Column("ort_dense_ms_b1", "ORT dense latency B=1 (ms)", fmt_ms),
+    Column("speedup_vs_ort_dense", "speedup vs ORT dense", fmt_speedup),
+    Column("status", "status"),
+    Column("point", "point"),
+)
+
+
+def frontier_rows(spec: FrontierSpec, results: Mapping[str, PointResult]) -> list[dict[str, Any]]:
+    """One row per (backbone, target) in grid order; the dense point appears in every backbone.
+
+    Metrics are copied unchanged from the point results; points without a result are 'pending'.
+    """
+    rows = []
+    by_target = {p.params["target"]: p for p in frontier_points(spec) if p.params["target"] == 0}
+    for backbone in spec.backbones:
+        for target in sorted(spec.targets):
+            point_id = (by_target[target].id if target == 0.0 else
+                        f"{spec.name}-{backbone}-{format_percent_id(target)}")
+            result = results.get(point_id)
+            row: dict[str, Any] = {"backbone": backbone, "target": target, "point": point_id,
+                                   "status": result.status if result else "pending"}
+            if result is not None and result.status == DONE:
+                row.update(result.metrics)
+            rows.append(row)
+    return rows
+
+
+def _series(rows: Sequence[Mapping[str, Any]], backbones: Sequence[str], x_key: str) -> list:
+    series = []
+    for backbone in backbones:
+        done = [r for r in rows if r["backbone"] == backbone and r["status"] == DONE]
+        if done:
+            series.append(Series(backbone, [r[x_key] for r in done],
+                                 [100.0 * r["top1"] for r in done]))
+    return series
+
+
+def frontier_plots(rows: Sequence[Mapping[str, Any]], backbones: Sequence[str],
+                   machine: MachineInfo) -> dict[str, bytes]:
+    """PNG bytes of top-1 vs sparse MACs (log x) and top-1 vs engine latency, by file name."""
+    plots = {}
+    macs = _series(rows, backbones, "sparse_macs")
+    if macs:
+        plots[MACS_PLOT] = line_plot_png(macs, PlotSpec(
+            "Top-1 vs sparse MACs", "sparse MACs per image (log scale)",
+            "top-1 accuracy (%)", logx=True))
+        latency = _series(rows, backbones, "engine_ms_b1")
+        plots[LATENCY_PLOT] = line_plot_png(latency, PlotSpec(
+            f"Top-1 vs engine latency (batch 1, {machine.cores}-core {machine.simd} CPU)",
+            "engine latency at batch 1 (ms)", "top-1 accuracy (%)"))
+    return plots
+
+
+def _context_lines(spec: FrontierSpec, outcome_results: Mapping[str, PointResult],
+                   machine: MachineInfo) -> list[str]:
+    seconds = sum(r.seconds for r in outcome_results.values())
+    threads = spec.bench_threads
+    return [
+        f"Machine: {machine.describe()}. Latency: median of {spec.bench_rounds} interleaved "
+        f"runs, batch 1, {threads} thread{'s' if threads > 1 else ''}, ORT dense on the same "
+        "model.onnx as the baseline.",
+        "Costs are MACs per image (one multiply-add = 1 MAC; FLOPs ~ 2 x MACs), Conv and "
+        "Linear layers only. Top-1 is the deployed model run by our engine on the test set.",
+        f"Train settings: base config {spec.base_config}, overrides {dict(spec.train)}.",
+        f"Wall time of the finished points: {seconds / 60:.1f} min "
+        f"(train + compile + bench, summed over {len(outcome_results)} points). "
+        f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}.",
+    ]
+
+
+def _failure_lines(results: Mapping[str, PointResult]) -> list[str]:
+    return [f"{r.id}: {r.error}" for r in results.values() if r.status != DONE]
+
+
+def write_frontier_report(spec: FrontierSpec, results: Mapping[str, PointResult],
+                          out_dir: str | Path, machine: MachineInfo) -> list[Path]:
+    """Write CSV, Markdown, PNG plots and the HTML page (each atomically); returns the paths."""
+    out = Path(out_dir)
+    rows = frontier_rows(spec, results)
+    context = _context_lines(spec, results, machine)
+    failures = _failure_lines(results)
+    plots = frontier_plots(rows, spec.backbones, machine)
+    written = [out / CSV_NAME, out / MD_NAME, out / HTML_NAME]
+    atomic_write_text(written[0], csv_text(rows, FRONTIER_COLUMNS))
+    markdown = [f"# Sparsity frontier: {spec.name}", "", *context, "",
+                markdown_table(rows, FRONTIER_COLUMNS)]
+    if failures:
+        markdown += ["## Failed points", "", *(f"- {line}" for line in failures), ""]
+    markdown += [f"![{name}]({name})" for name in plots]
+    atomic_write_text(written[1], "\n".join(markdown) + "\n")
+    for name, png in plots.items():
+        atomic_write_bytes(out / name, png)
+        written.append(out / name)
+    blocks: list = [Paragraph(line) for line in context]
+    blocks.append(Table(rows, FRONTIER_COLUMNS, caption=f"Frontier on {machine.describe()}"))
+    blocks += [Image(png, name) for name, png in plots.items()]
+    if failures:
+        blocks += [Heading("Failed points")] + [Paragraph(line) for line in failures]
+    atomic_write_text(written[2], html_page(f"Sparsity frontier: {spec.name}", blocks))
+    return written
+
+
+# ------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    """argparse for `python -m benchmarks.frontier`."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.frontier", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sweep", type=Path, default=DEFAULT_SWEEP,
+                        help="sweep YAML file (default %(default)s)")
+    parser.add_argument("--out", default=None, help="report directory (overrides the sweep's)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="run at most N points in this invocation")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the points and their state; run nothing")
+    parser.add_argument("--report-only", action="store_true",
+                        help="rebuild the report from the recorded results; run nothing")
+    parser.add_argument("--no-retry-failed", action="store_true",
+                        help="leave points that failed before as failed")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def progress_wrapped(runner: PointRunner, points: Sequence[SweepPoint], enabled: bool):
+    """One tqdm bar over the whole sweep; returns (runner showing the current point, on_progress
+    callback, close function)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(points), desc="sweep", unit="point", disable=not enabled)
+
+    def run(point: SweepPoint) -> Mapping[str, Any]:
+        bar.set_postfix_str(point.id)
+        return runner(point)
+
+    def settled(point_id: str, result: PointResult | None) -> None:
+        bar.update(1)
+        if result is not None and result.status != DONE:
+            bar.write(f"point {point_id} failed: {(result.error or '').splitlines()[0]}")
+    return run, settled, bar.close
+
+
+def execute(spec: FrontierSpec, runner: PointRunner, *, limit: int | None, dry_run: bool,
+            retry_failed: bool, progress: bool) -> SweepOutcome:
+    """Run the sweep (or only read its state) with one progress bar."""
+    points = frontier_points(spec)
+    run, settled, close = progress_wrapped(runner, points, progress and not dry_run)
+    try:
+        return run_sweep(points, run, spec.state_dir, retry_failed=retry_failed, limit=limit,
+                         dry_run=dry_run, on_progress=settled)
+    finally:
+        close()
+
+
+def _print_outcome(outcome: SweepOutcome, paths: Sequence[Path], started: float) -> None:
+    print(f"ran {len(outcome.ran)} points in {(time.monotonic() - started) / 60:.1f} min; "
+          f"{len(outcome.skipped_done)} already finished, {len(outcome.busy)} held by another "
+          f"process, {len(outcome.pending)} pending, {len(outcome.failed)} failed")
+    for point_id in outcome.failed:
+        print(f"FAILED {point_id}: {outcome.results[point_id].error}", file=sys.stderr)
+    print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def main(argv: Sequence[str] | None = None, runner: PointRunner | None = None) -> int:
+    """CLI entry point (a runner can be injected for tests); returns the exit code."""
+    args = build_parser().parse_args(argv)
+    started = time.monotonic()
+    try:
+        if args.limit is not None and args.limit < 0:
+            raise BenchInputError("--limit must be >= 0")
+        spec = load_frontier_spec(args.sweep, out_dir=args.out)
+        if runner is None:
+            validate_points(spec, frontier_points(spec))
+            runner = pipeline_runner(spec)
+    except BenchInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    outcome = execute(spec, runner, limit=args.limit, dry_run=args.dry_run or args.report_only,
+                      retry_failed=not args.no_retry_failed, progress=not args.no_progress)
+    if args.dry_run:
+        for point in frontier_points(spec):
+            status = outcome.results[point.id].status if point.id in outcome.results else "pending"
+            print(f"{point.id}: {status}")
+        return 0
+    paths = write_frontier_report(spec, outcome.results, spec.out_dir, machine_info())
+    _print_outcome(outcome, paths, started)
+    return 1 if outcome.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
