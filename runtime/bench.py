@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.atomic import atomic_write_json
 from runtime.macs import conv_macs, linear_macs, sparse_macs
 
 __all__ = [
@@ -37,14 +36,15 @@ __all__ = [
     "timing_from_samples",
     "time_callable",
     "compare_interleaved",
+    "Sampler",
+    "local_sampler",
+    "compare_interleaved_samplers",
     "ModelMacs",
     "count_model_macs",
     "load_onnx_model",
     "input_shape_for_batch",
     "make_ort_session",
     "load_engine",
-    "write_text_atomic",
-    "write_json_atomic",
     "BenchRow",
     "bench_model",
     "format_table",
@@ -139,56 +139,67 @@ def time_callable(fn: Callable[[], Any], *, batch: int, warmup: int = DEFAULT_WA
     return timing_from_samples(samples, batch=batch)
 
 
-def compare_interleaved(fns: Mapping[str, Callable[[], Any]], *, batch: int,
-                        rounds: int = DEFAULT_ROUNDS, warmup: int = DEFAULT_WARMUP,
-                        calls_per_round: int = 1,
-                        clock: Callable[[], float] = time.perf_counter) -> dict[str, Timing]:
-    """Time several contenders side by side.
+Sampler = Callable[[int], Sequence[float]]
+"""Runs a contender ``k`` times and returns the ``k`` per-call latencies in ms (lets a contender
+in another process time itself, so IPC overhead never enters its figures)."""
 
-    Each contender gets ``warmup`` untimed calls; then in each of ``rounds`` rounds every contender
-    makes ``calls_per_round`` timed calls, the order rotating by one each round so no contender
-    always runs right after another (cache, turbo and scheduler effects are shared fairly).
+
+def local_sampler(fn: Callable[[], Any],
+                  clock: Callable[[], float] = time.perf_counter) -> Sampler:
+    """A :data:`Sampler` timing an in-process callable, one wall-clock sample per call."""
+    def sample(count: int) -> list[float]:
+        return [_time_one_call(fn, clock) for _ in range(count)]
+    return sample
+
+
+def compare_interleaved_samplers(samplers: Mapping[str, Sampler], *, batch: int,
+                                 rounds: int = DEFAULT_ROUNDS, warmup: int = DEFAULT_WARMUP,
+                                 calls_per_round: int = 1,
+                                 settle_calls: int = 0) -> dict[str, Timing]:
+    """Time several contenders side by side (see :func:`compare_interleaved`), each given as a
+    :data:`Sampler`; warm-up samples are discarded.
+
+    ``settle_calls`` untimed calls open every turn: thread pools of the previous contender may
+    still spin for a moment after it returns, which would otherwise be charged to the first call.
     """
-    if not fns:
-        raise BenchError("compare_interleaved needs at least one callable")
-    if rounds < 1 or calls_per_round < 1:
-        raise BenchError(f"need rounds >= 1 and calls_per_round >= 1, got {rounds}, "
-                         f"{calls_per_round}")
-    names = list(fns)
+    if not samplers:
+        raise BenchError("compare_interleaved needs at least one contender")
+    if rounds < 1 or calls_per_round < 1 or warmup < 0 or settle_calls < 0:
+        raise BenchError(f"need rounds >= 1, calls_per_round >= 1, warmup >= 0, "
+                         f"settle_calls >= 0, got {rounds}, {calls_per_round}, {warmup}, "
+                         f"{settle_calls}")
+    names = list(samplers)
     for name in names:
-        for _ in range(warmup):
-            fns[name]()
+        if warmup:
+            samplers[name](warmup)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
-            for _ in range(calls_per_round):
-                samples[name].append(_time_one_call(fns[name], clock))
+            if settle_calls:
+                samplers[name](settle_calls)
+            got = list(samplers[name](calls_per_round))
+            if len(got) != calls_per_round:
+                raise BenchError(f"contender {name!r} returned {len(got)} samples, "
+                                 f"expected {calls_per_round}")
+            samples[name].extend(got)
     return {name: timing_from_samples(samples[name], batch=batch) for name in names}
 
 
-# --------------------------------------------------------------------------------------------
-# Atomic writes
-# --------------------------------------------------------------------------------------------
+def compare_interleaved(fns: Mapping[str, Callable[[], Any]], *, batch: int,
+                        rounds: int = DEFAULT_ROUNDS, warmup: int = DEFAULT_WARMUP,
+                        calls_per_round: int = 1,
+                        clock: Callable[[], float] = time.perf_counter) -> dict[str, Timing]:
+    """Time several in-process callables side by side.
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same directory and a rename, so readers
-    never see a half-written file."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON atomically (see :func:`write_text_atomic`)."""
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    Each contender gets ``warmup`` untimed calls; then in each of ``rounds`` rounds every contender
+    makes ``calls_per_round`` timed calls, the order rotating by one each round so no contender
+    always runs right after another (cache, turbo and scheduler effects are shared fairly).
+    This is how ratios are measured on this noisy VM (docs PERFORMANCE.md).
+    """
+    return compare_interleaved_samplers(
+        {name: local_sampler(fn, clock) for name, fn in fns.items()}, batch=batch,
+        rounds=rounds, warmup=warmup, calls_per_round=calls_per_round)
 
 
 # --------------------------------------------------------------------------------------------
@@ -572,7 +583,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.json is None:
         return 0
     try:
-        write_json_atomic(args.json, {
+        atomic_write_json(args.json, {
             "model": str(args.model), "macs": macs.to_dict(),
             "ideal_speedup": _ideal_speedup(macs),
             "settings": {"rounds": args.rounds, "warmup": args.warmup,

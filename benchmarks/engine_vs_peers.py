@@ -1,0 +1,475 @@
+"""Acceptance benchmark: our engine and DeepSparse vs ONNX Runtime dense on the same ONNX files.
+
+Builds the benchmark models (``benchmarks/bench_models.py``: ResNet-20x2, CIFAR MobileNetV1,
+ResNet-50 conv2_x; random unstructured sparsity on every conv but the stem; BN folded; IR 8,
+opset 13) and, in one run, times ORT dense, our engine (``runtime.Engine``) and - when
+``--deepsparse-python`` names a Python with deepsparse installed - DeepSparse, for each batch size
+and thread count. Contenders alternate round by round (``runtime.bench``) and medians are quoted,
+because this VM is noisy (docs PERFORMANCE.md). DeepSparse runs in its own venv as a subprocess
+(``benchmarks/_deepsparse_worker.py``) and times itself, so no IPC cost enters its figures.
+
+Target: our speedup >= 1.25x DeepSparse's at 90/95/98%; at 0% no slower than 1.5x ORT dense.
+A contender that is missing or fails says "n/a" with the reason; no number is ever invented.
+
+    python -m benchmarks.engine_vs_peers --deepsparse-python /tmp/ds/bin/python \
+        --markdown benchmarks/results/engine_vs_peers.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import select
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from benchmarks.bench_models import BENCH_MODELS, BenchModelError, bench_model_path
+from runtime.atomic import atomic_write_json, atomic_write_text
+from runtime.bench import (
+    BenchError,
+    Sampler,
+    Timing,
+    compare_interleaved_samplers,
+    count_model_macs,
+    input_shape_for_batch,
+    load_engine,
+    load_onnx_model,
+    local_sampler,
+    make_ort_session,
+)
+
+__all__ = [
+    "PeersConfig",
+    "PeerRow",
+    "DeepSparseWorker",
+    "run_engine_vs_peers",
+    "format_markdown",
+    "main",
+]
+
+DEFAULT_WORK_DIR = Path("/tmp/featherdeploy-bench")
+WORKER_SCRIPT = Path(__file__).with_name("_deepsparse_worker.py")
+WORKER_TIMEOUT_S = 900.0  # one reply (a compile of the largest model) never takes this long
+TARGET_VS_DEEPSPARSE = 1.25  # our speedup / DeepSparse's, at 90/95/98%
+TARGET_DENSE_SLOWDOWN = 1.5  # at 0%: engine time <= 1.5 x ORT dense time
+OUTPUT_REL_TOL = 1e-3  # max|out - ORT| / max|ORT| for a contender's output to count as correct
+ROUND_TARGET_MS = 30.0  # calls per round are chosen so one contender's round takes about this
+MAX_CALLS_PER_ROUND = 10
+
+
+class PeersError(Exception):
+    """Bad benchmark options or a peer that cannot be started; the CLI exits with code 2."""
+
+
+@dataclass(frozen=True)
+class PeersConfig:
+    """What to measure and where to put it."""
+
+    models: tuple[str, ...] = tuple(BENCH_MODELS)
+    sparsities: tuple[float, ...] = (0.0, 0.9, 0.95, 0.98)
+    batches: tuple[int, ...] = (1, 32)
+    threads: tuple[int, ...] = (1, 2)
+    rounds: int = 10
+    warmup: int = 3
+    work_dir: Path = DEFAULT_WORK_DIR
+    deepsparse_python: Path | None = None
+    seed: int = 0
+    rebuild: bool = False
+
+
+@dataclass(frozen=True)
+class PeerRow:
+    """One (model, sparsity, threads, batch) measurement of all contenders, side by side."""
+
+    model: str
+    sparsity: float
+    threads: int
+    batch: int
+    dense_macs: int
+    sparse_macs: int
+    ort: Timing
+    engine: Timing | None = None
+    engine_note: str = ""
+    engine_rel_err: float | None = None
+    deepsparse: Timing | None = None
+    deepsparse_note: str = ""
+    deepsparse_rel_err: float | None = None
+    calls_per_round: int = 1
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ideal_speedup(self) -> float:
+        """1 / (1 - s): the speedup if time fell with the share of nonzero conv weights."""
+        return 1.0 / (1.0 - self.sparsity)
+
+    def speedup(self, timing: Timing | None) -> float | None:
+        """ORT dense median / the contender's median, or None without numbers."""
+        return None if timing is None else self.ort.median_ms / timing.median_ms
+
+    @property
+    def ours_vs_deepsparse(self) -> float | None:
+        """Our speedup / DeepSparse's (= DeepSparse median / ours)."""
+        ours, theirs = self.speedup(self.engine), self.speedup(self.deepsparse)
+        return None if ours is None or theirs is None else ours / theirs
+
+    @property
+    def fraction_of_ideal(self) -> float | None:
+        """Our speedup / (1 / (1 - s))."""
+        ours = self.speedup(self.engine)
+        return None if ours is None else ours / self.ideal_speedup
+
+    @property
+    def target(self) -> str:
+        """'met', 'MISSED' or 'n/a' for the acceptance target of this row."""
+        if self.engine is None or self.engine_rel_err is None \
+                or self.engine_rel_err > OUTPUT_REL_TOL:
+            return "n/a" if self.engine is None else "MISSED (wrong output)"
+        if self.sparsity == 0.0:
+            ok = self.engine.median_ms <= TARGET_DENSE_SLOWDOWN * self.ort.median_ms
+            return "met" if ok else "MISSED"
+        ratio = self.ours_vs_deepsparse
+        if ratio is None:
+            return "n/a"
+        return "met" if ratio >= TARGET_VS_DEEPSPARSE else "MISSED"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form for the JSON report."""
+        def timing(t: Timing | None) -> dict[str, Any] | None:
+            return None if t is None else t.to_dict()
+        return {
+            "model": self.model, "sparsity": self.sparsity, "threads": self.threads,
+            "batch": self.batch, "dense_macs": self.dense_macs, "sparse_macs": self.sparse_macs,
+            "ort": timing(self.ort), "engine": timing(self.engine),
+            "engine_note": self.engine_note, "engine_rel_err": self.engine_rel_err,
+            "deepsparse": timing(self.deepsparse), "deepsparse_note": self.deepsparse_note,
+            "deepsparse_rel_err": self.deepsparse_rel_err,
+            "engine_speedup": self.speedup(self.engine),
+            "deepsparse_speedup": self.speedup(self.deepsparse),
+            "ours_vs_deepsparse": self.ours_vs_deepsparse, "ideal_speedup": self.ideal_speedup,
+            "fraction_of_ideal": self.fraction_of_ideal, "target": self.target,
+            "calls_per_round": self.calls_per_round,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# DeepSparse in its own venv
+# --------------------------------------------------------------------------------------------
+
+class DeepSparseWorker:
+    """A long-lived ``_deepsparse_worker.py`` subprocess speaking JSON lines (see its docstring)."""
+
+    def __init__(self, python: Path, log_path: Path) -> None:
+        if not python.is_file() or not os.access(python, os.X_OK):
+            raise PeersError(f"--deepsparse-python is not an executable file: {python}")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_path = log_path
+        self._log: TextIO = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close)
+        env = dict(os.environ, NM_DISABLE_ANALYTICS="1")
+        self._proc = subprocess.Popen(
+            [str(python), str(WORKER_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._log, text=True, env=env)
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and wait for its reply; raises :class:`PeersError` if the worker
+        died, timed out or answered with an error."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        try:
+            self._proc.stdin.write(json.dumps(message) + "\n")
+            self._proc.stdin.flush()
+        except BrokenPipeError as exc:
+            raise PeersError(f"DeepSparse worker died: {self._log_tail()}") from exc
+        ready, _, _ = select.select([self._proc.stdout], [], [], WORKER_TIMEOUT_S)
+        line = self._proc.stdout.readline() if ready else ""
+        if not line:
+            raise PeersError(f"DeepSparse worker gave no reply: {self._log_tail()}")
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            raise PeersError(f"DeepSparse: {reply.get('error', 'unknown error')}")
+        return reply
+
+    def sampler(self) -> Sampler:
+        """A :data:`Sampler` whose samples DeepSparse measures in its own process."""
+        def sample(count: int) -> list[float]:
+            return [float(s) for s in self.request({"op": "time", "runs": count})["samples_ms"]]
+        return sample
+
+    def _log_tail(self, lines: int = 5) -> str:
+        """Last lines of the worker's stderr, for error messages."""
+        self._log.flush()
+        text = self._log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        return " | ".join(text[-lines:]) or f"(no output; see {self._log_path})"
+
+    def close(self) -> None:
+        """Ask the worker to quit; kill it (by its own pid) if it does not."""
+        try:
+            if self._proc.poll() is None and self._proc.stdin is not None:
+                self._proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self._proc.stdin.close()
+            self._proc.wait(timeout=30)
+        except (BrokenPipeError, subprocess.TimeoutExpired):
+            self._proc.kill()
+            self._proc.wait()
+        finally:
+            self._log.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring one configuration
+# --------------------------------------------------------------------------------------------
+
+def _relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    """max|actual - expected| / max|expected| (inf on a shape mismatch)."""
+    actual = np.asarray(actual, dtype=np.float32)
+    if actual.shape != expected.shape:
+        return float("inf")
+    scale = max(float(np.max(np.abs(expected))), 1e-12)
+    return float(np.max(np.abs(actual - expected))) / scale
+
+
+@dataclass
+class _Contenders:
+    """Samplers, errors and notes gathered for one (threads, batch) configuration."""
+
+    samplers: dict[str, Sampler] = field(default_factory=dict)
+    rel_err: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def _add_engine(contenders: _Contenders, engine: Any, engine_note: str, x: np.ndarray,
+                expected: np.ndarray) -> None:
+    """Check the engine's output on ``x`` and add it as a contender, or note why not."""
+    if engine is None:
+        contenders.notes["engine"] = engine_note
+        return
+    try:
+        contenders.rel_err["engine"] = _relative_error(engine.run(x), expected)
+    except Exception as exc:  # an engine failure is reported in the table, not raised
+        contenders.notes["engine"] = f"engine failed to run ({type(exc).__name__}: {exc})"
+        return
+    contenders.samplers["engine"] = local_sampler(lambda: engine.run(x))
+
+
+def _add_deepsparse(contenders: _Contenders, worker: DeepSparseWorker | None, model: Path,
+                    threads: int, x: np.ndarray, expected: np.ndarray, work_dir: Path) -> None:
+    """Compile DeepSparse for this configuration, check its output, add it as a contender."""
+    if worker is None:
+        contenders.notes["deepsparse"] = "DeepSparse not requested (--deepsparse-python)"
+        return
+    x_path, y_path = work_dir / "ds_input.npy", work_dir / "ds_output.npy"
+    np.save(x_path, x)
+    try:
+        worker.request({"op": "compile", "model": str(model), "input": str(x_path),
+                        "threads": threads})
+        worker.request({"op": "output", "path": str(y_path)})
+    except PeersError as exc:
+        contenders.notes["deepsparse"] = str(exc)
+        return
+    contenders.rel_err["deepsparse"] = _relative_error(np.load(y_path), expected)
+    contenders.samplers["deepsparse"] = worker.sampler()
+
+
+def _calls_per_round(ort_ms: float) -> int:
+    """Calls per round so that a round of ORT takes about ``ROUND_TARGET_MS``."""
+    return max(1, min(MAX_CALLS_PER_ROUND, int(ROUND_TARGET_MS / max(ort_ms, 1e-3))))
+
+
+def _measure(model_name: str, sparsity: float, path: Path, macs: tuple[int, int], threads: int,
+             batch: int, session: Any, engine: tuple[Any, str],
+             worker: DeepSparseWorker | None, config: PeersConfig) -> PeerRow:
+    """Time all available contenders on one (threads, batch), interleaved."""
+    model = load_onnx_model(path)
+    input_name, shape = input_shape_for_batch(model, batch)
+    x = np.random.default_rng(config.seed).standard_normal(shape, dtype=np.float32)
+    ort_sampler = local_sampler(lambda: session.run(None, {input_name: x}))
+    expected = session.run(None, {input_name: x})[0]
+    contenders = _Contenders(samplers={"ort": ort_sampler})
+    _add_engine(contenders, engine[0], engine[1], x, expected)
+    _add_deepsparse(contenders, worker, path, threads, x, expected, config.work_dir)
+    calls = _calls_per_round(min(ort_sampler(2)))
+    timings = compare_interleaved_samplers(contenders.samplers, batch=batch,
+                                           rounds=config.rounds, warmup=config.warmup,
+                                           calls_per_round=calls,
+                                           settle_calls=1 if calls > 1 else 0)
+    return PeerRow(
+        model=model_name, sparsity=sparsity, threads=threads, batch=batch,
+        dense_macs=macs[0], sparse_macs=macs[1], ort=timings["ort"],
+        engine=timings.get("engine"), engine_note=contenders.notes.get("engine", ""),
+        engine_rel_err=contenders.rel_err.get("engine"),
+        deepsparse=timings.get("deepsparse"),
+        deepsparse_note=contenders.notes.get("deepsparse", ""),
+        deepsparse_rel_err=contenders.rel_err.get("deepsparse"), calls_per_round=calls)
+
+
+def _measure_file(model_name: str, sparsity: float, config: PeersConfig,
+                  worker: DeepSparseWorker | None) -> list[PeerRow]:
+    """All (threads, batch) rows of one model at one sparsity."""
+    path = bench_model_path(model_name, sparsity, config.work_dir, seed=config.seed,
+                            rebuild=config.rebuild)
+    counted = count_model_macs(load_onnx_model(path))
+    rows = []
+    for threads in config.threads:
+        session = make_ort_session(path, threads)
+        engine = load_engine(path, threads)
+        for batch in config.batches:
+            row = _measure(model_name, sparsity, path, (counted.dense, counted.sparse), threads,
+                           batch, session, engine, worker, config)
+            print(_progress_line(row), file=sys.stderr, flush=True)
+            rows.append(row)
+        del engine, session  # free native threads before the next thread count
+    return rows
+
+
+def run_engine_vs_peers(config: PeersConfig) -> list[PeerRow]:
+    """Measure every (model, sparsity, threads, batch) of ``config``; one row each."""
+    for name in config.models:
+        if name not in BENCH_MODELS:
+            raise PeersError(f"unknown model {name!r}; valid: {', '.join(BENCH_MODELS)}")
+    worker = None
+    if config.deepsparse_python is not None:
+        worker = DeepSparseWorker(config.deepsparse_python,
+                                  config.work_dir / "deepsparse_worker.log")
+    try:
+        return [row for name in config.models for sparsity in config.sparsities
+                for row in _measure_file(name, sparsity, config, worker)]
+    finally:
+        if worker is not None:
+            worker.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Reporting
+# --------------------------------------------------------------------------------------------
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    """A number with a format spec, or 'n/a'."""
+    return "n/a" if value is None else format(value, spec) + suffix
+
+
+def _progress_line(row: PeerRow) -> str:
+    """One-line summary printed while the benchmark runs."""
+    engine_ms = _fmt(row.engine and row.engine.median_ms, ".3f")
+    deepsparse_ms = _fmt(row.deepsparse and row.deepsparse.median_ms, ".3f")
+    return (f"{row.model} s={row.sparsity:.0%} T={row.threads} B={row.batch}: "
+            f"ORT {row.ort.median_ms:.3f} ms, engine {engine_ms} ms, DeepSparse {deepsparse_ms} ms")
+
+
+MARKDOWN_HEADER = (
+    "| model | threads | batch | sparsity | ORT ms | engine ms | DeepSparse ms | engine speedup "
+    "| DeepSparse speedup | ours / DeepSparse | fraction of ideal | target |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def format_markdown(rows: Sequence[PeerRow]) -> str:
+    """README-ready table, then the reasons for every 'n/a'."""
+    lines = [MARKDOWN_HEADER]
+    for r in rows:
+        lines.append(
+            f"| {r.model} | {r.threads} | {r.batch} | {r.sparsity:.0%} | {r.ort.median_ms:.3f} "
+            f"| {_fmt(r.engine and r.engine.median_ms, '.3f')} "
+            f"| {_fmt(r.deepsparse and r.deepsparse.median_ms, '.3f')} "
+            f"| {_fmt(r.speedup(r.engine), '.2f', 'x')} "
+            f"| {_fmt(r.speedup(r.deepsparse), '.2f', 'x')} "
+            f"| {_fmt(r.ours_vs_deepsparse, '.2f')} | {_fmt(r.fraction_of_ideal, '.2f')} "
+            f"| {r.target} |")
+    notes = sorted({note for r in rows for note in (r.engine_note, r.deepsparse_note) if note})
+    wrong = [f"{r.model} {r.sparsity:.0%} T={r.threads} B={r.batch}: {who} relative error "
+             f"{err:.2g}" for r in rows for who, err in
+             (("engine", r.engine_rel_err), ("DeepSparse", r.deepsparse_rel_err))
+             if err is not None and err > OUTPUT_REL_TOL]
+    if notes or wrong:
+        lines.append("")
+        lines.extend(f"- n/a: {note}" for note in notes)
+        lines.extend(f"- output mismatch vs ORT: {w}" for w in wrong)
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+def _csv(kind: type, text: str) -> tuple[Any, ...]:
+    """Parse a comma-separated list (argparse helper)."""
+    try:
+        return tuple(kind(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad list {text!r}: {exc}") from exc
+
+
+def _sparsities(text: str) -> tuple[float, ...]:
+    """'0,90,95,98' (percent) -> (0.0, 0.9, 0.95, 0.98)."""
+    values = tuple(p / 100.0 for p in _csv(float, text))
+    if not values or any(not 0.0 <= v < 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"sparsities are percents in [0, 100), got {text!r}")
+    return values
+
+
+def _positive_ints(text: str) -> tuple[int, ...]:
+    """'1,32' -> (1, 32), positive only."""
+    values = _csv(int, text)
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", type=lambda t: _csv(str, t), default=tuple(BENCH_MODELS),
+                        help=f"comma-separated, from {', '.join(BENCH_MODELS)}")
+    parser.add_argument("--sparsities", type=_sparsities, default=(0.0, 0.9, 0.95, 0.98),
+                        help="percents (default 0,90,95,98)")
+    parser.add_argument("--batches", type=_positive_ints, default=(1, 32))
+    parser.add_argument("--threads", type=_positive_ints, default=(1, 2))
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds")
+    parser.add_argument("--quick", action="store_true", help="few runs (3 rounds, 1 warm-up)")
+    parser.add_argument("--deepsparse-python", type=Path, default=None,
+                        help="python of a venv with deepsparse 1.8 (e.g. /tmp/ds/bin/python)")
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
+                        help="cache of the built ONNX models (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rebuild", action="store_true", help="rebuild cached models")
+    parser.add_argument("--json", type=Path, default=None, help="write all results as JSON")
+    parser.add_argument("--markdown", type=Path, default=None, help="write the markdown table")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> PeersConfig:
+    """Resolve the CLI flags into a :class:`PeersConfig`."""
+    if args.rounds < 1:
+        raise PeersError("--rounds must be >= 1")
+    return PeersConfig(models=tuple(args.models), sparsities=args.sparsities,
+                       batches=args.batches, threads=args.threads,
+                       rounds=3 if args.quick else args.rounds, warmup=1 if args.quick else 3,
+                       work_dir=args.work_dir, deepsparse_python=args.deepsparse_python,
+                       seed=args.seed, rebuild=args.rebuild)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse flags, run the benchmark, print and write the tables. Exit 2 on bad input."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        rows = run_engine_vs_peers(config)
+    except (PeersError, BenchError, BenchModelError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    table = format_markdown(rows)
+    print(table, end="")
+    if args.markdown is not None:
+        atomic_write_text(args.markdown, table)
+    if args.json is not None:
+        atomic_write_json(args.json, {"config": {k: str(v) for k, v in vars(config).items()},
+                                      "rows": [row.to_dict() for row in rows]})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
