@@ -316,6 +316,12 @@ def _inferred_shapes(model: Any) -> dict[str, tuple[int | None, ...]]:
         if len(dims) > 0:
             dims[0].ClearField("dim_param")
             dims[0].dim_value = 1
+    # Conv/Gemm shape inference rejects sparse tensor types: only shapes matter here, so the
+    # sparse initializers become dense-typed graph inputs of the same shape.
+    for sparse in fixed.graph.sparse_initializer:
+        fixed.graph.input.append(onnx.helper.make_tensor_value_info(
+            sparse.values.name, sparse.values.data_type, list(sparse.dims)))
+    del fixed.graph.sparse_initializer[:]
     try:
         inferred = onnx.shape_inference.infer_shapes(fixed)
     except Exception as exc:  # InferenceError and friends
