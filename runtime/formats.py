@@ -99,8 +99,7 @@ _ARRAY_DTYPES = {"int16": np.int16, "int32": np.int32, "int64": np.int64, "float
 
 
 class PackFormatError(ValueError):
-    """A pack file (or a layer given to the writer) is malformed, truncated or of unknown version.
-    """
+    """A pack file (or a layer for the writer) is malformed, truncated or of unknown version."""
 
 
 @dataclass(frozen=True)
@@ -368,6 +367,7 @@ def _atomic_write(path: Path, blob: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a pack is a shareable artifact
         with os.fdopen(fd, "wb") as handle:
             handle.write(blob)
             handle.flush()

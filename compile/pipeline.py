@@ -1,0 +1,353 @@
+"""The compile pipeline: a trained run (or a plain torch model with zeros) -> artifacts/NAME/.
+
+Steps: check weights are finite -> fold BN (``fold.py``) -> export the dense ONNX
+(``onnx_export.py``) -> map weight FQNs to ONNX initializers -> sparse-initializer ONNX
+(``sparse_onnx.py``) -> CSR/BSR pack (``pack.py``) -> verify torch == ORT dense == ORT sparse
+(``verify.py``) -> ORT test accuracy -> report (``report.py``). Everything is written into a
+temporary sibling directory that replaces ``out_dir`` only once every check has passed, so a
+failed compile leaves the previous artifacts untouched. Contract: docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+from compile.errors import CompileError
+from compile.fold import FoldResult, fold_batchnorms
+from compile.onnx_export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    export_onnx,
+    map_weights_to_initializers,
+    save_onnx,
+    weight_initializers,
+)
+from compile.pack import DEFAULT_BLOCK_SHAPES, LayerSource, build_pack_layers, write_weights_pack
+from compile.report import REPORT_FORMAT, REPORT_VERSION, dense_layer_macs, layer_rows, totals
+from compile.report import write_report as write_report_files
+from compile.sparse_onnx import with_sparse_initializers
+from compile.verify import (
+    ATOL,
+    RTOL,
+    ort_accuracy,
+    ort_session,
+    run_ort,
+    run_torch,
+    verify_agreement,
+)
+
+__all__ = ["CompileError", "CompileOptions", "CompileResult", "EvalData", "compile_run",
+           "compile_model", "DENSE_ONNX", "SPARSE_ONNX", "PACK_FILE"]
+
+DENSE_ONNX = "model.onnx"
+SPARSE_ONNX = "model.sparse.onnx"
+PACK_FILE = "weights.fdpack"
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Everything that changes what compile writes (CLI flags fill this in)."""
+
+    opset: int = 13
+    ir_version: int = 8
+    block_shapes: tuple[tuple[int, int], ...] = DEFAULT_BLOCK_SHAPES
+    verify_images: int = 64
+    accuracy: bool = True
+    batch_size: int = 64
+    data_dir: str | None = None  # overrides the run's data_dir
+    inputs: str | None = None  # .npy float32 (N, C, H, W) used for verification instead
+    seed: int = 0  # random verification inputs when a plain model has no data
+
+    def __post_init__(self) -> None:
+        if self.opset < 13:
+            raise CompileError(f"opset must be >= 13, got {self.opset}")
+        if self.ir_version < 7:
+            raise CompileError(f"ir_version must be >= 7 (opset 13 needs IR 7), got "
+                               f"{self.ir_version}")
+        if self.verify_images < 1 or self.batch_size < 1:
+            raise CompileError("verify_images and batch_size must be positive")
+
+
+@dataclass
+class EvalData:
+    """Images the compile checks on: ``verify`` for agreement, ``test`` (+labels) for accuracy."""
+
+    verify: np.ndarray  # (N, C, H, W) float32
+    source: str  # where the verification images came from
+    test_images: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+
+
+@dataclass
+class CompileResult:
+    """Where the artifacts went and the report written there."""
+
+    out_dir: Path
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def compile_run(run: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                options: CompileOptions | None = None) -> CompileResult:
+    """Compile a training run directory (or its ``model.pt``) into ``out_dir``."""
+    options = options or CompileOptions()
+    model_pt = _model_pt_path(Path(run))
+    model, meta = _load_artifact(model_pt)
+    data = _run_eval_data(meta, options)
+    run_dir = model_pt.parent
+    return compile_model(model, tuple(meta.input_shape), out_dir, options,
+                         prunable=meta.prunable, data=data, name=meta.model_name,
+                         run_config=meta.config, source={
+                             "run_dir": str(run_dir), "model_pt": str(model_pt),
+                             "dataset": meta.dataset, "model_kwargs": meta.model_kwargs},
+                         extra_files=[run_dir / "config.yaml", run_dir / "sparsity.json"])
+
+
+def _model_pt_path(run: Path) -> Path:
+    path = run / "model.pt" if run.is_dir() else run
+    if not path.is_file():
+        raise CompileError(f"no model.pt at {path}: pass a run directory made by "
+                           f"`python -m train` (or its model.pt)")
+    return path
+
+
+def _load_artifact(path: Path) -> tuple[nn.Module, Any]:
+    from train.artifact import ArtifactError, load_model_artifact
+
+    try:
+        return load_model_artifact(path)
+    except (ArtifactError, ValueError, KeyError, TypeError) as exc:
+        raise CompileError(f"cannot load {path}: {exc}") from exc
+
+
+def _run_eval_data(meta: Any, options: CompileOptions) -> EvalData:
+    if options.inputs and not options.accuracy:
+        return EvalData(_load_inputs(options.inputs, tuple(meta.input_shape)), options.inputs)
+    images, labels = _load_test_set(meta.dataset, options.data_dir or meta.data_dir)
+    if options.inputs:
+        verify, source = _load_inputs(options.inputs, tuple(meta.input_shape)), options.inputs
+    else:
+        verify, source = images[:options.verify_images], f"{meta.dataset} test set"
+    return EvalData(verify, source, images, labels)
+
+
+def _load_test_set(dataset: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from train.data_arrays import load_test_arrays
+    except ImportError as exc:
+        raise CompileError(f"cannot load test images ({exc}); pass --inputs FILE.npy "
+                           f"and --no-accuracy") from exc
+    try:
+        images, labels = load_test_arrays(dataset, data_dir)
+    except (OSError, ValueError) as exc:  # DatasetNotFoundError and malformed files
+        raise CompileError(f"cannot load the {dataset} test set from {data_dir}: {exc}; "
+                           f"pass --data-dir DIR (or --inputs FILE.npy --no-accuracy)") from exc
+    return np.ascontiguousarray(images, dtype=np.float32), np.asarray(labels)
+
+
+def _load_inputs(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CompileError(f"cannot read verification inputs {path}: {exc}") from exc
+    if array.ndim != 4 or tuple(array.shape[1:]) != input_shape or len(array) == 0:
+        expected = ", ".join(map(str, input_shape))
+        raise CompileError(f"{path}: expected inputs of shape (N, {expected}), got {array.shape}")
+    if not np.isfinite(array).all():
+        raise CompileError(f"{path}: inputs hold NaN or Inf")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def compile_model(model: nn.Module, input_shape: Sequence[int], out_dir: str | os.PathLike[str],
+                  options: CompileOptions | None = None, *, prunable: Sequence[str] | None = None,
+                  data: EvalData | None = None, name: str = "model",
+                  run_config: dict[str, Any] | None = None, source: dict[str, Any] | None = None,
+                  extra_files: Sequence[Path] = ()) -> CompileResult:
+    """Compile a plain torch model whose pruned weights are exact zeros.
+
+    ``prunable`` defaults to ``train.prunable.prunable_parameters(model)``; ``data`` defaults to
+    ``options.verify_images`` seeded N(0, 1) inputs (no accuracy). Raises :class:`CompileError`.
+    """
+    options = options or CompileOptions()
+    shape = _check_input_shape(input_shape)
+    model = model.eval()
+    _check_finite(model)
+    fqns = _check_prunable(model, prunable)
+    data = data or _random_eval_data(shape, options)
+    out = Path(out_dir)
+    work = _make_work_dir(out)
+    try:
+        report = _build_artifacts(model, shape, fqns, data, options, work)
+        report.update(model={"name": name, "input_shape": list(shape)},
+                      source=source or {"kind": "torch model"}, config=run_config or {})
+        _copy_existing(extra_files, work)
+        write_report_files(work, report)
+        _install(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return CompileResult(out, report)
+
+
+def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise CompileError(f"input_shape must be (C, H, W) positive ints, got {input_shape!r}")
+    return shape  # type: ignore[return-value]
+
+
+def _check_finite(model: nn.Module) -> None:
+    for tensor_name, tensor in chain(model.named_parameters(), model.named_buffers()):
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CompileError(f"{tensor_name} holds NaN or Inf; refusing to compile")
+
+
+def _check_prunable(model: nn.Module, prunable: Sequence[str] | None) -> list[str]:
+    if prunable is None:
+        from train.prunable import prunable_parameters
+
+        return list(prunable_parameters(model))
+    modules = dict(model.named_modules())
+    for fqn in prunable:
+        module = modules.get(fqn.removesuffix(".weight"))
+        if not fqn.endswith(".weight") or not isinstance(module, (nn.Conv2d, nn.Linear)):
+            raise CompileError(f"prunable weight {fqn!r} is not the weight of a Conv2d/Linear")
+    return list(prunable)
+
+
+def _random_eval_data(shape: tuple[int, int, int], options: CompileOptions) -> EvalData:
+    rng = np.random.default_rng(options.seed)
+    images = rng.standard_normal((options.verify_images, *shape)).astype(np.float32)
+    return EvalData(images, f"N(0,1) random inputs, seed {options.seed}")
+
+
+def _make_work_dir(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise CompileError(f"output path {out} exists and is not a directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    work.chmod(0o755)  # mkdtemp creates 0700; artifacts are meant to be shared
+    return work
+
+
+def _install(work: Path, out: Path) -> None:
+    """Replace ``out`` by ``work``: rename the old one away, rename the new one in, delete old."""
+    old = out.parent / f"{out.name}.old-{uuid.uuid4().hex[:8]}"
+    had_old = out.exists()
+    if had_old:
+        os.rename(out, old)
+    try:
+        os.rename(work, out)
+    except OSError:
+        if had_old:
+            os.rename(old, out)
+        raise
+    if had_old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _copy_existing(paths: Sequence[Path], work: Path) -> None:
+    for path in paths:
+        if path.is_file():
+            shutil.copy2(path, work / path.name)
+
+
+# ----------------------------------------------------------------------------- core
+
+
+def _build_artifacts(model: nn.Module, shape: tuple[int, int, int], fqns: list[str],
+                     data: EvalData, options: CompileOptions, work: Path) -> dict[str, Any]:
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    folded = fold_batchnorms(model)
+    dense = export_onnx(folded.model, shape, opset=options.opset, ir_version=options.ir_version)
+    timings["fold_export_s"] = time.perf_counter() - clock
+    sources = _layer_sources(dense, folded.model, fqns)
+    clock = time.perf_counter()
+    layers = build_pack_layers(sources, options.block_shapes)
+    sparse = with_sparse_initializers(dense, {src.initializer for src in sources})
+    sizes = {DENSE_ONNX: save_onnx(dense, str(work / DENSE_ONNX)),
+             SPARSE_ONNX: save_onnx(sparse, str(work / SPARSE_ONNX)),
+             PACK_FILE: write_weights_pack(str(work / PACK_FILE), layers)}
+    timings["sparse_pack_s"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    verification, accuracy = _verify(model, work, data, options)
+    timings["verify_s"] = time.perf_counter() - clock
+    rows = layer_rows(folded.model, dense_layer_macs(model, shape),
+                      {layer.fqn: layer for layer in layers})
+    return {"format": REPORT_FORMAT, "version": REPORT_VERSION,
+            "onnx": _onnx_section(dense, shape, options, folded),
+            "initializer_map": {src.fqn: src.initializer for src in sources},
+            "layers": [row.to_json() for row in rows], "totals": totals(rows),
+            "files": {"bytes": sizes,
+                      "sparse_onnx_ratio": sizes[SPARSE_ONNX] / sizes[DENSE_ONNX]},
+            "verification": verification, "accuracy": accuracy,
+            "options": _options_json(options), "timings_s": timings}
+
+
+def _layer_sources(proto: onnx.ModelProto, folded: nn.Module, fqns: list[str]
+                   ) -> list[LayerSource]:
+    weights = {fqn: folded.get_parameter(fqn).detach().numpy() for fqn in fqns}
+    mapping = map_weights_to_initializers(proto, weights)
+    nodes = weight_initializers(proto)
+    arrays = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer
+              if init.name in set(mapping.values())}
+    return [LayerSource(fqn, mapping[fqn], nodes[mapping[fqn]][1], arrays[mapping[fqn]])
+            for fqn in fqns]
+
+
+def _verify(model: nn.Module, work: Path, data: EvalData, options: CompileOptions
+            ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    dense_session = ort_session(str(work / DENSE_ONNX))
+    sparse_session = ort_session(str(work / SPARSE_ONNX))
+    batch = options.batch_size
+    outputs = {"torch": run_torch(model, data.verify, batch).reshape(len(data.verify), -1),
+               DENSE_ONNX: run_ort(dense_session, data.verify, batch),
+               SPARSE_ONNX: run_ort(sparse_session, data.verify, batch)}
+    agreements = verify_agreement(outputs, reference="torch")
+    agreements += verify_agreement({k: outputs[k] for k in (DENSE_ONNX, SPARSE_ONNX)},
+                                   reference=DENSE_ONNX)
+    verification = {"images": int(len(data.verify)), "source": data.source, "atol": ATOL,
+                    "rtol": RTOL, "agreements": [a.to_json() for a in agreements]}
+    accuracy = None
+    if options.accuracy and data.test_images is not None and data.test_labels is not None:
+        accuracy = {"images": int(len(data.test_images)), "evaluated_with": "onnxruntime",
+                    "model": DENSE_ONNX, "top1": ort_accuracy(
+                        dense_session, data.test_images, data.test_labels, batch)}
+    return verification, accuracy
+
+
+def _onnx_section(proto: onnx.ModelProto, shape: tuple[int, int, int], options: CompileOptions,
+                  folded: FoldResult) -> dict[str, Any]:
+    return {"input_name": INPUT_NAME, "input_shape": ["batch", *shape],
+            "output_name": OUTPUT_NAME, "opset": options.opset, "ir_version": proto.ir_version,
+            "op_types": sorted({node.op_type for node in proto.graph.node}),
+            "bn_folding": {"method": folded.method, "folded": [list(p) for p in folded.pairs],
+                           "note": folded.note}}
+
+
+def _options_json(options: CompileOptions) -> dict[str, Any]:
+    values = dataclasses.asdict(options)
+    values["block_shapes"] = [f"{r}x{c}" for r, c in options.block_shapes]
+    return values
