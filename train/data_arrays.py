@@ -87,11 +87,11 @@ SYNTHETIC_SIDE = 12
 SYNTHETIC_CLASSES = 4
 SYNTHETIC_TRAIN_SIZE = 512
 SYNTHETIC_TEST_SIZE = 256
-SYNTHETIC_NOISE_STD = 0.3  # in [0, 1] pixel units, before clipping
+SYNTHETIC_NOISE_STD = 0.2  # in [0, 1] pixel units, before clipping
 SYNTHETIC_PERIOD = 4  # stripe / checker period in pixels
 # Measured on the seed-0 train split (exact values matter little: they only centre the inputs).
-SYNTHETIC_MEAN = 0.51
-SYNTHETIC_STD = 0.33
+SYNTHETIC_MEAN = 0.56
+SYNTHETIC_STD = 0.32
 
 
 class DatasetError(Exception):
@@ -370,7 +370,7 @@ def _synthetic_pattern(label: int, rng: np.random.Generator) -> np.ndarray:
         radius = np.maximum(np.abs(rows - centre[0]), np.abs(cols - centre[1]))
         on = (radius > 1.5) & (radius < 3.5)
     low, high = sorted(rng.uniform(0.1, 0.9, size=2))
-    high = max(high, low + 0.3)  # keep enough contrast for the pattern to survive the noise
+    high = max(high, low + 0.5)  # keep enough contrast for the pattern to survive the noise
     return np.where(on, high, low)
 
 
