@@ -25,6 +25,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -280,26 +281,37 @@ def _calls_per_round(ort_ms: float) -> int:
     return max(1, min(MAX_CALLS_PER_ROUND, int(ROUND_TARGET_MS / max(ort_ms, 1e-3))))
 
 
-def _measure(model_name: str, sparsity: float, path: Path, macs: tuple[int, int], threads: int,
-             batch: int, session: Any, engine: tuple[Any, str],
-             worker: DeepSparseWorker | None, config: PeersConfig) -> PeerRow:
+@dataclass(frozen=True)
+class _ModelFile:
+    """One built benchmark model: where it is, its ONNX proto and its MACs per image."""
+
+    name: str
+    sparsity: float
+    path: Path
+    proto: Any
+    dense_macs: int
+    sparse_macs: int
+
+
+def _measure(model: _ModelFile, threads: int, batch: int, session: Any,
+             engine: tuple[Any, str], worker: DeepSparseWorker | None,
+             config: PeersConfig) -> PeerRow:
     """Time all available contenders on one (threads, batch), interleaved."""
-    model = load_onnx_model(path)
-    input_name, shape = input_shape_for_batch(model, batch)
+    input_name, shape = input_shape_for_batch(model.proto, batch)
     x = np.random.default_rng(config.seed).standard_normal(shape, dtype=np.float32)
     ort_sampler = local_sampler(lambda: session.run(None, {input_name: x}))
     expected = session.run(None, {input_name: x})[0]
     contenders = _Contenders(samplers={"ort": ort_sampler})
     _add_engine(contenders, engine[0], engine[1], x, expected)
-    _add_deepsparse(contenders, worker, path, threads, x, expected, config.work_dir)
+    _add_deepsparse(contenders, worker, model.path, threads, x, expected, config.work_dir)
     calls = _calls_per_round(min(ort_sampler(2)))
     timings = compare_interleaved_samplers(contenders.samplers, batch=batch,
                                            rounds=config.rounds, warmup=config.warmup,
                                            calls_per_round=calls,
                                            settle_calls=1 if calls > 1 else 0)
     return PeerRow(
-        model=model_name, sparsity=sparsity, threads=threads, batch=batch,
-        dense_macs=macs[0], sparse_macs=macs[1], ort=timings["ort"],
+        model=model.name, sparsity=model.sparsity, threads=threads, batch=batch,
+        dense_macs=model.dense_macs, sparse_macs=model.sparse_macs, ort=timings["ort"],
         engine=timings.get("engine"), engine_note=contenders.notes.get("engine", ""),
         engine_rel_err=contenders.rel_err.get("engine"),
         deepsparse=timings.get("deepsparse"),
@@ -307,19 +319,25 @@ def _measure(model_name: str, sparsity: float, path: Path, macs: tuple[int, int]
         deepsparse_rel_err=contenders.rel_err.get("deepsparse"), calls_per_round=calls)
 
 
+def _build_model_file(name: str, sparsity: float, config: PeersConfig) -> _ModelFile:
+    """Build (or reuse from the work dir) one benchmark model and count its MACs."""
+    path = bench_model_path(name, sparsity, config.work_dir, seed=config.seed,
+                            rebuild=config.rebuild)
+    proto = load_onnx_model(path)
+    counted = count_model_macs(proto)
+    return _ModelFile(name, sparsity, path, proto, counted.dense, counted.sparse)
+
+
 def _measure_file(model_name: str, sparsity: float, config: PeersConfig,
                   worker: DeepSparseWorker | None) -> list[PeerRow]:
     """All (threads, batch) rows of one model at one sparsity."""
-    path = bench_model_path(model_name, sparsity, config.work_dir, seed=config.seed,
-                            rebuild=config.rebuild)
-    counted = count_model_macs(load_onnx_model(path))
+    model = _build_model_file(model_name, sparsity, config)
     rows = []
     for threads in config.threads:
-        session = make_ort_session(path, threads)
-        engine = load_engine(path, threads)
+        session = make_ort_session(model.path, threads)
+        engine = load_engine(model.path, threads)
         for batch in config.batches:
-            row = _measure(model_name, sparsity, path, (counted.dense, counted.sparse), threads,
-                           batch, session, engine, worker, config)
+            row = _measure(model, threads, batch, session, engine, worker, config)
             print(_progress_line(row), file=sys.stderr, flush=True)
             rows.append(row)
         del engine, session  # free native threads before the next thread count
@@ -367,8 +385,8 @@ MARKDOWN_HEADER = (
 )
 
 
-def format_markdown(rows: Sequence[PeerRow]) -> str:
-    """README-ready table, then the reasons for every 'n/a'."""
+def format_markdown(rows: Sequence[PeerRow], *, context: str = "") -> str:
+    """README-ready table, then the measurement ``context`` and the reasons for every 'n/a'."""
     lines = [MARKDOWN_HEADER]
     for r in rows:
         lines.append(
@@ -384,10 +402,12 @@ def format_markdown(rows: Sequence[PeerRow]) -> str:
              f"{err:.2g}" for r in rows for who, err in
              (("engine", r.engine_rel_err), ("DeepSparse", r.deepsparse_rel_err))
              if err is not None and err > OUTPUT_REL_TOL]
-    if notes or wrong:
+    if context or notes or wrong:
         lines.append("")
-        lines.extend(f"- n/a: {note}" for note in notes)
-        lines.extend(f"- output mismatch vs ORT: {w}" for w in wrong)
+    if context:
+        lines.extend([context, ""])
+    lines.extend(f"- n/a: {note}" for note in notes)
+    lines.extend(f"- output mismatch vs ORT: {w}" for w in wrong)
     return "\n".join(lines) + "\n"
 
 
@@ -452,16 +472,25 @@ def config_from_args(args: argparse.Namespace) -> PeersConfig:
                        seed=args.seed, rebuild=args.rebuild)
 
 
+def _context_line(config: PeersConfig, started: datetime, load_before: float) -> str:
+    """When and under what machine load the table was measured (this VM is shared)."""
+    return (f"Measured {started:%Y-%m-%d %H:%M} UTC on {os.cpu_count()} CPUs, 1-minute load "
+            f"average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end; "
+            f"medians over {config.rounds} interleaved rounds (ORT dense, engine, DeepSparse "
+            f"alternating); speedups are vs ORT dense on the same file; ideal = 1/(1-s).")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags, run the benchmark, print and write the tables. Exit 2 on bad input."""
     args = build_parser().parse_args(argv)
+    started, load_before = datetime.now(timezone.utc), os.getloadavg()[0]
     try:
         config = config_from_args(args)
         rows = run_engine_vs_peers(config)
     except (PeersError, BenchError, BenchModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    table = format_markdown(rows)
+    table = format_markdown(rows, context=_context_line(config, started, load_before))
     print(table, end="")
     if args.markdown is not None:
         atomic_write_text(args.markdown, table)
