@@ -13,9 +13,13 @@ Reference: timm ``utils/onnx.py`` (export + ``check_model(full_check=True)``); O
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import io
+import os
+import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import onnx
@@ -40,7 +44,7 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], *, opset: i
     example = torch.zeros((1, *input_shape), dtype=torch.float32)
     buffer = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), _silenced_stdout_fd():
             warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
             torch.onnx.export(model.eval(), (example,), buffer, dynamo=False,
                               opset_version=opset, input_names=[INPUT_NAME],
@@ -57,6 +61,22 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], *, opset: i
     except Exception as exc:  # checker raises ValidationError / InferenceError
         raise CompileError(f"exported ONNX model fails onnx.checker: {_first_line(exc)}") from exc
     return proto
+
+
+@contextlib.contextmanager
+def _silenced_stdout_fd() -> Iterator[None]:
+    """Point file descriptor 1 at /dev/null: on failure the exporter's C++ side prints its whole
+    IR graph to stdout, which would bury our one-line error."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        ctypes.CDLL(None).fflush(None)  # C stdio may still buffer exporter output
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ failed compile leaves the previous artifacts untouched. Contract: docs/ARCHITECT
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -115,10 +116,23 @@ def compile_run(run: str | os.PathLike[str], out_dir: str | os.PathLike[str],
     run_dir = model_pt.parent
     return compile_model(model, tuple(meta.input_shape), out_dir, options,
                          prunable=meta.prunable, data=data, name=meta.model_name,
+                         training_sparsity=_read_sparsity_json(run_dir / "sparsity.json"),
                          run_config=meta.config, source={
                              "run_dir": str(run_dir), "model_pt": str(model_pt),
                              "dataset": meta.dataset, "model_kwargs": meta.model_kwargs},
                          extra_files=[run_dir / "config.yaml", run_dir / "sparsity.json"])
+
+
+def _read_sparsity_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CompileError(f"corrupt run directory: cannot parse {path}: {exc}") from exc
+    if not isinstance(content, dict):
+        raise CompileError(f"corrupt run directory: {path} is not a JSON object")
+    return content
 
 
 def _model_pt_path(run: Path) -> Path:
@@ -151,13 +165,13 @@ def _run_eval_data(meta: Any, options: CompileOptions) -> EvalData:
 
 def _load_test_set(dataset: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     try:
-        from train.data_arrays import load_test_arrays
+        from train.data_arrays import DatasetError, load_test_arrays
     except ImportError as exc:
         raise CompileError(f"cannot load test images ({exc}); pass --inputs FILE.npy "
                            f"and --no-accuracy") from exc
     try:
         images, labels = load_test_arrays(dataset, data_dir)
-    except (OSError, ValueError) as exc:  # DatasetNotFoundError and malformed files
+    except (DatasetError, OSError, ValueError) as exc:  # missing or malformed files
         raise CompileError(f"cannot load the {dataset} test set from {data_dir}: {exc}; "
                            f"pass --data-dir DIR (or --inputs FILE.npy --no-accuracy)") from exc
     return np.ascontiguousarray(images, dtype=np.float32), np.asarray(labels)
@@ -183,11 +197,14 @@ def compile_model(model: nn.Module, input_shape: Sequence[int], out_dir: str | o
                   options: CompileOptions | None = None, *, prunable: Sequence[str] | None = None,
                   data: EvalData | None = None, name: str = "model",
                   run_config: dict[str, Any] | None = None, source: dict[str, Any] | None = None,
-                  extra_files: Sequence[Path] = ()) -> CompileResult:
+                  extra_files: Sequence[Path] = (),
+                  training_sparsity: dict[str, Any] | None = None) -> CompileResult:
     """Compile a plain torch model whose pruned weights are exact zeros.
 
     ``prunable`` defaults to ``train.prunable.prunable_parameters(model)``; ``data`` defaults to
-    ``options.verify_images`` seeded N(0, 1) inputs (no accuracy). Raises :class:`CompileError`.
+    ``options.verify_images`` seeded N(0, 1) inputs (no accuracy). ``training_sparsity`` (the
+    run's ``sparsity.json``) is cross-checked against the report's MAC totals. Raises
+    :class:`CompileError`.
     """
     options = options or CompileOptions()
     shape = _check_input_shape(input_shape)
@@ -200,7 +217,8 @@ def compile_model(model: nn.Module, input_shape: Sequence[int], out_dir: str | o
     try:
         report = _build_artifacts(model, shape, fqns, data, options, work)
         report.update(model={"name": name, "input_shape": list(shape)},
-                      source=source or {"kind": "torch model"}, config=run_config or {})
+                      source=source or {"kind": "torch model"}, config=run_config or {},
+                      training_sparsity_check=_mac_check(report["totals"], training_sparsity))
         _copy_existing(extra_files, work)
         write_report_files(work, report)
         _install(work, out)
@@ -208,6 +226,20 @@ def compile_model(model: nn.Module, input_shape: Sequence[int], out_dir: str | o
         shutil.rmtree(work, ignore_errors=True)
         raise
     return CompileResult(out, report)
+
+
+def _mac_check(report_totals: dict[str, Any], training: dict[str, Any] | None
+               ) -> dict[str, Any] | None:
+    """Compare MAC totals with the training stage's sparsity.json (None when there is none)."""
+    if training is None:
+        return None
+    pairs = {"dense_macs": (report_totals["dense_macs"], training.get("all_layers_dense_macs")),
+             "sparse_macs": (report_totals["sparse_macs"],
+                             training.get("all_layers_sparse_macs")),
+             "prunable_sparse_macs": (report_totals["prunable_sparse_macs"],
+                                      training.get("totals", {}).get("sparse_macs"))}
+    return {"compared": {key: {"compile": a, "training": b} for key, (a, b) in pairs.items()},
+            "matches": all(a == b for a, b in pairs.values())}
 
 
 def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:

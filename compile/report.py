@@ -129,6 +129,8 @@ def totals(rows: list[LayerRow]) -> dict[str, Any]:
     return {"layers": len(rows), "prunable_layers": len(prunable),
             "dense_macs": sum(r.dense_macs for r in rows),
             "sparse_macs": sum(r.sparse_macs for r in rows),
+            "prunable_dense_macs": sum(r.dense_macs for r in prunable),
+            "prunable_sparse_macs": sum(r.sparse_macs for r in prunable),
             "prunable_numel": numel, "prunable_nnz": nnz,
             "prunable_sparsity": 1.0 - nnz / numel if numel else 0.0,
             "prunable_dense_bytes": dense_bytes, "prunable_packed_bytes": packed,
