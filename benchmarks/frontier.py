@@ -41,14 +41,8 @@ from benchmarks.reporting.pipeline import (
     write_point_config,
 )
 from benchmarks.reporting.plots import PlotSpec, Series, line_plot_png
-from benchmarks.reporting.sweep import (
-    DONE,
-    PointResult,
-    PointRunner,
-    SweepOutcome,
-    SweepPoint,
-    run_sweep,
-)
+from benchmarks.reporting.progress import print_dry_run, print_outcome, run_with_progress
+from benchmarks.reporting.sweep import DONE, PointResult, PointRunner, SweepPoint
 from benchmarks.reporting.tables import (
     Column,
     csv_text,
@@ -342,45 +336,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def progress_wrapped(runner: PointRunner, points: Sequence[SweepPoint], enabled: bool):
-    """One tqdm bar over the whole sweep; returns (runner showing the current point, on_progress
-    callback, close function)."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(points), desc="sweep", unit="point", disable=not enabled)
-
-    def run(point: SweepPoint) -> Mapping[str, Any]:
-        bar.set_postfix_str(point.id)
-        return runner(point)
-
-    def settled(point_id: str, result: PointResult | None) -> None:
-        bar.update(1)
-        if result is not None and result.status != DONE:
-            bar.write(f"point {point_id} failed: {(result.error or '').splitlines()[0]}")
-    return run, settled, bar.close
-
-
-def execute(spec: FrontierSpec, runner: PointRunner, *, limit: int | None, dry_run: bool,
-            retry_failed: bool, progress: bool) -> SweepOutcome:
-    """Run the sweep (or only read its state) with one progress bar."""
-    points = frontier_points(spec)
-    run, settled, close = progress_wrapped(runner, points, progress and not dry_run)
-    try:
-        return run_sweep(points, run, spec.state_dir, retry_failed=retry_failed, limit=limit,
-                         dry_run=dry_run, on_progress=settled)
-    finally:
-        close()
-
-
-def _print_outcome(outcome: SweepOutcome, paths: Sequence[Path], started: float) -> None:
-    print(f"ran {len(outcome.ran)} points in {(time.monotonic() - started) / 60:.1f} min; "
-          f"{len(outcome.skipped_done)} already finished, {len(outcome.busy)} held by another "
-          f"process, {len(outcome.pending)} pending, {len(outcome.failed)} failed")
-    for point_id in outcome.failed:
-        print(f"FAILED {point_id}: {outcome.results[point_id].error}", file=sys.stderr)
-    print("wrote " + ", ".join(str(p) for p in paths))
-
-
 def main(argv: Sequence[str] | None = None, runner: PointRunner | None = None) -> int:
     """CLI entry point (a runner can be injected for tests); returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -395,15 +350,16 @@ def main(argv: Sequence[str] | None = None, runner: PointRunner | None = None) -
     except BenchInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    outcome = execute(spec, runner, limit=args.limit, dry_run=args.dry_run or args.report_only,
-                      retry_failed=not args.no_retry_failed, progress=not args.no_progress)
+    points = frontier_points(spec)
+    outcome = run_with_progress(points, runner, spec.state_dir, limit=args.limit,
+                                dry_run=args.dry_run or args.report_only,
+                                retry_failed=not args.no_retry_failed,
+                                progress=not args.no_progress)
     if args.dry_run:
-        for point in frontier_points(spec):
-            status = outcome.results[point.id].status if point.id in outcome.results else "pending"
-            print(f"{point.id}: {status}")
+        print_dry_run(points, outcome)
         return 0
     paths = write_frontier_report(spec, outcome.results, spec.out_dir, machine_info())
-    _print_outcome(outcome, paths, started)
+    print_outcome(outcome, paths, started)
     return 1 if outcome.failed else 0
 
 

@@ -114,11 +114,17 @@ def write_point_config(path: Path, values: Mapping[str, Any]) -> Path:
 
 
 def train_stage(paths: PointPaths) -> Stage:
-    """`python -m train --config CFG --name ID --runs-dir DIR --no-progress [--resume]`."""
+    """`python -m train --config CFG --name ID --runs-dir DIR --no-progress [--resume]`.
+
+    A point killed after its first checkpoint resumes from it; one killed before (run directory
+    not empty, no checkpoint) starts again with --overwrite.
+    """
     args = ["--config", str(paths.config), "--name", paths.point_id,
             "--runs-dir", str(paths.run_dir.parent), "--no-progress"]
     if (paths.run_dir / "checkpoint.pt").exists():
-        args.append("--resume")  # a killed point continues from its last epoch
+        args.append("--resume")
+    elif paths.run_dir.is_dir() and any(paths.run_dir.iterdir()):
+        args.append("--overwrite")
     return Stage("train", python_module_argv("train", *args), paths.run_dir / "summary.json")
 
 
