@@ -24,6 +24,7 @@ from runtime.formats import (
 
 BLOCK_SHAPES = [(1, 1), (1, 4), (4, 1), (4, 4), (2, 3)]
 SPARSITIES = [0.0, 0.5, 0.9, 0.99, 1.0]
+HEADER_MANIFEST_ALIGNMENT_BYTES = 2048  # fixed per-file cost of a one-layer pack
 MATRIX_SHAPES = [(1, 1), (7, 13), (16, 144), (33, 9), (64, 64)]
 
 
@@ -48,7 +49,9 @@ def test_csr_of_hand_checkable_matrix() -> None:
     assert csr.indptr.tolist() == [0, 1, 1, 3]
     assert csr.indices.tolist() == [1, 0, 2]
     assert csr.values.reshape(-1).tolist() == [2.0, 3.0, 4.0]
-    assert csr.indptr.dtype == np.int16 and csr.indices.dtype == np.int16
+    assert csr.indptr.dtype == np.int8 and csr.indices.dtype == np.int8
+    assert csr.row_counts.tolist() == [1, 0, 2]
+    assert csr.nbytes == 3 * 1 + 3 * 1 + 3 * 4
 
 
 def test_bsr_of_hand_checkable_matrix() -> None:
@@ -102,7 +105,9 @@ def test_weight_matrix_layouts_round_trip(layout: str) -> None:
 
 
 def test_smallest_index_dtype_boundaries() -> None:
-    assert smallest_index_dtype(0) == np.int16
+    assert smallest_index_dtype(0) == np.int8
+    assert smallest_index_dtype(127) == np.int8
+    assert smallest_index_dtype(128) == np.int16
     assert smallest_index_dtype(32767) == np.int16
     assert smallest_index_dtype(32768) == np.int32
     assert smallest_index_dtype(2**31) == np.int64
@@ -112,7 +117,7 @@ def test_wide_matrix_needs_int32_indices() -> None:
     matrix = np.zeros((2, 40000), dtype=np.float32)
     matrix[1, 39999] = 1.0
     csr = dense_to_sparse(matrix)
-    assert csr.indices.dtype == np.int32 and csr.indptr.dtype == np.int16
+    assert csr.indices.dtype == np.int32 and csr.indptr.dtype == np.int8
     assert np.array_equal(csr.to_dense(), matrix)
 
 
@@ -125,10 +130,16 @@ def test_dense_to_sparse_refuses_nan_and_wrong_dtype() -> None:
         dense_to_sparse(np.zeros((2, 2), dtype=np.float32), (0, 4))
 
 
-def test_csr_at_95_percent_is_at_most_11_percent_of_dense() -> None:
-    weight = sparse_random((256, 256, 3, 3), 0.95, seed=7)
-    layer = pack_weight("conv.weight", weight, op="Conv")
+@pytest.mark.parametrize("shape", [(256, 256, 3, 3), (512, 1, 3, 3), (16, 1, 3, 3),
+                                   (2048, 512, 1, 1), (10, 64)])
+def test_csr_at_95_percent_is_at_most_11_percent_of_dense(tmp_path: Path,
+                                                          shape: tuple[int, ...]) -> None:
+    weight = sparse_random(shape, 0.95, seed=7)
+    layer = pack_weight("w", weight, op="Conv" if len(shape) == 4 else "Gemm")
     assert layer.csr.nbytes <= 0.11 * weight.nbytes
+    assert layer.csr.indices.dtype.itemsize <= 2  # int16 (or int8) wherever it fits
+    size = write_pack(tmp_path / "w.fdpack", [layer])  # the file holds what nbytes counts
+    assert layer.csr.nbytes < size <= layer.csr.nbytes + HEADER_MANIFEST_ALIGNMENT_BYTES
 
 
 def make_layers() -> list:
