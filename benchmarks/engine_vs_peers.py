@@ -189,6 +189,7 @@ class DeepSparseWorker:
         ready, _, _ = select.select([self._proc.stdout], [], [], WORKER_TIMEOUT_S)
         line = self._proc.stdout.readline() if ready else ""
         if not line:
+            self._proc.kill()  # a late reply would answer the wrong request: never reuse it
             raise PeersError(f"DeepSparse worker gave no reply: {self._log_tail()}")
         reply = json.loads(line)
         if not reply.get("ok"):
@@ -293,6 +294,14 @@ class _ModelFile:
     sparse_macs: int
 
 
+def _interleave(contenders: _Contenders, batch: int, calls: int,
+                config: PeersConfig) -> dict[str, Timing]:
+    """The interleaved comparison; a settling call opens each turn when turns are short."""
+    return compare_interleaved_samplers(contenders.samplers, batch=batch, rounds=config.rounds,
+                                        warmup=config.warmup, calls_per_round=calls,
+                                        settle_calls=1 if calls > 1 else 0)
+
+
 def _measure(model: _ModelFile, threads: int, batch: int, session: Any,
              engine: tuple[Any, str], worker: DeepSparseWorker | None,
              config: PeersConfig) -> PeerRow:
@@ -305,10 +314,12 @@ def _measure(model: _ModelFile, threads: int, batch: int, session: Any,
     _add_engine(contenders, engine[0], engine[1], x, expected)
     _add_deepsparse(contenders, worker, model.path, threads, x, expected, config.work_dir)
     calls = _calls_per_round(min(ort_sampler(2)))
-    timings = compare_interleaved_samplers(contenders.samplers, batch=batch,
-                                           rounds=config.rounds, warmup=config.warmup,
-                                           calls_per_round=calls,
-                                           settle_calls=1 if calls > 1 else 0)
+    try:
+        timings = _interleave(contenders, batch, calls, config)
+    except PeersError as exc:  # DeepSparse died mid-run: measure the others, say why
+        contenders.samplers.pop("deepsparse")
+        contenders.notes["deepsparse"] = str(exc)
+        timings = _interleave(contenders, batch, calls, config)
     return PeerRow(
         model=model.name, sparsity=model.sparsity, threads=threads, batch=batch,
         dense_macs=model.dense_macs, sparse_macs=model.sparse_macs, ort=timings["ort"],
