@@ -1,9 +1,10 @@
-"""Backbones: how the pruning threshold(s) tau are chosen each iteration (Feather, arXiv 2310.02448).
+"""Backbones: how the pruning thresholds tau are chosen each iteration (Feather, 2310.02448).
 
-- ``global``  (Feather-Global): one tau for every prunable weight, the linear-interpolated quantile of
-  |w| over all prunable weights at ratio k.
-- ``flops``   (FLOPs-biased global, paper A.6 after ST-3's "sigma" variant): magnitudes are scaled by
-  a layer constant c_l = (sum of the weight tensor's dims)^(alpha/2) before the global quantile;
+- ``global``  (Feather-Global): one tau for every prunable weight, the linear-interpolated
+  quantile of |w| over all prunable weights at ratio k.
+- ``flops``   (FLOPs-biased global, paper A.6 after ST-3's "sigma" variant): magnitudes are
+  scaled by a layer constant c_l = (sum of the weight tensor's dims)^(alpha/2) before the
+  global quantile;
   tau_l = tau / c_l. Layers with small c_l (early convs, most MACs per weight) are pruned harder.
 - ``uniform`` (GMP baseline): every layer pruned to the same ratio k with its own quantile.
 
@@ -52,7 +53,7 @@ def linear_quantile(values: Tensor, k: float) -> Tensor:
 
 
 def layer_constant(shape: Sequence[int], alpha: float = 1.0) -> float:
-    """c_l = (sum of the weight's dims)^(alpha / 2): out+in+kh+kw for a conv, out+in for a linear."""
+    """c_l = (sum of the weight dims)^(alpha/2): out+in+kh+kw (conv), out+in (linear)."""
     return float(sum(shape)) ** (alpha / 2.0)
 
 

@@ -10,9 +10,16 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["PRUNABLE_TYPES", "is_prunable", "prunable_modules", "prunable_parameters"]
+__all__ = [
+    "PRUNABLE_TYPES", "is_prunable", "prunable_modules", "prunable_parameters", "weight_fqn",
+]
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)
+
+
+def weight_fqn(module_fqn: str) -> str:
+    """FQN of a module's weight: ``"layer1.0.conv1"`` -> ``"layer1.0.conv1.weight"``."""
+    return f"{module_fqn}.weight" if module_fqn else "weight"
 
 
 def _first_conv_name(model: nn.Module) -> str | None:
@@ -46,7 +53,7 @@ def prunable_parameters(model: nn.Module, *, keep_first_conv_dense: bool = False
                         ) -> dict[str, nn.Parameter]:
     """Weight FQN (``"<module>.weight"``) -> weight parameter for every prunable layer."""
     return {
-        f"{name}.weight": module.weight
+        weight_fqn(name): module.weight
         for name, module in prunable_modules(
             model, keep_first_conv_dense=keep_first_conv_dense).items()
     }

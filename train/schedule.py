@@ -1,4 +1,4 @@
-"""Sparsity schedules: the cubic ramp of Zhu & Gupta (2017), as used by Feather (arXiv 2310.02448)."""
+"""Sparsity schedules: the cubic ramp of Zhu & Gupta (2017) as used by Feather (2310.02448)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from torch.nn.utils import parametrize
 
 from train.backbones import compute_thresholds
 from train.feather import FeatherWeight, auto_theta
-from train.prunable import prunable_modules
+from train.prunable import prunable_modules, weight_fqn
 
 __all__ = ["SparsityConfig", "FeatherSparsifier"]
 
@@ -57,18 +57,18 @@ class FeatherSparsifier:
     @property
     def fqns(self) -> list[str]:
         """Weight FQNs of the prunable layers, as in the unwrapped model."""
-        return [f"{name}.weight" for name in self.modules]
+        return [weight_fqn(name) for name in self.modules]
 
     def _parametrization(self, module: nn.Module) -> FeatherWeight:
         return module.parametrizations.weight[0]
 
     def latent_weights(self) -> dict[str, Tensor]:
         """Weight FQN -> dense latent weight (what the optimizer updates)."""
-        return {f"{name}.weight": module.parametrizations.weight.original
+        return {weight_fqn(name): module.parametrizations.weight.original
                 for name, module in self.modules.items()}
 
     def thresholds(self) -> dict[str, float]:
-        return {f"{name}.weight": float(self._parametrization(m).tau)
+        return {weight_fqn(name): float(self._parametrization(m).tau)
                 for name, m in self.modules.items()}
 
     @torch.no_grad()
@@ -77,7 +77,7 @@ class FeatherSparsifier:
         self.current_k = k
         taus = compute_thresholds(self.config.backbone, self.latent_weights(), k,
                                   self.config.alpha)
-        stacked = torch.stack([taus[f"{name}.weight"].float() for name in self.modules])
+        stacked = torch.stack([taus[weight_fqn(name)].float() for name in self.modules])
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(stacked, src=0)  # rank 0's thresholds are everyone's
         for tau, module in zip(stacked, self.modules.values(), strict=True):
