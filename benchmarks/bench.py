@@ -196,6 +196,7 @@ class BenchResult:
     timings: list[TimingRow]
     settings: BenchSettings
     dataset: str | None = None
+    prunable_sparsity: float | None = None  # from the compile report, when it states it
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,6 +207,7 @@ class BenchResult:
             "macs": {"dense": self.dense_macs, "sparse": self.sparse_macs,
                      "unit": "MACs per image (1 multiply-add = 1 MAC)"},
             "weight_sparsity": self.weight_sparsity,
+            "prunable_sparsity": self.prunable_sparsity,
             "accuracy": self.accuracy.to_dict(),
             "timings": [row.to_dict() for row in self.timings],
             "settings": {**asdict(self.settings),
@@ -246,11 +248,10 @@ def read_artifact_info(directory: str | Path) -> ArtifactInfo:
             report = json.loads((root / REPORT_JSON).read_text(encoding="utf-8"))
         except ValueError as error:
             raise BenchInputError(f"{root / REPORT_JSON} is not valid JSON: {error}") from error
-    dataset = _first_key(report, [("config", "dataset"), ("run_config", "dataset"),
-                                  ("run", "dataset"), ("dataset",)])
-    data_dir = _first_key(report, [("config", "data_dir"), ("run_config", "data_dir"),
-                                   ("run", "data_dir"), ("data_dir",)])
-    sparsity = _first_key(report, [("totals", "sparsity"), ("sparsity",)])
+    # Keys of compile/report.py: the run's TrainConfig under "config", totals under "totals".
+    dataset = _first_key(report, [("config", "dataset"), ("source", "dataset")])
+    data_dir = _first_key(report, [("config", "data_dir")])
+    sparsity = _first_key(report, [("totals", "prunable_sparsity")])
     return ArtifactInfo(root, dataset, data_dir,
                         float(sparsity) if isinstance(sparsity, int | float) else None)
 
@@ -373,7 +374,8 @@ def bench_artifact(directory: str | Path, images: np.ndarray, labels: np.ndarray
     return BenchResult(artifact=str(info.directory), machine=machine_info(),
                        dense_macs=macs.dense, sparse_macs=macs.sparse,
                        weight_sparsity=macs.weight_sparsity, accuracy=accuracy, timings=timings,
-                       settings=settings, dataset=info.dataset)
+                       settings=settings, dataset=info.dataset,
+                       prunable_sparsity=info.sparsity)
 
 
 # ------------------------------------------------------------------------------------------
@@ -495,7 +497,7 @@ def _settings_from_args(args: argparse.Namespace) -> BenchSettings:
 def load_test_set(info: ArtifactInfo, dataset: str | None, data_dir: str | None,
                   limit: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Test images and labels of the artifact's dataset (torch-free loader of train/)."""
-    from train.data_arrays import DatasetNotFoundError, load_test_arrays
+    from train.data_arrays import DatasetError, load_test_arrays
 
     name = dataset or info.dataset
     if name is None:
@@ -503,7 +505,7 @@ def load_test_set(info: ArtifactInfo, dataset: str | None, data_dir: str | None,
                               "pass --dataset (and --data-dir)")
     try:
         return load_test_arrays(name, data_dir or info.data_dir, limit=limit)
-    except (DatasetNotFoundError, ValueError) as error:
+    except (DatasetError, ValueError) as error:
         raise BenchInputError(f"cannot load the {name} test set: {error}") from error
 
 
