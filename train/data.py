@@ -33,16 +33,14 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from train.data_arrays import (
-    CIFAR_SUBDIRS,
+    TORCHVISION_FASHION_MNIST_SUBDIR,
     DatasetFormatError,
     DatasetInfo,
     DatasetNotFoundError,
     PathLike,
-    cifar_not_found,
     dataset_info,
     fashion_mnist_not_found,
     load_raw_split,
-    resolve_cifar_dir,
     resolve_fashion_mnist_dir,
 )
 
@@ -190,15 +188,17 @@ def build_datasets(name: str, data_dir: PathLike | None, *, augment: bool = True
                    download: bool = True) -> tuple[Dataset, Dataset, DatasetInfo]:
     """(train dataset, test dataset, DatasetInfo) for `name`.
 
-    Missing Fashion-MNIST / CIFAR files are downloaded with torchvision into `data_dir` when
-    `download` and a `data_dir` is given; if that fails (e.g. offline) DatasetNotFoundError says
-    where the files were looked for and how to get them. `seed` only affects `synthetic`.
+    A missing Fashion-MNIST (not in `data_dir` nor the Debian package's folder) is downloaded with
+    torchvision into `data_dir` when `download` and a `data_dir` is given; if that fails (e.g.
+    offline) DatasetNotFoundError says where the files were looked for and how to get them.
+    CIFAR (170 MB) is never downloaded implicitly: the error says where to put it.
+    `seed` only affects `synthetic`.
     """
     if name == "imagefolder":
         return _build_imagefolder(data_dir, augment)
     info = dataset_info(name)
-    if download and data_dir is not None:
-        _download_if_missing(name, Path(data_dir))
+    if name == "fashion-mnist" and download and data_dir is not None:
+        _download_fashion_mnist_if_missing(Path(data_dir))
     splits = []
     for train in (True, False):
         images, labels = load_raw_split(name, data_dir, train=train, seed=seed)
@@ -208,22 +208,31 @@ def build_datasets(name: str, data_dir: PathLike | None, *, augment: bool = True
     return splits[0], splits[1], info
 
 
-def _download_if_missing(name: str, data_dir: Path) -> None:
-    """Try torchvision's downloader for Fashion-MNIST / CIFAR when the files are not present."""
+def _download_fashion_mnist_if_missing(data_dir: Path) -> None:
+    """Try torchvision's Fashion-MNIST downloader; on failure leave no empty folders behind."""
+    if resolve_fashion_mnist_dir(data_dir) is not None:
+        return
     from torchvision import datasets
 
-    if name == "fashion-mnist" and resolve_fashion_mnist_dir(data_dir) is None:
-        downloader, not_found = datasets.FashionMNIST, fashion_mnist_not_found(data_dir)
-    elif name in CIFAR_SUBDIRS and resolve_cifar_dir(data_dir, name) is None:
-        downloader = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-        not_found = cifar_not_found(data_dir, name)
-    else:
-        return
+    raw_dir = data_dir / TORCHVISION_FASHION_MNIST_SUBDIR
+    created = [folder for folder in (raw_dir, raw_dir.parent, data_dir) if not folder.exists()]
     try:
         for train in (True, False):
-            downloader(root=str(data_dir), train=train, download=True)
+            datasets.FashionMNIST(root=str(data_dir), train=train, download=True)
     except Exception as error:  # network, checksum, disk: all mean "not available"
-        raise DatasetNotFoundError(f"{not_found} (download failed: {error})") from error
+        for folder in created:
+            _remove_if_empty(folder)
+        reason = " ".join(str(error).split())  # torchvision's message spans several lines
+        raise DatasetNotFoundError(
+            f"{fashion_mnist_not_found(data_dir)} (download failed: {reason})") from error
+
+
+def _remove_if_empty(folder: Path) -> None:
+    """rmdir `folder` if it exists and is empty; anything else is left alone."""
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _build_imagefolder(data_dir: PathLike | None,

@@ -133,12 +133,27 @@ def test_failed_download_becomes_dataset_not_found(no_system_fashion_mnist: Path
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import torchvision.datasets
 
-    def offline(*args: object, **kwargs: object) -> None:
-        raise OSError("network is unreachable")
+    def offline(root: str, **kwargs: object) -> None:
+        (Path(root) / "FashionMNIST" / "raw").mkdir(parents=True)  # as torchvision does
+        raise OSError("network is\nunreachable")
 
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    data_dir = tmp_path / "new"
     with pytest.raises(DatasetNotFoundError, match="download failed: network is unreachable"):
-        build_datasets("fashion-mnist", tmp_path)
+        build_datasets("fashion-mnist", data_dir)
+    assert not data_dir.exists()  # the failed attempt leaves no empty folders
+
+
+def test_cifar_is_never_downloaded_implicitly(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchvision.datasets
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("CIFAR download attempted")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", forbidden)
+    with pytest.raises(DatasetNotFoundError, match="cifar-10-python.tar.gz"):
+        build_datasets("cifar10", tmp_path)
 
 
 def test_build_datasets_fashion_mnist(tiny_fashion_mnist_dir: Path) -> None:
