@@ -1,0 +1,37 @@
+"""featherdeploy runtime: torch-free sparse CPU inference of ONNX CNNs.
+
+``Engine`` (and the native extension behind it) load lazily, so ``import runtime.macs`` or
+``runtime.formats`` stays cheap: nothing heavy runs at import.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["Engine", "EngineError", "ModelLoadError", "UnsupportedOpError", "InputError",
+           "native_isa"]
+
+if TYPE_CHECKING:
+    from runtime.engine import Engine
+    from runtime.errors import EngineError, InputError, ModelLoadError, UnsupportedOpError
+
+_ERRORS = ("EngineError", "ModelLoadError", "UnsupportedOpError", "InputError")
+
+
+def native_isa() -> str:
+    """Kernel variant the native code uses on this CPU: "avx512", "avx2" or "generic"."""
+    from runtime import _native
+
+    return _native.native_isa()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Engine":
+        from runtime.engine import Engine
+
+        return Engine
+    if name in _ERRORS:
+        from runtime import errors
+
+        return getattr(errors, name)
+    raise AttributeError(f"module 'runtime' has no attribute {name!r}")

@@ -1,0 +1,104 @@
+"""The engine users call: ``Engine(path, threads=None).run(x) -> y``.
+
+Load (once): parse and validate the ONNX (``runtime.graph``), fold BatchNormalization
+(``runtime.passes``), then plan for the model's declared input shape so that an unsupported or
+inconsistent model fails at load. Run: validate ``x``, fetch (or build, once per input shape) the
+native plan (``runtime.plan``) and execute it in one native call with the GIL released. Plans keep
+a pool of workspaces, so concurrent ``run`` calls from several threads are safe.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import EngineError, InputError
+from runtime.graph import Graph, load_graph
+from runtime.passes import prepare_graph
+from runtime.plan import CompiledPlan, build_plan
+
+__all__ = ["Engine", "default_threads"]
+
+
+def default_threads() -> int:
+    """All cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _native_module():
+    from runtime import _native  # the compiled extension; imported on first use
+
+    return _native
+
+
+class Engine:
+    """Sparse CPU inference of one ONNX CNN (see module docstring)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise EngineError(f"threads must be a positive integer or None, got {threads!r}")
+        self.path = Path(path)
+        self.threads = threads or default_threads()
+        self.graph: Graph = prepare_graph(load_graph(self.path))
+        self._native = _native_module()
+        self._plans: dict[tuple[int, ...], CompiledPlan] = {}
+        self._lock = threading.Lock()
+        default_shape = tuple(1 if d is None else d for d in self.graph.input_shape)
+        self._plan_for(default_shape)
+
+    @property
+    def input_name(self) -> str:
+        return self.graph.input_name
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...]:
+        """Declared input shape; None marks a dynamic dimension (usually the batch)."""
+        return self.graph.input_shape
+
+    def kernel_choices(self, batch: int = 1) -> dict[str, str]:
+        """Conv node name -> "csr" / "bsr" as planned for this batch size."""
+        shape = tuple(batch if d is None else d for d in self.graph.input_shape)
+        return dict(self._plan_for(shape).kernels)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Outputs for input ``x`` (float32, declared rank, declared static dims)."""
+        x = self._check_input(x)
+        plan = self._plan_for(tuple(x.shape))
+        y = np.empty(plan.output_shape, dtype=np.float32)
+        plan.native.run(x, y)
+        return y
+
+    def _check_input(self, x: np.ndarray) -> np.ndarray:
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"input must be a numpy.ndarray, got {type(x).__name__}")
+        if x.dtype != np.float32:
+            raise InputError(f"input dtype must be float32, got {x.dtype}")
+        declared = self.graph.input_shape
+        if x.ndim != len(declared):
+            raise InputError(f"input must have rank {len(declared)} (shape "
+                             f"{_shape_str(declared)}), got shape {x.shape}")
+        for axis, (got, want) in enumerate(zip(x.shape, declared, strict=True)):
+            if (want is not None and got != want) or got < 1:
+                raise InputError(f"input dim {axis} must be {want if want else '>= 1'} (shape "
+                                 f"{_shape_str(declared)}), got shape {x.shape}")
+        return np.ascontiguousarray(x)
+
+    def _plan_for(self, shape: tuple[int, ...]) -> CompiledPlan:
+        plan = self._plans.get(shape)
+        if plan is None:
+            with self._lock:
+                plan = self._plans.get(shape)
+                if plan is None:
+                    plan = build_plan(self.graph, shape, self.threads, self._native)
+                    self._plans[shape] = plan
+        return plan
+
+
+def _shape_str(shape: tuple[int | None, ...]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"

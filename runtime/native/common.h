@@ -1,0 +1,92 @@
+// Shared vocabulary of the plan executor: tensor views, buffer spaces, activations, steps.
+//
+// Every tensor the plan touches is addressed through a View: a 4-D strided window
+// (dims d0..d3, strides in floats) whose element (i0, i1, i2, i3) lives at
+//     base(space) + origin + i0*s0 + i1*s1 + i2*s2 + i3*s3.
+// Rank-4 activations are stored as padded NCHW planes (origin skips the zero border), lower ranks
+// are compact with leading unit dims, broadcast operands use stride 0. The Python planner
+// (runtime/plan.py) computes every origin and stride; native code never guesses a layout.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
+
+namespace fd {
+
+// Where a view's floats live: the per-call workspace arena, the plan's constants, or the
+// caller's input / output arrays.
+enum Space : int { kArena = 0, kConst = 1, kInput = 2, kOutput = 3 };
+
+struct View {
+  int space = kArena;
+  int64_t origin = 0;
+  int64_t dim[4] = {1, 1, 1, 1};
+  int64_t stride[4] = {0, 0, 0, 0};
+  int64_t rows() const { return dim[0] * dim[1] * dim[2]; }
+};
+
+// Base pointers of the four spaces for one call.
+struct Buffers {
+  float* arena = nullptr;
+  const float* consts = nullptr;
+  const float* input = nullptr;
+  float* output = nullptr;
+  float* base(int space) const {
+    switch (space) {
+      case kArena: return arena;
+      case kConst: return const_cast<float*>(consts);
+      case kInput: return const_cast<float*>(input);
+      default: return output;
+    }
+  }
+  float* at(const View& v) const { return base(v.space) + v.origin; }
+};
+
+// Fused activation: none, or clamp to [lo, hi] (ReLU = [0, +inf), ReLU6 = [0, 6]).
+enum Act : int { kActNone = 0, kActClip = 1 };
+struct Activation {
+  int kind = kActNone;
+  float lo = -std::numeric_limits<float>::infinity();
+  float hi = std::numeric_limits<float>::infinity();
+  float apply(float x) const {
+    if (kind == kActNone) return x;
+    x = x < lo ? lo : x;
+    return x > hi ? hi : x;
+  }
+};
+
+// One plan step. A step runs in one or more stages separated by a barrier of all threads; in
+// each stage, thread `tid` of `nth` does its own share of the work.
+class Step {
+ public:
+  virtual ~Step() = default;
+  virtual int stages() const { return 1; }
+  virtual void run(int stage, const Buffers& buf, int tid, int nth) const = 0;
+  virtual const char* name() const = 0;
+};
+
+// Contiguous share [begin, end) of `total` items for thread `tid` of `nth`.
+inline void split_range(int64_t total, int tid, int nth, int64_t* begin, int64_t* end) {
+  *begin = total * tid / nth;
+  *end = total * (tid + 1) / nth;
+}
+
+using StepPtr = std::unique_ptr<Step>;
+
+// Step factories (one kernel family per source file).
+StepPtr make_copy_step(const View& src, const View& dst);
+StepPtr make_affine_step(const View& src, const View& dst, std::vector<float> scale,
+                         std::vector<float> shift, Activation act);
+StepPtr make_add_step(const View& a, const View& b, const View& dst, Activation act);
+StepPtr make_softmax_step(const View& src, const View& dst, int axis);
+StepPtr make_gemm_step(const View& a, const View& b, const View* c, const View& y, float alpha,
+                       float beta);
+StepPtr make_pool_step(bool is_max, const View& src, const View& dst, const int64_t kernel[2],
+                       const int64_t stride[2], const int64_t dilation[2],
+                       const int64_t pad_begin[2], const int64_t pad_end[2],
+                       bool count_include_pad);
+StepPtr make_global_pool_step(bool is_max, const View& src, const View& dst);
+
+}  // namespace fd

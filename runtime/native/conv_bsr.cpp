@@ -1,0 +1,63 @@
+// Block-sparse (and dense) direct convolution: blocks of kBsrBlock output channels x one tap.
+//
+// Loop structure, for one image and channel blocks [c0, c1):
+//   for blk in [c0, c1):                       (kBsrBlock = 4 consecutive output channels)
+//     for each chunk of U vectors of the stream:
+//       acc[r][u] = 0                          (4 x U accumulators in registers)
+//       for j in taps(blk):                    (union of the block's nonzero taps)
+//         x[u] = in[off[j] + chunk + u*V]      (one load feeds 4 FMAs: the point of blocking)
+//         acc[r][u] += val[j*4 + r] * x[u]
+//       epilogue(acc[r]) for each real channel r
+// A dense layer is the special case where every tap of every block is stored.
+// Reference: runtime/kernels/reference.py::conv2d.
+#include "conv_epilogue.h"
+
+namespace fd {
+namespace FD_NS {
+
+constexpr int R = kBsrBlock;
+
+template <int U>
+static inline void bsr_chunk(const ConvKernelArgs& a, int64_t blk, int64_t p0) {
+  vf acc[R][U];
+  for (int r = 0; r < R; ++r)
+    for (int u = 0; u < U; ++u) acc[r][u] = simd::splat(0.0f);
+  const float* base = a.in + p0;
+  for (int32_t j = a.ptr[blk], e = a.ptr[blk + 1]; j < e; ++j) {
+    const float* src = base + a.off[j];
+    vf x[U];
+    for (int u = 0; u < U; ++u) x[u] = simd::loadu(src + u * V);
+    const float* w = a.val + static_cast<int64_t>(j) * R;
+    for (int r = 0; r < R; ++r) {
+      const vf wr = simd::splat(w[r]);
+      for (int u = 0; u < U; ++u) acc[r][u] += wr * x[u];
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    const int64_t oc = blk * R + r;
+    if (oc < a.channels) conv_epilogue<U>(a, oc, p0, acc[r]);
+  }
+}
+
+constexpr int kChunk = 4;
+
+static inline void bsr_tail(const ConvKernelArgs& a, int64_t blk, int64_t p0, int64_t nvec) {
+  switch (nvec) {
+    case 1: bsr_chunk<1>(a, blk, p0); break;
+    case 2: bsr_chunk<2>(a, blk, p0); break;
+    case 3: bsr_chunk<3>(a, blk, p0); break;
+    default: break;
+  }
+}
+
+void conv_bsr(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
+  const int64_t nvec = (a.len + V - 1) / V;
+  for (int64_t blk = c0; blk < c1; ++blk) {
+    int64_t v = 0;
+    for (; v + kChunk <= nvec; v += kChunk) bsr_chunk<kChunk>(a, blk, v * V);
+    if (v < nvec) bsr_tail(a, blk, v * V, nvec - v);
+  }
+}
+
+}  // namespace FD_NS
+}  // namespace fd

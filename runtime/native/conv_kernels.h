@@ -1,0 +1,71 @@
+// Direct convolution kernels on a "stream" of output positions, compiled once per ISA.
+//
+// Geometry (PERFORMANCE.md, "what made it fast"): the input of one image is a set of zero-padded
+// planes with row stride `rs` (for stride > 1 the planes are the stride phases of the padded input).
+// The output plane of channel oc is computed as one contiguous stream of positions
+//     p = oh * rs + ow,   p in [0, len),   len = (OH - 1) * rs + OW,
+// and the tap (ic, kh, kw) of a weight reads the input stream shifted by a precomputed offset:
+//     out[oc][p] += w * in[off(ic, kh, kw) + p].
+// Positions with ow >= OW are "garbage" lanes: computed, then dropped by the epilogue. No im2col.
+//
+// Epilogue (fused): + bias[oc], + residual, clamp (ReLU / ReLU6), store. When the output (and
+// residual) planes share the stream's row stride ("fast" layout), the store is contiguous and the
+// garbage lanes are zeroed with a mask, which keeps the destination's zero border intact.
+#pragma once
+
+#include <cstdint>
+
+#include "common.h"
+
+namespace fd {
+
+struct ConvKernelArgs {
+  const float* in = nullptr;   // stream origin of the image's input planes (offsets are relative)
+  float* out = nullptr;        // output origin of (image, channel 0)
+  const float* res = nullptr;  // residual origin of (image, channel 0), or null
+  int64_t out_cs = 0, out_rs = 0, res_cs = 0, res_rs = 0;
+  int64_t len = 0;             // stream length (OH - 1) * rs + OW
+  int64_t rs = 0;              // stream row stride
+  int64_t width = 0;           // valid output width OW
+  bool fast = false;           // out_rs == rs and (no residual or res_rs == rs)
+  const uint32_t* mask = nullptr;  // per stream position: all ones if valid, else 0
+  const float* bias = nullptr;     // per output channel
+  Activation act;
+  const int32_t* ptr = nullptr;    // CSR: per output channel; BSR: per block of `block` channels
+  const int32_t* off = nullptr;    // input offset of each stored tap
+  const float* val = nullptr;      // CSR: one weight per tap; BSR: `block` weights per tap
+  int block = 1;
+  int64_t channels = 0;            // number of real output channels
+};
+
+// Signatures every ISA variant provides: compute output channels [c0, c1) (CSR) or blocks [c0, c1)
+// (BSR) of one image.
+using ConvKernelFn = void (*)(const ConvKernelArgs&, int64_t c0, int64_t c1);
+
+#define FD_DECLARE_ISA(ns)                                               \
+  namespace ns {                                                         \
+  void conv_csr(const ConvKernelArgs& a, int64_t c0, int64_t c1);        \
+  void conv_bsr(const ConvKernelArgs& a, int64_t c0, int64_t c1);        \
+  int vector_floats();                                                   \
+  }
+
+FD_DECLARE_ISA(isa_generic)
+#if defined(__x86_64__) || defined(_M_X64)
+FD_DECLARE_ISA(isa_avx2)
+FD_DECLARE_ISA(isa_avx512)
+#endif
+
+struct KernelTable {
+  ConvKernelFn conv_csr;
+  ConvKernelFn conv_bsr;
+  const char* isa;
+  int vector_floats;
+};
+
+// The table for this CPU (FEATHERDEPLOY_ISA=generic|avx2|avx512 forces a variant; read per call).
+KernelTable kernels();
+
+// BSR block height (output channels per block) used by conv_bsr.
+constexpr int kBsrBlock = 4;
+
+}  // namespace fd

@@ -1,0 +1,112 @@
+// Conv plan step: schedules the direct-convolution kernels over images and threads.
+//
+// Stage 0 (only for stride > 1): split each padded input plane into its stride phases,
+//   phase(a, b)[i][j] = x_padded[i*sh + a][j*sw + b], so every tap becomes a stride-1 shift.
+//   Threads split the (image, channel) planes.
+// Stage 1: the kernel. With N images and T threads, the first N - N % T images go whole to
+//   threads round-robin (each thread keeps its images' activations in its own cache across
+//   layers); the remaining images are split by output-channel ranges balanced by nonzero count.
+#include "conv_step.h"
+
+#include <algorithm>
+
+#include "conv_kernels.h"
+
+namespace fd {
+
+namespace {
+
+class ConvStep final : public Step {
+ public:
+  explicit ConvStep(ConvSpec spec) : s_(std::move(spec)), k_(kernels()) {}
+
+  int stages() const override { return s_.phase_split ? 2 : 1; }
+  const char* name() const override { return s_.bsr ? "conv_bsr" : "conv_csr"; }
+
+  void run(int stage, const Buffers& buf, int tid, int nth) const override {
+    if (s_.phase_split && stage == 0) {
+      split_phases(buf, tid, nth);
+      return;
+    }
+    const int64_t images = s_.out.dim[0];
+    const int64_t whole = nth > 1 ? images - images % nth : images;
+    for (int64_t n = tid; n < whole; n += nth) compute(buf, n, 0, s_.units);
+    // Leftover images: channel ranges; a team smaller than planned takes several ranges.
+    const int64_t ranges = static_cast<int64_t>(s_.bounds.size()) - 1;
+    for (int64_t n = whole; n < images; ++n) {
+      for (int64_t q = tid; q < ranges; q += nth) compute(buf, n, s_.bounds[q], s_.bounds[q + 1]);
+    }
+  }
+
+ private:
+  void compute(const Buffers& buf, int64_t n, int64_t u0, int64_t u1) const {
+    if (u0 >= u1) return;
+    ConvKernelArgs a;
+    if (s_.phase_split) {
+      a.in = buf.arena + s_.scratch_origin + n * s_.in.dim[1] * s_.stride_h * s_.stride_w * s_.phase_plane;
+    } else {
+      a.in = buf.at(s_.in) + n * s_.in.stride[0] - s_.pad_top * s_.in.stride[2] - s_.pad_left;
+    }
+    a.out = buf.at(s_.out) + n * s_.out.stride[0];
+    a.out_cs = s_.out.stride[1];
+    a.out_rs = s_.out.stride[2];
+    if (s_.has_res) {
+      a.res = buf.at(s_.res) + n * s_.res.stride[0];
+      a.res_cs = s_.res.stride[1];
+      a.res_rs = s_.res.stride[2];
+    }
+    a.len = s_.stream_len;
+    a.rs = s_.stream_rs;
+    a.width = s_.width;
+    a.fast = s_.fast;
+    a.mask = s_.mask.data();
+    a.bias = s_.bias.empty() ? nullptr : s_.bias.data();
+    a.act = s_.act;
+    a.ptr = s_.ptr.data();
+    a.off = s_.off.data();
+    a.val = s_.val.data();
+    a.block = s_.bsr ? kBsrBlock : 1;
+    a.channels = s_.out.dim[1];
+    (s_.bsr ? k_.conv_bsr : k_.conv_csr)(a, u0, u1);
+  }
+
+  void split_phases(const Buffers& buf, int tid, int nth) const {
+    const int64_t C = s_.in.dim[1], H = s_.in.dim[2], W = s_.in.dim[3];
+    const int64_t sh = s_.stride_h, sw = s_.stride_w;
+    int64_t p0, p1;
+    split_range(s_.in.dim[0] * C, tid, nth, &p0, &p1);
+    const float* x = buf.at(s_.in);
+    for (int64_t plane = p0; plane < p1; ++plane) {
+      const int64_t n = plane / C, c = plane % C;
+      const float* src = x + n * s_.in.stride[0] + c * s_.in.stride[1];
+      float* dst_c = buf.arena + s_.scratch_origin + plane * sh * sw * s_.phase_plane;
+      for (int64_t a = 0; a < sh; ++a) {
+        for (int64_t b = 0; b < sw; ++b) {
+          float* dst = dst_c + (a * sw + b) * s_.phase_plane;
+          for (int64_t i = 0; i < s_.phase_rows; ++i) {
+            float* row = dst + i * s_.phase_rs;
+            const int64_t y = i * sh + a - s_.pad_top;
+            if (y < 0 || y >= H) {
+              std::fill(row, row + s_.phase_rs, 0.0f);
+              continue;
+            }
+            const float* srow = src + y * s_.in.stride[2];
+            for (int64_t j = 0; j < s_.phase_rs; ++j) {
+              const int64_t xcol = j * sw + b - s_.pad_left;
+              row[j] = (xcol >= 0 && xcol < W) ? srow[xcol * s_.in.stride[3]] : 0.0f;
+            }
+          }
+        }
+      }
+    }
+  }
+
+  ConvSpec s_;
+  KernelTable k_;
+};
+
+}  // namespace
+
+StepPtr make_conv_step(ConvSpec spec) { return StepPtr(new ConvStep(std::move(spec))); }
+
+}  // namespace fd

@@ -1,0 +1,35 @@
+// Conv plan step: optional stride-phase split of the input, then the CSR / BSR kernel per image.
+#pragma once
+
+#include <vector>
+
+#include "common.h"
+
+namespace fd {
+
+struct ConvSpec {
+  View in, out, res;        // res.space < 0 when there is no fused residual
+  bool has_res = false;
+  bool bsr = false;         // kernel family: false = CSR, true = BSR (dense = all blocks)
+  // Stream geometry (see conv_kernels.h).
+  int64_t stream_rs = 0, stream_len = 0, width = 0;
+  bool fast = false;
+  // Stride-1 input: the stream origin is the input origin shifted up-left by the padding.
+  int64_t pad_top = 0, pad_left = 0;
+  // Stride > 1: the input is first split into stride phases in an arena scratch area.
+  bool phase_split = false;
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t phase_rows = 0, phase_rs = 0, phase_plane = 0, scratch_origin = 0;
+  std::vector<int32_t> ptr, off;
+  std::vector<float> val, bias;
+  std::vector<uint32_t> mask;
+  // Work split: units (channels for CSR, blocks for BSR) [bounds[t], bounds[t+1]) for thread t,
+  // balanced by nonzeros in Python.
+  std::vector<int64_t> bounds;
+  int64_t units = 0;
+  Activation act;
+};
+
+StepPtr make_conv_step(ConvSpec spec);
+
+}  // namespace fd

@@ -1,0 +1,48 @@
+// Portable SIMD vocabulary for the hot kernels (GCC/Clang vector extensions).
+//
+// The kernel sources are compiled once per instruction set (see setup.py): FD_VLEN is the number of
+// floats per vector for that build (4 = SSE2/NEON baseline, 8 = AVX2, 16 = AVX-512). The same
+// source then becomes xmm, ymm or zmm code; nothing here assumes a particular ISA.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#ifndef FD_VLEN
+#define FD_VLEN 4
+#endif
+
+namespace fd {
+namespace simd {
+
+constexpr int V = FD_VLEN;
+typedef float vf __attribute__((vector_size(FD_VLEN * 4)));
+typedef int32_t vi __attribute__((vector_size(FD_VLEN * 4)));
+
+// Unaligned load/store: memcpy compiles to one vector move and is well defined for any address.
+inline vf loadu(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline void storeu(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+inline vf splat(float x) { return vf{} + x; }
+
+// Lane-wise max/min via compare masks (ternaries on vectors differ between compilers).
+inline vf vmax(vf a, vf b) {
+  vi m = a > b;
+  return (vf)((m & (vi)a) | (~m & (vi)b));
+}
+inline vf vmin(vf a, vf b) {
+  vi m = a < b;
+  return (vf)((m & (vi)a) | (~m & (vi)b));
+}
+// Keep lanes whose mask word is all ones, zero the others (a bitwise AND, so NaN garbage is dropped).
+inline vf keep(vf v, const uint32_t* mask) {
+  vi m;
+  std::memcpy(&m, mask, sizeof m);
+  return (vf)((vi)v & m);
+}
+
+}  // namespace simd
+}  // namespace fd

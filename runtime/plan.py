@@ -1,0 +1,710 @@
+"""Planning: graph + concrete input shape -> native plan (layouts, kernels, buffers, steps).
+
+Decisions made here, once per input shape (``build_plan``):
+- Layout: every 4-D activation is stored as zero-padded NCHW planes; the border width of a tensor
+  is the largest padding any stride-1 conv reading it needs, unified across a conv's input, output
+  and residual (``assign_pads``) so that the conv epilogue can store its output stream contiguously
+  straight into the next layer's padded layout. Other tensors are compact.
+- Kernel per conv (``choose_conv_kernel``): CSR direct sparse conv, or BSR with blocks of
+  ``BSR_BLOCK`` output channels (also the dense kernel), by a cost model on nonzeros.
+- Work split: output channels (or blocks) in ``threads`` ranges balanced by nonzero count.
+- Buffers: one arena per call; a buffer is reused by a later tensor of the identical layout once
+  its last reader has run (so zero borders stay zero).
+The native side (``runtime._native.Plan``) just executes the steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import InputError, ModelLoadError, UnsupportedOpError
+from runtime.graph import Graph, Node, conv_geometry, infer_shapes, pool_geometry
+from runtime.passes import ACT_KEY, RESIDUAL_KEY, clip_bounds, fuse_for_shapes
+
+__all__ = [
+    "VMAX",
+    "BSR_BLOCK",
+    "CompiledPlan",
+    "ConvWeights",
+    "build_plan",
+    "assign_pads",
+    "choose_conv_kernel",
+    "pack_conv_weights",
+    "balanced_bounds",
+    "stream_mask",
+]
+
+VMAX = 16  # floats in the widest vector of any kernel variant: alignment and read slack
+BSR_BLOCK = 4  # output channels per BSR block (runtime/native/conv_kernels.h kBsrBlock)
+_ARENA, _CONST, _INPUT, _OUTPUT = 0, 1, 2, 3
+_ACT_NONE, _ACT_CLIP = 0, 1
+# Cost model (relative time per stored weight): a CSR tap is one unaligned load + one FMA per
+# vector; a BSR tap feeds BSR_BLOCK FMAs from one load. Measured ratio on AVX-512, see report.
+_CSR_COST_PER_NNZ = 1.0
+_BSR_COST_PER_WEIGHT = 0.55
+_UNIT_OVERHEAD = 4.0  # per output channel: epilogue and loop exits, in nonzero-equivalents
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+# ----------------------------------------------------------------------------- buffers and views
+
+
+@dataclass(eq=False)
+class Buf:
+    """An arena region; ``key`` says which tensors may share it."""
+
+    key: tuple
+    size: int
+    first: int = -1
+    last: int = -1
+    offset: int = -1
+
+
+@dataclass
+class SymView:
+    """A native view whose origin is known once buffers are placed."""
+
+    buf: Buf | None
+    space: int
+    origin: int
+    dims: tuple[int, int, int, int]
+    strides: tuple[int, int, int, int]
+
+    def resolve(self) -> list[int]:
+        base = self.buf.offset if self.buf is not None else 0
+        return [self.space, base + self.origin, *self.dims, *self.strides]
+
+    def shifted(self, axis: int, index: int, size: int) -> SymView:
+        """Sub-view starting at ``index`` along ``axis`` with extent ``size``."""
+        dims = list(self.dims)
+        dims[axis] = size
+        return SymView(self.buf, self.space, self.origin + index * self.strides[axis],
+                       tuple(dims), self.strides)  # type: ignore[arg-type]
+
+
+@dataclass
+class SymOffset:
+    """An arena offset known once buffers are placed."""
+
+    buf: Buf
+    local: int = 0
+
+    def resolve(self) -> int:
+        return self.buf.offset + self.local
+
+
+def _compact_strides(dims: tuple[int, ...]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for d in reversed(dims):
+        strides.append(acc)
+        acc *= d
+    return tuple(reversed(strides))
+
+
+def _as4(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    if len(shape) > 4:
+        return (1, 1, 1, math.prod(shape))
+    return tuple([1] * (4 - len(shape)) + list(shape))  # type: ignore[return-value]
+
+
+@dataclass
+class Tensor:
+    """Storage of one activation: padded planes (4-D) or compact."""
+
+    shape: tuple[int, ...]
+    buf: Buf
+    pad: int = 0
+    rs: int = 0
+    cs: int = 0
+    ss: int = 0
+
+    @property
+    def spatial(self) -> bool:
+        return len(self.shape) == 4
+
+    def view(self) -> SymView:
+        """4-D view (lower ranks get leading unit dims; rank > 4 is seen as one row)."""
+        if self.spatial:
+            return SymView(self.buf, _ARENA, self.pad * self.rs + self.pad, self.shape,
+                           (self.ss, self.cs, self.rs, 1))  # type: ignore[arg-type]
+        dims = _as4(self.shape)
+        return SymView(self.buf, _ARENA, 0, dims, _compact_strides(dims))  # type: ignore[arg-type]
+
+    def compact_view(self, dims: tuple[int, int, int, int]) -> SymView:
+        """This compact tensor seen with other (same-size) dims."""
+        return SymView(self.buf, _ARENA, 0, dims, _compact_strides(dims))  # type: ignore[arg-type]
+
+
+def _spatial_tensor(shape: tuple[int, ...], pad: int) -> Tensor:
+    n, c, h, w = shape
+    rs = w + 2 * pad
+    cs = _round_up((h + 2 * pad) * rs + VMAX, VMAX)
+    ss = c * cs
+    return Tensor(shape, Buf(("spatial", shape, pad), n * ss + VMAX), pad, rs, cs, ss)
+
+
+def _flat_tensor(shape: tuple[int, ...]) -> Tensor:
+    numel = math.prod(shape)
+    return Tensor(shape, Buf(("flat", numel), _round_up(numel, VMAX) + VMAX))
+
+
+# ----------------------------------------------------------------------------- pads
+
+
+def assign_pads(graph: Graph, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+    """Border width per 4-D tensor.
+
+    The max pad of its stride-1 conv readers, unified over each conv's input / output / residual
+    when they share a spatial size (so the conv epilogue's store is contiguous).
+    """
+    parent: dict[str, str] = {}
+
+    def find(a: str) -> str:
+        while parent.setdefault(a, a) != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def union(a: str, b: str) -> None:
+        parent[find(a)] = find(b)
+
+    need: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op != "Conv" or node.inputs[0] in graph.constants:
+            continue
+        x, y = node.inputs[0], node.outputs[0]
+        geo = conv_geometry(node, shapes[x], shapes[node.inputs[1]])
+        res = node.attrs.get(RESIDUAL_KEY)
+        if res:
+            union(res, y)
+        if geo.stride != (1, 1):
+            continue
+        need[x] = max(need.get(x, 0), *geo.pad_begin, *geo.pad_end)
+        if shapes[x][2:] == shapes[y][2:]:
+            union(x, y)
+    group_pad: dict[str, int] = {}
+    for name, pad in need.items():
+        root = find(name)
+        group_pad[root] = max(group_pad.get(root, 0), pad)
+    return {name: group_pad.get(find(name), 0) for name, shape in shapes.items() if len(shape) == 4}
+
+
+# ----------------------------------------------------------------------------- conv weights
+
+
+@dataclass
+class ConvWeights:
+    """Weights laid out for one conv kernel: per unit (channel or block) a run of taps."""
+
+    bsr: bool
+    ptr: np.ndarray  # int32 [units + 1]
+    off: np.ndarray  # int32 [taps]
+    val: np.ndarray  # float32 [taps] (CSR) or [taps * BSR_BLOCK] (BSR)
+    units: int
+    unit_cost: np.ndarray  # float64 [units], for balancing threads
+
+
+def choose_conv_kernel(weight: np.ndarray, group: int) -> bool:
+    """True = BSR (blocks of BSR_BLOCK output channels), False = CSR, by estimated cost."""
+    oc = weight.shape[0]
+    ocg = oc // group
+    if group > 1 and ocg % BSR_BLOCK:
+        return False  # a block would straddle groups with different inputs
+    nz = (weight.reshape(oc, -1) != 0)
+    nnz = int(nz.sum())
+    padded = np.zeros((_round_up(oc, BSR_BLOCK), nz.shape[1]), dtype=bool)
+    padded[:oc] = nz
+    block_taps = int(padded.reshape(-1, BSR_BLOCK, nz.shape[1]).any(axis=1).sum())
+    return block_taps * BSR_BLOCK * _BSR_COST_PER_WEIGHT < nnz * _CSR_COST_PER_NNZ
+
+
+def pack_conv_weights(weight: np.ndarray, group: int, tap_offsets: np.ndarray, group_stride: int,
+                      bsr: bool) -> ConvWeights:
+    """Lay out ``weight`` (OC, Cg, KH, KW) for the CSR or BSR kernel.
+
+    ``tap_offsets`` (Cg*KH*KW,) is the input offset of each tap of group 0; group g adds
+    ``g * group_stride``. Offsets must fit in int32.
+    """
+    oc = weight.shape[0]
+    ocg = oc // group
+    flat = weight.reshape(oc, -1).astype(np.float32)
+    if bsr:
+        nb = _round_up(oc, BSR_BLOCK) // BSR_BLOCK
+        padded = np.zeros((nb * BSR_BLOCK, flat.shape[1]), dtype=np.float32)
+        padded[:oc] = flat
+        blocks = padded.reshape(nb, BSR_BLOCK, -1)
+        rows, cols = np.nonzero((blocks != 0).any(axis=1))
+        offsets = tap_offsets[cols] + (rows * BSR_BLOCK // ocg) * group_stride
+        values = blocks[rows, :, cols].reshape(-1)
+        units, per_unit = nb, np.bincount(rows, minlength=nb) * (BSR_BLOCK * _BSR_COST_PER_WEIGHT)
+    else:
+        rows, cols = np.nonzero(flat)
+        offsets = tap_offsets[cols] + (rows // ocg) * group_stride
+        values = flat[rows, cols]
+        units, per_unit = oc, np.bincount(rows, minlength=oc) * _CSR_COST_PER_NNZ
+    counts = np.bincount(rows, minlength=units)
+    ptr = np.concatenate([[0], np.cumsum(counts)])
+    if offsets.size and (offsets.max() >= 2**31 or ptr[-1] >= 2**31):
+        raise InputError("tensor too large for the engine's 32-bit offsets")
+    return ConvWeights(bsr, ptr.astype(np.int32), offsets.astype(np.int32),
+                       np.ascontiguousarray(values, dtype=np.float32), units,
+                       per_unit.astype(np.float64) + _UNIT_OVERHEAD)
+
+
+def balanced_bounds(unit_cost: np.ndarray, parts: int) -> np.ndarray:
+    """Split units into ``parts`` contiguous ranges of about equal total cost (int64 [parts+1])."""
+    cum = np.concatenate([[0.0], np.cumsum(unit_cost)])
+    targets = cum[-1] * np.arange(parts + 1) / parts
+    bounds = np.searchsorted(cum, targets, side="left").astype(np.int64)
+    bounds[0], bounds[-1] = 0, len(unit_cost)
+    return np.maximum.accumulate(bounds)
+
+
+def stream_mask(length: int, row_stride: int, width: int) -> np.ndarray:
+    """uint32 lanes: all ones where stream position p < length and p % row_stride < width."""
+    p = np.arange(_round_up(length, VMAX) + VMAX)
+    valid = (p < length) & (p % row_stride < width)
+    return np.where(valid, np.uint32(0xFFFFFFFF), np.uint32(0))
+
+
+# ----------------------------------------------------------------------------- builder
+
+
+@dataclass
+class CompiledPlan:
+    """A native plan for one input shape, with what ``Engine.run`` needs around it."""
+
+    native: Any
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    kernels: dict[str, str] = field(default_factory=dict)  # conv node name -> "csr" / "bsr"
+
+
+class _Builder:
+    """Emits steps with symbolic buffers, then places buffers and builds the native plan."""
+
+    def __init__(self, graph: Graph, shapes: dict[str, tuple[int, ...]], pads: dict[str, int],
+                 threads: int) -> None:
+        self.graph, self.shapes, self.pads, self.threads = graph, shapes, pads, threads
+        self.tensors: dict[str, Tensor] = {}
+        self.steps: list[tuple[str, tuple]] = []
+        self.bufs: list[Buf] = []
+        self.consts: list[np.ndarray] = []
+        self.const_size = 0
+        self.kernels: dict[str, str] = {}
+
+    # -- bookkeeping
+    def new_tensor(self, name: str, shape: tuple[int, ...]) -> Tensor:
+        if len(shape) == 4:
+            t = _spatial_tensor(shape, self.pads.get(name, 0))
+        else:
+            t = _flat_tensor(shape)
+        self.bufs.append(t.buf)
+        self.tensors[name] = t
+        return t
+
+    def new_buf(self, key: tuple, size: int) -> Buf:
+        buf = Buf(key, size)
+        self.bufs.append(buf)
+        return buf
+
+    def const_view(self, array: np.ndarray, dims: tuple[int, ...] | None = None) -> SymView:
+        data = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
+        origin = self.const_size
+        self.consts.append(data)
+        padded = _round_up(data.size, VMAX)
+        if padded > data.size:
+            self.consts.append(np.zeros(padded - data.size, dtype=np.float32))
+        self.const_size += padded
+        d = _as4(tuple(array.shape) if dims is None else dims)
+        return SymView(None, _CONST, origin, d, _compact_strides(d))  # type: ignore[arg-type]
+
+    def emit(self, method: str, *args: Any) -> None:
+        index = len(self.steps)
+        for buf in _bufs_in(args):
+            buf.first = index if buf.first < 0 else min(buf.first, index)
+            buf.last = max(buf.last, index)
+        self.steps.append((method, args))
+
+    def tensor(self, name: str) -> Tensor:
+        """Storage of activation ``name``; a constant used as an activation is copied in once."""
+        if name not in self.tensors:
+            if name not in self.graph.constants:
+                raise ModelLoadError(f"tensor {name!r} is used before it is produced")
+            value = self.graph.constants[name]
+            t = self.new_tensor(name, tuple(value.shape))
+            self.emit("add_copy", self.const_view(value, _view_dims(t)), t.view())
+        return self.tensors[name]
+
+    def flat(self, name: str) -> Tensor:
+        """Compact copy of a 4-D padded tensor (or the tensor itself if already compact)."""
+        t = self.tensor(name)
+        if not t.spatial:
+            return t
+        flat = _flat_tensor(t.shape)
+        self.bufs.append(flat.buf)
+        self.emit("add_copy", t.view(), flat.compact_view(t.shape))  # type: ignore[arg-type]
+        return flat
+
+    # -- graph boundary
+    def emit_input(self, shape: tuple[int, ...]) -> None:
+        t = self.new_tensor(self.graph.input_name, shape)
+        dims = _view_dims(t)
+        self.emit("add_copy", SymView(None, _INPUT, 0, dims, _compact_strides(dims)), t.view())
+
+    def emit_output(self) -> None:
+        t = self.tensor(self.graph.output_name)
+        dims = _view_dims(t)
+        src = t.view() if t.spatial or len(t.shape) <= 4 else t.compact_view(dims)
+        self.emit("add_copy", src, SymView(None, _OUTPUT, 0, dims, _compact_strides(dims)))
+
+    # -- finish
+    def place_buffers(self) -> int:
+        """Offsets by liveness; a freed buffer is reused only by a tensor with the same key."""
+        starts: dict[int, list[Buf]] = {}
+        ends: dict[int, list[Buf]] = {}
+        for buf in self.bufs:
+            if buf.first < 0:
+                continue
+            starts.setdefault(buf.first, []).append(buf)
+            ends.setdefault(buf.last, []).append(buf)
+        free: dict[tuple, list[int]] = {}
+        top = 0
+        for index in range(len(self.steps)):
+            for buf in starts.get(index, []):
+                pool = free.get(buf.key)
+                if pool:
+                    buf.offset = pool.pop()
+                else:
+                    buf.offset, top = top, top + _round_up(buf.size, VMAX)
+            for buf in ends.get(index, []):
+                free.setdefault(buf.key, []).append(buf.offset)
+        return top
+
+    def build_native(self, native_module: Any, input_shape: tuple[int, ...]) -> Any:
+        arena = self.place_buffers()
+        consts = np.concatenate(self.consts) if self.consts else np.zeros(VMAX, np.float32)
+        out_shape = self.shapes[self.graph.output_name]
+        plan = native_module.Plan(self.threads, arena, consts, math.prod(input_shape),
+                                  math.prod(out_shape))
+        for method, args in self.steps:
+            getattr(plan, method)(*[_resolve(a) for a in args])
+        return plan
+
+
+def _view_dims(t: Tensor) -> tuple[int, int, int, int]:
+    return _as4(t.shape)
+
+
+def _bufs_in(obj: Any) -> list[Buf]:
+    if isinstance(obj, (SymView, SymOffset)):
+        return [obj.buf] if obj.buf is not None else []
+    if isinstance(obj, dict):
+        return [b for v in obj.values() for b in _bufs_in(v)]
+    if isinstance(obj, (list, tuple)):
+        return [b for v in obj for b in _bufs_in(v)]
+    return []
+
+
+def _resolve(obj: Any) -> Any:
+    if isinstance(obj, (SymView, SymOffset)):
+        return obj.resolve()
+    if isinstance(obj, dict):
+        return {k: _resolve(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return tuple(_resolve(v) for v in obj)
+    return obj
+
+
+# ----------------------------------------------------------------------------- op emitters
+
+
+def _emit_conv(b: _Builder, node: Node) -> None:
+    x = b.tensor(node.inputs[0])
+    w_name = node.inputs[1]
+    if w_name not in b.graph.constants:
+        raise UnsupportedOpError(f"{node.describe()}: the weight must be a constant")
+    weight = np.asarray(b.graph.constants[w_name], dtype=np.float32)
+    geo = conv_geometry(node, x.shape, weight.shape)
+    has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
+    bias = b.graph.constants.get(node.inputs[2]) if has_bias else None
+    if has_bias and bias is None:
+        raise UnsupportedOpError(f"{node.describe()}: the bias must be a constant")
+    res_name = node.attrs.get(RESIDUAL_KEY)
+    res = b.tensor(res_name) if res_name else None
+    y = b.new_tensor(node.outputs[0], b.shapes[node.outputs[0]])
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.stride, geo.dilation
+    (pt, pl), (pb, pr) = geo.pad_begin, geo.pad_end
+    oh, ow = geo.out_hw
+    cg = c // geo.group
+    ic, ih, iw = np.meshgrid(np.arange(cg), np.arange(kh), np.arange(kw), indexing="ij")
+    spec: dict[str, Any] = {"in": x.view(), "out": y.view(), "res": res.view() if res else None,
+                            "pad_top": pt, "pad_left": pl, "stride_h": sh, "stride_w": sw}
+    if (sh, sw) == (1, 1):
+        if max(pt, pl, pb, pr) > x.pad:
+            raise ModelLoadError(f"{node.describe()}: internal layout error (pad)")
+        taps = ic * x.cs + ih * dh * x.rs + iw * dw
+        group_stride, stream_rs = cg * x.cs, x.rs
+        spec.update(phase_split=False, phase_rows=0, phase_rs=0, phase_plane=0, scratch_origin=0)
+    else:
+        rows = -(-(h + pt + pb) // sh)
+        stream_rs = max(-(-(w + pl + pr) // sw), y.rs)
+        plane = _round_up(rows * stream_rs + VMAX, VMAX)
+        phases = sh * sw
+        scratch = b.new_buf(("phases", n, c, phases, plane), n * c * phases * plane + VMAX)
+        taps = ((ic * phases + (ih * dh % sh) * sw + (iw * dw % sw)) * plane
+                + (ih * dh // sh) * stream_rs + (iw * dw // sw))
+        group_stride = cg * phases * plane
+        spec.update(phase_split=True, phase_rows=rows, phase_rs=stream_rs, phase_plane=plane,
+                    scratch_origin=SymOffset(scratch))
+    bsr = choose_conv_kernel(weight, geo.group)
+    packed = pack_conv_weights(weight, geo.group, taps.reshape(-1).astype(np.int64), group_stride,
+                               bsr)
+    b.kernels[node.name] = "bsr" if bsr else "csr"
+    length = (oh - 1) * stream_rs + ow
+    lo, hi = node.attrs.get(ACT_KEY, (-math.inf, math.inf))
+    spec.update(
+        bsr=bsr, stream_rs=stream_rs, stream_len=length, width=ow,
+        fast=bool(y.rs == stream_rs and (res is None or res.rs == stream_rs)),
+        ptr=packed.ptr, off=packed.off, val=packed.val,
+        bias=np.zeros(0, np.float32) if bias is None else np.asarray(bias, np.float32),
+        mask=stream_mask(length, stream_rs, ow),
+        bounds=balanced_bounds(packed.unit_cost, b.threads), units=packed.units,
+        act=_ACT_CLIP if ACT_KEY in node.attrs else _ACT_NONE, lo=lo, hi=hi)
+    b.emit("add_conv", spec)
+
+
+def _emit_pool(b: _Builder, node: Node) -> None:
+    x = b.tensor(node.inputs[0])
+    geo = pool_geometry(node, x.shape)
+    y = b.new_tensor(node.outputs[0], b.shapes[node.outputs[0]])
+    b.emit("add_pool", node.op == "MaxPool", x.view(), y.view(), list(geo.kernel),
+           list(geo.stride), list(geo.dilation), list(geo.pad_begin), list(geo.pad_end),
+           bool(int(node.attrs.get("count_include_pad", 0))))
+
+
+def _emit_global_pool(b: _Builder, node: Node) -> None:
+    x = b.tensor(node.inputs[0])
+    y = b.new_tensor(node.outputs[0], b.shapes[node.outputs[0]])
+    b.emit("add_global_pool", node.op == "GlobalMaxPool", x.view(), y.view())
+
+
+def _unary_views(b: _Builder, node: Node) -> tuple[SymView, SymView]:
+    x = b.tensor(node.inputs[0])
+    y = b.new_tensor(node.outputs[0], b.shapes[node.outputs[0]])
+    return x.view(), y.view()
+
+
+def _emit_activation(b: _Builder, node: Node) -> None:
+    lo, hi = clip_bounds(node, b.graph, b.graph.opset)
+    src, dst = _unary_views(b, node)
+    empty = np.zeros(0, np.float32)
+    b.emit("add_affine", src, dst, empty, empty, _ACT_CLIP, lo, hi)
+
+
+def _emit_batchnorm(b: _Builder, node: Node) -> None:
+    params = []
+    for name in node.inputs[1:5]:
+        if name not in b.graph.constants:
+            raise UnsupportedOpError(f"{node.describe()}: scale/bias/mean/var must be constants")
+        params.append(np.asarray(b.graph.constants[name], np.float64).reshape(-1))
+    gamma, beta, mean, var = params
+    scale = gamma / np.sqrt(var + float(node.attrs.get("epsilon", 1e-5)))
+    shift = beta - mean * scale
+    x = b.tensor(node.inputs[0])
+    y = b.new_tensor(node.outputs[0], b.shapes[node.outputs[0]])
+    src, dst = x.view(), y.view()
+    if not x.spatial:  # channel axis 1 of (N, C, ...) -> dim 1 of the view
+        dims = (x.shape[0], x.shape[1], 1, math.prod(x.shape[2:]))
+        src, dst = x.compact_view(dims), y.compact_view(dims)
+    empty_act = (_ACT_NONE, -math.inf, math.inf)
+    b.emit("add_affine", src, dst, scale.astype(np.float32), shift.astype(np.float32), *empty_act)
+
+
+def _broadcast_view(view: SymView, rank_shape: tuple[int, ...], out4: tuple[int, ...]) -> SymView:
+    """View of an operand broadcast (numpy rules) to the 4-D output dims: stride 0 where size 1."""
+    strides = tuple(0 if d == 1 and o != 1 else s
+                    for d, o, s in zip(view.dims, out4, view.strides, strict=True))
+    return SymView(view.buf, view.space, view.origin, tuple(out4), strides)  # type: ignore[arg-type]
+
+
+def _emit_add(b: _Builder, node: Node) -> None:
+    out_shape = b.shapes[node.outputs[0]]
+    if len(out_shape) > 4 and any(b.shapes[i] != out_shape for i in node.inputs[:2]):
+        raise UnsupportedOpError(f"{node.describe()}: broadcasting beyond rank 4 is not supported")
+    views = []
+    for name in node.inputs[:2]:
+        t = b.tensor(name)
+        view = t.view() if (t.spatial or len(t.shape) <= 4) else t.compact_view(_as4(t.shape))
+        views.append(view)
+    y = b.new_tensor(node.outputs[0], out_shape)
+    out4 = _as4(out_shape)
+    a, c = (_broadcast_view(v, (), out4) for v in views)
+    b.emit("add_add", a, c, y.view(), _ACT_NONE, -math.inf, math.inf)
+
+
+def _gemm_b_view(b: _Builder, node: Node, name: str, transposed: bool) -> SymView:
+    """View (K, N) of the B operand; a constant B is stored transposed (N, K) so k is contiguous."""
+    if name in b.graph.constants:
+        mat = np.asarray(b.graph.constants[name], np.float32)
+        bt = mat if transposed else mat.T  # (N, K)
+        n, k = bt.shape
+        view = b.const_view(np.ascontiguousarray(bt))
+        return SymView(None, _CONST, view.origin, (1, 1, k, n), (0, 0, 1, k))
+    t = b.flat(name)
+    rows, cols = t.shape
+    if transposed:  # stored (N, K)
+        return SymView(t.buf, _ARENA, 0, (1, 1, cols, rows), (0, 0, 1, cols))
+    return SymView(t.buf, _ARENA, 0, (1, 1, rows, cols), (0, 0, cols, 1))
+
+
+def _emit_gemm(b: _Builder, node: Node) -> None:
+    a = b.flat(node.inputs[0])
+    m, n = b.shapes[node.outputs[0]]
+    if node.op == "MatMul":
+        k = a.shape[-1]
+        a_view = SymView(a.buf, _ARENA, 0, (1, 1, m if len(a.shape) == 2 else
+                                                 math.prod(a.shape[:-1]), k), (0, 0, k, 1))
+        alpha, beta, trans_b = 1.0, 0.0, False
+    else:
+        rows, cols = a.shape
+        trans_a = bool(node.attrs.get("transA", 0))
+        k = rows if trans_a else cols
+        strides = (0, 0, 1, cols) if trans_a else (0, 0, cols, 1)
+        a_view = SymView(a.buf, _ARENA, 0, (1, 1, m, k), strides)
+        alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
+        trans_b = bool(node.attrs.get("transB", 0))
+    b_view = _gemm_b_view(b, node, node.inputs[1], trans_b)
+    out_shape = b.shapes[node.outputs[0]]
+    rows_out = math.prod(out_shape[:-1])
+    c_view = None
+    if node.op == "Gemm" and len(node.inputs) > 2 and node.inputs[2]:
+        c_name = node.inputs[2]
+        c_shape = b.shapes[c_name]
+        if c_name in b.graph.constants:
+            c_view = b.const_view(np.asarray(b.graph.constants[c_name], np.float32))
+        else:
+            c_view = b.flat(c_name).view()
+        try:
+            np.broadcast_shapes(c_shape, (m, n))
+        except ValueError:
+            raise ModelLoadError(f"{node.describe()}: C {c_shape} does not broadcast to "
+                                 f"{(m, n)}") from None
+        c_view = _broadcast_view(c_view, c_shape, (1, 1, m, n))
+    y = b.new_tensor(node.outputs[0], out_shape)
+    y_view = SymView(y.buf, _ARENA, 0, (1, 1, rows_out, out_shape[-1]), (0, 0, out_shape[-1], 1))
+    b.emit("add_gemm", a_view, b_view, c_view, y_view, alpha, beta)
+
+
+def _emit_softmax(b: _Builder, node: Node) -> None:
+    shape = b.shapes[node.inputs[0]]
+    rank = len(shape)
+    default_axis = -1 if b.graph.opset >= 13 else 1
+    axis = int(node.attrs.get("axis", default_axis))
+    axis = axis + rank if axis < 0 else axis
+    if not 0 <= axis < rank:
+        raise ModelLoadError(f"{node.describe()}: axis out of range for rank {rank}")
+    single_axis = b.graph.opset >= 13 or axis == rank - 1
+    if single_axis and rank <= 4:
+        src, dst = _unary_views(b, node)
+        b.emit("add_softmax", src, dst, axis + 4 - rank)
+        return
+    x = b.flat(node.inputs[0])
+    outer = math.prod(shape[:axis])
+    if single_axis:
+        dims = (1, outer, shape[axis], math.prod(shape[axis + 1:]))
+        view_axis = 2
+    else:  # opset < 13: softmax over the flattened trailing dims
+        dims, view_axis = (1, 1, outer, math.prod(shape[axis:])), 3
+    y = b.new_tensor(node.outputs[0], b.shapes[node.outputs[0]])
+    tmp = y if not y.spatial else _flat_tensor(y.shape)
+    if tmp is not y:
+        b.bufs.append(tmp.buf)
+    b.emit("add_softmax", x.compact_view(dims), tmp.compact_view(dims), view_axis)
+    if tmp is not y:
+        b.emit("add_copy", tmp.compact_view(y.shape), y.view())  # type: ignore[arg-type]
+
+
+def _emit_reshape(b: _Builder, node: Node) -> None:
+    """Flatten / Reshape / Identity: the row-major element order is kept, only layouts change."""
+    x = b.tensor(node.inputs[0])
+    out_shape = b.shapes[node.outputs[0]]
+    y = b.new_tensor(node.outputs[0], out_shape)
+    if x.spatial and y.spatial and x.shape == y.shape:
+        b.emit("add_copy", x.view(), y.view())
+        return
+    src = b.flat(node.inputs[0]) if x.spatial else x
+    if y.spatial:
+        b.emit("add_copy", src.compact_view(y.shape), y.view())  # type: ignore[arg-type]
+    else:
+        numel = (1, 1, 1, math.prod(out_shape))
+        b.emit("add_copy", src.compact_view(numel), y.compact_view(numel))
+
+
+def _emit_concat(b: _Builder, node: Node) -> None:
+    out_shape = b.shapes[node.outputs[0]]
+    rank = len(out_shape)
+    axis = int(node.attrs.get("axis", 1))
+    axis = axis + rank if axis < 0 else axis
+    y = b.new_tensor(node.outputs[0], out_shape)
+    if rank <= 4:
+        y_view, axis4 = y.view(), axis + 4 - rank
+    else:
+        dims = (1, math.prod(out_shape[:axis]), out_shape[axis], math.prod(out_shape[axis + 1:]))
+        y_view, axis4 = y.compact_view(dims), 2
+    start = 0
+    for name in node.inputs:
+        shape = b.shapes[name]
+        t = b.tensor(name)
+        if rank <= 4:
+            src = t.view()
+        else:
+            src = t.compact_view((1, y_view.dims[1], shape[axis], y_view.dims[3]))
+        b.emit("add_copy", src, y_view.shifted(axis4, start, shape[axis]))
+        start += shape[axis]
+
+
+_EMITTERS = {
+    "Conv": _emit_conv,
+    "MaxPool": _emit_pool,
+    "AveragePool": _emit_pool,
+    "GlobalAveragePool": _emit_global_pool,
+    "GlobalMaxPool": _emit_global_pool,
+    "Relu": _emit_activation,
+    "Clip": _emit_activation,
+    "BatchNormalization": _emit_batchnorm,
+    "Add": _emit_add,
+    "Gemm": _emit_gemm,
+    "MatMul": _emit_gemm,
+    "Softmax": _emit_softmax,
+    "Flatten": _emit_reshape,
+    "Reshape": _emit_reshape,
+    "Identity": _emit_reshape,
+    "Dropout": _emit_reshape,
+    "Concat": _emit_concat,
+}
+
+
+def build_plan(graph: Graph, input_shape: tuple[int, ...], threads: int,
+               native_module: Any) -> CompiledPlan:
+    """Plan ``graph`` (after ``passes.prepare_graph``) for one concrete input shape."""
+    shapes = infer_shapes(graph, input_shape)
+    fused = fuse_for_shapes(graph, shapes)
+    builder = _Builder(fused, shapes, assign_pads(fused, shapes), threads)
+    builder.emit_input(tuple(input_shape))
+    for node in fused.nodes:
+        emitter = _EMITTERS.get(node.op)
+        if emitter is None:
+            raise UnsupportedOpError(f"unsupported operator {node.op} ({node.describe()})")
+        emitter(builder, node)
+    builder.emit_output()
+    native = builder.build_native(native_module, tuple(input_shape))
+    return CompiledPlan(native, tuple(input_shape), shapes[graph.output_name], builder.kernels)
