@@ -19,6 +19,9 @@ from pathlib import Path
 __all__ = ["Stage", "StageFailedError", "run_stage", "python_module_argv", "log_tail"]
 
 _TAIL_LINES = 8
+# `benchmarks` is not an installed package: make `python -m benchmarks.bench` importable from
+# any working directory by putting the repository root on the child's PYTHONPATH.
+_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,9 @@ def run_stage(stage: Stage, log_path: Path, *, cwd: Path | None = None,
     if stage.done_marker.exists():
         return False
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    python_path = os.pathsep.join(p for p in (str(_REPO_ROOT), os.environ.get("PYTHONPATH"))
+                                  if p)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=python_path)
     with open(log_path, "w", encoding="utf-8") as log:
         log.write("$ " + " ".join(str(a) for a in stage.argv) + "\n")
         log.flush()
