@@ -50,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             batch_size=args.batch_size, data_dir=args.data_dir, inputs=args.inputs)
         result = compile_run(args.run, args.out, options)
     except CompileError as exc:
-        print(f"compile: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, even if a library's text had several
+        print(f"compile: error: {message}", file=sys.stderr)
         return 2
     print(_summary(result.out_dir, result.report))
     return 0

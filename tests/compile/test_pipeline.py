@@ -1,0 +1,251 @@
+"""The compile pipeline end to end: artifacts, report, MAC totals, atomicity, bad input, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compile.__main__ import main
+from compile.errors import CompileError
+from compile.pipeline import CompileOptions, EvalData, compile_model, compile_run
+from runtime.formats import read_pack
+from tests.compile.helpers import TinyNet, randomize_batchnorm_, sparsify_
+from train.artifact import ModelMeta, save_model_artifact
+from train.flops import sparsity_report
+from train.models import build_model
+from train.prunable import prunable_parameters
+
+FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+ARTIFACT_FILES = {"model.onnx", "model.sparse.onnx", "weights.fdpack", "report.json", "report.md"}
+QUICK = CompileOptions(verify_images=8)
+
+
+def tiny_model(sparsity: float = 0.95, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return randomize_batchnorm_(sparsify_(TinyNet(), sparsity, seed=seed), seed=seed).eval()
+
+
+def leftovers(directory: Path) -> list[str]:
+    """Temporary or renamed-away directories the pipeline must never leave behind."""
+    return [p.name for p in directory.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
+def test_compile_model_writes_artifacts_and_report(tmp_path: Path) -> None:
+    model = tiny_model()
+    out = tmp_path / "art"
+    report = compile_model(model, (1, 12, 12), out, QUICK).report
+    assert {p.name for p in out.iterdir()} == ARTIFACT_FILES
+    assert json.loads((out / "report.json").read_text()) == report
+    assert "| `conv1.weight` | Conv |" in (out / "report.md").read_text()
+    fqns = list(prunable_parameters(model))
+    assert [row["fqn"] for row in report["layers"]] == fqns
+    assert set(report["initializer_map"]) == set(fqns)
+    for row, (fqn, weight) in zip(report["layers"], prunable_parameters(model).items(),
+                                  strict=True):
+        assert row["fqn"] == fqn and row["weight_shape"] == list(weight.shape)
+        assert row["nnz"] == int(torch.count_nonzero(weight))
+        assert row["dense_bytes"] == 4 * weight.numel()
+        assert set(row["packed_bytes"]) == {"csr", "bsr_1x4", "bsr_4x1", "bsr_4x4"}
+    files = report["files"]["bytes"]
+    assert files == {name: (out / name).stat().st_size
+                     for name in ("model.onnx", "model.sparse.onnx", "weights.fdpack")}
+    assert report["files"]["sparse_onnx_ratio"] == files["model.sparse.onnx"] / files["model.onnx"]
+    assert report["options"]["block_shapes"] == ["1x1", "1x4", "4x1", "4x4"]
+    assert report["accuracy"] is None  # no labelled data given
+    assert [(a["candidate"], a["reference"], a["ok"])
+            for a in report["verification"]["agreements"]] == [
+        ("model.onnx", "torch", True), ("model.sparse.onnx", "torch", True),
+        ("model.sparse.onnx", "model.onnx", True)]
+    assert leftovers(tmp_path) == []
+
+
+def test_report_macs_equal_training_sparsity_report(tmp_path: Path) -> None:
+    model = build_model("resnet20", in_channels=1, num_classes=10, image_size=28)
+    model = sparsify_(model, 0.9, seed=3).eval()
+    fqns = list(prunable_parameters(model))
+    expected = sparsity_report(model, (1, 28, 28), fqns)
+    report = compile_model(model, (1, 28, 28), tmp_path / "art", QUICK).report
+    assert report["totals"]["dense_macs"] == expected["all_layers_dense_macs"]
+    assert report["totals"]["sparse_macs"] == expected["all_layers_sparse_macs"]
+    assert report["totals"]["prunable_sparse_macs"] == expected["totals"]["sparse_macs"]
+    assert report["totals"]["prunable_nnz"] == expected["totals"]["nnz"]
+    for row in report["layers"]:
+        assert row["dense_macs"] == expected["layers"][row["fqn"]]["dense_macs"]
+        assert row["sparse_macs"] == expected["layers"][row["fqn"]]["sparse_macs"]
+
+
+def test_sizes_at_95_percent(tmp_path: Path) -> None:
+    model = build_model("resnet20", in_channels=3, num_classes=10, image_size=32, width=2)
+    model = sparsify_(model, 0.95, seed=4).eval()
+    report = compile_model(model, (3, 32, 32), tmp_path / "art", QUICK).report
+    assert report["files"]["sparse_onnx_ratio"] <= 0.15
+    for row in report["layers"]:
+        assert row["packed_bytes"]["csr"] <= 0.11 * row["dense_bytes"], row["fqn"]
+
+
+def test_accuracy_is_measured_with_onnx_runtime_on_all_test_images(tmp_path: Path) -> None:
+    model = tiny_model(0.5)
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((300, 1, 12, 12)).astype(np.float32)
+    with torch.no_grad():
+        torch_predictions = model(torch.from_numpy(images)).argmax(1).numpy()
+    labels = np.where(np.arange(300) % 3 == 0, torch_predictions, (torch_predictions + 1) % 10)
+    data = EvalData(images[:8], "given", images, labels.astype(np.int64))
+    report = compile_model(model, (1, 12, 12), tmp_path / "art", QUICK, data=data).report
+    assert report["accuracy"]["images"] == 300
+    assert report["accuracy"]["top1"] == pytest.approx(100 / 300, abs=1e-12)
+
+
+def test_existing_artifacts_are_replaced_and_survive_a_failed_compile(tmp_path: Path) -> None:
+    out = tmp_path / "art"
+    compile_model(tiny_model(seed=1), (1, 12, 12), out, QUICK)
+    first = (out / "weights.fdpack").read_bytes()
+    compile_model(tiny_model(seed=2), (1, 12, 12), out, QUICK)
+    second = (out / "weights.fdpack").read_bytes()
+    assert second != first
+    broken = tiny_model(seed=3)
+    with torch.no_grad():
+        broken.pw.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(CompileError, match=r"pw\.weight holds NaN or Inf"):
+        compile_model(broken, (1, 12, 12), out, QUICK)
+    assert (out / "weights.fdpack").read_bytes() == second
+    assert leftovers(tmp_path) == []
+
+
+class GridSampler(nn.Module):
+    """grid_sample exists in ONNX only from opset 16: the exporter refuses it at opset 13."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grid = torch.zeros(x.shape[0], 2, 2, 2)
+        return nn.functional.grid_sample(self.conv(x), grid, align_corners=False).flatten(1)
+
+
+def test_unexportable_model_gives_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CompileError, match="exporter cannot handle.*grid_sampler"):
+        compile_model(GridSampler(), (1, 8, 8), tmp_path / "art", QUICK)
+    assert list(tmp_path.iterdir()) == []
+
+
+class SignFlip(nn.Module):
+    """A data-dependent branch: tracing bakes in one branch, so ONNX disagrees with torch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x.flatten(1))
+        return y if float(x.sum()) > 0 else -y
+
+
+def test_disagreeing_outputs_fail_the_compile(tmp_path: Path) -> None:
+    inputs = np.ones((4, 1, 2, 2), dtype=np.float32)  # export traced zeros: the other branch
+    with pytest.raises(CompileError, match="verification failed"):
+        compile_model(SignFlip(), (1, 2, 2), tmp_path / "art", QUICK,
+                      data=EvalData(inputs, "given"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_arguments_are_compile_errors(tmp_path: Path) -> None:
+    with pytest.raises(CompileError, match="input_shape"):
+        compile_model(tiny_model(), (12, 12), tmp_path / "a", QUICK)
+    with pytest.raises(CompileError, match="not the weight of a Conv2d/Linear"):
+        compile_model(tiny_model(), (1, 12, 12), tmp_path / "a", QUICK, prunable=["bn1.weight"])
+    with pytest.raises(CompileError, match="opset"):
+        CompileOptions(opset=11)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CompileError, match="not a directory"):
+        compile_model(tiny_model(), (1, 12, 12), tmp_path / "file", QUICK)
+
+
+# ----------------------------------------------------------------------------- runs and CLI
+
+
+def make_run(run_dir: Path, sparsity: float = 0.9, dataset: str = "fashion-mnist",
+             data_dir: Path = FMNIST_DIR) -> nn.Module:
+    """A run directory as the training stage writes it (model.pt, config.yaml, sparsity.json)."""
+    torch.manual_seed(0)
+    model = build_model("resnet20", in_channels=1, num_classes=10, image_size=28)
+    model = randomize_batchnorm_(sparsify_(model, sparsity, seed=5), seed=6).eval()
+    fqns = list(prunable_parameters(model))
+    meta = ModelMeta(model_name="resnet20", model_kwargs={"width": 1}, input_shape=(1, 28, 28),
+                     num_classes=10, dataset=dataset, data_dir=str(data_dir),
+                     mean=(0.2860,), std=(0.3530,), prunable=fqns, config={"seed": 0})
+    run_dir.mkdir(parents=True)
+    save_model_artifact(run_dir / "model.pt", model, meta)
+    (run_dir / "config.yaml").write_text("seed: 0\n")
+    (run_dir / "sparsity.json").write_text(
+        json.dumps(sparsity_report(model, (1, 28, 28), fqns)))
+    return model
+
+
+@pytest.mark.slow
+def test_compile_run_on_fashion_mnist_via_cli(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert FMNIST_DIR.is_dir(), "Fashion-MNIST must be installed (make dataset)"
+    make_run(tmp_path / "run")
+    out = tmp_path / "artifacts" / "demo"
+    code = main([str(tmp_path / "run"), "--out", str(out), "--verify-images", "16",
+                 "--block-shapes", "1x1,4x1", "--batch-size", "500"])
+    assert code == 0
+    assert "verification passed on 16 images" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["accuracy"]["images"] == 10000
+    assert 0.0 <= report["accuracy"]["top1"] <= 1.0
+    assert report["verification"]["source"] == "fashion-mnist test set"
+    assert report["training_sparsity_check"]["matches"] is True
+    assert report["config"] == {"seed": 0}
+    assert (out / "config.yaml").read_text() == "seed: 0\n"
+    assert sorted(next(iter(read_pack(out / "weights.fdpack").values())).encodings) == \
+        [(1, 1), (4, 1)]
+
+
+def test_compile_run_with_given_inputs_and_no_accuracy(tmp_path: Path) -> None:
+    model = make_run(tmp_path / "run")
+    inputs = np.random.default_rng(1).standard_normal((5, 1, 28, 28)).astype(np.float32)
+    np.save(tmp_path / "inputs.npy", inputs)
+    options = CompileOptions(inputs=str(tmp_path / "inputs.npy"), accuracy=False)
+    report = compile_run(tmp_path / "run" / "model.pt", tmp_path / "art", options).report
+    assert report["verification"]["images"] == 5 and report["accuracy"] is None
+    assert report["model"]["name"] == "resnet20"
+    assert report["totals"]["prunable_nnz"] == sum(
+        int(torch.count_nonzero(w)) for w in prunable_parameters(model).values())
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(args)
+    return code, capsys.readouterr().err
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = str(tmp_path / "art")
+    code, err = run_cli([str(tmp_path / "missing"), "--out", out], capsys)
+    assert code == 2 and "no model.pt" in err and err.count("\n") == 1
+    (tmp_path / "corrupt").mkdir()
+    (tmp_path / "corrupt" / "model.pt").write_bytes(b"not a checkpoint")
+    code, err = run_cli([str(tmp_path / "corrupt"), "--out", out], capsys)
+    assert code == 2 and "cannot load" in err and err.count("\n") == 1
+    make_run(tmp_path / "run")
+    code, err = run_cli([str(tmp_path / "run"), "--out", out, "--block-shapes", "4"], capsys)
+    assert code == 2 and "bad block shape" in err
+    np.save(tmp_path / "wrong.npy", np.zeros((2, 3, 28, 28), dtype=np.float32))
+    code, err = run_cli([str(tmp_path / "run"), "--out", out, "--no-accuracy", "--inputs",
+                         str(tmp_path / "wrong.npy")], capsys)
+    assert code == 2 and "expected inputs of shape (N, 1, 28, 28)" in err
+    make_run(tmp_path / "cifar_run", dataset="cifar10", data_dir=tmp_path / "nowhere")
+    code, err = run_cli([str(tmp_path / "cifar_run"), "--out", out], capsys)
+    assert code == 2 and "cannot load the cifar10 test set" in err
+    (tmp_path / "run" / "sparsity.json").write_text("{not json")
+    code, err = run_cli([str(tmp_path / "run"), "--out", out], capsys)
+    assert code == 2 and "corrupt run directory" in err
+    assert not (tmp_path / "art").exists() and leftovers(tmp_path) == []
