@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -9,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from train.models import MODEL_NAMES, build_model, model_kwargs
+from train.models import MODEL_NAMES, ModelError, build_model, model_kwargs
 
 # float32 torch vs ONNX Runtime on the same graph: only summation order differs.
 ONNX_ATOL = 1e-4
@@ -128,24 +131,36 @@ def test_construction_is_deterministic_given_seed(name: str) -> None:
 
 
 def test_unknown_model_names_valid_ones() -> None:
-    with pytest.raises(ValueError, match="resnet20.*mobilenet_v1.*densenet40_24"):
+    with pytest.raises(ModelError, match="resnet20.*mobilenet_v1.*densenet40_24"):
         build_model("vgg16", in_channels=3, num_classes=10, image_size=32)
 
 
 def test_unknown_kwarg_names_valid_ones() -> None:
-    with pytest.raises(ValueError, match="depth.*valid: width"):
+    with pytest.raises(ModelError, match="depth.*valid: width"):
         build_model("resnet20", in_channels=3, num_classes=10, image_size=32, depth=56)
 
 
 @pytest.mark.parametrize("kwargs", [{"width": 0}, {"width": 1.5}])
 def test_bad_width_rejected(kwargs: dict) -> None:
-    with pytest.raises(ValueError, match="width"):
+    with pytest.raises(ModelError, match="width"):
         build_model("resnet20", in_channels=3, num_classes=10, image_size=32, **kwargs)
 
 
 def test_bad_sizes_rejected() -> None:
-    with pytest.raises(ValueError, match="num_classes"):
+    with pytest.raises(ModelError, match="num_classes"):
         build_model("resnet20", in_channels=3, num_classes=0, image_size=32)
+    with pytest.raises(ModelError, match="small_input"):
+        build_model("resnet18", in_channels=3, num_classes=10, image_size=32, small_input="yes")
+
+
+def test_model_error_is_a_value_error() -> None:
+    assert issubclass(ModelError, ValueError)
+
+
+def test_registry_import_does_not_import_torch() -> None:
+    # Config validation reads MODEL_NAMES without paying for (or needing) torch.
+    code = "import sys, train.models; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_model_kwargs_lists_defaults() -> None:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from train.models._init import init_weights
+from train.models.errors import ModelError
 
 __all__ = ["BLOCK_SPEC", "DepthwiseSeparable", "MobileNetV1", "mobilenet_v1"]
 
@@ -80,5 +81,5 @@ def mobilenet_v1(*, in_channels: int, num_classes: int, image_size: int,
     """CIFAR MobileNetV1 with a stride-1 stem; `width_mult` scales every layer's channels."""
     del image_size  # global pooling makes the network size-agnostic
     if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or width_mult <= 0:
-        raise ValueError(f"mobilenet_v1: width_mult must be a positive number, got {width_mult!r}")
+        raise ModelError(f"mobilenet_v1: width_mult must be a positive number, got {width_mult!r}")
     return MobileNetV1(in_channels, num_classes, float(width_mult))

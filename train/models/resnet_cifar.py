@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from train.models._init import init_weights
+from train.models.errors import ModelError
 
 __all__ = ["BasicBlock", "CifarResNet", "resnet20"]
 
@@ -91,5 +92,5 @@ def resnet20(*, in_channels: int, num_classes: int, image_size: int, width: int 
     """CIFAR ResNet-20; `width` multiplies the 16/32/64 channels (2 = the paper's ResNet-20x2)."""
     del image_size  # global pooling makes the network size-agnostic
     if not isinstance(width, int) or isinstance(width, bool) or width < 1:
-        raise ValueError(f"resnet20: width must be a positive int, got {width!r}")
+        raise ModelError(f"resnet20: width must be a positive int, got {width!r}")
     return CifarResNet(in_channels, num_classes, width)

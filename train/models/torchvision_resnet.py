@@ -16,6 +16,8 @@ from torchvision.models import ResNet
 from torchvision.models import resnet18 as tv_resnet18
 from torchvision.models import resnet50 as tv_resnet50
 
+from train.models.errors import ModelError
+
 __all__ = ["SMALL_INPUT_LIMIT", "resnet18", "resnet50"]
 
 SMALL_INPUT_LIMIT = 64  # below this image size the CIFAR-style stem is the default
@@ -28,7 +30,7 @@ def _build(factory: Callable[..., ResNet], in_channels: int, num_classes: int, i
     if small_input is None:
         small_input = image_size < SMALL_INPUT_LIMIT
     if not isinstance(small_input, bool):
-        raise ValueError(f"small_input must be a bool, got {small_input!r}")
+        raise ModelError(f"small_input must be a bool, got {small_input!r}")
     model = factory(weights=None, num_classes=num_classes)
     if small_input:
         model.conv1 = _kaiming_conv(in_channels, kernel=3, stride=1, padding=1)
