@@ -66,8 +66,12 @@ class TrainConfig:
         """Raise ConfigError for any value outside its domain; return self."""
         from train.backbones import BACKBONES
         from train.feather import OPERATORS
+        from train.models import MODEL_NAMES
 
         _check(bool(self.name) and "/" not in self.name, f"bad run name {self.name!r}")
+        _check(self.model in MODEL_NAMES,
+               f"unknown model {self.model!r}; choose from {', '.join(MODEL_NAMES)}")
+        _check(isinstance(self.model_kwargs, dict), "model_kwargs must be a mapping")
         _check(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}")
         _check(self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}")
         _check(self.operator in OPERATORS, f"operator must be one of {OPERATORS}")

@@ -168,9 +168,12 @@ class _Trainer:
         self.config, self.device, self.ctx = config, device, ctx
         self.train_loader, self.sampler, self.test_loader, self.info = _loaders(config, ctx, device)
         torch.manual_seed(config.seed)
-        model = build_model(config.model, in_channels=self.info.in_channels,
-                            num_classes=self.info.num_classes, image_size=self.info.image_size,
-                            **config.model_kwargs)
+        try:
+            model = build_model(config.model, in_channels=self.info.in_channels,
+                                num_classes=self.info.num_classes,
+                                image_size=self.info.image_size, **config.model_kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"cannot build model {config.model!r}: {exc}") from exc
         theta = None if config.theta == "auto" else float(config.theta)
         self.sparsifier = FeatherSparsifier(model, SparsityConfig(
             target=config.sparsity, backbone=config.backbone, alpha=config.alpha,

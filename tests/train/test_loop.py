@@ -1,0 +1,126 @@
+"""The training loop end to end on synthetic data: outputs, exact resume, bad input, DDP."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from train.__main__ import main as train_main
+from train.artifact import load_model_artifact
+from train.config import resolve_config
+from train.loop import run_training
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = {"dataset": "synthetic", "model": "resnet20", "batch_size": 64, "progress": False,
+        "device": "cpu", "seed": 3}
+
+
+def _config(runs_dir: Path, name: str, **extra):
+    return resolve_config(None, {**TINY, "name": name, "runs_dir": str(runs_dir), **extra})
+
+
+class _Killed(Exception):
+    pass
+
+
+def _kill_after(epoch: int):
+    def callback(record):
+        if record["epoch"] == epoch:
+            raise _Killed
+    return callback
+
+
+def test_end_to_end_run_reaches_target_sparsity(tmp_path):
+    result = run_training(_config(tmp_path, "e2e", epochs=3, sparsity=0.9))
+    run = tmp_path / "e2e"
+    for name in ("config.yaml", "checkpoint.pt", "model.pt", "metrics.jsonl", "sparsity.json",
+                 "summary.json"):
+        assert (run / name).is_file(), name
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3]
+    assert {"train_loss", "train_acc", "test_loss", "test_acc", "sparsity", "tau", "theta", "lr",
+            "seconds"} <= set(lines[-1])
+    assert lines[-1]["sparsity"] == pytest.approx(0.9, abs=1e-5)
+    report = json.loads((run / "sparsity.json").read_text())
+    assert report["totals"]["sparsity"] >= 0.9 - 1e-5
+    assert report["totals"]["sparse_macs"] < report["totals"]["dense_macs"]
+    model, meta = load_model_artifact(run / "model.pt")
+    weights = [model.get_parameter(f) for f in meta.prunable]
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    assert zeros == report["totals"]["numel"] - report["totals"]["nnz"]
+    summary = json.loads((run / "summary.json").read_text())
+    # The finalized plain model scores exactly what the wrapped model scored.
+    assert summary["test_acc"] == summary["wrapped_test_acc"] == result.test_acc
+    assert result.test_acc > 0.4  # 4 classes: chance is 0.25
+    assert yaml.safe_load((run / "config.yaml").read_text())["sparsity"] == 0.9
+
+
+def test_resume_after_kill_gives_identical_weights(tmp_path):
+    run_training(_config(tmp_path, "whole", epochs=3, sparsity=0.8))
+    with pytest.raises(_Killed):
+        run_training(_config(tmp_path, "killed", epochs=3, sparsity=0.8),
+                     on_epoch_end=_kill_after(1))
+    assert not (tmp_path / "killed" / "model.pt").exists()
+    run_training(_config(tmp_path, "killed", epochs=3, sparsity=0.8), resume=True)
+    whole = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["state_dict"]
+    resumed = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["state_dict"]
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        assert torch.equal(whole[key], resumed[key]), key
+    lines = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_missing_dataset_exits_2_with_howto(tmp_path, capsys):
+    code = train_main(["--name", "x", "--runs-dir", str(tmp_path), "--dataset", "cifar10",
+                       "--data-dir", str(tmp_path / "nothing-here"), "--epochs", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cifar" in err.lower() and "error:" in err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--sparsity", "1.5"], "sparsity"),
+    (["--backbone", "nope"], "backbone"),
+    (["--model", "nope", "--dataset", "synthetic"], "nope"),
+])
+def test_bad_values_exit_2(tmp_path, capsys, flags, message):
+    code = train_main(["--name", "x", "--runs-dir", str(tmp_path), "--epochs", "1",
+                       "--dataset", "synthetic", *flags])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_yaml_key_and_existing_run(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochz: 3\n")
+    assert train_main(["--config", str(bad), "--name", "x", "--runs-dir", str(tmp_path)]) == 2
+    assert "epochz" in capsys.readouterr().err
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "checkpoint.pt").write_bytes(b"junk")
+    args = ["--name", "x", "--runs-dir", str(tmp_path), "--dataset", "synthetic", "--epochs", "1"]
+    assert train_main(args) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert train_main([*args, "--resume"]) == 2  # corrupt checkpoint: clear error
+    assert "checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_shares_thresholds(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", "29517", str(REPO / "tests" / "train" / "ddp_worker.py"),
+           str(tmp_path / "runs"), str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    taus = [json.loads((tmp_path / f"taus_rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(taus[0]) == 2 and taus[0] == taus[1]
+    run = tmp_path / "runs" / "ddp"
+    assert (run / "model.pt").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["sparsity"] >= 0.8 - 1e-5
