@@ -249,7 +249,7 @@ def _series(rows: Sequence[Mapping[str, Any]], backbones: Sequence[str], x_key: 
 
 
 def frontier_plots(rows: Sequence[Mapping[str, Any]], backbones: Sequence[str],
-                   machine: MachineInfo) -> dict[str, bytes]:
+                   machine: MachineInfo, threads: int) -> dict[str, bytes]:
     """PNG bytes of top-1 vs sparse MACs (log x) and top-1 vs engine latency, by file name."""
     plots = {}
     macs = _series(rows, backbones, "sparse_macs")
@@ -259,7 +259,8 @@ def frontier_plots(rows: Sequence[Mapping[str, Any]], backbones: Sequence[str],
             "top-1 accuracy (%)", logx=True))
         latency = _series(rows, backbones, "engine_ms_b1")
         plots[LATENCY_PLOT] = line_plot_png(latency, PlotSpec(
-            f"Top-1 vs engine latency (batch 1, {machine.cores}-core {machine.simd} CPU)",
+            f"Top-1 vs engine latency (batch 1, {threads} thread{'s' if threads > 1 else ''}, "
+            f"{machine.simd} CPU)",
             "engine latency at batch 1 (ms)", "top-1 accuracy (%)"))
     return plots
 
@@ -292,7 +293,7 @@ def write_frontier_report(spec: FrontierSpec, results: Mapping[str, PointResult]
     rows = frontier_rows(spec, results)
     context = _context_lines(spec, results, machine)
     failures = _failure_lines(results)
-    plots = frontier_plots(rows, spec.backbones, machine)
+    plots = frontier_plots(rows, spec.backbones, machine, spec.bench_threads)
     written = [out / CSV_NAME, out / MD_NAME, out / HTML_NAME]
     atomic_write_text(written[0], csv_text(rows, FRONTIER_COLUMNS))
     markdown = [f"# Sparsity frontier: {spec.name}", "", *context, "",
