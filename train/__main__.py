@@ -65,8 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from train.artifact import ArtifactError
     from train.config import ConfigError, load_yaml_config, resolve_config
-    from train.data_arrays import DatasetNotFoundError
+    from train.data_arrays import DatasetError
+    from train.models import ModelError
 
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("config", "resume", "overwrite") and v is not None}
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         from train.loop import run_training
 
         result = run_training(config, resume=args.resume, overwrite=args.overwrite)
-    except (ConfigError, DatasetNotFoundError) as exc:
+    except (ConfigError, DatasetError, ModelError, ArtifactError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"run {result.run_dir}: test accuracy {result.test_acc:.4f}, "
