@@ -25,11 +25,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--block-shapes", default="1x1,1x4,4x1,4x4",
                         help="BSR block shapes RxC over [out, in*kh*kw] (default 1x1,1x4,4x1,4x4;"
                              " CSR is always written)")
-    parser.add_argument("--verify-images", type=int, default=64,
+    parser.add_argument("--verify-images", type=int, default=32,
                         help="test images compared across torch / ORT dense / ORT sparse")
     parser.add_argument("--no-accuracy", action="store_true",
                         help="skip the full-test-set ONNX Runtime accuracy")
-    parser.add_argument("--batch-size", type=int, default=64, help="batch size for checks")
+    parser.add_argument("--batch-size", type=int, default=32,
+                        help="batch size of the torch / ORT passes (default 32)")
     parser.add_argument("--data-dir", default=None, help="dataset directory (default: the run's)")
     parser.add_argument("--inputs", default=None,
                         help=".npy float32 (N, C, H, W) to verify on instead of test images")

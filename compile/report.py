@@ -64,8 +64,14 @@ class LayerRow:
                 "dense_bytes": self.dense_bytes, "packed_bytes": self.packed_bytes}
 
 
-def dense_layer_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, int]:
-    """Weight FQN -> dense MACs per image of every Conv2d / Linear, from one forward pass."""
+def dense_layer_macs(model: nn.Module, example: torch.Tensor
+                     ) -> tuple[dict[str, int], torch.Tensor]:
+    """Weight FQN -> dense MACs per image of every Conv2d / Linear, and the model's output.
+
+    Measured with forward hooks during one eval-mode pass over ``example`` (N, C, H, W); the
+    output is returned so the pass can double as the first batch of the torch reference (on
+    ResNet-50 a separate pass would cost seconds).
+    """
     macs: dict[str, int] = {}
     handles = []
     for name, module in model.named_modules():
@@ -73,11 +79,11 @@ def dense_layer_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> dic
             handles.append(module.register_forward_hook(_mac_hook(f"{name}.weight", macs)))
     try:
         with torch.inference_mode():
-            model.eval()(torch.zeros((1, *input_shape)))
+            output = model.eval()(example)
     finally:
         for handle in handles:
             handle.remove()
-    return macs
+    return macs, output
 
 
 def _mac_hook(fqn: str, macs: dict[str, int]):

@@ -279,18 +279,22 @@ def dense_to_sparse(matrix: np.ndarray, block_shape: tuple[int, int] = (1, 1)) -
     br, bc = _check_block_shape(block_shape)
     rows, cols = matrix.shape
     grid_r, grid_c = -(-rows // br), -(-cols // bc)
-    padded = np.zeros((grid_r * br, grid_c * bc), dtype=np.float32)
-    padded[:rows, :cols] = matrix
-    blocks = padded.reshape(grid_r, br, grid_c, bc).transpose(0, 2, 1, 3)  # (gr, gc, br, bc)
-    keep = (blocks != 0).any(axis=(2, 3))  # (gr, gc)
-    block_rows, block_cols = np.nonzero(keep)  # row-major order = CSR order
+    if (br, bc) == (1, 1):  # CSR: no padding or block reduction needed
+        block_rows, block_cols = np.nonzero(matrix)  # row-major order = CSR order
+        values = matrix[block_rows, block_cols].reshape(-1, 1, 1)
+    else:
+        padded = np.zeros((grid_r * br, grid_c * bc), dtype=np.float32)
+        padded[:rows, :cols] = matrix
+        blocks = padded.reshape(grid_r, br, grid_c, bc).transpose(0, 2, 1, 3)  # (gr, gc, br, bc)
+        keep = (blocks != 0).any(axis=(2, 3))  # (gr, gc)
+        block_rows, block_cols = np.nonzero(keep)
+        values = blocks[block_rows, block_cols]  # (nblocks, br, bc)
     counts = np.bincount(block_rows, minlength=grid_r)
     indptr = np.concatenate([[0], np.cumsum(counts)])
-    values = np.ascontiguousarray(blocks[block_rows, block_cols])  # (nblocks, br, bc)
     return SparseMatrix(shape=(rows, cols), block_shape=(br, bc),
                         indptr=indptr.astype(smallest_index_dtype(int(indptr[-1]))),
                         indices=block_cols.astype(smallest_index_dtype(max(grid_c - 1, 0))),
-                        values=values)
+                        values=np.ascontiguousarray(values, dtype=np.float32))
 
 
 def _check_block_shape(block_shape: Iterable[int]) -> tuple[int, int]:
