@@ -111,6 +111,9 @@ def compile_run(run: str | os.PathLike[str], out_dir: str | os.PathLike[str],
     """Compile a training run directory (or its ``model.pt``) into ``out_dir``."""
     options = options or CompileOptions()
     model_pt = _model_pt_path(Path(run))
+    if model_pt.resolve().is_relative_to(Path(out_dir).resolve()):
+        raise CompileError(f"--out {out_dir} contains the run being compiled; replacing it would "
+                           f"delete {model_pt}")
     model, meta = _load_artifact(model_pt)
     data = _run_eval_data(meta, options)
     run_dir = model_pt.parent
@@ -306,7 +309,7 @@ def _install(work: Path, out: Path) -> None:
 def _copy_existing(paths: Sequence[Path], work: Path) -> None:
     for path in paths:
         if path.is_file():
-            shutil.copy2(path, work / path.name)
+            shutil.copyfile(path, work / path.name)  # fresh permissions, like the rest
 
 
 # ----------------------------------------------------------------------------- core

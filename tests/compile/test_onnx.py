@@ -60,6 +60,16 @@ def test_dense_export_has_dynamic_batch_and_documented_names() -> None:
     np.testing.assert_allclose(out, expected, atol=ATOL, rtol=RTOL)
 
 
+@pytest.mark.parametrize(("opset", "ir_version"), [(13, 7), (17, 8)])
+def test_opset_and_ir_version_are_honoured(opset: int, ir_version: int) -> None:
+    proto = export_onnx(sparsify_(TinyNet(), 0.5).eval(), (1, 12, 12), opset=opset,
+                        ir_version=ir_version)
+    assert proto.ir_version == ir_version
+    assert [(o.domain, o.version) for o in proto.opset_import] == [("", opset)]
+    x = np.zeros((1, 1, 12, 12), dtype=np.float32)
+    assert ort_run(proto.SerializeToString(), x).shape == (1, 10)
+
+
 def test_sparse_initializer_model_equals_dense_in_ort() -> None:
     model = randomize_batchnorm_(sparsify_(TinyNet(), 0.9, seed=4)).eval()
     dense = export_onnx(model, (1, 12, 12))

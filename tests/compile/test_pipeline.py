@@ -64,6 +64,32 @@ def test_compile_model_writes_artifacts_and_report(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == []
 
 
+class TwinConvs(nn.Module):
+    """Two convs with equal weight shapes: when both are all zeros the exporter shares them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(2, 2, 3, padding=1)
+        self.b = nn.Conv2d(2, 2, 3, padding=1)
+        self.fc = nn.Linear(2, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.b(torch.relu(self.a(x)))).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 1.0])
+def test_dense_and_fully_sparse_models_compile(tmp_path: Path, sparsity: float) -> None:
+    torch.manual_seed(0)
+    model = sparsify_(TwinConvs(), sparsity).eval()
+    report = compile_model(model, (2, 6, 6), tmp_path / "art", QUICK).report
+    assert report["totals"]["prunable_sparsity"] == sparsity
+    pack = read_pack(tmp_path / "art" / "weights.fdpack")
+    for fqn, layer in pack.items():
+        assert np.array_equal(layer.to_weight(), model.get_parameter(fqn).detach().numpy())
+    assert report["totals"]["sparse_macs"] == (0 if sparsity == 1.0 else
+                                               report["totals"]["dense_macs"])
+
+
 def test_report_macs_equal_training_sparsity_report(tmp_path: Path) -> None:
     model = build_model("resnet20", in_channels=1, num_classes=10, image_size=28)
     model = sparsify_(model, 0.9, seed=3).eval()
@@ -245,6 +271,9 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path,
     make_run(tmp_path / "cifar_run", dataset="cifar10", data_dir=tmp_path / "nowhere")
     code, err = run_cli([str(tmp_path / "cifar_run"), "--out", out], capsys)
     assert code == 2 and "cannot load the cifar10 test set" in err
+    code, err = run_cli([str(tmp_path / "run"), "--out", str(tmp_path)], capsys)
+    assert code == 2 and "contains the run being compiled" in err
+    assert (tmp_path / "run" / "model.pt").is_file()
     (tmp_path / "run" / "sparsity.json").write_text("{not json")
     code, err = run_cli([str(tmp_path / "run"), "--out", out], capsys)
     assert code == 2 and "corrupt run directory" in err
