@@ -28,6 +28,7 @@ from runtime.passes import ACT_KEY, RESIDUAL_KEY, clip_bounds, fuse_for_shapes
 __all__ = [
     "VMAX",
     "BSR_BLOCK",
+    "KERNEL_KEY",
     "CompiledPlan",
     "ConvWeights",
     "build_plan",
@@ -40,6 +41,7 @@ __all__ = [
 
 VMAX = 16  # floats in the widest vector of any kernel variant: alignment and read slack
 BSR_BLOCK = 4  # output channels per BSR block (runtime/native/conv_kernels.h kBsrBlock)
+KERNEL_KEY = "_fd_kernel"  # Conv attr forcing "csr" or "bsr" (kernel tests, benchmarks)
 _ARENA, _CONST, _INPUT, _OUTPUT = 0, 1, 2, 3
 _ACT_NONE, _ACT_CLIP = 0, 1
 # Cost model (relative time per stored weight): a CSR tap is one unaligned load + one FMA per
@@ -465,7 +467,7 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         group_stride = cg * phases * plane
         spec.update(phase_split=True, phase_rows=rows, phase_rs=stream_rs, phase_plane=plane,
                     scratch_origin=SymOffset(scratch))
-    bsr = choose_conv_kernel(weight, geo.group)
+    bsr = _conv_kernel_for(node, weight, geo.group)
     packed = pack_conv_weights(weight, geo.group, taps.reshape(-1).astype(np.int64), group_stride,
                                bsr)
     b.kernels[node.name] = "bsr" if bsr else "csr"
@@ -480,6 +482,17 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         bounds=balanced_bounds(packed.unit_cost, b.threads), units=packed.units,
         act=_ACT_CLIP if ACT_KEY in node.attrs else _ACT_NONE, lo=lo, hi=hi)
     b.emit("add_conv", spec)
+
+
+def _conv_kernel_for(node: Node, weight: np.ndarray, group: int) -> bool:
+    forced = node.attrs.get(KERNEL_KEY)
+    if forced is None:
+        return choose_conv_kernel(weight, group)
+    if forced not in ("csr", "bsr"):
+        raise UnsupportedOpError(f"{node.describe()}: unknown kernel {forced!r}")
+    if forced == "bsr" and group > 1 and (weight.shape[0] // group) % BSR_BLOCK:
+        raise UnsupportedOpError(f"{node.describe()}: BSR needs {BSR_BLOCK} | channels per group")
+    return forced == "bsr"
 
 
 def _emit_pool(b: _Builder, node: Node) -> None:
@@ -568,11 +581,11 @@ def _gemm_b_view(b: _Builder, node: Node, name: str, transposed: bool) -> SymVie
 
 def _emit_gemm(b: _Builder, node: Node) -> None:
     a = b.flat(node.inputs[0])
-    m, n = b.shapes[node.outputs[0]]
+    out_shape = b.shapes[node.outputs[0]]
+    m, n = math.prod(out_shape[:-1]), out_shape[-1]
     if node.op == "MatMul":
         k = a.shape[-1]
-        a_view = SymView(a.buf, _ARENA, 0, (1, 1, m if len(a.shape) == 2 else
-                                                 math.prod(a.shape[:-1]), k), (0, 0, k, 1))
+        a_view = SymView(a.buf, _ARENA, 0, (1, 1, m, k), (0, 0, k, 1))
         alpha, beta, trans_b = 1.0, 0.0, False
     else:
         rows, cols = a.shape
@@ -583,8 +596,6 @@ def _emit_gemm(b: _Builder, node: Node) -> None:
         alpha, beta = float(node.attrs.get("alpha", 1.0)), float(node.attrs.get("beta", 1.0))
         trans_b = bool(node.attrs.get("transB", 0))
     b_view = _gemm_b_view(b, node, node.inputs[1], trans_b)
-    out_shape = b.shapes[node.outputs[0]]
-    rows_out = math.prod(out_shape[:-1])
     c_view = None
     if node.op == "Gemm" and len(node.inputs) > 2 and node.inputs[2]:
         c_name = node.inputs[2]
@@ -600,7 +611,7 @@ def _emit_gemm(b: _Builder, node: Node) -> None:
                                  f"{(m, n)}") from None
         c_view = _broadcast_view(c_view, c_shape, (1, 1, m, n))
     y = b.new_tensor(node.outputs[0], out_shape)
-    y_view = SymView(y.buf, _ARENA, 0, (1, 1, rows_out, out_shape[-1]), (0, 0, out_shape[-1], 1))
+    y_view = SymView(y.buf, _ARENA, 0, (1, 1, m, n), (0, 0, n, 1))
     b.emit("add_gemm", a_view, b_view, c_view, y_view, alpha, beta)
 
 

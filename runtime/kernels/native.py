@@ -1,0 +1,134 @@
+"""The native kernels behind the engine, one at a time (signatures of ``kernels.reference``).
+
+Each function builds a one-node graph and plans it with the engine's own planner
+(``runtime.plan.build_plan``), so what is tested here is exactly what a model runs: the padded
+layouts, the weight packing, the fused epilogue and the native step. The first operand is the
+plan's input; other operands enter as constants (the plan copies them into its arena).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from runtime.engine import default_threads
+from runtime.graph import Graph, Node
+from runtime.passes import ACT_KEY, RESIDUAL_KEY
+from runtime.plan import KERNEL_KEY, build_plan
+
+__all__ = ["conv2d", "pool2d", "global_pool", "affine", "add", "softmax", "gemm", "concat"]
+
+Pads = tuple[int, int, int, int]
+Clamp = tuple[float, float] | None
+
+
+def _run(node: Node, x: np.ndarray, constants: dict[str, np.ndarray],
+         opset: int = 13) -> np.ndarray:
+    from runtime import _native
+
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    node.outputs = ["y"]
+    graph = Graph([node], {k: np.asarray(v) for k, v in constants.items()}, "x", tuple(x.shape),
+                  "y", opset)
+    plan = build_plan(graph, tuple(x.shape), default_threads(), _native)
+    y = np.empty(plan.output_shape, np.float32)
+    plan.native.run(x, y)
+    return y
+
+
+def _with_clamp(attrs: dict[str, Any], clamp: Clamp) -> dict[str, Any]:
+    if clamp is not None:
+        attrs[ACT_KEY] = (float(clamp[0]), float(clamp[1]))
+    return attrs
+
+
+def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *,
+           stride: tuple[int, int] = (1, 1), pads: Pads = (0, 0, 0, 0),
+           dilation: tuple[int, int] = (1, 1), group: int = 1,
+           residual: np.ndarray | None = None, clamp: Clamp = None,
+           kernel: str = "auto") -> np.ndarray:
+    """Direct conv (CSR or BSR by cost, or forced by ``kernel``) with the fused epilogue."""
+    attrs: dict[str, Any] = {"strides": list(stride), "pads": list(pads),
+                             "dilations": list(dilation), "group": group}
+    constants = {"w": np.asarray(weight, np.float32)}
+    inputs = ["x", "w"]
+    if bias is not None:
+        constants["b"] = np.asarray(bias, np.float32)
+        inputs.append("b")
+    if residual is not None:
+        constants["r"] = np.asarray(residual, np.float32)
+        attrs[RESIDUAL_KEY] = "r"
+    if kernel != "auto":
+        attrs[KERNEL_KEY] = kernel
+    return _run(Node("Conv", "conv", inputs, [], _with_clamp(attrs, clamp)), x, constants)
+
+
+def pool2d(x: np.ndarray, *, kind: str, kernel: tuple[int, int], stride: tuple[int, int] = (1, 1),
+           pads: Pads = (0, 0, 0, 0), dilation: tuple[int, int] = (1, 1), ceil_mode: bool = False,
+           count_include_pad: bool = False) -> np.ndarray:
+    """MaxPool / AveragePool step."""
+    attrs = {"kernel_shape": list(kernel), "strides": list(stride), "pads": list(pads),
+             "dilations": list(dilation), "ceil_mode": int(ceil_mode),
+             "count_include_pad": int(count_include_pad)}
+    op = "MaxPool" if kind == "max" else "AveragePool"
+    return _run(Node(op, "pool", ["x"], [], attrs), x, {})
+
+
+def global_pool(x: np.ndarray, *, kind: str) -> np.ndarray:
+    """GlobalAveragePool / GlobalMaxPool step."""
+    op = "GlobalMaxPool" if kind == "max" else "GlobalAveragePool"
+    return _run(Node(op, "gpool", ["x"], []), x, {})
+
+
+def affine(x: np.ndarray, scale: np.ndarray | None, shift: np.ndarray | None,
+           clamp: Clamp = None) -> np.ndarray:
+    """Per-channel affine + clamp step (a BatchNormalization with mean 0, var 1 - eps)."""
+    channels = x.shape[1]
+    eps = 1e-5
+    constants = {
+        "g": np.ones(channels, np.float32) if scale is None else np.asarray(scale, np.float32),
+        "b": np.zeros(channels, np.float32) if shift is None else np.asarray(shift, np.float32),
+        "m": np.zeros(channels, np.float32),
+        "v": np.full(channels, 1.0 - eps, np.float32),
+    }
+    if clamp is None:
+        node = Node("BatchNormalization", "bn", ["x", "g", "b", "m", "v"], [], {"epsilon": eps})
+        return _run(node, x, constants)
+    if scale is not None or shift is not None:
+        raise ValueError("native affine: clamp with scale/shift is planned as two steps")
+    constants = {"lo": np.float32(clamp[0]), "hi": np.float32(clamp[1])}
+    return _run(Node("Clip", "clip", ["x", "lo", "hi"], []), x, constants)
+
+
+def add(a: np.ndarray, b: np.ndarray, clamp: Clamp = None) -> np.ndarray:
+    """Broadcasting add step (``b`` enters as a constant)."""
+    if clamp is not None:
+        raise ValueError("native add: a clamp after a standalone add is a separate step")
+    return _run(Node("Add", "add", ["x", "b"], []), a, {"b": np.asarray(b, np.float32)})
+
+
+def softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    """Softmax step along ``axis``."""
+    return _run(Node("Softmax", "softmax", ["x"], [], {"axis": axis}), x, {})
+
+
+def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, alpha: float = 1.0,
+         beta: float = 1.0, trans_a: bool = False, trans_b: bool = False) -> np.ndarray:
+    """Gemm step (``b`` and ``c`` enter as constants)."""
+    attrs = {"alpha": alpha, "beta": beta, "transA": int(trans_a), "transB": int(trans_b)}
+    constants = {"b": np.asarray(b, np.float32)}
+    inputs = ["x", "b"]
+    if c is not None:
+        constants["c"] = np.asarray(c, np.float32)
+        inputs.append("c")
+    return _run(Node("Gemm", "gemm", inputs, [], attrs), a, constants)
+
+
+def concat(xs: list[np.ndarray], axis: int) -> np.ndarray:
+    """Concat step (copies into the output's sub-views); the first operand is the plan input."""
+    constants = {f"c{i}": np.asarray(v, np.float32) for i, v in enumerate(xs[1:])}
+    inputs = ["x", *constants]
+    assert math.prod(xs[0].shape) > 0
+    return _run(Node("Concat", "concat", inputs, [], {"axis": axis}), xs[0], constants)

@@ -1,0 +1,65 @@
+"""Helpers for runtime tests: tiny ONNX graphs built by hand, ORT reference runs, tolerances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+__all__ = ["ATOL", "RTOL", "assert_close", "single_node_model", "save_model", "ort_run",
+           "random_input"]
+
+# The engine must match ONNX Runtime within |a - b| <= ATOL + RTOL * |b| (float32, different
+# summation orders).
+ATOL = 1e-4
+RTOL = 1e-4
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, atol: float = ATOL,
+                 rtol: float = RTOL) -> None:
+    """Shape equal and every element within atol + rtol * |expected|."""
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    assert actual.dtype == np.float32
+    excess = np.abs(actual.astype(np.float64) - expected) - (atol + rtol * np.abs(expected))
+    worst = float(excess.max()) if excess.size else 0.0
+    assert worst <= 0.0, f"max violation {worst:.3g} (max |diff| " \
+                         f"{float(np.abs(actual - expected).max()):.3g})"
+
+
+def random_input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+
+
+def single_node_model(op: str, x_shape: tuple, y_shape: tuple | None = None,
+                      initializers: dict[str, np.ndarray] | None = None,
+                      inputs: list[str] | None = None, opset: int = 13,
+                      **attrs) -> onnx.ModelProto:
+    """Graph with one node: input "x" (float32, ``x_shape``; str entries are symbolic dims),
+    the named initializers, output "y" (shape left to inference when ``y_shape`` is None)."""
+    initializers = initializers or {}
+    node = helper.make_node(op, inputs or ["x", *initializers], ["y"], name=f"{op.lower()}_0",
+                            **attrs)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None if y_shape is None
+                                      else list(y_shape))
+    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()]
+    graph = helper.make_graph([node], "single", [x], [y], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def save_model(model: onnx.ModelProto, path: Path) -> Path:
+    onnx.save(model, str(path))
+    return path
+
+
+def ort_run(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
