@@ -19,7 +19,7 @@ import io
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 
 import numpy as np
 import onnx
@@ -115,34 +115,52 @@ def weight_initializers(proto: onnx.ModelProto) -> dict[str, tuple[str, onnx.Nod
 
 def map_weights_to_initializers(proto: onnx.ModelProto,
                                 weights: Mapping[str, np.ndarray]) -> dict[str, str]:
-    """Weight FQN -> name of the ONNX initializer holding the same tensor.
+    """Weight FQN -> name of the Conv/Gemm initializer in ``proto`` that holds that weight.
 
-    The exporter renames weights it rewrites (``"onnx::Conv_203"``), so names are matched first
-    and otherwise tensors are matched by exact bytes and shape, in graph order. Raises
-    :class:`CompileError` when a weight has no counterpart.
+    The exporter renames weights it rewrites (``"onnx::Conv_203"``) and shares equal tensors, so
+    matching goes in passes: same name and values; same values and shape; and, for weights the
+    exporter itself rescaled (BN folded by the exporter when ``torch.fx`` could not trace), the
+    same shape and zero pattern. Ties are resolved in graph order. Raises :class:`CompileError`
+    when a weight has no counterpart.
     """
-    candidates = weight_initializers(proto)
-    arrays = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer
-              if init.name in candidates}
-    by_content: dict[tuple[tuple[int, ...], bytes], list[str]] = {}
-    for name, array in arrays.items():
-        by_content.setdefault(_content_key(array), []).append(name)
-    mapping: dict[str, str] = {}
-    for fqn, weight in weights.items():
-        if fqn in arrays and _content_key(arrays[fqn]) == _content_key(weight):
-            mapping[fqn] = fqn
-            continue
-        names = by_content.get(_content_key(weight))
-        if not names:
-            raise CompileError(f"weight {fqn} {tuple(weight.shape)} has no matching Conv/Gemm "
-                               f"initializer in the exported ONNX graph")
-        mapping[fqn] = names.pop(0) if len(names) > 1 else names[0]
-    return mapping
+    initializers = {init.name: init for init in proto.graph.initializer}
+    arrays = {name: numpy_helper.to_array(initializers[name])
+              for name in weight_initializers(proto)}  # graph order
+    mapping = {fqn: fqn for fqn, weight in weights.items()
+               if fqn in arrays and arrays[fqn].shape == weight.shape
+               and np.array_equal(arrays[fqn], weight)}
+    for key in (_content_key, _zero_pattern_key):
+        pending = [fqn for fqn in weights if fqn not in mapping]
+        if pending:
+            mapping.update(_match_by_key(pending, weights, arrays, key))
+    missing = [fqn for fqn in weights if fqn not in mapping]
+    if missing:
+        raise CompileError(f"weights {missing} have no matching Conv/Gemm initializer in the "
+                           f"exported ONNX graph")
+    return {fqn: mapping[fqn] for fqn in weights}
 
 
-def _content_key(array: np.ndarray) -> tuple[tuple[int, ...], bytes]:
+def _match_by_key(pending: list[str], weights: Mapping[str, np.ndarray],
+                  arrays: Mapping[str, np.ndarray], key: Callable[[np.ndarray], Hashable]
+                  ) -> dict[str, str]:
+    table: dict[Hashable, list[str]] = {}
+    for name, array in arrays.items():  # graph order
+        table.setdefault(key(array), []).append(name)
+    matched = {}
+    for fqn in pending:
+        names = table.get(key(weights[fqn]))
+        if names:  # several candidates: take them in order; the last one may be shared
+            matched[fqn] = names.pop(0) if len(names) > 1 else names[0]
+    return matched
+
+
+def _content_key(array: np.ndarray) -> Hashable:
     normalized = np.where(array == 0, np.float32(0), array).astype(np.float32)  # -0.0 == 0.0
     return tuple(array.shape), normalized.tobytes()
+
+
+def _zero_pattern_key(array: np.ndarray) -> Hashable:
+    return tuple(array.shape), np.packbits(array != 0).tobytes()
 
 
 def conv_attributes(node: onnx.NodeProto, weight_shape: tuple[int, ...]) -> ConvAttributes:

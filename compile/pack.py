@@ -73,4 +73,7 @@ def _gemm_transposes_a_or_not_b(node: onnx.NodeProto) -> bool:
 def write_weights_pack(path: str, layers: Iterable[PackedLayer] | Mapping[str, PackedLayer]
                        ) -> int:
     """Write the pack file; returns its size in bytes."""
-    return write_pack(path, layers)
+    try:
+        return write_pack(path, layers)
+    except PackFormatError as exc:
+        raise CompileError(f"cannot write the weights pack: {exc}") from exc

@@ -216,7 +216,10 @@ def compile_model(model: nn.Module, input_shape: Sequence[int], out_dir: str | o
     fqns = _check_prunable(model, prunable)
     data = data or _random_eval_data(shape, options)
     out = Path(out_dir)
-    work = _make_work_dir(out)
+    try:
+        work = _make_work_dir(out)
+    except OSError as exc:
+        raise CompileError(f"cannot create the output directory next to {out}: {exc}") from exc
     try:
         report = _build_artifacts(model, shape, fqns, data, options, work)
         report.update(model={"name": name, "input_shape": list(shape)},
@@ -225,6 +228,9 @@ def compile_model(model: nn.Module, input_shape: Sequence[int], out_dir: str | o
         _copy_existing(extra_files, work)
         write_report_files(work, report)
         _install(work, out)
+    except OSError as exc:  # disk full, permissions: bad environment, still one clear line
+        shutil.rmtree(work, ignore_errors=True)
+        raise CompileError(f"cannot write artifacts to {out}: {exc}") from exc
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

@@ -52,13 +52,20 @@ def ort_session(model: bytes | str, threads: int | None = None) -> ort.Inference
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph types
+        where = model if isinstance(model, str) else "the model"
+        raise CompileError(f"ONNX Runtime cannot load {where}: {exc}") from exc
 
 
 def run_ort(session: ort.InferenceSession, images: np.ndarray, batch_size: int) -> np.ndarray:
     """Logits for ``images`` (N, C, H, W) float32, run in batches."""
-    chunks = [session.run(None, {INPUT_NAME: images[i:i + batch_size]})[0]
-              for i in range(0, len(images), batch_size)]
+    try:
+        chunks = [session.run(None, {INPUT_NAME: images[i:i + batch_size]})[0]
+                  for i in range(0, len(images), batch_size)]
+    except Exception as exc:  # onnxruntime's Fail / InvalidArgument / RuntimeException
+        raise CompileError(f"ONNX Runtime failed to run the model: {exc}") from exc
     return np.concatenate(chunks)
 
 

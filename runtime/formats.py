@@ -484,6 +484,8 @@ def _array_view(spec: Mapping[str, Any], data: memoryview) -> np.ndarray:
     if dtype_name not in _ARRAY_DTYPES:
         raise PackFormatError(f"unsupported array dtype {dtype_name!r}")
     dtype = np.dtype(_ARRAY_DTYPES[dtype_name]).newbyteorder("<")
+    if any(dim < 0 for dim in shape):
+        raise PackFormatError(f"negative array shape {shape}")
     count = int(np.prod(shape))
     if not isinstance(offset, int) or offset < 0 or offset + count * dtype.itemsize > len(data):
         raise PackFormatError(f"array at offset {offset} with shape {shape} lies outside the data")

@@ -278,3 +278,31 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path,
     code, err = run_cli([str(tmp_path / "run"), "--out", out], capsys)
     assert code == 2 and "corrupt run directory" in err
     assert not (tmp_path / "art").exists() and leftovers(tmp_path) == []
+
+
+class ShapeBranch(nn.Module):
+    """conv -> BN with a shape-dependent branch: torch.fx cannot trace it, jit tracing can."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.conv(x)))
+        if x.shape[-1] > 4:  # fx: "symbolically traced variables cannot be used in control flow"
+            y = y * 2.0
+        return self.fc(y.mean(dim=(2, 3)))
+
+
+def test_untraceable_model_falls_back_to_exporter_folding(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = randomize_batchnorm_(sparsify_(ShapeBranch(), 0.5, seed=1), seed=2).eval()
+    report = compile_model(model, (1, 6, 6), tmp_path / "art", QUICK).report
+    assert report["onnx"]["bn_folding"]["method"] == "none"
+    assert "BatchNormalization" not in report["onnx"]["op_types"]  # the exporter folded it
+    pack = read_pack(tmp_path / "art" / "weights.fdpack")
+    conv_zeros = model.conv.weight.detach().numpy() == 0
+    assert np.array_equal(pack["conv.weight"].to_weight() == 0, conv_zeros)
+    assert pack["conv.weight"].onnx_initializer == report["initializer_map"]["conv.weight"]
