@@ -50,9 +50,17 @@ Manifest
     ``{"format": "featherdeploy.weights", "version": 1, "layers": [layer, ...]}`` where a layer is
     ``{"fqn", "onnx_initializer" (str|null), "op" ("Conv"|"Gemm"), "weight_shape", "layout",
     "matrix_shape", "dtype" ("float32"), "nnz", "conv" (null or {"kernel_shape", "strides",
-    "pads", "dilations", "groups"}), "encodings": [{"format", "block_shape", "arrays":
-    {"row_counts"|"indices"|"values": {"offset", "dtype", "shape"}}}]}``. ``pads`` follow ONNX order
-    ``[top, left, bottom, right]``.
+    "pads", "dilations", "groups"}), "extra" (free-form dict), "encodings": [{"format",
+    "block_shape", "shape" (= matrix_shape), "arrays": {"row_counts"|"indices"|"values":
+    {"offset", "dtype", "shape"}}}]}``. ``pads`` follow ONNX order ``[top, left, bottom, right]``;
+    ``onnx_initializer`` names the weight's initializer in ``model.onnx`` (the exporter renames).
+
+Reading (torch-free)::
+
+    layer = read_pack("artifacts/NAME/weights.fdpack")["layer1.0.conv1.weight"]
+    csr = layer.csr                      # SparseMatrix: indptr, indices, values (nnz, 1, 1)
+    bsr = layer.bsr((4, 1))              # values (nblocks, 4, 1); KeyError lists what exists
+    weight = layer.to_weight()           # dense float32, original shape
 
 Reference: CSR/BSR as in scipy.sparse (``csr_array`` / ``bsr_array``); the magic + version +
 checksum header follows llm.c's checkpoint files.
@@ -63,7 +71,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -71,6 +78,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from runtime.atomic import atomic_write_bytes
 
 __all__ = [
     "FORMAT_NAME",
@@ -379,18 +388,8 @@ def _assemble(manifest: bytes, data: bytes) -> bytes:
 
 
 def _atomic_write(path: Path, blob: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600; a pack is a shareable artifact
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, blob)
+    os.chmod(path, 0o644)  # mkstemp made it 0600; a pack is a shareable artifact
 
 
 # ----------------------------------------------------------------------------- reader

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -237,3 +239,14 @@ def test_writer_refuses_duplicate_fqns_and_keeps_old_file(tmp_path: Path) -> Non
     with pytest.raises(PackFormatError, match="duplicate"):
         write_pack(path, layers + layers[:1])
     assert path.read_bytes() == before
+
+
+def test_formats_module_does_not_import_torch() -> None:
+    code = "import sys, runtime.formats; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_written_pack_is_world_readable(tmp_path: Path) -> None:
+    path = tmp_path / "w.fdpack"
+    write_pack(path, make_layers())
+    assert path.stat().st_mode & 0o777 == 0o644
