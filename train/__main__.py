@@ -51,6 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     add("--prune-start", type=float, help="fraction of iterations where pruning starts (0)")
     add("--prune-end", type=float, help="fraction of iterations where the target is reached (0.5)")
     add("--keep-first-conv-dense", action="store_const", const=True, default=None)
+    east = parser.add_argument_group("EAST tricks for extreme sparsity (99%+)")
+    east.add_argument("--init", help="none | erk: per-layer ERK density allocation instead of "
+                      "the backbone's (needs backbone global)")
+    east.add_argument("--dyrelu-phasing", action="store_const", const=True, default=None,
+                      help="DyReLU-B activations phased linearly into ReLU")
+    east.add_argument("--dyrelu-start", type=float, help="epoch where the phase-out starts (E/4)")
+    east.add_argument("--dyrelu-end", type=float, help="epoch from which it is plain ReLU (E/2)")
+    east.add_argument("--weight-sharing", action="store_const", const=True, default=None,
+                      help="ResNet blocks >= 2 of a stage reuse block 1's convs x a scalar")
+    east.add_argument("--cyclic-sparsity", action="store_const", const=True, default=None,
+                      help="density cycles between target and a multiple of it, regrowth by "
+                      "gradient, ERK allocation; then settles at the target")
+    east.add_argument("--cyclic-multiple", type=float, help="peak density / target density (3)")
+    east.add_argument("--cyclic-cycles", type=int, help="number of cosine cycles (2)")
+    east.add_argument("--cyclic-period", type=int,
+                      help="iterations between density updates (default 100, fewer on short "
+                      "runs so each cycle gets >= 20 updates)")
+    east.add_argument("--cyclic-end", type=float,
+                      help="fraction of iterations where the cycles end (0.8)")
     add("--device", help="auto | cpu | cuda | cuda:N")
     add("--no-amp", dest="amp", action="store_const", const=False, default=None,
         help="disable mixed precision on CUDA")

@@ -12,7 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "TrainConfig", "load_yaml_config", "resolve_config", "to_yaml"]
+__all__ = ["ConfigError", "TrainConfig", "load_yaml_config", "resolve_config", "to_yaml",
+           "INITS", "SHARING_MODELS"]
+
+INITS: tuple[str, ...] = ("none", "erk")
+SHARING_MODELS: tuple[str, ...] = ("resnet20", "resnet50")
 
 
 class ConfigError(ValueError):
@@ -52,6 +56,17 @@ class TrainConfig:
     prune_start: float = 0.0
     prune_end: float = 0.5
     keep_first_conv_dense: bool = False
+    # EAST tricks for extreme sparsity (ALGORITHMS.md section 5; train/east/)
+    init: str = "none"  # "erk": per-layer ERK allocation instead of the backbone's
+    dyrelu_phasing: bool = False
+    dyrelu_start: float | None = None  # epoch where DyReLU starts phasing out (None: E/4)
+    dyrelu_end: float | None = None  # epoch from which it is plain ReLU (None: E/2)
+    weight_sharing: bool = False
+    cyclic_sparsity: bool = False
+    cyclic_multiple: float = 3.0
+    cyclic_cycles: int = 2
+    cyclic_period: int | None = None  # iterations between updates (None: 100 or >= 20 per cycle)
+    cyclic_end: float = 0.8  # fraction of iterations where the cycles end
     # execution
     device: str = "auto"
     amp: bool = True
@@ -90,7 +105,44 @@ class TrainConfig:
                f"device must be auto, cpu or cuda[:N], got {self.device!r}")
         for limit in (self.limit_train, self.limit_test):
             _check(limit is None or limit >= 1, "limits must be >= 1")
+        self._validate_east()
         return self
+
+    def _validate_east(self) -> None:
+        _check(self.init in INITS, f"init must be one of {INITS}, got {self.init!r}")
+        _check(self.allocation == "backbone" or self.backbone == "global",
+               f"init erk / cyclic sparsity set a per-layer ERK allocation and cannot be combined "
+               f"with backbone {self.backbone!r}; leave backbone at 'global'")
+        start, end = self.dyrelu_window
+        _check(0.0 <= start < end <= self.epochs,
+               f"need 0 <= dyrelu_start < dyrelu_end <= epochs, got {start}, {end}")
+        _check(not self.weight_sharing or self.model in SHARING_MODELS,
+               f"weight sharing needs a ResNet with >= 3 blocks per stage: {SHARING_MODELS}")
+        if self.cyclic_sparsity:
+            _check(self.sparsity > 0.0, "cyclic sparsity needs a sparsity > 0")
+            _check(self.cyclic_multiple >= 1.0
+                   and self.cyclic_multiple * (1.0 - self.sparsity) <= 1.0,
+                   f"cyclic_multiple must be >= 1 and keep multiple * density <= 1, got "
+                   f"{self.cyclic_multiple} at density {1.0 - self.sparsity:.6g}")
+            _check(self.cyclic_cycles >= 1, "cyclic_cycles must be >= 1")
+            _check(self.cyclic_period is None or self.cyclic_period >= 1,
+                   "cyclic_period must be >= 1")
+            _check(self.prune_end < self.cyclic_end <= 1.0,
+                   f"need prune_end < cyclic_end <= 1, got {self.prune_end}, {self.cyclic_end}")
+            _check(self.theta == "auto" or self.theta > 0.0,
+                   "cyclic sparsity regrows by gradient magnitude and needs theta > 0")
+
+    @property
+    def allocation(self) -> str:
+        """'erk' when --init erk or --cyclic-sparsity (which allocates by ERK), else 'backbone'."""
+        return "erk" if self.init == "erk" or self.cyclic_sparsity else "backbone"
+
+    @property
+    def dyrelu_window(self) -> tuple[float, float]:
+        """(start, end) epochs of the DyReLU phase-out: the given values or (E/4, E/2)."""
+        start = self.epochs / 4 if self.dyrelu_start is None else self.dyrelu_start
+        end = self.epochs / 2 if self.dyrelu_end is None else self.dyrelu_end
+        return start, end
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -146,6 +198,8 @@ def resolve_config(file_values: dict[str, Any] | None = None,
         config = TrainConfig(**merged)
     except TypeError as exc:
         raise ConfigError(str(exc)) from exc
+    if config.dyrelu_phasing:  # record the epochs actually used, not "default"
+        config.dyrelu_start, config.dyrelu_end = config.dyrelu_window
     return config.validate()
 
 

@@ -5,6 +5,12 @@ optional linear warm-up), grad-norm clipping, cross-entropy (optional label smoo
 on conv/linear weights only (the dense latent weights; biases and BN get none). The threshold is
 recomputed before every iteration's forward pass and once more after each epoch's last step.
 
+EAST options (ALGORITHMS.md section 5, ``train.east``): weight sharing and DyReLU-B are applied to
+the built model before Feather wraps it and undone when it is finalized (shared weights
+materialized, DyReLU swapped back to ReLU once its phase-out weight beta has reached 0); ERK
+allocation and cyclic sparsity choose the per-layer thresholds, and cyclic runs regrow pruned
+weights by gradient magnitude right after the optimizer step of the iteration before an update.
+
 Reproducibility: data order and augmentation of epoch e depend only on (seed, e), so a run resumed
 from the checkpoint of epoch e continues exactly as the uninterrupted run (same device/threads).
 Works on CPU, on CUDA (mixed precision, threshold math in fp32) and under ``torchrun`` (DDP: gloo on
@@ -31,6 +37,10 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from runtime.atomic import atomic_write_json, atomic_write_text
 from train.artifact import ModelMeta, atomic_torch_save, save_model_artifact
 from train.config import ConfigError, TrainConfig, to_yaml
+from train.east.cyclic import CyclicSchedule
+from train.east.dyrelu import dyrelu_beta, set_dyrelu_beta
+from train.east.lifecycle import finalize_east_model, prepare_east_model
+from train.prunable import prunable_parameters
 from train.schedule import cubic_sparsity
 from train.sparsify import FeatherSparsifier, SparsityConfig
 
@@ -174,14 +184,22 @@ class _Trainer:
                                 image_size=self.info.image_size, **config.model_kwargs)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"cannot build model {config.model!r}: {exc}") from exc
+        input_shape = (self.info.in_channels, self.info.image_size, self.info.image_size)
+        try:
+            prepare_east_model(model, input_shape, weight_sharing=config.weight_sharing,
+                               dyrelu=config.dyrelu_phasing)
+        except ValueError as exc:
+            raise ConfigError(f"EAST options do not fit {config.model!r}: {exc}") from exc
         theta = None if config.theta == "auto" else float(config.theta)
         self.sparsifier = FeatherSparsifier(model, SparsityConfig(
             target=config.sparsity, backbone=config.backbone, alpha=config.alpha,
             operator=config.operator, p=config.p, theta=theta,
-            keep_first_conv_dense=config.keep_first_conv_dense))
+            keep_first_conv_dense=config.keep_first_conv_dense, allocation=config.allocation))
         self.model = model.to(device)
+        # Phased-out DyReLU layers take no part in the loss: DDP must expect unused parameters.
         self.net = (nn.parallel.DistributedDataParallel(
-            self.model, device_ids=[device.index] if device.type == "cuda" else None)
+            self.model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=config.dyrelu_phasing)
             if ctx.distributed else self.model)
         self.optimizer = _optimizer(self.model, config)
         self.use_amp = config.amp and device.type == "cuda"
@@ -191,11 +209,36 @@ class _Trainer:
         self.warmup_steps = round(config.warmup_epochs * self.steps_per_epoch)
         self.epoch = 0  # completed epochs
         self.history: list[dict[str, Any]] = []
+        self.cyclic = _cyclic_schedule(config, self.total_steps)
+        start, end = config.dyrelu_window
+        self.dyrelu_steps = (math.floor(start * self.steps_per_epoch),
+                             max(math.floor(end * self.steps_per_epoch),
+                                 math.floor(start * self.steps_per_epoch) + 1))
+        self.regrown = 0  # weights regrown by cyclic sparsity in the current epoch
 
     # --- schedule -------------------------------------------------------------------------
     def target_k(self, step: int) -> float:
+        if self.cyclic is not None:
+            return self.cyclic.target_k(step)
         return cubic_sparsity(step, self.total_steps, self.config.sparsity,
                               self.config.prune_start, self.config.prune_end)
+
+    def beta(self, step: int) -> float:
+        """DyReLU phase-out weight before iteration ``step`` (1 -> 0 linearly)."""
+        return dyrelu_beta(step, *self.dyrelu_steps)
+
+    def before_step(self, step: int) -> None:
+        """Thresholds (and DyReLU's beta) for iteration ``step``."""
+        self.sparsifier.update(self.target_k(step))
+        if self.config.dyrelu_phasing:
+            set_dyrelu_beta(self.model, self.beta(step))
+
+    def after_step(self, step: int) -> None:
+        """Cyclic regrowth for the next iteration, with this step's fresh gradients."""
+        nxt = step + 1
+        if self.cyclic is not None and self.cyclic.is_update(nxt):
+            self.regrown += self.sparsifier.regrow(self.target_k(nxt),
+                                                   self.cyclic.death_fraction(nxt))
 
     # --- checkpoints ----------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -225,15 +268,17 @@ class _Trainer:
         self.sampler.set_epoch(self.epoch)
         torch.manual_seed(self.config.seed * 100_003 + self.epoch)  # augmentation RNG
         loss_sum = correct = count = 0.0
+        self.regrown = 0
         step = self.epoch * self.steps_per_epoch
         for images, labels in self.train_loader:
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
-            self.sparsifier.update(self.target_k(step))
+            self.before_step(step)
             lr = cosine_lr(step, self.total_steps, self.config.lr, self.warmup_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             logits, loss = self._step(images, labels)
+            self.after_step(step)
             loss_sum += float(loss) * labels.numel()
             correct += float((logits.argmax(1) == labels).sum())
             count += labels.numel()
@@ -244,6 +289,8 @@ class _Trainer:
                                      k=f"{self.sparsifier.current_k:.3f}")
         # Same k once more, so evaluation sees the thresholds of the final weights.
         self.sparsifier.update(self.target_k(step - 1))
+        if self.config.dyrelu_phasing:  # evaluate with the next step's beta (0 after the end)
+            set_dyrelu_beta(self.model, self.beta(step))
         loss_sum, correct, count = _reduce([loss_sum, correct, count], self.device, self.ctx)
         return {"train_loss": loss_sum / count, "train_acc": correct / count, "lr": lr}
 
@@ -262,9 +309,20 @@ class _Trainer:
         return logits.detach(), loss.detach()
 
 
+def _cyclic_schedule(config: TrainConfig, total_steps: int) -> CyclicSchedule | None:
+    if not config.cyclic_sparsity:
+        return None
+    return CyclicSchedule(total_steps, config.sparsity, config.cyclic_multiple,
+                          config.cyclic_cycles, config.cyclic_period, config.prune_start,
+                          config.prune_end, config.cyclic_end)
+
+
 def _check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse to resume when a field changed; a field the saved config predates must be default."""
+    defaults = TrainConfig().to_dict()
     changed = sorted(k for k in current
-                     if k not in RESUMABLE_DIFFERENCES and saved.get(k) != current[k])
+                     if k not in RESUMABLE_DIFFERENCES
+                     and saved.get(k, defaults.get(k)) != current[k])
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
         raise ConfigError(f"cannot resume: the config changed ({detail})")
@@ -287,10 +345,15 @@ def _prepare_run_dir(config: TrainConfig, resume: bool, overwrite: bool) -> Path
 def _epoch_record(trainer: _Trainer, train_stats: dict[str, float], test_loss: float,
                   test_acc: float, seconds: float) -> dict[str, Any]:
     taus = list(trainer.sparsifier.thresholds().values())
-    return {"epoch": trainer.epoch, **train_stats, "test_loss": test_loss, "test_acc": test_acc,
-            "sparsity": trainer.sparsifier.sparsity(), "target_k": trainer.sparsifier.current_k,
-            "tau": max(taus), "tau_min": min(taus),
-            "theta": trainer.sparsifier.config.resolved_theta, "seconds": seconds}
+    record = {"epoch": trainer.epoch, **train_stats, "test_loss": test_loss,
+              "test_acc": test_acc, "sparsity": trainer.sparsifier.sparsity(),
+              "target_k": trainer.sparsifier.current_k, "tau": max(taus), "tau_min": min(taus),
+              "theta": trainer.sparsifier.config.resolved_theta, "seconds": seconds}
+    if trainer.config.dyrelu_phasing:
+        record["dyrelu_beta"] = trainer.beta(trainer.epoch * trainer.steps_per_epoch)
+    if trainer.cyclic is not None:
+        record["regrown"] = trainer.regrown
+    return record
 
 
 def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
@@ -302,8 +365,10 @@ def _finish(trainer: _Trainer, seconds: float) -> TrainResult:
     from train.flops import sparsity_report
 
     config, run_dir = trainer.config, trainer.config.run_dir
-    fqns = trainer.sparsifier.fqns
-    model = trainer.sparsifier.finalize()
+    unique_zeros, unique_numel = trainer.sparsifier.counts()  # each shared tensor once
+    model = finalize_east_model(trainer.sparsifier.finalize())
+    # Materialized shared convs are separate layers now; compile packs every one of them.
+    fqns = list(prunable_parameters(model, keep_first_conv_dense=config.keep_first_conv_dense))
     test_loss, test_acc = evaluate(model, trainer.test_loader, trainer.device, trainer.ctx)
     if not trainer.ctx.is_main:
         return TrainResult(run_dir, test_acc, test_loss, 0.0, config.epochs, seconds, model)
@@ -321,7 +386,8 @@ def _finish(trainer: _Trainer, seconds: float) -> TrainResult:
     summary = {"test_acc": test_acc, "test_loss": test_loss, "sparsity": totals["sparsity"],
                "dense_macs": totals["dense_macs"], "sparse_macs": totals["sparse_macs"],
                "seconds": seconds, "epochs": config.epochs,
-               "wrapped_test_acc": trainer.history[-1]["test_acc"]}
+               "wrapped_test_acc": trainer.history[-1]["test_acc"],
+               "unique_sparsity": unique_zeros / unique_numel, "unique_numel": unique_numel}
     atomic_write_json(run_dir / "summary.json", summary)
     return TrainResult(run_dir, test_acc, test_loss, totals["sparsity"], config.epochs, seconds,
                        cpu_model)

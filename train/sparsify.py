@@ -4,6 +4,11 @@
 prunable weight (``train.prunable`` decides which), sets the thresholds chosen by a backbone
 (``train.backbones``) before every forward pass, and finally writes T_p(w) into plain weights and
 removes every parametrization, leaving an ordinary torch model with exact zeros.
+
+Allocation: ``allocation="backbone"`` lets the backbone choose tau (global, FLOPs-biased or
+uniform); ``allocation="erk"`` gives each layer its own threshold at its ERK share of the target
+(``train.east.erk``, exact integer counts). ``regrow`` implements EAST's gradient regrowth on top of
+the thresholds (``train.east.cyclic`` explains the mapping).
 """
 
 from __future__ import annotations
@@ -16,10 +21,14 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from train.backbones import compute_thresholds
+from train.east.cyclic import regrow_layer
+from train.east.erk import erk_pruned_counts, erk_thresholds
 from train.feather import FeatherWeight, auto_theta
 from train.prunable import prunable_modules, weight_fqn
 
-__all__ = ["SparsityConfig", "FeatherSparsifier"]
+__all__ = ["ALLOCATIONS", "SparsityConfig", "FeatherSparsifier"]
+
+ALLOCATIONS: tuple[str, ...] = ("backbone", "erk")
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,11 @@ class SparsityConfig:
     p: float = 3.0
     theta: float | None = None
     keep_first_conv_dense: bool = False
+    allocation: str = "backbone"
+
+    def __post_init__(self) -> None:
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"unknown allocation {self.allocation!r}; choose from {ALLOCATIONS}")
 
     @property
     def resolved_theta(self) -> float:
@@ -75,13 +89,37 @@ class FeatherSparsifier:
     def update(self, k: float) -> None:
         """Recompute every tau for sparsity ratio k (same value on every DDP rank)."""
         self.current_k = k
-        taus = compute_thresholds(self.config.backbone, self.latent_weights(), k,
-                                  self.config.alpha)
+        if self.config.allocation == "erk":
+            taus = erk_thresholds(self.latent_weights(), k)
+        else:
+            taus = compute_thresholds(self.config.backbone, self.latent_weights(), k,
+                                      self.config.alpha)
         stacked = torch.stack([taus[weight_fqn(name)].float() for name in self.modules])
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(stacked, src=0)  # rank 0's thresholds are everyone's
         for tau, module in zip(stacked, self.modules.values(), strict=True):
             self._parametrization(module).set_tau(tau)
+
+    @torch.no_grad()
+    def regrow(self, k: float, death_fraction: float = 0.0) -> int:
+        """EAST regrowth before a step at sparsity k (ERK counts); returns the weights lifted.
+
+        Per layer with a' = weights kept at k and a = weights active now: regrow
+        max(a' - a, 0) + round(death_fraction * a') pruned weights with the largest |grad|
+        (``train.east.cyclic.regrow_layer``); the next ``update(k)`` prunes the weakest.
+        Deterministic given weights and gradients, so every DDP rank lifts the same weights.
+        """
+        latents = self.latent_weights()
+        pruned = erk_pruned_counts({fqn: tuple(w.shape) for fqn, w in latents.items()}, k)
+        lifted = 0
+        for name, module in self.modules.items():
+            latent = latents[weight_fqn(name)]
+            tau = self._parametrization(module).tau
+            keep = latent.numel() - pruned[weight_fqn(name)]
+            active = int((latent.abs() > tau).sum()) if tau > 0 else latent.numel()
+            grow = max(keep - active, 0) + round(death_fraction * keep)
+            lifted += regrow_layer(latent, latent.grad, tau, keep, grow)
+        return lifted
 
     @torch.no_grad()
     def counts(self) -> tuple[int, int]:

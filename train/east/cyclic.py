@@ -1,0 +1,169 @@
+"""Cyclic sparsity with gradient regrowth, mapped onto Feather's thresholds (EAST, 2411.13545).
+
+Schedule (T iterations, target sparsity S, target density d = 1 - S, multiple m, c cycles):
+
+    t <  t2 :  Feather's cubic ramp k(t) from 0 to S           (t1, t2 = prune_start/end * T)
+    t2 <= t < t3 :  density D(t) = d * (1 + (m - 1) * (1 - cos(2 pi c u)) / 2),
+                    u = (q - t2) / (t3 - t2), q = t rounded down to the update period P
+                    (starts at d, peaks at m d in the middle of each cycle, ends at d)
+    t >= t3 :  sparsity S, with periodic death + regrowth of a fraction
+               r(t) = r0 (1 + cos(pi (q - t3) / (T - t3))) / 2 of each layer's active weights
+
+t3 = cycle_end * T. P = 100 steps, or fewer on short runs so each cycle gets at least
+MIN_UPDATES_PER_CYCLE updates (``--cyclic-period`` sets it). Layers share the density by ERK
+(``train.east.erk``), each with an exact integer count.
+
+How this maps onto Feather. Feather keeps dense latent weights w and, before every forward pass,
+sets a per-layer threshold tau_l so that the layer's count-th smallest |w| is the last one pruned
+(|w| <= tau_l are zero in the forward pass). So "which weights are active" is always "the a_l
+largest |w| of the layer". Hence:
+
+- Lowering the density needs nothing extra: the next threshold update prunes the smallest |w|.
+- Regrowth (raising the density from a to a', or death + regrowth of g weights at fixed
+  density) must activate pruned weights chosen by gradient, not magnitude. At an update step we
+  pick the g pruned weights (|w| <= tau_l) with the largest |dL/dw| (the last step's gradient;
+  the STE scales every pruned weight's gradient by the same theta, so the ranking is that of
+  dL/dT_p(w); theta must be > 0) and *lift* their latent values to
+      w <- -sign(dL/dw) * (o_{a'-g} + o_{a'-g+1}) / 2
+  where o_j is the j-th largest |w| among the other weights. The next threshold update keeps
+  exactly the a' - g largest others plus the g lifted weights, i.e. the a' - g strongest old
+  weights survive, the weakest die, and the regrown ones are active. Their forward value
+  T_p(w) = (|w|^p - tau^p)^(1/p) is small (RigL starts regrown weights at zero) and points
+  downhill. Regrowth runs after the optimizer step, so the gradient is fresh and a checkpoint
+  written at the end of an epoch already contains the lifted weights (exact resume).
+
+The final model has exactly the target sparsity: after t3 the threshold update always uses S.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from train.schedule import cubic_sparsity, ramp_bounds
+
+__all__ = ["CyclicSchedule", "auto_period", "regrow_layer", "MAX_PERIOD", "REGROW_FRACTION"]
+
+MAX_PERIOD = 100  # EAST updates the density every 100 iterations
+MIN_UPDATES_PER_CYCLE = 20
+REGROW_FRACTION = 0.3  # r0, RigL's default initial death/regrowth fraction
+
+
+def auto_period(cycle_steps: int, cycles: int) -> int:
+    """min(100, max(1, cycle_steps // (cycles * 20))): >= 20 updates per cycle on short runs."""
+    return min(MAX_PERIOD, max(1, cycle_steps // (max(cycles, 1) * MIN_UPDATES_PER_CYCLE)))
+
+
+@dataclass(frozen=True)
+class CyclicSchedule:
+    """The sparsity k(t) of a cyclic run and the steps at which regrowth happens."""
+
+    total_steps: int
+    sparsity: float
+    multiple: float = 3.0
+    cycles: int = 2
+    period: int | None = None
+    prune_start: float = 0.0
+    prune_end: float = 0.5
+    cycle_end: float = 0.8
+    regrow_fraction: float = REGROW_FRACTION
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.sparsity < 1.0:
+            raise ValueError(f"cyclic sparsity needs a target in (0, 1), got {self.sparsity}")
+        if self.multiple < 1.0 or self.multiple * (1.0 - self.sparsity) > 1.0:
+            raise ValueError(f"cyclic multiple must be >= 1 with multiple * density <= 1, got "
+                             f"{self.multiple} at density {1.0 - self.sparsity:.6g}")
+        if self.cycles < 1 or (self.period is not None and self.period < 1):
+            raise ValueError("cycles and period must be >= 1")
+        if not self.prune_end < self.cycle_end <= 1.0:
+            raise ValueError(f"need prune_end < cycle_end <= 1, got {self.prune_end}, "
+                             f"{self.cycle_end}")
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """(t2, t3): iterations where the cycles start and where they end."""
+        _, t2 = ramp_bounds(self.total_steps, self.prune_start, self.prune_end)
+        t3 = max(math.floor(self.cycle_end * self.total_steps), t2)
+        return t2, t3
+
+    @property
+    def resolved_period(self) -> int:
+        t2, t3 = self.bounds
+        return self.period if self.period is not None else auto_period(t3 - t2, self.cycles)
+
+    def _quantized(self, step: int) -> int:
+        t2, _ = self.bounds
+        return t2 + (step - t2) // self.resolved_period * self.resolved_period
+
+    def density(self, step: int) -> float:
+        """D(t) = 1 - k(t)."""
+        return 1.0 - self.target_k(step)
+
+    def target_k(self, step: int) -> float:
+        """Sparsity of iteration ``step`` (exactly ``sparsity`` from t3 on)."""
+        t2, t3 = self.bounds
+        if step < t2:
+            return cubic_sparsity(step, self.total_steps, self.sparsity, self.prune_start,
+                                  self.prune_end)
+        if step >= t3:
+            return self.sparsity
+        u = (self._quantized(step) - t2) / (t3 - t2)
+        swing = (1.0 - math.cos(2.0 * math.pi * self.cycles * u)) / 2.0
+        return 1.0 - (1.0 - self.sparsity) * (1.0 + (self.multiple - 1.0) * swing)
+
+    def is_update(self, step: int) -> bool:
+        """True when ``step`` starts a new period (regrowth happens just before it)."""
+        t2, _ = self.bounds
+        return t2 < step < self.total_steps and (step - t2) % self.resolved_period == 0
+
+    def death_fraction(self, step: int) -> float:
+        """r(t): 0 during the cycles, r0 (1 + cos(pi (t - t3) / (T - t3))) / 2 afterwards."""
+        _, t3 = self.bounds
+        if step < t3 or self.total_steps <= t3:
+            return 0.0
+        return self.regrow_fraction * 0.5 * (
+            1.0 + math.cos(math.pi * (step - t3) / (self.total_steps - t3)))
+
+
+def _lift_magnitude(others: Tensor, kept_others: int) -> Tensor:
+    """A magnitude strictly between the (kept_others)-th and (kept_others + 1)-th largest."""
+    count = others.numel()
+    top = torch.topk(others, min(kept_others + 1, count)).values  # descending
+    low = top[kept_others] if kept_others < count else torch.zeros_like(top[0])
+    if kept_others == 0:
+        high = low * 2.0 + torch.finfo(others.dtype).tiny
+    else:
+        high = top[kept_others - 1]
+    lift = (low + high) / 2.0
+    return torch.maximum(lift, torch.nextafter(low, torch.full_like(low, math.inf)))
+
+
+@torch.no_grad()
+def regrow_layer(latent: Tensor, grad: Tensor | None, tau: Tensor, keep: int, grow: int) -> int:
+    """Lift the ``grow`` pruned weights with the largest |grad| into the top ``keep`` (in place).
+
+    After the call, the ``keep`` largest |latent| are the lifted weights plus the ``keep - grow``
+    largest other weights. Returns how many were lifted (0 without a gradient or candidates).
+    """
+    if grad is None or grow <= 0 or keep <= 0:
+        return 0
+    flat = latent.detach().view(-1)
+    magnitude = flat.abs().float()
+    pruned = magnitude <= tau.float() if float(tau) > 0 else magnitude == 0
+    grow = min(grow, int(pruned.sum()), keep)
+    if grow == 0:
+        return 0
+    scores = grad.detach().reshape(-1).abs().float().masked_fill(~pruned, -math.inf)
+    chosen = torch.topk(scores, grow).indices
+    others = magnitude.clone()
+    others[chosen] = -math.inf
+    others = others[torch.isfinite(others)]
+    lift = _lift_magnitude(others, keep - grow) if others.numel() else magnitude.max() + 1.0
+    direction = -torch.sign(grad.detach().reshape(-1)[chosen].float())
+    direction = torch.where(direction == 0, torch.ones_like(direction), direction)
+    flat[chosen] = (direction * lift).to(flat.dtype)
+    return grow
