@@ -10,6 +10,7 @@ Usage: ``python -m benchmarks.compile_time [--sparsity 0.95] [--image-size 224]`
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ class CompileTiming:
     """Wall time of one compile and the stage split the pipeline reports."""
 
     seconds: float
+    cpu_seconds: float  # process CPU time, all threads: what the wall time is on an idle box
     stages: dict[str, float]
     sparsity: float
     sparse_onnx_ratio: float
@@ -57,13 +59,13 @@ def time_resnet50_compile(sparsity: float = 0.95, image_size: int = 224,
     fqns = list(prunable_parameters(model))
     magnitude_prune_(model, sparsity, fqns)
     with tempfile.TemporaryDirectory(prefix="compile-time-") as tmp:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = compile_model(model.eval(), (3, image_size, image_size), Path(tmp) / "resnet50",
                                CompileOptions(), name="resnet50")
-        seconds = time.perf_counter() - start
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     totals = result.report["totals"]
-    return CompileTiming(seconds, result.report["timings_s"], totals["prunable_sparsity"],
-                         result.report["files"]["sparse_onnx_ratio"],
+    return CompileTiming(seconds, cpu_seconds, result.report["timings_s"],
+                         totals["prunable_sparsity"], result.report["files"]["sparse_onnx_ratio"],
                          totals["packed_fraction_of_dense"]["csr"])
 
 
@@ -77,8 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     timing = time_resnet50_compile(args.sparsity, args.image_size)
     stages = ", ".join(f"{k} {v:.1f}" for k, v in timing.stages.items())
     verdict = "meets" if timing.seconds <= TARGET_SECONDS else "MISSES"
+    load = os.getloadavg()[0]
     print(f"resnet50 @ {timing.sparsity:.4f} sparsity, {args.image_size}px: compile "
-          f"{timing.seconds:.1f} s ({verdict} the {TARGET_SECONDS:.0f} s target; {stages}); "
+          f"{timing.seconds:.1f} s wall ({verdict} the {TARGET_SECONDS:.0f} s target; {stages}), "
+          f"{timing.cpu_seconds:.1f} s CPU, load average {load:.1f}; "
           f"model.sparse.onnx/model.onnx {timing.sparse_onnx_ratio:.3f}, "
           f"CSR/dense {timing.csr_fraction:.3f}; {torch.get_num_threads()} torch threads")
     return 0
