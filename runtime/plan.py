@@ -491,7 +491,8 @@ def _conv_kernel_for(node: Node, weight: np.ndarray, group: int) -> bool:
     if forced not in ("csr", "bsr"):
         raise UnsupportedOpError(f"{node.describe()}: unknown kernel {forced!r}")
     if forced == "bsr" and group > 1 and (weight.shape[0] // group) % BSR_BLOCK:
-        raise UnsupportedOpError(f"{node.describe()}: BSR needs {BSR_BLOCK} | channels per group")
+        raise UnsupportedOpError(
+            f"{node.describe()}: BSR needs channels per group divisible by {BSR_BLOCK}")
     return forced == "bsr"
 
 

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from runtime import Engine
-from tests.runtime.onnx_cases import assert_close, ort_run, random_input, save_model, \
-    single_node_model
+from tests.runtime.onnx_cases import (
+    assert_close,
+    ort_run,
+    random_input,
+    save_model,
+    single_node_model,
+)
 
 
 def _check(tmp_path, model, x, threads=(1, 2)):

@@ -1,0 +1,240 @@
+"""Engine API and CLI: bad inputs give one clear error, concurrency is safe, no torch anywhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from runtime import Engine, InputError, ModelLoadError, UnsupportedOpError
+from runtime.__main__ import main
+from tests.runtime.onnx_cases import assert_close, ort_run, random_input, save_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _small_cnn(path: Path, batch: str | int = "n") -> Path:
+    """Conv(3->8, pad 1) + Relu -> Conv(8->8, stride 2) + Add(residual via 1x1) + Relu -> GAP ->
+    Flatten -> Gemm(10) -> Softmax."""
+    rng = np.random.default_rng(0)
+
+    def w(*shape, density=0.5):
+        return (rng.standard_normal(shape) * (rng.random(shape) < density)).astype(np.float32)
+
+    inits = {"w1": w(8, 3, 3, 3, density=1.0), "b1": w(8, density=1.0), "w2": w(8, 8, 3, 3),
+             "w3": w(8, 8, 1, 1), "fc": w(10, 8, density=1.0), "fcb": w(10, density=1.0)}
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Conv", ["r1", "w3"], ["c3"], name="short", strides=[2, 2]),
+        helper.make_node("Add", ["c2", "c3"], ["a"], name="add"),
+        helper.make_node("Relu", ["a"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"], name="fc", transB=1),
+        helper.make_node("Softmax", ["logits"], ["y"], name="softmax", axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "small", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 10, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 10])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return save_model(model, path)
+
+
+@pytest.fixture()
+def small_model(tmp_path) -> Path:
+    return _small_cnn(tmp_path / "small.onnx")
+
+
+def test_small_cnn_matches_ort(small_model):
+    x = random_input((3, 3, 10, 10))
+    assert_close(Engine(small_model, threads=2).run(x), ort_run(small_model, x))
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((3, 10, 10), np.float32), "rank 4"),
+    (np.zeros((1, 4, 10, 10), np.float32), "dim 1 must be 3"),
+    (np.zeros((1, 3, 10, 11), np.float32), "dim 3 must be 10"),
+    (np.zeros((1, 3, 10, 10), np.float64), "float32"),
+    (np.zeros((1, 3, 10, 10), np.int32), "float32"),
+    ([[1.0]], "numpy.ndarray"),
+])
+def test_bad_input_raises_input_error(small_model, bad, match):
+    with pytest.raises(InputError, match=match):
+        Engine(small_model, threads=1).run(bad)
+
+
+def test_static_batch_is_enforced(tmp_path):
+    path = _small_cnn(tmp_path / "static.onnx", batch=2)
+    engine = Engine(path, threads=1)
+    assert engine.run(random_input((2, 3, 10, 10))).shape == (2, 10)
+    with pytest.raises(InputError, match="dim 0 must be 2"):
+        engine.run(random_input((3, 3, 10, 10)))
+
+
+def test_non_contiguous_input_is_accepted(small_model):
+    x = random_input((2, 3, 10, 20))[:, :, :, ::2]
+    expected = ort_run(small_model, np.ascontiguousarray(x))
+    assert_close(Engine(small_model, threads=1).run(x), expected)
+
+
+def test_truncated_and_garbled_models(tmp_path, small_model):
+    data = small_model.read_bytes()
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(data[: len(data) // 2])
+    garbled = tmp_path / "garbled.onnx"
+    garbled.write_bytes(b"this is not a protobuf \xff\xfe" * 10)
+    for path in (truncated, garbled):
+        with pytest.raises(ModelLoadError, match="not a valid ONNX model"):
+            Engine(path)
+    with pytest.raises(ModelLoadError, match="cannot read model file"):
+        Engine(tmp_path / "missing.onnx")
+
+
+def _with_node(small_model: Path, tmp_path: Path, node) -> Path:
+    model = onnx.load(str(small_model))
+    model.graph.node.append(node)
+    model.graph.output[0].name = node.output[0]
+    return save_model(model, tmp_path / "extra.onnx")
+
+
+def test_unsupported_op_names_op_and_node(tmp_path, small_model):
+    path = _with_node(small_model, tmp_path, helper.make_node("Sigmoid", ["y"], ["z"], name="sig"))
+    with pytest.raises(UnsupportedOpError, match=r'Sigmoid.*"sig"'):
+        Engine(path)
+
+
+def test_custom_domain_op_is_unsupported(tmp_path, small_model):
+    node = helper.make_node("FusedThing", ["y"], ["z"], name="custom", domain="com.example")
+    with pytest.raises(UnsupportedOpError, match="com.example.FusedThing"):
+        Engine(_with_node(small_model, tmp_path, node))
+
+
+def test_undefined_input_is_a_load_error(tmp_path, small_model):
+    node = helper.make_node("Add", ["y", "nowhere"], ["z"], name="dangling")
+    with pytest.raises(ModelLoadError, match="undefined input 'nowhere'"):
+        Engine(_with_node(small_model, tmp_path, node))
+
+
+def test_concurrent_runs_equal_sequential(small_model):
+    engine = Engine(small_model, threads=2)
+    inputs = [random_input((b % 3 + 1, 3, 10, 10), seed=b) for b in range(16)]
+    sequential = [engine.run(x) for x in inputs]
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        try:
+            for i in range(k, len(inputs), 4):
+                for _ in range(5):
+                    out = engine.run(inputs[i])
+                    if i in results:
+                        np.testing.assert_array_equal(out, results[i])
+                    results[i] = out
+        except BaseException as exc:  # surface thread failures in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for i, expected in enumerate(sequential):
+        np.testing.assert_array_equal(results[i], expected)
+
+
+def test_threads_argument_is_validated(small_model):
+    from runtime import EngineError
+
+    with pytest.raises(EngineError, match="threads"):
+        Engine(small_model, threads=0)
+
+
+def test_runtime_never_imports_torch(tmp_path, small_model):
+    """Run the CLI and the API in a subprocess where importing torch raises."""
+    x_path, y_path = tmp_path / "x.npy", tmp_path / "y.npy"
+    np.save(x_path, random_input((2, 3, 10, 10)))
+    script = textwrap.dedent(f"""
+        import sys
+        class NoTorch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch" or name.startswith("torch."):
+                    raise ImportError("torch is forbidden in the runtime")
+                return None
+        sys.meta_path.insert(0, NoTorch())
+        import numpy as np
+        import runtime
+        from runtime.__main__ import main
+        assert main(["run", {str(small_model)!r}, "--input", {str(x_path)!r},
+                     "--output", {str(y_path)!r}, "--threads", "2"]) == 0
+        runtime.Engine({str(small_model)!r}).run(np.load({str(x_path)!r}))
+        assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules)
+        print("ok", runtime.native_isa())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith("ok ")
+    assert_close(np.load(y_path), ort_run(small_model, np.load(x_path)))
+
+
+def test_importing_runtime_is_cheap():
+    script = ("import sys, runtime, runtime.macs; "
+              "heavy = ('onnx', 'runtime._native', 'runtime.engine'); "
+              "print([m for m in heavy if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_cli_run_writes_output(tmp_path, small_model, capsys):
+    x = random_input((2, 3, 10, 10))
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "y.npy"
+    assert main(["run", str(small_model), "--input", str(tmp_path / "x.npy"),
+                 "--output", str(out), "--threads", "1"]) == 0
+    assert_close(np.load(out), ort_run(small_model, x))
+    assert "shape (2, 10)" in capsys.readouterr().out
+
+
+def test_cli_bad_inputs_exit_2(tmp_path, small_model, capsys):
+    np.save(tmp_path / "wrong.npy", np.zeros((1, 5, 10, 10), np.float32))
+    out = tmp_path / "y.npy"
+    assert main(["run", str(small_model), "--input", str(tmp_path / "wrong.npy"),
+                 "--output", str(out)]) == 2
+    assert "dim 1 must be 3" in capsys.readouterr().err
+    assert not out.exists()  # nothing half-written
+    assert main(["run", str(tmp_path / "none.onnx"), "--input", str(tmp_path / "wrong.npy"),
+                 "--output", str(out)]) == 2
+    (tmp_path / "bad.npy").write_bytes(b"garbage")
+    assert main(["run", str(small_model), "--input", str(tmp_path / "bad.npy"),
+                 "--output", str(out)]) == 2
+    assert "cannot read input array" in capsys.readouterr().err
+
+
+def test_cli_bench_is_dispatched(small_model, tmp_path, capsys):
+    code = main(["bench", str(small_model), "--batch", "1", "--threads", "1", "--rounds", "1",
+                 "--warmup", "0"])
+    assert code == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.strip()
+
+
+def test_python_m_runtime_entry_point(small_model, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "runtime", "run", str(small_model), "--input",
+                           str(tmp_path / "missing.npy"), "--output", str(tmp_path / "y.npy")],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "error:" in done.stderr

@@ -1,0 +1,151 @@
+"""Each native kernel equals its NumPy reference (runtime.kernels.native vs .reference), and the
+portable (generic) kernel variant equals the one chosen for this CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.kernels import KERNEL_NAMES
+from runtime.kernels import native as nat
+from runtime.kernels import reference as ref
+from tests.runtime.onnx_cases import assert_close, random_input
+
+# Both sides accumulate in a different order (the reference in float64).
+KERNEL_ATOL = 1e-5
+KERNEL_RTOL = 1e-5
+
+
+def _sparse_weight(shape, density, seed=2):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) * (rng.random(shape) < density)).astype(np.float32)
+
+
+def test_every_kernel_has_native_and_reference_with_same_signature():
+    import inspect
+
+    for name in KERNEL_NAMES:
+        assert inspect.signature(getattr(nat, name)) == inspect.signature(getattr(ref, name))
+
+
+CONV_GEOMETRIES = [
+    dict(stride=(1, 1), pads=(1, 1, 1, 1)),
+    dict(stride=(2, 2), pads=(1, 1, 1, 1)),
+    dict(stride=(2, 1), pads=(0, 2, 1, 0), dilation=(1, 2)),
+    dict(stride=(1, 1), pads=(2, 2, 2, 2), dilation=(2, 2)),
+    dict(stride=(3, 3), pads=(0, 0, 0, 0)),
+]
+
+
+@pytest.mark.parametrize("kernel", ["csr", "bsr"])
+@pytest.mark.parametrize("density", [0.02, 0.3, 1.0])
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES, ids=str)
+def test_conv2d_native_equals_reference(kernel, density, geometry):
+    x = random_input((3, 8, 11, 13))
+    w = _sparse_weight((12, 8, 3, 3), density)
+    b = np.linspace(-1, 1, 12, dtype=np.float32)
+    r = random_input((3, 12, *ref.conv2d(x, w, **geometry).shape[2:]), seed=9)
+    for extras in ({}, {"residual": r, "clamp": (0.0, 6.0)}, {"clamp": (0.0, np.inf)}):
+        args = dict(geometry, kernel=kernel, **extras)
+        assert_close(nat.conv2d(x, w, b, **args), ref.conv2d(x, w, b, **args),
+                     KERNEL_ATOL, KERNEL_RTOL)
+
+
+@pytest.mark.parametrize("kernel", ["csr", "bsr"])
+def test_conv2d_grouped_and_odd_channels(kernel):
+    x = random_input((2, 8, 7, 5))
+    w = _sparse_weight((16, 2, 3, 3), 0.5)  # 4 channels per group
+    kw = dict(pads=(1, 1, 1, 1), group=4, kernel=kernel)
+    assert_close(nat.conv2d(x, w, **kw), ref.conv2d(x, w, **kw), KERNEL_ATOL, KERNEL_RTOL)
+    w_odd = _sparse_weight((7, 8, 1, 1), 0.5)  # BSR pads the last block of 4 channels
+    kw = dict(kernel=kernel)
+    assert_close(nat.conv2d(x, w_odd, **kw), ref.conv2d(x, w_odd, **kw), KERNEL_ATOL, KERNEL_RTOL)
+
+
+def test_conv2d_depthwise():
+    x = random_input((2, 6, 9, 9))
+    w = _sparse_weight((6, 1, 3, 3), 0.8)
+    for stride in ((1, 1), (2, 2)):
+        kw = dict(stride=stride, pads=(1, 1, 1, 1), group=6, kernel="csr", clamp=(0.0, 6.0))
+        assert_close(nat.conv2d(x, w, **kw), ref.conv2d(x, w, **kw), KERNEL_ATOL, KERNEL_RTOL)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("options", [
+    dict(kernel=(3, 3), stride=(2, 2), pads=(1, 1, 1, 1), ceil_mode=True, count_include_pad=True),
+    dict(kernel=(2, 3), stride=(2, 1), pads=(0, 1, 1, 0)),
+    dict(kernel=(3, 3), dilation=(2, 1), ceil_mode=True),
+], ids=str)
+def test_pool2d_native_equals_reference(kind, options):
+    if kind == "avg" and options.get("dilation"):
+        options = dict(options, dilation=(1, 1))
+    x = random_input((2, 3, 10, 9))
+    assert_close(nat.pool2d(x, kind=kind, **options), ref.pool2d(x, kind=kind, **options),
+                 KERNEL_ATOL, KERNEL_RTOL)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_global_pool_native_equals_reference(kind):
+    x = random_input((3, 5, 6, 7))
+    assert_close(nat.global_pool(x, kind=kind), ref.global_pool(x, kind=kind),
+                 KERNEL_ATOL, KERNEL_RTOL)
+
+
+def test_affine_native_equals_reference():
+    x = random_input((2, 4, 5, 6))
+    scale, shift = np.array([0.5, 2, -1, 1], np.float32), np.array([0, 1, 2, -3], np.float32)
+    assert_close(nat.affine(x, scale, shift), ref.affine(x, scale, shift), KERNEL_ATOL, KERNEL_RTOL)
+    assert_close(nat.affine(x, None, None, (0.0, 0.5)), ref.affine(x, None, None, (0.0, 0.5)),
+                 KERNEL_ATOL, KERNEL_RTOL)
+
+
+@pytest.mark.parametrize("b_shape", [(2, 4, 5, 6), (4, 1, 1), (6,), (1,)])
+def test_add_native_equals_reference(b_shape):
+    a, b = random_input((2, 4, 5, 6)), random_input(b_shape, seed=3)
+    assert_close(nat.add(a, b), ref.add(a, b), KERNEL_ATOL, KERNEL_RTOL)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 3])
+def test_softmax_native_equals_reference(axis):
+    x = random_input((2, 3, 4, 5)) * 5
+    assert_close(nat.softmax(x, axis), ref.softmax(x, axis), KERNEL_ATOL, KERNEL_RTOL)
+
+
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True)])
+def test_gemm_native_equals_reference(trans_a, trans_b):
+    a = random_input((19, 7) if trans_a else (7, 19))
+    b = random_input((11, 19) if trans_b else (19, 11), seed=4)
+    c = random_input((11,), seed=5)
+    kw = dict(alpha=0.5, beta=2.0, trans_a=trans_a, trans_b=trans_b)
+    assert_close(nat.gemm(a, b, c, **kw), ref.gemm(a, b, c, **kw), KERNEL_ATOL, KERNEL_RTOL)
+
+
+@pytest.mark.parametrize("axis", [1, 2, 3])
+def test_concat_native_equals_reference(axis):
+    xs = [random_input((2, 3, 4, 5), seed=s) for s in range(3)]
+    np.testing.assert_array_equal(nat.concat(xs, axis), ref.concat(xs, axis))
+
+
+def test_generic_isa_equals_native_isa(monkeypatch):
+    """The portable kernel build computes the same as the CPU-specific one."""
+    from runtime import native_isa
+
+    chosen = native_isa()
+    x = random_input((2, 16, 12, 12))
+    w = _sparse_weight((16, 16, 3, 3), 0.2)
+    results = {}
+    for isa in ("generic", chosen):
+        monkeypatch.setenv("FEATHERDEPLOY_ISA", isa)
+        assert native_isa() == isa
+        results[isa] = [nat.conv2d(x, w, pads=(1, 1, 1, 1), kernel=k, clamp=(0.0, np.inf))
+                        for k in ("csr", "bsr")]
+    for fast, portable in zip(results[chosen], results["generic"], strict=True):
+        assert_close(fast, portable.astype(np.float64), KERNEL_ATOL, KERNEL_RTOL)
+
+
+def test_unknown_isa_is_rejected(monkeypatch):
+    from runtime import native_isa
+
+    monkeypatch.setenv("FEATHERDEPLOY_ISA", "sse9")
+    with pytest.raises(RuntimeError, match="FEATHERDEPLOY_ISA"):
+        native_isa()

@@ -1,0 +1,138 @@
+"""Whole models: engine == ONNX Runtime for ResNet-20x2, MobileNetV1, DenseNet-40-24 and
+torchvision ResNet-18 at 0-99% random unstructured sparsity, batch 1 and 7, threads 1 and 2.
+
+Each family is exported once per module (torch, BN folded by the exporter); the sparsity variants
+are made by zeroing conv weights directly in the ONNX initializers (stem conv kept dense), so the
+matrix costs one export per family.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from runtime import Engine
+from tests.runtime.onnx_cases import assert_close, ort_run, random_input
+
+torch = pytest.importorskip("torch", reason="model tests export torch models")
+
+SPARSITIES = (0.0, 0.5, 0.9, 0.95, 0.98, 0.99)
+BATCHES = (1, 7)
+THREADS = (1, 2)
+IMAGE = (3, 32, 32)
+FAMILIES = {
+    "resnet20x2": ("resnet20", {"width": 2}),
+    "mobilenet_v1": ("mobilenet_v1", {}),
+    "densenet40_24": ("densenet40_24", {}),
+    "resnet18": ("resnet18", {}),
+}
+
+
+def _export(family: str, path: Path) -> Path:
+    from train.models import build_model
+
+    name, kwargs = FAMILIES[family]
+    torch.manual_seed(0)
+    model = build_model(name, in_channels=3, num_classes=10, image_size=32, **kwargs).eval()
+    with torch.no_grad():  # non-trivial BN statistics, so folding is exercised
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.3, 0.3)
+                module.running_var.uniform_(0.5, 1.5)
+    torch.onnx.export(model, torch.randn(1, *IMAGE), str(path), dynamo=False, opset_version=13,
+                      input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    proto = onnx.load(str(path))
+    proto.ir_version = 8
+    onnx.save(proto, str(path))
+    return path
+
+
+def sparsify(proto: onnx.ModelProto, sparsity: float, seed: int = 0) -> onnx.ModelProto:
+    """Copy of ``proto``: a random fraction ``sparsity`` of each non-stem conv weight zeroed."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    conv_weights = {n.input[1] for n in out.graph.node if n.op_type == "Conv"}
+    rng = np.random.default_rng(seed)
+    for init in out.graph.initializer:
+        w = numpy_helper.to_array(init)
+        if init.name not in conv_weights or w.shape[1] <= 3:
+            continue
+        w = np.where(rng.random(w.shape) < sparsity, 0, w).astype(np.float32)
+        init.CopyFrom(numpy_helper.from_array(w, init.name))
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[str, onnx.ModelProto]:
+    folder = tmp_path_factory.mktemp("models")
+    return {f: onnx.load(str(_export(f, folder / f"{f}.onnx"))) for f in FAMILIES}
+
+
+def _check_family(exported, tmp_path, family):
+    inputs = {b: random_input((b, *IMAGE), seed=b) for b in BATCHES}
+    for sparsity in SPARSITIES:
+        path = tmp_path / f"{family}_{sparsity}.onnx"
+        onnx.save(sparsify(exported[family], sparsity), str(path))
+        expected = {b: ort_run(path, x) for b, x in inputs.items()}
+        for threads in THREADS:
+            engine = Engine(path, threads=threads)
+            for b, x in inputs.items():
+                try:
+                    assert_close(engine.run(x), expected[b])
+                except AssertionError as exc:
+                    where = f"{family} s={sparsity} B={b} T={threads}"
+                    raise AssertionError(f"{where}: {exc}") from None
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_model_matches_ort(exported, tmp_path, family):
+    _check_family(exported, tmp_path, family)
+
+
+def to_sparse_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Copy with every conv weight moved to a COO sparse_initializer (linear indices)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    conv_weights = {n.input[1] for n in out.graph.node if n.op_type == "Conv"}
+    keep = []
+    for init in out.graph.initializer:
+        if init.name not in conv_weights:
+            keep.append(init)
+            continue
+        w = numpy_helper.to_array(init)
+        idx = np.flatnonzero(w).astype(np.int64)
+        values = numpy_helper.from_array(w.reshape(-1)[idx], init.name)
+        sparse = onnx.helper.make_sparse_tensor(values, numpy_helper.from_array(idx), w.shape)
+        out.graph.sparse_initializer.append(sparse)
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(keep)
+    return out
+
+
+def test_sparse_initializer_model_equals_dense(exported, tmp_path):
+    dense = sparsify(exported["resnet20x2"], 0.95)
+    dense_path, sparse_path = tmp_path / "dense.onnx", tmp_path / "sparse.onnx"
+    onnx.save(dense, str(dense_path))
+    sparse = to_sparse_initializers(dense)
+    assert len(sparse.graph.sparse_initializer) > 0
+    onnx.save(sparse, str(sparse_path))
+    x = random_input((2, *IMAGE))
+    expected = ort_run(dense_path, x)
+    got = Engine(sparse_path, threads=2).run(x)
+    assert_close(got, expected)
+    np.testing.assert_array_equal(got, Engine(dense_path, threads=2).run(x))
+
+
+def test_kernel_choice_follows_density(exported, tmp_path):
+    for sparsity, expected in ((0.0, "bsr"), (0.95, "csr")):
+        path = tmp_path / f"m{sparsity}.onnx"
+        onnx.save(sparsify(exported["resnet20x2"], sparsity), str(path))
+        choices = Engine(path, threads=1).kernel_choices()
+        kinds = list(choices.values())
+        assert len(kinds) == 22  # 19 3x3 convs + 2 shortcut 1x1 convs + the stem
+        assert kinds.count(expected) >= len(kinds) - 1, choices  # the dense stem may differ
