@@ -1,10 +1,15 @@
-"""``python -m compile RUN_DIR --out artifacts/NAME``: argparse only; the work is in pipeline.py."""
+"""``python -m compile RUN_DIR --out artifacts/NAME``: argparse only; the work is in pipeline.py.
+
+Option precedence: CompileOptions defaults < ``--config FILE.yaml`` < flags given on the line.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from compile.errors import CompileError
 
@@ -12,44 +17,64 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The CLI's argument parser."""
+    """The CLI's argument parser (option defaults live in CompileOptions, not here)."""
     parser = argparse.ArgumentParser(
         prog="python -m compile",
         description="Compile a trained run into model.onnx, model.sparse.onnx, weights.fdpack "
                     "and report.json/.md, verified against torch with ONNX Runtime.")
     parser.add_argument("run", help="run directory from `python -m train` (or its model.pt)")
     parser.add_argument("--out", required=True, help="artifacts directory (replaced atomically)")
-    parser.add_argument("--opset", type=int, default=13, help="ONNX opset (>= 13; default 13)")
-    parser.add_argument("--ir-version", type=int, default=8,
+    parser.add_argument("--config", help="YAML file with CompileOptions fields")
+    parser.add_argument("--opset", type=int, help="ONNX opset (>= 13; default 13)")
+    parser.add_argument("--ir-version", type=int, dest="ir_version",
                         help="ONNX IR version written (default 8: ORT and DeepSparse load it)")
-    parser.add_argument("--block-shapes", default="1x1,1x4,4x1,4x4",
+    parser.add_argument("--block-shapes", dest="block_shapes",
                         help="BSR block shapes RxC over [out, in*kh*kw] (default 1x1,1x4,4x1,4x4;"
                              " CSR is always written)")
-    parser.add_argument("--verify-images", type=int, default=32,
-                        help="test images compared across torch / ORT dense / ORT sparse")
-    parser.add_argument("--no-accuracy", action="store_true",
+    parser.add_argument("--layout", choices=("OIHW", "OHWI"),
+                        help="column order of conv matrices in the pack (default OIHW)")
+    parser.add_argument("--verify-images", type=int, dest="verify_images",
+                        help="test images compared across torch / ORT dense / ORT sparse "
+                             "(default 32)")
+    parser.add_argument("--no-accuracy", action="store_const", const=False, dest="accuracy",
                         help="skip the full-test-set ONNX Runtime accuracy")
-    parser.add_argument("--batch-size", type=int, default=32,
+    parser.add_argument("--batch-size", type=int, dest="batch_size",
                         help="batch size of the torch / ORT passes (default 32)")
-    parser.add_argument("--data-dir", default=None, help="dataset directory (default: the run's)")
-    parser.add_argument("--inputs", default=None,
-                        help=".npy float32 (N, C, H, W) to verify on instead of test images")
+    parser.add_argument("--data-dir", dest="data_dir",
+                        help="dataset directory (default: the run's)")
+    parser.add_argument("--inputs", help=".npy float32 (N, C, H, W) to verify on instead of "
+                                         "test images")
     return parser
+
+
+_OPTION_FLAGS = ("opset", "ir_version", "block_shapes", "layout", "verify_images", "accuracy",
+                 "batch_size", "data_dir", "inputs")
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        content = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise CompileError(f"cannot read compile config {path}: {exc}") from exc
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise CompileError(f"compile config {path} must be a mapping of option: value")
+    return content
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse, compile, print a summary; returns 0, or 2 on bad input / failed verification."""
     args = build_parser().parse_args(argv)
-    from compile.pack import parse_block_shapes
-    from compile.pipeline import CompileOptions, compile_run
+    from compile.pipeline import compile_run, options_from_mapping
 
     try:
-        options = CompileOptions(
-            opset=args.opset, ir_version=args.ir_version,
-            block_shapes=parse_block_shapes(args.block_shapes),
-            verify_images=args.verify_images, accuracy=not args.no_accuracy,
-            batch_size=args.batch_size, data_dir=args.data_dir, inputs=args.inputs)
-        result = compile_run(args.run, args.out, options)
+        values = _read_yaml(args.config) if args.config else {}
+        values.update({key: getattr(args, key) for key in _OPTION_FLAGS
+                       if getattr(args, key) is not None})
+        result = compile_run(args.run, args.out, options_from_mapping(values))
     except CompileError as exc:
         message = " ".join(str(exc).split())  # one line, even if a library's text had several
         print(f"compile: error: {message}", file=sys.stderr)
@@ -58,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _summary(out_dir: object, report: dict) -> str:
+def _summary(out_dir: object, report: dict[str, Any]) -> str:
     totals, files = report["totals"], report["files"]
     accuracy = report.get("accuracy")
     lines = [f"compiled -> {out_dir}",

@@ -47,9 +47,13 @@ def parse_block_shapes(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(dict.fromkeys(shapes))
 
 
-def build_pack_layers(sources: Iterable[LayerSource],
-                      block_shapes: Iterable[tuple[int, int]]) -> list[PackedLayer]:
-    """One :class:`PackedLayer` per source: CSR plus a BSR per non-1x1 block shape."""
+def build_pack_layers(sources: Iterable[LayerSource], block_shapes: Iterable[tuple[int, int]],
+                      conv_layout: str = "OIHW") -> list[PackedLayer]:
+    """One :class:`PackedLayer` per source: CSR plus a BSR per non-1x1 block shape.
+
+    ``conv_layout`` is the column order of conv matrices (see ``runtime/formats.py``); Gemm
+    weights are always ``OI``.
+    """
     shapes = [shape for shape in block_shapes if shape != (1, 1)]
     layers = []
     for src in sources:
@@ -59,6 +63,7 @@ def build_pack_layers(sources: Iterable[LayerSource],
         conv = conv_attributes(src.node, src.weight.shape) if op == "Conv" else None
         try:
             layers.append(pack_weight(src.fqn, src.weight, op=op, block_shapes=shapes,
+                                      layout=conv_layout if op == "Conv" else "OI",
                                       onnx_initializer=src.initializer, conv=conv))
         except PackFormatError as exc:
             raise CompileError(f"cannot pack {src.fqn}: {exc}") from exc

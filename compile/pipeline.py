@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -39,7 +39,13 @@ from compile.onnx_export import (
     save_onnx,
     weight_initializers,
 )
-from compile.pack import DEFAULT_BLOCK_SHAPES, LayerSource, build_pack_layers, write_weights_pack
+from compile.pack import (
+    DEFAULT_BLOCK_SHAPES,
+    LayerSource,
+    build_pack_layers,
+    parse_block_shapes,
+    write_weights_pack,
+)
 from compile.report import REPORT_FORMAT, REPORT_VERSION, dense_layer_macs, layer_rows, totals
 from compile.report import write_report as write_report_files
 from compile.sparse_onnx import with_sparse_initializers
@@ -54,6 +60,7 @@ from compile.verify import (
 )
 
 __all__ = ["CompileError", "CompileOptions", "CompileResult", "EvalData", "compile_run",
+           "options_from_mapping",
            "compile_model", "DENSE_ONNX", "SPARSE_ONNX", "PACK_FILE"]
 
 DENSE_ONNX = "model.onnx"
@@ -74,8 +81,11 @@ class CompileOptions:
     data_dir: str | None = None  # overrides the run's data_dir
     inputs: str | None = None  # .npy float32 (N, C, H, W) used for verification instead
     seed: int = 0  # random verification inputs when a plain model has no data
+    layout: str = "OIHW"  # conv matrix column order in the pack: OIHW (in,kh,kw) or OHWI
 
     def __post_init__(self) -> None:
+        if self.layout not in ("OIHW", "OHWI"):
+            raise CompileError(f"layout must be OIHW or OHWI, got {self.layout!r}")
         if self.opset < 13:
             raise CompileError(f"opset must be >= 13, got {self.opset}")
         if self.ir_version < 7:
@@ -83,6 +93,26 @@ class CompileOptions:
                                f"{self.ir_version}")
         if self.verify_images < 1 or self.batch_size < 1:
             raise CompileError("verify_images and batch_size must be positive")
+
+
+def options_from_mapping(values: Mapping[str, Any]) -> CompileOptions:
+    """CompileOptions from a YAML/JSON-style mapping; ``block_shapes`` may be ``"1x1,4x1"`` or a
+    list of ``"RxC"`` strings. Unknown keys and wrong types raise :class:`CompileError`."""
+    known = {f.name for f in dataclasses.fields(CompileOptions)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise CompileError(f"unknown compile option(s) {unknown}; valid: {sorted(known)}")
+    resolved = dict(values)
+    shapes = resolved.get("block_shapes")
+    if isinstance(shapes, str):
+        resolved["block_shapes"] = parse_block_shapes(shapes)
+    elif isinstance(shapes, (list, tuple)):
+        resolved["block_shapes"] = parse_block_shapes(",".join(
+            item if isinstance(item, str) else "x".join(map(str, item)) for item in shapes))
+    try:
+        return CompileOptions(**resolved)
+    except TypeError as exc:  # e.g. a string where a number belongs
+        raise CompileError(f"bad compile options {dict(values)}: {exc}") from exc
 
 
 @dataclass
@@ -330,7 +360,7 @@ def _build_artifacts(model: nn.Module, shape: tuple[int, int, int], fqns: list[s
     timings["fold_export_s"] = time.perf_counter() - clock
     sources = _layer_sources(dense, folded.model, fqns)
     clock = time.perf_counter()
-    layers = build_pack_layers(sources, options.block_shapes)
+    layers = build_pack_layers(sources, options.block_shapes, options.layout)
     sparse = with_sparse_initializers(dense, {src.initializer for src in sources})
     sizes = {DENSE_ONNX: save_onnx(dense, str(work / DENSE_ONNX)),
              SPARSE_ONNX: save_onnx(sparse, str(work / SPARSE_ONNX)),

@@ -12,7 +12,13 @@ from torch import nn
 
 from compile.__main__ import main
 from compile.errors import CompileError
-from compile.pipeline import CompileOptions, EvalData, compile_model, compile_run
+from compile.pipeline import (
+    CompileOptions,
+    EvalData,
+    compile_model,
+    compile_run,
+    options_from_mapping,
+)
 from runtime.formats import read_pack
 from tests.compile.helpers import TinyNet, randomize_batchnorm_, sparsify_
 from train.artifact import ModelMeta, save_model_artifact
@@ -306,3 +312,36 @@ def test_untraceable_model_falls_back_to_exporter_folding(tmp_path: Path) -> Non
     conv_zeros = model.conv.weight.detach().numpy() == 0
     assert np.array_equal(pack["conv.weight"].to_weight() == 0, conv_zeros)
     assert pack["conv.weight"].onnx_initializer == report["initializer_map"]["conv.weight"]
+
+
+def test_options_from_mapping() -> None:
+    options = options_from_mapping({"block_shapes": ["4x1", [1, 4]], "layout": "OHWI"})
+    assert options.block_shapes == ((4, 1), (1, 4)) and options.layout == "OHWI"
+    assert options_from_mapping({"block_shapes": "2x2"}).block_shapes == ((2, 2),)
+    with pytest.raises(CompileError, match="unknown compile option"):
+        options_from_mapping({"blocks": "1x4"})
+    with pytest.raises(CompileError, match="layout"):
+        options_from_mapping({"layout": "NHWC"})
+
+
+def test_cli_reads_yaml_config_and_flags_override_it(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    make_run(tmp_path / "run")
+    np.save(tmp_path / "inputs.npy",
+            np.random.default_rng(2).standard_normal((3, 1, 28, 28)).astype(np.float32))
+    (tmp_path / "compile.yaml").write_text(
+        f"inputs: {tmp_path / 'inputs.npy'}\naccuracy: false\nlayout: OHWI\n"
+        "block_shapes: [1x4]\nopset: 13\n")
+    out = tmp_path / "art"
+    code = main([str(tmp_path / "run"), "--out", str(out), "--config",
+                 str(tmp_path / "compile.yaml"), "--opset", "14"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["options"]["opset"] == 14 and report["options"]["layout"] == "OHWI"
+    pack = read_pack(out / "weights.fdpack")
+    conv = pack["layer1.0.conv1.weight"]
+    assert conv.layout == "OHWI" and sorted(conv.encodings) == [(1, 1), (1, 4)]
+    assert pack["fc.weight"].layout == "OI"
+    (tmp_path / "bad.yaml").write_text("- not a mapping\n")
+    assert main([str(tmp_path / "run"), "--out", str(out), "--config",
+                 str(tmp_path / "bad.yaml")]) == 2
