@@ -31,8 +31,13 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from benchmarks.bench_models import BENCH_MODELS, BenchModelError, bench_model_path
-from runtime.atomic import atomic_write_json, atomic_write_text
+from benchmarks.bench_models import (
+    BENCH_MODELS,
+    ONNX_IR_VERSION,
+    BenchModelError,
+    bench_model_path,
+)
+from runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from runtime.bench import (
     BenchError,
     Sampler,
@@ -83,6 +88,7 @@ class PeersConfig:
     deepsparse_python: Path | None = None
     seed: int = 0
     rebuild: bool = False
+    per_layer: bool = False  # also time every conv as a one-node model (per-layer hints)
 
 
 @dataclass(frozen=True)
@@ -339,10 +345,41 @@ def _build_model_file(name: str, sparsity: float, config: PeersConfig) -> _Model
     return _ModelFile(name, sparsity, path, proto, counted.dense, counted.sparse)
 
 
-def _measure_file(model_name: str, sparsity: float, config: PeersConfig,
+def _layer_label(node: Any) -> str:
+    """Short readable name of a Conv node ('/layer1/layer1.0/conv1/Conv' -> 'layer1.0/conv1')."""
+    parts = [p for p in (node.name or node.output[0]).split("/") if p and p != "Conv"]
+    return "/".join(parts[-2:]) if parts else node.output[0]
+
+
+def _layer_model_files(model: _ModelFile, config: PeersConfig) -> list[_ModelFile]:
+    """Every Conv of ``model`` as a one-node ONNX model of its own (cached in the work dir), for
+    per-layer hints: which layers the engine loses on. Fused epilogues (ReLU, residual add) are
+    not part of these, so the per-layer sum differs from the whole model."""
+    import onnx
+
+    layer_dir = config.work_dir / "layers" / model.path.stem
+    extractor = None
+    files = []
+    convs = [node for node in model.proto.graph.node if node.op_type == "Conv"]
+    for index, node in enumerate(convs):
+        label = _layer_label(node)
+        path = layer_dir / f"{index:02d}-{label.replace('/', '_')}.onnx"
+        if config.rebuild or not path.is_file():
+            extractor = extractor or onnx.utils.Extractor(
+                onnx.shape_inference.infer_shapes(model.proto))  # it needs value_info
+            layer = extractor.extract_model([node.input[0]], [node.output[0]])
+            layer.ir_version = ONNX_IR_VERSION
+            atomic_write_bytes(path, layer.SerializeToString())
+        proto = load_onnx_model(path)
+        counted = count_model_macs(proto)
+        files.append(_ModelFile(f"{model.name} {index:02d} {label}", counted.weight_sparsity,
+                                path, proto, counted.dense, counted.sparse))
+    return files
+
+
+def _measure_file(model: _ModelFile, config: PeersConfig,
                   worker: DeepSparseWorker | None) -> list[PeerRow]:
-    """All (threads, batch) rows of one model at one sparsity."""
-    model = _build_model_file(model_name, sparsity, config)
+    """All (threads, batch) rows of one model file."""
     rows = []
     for threads in config.threads:
         session = make_ort_session(model.path, threads)
@@ -355,6 +392,18 @@ def _measure_file(model_name: str, sparsity: float, config: PeersConfig,
     return rows
 
 
+def _model_files(config: PeersConfig) -> list[_ModelFile]:
+    """The whole models of ``config`` and, with ``per_layer``, each of their convs after them."""
+    files = []
+    for name in config.models:
+        for sparsity in config.sparsities:
+            whole = _build_model_file(name, sparsity, config)
+            files.append(whole)
+            if config.per_layer:
+                files.extend(_layer_model_files(whole, config))
+    return files
+
+
 def run_engine_vs_peers(config: PeersConfig) -> list[PeerRow]:
     """Measure every (model, sparsity, threads, batch) of ``config``; one row each."""
     for name in config.models:
@@ -365,8 +414,8 @@ def run_engine_vs_peers(config: PeersConfig) -> list[PeerRow]:
         worker = DeepSparseWorker(config.deepsparse_python,
                                   config.work_dir / "deepsparse_worker.log")
     try:
-        return [row for name in config.models for sparsity in config.sparsities
-                for row in _measure_file(name, sparsity, config, worker)]
+        return [row for model in _model_files(config)
+                for row in _measure_file(model, config, worker)]
     finally:
         if worker is not None:
             worker.close()
@@ -467,6 +516,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cache of the built ONNX models (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rebuild", action="store_true", help="rebuild cached models")
+    parser.add_argument("--per-layer", action="store_true",
+                        help="also time every conv alone (one-node models): per-layer hints")
     parser.add_argument("--json", type=Path, default=None, help="write all results as JSON")
     parser.add_argument("--markdown", type=Path, default=None, help="write the markdown table")
     return parser
@@ -480,7 +531,7 @@ def config_from_args(args: argparse.Namespace) -> PeersConfig:
                        batches=args.batches, threads=args.threads,
                        rounds=3 if args.quick else args.rounds, warmup=1 if args.quick else 3,
                        work_dir=args.work_dir, deepsparse_python=args.deepsparse_python,
-                       seed=args.seed, rebuild=args.rebuild)
+                       seed=args.seed, rebuild=args.rebuild, per_layer=args.per_layer)
 
 
 def _context_line(config: PeersConfig, started: datetime, load_before: float) -> str:

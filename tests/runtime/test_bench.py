@@ -309,3 +309,19 @@ def test_deepsparse_worker_protocol_errors() -> None:
     assert all(answer["ok"] is False for answer in answers)
     assert "compile" in answers[0]["error"] and "unknown op" in answers[1]["error"]
     assert answers[2]["error"].startswith("JSONDecodeError")
+
+
+def test_layer_model_files_one_conv_each(tmp_path: Path) -> None:
+    from benchmarks.engine_vs_peers import PeersConfig, _layer_model_files, _ModelFile
+
+    path = tmp_path / "tiny.onnx"
+    proto = _tiny_model(path)
+    whole = _ModelFile("tiny", 0.5, path, proto, TINY_DENSE_MACS, TINY_SPARSE_MACS)
+    layers = _layer_model_files(whole, PeersConfig(work_dir=tmp_path / "work"))
+    assert [layer.name for layer in layers] == ["tiny 00 conv", "tiny 01 dw"]
+    assert [(layer.dense_macs, layer.sparse_macs) for layer in layers] == [(1152, 768), (64, 32)]
+    assert layers[1].sparsity == pytest.approx(0.5, abs=FLOAT_TOL)
+    for layer in layers:
+        assert [node.op_type for node in layer.proto.graph.node] == ["Conv"]
+        assert layer.proto.ir_version == 8
+        assert input_shape_for_batch(layer.proto, 2)[1][0] == 2
