@@ -49,6 +49,7 @@ from runtime.bench import (
     load_onnx_model,
     local_sampler,
     make_ort_session,
+    ort_reference,
 )
 
 __all__ = [
@@ -315,7 +316,7 @@ def _measure(model: _ModelFile, threads: int, batch: int, session: Any,
     input_name, shape = input_shape_for_batch(model.proto, batch)
     x = np.random.default_rng(config.seed).standard_normal(shape, dtype=np.float32)
     ort_sampler = local_sampler(lambda: session.run(None, {input_name: x}))
-    expected = session.run(None, {input_name: x})[0]
+    expected = ort_reference(session, input_name, x)
     contenders = _Contenders(samplers={"ort": ort_sampler})
     _add_engine(contenders, engine[0], engine[1], x, expected)
     _add_deepsparse(contenders, worker, model.path, threads, x, expected, config.work_dir)

@@ -44,6 +44,7 @@ __all__ = [
     "load_onnx_model",
     "input_shape_for_batch",
     "make_ort_session",
+    "ort_reference",
     "load_engine",
     "BenchRow",
     "bench_model",
@@ -233,7 +234,7 @@ def _data_inputs(model: Any) -> list[Any]:
 def input_shape_for_batch(model: Any, batch: int) -> tuple[str, tuple[int, ...]]:
     """Name and concrete shape of the model's single data input, with the batch dim set.
 
-    Dim 0 is the batch dim whether symbolic or fixed; every other dim must be a fixed size.
+    Dim 0 is the batch dim (symbolic, or fixed to ``batch``); every other dim must be fixed.
     """
     inputs = _data_inputs(model)
     if len(inputs) != 1:
@@ -242,6 +243,9 @@ def input_shape_for_batch(model: Any, batch: int) -> tuple[str, tuple[int, ...]]
     dims = value.type.tensor_type.shape.dim
     if len(dims) < 1:
         raise BenchError(f"input {value.name!r} has no shape")
+    if dims[0].HasField("dim_value") and dims[0].dim_value > 0 and dims[0].dim_value != batch:
+        raise BenchError(f"input {value.name!r} has a fixed batch size of {dims[0].dim_value}; "
+                         f"cannot run batch {batch}")
     shape = [batch]
     for index, dim in enumerate(dims[1:], start=1):
         if not dim.HasField("dim_value") or dim.dim_value <= 0:
@@ -467,10 +471,18 @@ class BenchRow:
                 "max_abs_diff": self.max_abs_diff, "outputs_match": self.outputs_match}
 
 
-def _engine_output_check(engine: Any, session: Any, input_name: str,
+def ort_reference(session: Any, input_name: str, x: np.ndarray) -> np.ndarray:
+    """ORT's first output on ``x``; :class:`BenchError` if ORT cannot run the model."""
+    try:
+        return session.run(None, {input_name: x})[0]
+    except Exception as exc:  # ORT raises its own exception types
+        raise BenchError(f"ONNX Runtime cannot run the model on shape {x.shape}: {exc}") \
+            from exc
+
+
+def _engine_output_check(engine: Any, expected: np.ndarray,
                          x: np.ndarray) -> tuple[float, bool]:
     """Largest |engine - ORT| on ``x`` and whether it is within the float tolerances."""
-    expected = session.run(None, {input_name: x})[0]
     actual = np.asarray(engine.run(x))
     if actual.shape != expected.shape:
         return math.inf, False
@@ -487,11 +499,12 @@ def _bench_one(path: Path, model: Any, threads: int, batch: int, *, rounds: int,
     engine, note = load_engine(path, threads)
     contenders: dict[str, Callable[[], Any]] = {
         "ort": lambda: session.run(None, {input_name: x})}
+    expected = ort_reference(session, input_name, x)
     diff: float | None = None
     match: bool | None = None
     if engine is not None:
         try:
-            diff, match = _engine_output_check(engine, session, input_name, x)
+            diff, match = _engine_output_check(engine, expected, x)
             contenders["engine"] = lambda: engine.run(x)
         except Exception as exc:  # an engine that cannot run the model gets a note, not a number
             engine, note = None, f"engine failed to run ({type(exc).__name__}: {exc})"

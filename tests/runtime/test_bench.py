@@ -197,6 +197,10 @@ def test_count_model_macs_matmul_weight() -> None:
 def test_input_shape_for_batch() -> None:
     model = _tiny_model()
     assert input_shape_for_batch(model, 32) == ("x", (32, 2, 8, 8))
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    assert input_shape_for_batch(model, 1) == ("x", (1, 2, 8, 8))
+    with pytest.raises(BenchError, match="fixed batch size of 1"):
+        input_shape_for_batch(model, 32)
     model.graph.input[0].type.tensor_type.shape.dim[2].dim_param = "H"
     with pytest.raises(BenchError, match="dim 2 is not a fixed size"):
         input_shape_for_batch(model, 1)
