@@ -272,12 +272,13 @@ def ablation_plots(groups: Sequence[AblationGroup], seeds: int) -> dict[str, byt
     if fig2:
         plots[FIG2] = line_plot_png(fig2, PlotSpec(
             f"Thresholding operator, theta = 1 (mean +- std, {seeds} seeds)",
-            "target sparsity (%)", "top-1 accuracy (%)"))
+            "target sparsity (%)", "top-1 accuracy (%)", dodge=0.12))
     fig3 = _mean_std_series(groups, THETA_STUDY, "sparsity", "theta", 1.0)
     if fig3:
         plots[FIG3] = line_plot_png(fig3, PlotSpec(
             f"STE scale theta, feather operator (mean +- std, {seeds} seeds)",
-            "theta (gradient scale of pruned weights, unitless)", "top-1 accuracy (%)"))
+            "theta (gradient scale of pruned weights, unitless)", "top-1 accuracy (%)",
+            dodge=0.01))
     return plots
 
 

@@ -30,12 +30,14 @@ class Series:
 
 @dataclass(frozen=True)
 class PlotSpec:
-    """Title and axis labels (with units), and whether the x axis is logarithmic."""
+    """Title and axis labels (with units), whether the x axis is logarithmic, and a horizontal
+    offset in x units between series so error bars at equal x stay readable (0 = none)."""
 
     title: str
     xlabel: str
     ylabel: str
     logx: bool = False
+    dodge: float = 0.0
 
 
 def _new_axes(spec: PlotSpec, size: tuple[float, float] = (6.4, 4.2)):
@@ -74,7 +76,8 @@ def line_plot_png(series: Sequence[Series], spec: PlotSpec) -> bytes:
     figure, axes = _new_axes(spec)
     for index, line in enumerate(series):
         order = sorted(range(len(line.x)), key=lambda i: line.x[i])
-        xs = [line.x[i] for i in order]
+        shift = (index - (len(series) - 1) / 2) * spec.dodge
+        xs = [line.x[i] + shift for i in order]
         ys = [line.y[i] for i in order]
         errs = None if line.yerr is None else [line.yerr[i] for i in order]
         axes.errorbar(xs, ys, yerr=errs, label=line.label, marker=_MARKERS[index % len(_MARKERS)],
