@@ -329,3 +329,17 @@ def test_layer_model_files_one_conv_each(tmp_path: Path) -> None:
         assert [node.op_type for node in layer.proto.graph.node] == ["Conv"]
         assert layer.proto.ir_version == 8
         assert input_shape_for_batch(layer.proto, 2)[1][0] == 2
+
+
+def test_bench_never_imports_torch(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    model_path = tmp_path / "tiny.onnx"
+    _tiny_model(model_path)
+    code = ("import sys; from runtime import bench; "
+            f"bench.bench_model({str(model_path)!r}, batches=[1], threads=[1], rounds=1, "
+            "warmup=0); print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.strip() == "False"
