@@ -11,7 +11,6 @@ failed compile leaves the previous artifacts untouched. Contract: docs/ARCHITECT
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -48,6 +47,13 @@ from compile.pack import (
 )
 from compile.report import REPORT_FORMAT, REPORT_VERSION, dense_layer_macs, layer_rows, totals
 from compile.report import write_report as write_report_files
+from compile.run_inputs import (
+    EvalData,
+    load_artifact,
+    model_pt_path,
+    read_sparsity_json,
+    run_eval_data,
+)
 from compile.sparse_onnx import with_sparse_initializers
 from compile.verify import (
     ATOL,
@@ -116,16 +122,6 @@ def options_from_mapping(values: Mapping[str, Any]) -> CompileOptions:
 
 
 @dataclass
-class EvalData:
-    """Images the compile checks on: ``verify`` for agreement, ``test`` (+labels) for accuracy."""
-
-    verify: np.ndarray  # (N, C, H, W) float32
-    source: str  # where the verification images came from
-    test_images: np.ndarray | None = None
-    test_labels: np.ndarray | None = None
-
-
-@dataclass
 class CompileResult:
     """Where the artifacts went and the report written there."""
 
@@ -140,87 +136,20 @@ def compile_run(run: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                 options: CompileOptions | None = None) -> CompileResult:
     """Compile a training run directory (or its ``model.pt``) into ``out_dir``."""
     options = options or CompileOptions()
-    model_pt = _model_pt_path(Path(run))
+    model_pt = model_pt_path(Path(run))
     if model_pt.resolve().is_relative_to(Path(out_dir).resolve()):
         raise CompileError(f"--out {out_dir} contains the run being compiled; replacing it would "
                            f"delete {model_pt}")
-    model, meta = _load_artifact(model_pt)
-    data = _run_eval_data(meta, options)
+    model, meta = load_artifact(model_pt)
+    data = run_eval_data(meta, options)
     run_dir = model_pt.parent
     return compile_model(model, tuple(meta.input_shape), out_dir, options,
                          prunable=meta.prunable, data=data, name=meta.model_name,
-                         training_sparsity=_read_sparsity_json(run_dir / "sparsity.json"),
+                         training_sparsity=read_sparsity_json(run_dir / "sparsity.json"),
                          run_config=meta.config, source={
                              "run_dir": str(run_dir), "model_pt": str(model_pt),
                              "dataset": meta.dataset, "model_kwargs": meta.model_kwargs},
                          extra_files=[run_dir / "config.yaml", run_dir / "sparsity.json"])
-
-
-def _read_sparsity_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CompileError(f"corrupt run directory: cannot parse {path}: {exc}") from exc
-    if not isinstance(content, dict):
-        raise CompileError(f"corrupt run directory: {path} is not a JSON object")
-    return content
-
-
-def _model_pt_path(run: Path) -> Path:
-    path = run / "model.pt" if run.is_dir() else run
-    if not path.is_file():
-        raise CompileError(f"no model.pt at {path}: pass a run directory made by "
-                           f"`python -m train` (or its model.pt)")
-    return path
-
-
-def _load_artifact(path: Path) -> tuple[nn.Module, Any]:
-    from train.artifact import ArtifactError, load_model_artifact
-
-    try:
-        return load_model_artifact(path)
-    except (ArtifactError, ValueError, KeyError, TypeError) as exc:
-        raise CompileError(f"cannot load {path}: {exc}") from exc
-
-
-def _run_eval_data(meta: Any, options: CompileOptions) -> EvalData:
-    if options.inputs and not options.accuracy:
-        return EvalData(_load_inputs(options.inputs, tuple(meta.input_shape)), options.inputs)
-    images, labels = _load_test_set(meta.dataset, options.data_dir or meta.data_dir)
-    if options.inputs:
-        verify, source = _load_inputs(options.inputs, tuple(meta.input_shape)), options.inputs
-    else:
-        verify, source = images[:options.verify_images], f"{meta.dataset} test set"
-    return EvalData(verify, source, images, labels)
-
-
-def _load_test_set(dataset: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        from train.data_arrays import DatasetError, load_test_arrays
-    except ImportError as exc:
-        raise CompileError(f"cannot load test images ({exc}); pass --inputs FILE.npy "
-                           f"and --no-accuracy") from exc
-    try:
-        images, labels = load_test_arrays(dataset, data_dir)
-    except (DatasetError, OSError, ValueError) as exc:  # missing or malformed files
-        raise CompileError(f"cannot load the {dataset} test set from {data_dir}: {exc}; "
-                           f"pass --data-dir DIR (or --inputs FILE.npy --no-accuracy)") from exc
-    return np.ascontiguousarray(images, dtype=np.float32), np.asarray(labels)
-
-
-def _load_inputs(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise CompileError(f"cannot read verification inputs {path}: {exc}") from exc
-    if array.ndim != 4 or tuple(array.shape[1:]) != input_shape or len(array) == 0:
-        expected = ", ".join(map(str, input_shape))
-        raise CompileError(f"{path}: expected inputs of shape (N, {expected}), got {array.shape}")
-    if not np.isfinite(array).all():
-        raise CompileError(f"{path}: inputs hold NaN or Inf")
-    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- models
