@@ -64,6 +64,7 @@ from compile.verify import (
     run_torch,
     verify_agreement,
 )
+from runtime.formats import FORMAT_NAME, FORMAT_VERSION
 
 __all__ = ["CompileError", "CompileOptions", "CompileResult", "EvalData", "compile_run",
            "options_from_mapping",
@@ -305,6 +306,9 @@ def _build_artifacts(model: nn.Module, shape: tuple[int, int, int], fqns: list[s
             "layers": [row.to_json() for row in rows], "totals": totals(rows),
             "files": {"bytes": sizes,
                       "sparse_onnx_ratio": sizes[SPARSE_ONNX] / sizes[DENSE_ONNX]},
+            "pack": {"file": PACK_FILE, "format": FORMAT_NAME, "version": FORMAT_VERSION,
+                     "conv_layout": options.layout,
+                     "block_shapes": [f"{r}x{c}" for r, c in options.block_shapes]},
             "verification": verification, "accuracy": accuracy,
             "options": _options_json(options), "timings_s": timings}
 

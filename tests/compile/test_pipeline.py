@@ -19,7 +19,7 @@ from compile.pipeline import (
     compile_run,
     options_from_mapping,
 )
-from runtime.formats import read_pack
+from runtime.formats import FORMAT_NAME, FORMAT_VERSION, read_pack
 from tests.compile.helpers import TinyNet, randomize_batchnorm_, sparsify_
 from train.artifact import ModelMeta, save_model_artifact
 from train.flops import sparsity_report
@@ -62,6 +62,9 @@ def test_compile_model_writes_artifacts_and_report(tmp_path: Path) -> None:
                      for name in ("model.onnx", "model.sparse.onnx", "weights.fdpack")}
     assert report["files"]["sparse_onnx_ratio"] == files["model.sparse.onnx"] / files["model.onnx"]
     assert report["options"]["block_shapes"] == ["1x1", "1x4", "4x1", "4x4"]
+    assert report["pack"] == {"file": "weights.fdpack", "format": FORMAT_NAME,
+                              "version": FORMAT_VERSION, "conv_layout": "OIHW",
+                              "block_shapes": ["1x1", "1x4", "4x1", "4x4"]}
     assert report["accuracy"] is None  # no labelled data given
     assert [(a["candidate"], a["reference"], a["ok"])
             for a in report["verification"]["agreements"]] == [
