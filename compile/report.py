@@ -162,7 +162,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
              f"- prunable sparsity {tot['prunable_sparsity']:.4f} "
              f"({tot['prunable_nnz']:,} / {tot['prunable_numel']:,} nonzero)",
              *[f"- `{name}`: {size:,} bytes" for name, size in files["bytes"].items()],
-             f"- model.sparse.onnx / model.onnx = {files['sparse_onnx_ratio']:.4f}", ""]
+             f"- model.sparse.onnx / model.onnx = {files['sparse_onnx_ratio']:.4f}",
+             "- packed / dense fp32 bytes (prunable layers): " + ", ".join(
+                 f"{key} {value:.4f}" for key, value in tot["packed_fraction_of_dense"].items()),
+             *_training_check_lines(report), ""]
     lines += _verification_lines(report)
     lines += ["", "| layer | op | weight shape | nnz | sparsity | dense MACs | sparse MACs | "
               "dense bytes | CSR bytes |", "|---|---|---|---|---|---|---|---|---|"]
@@ -173,6 +176,14 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                      f" {row['dense_bytes']:,} | {csr if isinstance(csr, str) else f'{csr:,}'} |")
     lines += ["", "Options: `" + json.dumps(report["options"]) + "`", ""]
     return "\n".join(lines)
+
+
+def _training_check_lines(report: Mapping[str, Any]) -> list[str]:
+    check = report.get("training_sparsity_check")
+    if not check:
+        return []
+    verdict = "match" if check["matches"] else "DIFFER (BN folding zeroed weights?)"
+    return [f"- MAC totals vs the run's sparsity.json: {verdict}"]
 
 
 def _verification_lines(report: Mapping[str, Any]) -> list[str]:
