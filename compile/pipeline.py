@@ -50,6 +50,7 @@ from compile.report import write_report as write_report_files
 from compile.run_inputs import (
     EvalData,
     load_artifact,
+    load_inputs,
     model_pt_path,
     read_sparsity_json,
     run_eval_data,
@@ -165,16 +166,16 @@ def compile_model(model: nn.Module, input_shape: Sequence[int], out_dir: str | o
     """Compile a plain torch model whose pruned weights are exact zeros.
 
     ``prunable`` defaults to ``train.prunable.prunable_parameters(model)``; ``data`` defaults to
-    ``options.verify_images`` seeded N(0, 1) inputs (no accuracy). ``training_sparsity`` (the
-    run's ``sparsity.json``) is cross-checked against the report's MAC totals. Raises
-    :class:`CompileError`.
+    ``options.inputs`` or else ``options.verify_images`` seeded N(0, 1) inputs (no accuracy).
+    ``training_sparsity`` (the run's ``sparsity.json``) is cross-checked against the report's
+    MAC totals. Raises :class:`CompileError`.
     """
     options = options or CompileOptions()
     shape = _check_input_shape(input_shape)
     model = model.eval()
     _check_finite(model)
     fqns = _check_prunable(model, prunable)
-    data = data or _random_eval_data(shape, options)
+    data = data or _default_eval_data(shape, options)
     out = Path(out_dir)
     try:
         work = _make_work_dir(out)
@@ -241,7 +242,10 @@ def _check_prunable(model: nn.Module, prunable: Sequence[str] | None) -> list[st
     return list(prunable)
 
 
-def _random_eval_data(shape: tuple[int, int, int], options: CompileOptions) -> EvalData:
+def _default_eval_data(shape: tuple[int, int, int], options: CompileOptions) -> EvalData:
+    """``options.inputs`` if given, else ``verify_images`` seeded N(0, 1) images."""
+    if options.inputs:
+        return EvalData(load_inputs(options.inputs, shape), options.inputs)
     rng = np.random.default_rng(options.seed)
     images = rng.standard_normal((options.verify_images, *shape)).astype(np.float32)
     return EvalData(images, f"N(0,1) random inputs, seed {options.seed}")

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
     from compile.pipeline import CompileOptions
 
-__all__ = ["EvalData", "model_pt_path", "load_artifact", "read_sparsity_json", "run_eval_data"]
+__all__ = ["EvalData", "model_pt_path", "load_artifact", "read_sparsity_json", "run_eval_data",
+           "load_inputs"]
 
 
 @dataclass
@@ -70,10 +71,10 @@ def load_artifact(path: Path) -> tuple[nn.Module, Any]:
 def run_eval_data(meta: Any, options: CompileOptions) -> EvalData:
     """Verification images (test set head or ``options.inputs``) and, if wanted, the test set."""
     if options.inputs and not options.accuracy:
-        return EvalData(_load_inputs(options.inputs, tuple(meta.input_shape)), options.inputs)
+        return EvalData(load_inputs(options.inputs, tuple(meta.input_shape)), options.inputs)
     images, labels = _load_test_set(meta.dataset, options.data_dir or meta.data_dir)
     if options.inputs:
-        verify, source = _load_inputs(options.inputs, tuple(meta.input_shape)), options.inputs
+        verify, source = load_inputs(options.inputs, tuple(meta.input_shape)), options.inputs
     else:
         verify, source = images[:options.verify_images], f"{meta.dataset} test set"
     return EvalData(verify, source, images, labels)
@@ -93,7 +94,8 @@ def _load_test_set(dataset: str, data_dir: str | None) -> tuple[np.ndarray, np.n
     return np.ascontiguousarray(images, dtype=np.float32), np.asarray(labels)
 
 
-def _load_inputs(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
+def load_inputs(path: str, input_shape: tuple[int, ...]) -> np.ndarray:
+    """Verification inputs from a ``.npy`` file: float32, shape (N, *input_shape), finite."""
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:

@@ -190,6 +190,14 @@ def test_disagreeing_outputs_fail_the_compile(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def test_plain_model_verifies_on_given_inputs_file(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.ones((3, 1, 12, 12), dtype=np.float32))
+    options = CompileOptions(inputs=str(tmp_path / "x.npy"))
+    report = compile_model(tiny_model(), (1, 12, 12), tmp_path / "art", options).report
+    assert report["verification"]["images"] == 3
+    assert report["verification"]["source"] == str(tmp_path / "x.npy")
+
+
 def test_bad_arguments_are_compile_errors(tmp_path: Path) -> None:
     with pytest.raises(CompileError, match="input_shape"):
         compile_model(tiny_model(), (12, 12), tmp_path / "a", QUICK)
