@@ -23,14 +23,15 @@ largest |w| of the layer". Hence:
   density) must activate pruned weights chosen by gradient, not magnitude. At an update step we
   pick the g pruned weights (|w| <= tau_l) with the largest |dL/dw| (the last step's gradient;
   the STE scales every pruned weight's gradient by the same theta, so the ranking is that of
-  dL/dT_p(w); theta must be > 0) and *lift* their latent values to
-      w <- -sign(dL/dw) * (o_{a'-g} + o_{a'-g+1}) / 2
-  where o_j is the j-th largest |w| among the other weights. The next threshold update keeps
-  exactly the a' - g largest others plus the g lifted weights, i.e. the a' - g strongest old
-  weights survive, the weakest die, and the regrown ones are active. Their forward value
-  T_p(w) = (|w|^p - tau^p)^(1/p) is small (RigL starts regrown weights at zero) and points
-  downhill. Regrowth runs after the optimizer step, so the gradient is fresh and a checkpoint
-  written at the end of an epoch already contains the lifted weights (exact resume).
+  dL/dT_p(w); theta must be > 0) and *lift* them into the top a' by exchanging magnitudes:
+  with K the a' - g strongest other weights, the chosen weights take the g largest magnitudes
+  outside K (from the weights holding them, which take the chosen ones' small magnitudes in
+  return) and the sign of -dL/dw. The magnitudes are only permuted, so no ties appear, and the
+  next threshold update keeps exactly K plus the g regrown weights: the a' - g strongest old
+  weights survive, the weakest die. The regrown weights sit just above the new threshold, so
+  their forward value T_p(w) = (|w|^p - tau^p)^(1/p) is small (RigL starts regrown weights at
+  zero) and points downhill. Regrowth runs after the optimizer step, so the gradient is fresh
+  and a checkpoint written at the end of an epoch already contains the lifted weights.
 
 The final model has exactly the target sparsity: after t3 the threshold update always uses S.
 """
@@ -129,25 +130,22 @@ class CyclicSchedule:
             1.0 + math.cos(math.pi * (step - t3) / (self.total_steps - t3)))
 
 
-def _lift_magnitude(others: Tensor, kept_others: int) -> Tensor:
-    """A magnitude strictly between the (kept_others)-th and (kept_others + 1)-th largest."""
-    count = others.numel()
-    top = torch.topk(others, min(kept_others + 1, count)).values  # descending
-    low = top[kept_others] if kept_others < count else torch.zeros_like(top[0])
-    if kept_others == 0:
-        high = low * 2.0 + torch.finfo(others.dtype).tiny
-    else:
-        high = top[kept_others - 1]
-    lift = (low + high) / 2.0
-    return torch.maximum(lift, torch.nextafter(low, torch.full_like(low, math.inf)))
+def _top_indices(values: Tensor, mask: Tensor, count: int) -> Tensor:
+    """Indices of the ``count`` largest ``values`` where ``mask`` is True (largest first)."""
+    if count <= 0:
+        return torch.zeros(0, dtype=torch.long, device=values.device)
+    return torch.topk(values.masked_fill(~mask, -math.inf), count).indices
 
 
 @torch.no_grad()
 def regrow_layer(latent: Tensor, grad: Tensor | None, tau: Tensor, keep: int, grow: int) -> int:
-    """Lift the ``grow`` pruned weights with the largest |grad| into the top ``keep`` (in place).
+    """Make the ``grow`` pruned weights with the largest |grad| part of the top ``keep`` (in place).
 
-    After the call, the ``keep`` largest |latent| are the lifted weights plus the ``keep - grow``
-    largest other weights. Returns how many were lifted (0 without a gradient or candidates).
+    C = the chosen weights, K = the ``keep - grow`` largest other weights, V = the ``grow``
+    largest magnitudes outside K and H their holders. Weights of C outside H take the magnitudes
+    of H outside C and give them theirs (a permutation of magnitudes: no new ties), and every
+    chosen weight gets the sign of -grad. Afterwards the ``keep`` largest |latent| are exactly
+    K and C. Returns how many weights were chosen (0 without a gradient or candidates).
     """
     if grad is None or grow <= 0 or keep <= 0:
         return 0
@@ -157,13 +155,22 @@ def regrow_layer(latent: Tensor, grad: Tensor | None, tau: Tensor, keep: int, gr
     grow = min(grow, int(pruned.sum()), keep)
     if grow == 0:
         return 0
-    scores = grad.detach().reshape(-1).abs().float().masked_fill(~pruned, -math.inf)
-    chosen = torch.topk(scores, grow).indices
-    others = magnitude.clone()
-    others[chosen] = -math.inf
-    others = others[torch.isfinite(others)]
-    lift = _lift_magnitude(others, keep - grow) if others.numel() else magnitude.max() + 1.0
-    direction = -torch.sign(grad.detach().reshape(-1)[chosen].float())
+    flat_grad = grad.detach().reshape(-1).float()
+    chosen = _top_indices(flat_grad.abs(), pruned, grow)
+    is_chosen = torch.zeros_like(pruned)
+    is_chosen[chosen] = True
+    kept = _top_indices(magnitude, ~is_chosen, keep - grow)
+    outside = torch.ones_like(pruned)
+    outside[kept] = False
+    holders = _top_indices(magnitude, outside, grow)
+    is_holder = torch.zeros_like(pruned)
+    is_holder[holders] = True
+    takers = chosen[~is_holder[chosen]]  # chosen weights without a top value, by |grad|
+    givers = holders[~is_chosen[holders]]  # other weights holding one, by magnitude
+    taken, given = magnitude[givers].clone(), magnitude[takers].clone()
+    flat[givers] = (torch.sign(flat[givers]) * given.to(flat.dtype))
+    flat[takers] = taken.to(flat.dtype)
+    direction = -torch.sign(flat_grad[chosen])
     direction = torch.where(direction == 0, torch.ones_like(direction), direction)
-    flat[chosen] = (direction * lift).to(flat.dtype)
+    flat[chosen] = (direction * flat[chosen].abs().float()).to(flat.dtype)
     return grow
