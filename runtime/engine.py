@@ -18,7 +18,7 @@ import numpy as np
 from runtime.errors import EngineError, InputError
 from runtime.graph import Graph, load_graph
 from runtime.passes import prepare_graph
-from runtime.plan import CompiledPlan, build_plan
+from runtime.plan import CompiledPlan, batch_separable, build_plan
 
 __all__ = ["Engine", "default_threads"]
 
@@ -48,6 +48,7 @@ class Engine:
         self.graph: Graph = prepare_graph(load_graph(self.path))
         self._native = _native_module()
         self._plans: dict[tuple[int, ...], CompiledPlan] = {}
+        self._separable: dict[tuple[int, ...], bool] = {}
         self._lock = threading.Lock()
         default_shape = tuple(1 if d is None else d for d in self.graph.input_shape)
         self._plan_for(default_shape)
@@ -61,14 +62,22 @@ class Engine:
         """Declared input shape; None marks a dynamic dimension (usually the batch)."""
         return self.graph.input_shape
 
-    def kernel_choices(self, batch: int = 1) -> dict[str, str]:
-        """Conv node name -> "csr" / "bsr" as planned for this batch size."""
-        shape = tuple(batch if d is None else d for d in self.graph.input_shape)
+    def kernel_choices(self) -> dict[str, str]:
+        """Conv node name -> "csr" / "bsr" as planned for the declared shape (batch 1)."""
+        shape = tuple(1 if d is None else d for d in self.graph.input_shape)
         return dict(self._plan_for(shape).kernels)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Outputs for input ``x`` (float32, declared rank, declared static dims)."""
         x = self._check_input(x)
+        batch, image = x.shape[0], tuple(x.shape[1:])
+        if batch > 1 and self._is_separable(image):
+            # One plan for one image serves the batch: threads take whole images.
+            plan = self._plan_for((1, *image))
+            first, *rest = plan.output_shape
+            y = np.empty((batch * first, *rest), dtype=np.float32)
+            plan.native.run_images(x, y, batch)
+            return y
         plan = self._plan_for(tuple(x.shape))
         y = np.empty(plan.output_shape, dtype=np.float32)
         plan.native.run(x, y)
@@ -88,6 +97,12 @@ class Engine:
                 raise InputError(f"input dim {axis} must be {want if want else '>= 1'} (shape "
                                  f"{_shape_str(declared)}), got shape {x.shape}")
         return np.ascontiguousarray(x)
+
+    def _is_separable(self, image: tuple[int, ...]) -> bool:
+        known = self._separable.get(image)
+        if known is None:
+            known = self._separable[image] = batch_separable(self.graph, image)
+        return known
 
     def _plan_for(self, shape: tuple[int, ...]) -> CompiledPlan:
         plan = self._plans.get(shape)

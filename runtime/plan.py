@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import InputError, ModelLoadError, UnsupportedOpError
+from runtime.errors import EngineError, InputError, ModelLoadError, UnsupportedOpError
 from runtime.graph import Graph, Node, conv_geometry, infer_shapes, pool_geometry
 from runtime.passes import ACT_KEY, RESIDUAL_KEY, clip_bounds, fuse_for_shapes
 
@@ -32,6 +32,7 @@ __all__ = [
     "CompiledPlan",
     "ConvWeights",
     "build_plan",
+    "batch_separable",
     "assign_pads",
     "choose_conv_kernel",
     "pack_conv_weights",
@@ -703,6 +704,33 @@ _EMITTERS = {
     "Dropout": _emit_reshape,
     "Concat": _emit_concat,
 }
+
+
+def batch_separable(graph: Graph, image_shape: tuple[int, ...]) -> bool:
+    """True when images of a batch never interact, so a plan for one image serves any batch.
+
+    Requires a dynamic batch axis, every tensor's leading dim proportional to the batch with the
+    other dims fixed (checked by inferring shapes at batch 1 and 2; this excludes Flatten(axis=0),
+    Concat on axis 0, Gemm with transA, ...) and no Softmax reducing over axis 0.
+    """
+    if not graph.input_shape or graph.input_shape[0] is not None:
+        return False
+    try:
+        one = infer_shapes(graph, (1, *image_shape))
+        two = infer_shapes(graph, (2, *image_shape))
+    except EngineError:
+        return False
+    for name in (n.outputs[0] for n in graph.nodes):
+        a, b = one[name], two[name]
+        if not a or b[0] != 2 * a[0] or a[1:] != b[1:]:
+            return False
+    for node in graph.nodes:
+        if node.op == "Softmax":
+            rank = len(one[node.inputs[0]])
+            axis = int(node.attrs.get("axis", -1 if graph.opset >= 13 else 1))
+            if axis % rank == 0:
+                return False
+    return True
 
 
 def build_plan(graph: Graph, input_shape: tuple[int, ...], threads: int,

@@ -160,6 +160,27 @@ PYBIND11_MODULE(_native, m) {
       })
       .def("add_conv", &add_conv)
       .def("run", &run_plan, py::arg("x"), py::arg("y"))
+      .def("run_images", [](Plan& p, const py::array& x, py::array& y, int64_t images) {
+        auto xin = py::array_t<float, py::array::c_style>::ensure(x);
+        if (images < 1 || !xin || xin.size() != p.input_floats() * images)
+          throw std::invalid_argument("run_images: input must hold `images` planned inputs");
+        if (!(y.flags() & py::array::c_style) || !py::isinstance<py::array_t<float>>(y) ||
+            y.size() != p.output_floats() * images || !y.writeable())
+          throw std::invalid_argument("run_images: output must hold `images` planned outputs");
+        const float* in = xin.data();
+        float* out = static_cast<float*>(y.mutable_data());
+        py::gil_scoped_release release;
+        p.run_images(in, out, images);
+      })
+      .def("profile", [](Plan& p, const py::array& x, py::array& y, int reps) {
+        auto xin = py::array_t<float, py::array::c_style>::ensure(x);
+        if (!xin || xin.size() != p.input_floats() || y.size() != p.output_floats())
+          throw std::invalid_argument("profile: arrays of the planned sizes required");
+        const float* in = xin.data();
+        float* out = static_cast<float*>(y.mutable_data());
+        py::gil_scoped_release release;
+        return p.profile(in, out, reps);
+      })
       .def_property_readonly("threads", &Plan::threads)
       .def_property_readonly("arena_floats", &Plan::arena_floats)
       .def("step_names", [](const Plan& p) {

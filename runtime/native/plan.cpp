@@ -8,6 +8,7 @@
 //         barrier
 #include "plan.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -66,6 +67,7 @@ void Plan::execute(const Buffers& buf, int tid, int nth) const {
   }
 }
 
+// (#ifndef _OPENMP, run_images degrades to image-by-image calls of run.)
 void Plan::run(const float* input, float* output) {
   auto ws = acquire();
   Buffers buf;
@@ -84,6 +86,51 @@ void Plan::run(const float* input, float* output) {
   execute(buf, 0, 1);
 #endif
   release(std::move(ws));
+}
+
+void Plan::run_images(const float* input, float* output, int64_t images) {
+  const int64_t whole = threads_ > 1 ? images - images % threads_ : 0;
+#ifdef _OPENMP
+  if (whole > 0) {
+#pragma omp parallel num_threads(threads_)
+    {
+      auto ws = acquire();
+      Buffers buf;
+      buf.arena = ws->data();
+      buf.consts = consts_.data();
+      for (int64_t i = omp_get_thread_num(); i < whole; i += omp_get_num_threads()) {
+        buf.input = input + i * input_floats_;
+        buf.output = output + i * output_floats_;
+        execute(buf, 0, 1);
+      }
+      release(std::move(ws));
+    }
+  }
+#endif
+  const int64_t first_single = whole > 0 ? whole : 0;
+  for (int64_t i = first_single; i < images; ++i) {
+    run(input + i * input_floats_, output + i * output_floats_);
+  }
+}
+
+std::vector<double> Plan::profile(const float* input, float* output, int reps) {
+  auto ws = acquire();
+  Buffers buf;
+  buf.arena = ws->data();
+  buf.consts = consts_.data();
+  buf.input = input;
+  buf.output = output;
+  std::vector<double> seconds(steps_.size(), 1e30);
+  for (int r = 0; r < reps; ++r) {
+    for (size_t i = 0; i < steps_.size(); ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int stage = 0; stage < steps_[i]->stages(); ++stage) steps_[i]->run(stage, buf, 0, 1);
+      const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (dt < seconds[i]) seconds[i] = dt;
+    }
+  }
+  release(std::move(ws));
+  return seconds;
 }
 
 std::vector<const char*> Plan::step_names() const {

@@ -32,11 +32,17 @@ class Plan {
   // Runs every step; safe to call from several threads at once (each call takes its own
   // workspace from a pool). The caller releases the GIL.
   void run(const float* input, float* output);
+  // Runs a batch of `images` independent inputs through a plan built for one image: threads
+  // take whole images (no barriers; each image's activations stay in its thread's cache), and
+  // the last images % threads images are run one at a time by the whole team.
+  void run_images(const float* input, float* output, int64_t images);
   int threads() const { return threads_; }
   int64_t input_floats() const { return input_floats_; }
   int64_t output_floats() const { return output_floats_; }
   int64_t arena_floats() const { return arena_floats_; }
   std::vector<const char*> step_names() const;
+  // Development aid: min seconds per step over `reps` single-threaded runs (robust to noise).
+  std::vector<double> profile(const float* input, float* output, int reps);
 
  private:
   std::unique_ptr<Workspace> acquire();
