@@ -64,6 +64,7 @@ from compile.verify import (
     run_ort,
     run_torch,
     verify_agreement,
+    verify_pack,
 )
 from runtime.formats import FORMAT_NAME, FORMAT_VERSION
 
@@ -299,9 +300,12 @@ def _build_artifacts(model: nn.Module, shape: tuple[int, int, int], fqns: list[s
     sizes = {DENSE_ONNX: save_onnx(dense, str(work / DENSE_ONNX)),
              SPARSE_ONNX: save_onnx(sparse, str(work / SPARSE_ONNX)),
              PACK_FILE: write_weights_pack(str(work / PACK_FILE), layers)}
+    pack_layers_checked = verify_pack(str(work / PACK_FILE),
+                                      {src.fqn: src.weight for src in sources})
     timings["sparse_pack_s"] = time.perf_counter() - clock
     clock = time.perf_counter()
     verification, accuracy, macs = _verify(model, work, data, options)
+    verification["pack_layers_rebuilt_exactly"] = pack_layers_checked
     timings["verify_s"] = time.perf_counter() - clock
     rows = layer_rows(folded.model, macs, {layer.fqn: layer for layer in layers})
     return {"format": REPORT_FORMAT, "version": REPORT_VERSION,

@@ -7,6 +7,7 @@ the dense ONNX, batched.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -17,9 +18,10 @@ from torch import nn
 
 from compile.errors import CompileError
 from compile.onnx_export import INPUT_NAME
+from runtime.formats import PackFormatError, read_pack
 
 __all__ = ["ATOL", "RTOL", "Agreement", "ort_session", "run_ort", "run_torch", "compare",
-           "verify_agreement", "ort_accuracy"]
+           "verify_agreement", "ort_accuracy", "verify_pack"]
 
 ATOL = 1e-4
 RTOL = 1e-4
@@ -114,3 +116,22 @@ def ort_accuracy(session: ort.InferenceSession, images: np.ndarray, labels: np.n
         raise CompileError("accuracy needs at least one test image")
     predictions = run_ort(session, images, batch_size).argmax(axis=1)
     return float((predictions == labels).mean())
+
+
+def verify_pack(path: str, expected: Mapping[str, np.ndarray]) -> int:
+    """Re-read the written pack and check every layer's CSR rebuilds its ONNX weight exactly.
+
+    ``expected`` maps weight FQN -> the initializer array in ``model.onnx``. Returns the number
+    of layers checked; raises :class:`CompileError` on any difference, so the engine can trust
+    that ``read_pack`` gives the weights ONNX Runtime ran.
+    """
+    try:
+        layers = read_pack(path)
+    except PackFormatError as exc:
+        raise CompileError(f"the written pack does not read back: {exc}") from exc
+    if list(layers) != list(expected):
+        raise CompileError(f"pack layers {list(layers)} != expected {list(expected)}")
+    for fqn, weight in expected.items():
+        if not np.array_equal(layers[fqn].to_weight(), weight):
+            raise CompileError(f"pack layer {fqn} does not rebuild its ONNX weight exactly")
+    return len(layers)

@@ -12,7 +12,8 @@ from onnx import numpy_helper
 from compile.errors import CompileError
 from compile.pack import parse_block_shapes
 from compile.pipeline import CompileOptions, compile_model
-from runtime.formats import ConvAttributes, read_pack
+from compile.verify import verify_pack
+from runtime.formats import ConvAttributes, pack_weight, read_pack, write_pack
 from tests.compile.helpers import TinyNet, randomize_batchnorm_, sparsify_
 from train.prunable import prunable_parameters
 
@@ -51,3 +52,16 @@ def test_pack_holds_the_deployed_weights_with_conv_attributes(tmp_path: Path) ->
     # The pack holds the BN-folded weight, not the trained one.
     assert not np.array_equal(pack["conv1.weight"].to_weight(),
                               model.conv1.weight.detach().numpy())
+
+
+def test_verify_pack_catches_a_weight_that_does_not_round_trip(tmp_path: Path) -> None:
+    weight = np.zeros((4, 2, 3, 3), dtype=np.float32)
+    weight[1, 0, 2, 2] = 0.5
+    write_pack(tmp_path / "w.fdpack", [pack_weight("c.weight", weight, op="Conv")])
+    assert verify_pack(str(tmp_path / "w.fdpack"), {"c.weight": weight}) == 1
+    changed = weight.copy()
+    changed[1, 0, 2, 2] = np.nextafter(np.float32(0.5), np.float32(1))  # one ulp
+    with pytest.raises(CompileError, match="does not rebuild"):
+        verify_pack(str(tmp_path / "w.fdpack"), {"c.weight": changed})
+    with pytest.raises(CompileError, match="pack layers"):
+        verify_pack(str(tmp_path / "w.fdpack"), {"other.weight": weight})

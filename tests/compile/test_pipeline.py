@@ -70,6 +70,7 @@ def test_compile_model_writes_artifacts_and_report(tmp_path: Path) -> None:
             for a in report["verification"]["agreements"]] == [
         ("model.onnx", "torch", True), ("model.sparse.onnx", "torch", True),
         ("model.sparse.onnx", "model.onnx", True)]
+    assert report["verification"]["pack_layers_rebuilt_exactly"] == len(fqns)
     assert leftovers(tmp_path) == []
 
 
