@@ -166,3 +166,21 @@ def test_stage_that_exits_zero_without_its_marker_fails(tmp_path):
     stage = _python_stage(tmp_path, "pass", tmp_path / "missing.json")
     with pytest.raises(StageFailedError, match="did not write"):
         run_stage(stage, tmp_path / "demo.log")
+
+
+def test_train_stage_resumes_or_restarts_a_killed_point(tmp_path):
+    from benchmarks.reporting.pipeline import PointPaths, train_stage
+
+    paths = PointPaths.for_point("pt", state_dir=tmp_path / "state", runs_dir=tmp_path / "runs",
+                                 artifacts_dir=tmp_path / "artifacts")
+    fresh = train_stage(paths)
+    assert "--resume" not in fresh.argv and "--overwrite" not in fresh.argv
+    assert fresh.done_marker == tmp_path / "runs" / "pt" / "summary.json"
+    paths.run_dir.mkdir(parents=True)
+    (paths.run_dir / "config.yaml").write_text("x: 1\n")  # killed before the first checkpoint
+    assert "--overwrite" in train_stage(paths).argv
+    (paths.run_dir / "checkpoint.pt").write_bytes(b"")  # killed after an epoch
+    argv = train_stage(paths).argv
+    assert "--resume" in argv and "--overwrite" not in argv
+    assert argv[argv.index("--name") + 1] == "pt"
+    assert argv[argv.index("--runs-dir") + 1] == str(tmp_path / "runs")
