@@ -302,6 +302,7 @@ class _Builder:
         self.consts: list[np.ndarray] = []
         self.const_size = 0
         self.kernels: dict[str, str] = {}
+        self.phase_layouts = plan_phase_layouts(graph, shapes, pads)
 
     # -- bookkeeping
     def new_tensor(self, name: str, shape: tuple[int, ...]) -> Tensor:
@@ -456,18 +457,24 @@ def _emit_conv(b: _Builder, node: Node) -> None:
             raise ModelLoadError(f"{node.describe()}: internal layout error (pad)")
         taps = ic * x.cs + ih * dh * x.rs + iw * dw
         group_stride, stream_rs = cg * x.cs, x.rs
-        spec.update(phase_split=False, phase_rows=0, phase_rs=0, phase_plane=0, scratch_origin=0)
+        spec.update(phase_split=False, split_here=False, phase_rows=0, phase_rs=0, phase_plane=0,
+                    scratch_origin=0)
     else:
-        rows = -(-(h + pt + pb) // sh)
-        stream_rs = max(-(-(w + pl + pr) // sw), y.rs)
-        plane = _round_up(rows * stream_rs + VMAX, VMAX)
-        phases = sh * sw
-        scratch = b.new_buf(("phases", n, c, phases, plane), n * c * phases * plane + VMAX)
-        taps = ((ic * phases + (ih * dh % sh) * sw + (iw * dw % sw)) * plane
-                + (ih * dh // sh) * stream_rs + (iw * dw // sw))
-        group_stride = cg * phases * plane
-        spec.update(phase_split=True, phase_rows=rows, phase_rs=stream_rs, phase_plane=plane,
-                    scratch_origin=SymOffset(scratch))
+        # Stride phases of the input, shared by every conv with this stride reading it: with the
+        # layout's pads (Pt, Pl) >= this conv's, tap (kh, kw) sits at e = k*d + P - p in the
+        # shared padded frame, i.e. in phase e % s at offset e // s.
+        lay = b.phase_layouts[(node.inputs[0], sh, sw)]
+        split_here = lay.buf is None
+        if split_here:
+            lay.buf = b.new_buf(("phases", n, c, sh * sw, lay.plane),
+                                n * c * sh * sw * lay.plane + VMAX)
+        eh, ew = ih * dh + lay.pad_top - pt, iw * dw + lay.pad_left - pl
+        taps = ((ic * sh * sw + (eh % sh) * sw + (ew % sw)) * lay.plane
+                + (eh // sh) * lay.rs + (ew // sw))
+        group_stride, stream_rs = cg * sh * sw * lay.plane, lay.rs
+        spec.update(phase_split=True, split_here=split_here, phase_rows=lay.rows,
+                    phase_rs=lay.rs, phase_plane=lay.plane, scratch_origin=SymOffset(lay.buf),
+                    pad_top=lay.pad_top, pad_left=lay.pad_left)
     bsr = _conv_kernel_for(node, weight, geo.group)
     packed = pack_conv_weights(weight, geo.group, taps.reshape(-1).astype(np.int64), group_stride,
                                bsr)
@@ -483,6 +490,46 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         bounds=balanced_bounds(packed.unit_cost, b.threads), units=packed.units,
         act=_ACT_CLIP if ACT_KEY in node.attrs else _ACT_NONE, lo=lo, hi=hi)
     b.emit("add_conv", spec)
+
+
+@dataclass
+class PhaseLayout:
+    """Stride-phase planes of one input tensor, shared by its convs of one stride."""
+
+    pad_top: int
+    pad_left: int
+    rows: int
+    rs: int
+    plane: int
+    buf: Buf | None = None
+
+
+def plan_phase_layouts(graph: Graph, shapes: dict[str, tuple[int, ...]], pads: dict[str, int]
+                       ) -> dict[tuple[str, int, int], PhaseLayout]:
+    """(input, stride_h, stride_w) -> one phase layout covering every such conv's taps.
+
+    The row stride also covers each conv's output row stride (so its epilogue stays contiguous).
+    """
+    groups: dict[tuple[str, int, int], list[tuple[Node, Any]]] = {}
+    for node in graph.nodes:
+        if node.op != "Conv" or node.inputs[0] in graph.constants:
+            continue
+        geo = conv_geometry(node, shapes[node.inputs[0]], shapes[node.inputs[1]])
+        if geo.stride != (1, 1):
+            groups.setdefault((node.inputs[0], *geo.stride), []).append((node, geo))
+    layouts = {}
+    for key, convs in groups.items():
+        _, sh, sw = key
+        top = max(g.pad_begin[0] for _, g in convs)
+        left = max(g.pad_begin[1] for _, g in convs)
+        rows = rs = 0
+        for node, g in convs:
+            (kh, kw), (dh, dw), (oh, ow) = g.kernel, g.dilation, g.out_hw
+            rows = max(rows, oh + ((kh - 1) * dh + top - g.pad_begin[0]) // sh)
+            rs = max(rs, ow + ((kw - 1) * dw + left - g.pad_begin[1]) // sw,
+                     ow + 2 * pads.get(node.outputs[0], 0))
+        layouts[key] = PhaseLayout(top, left, rows, rs, _round_up(rows * rs + VMAX, VMAX))
+    return layouts
 
 
 def _conv_kernel_for(node: Node, weight: np.ndarray, group: int) -> bool:

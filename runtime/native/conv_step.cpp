@@ -20,11 +20,11 @@ class ConvStep final : public Step {
  public:
   explicit ConvStep(ConvSpec spec) : s_(std::move(spec)), k_(kernels()) {}
 
-  int stages() const override { return s_.phase_split ? 2 : 1; }
+  int stages() const override { return s_.split_here ? 2 : 1; }
   const char* name() const override { return s_.bsr ? "conv_bsr" : "conv_csr"; }
 
   void run(int stage, const Buffers& buf, int tid, int nth) const override {
-    if (s_.phase_split && stage == 0) {
+    if (s_.split_here && stage == 0) {
       split_phases(buf, tid, nth);
       return;
     }
@@ -83,6 +83,9 @@ class ConvStep final : public Step {
       for (int64_t a = 0; a < sh; ++a) {
         for (int64_t b = 0; b < sw; ++b) {
           float* dst = dst_c + (a * sw + b) * s_.phase_plane;
+          // Columns j with 0 <= j*sw + b - pad_left < W come from the input, the rest are 0.
+          const int64_t j_lo = std::min(s_.phase_rs, std::max<int64_t>(0, (s_.pad_left - b + sw - 1) / sw));
+          const int64_t j_hi = std::max(j_lo, std::min(s_.phase_rs, (W + s_.pad_left - b + sw - 1) / sw));
           for (int64_t i = 0; i < s_.phase_rows; ++i) {
             float* row = dst + i * s_.phase_rs;
             const int64_t y = i * sh + a - s_.pad_top;
@@ -90,11 +93,14 @@ class ConvStep final : public Step {
               std::fill(row, row + s_.phase_rs, 0.0f);
               continue;
             }
-            const float* srow = src + y * s_.in.stride[2];
-            for (int64_t j = 0; j < s_.phase_rs; ++j) {
-              const int64_t xcol = j * sw + b - s_.pad_left;
-              row[j] = (xcol >= 0 && xcol < W) ? srow[xcol * s_.in.stride[3]] : 0.0f;
+            const float* srow = src + y * s_.in.stride[2] + (b - s_.pad_left);  // + j * sw
+            std::fill(row, row + j_lo, 0.0f);
+            if (sw == 2) {
+              for (int64_t j = j_lo; j < j_hi; ++j) row[j] = srow[2 * j];
+            } else {
+              for (int64_t j = j_lo; j < j_hi; ++j) row[j] = srow[j * sw];
             }
+            std::fill(row + j_hi, row + s_.phase_rs, 0.0f);
           }
         }
       }

@@ -17,7 +17,8 @@ struct ConvSpec {
   // Stride-1 input: the stream origin is the input origin shifted up-left by the padding.
   int64_t pad_top = 0, pad_left = 0;
   // Stride > 1: the input is first split into stride phases in an arena scratch area.
-  bool phase_split = false;
+  bool phase_split = false;  // the input is read from stride-phase planes in the arena
+  bool split_here = false;   // and this step writes them (the first conv sharing them)
   int64_t stride_h = 1, stride_w = 1;
   int64_t phase_rows = 0, phase_rs = 0, phase_plane = 0, scratch_origin = 0;
   std::vector<int32_t> ptr, off;

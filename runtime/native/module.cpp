@@ -62,6 +62,7 @@ void add_conv(Plan& plan, const py::dict& d) {
   s.pad_top = d["pad_top"].cast<int64_t>();
   s.pad_left = d["pad_left"].cast<int64_t>();
   s.phase_split = d["phase_split"].cast<bool>();
+  s.split_here = d["split_here"].cast<bool>();
   s.stride_h = d["stride_h"].cast<int64_t>();
   s.stride_w = d["stride_w"].cast<int64_t>();
   s.phase_rows = d["phase_rows"].cast<int64_t>();
