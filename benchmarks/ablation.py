@@ -305,7 +305,7 @@ def write_ablation_report(spec: AblationSpec, results: Mapping[str, PointResult]
     failures = [f"{r.id}: {r.error}" for r in results.values() if r.status != DONE]
     written = [out / CSV_NAME, out / MD_NAME, out / HTML_NAME]
     atomic_write_text(written[0], csv_text(rows, ABLATION_COLUMNS))
-    markdown = [f"# Feather ablations: {spec.name}", "", *context, "",
+    markdown = [f"# Feather ablations: {spec.name}", "", *(f"- {line}" for line in context), "",
                 markdown_table(rows, ABLATION_COLUMNS)]
     if failures:
         markdown += ["## Failed runs", "", *(f"- {line}" for line in failures), ""]

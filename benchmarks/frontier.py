@@ -296,7 +296,7 @@ def write_frontier_report(spec: FrontierSpec, results: Mapping[str, PointResult]
     plots = frontier_plots(rows, spec.backbones, machine, spec.bench_threads)
     written = [out / CSV_NAME, out / MD_NAME, out / HTML_NAME]
     atomic_write_text(written[0], csv_text(rows, FRONTIER_COLUMNS))
-    markdown = [f"# Sparsity frontier: {spec.name}", "", *context, "",
+    markdown = [f"# Sparsity frontier: {spec.name}", "", *(f"- {line}" for line in context), "",
                 markdown_table(rows, FRONTIER_COLUMNS)]
     if failures:
         markdown += ["## Failed points", "", *(f"- {line}" for line in failures), ""]
