@@ -1,1 +1,1 @@
-"""Compile stage: finalized sparse torch model -> folded ONNX, sparse-initializer ONNX, CSR/BSR packs."""
+"""Compile stage: sparse torch model -> folded ONNX, sparse-initializer ONNX, CSR/BSR packs."""

@@ -9,14 +9,14 @@ A plain dict (no pickled classes, loads with ``torch.load(weights_only=True)``):
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from runtime.atomic import atomic_writer
 
 __all__ = ["ARTIFACT_FORMAT", "ARTIFACT_VERSION", "ArtifactError", "ModelMeta",
            "atomic_torch_save", "save_model_artifact", "load_model_artifact"]
@@ -44,19 +44,9 @@ class ModelMeta:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """torch.save to a temp file in the same directory, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save through :func:`runtime.atomic.atomic_writer` (temp file, fsync, rename)."""
+    with atomic_writer(path) as handle:
+        torch.save(obj, handle)
 
 
 def save_model_artifact(path: str | Path, model: nn.Module, meta: ModelMeta) -> None:
