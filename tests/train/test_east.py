@@ -292,10 +292,14 @@ def test_cyclic_schedule_values():
 
 
 def test_cyclic_period_rule_and_validation():
-    assert auto_period(400, 2) == 10
-    assert auto_period(100_000, 2) == 100
-    assert auto_period(5, 2) == 1
-    assert CyclicSchedule(1000, 0.99, cycle_end=0.9).resolved_period == 10
+    assert auto_period(400, 40) == 10
+    assert auto_period(100_000, 40) == 100
+    assert auto_period(5, 40) == 1
+    auto = CyclicSchedule(1000, 0.99, cycle_end=0.9)  # cycles 500..900, settling 900..1000
+    assert auto.resolved_period == 10  # 2 cycles x 20 updates in 400 steps
+    assert auto.death_period == 25  # 4 death + regrowth updates in 100 steps
+    assert [auto.is_update(t) for t in (890, 900, 910, 925, 930)] == [
+        True, True, False, True, False]
     with pytest.raises(ValueError, match="multiple"):
         CyclicSchedule(100, 0.5, multiple=3.0)
 

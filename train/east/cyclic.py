@@ -6,11 +6,13 @@ Schedule (T iterations, target sparsity S, target density d = 1 - S, multiple m,
     t2 <= t < t3 :  density D(t) = d * (1 + (m - 1) * (1 - cos(2 pi c u)) / 2),
                     u = (q - t2) / (t3 - t2), q = t rounded down to the update period P
                     (starts at d, peaks at m d in the middle of each cycle, ends at d)
-    t >= t3 :  sparsity S, with periodic death + regrowth of a fraction
-               r(t) = r0 (1 + cos(pi (q - t3) / (T - t3))) / 2 of each layer's active weights
+    t >= t3 :  sparsity S, with death + regrowth every P' steps of a fraction
+               r(t) = r0 (1 + cos(pi (t - t3) / (T - t3))) / 2 of each layer's active weights
 
 t3 = cycle_end * T. P = 100 steps, or fewer on short runs so each cycle gets at least
-MIN_UPDATES_PER_CYCLE updates (``--cyclic-period`` sets it). Layers share the density by ERK
+MIN_UPDATES_PER_CYCLE updates; P' = 100 steps, or fewer so the settling phase gets at least
+MIN_DEATH_UPDATES (RigL-style updates are rare: a regrown weight needs steps to grow before the
+next death). ``--cyclic-period`` sets both. Layers share the density by ERK
 (``train.east.erk``), each with an exact integer count.
 
 How this maps onto Feather. Feather keeps dense latent weights w and, before every forward pass,
@@ -50,12 +52,13 @@ __all__ = ["CyclicSchedule", "auto_period", "regrow_layer", "MAX_PERIOD", "REGRO
 
 MAX_PERIOD = 100  # EAST updates the density every 100 iterations
 MIN_UPDATES_PER_CYCLE = 20
+MIN_DEATH_UPDATES = 4
 REGROW_FRACTION = 0.3  # r0, RigL's default initial death/regrowth fraction
 
 
-def auto_period(cycle_steps: int, cycles: int) -> int:
-    """min(100, max(1, cycle_steps // (cycles * 20))): >= 20 updates per cycle on short runs."""
-    return min(MAX_PERIOD, max(1, cycle_steps // (max(cycles, 1) * MIN_UPDATES_PER_CYCLE)))
+def auto_period(phase_steps: int, updates: int) -> int:
+    """min(100, max(1, phase_steps // updates)): at least ``updates`` updates on short runs."""
+    return min(MAX_PERIOD, max(1, phase_steps // max(updates, 1)))
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,17 @@ class CyclicSchedule:
     @property
     def resolved_period(self) -> int:
         t2, t3 = self.bounds
-        return self.period if self.period is not None else auto_period(t3 - t2, self.cycles)
+        if self.period is not None:
+            return self.period
+        return auto_period(t3 - t2, self.cycles * MIN_UPDATES_PER_CYCLE)
+
+    @property
+    def death_period(self) -> int:
+        """P': iterations between death + regrowth updates after the cycles."""
+        _, t3 = self.bounds
+        if self.period is not None:
+            return self.period
+        return auto_period(self.total_steps - t3, MIN_DEATH_UPDATES)
 
     def _quantized(self, step: int) -> int:
         t2, _ = self.bounds
@@ -118,8 +131,12 @@ class CyclicSchedule:
 
     def is_update(self, step: int) -> bool:
         """True when ``step`` starts a new period (regrowth happens just before it)."""
-        t2, _ = self.bounds
-        return t2 < step < self.total_steps and (step - t2) % self.resolved_period == 0
+        t2, t3 = self.bounds
+        if not t2 < step < self.total_steps:
+            return False
+        if step < t3:
+            return (step - t2) % self.resolved_period == 0
+        return (step - t3) % self.death_period == 0
 
     def death_fraction(self, step: int) -> float:
         """r(t): 0 during the cycles, r0 (1 + cos(pi (t - t3) / (T - t3))) / 2 afterwards."""
