@@ -343,3 +343,15 @@ def test_bench_never_imports_torch(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, cwd=Path(__file__).resolve().parents[2])
     assert result.stdout.strip() == "False"
+
+
+def test_python_m_runtime_bench_dispatch(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from runtime.__main__ import main
+
+    assert main(["bench", str(tmp_path / "missing.onnx")]) == 2
+    assert "model file not found" in capsys.readouterr().err
+    model_path = tmp_path / "tiny.onnx"
+    _tiny_model(model_path)
+    assert main(["bench", str(model_path), "--batch", "2", "--threads", "1", "--rounds", "2"]) == 0
+    assert f"dense {TINY_DENSE_MACS:,}" in capsys.readouterr().out
