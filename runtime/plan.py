@@ -148,7 +148,9 @@ class Tensor:
 def _spatial_tensor(shape: tuple[int, ...], pad: int) -> Tensor:
     n, c, h, w = shape
     rs = w + 2 * pad
-    cs = _round_up((h + 2 * pad) * rs + VMAX, VMAX)
+    # Planes are packed (stream reads that run past a plane land in the next one and only feed
+    # masked lanes); the buffer's VMAX tail covers the last plane.
+    cs = _round_up((h + 2 * pad) * rs, 4)
     ss = c * cs
     return Tensor(shape, Buf(("spatial", shape, pad), n * ss + VMAX), pad, rs, cs, ss)
 
@@ -528,7 +530,7 @@ def plan_phase_layouts(graph: Graph, shapes: dict[str, tuple[int, ...]], pads: d
             rows = max(rows, oh + ((kh - 1) * dh + top - g.pad_begin[0]) // sh)
             rs = max(rs, ow + ((kw - 1) * dw + left - g.pad_begin[1]) // sw,
                      ow + 2 * pads.get(node.outputs[0], 0))
-        layouts[key] = PhaseLayout(top, left, rows, rs, _round_up(rows * rs + VMAX, VMAX))
+        layouts[key] = PhaseLayout(top, left, rows, rs, _round_up(rows * rs, 4))
     return layouts
 
 

@@ -17,45 +17,61 @@ namespace FD_NS {
 
 constexpr int R = kBsrBlock;
 
-template <int U>
+template <int U, bool FAST>
 static inline void bsr_chunk(const ConvKernelArgs& a, int64_t blk, int64_t p0) {
   vf acc[R][U];
+  #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+    #pragma GCC unroll 16
     for (int u = 0; u < U; ++u) acc[r][u] = simd::splat(0.0f);
   const float* base = a.in + p0;
   for (int32_t j = a.ptr[blk], e = a.ptr[blk + 1]; j < e; ++j) {
     const float* src = base + a.off[j];
     vf x[U];
+    #pragma GCC unroll 16
     for (int u = 0; u < U; ++u) x[u] = simd::loadu(src + u * V);
     const float* w = a.val + static_cast<int64_t>(j) * R;
+    #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       const vf wr = simd::splat(w[r]);
+      #pragma GCC unroll 16
       for (int u = 0; u < U; ++u) acc[r][u] += wr * x[u];
     }
   }
+  #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
     const int64_t oc = blk * R + r;
-    if (oc < a.channels) conv_epilogue<U>(a, oc, p0, acc[r]);
+    if (oc < a.channels) conv_epilogue<U, FAST>(a, oc, p0, acc[r]);
   }
 }
 
 constexpr int kChunk = 4;
 
+template <bool FAST>
 static inline void bsr_tail(const ConvKernelArgs& a, int64_t blk, int64_t p0, int64_t nvec) {
   switch (nvec) {
-    case 1: bsr_chunk<1>(a, blk, p0); break;
-    case 2: bsr_chunk<2>(a, blk, p0); break;
-    case 3: bsr_chunk<3>(a, blk, p0); break;
+    case 1: bsr_chunk<1, FAST>(a, blk, p0); break;
+    case 2: bsr_chunk<2, FAST>(a, blk, p0); break;
+    case 3: bsr_chunk<3, FAST>(a, blk, p0); break;
     default: break;
   }
 }
 
-void conv_bsr(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
+template <bool FAST>
+static void bsr_blocks(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
   const int64_t nvec = (a.len + V - 1) / V;
   for (int64_t blk = c0; blk < c1; ++blk) {
     int64_t v = 0;
-    for (; v + kChunk <= nvec; v += kChunk) bsr_chunk<kChunk>(a, blk, v * V);
-    if (v < nvec) bsr_tail(a, blk, v * V, nvec - v);
+    for (; v + kChunk <= nvec; v += kChunk) bsr_chunk<kChunk, FAST>(a, blk, v * V);
+    if (v < nvec) bsr_tail<FAST>(a, blk, v * V, nvec - v);
+  }
+}
+
+void conv_bsr(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
+  if (a.fast) {
+    bsr_blocks<true>(a, c0, c1);
+  } else {
+    bsr_blocks<false>(a, c0, c1);
   }
 }
 

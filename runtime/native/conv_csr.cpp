@@ -8,6 +8,7 @@
 //         w = broadcast(val[j]); src = in + off[j] + chunk
 //         acc[u] += w * src[u*V .. u*V+V)      (unaligned loads, one FMA per vector)
 //       epilogue(acc)                          (bias, residual, clamp, masked store)
+// Planes shorter than 4 vectors use 4 partial sums per vector instead (FMA latency).
 // The weight row stays in L1 across chunks; the input rows it touches are reused by neighbouring
 // channels. Reference: runtime/kernels/reference.py::conv2d.
 #include "conv_epilogue.h"
@@ -15,42 +16,96 @@
 namespace fd {
 namespace FD_NS {
 
-template <int U>
+template <int U, bool FAST>
 static inline void csr_chunk(const ConvKernelArgs& a, int64_t oc, int64_t p0) {
   vf acc[U];
+  #pragma GCC unroll 16
   for (int u = 0; u < U; ++u) acc[u] = simd::splat(0.0f);
   const float* base = a.in + p0;
   for (int32_t j = a.ptr[oc], e = a.ptr[oc + 1]; j < e; ++j) {
     const vf w = simd::splat(a.val[j]);
     const float* src = base + a.off[j];
+#pragma GCC unroll 16
     for (int u = 0; u < U; ++u) acc[u] += w * simd::loadu(src + u * V);
   }
-  conv_epilogue<U>(a, oc, p0, acc);
+  conv_epilogue<U, FAST>(a, oc, p0, acc);
+}
+
+// Small planes (fewer than 4 vectors per channel): one accumulator chain per vector would wait
+// on FMA latency, so taps alternate between 4 partial sums that are added before the epilogue.
+template <int U, bool FAST>
+static inline void csr_chunk_split(const ConvKernelArgs& a, int64_t oc, int64_t p0) {
+  vf acc[4][U];
+  #pragma GCC unroll 16
+  for (int q = 0; q < 4; ++q)
+    #pragma GCC unroll 16
+    for (int u = 0; u < U; ++u) acc[q][u] = simd::splat(0.0f);
+  const float* base = a.in + p0;
+  int32_t j = a.ptr[oc];
+  const int32_t e = a.ptr[oc + 1];
+  for (; j + 4 <= e; j += 4) {
+    #pragma GCC unroll 16
+    for (int q = 0; q < 4; ++q) {
+      const vf w = simd::splat(a.val[j + q]);
+      const float* src = base + a.off[j + q];
+      #pragma GCC unroll 16
+      for (int u = 0; u < U; ++u) acc[q][u] += w * simd::loadu(src + u * V);
+    }
+  }
+  for (; j < e; ++j) {
+    const vf w = simd::splat(a.val[j]);
+    const float* src = base + a.off[j];
+    #pragma GCC unroll 16
+    for (int u = 0; u < U; ++u) acc[0][u] += w * simd::loadu(src + u * V);
+  }
+  #pragma GCC unroll 16
+  for (int u = 0; u < U; ++u) acc[0][u] += (acc[1][u] + acc[2][u]) + acc[3][u];
+  conv_epilogue<U, FAST>(a, oc, p0, acc[0]);
 }
 
 constexpr int kChunk = 8;
 
 // The tail of a stream has fewer than kChunk vectors: dispatch to an exact-size instance so the
 // accumulators stay in registers.
+template <bool FAST>
 static inline void csr_tail(const ConvKernelArgs& a, int64_t oc, int64_t p0, int64_t nvec) {
   switch (nvec) {
-    case 1: csr_chunk<1>(a, oc, p0); break;
-    case 2: csr_chunk<2>(a, oc, p0); break;
-    case 3: csr_chunk<3>(a, oc, p0); break;
-    case 4: csr_chunk<4>(a, oc, p0); break;
-    case 5: csr_chunk<5>(a, oc, p0); break;
-    case 6: csr_chunk<6>(a, oc, p0); break;
-    case 7: csr_chunk<7>(a, oc, p0); break;
+    case 1: csr_chunk<1, FAST>(a, oc, p0); break;
+    case 2: csr_chunk<2, FAST>(a, oc, p0); break;
+    case 3: csr_chunk<3, FAST>(a, oc, p0); break;
+    case 4: csr_chunk<4, FAST>(a, oc, p0); break;
+    case 5: csr_chunk<5, FAST>(a, oc, p0); break;
+    case 6: csr_chunk<6, FAST>(a, oc, p0); break;
+    case 7: csr_chunk<7, FAST>(a, oc, p0); break;
     default: break;
   }
 }
 
-void conv_csr(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
+template <bool FAST>
+static void csr_channels(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
   const int64_t nvec = (a.len + V - 1) / V;
+  if (nvec < 4) {
+    for (int64_t oc = c0; oc < c1; ++oc) {
+      switch (nvec) {
+        case 1: csr_chunk_split<1, FAST>(a, oc, 0); break;
+        case 2: csr_chunk_split<2, FAST>(a, oc, 0); break;
+        default: csr_chunk_split<3, FAST>(a, oc, 0); break;
+      }
+    }
+    return;
+  }
   for (int64_t oc = c0; oc < c1; ++oc) {
     int64_t v = 0;
-    for (; v + kChunk <= nvec; v += kChunk) csr_chunk<kChunk>(a, oc, v * V);
-    if (v < nvec) csr_tail(a, oc, v * V, nvec - v);
+    for (; v + kChunk <= nvec; v += kChunk) csr_chunk<kChunk, FAST>(a, oc, v * V);
+    if (v < nvec) csr_tail<FAST>(a, oc, v * V, nvec - v);
+  }
+}
+
+void conv_csr(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
+  if (a.fast) {
+    csr_channels<true>(a, c0, c1);
+  } else {
+    csr_channels<false>(a, c0, c1);
   }
 }
 
