@@ -63,7 +63,7 @@ static inline void csr_chunk_split(const ConvKernelArgs& a, int64_t oc, int64_t 
   conv_epilogue<U, FAST>(a, oc, p0, acc[0]);
 }
 
-constexpr int kChunk = 8;
+constexpr int kChunk = V >= 16 ? 16 : 8;
 
 // The tail of a stream has fewer than kChunk vectors: dispatch to an exact-size instance so the
 // accumulators stay in registers.
@@ -77,6 +77,14 @@ static inline void csr_tail(const ConvKernelArgs& a, int64_t oc, int64_t p0, int
     case 5: csr_chunk<5, FAST>(a, oc, p0); break;
     case 6: csr_chunk<6, FAST>(a, oc, p0); break;
     case 7: csr_chunk<7, FAST>(a, oc, p0); break;
+    case 8: csr_chunk<8, FAST>(a, oc, p0); break;
+    case 9: csr_chunk<9, FAST>(a, oc, p0); break;
+    case 10: csr_chunk<10, FAST>(a, oc, p0); break;
+    case 11: csr_chunk<11, FAST>(a, oc, p0); break;
+    case 12: csr_chunk<12, FAST>(a, oc, p0); break;
+    case 13: csr_chunk<13, FAST>(a, oc, p0); break;
+    case 14: csr_chunk<14, FAST>(a, oc, p0); break;
+    case 15: csr_chunk<15, FAST>(a, oc, p0); break;
     default: break;
   }
 }
