@@ -459,6 +459,7 @@ def _emit_conv(b: _Builder, node: Node) -> None:
             raise ModelLoadError(f"{node.describe()}: internal layout error (pad)")
         taps = ic * x.cs + ih * dh * x.rs + iw * dw
         group_stride, stream_rs = cg * x.cs, x.rs
+        window_planes, reach = cg, (kh - 1) * dh * x.rs + (kw - 1) * dw
         spec.update(phase_split=False, split_here=False, phase_rows=0, phase_rs=0, phase_plane=0,
                     scratch_origin=0)
     else:
@@ -474,6 +475,8 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         taps = ((ic * sh * sw + (eh % sh) * sw + (ew % sw)) * lay.plane
                 + (eh // sh) * lay.rs + (ew // sw))
         group_stride, stream_rs = cg * sh * sw * lay.plane, lay.rs
+        window_planes = cg * sh * sw
+        reach = int(((eh // sh) * lay.rs + (ew // sw)).max())
         spec.update(phase_split=True, split_here=split_here, phase_rows=lay.rows,
                     phase_rs=lay.rs, phase_plane=lay.plane, scratch_origin=SymOffset(lay.buf),
                     pad_top=lay.pad_top, pad_left=lay.pad_left)
@@ -490,6 +493,7 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         bias=np.zeros(0, np.float32) if bias is None else np.asarray(bias, np.float32),
         mask=stream_mask(length, stream_rs, ow),
         bounds=balanced_bounds(packed.unit_cost, b.threads), units=packed.units,
+        window_planes=window_planes, window_reach=reach,
         act=_ACT_CLIP if ACT_KEY in node.attrs else _ACT_NONE, lo=lo, hi=hi)
     b.emit("add_conv", spec)
 

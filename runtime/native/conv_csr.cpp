@@ -1,16 +1,16 @@
 // Unstructured sparse direct convolution on CSR weights (one ISA variant per compilation).
 //
 // Loop structure, for one image and output channels [c0, c1):
-//   for oc in [c0, c1):                        (threads own disjoint channel ranges)
-//     for each chunk of U vectors of the stream (U <= 8 accumulators held in registers):
+//   for each chunk of U vectors of the stream (U <= 16 accumulators held in registers; U is
+//   chosen so the chunk's input window over all input planes stays in L1):
+//     for oc in [c0, c1):                      (threads own disjoint channel ranges)
 //       acc[0..U) = 0
 //       for j in nonzeros(oc):                 (CSR row: tap offset + weight)
 //         w = broadcast(val[j]); src = in + off[j] + chunk
 //         acc[u] += w * src[u*V .. u*V+V)      (unaligned loads, one FMA per vector)
 //       epilogue(acc)                          (bias, residual, clamp, masked store)
 // Planes shorter than 4 vectors use 4 partial sums per vector instead (FMA latency).
-// The weight row stays in L1 across chunks; the input rows it touches are reused by neighbouring
-// channels. Reference: runtime/kernels/reference.py::conv2d.
+// The input window is loaded from L2 once per chunk and then reused by every output channel. Reference: runtime/kernels/reference.py::conv2d.
 #include "conv_epilogue.h"
 
 namespace fd {
@@ -65,11 +65,10 @@ static inline void csr_chunk_split(const ConvKernelArgs& a, int64_t oc, int64_t 
 
 constexpr int kChunk = V >= 16 ? 16 : 8;
 
-// The tail of a stream has fewer than kChunk vectors: dispatch to an exact-size instance so the
-// accumulators stay in registers.
+// Exact-size instance for n <= kChunk vectors, so the accumulators stay in registers.
 template <bool FAST>
-static inline void csr_tail(const ConvKernelArgs& a, int64_t oc, int64_t p0, int64_t nvec) {
-  switch (nvec) {
+static inline void csr_n(const ConvKernelArgs& a, int64_t oc, int64_t p0, int64_t n) {
+  switch (n) {
     case 1: csr_chunk<1, FAST>(a, oc, p0); break;
     case 2: csr_chunk<2, FAST>(a, oc, p0); break;
     case 3: csr_chunk<3, FAST>(a, oc, p0); break;
@@ -78,6 +77,7 @@ static inline void csr_tail(const ConvKernelArgs& a, int64_t oc, int64_t p0, int
     case 6: csr_chunk<6, FAST>(a, oc, p0); break;
     case 7: csr_chunk<7, FAST>(a, oc, p0); break;
     case 8: csr_chunk<8, FAST>(a, oc, p0); break;
+#if FD_VLEN >= 16
     case 9: csr_chunk<9, FAST>(a, oc, p0); break;
     case 10: csr_chunk<10, FAST>(a, oc, p0); break;
     case 11: csr_chunk<11, FAST>(a, oc, p0); break;
@@ -85,8 +85,20 @@ static inline void csr_tail(const ConvKernelArgs& a, int64_t oc, int64_t p0, int
     case 13: csr_chunk<13, FAST>(a, oc, p0); break;
     case 14: csr_chunk<14, FAST>(a, oc, p0); break;
     case 15: csr_chunk<15, FAST>(a, oc, p0); break;
+    case 16: csr_chunk<16, FAST>(a, oc, p0); break;
+#endif
     default: break;
   }
+}
+
+// Vectors per chunk: the input window one chunk reads from every input plane (chunk + the
+// taps' reach) should stay in L1 while all output channels of the range sweep over it.
+static int64_t chunk_vectors(const ConvKernelArgs& a) {
+  constexpr int64_t kL1Floats = 6 * 1024;  // ~24 KB of a 32-48 KB L1
+  const int64_t planes = a.window_planes > 0 ? a.window_planes : 1;
+  int64_t n = kChunk;
+  while (n > 4 && planes * (n * V + a.window_reach) > kL1Floats) n /= 2;
+  return n;
 }
 
 template <bool FAST>
@@ -102,10 +114,14 @@ static void csr_channels(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
     }
     return;
   }
-  for (int64_t oc = c0; oc < c1; ++oc) {
-    int64_t v = 0;
-    for (; v + kChunk <= nvec; v += kChunk) csr_chunk<kChunk, FAST>(a, oc, v * V);
-    if (v < nvec) csr_tail<FAST>(a, oc, v * V, nvec - v);
+  // Chunks outer, channels inner: every channel of the range reuses the chunk's input window.
+  // A plane that fits one chunk is one chunk; otherwise chunks are balanced (no tiny tail).
+  int64_t chunk = nvec <= kChunk ? nvec : chunk_vectors(a);
+  const int64_t count = (nvec + chunk - 1) / chunk;
+  chunk = (nvec + count - 1) / count;
+  for (int64_t v = 0; v < nvec; v += chunk) {
+    const int64_t n = nvec - v < chunk ? nvec - v : chunk;
+    for (int64_t oc = c0; oc < c1; ++oc) csr_n<FAST>(a, oc, v * V, n);
   }
 }
 

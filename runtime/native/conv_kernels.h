@@ -35,6 +35,8 @@ struct ConvKernelArgs {
   const int32_t* off = nullptr;    // input offset of each stored tap
   const float* val = nullptr;      // CSR: one weight per tap; BSR: `block` weights per tap
   int block = 1;
+  int64_t window_planes = 0;       // input planes the taps read (C, or C * phases)
+  int64_t window_reach = 0;        // largest tap offset within a plane (stream floats)
   int64_t channels = 0;            // number of real output channels
 };
 

@@ -67,6 +67,8 @@ class ConvStep final : public Step {
     a.val = s_.val.data();
     a.block = s_.bsr ? kBsrBlock : 1;
     a.channels = s_.out.dim[1];
+    a.window_planes = s_.window_planes;
+    a.window_reach = s_.window_reach;
     (s_.bsr ? k_.conv_bsr : k_.conv_csr)(a, u0, u1);
   }
 

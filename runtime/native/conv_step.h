@@ -28,6 +28,7 @@ struct ConvSpec {
   // balanced by nonzeros in Python.
   std::vector<int64_t> bounds;
   int64_t units = 0;
+  int64_t window_planes = 0, window_reach = 0;
   Activation act;
 };
 
