@@ -16,8 +16,8 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 NATIVE_DIR = os.path.join("runtime", "native")
-COMMON_FLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-fopenmp"]
-LINK_FLAGS = ["-fopenmp"]
+COMMON_FLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-pthread"]
+LINK_FLAGS = ["-pthread"]
 DRIVER_SOURCES = ["module.cpp", "plan.cpp", "conv_step.cpp", "eltwise.cpp", "pool.cpp", "gemm.cpp",
                   "isa.cpp"]
 ISA_SOURCES = ["conv_csr.cpp", "conv_bsr.cpp"]

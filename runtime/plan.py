@@ -492,7 +492,8 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         ptr=packed.ptr, off=packed.off, val=packed.val,
         bias=np.zeros(0, np.float32) if bias is None else np.asarray(bias, np.float32),
         mask=stream_mask(length, stream_rs, ow),
-        bounds=balanced_bounds(packed.unit_cost, b.threads), units=packed.units,
+        bounds=balanced_bounds(packed.unit_cost, 2 * b.threads if b.threads > 1 else 1),
+        units=packed.units,
         window_planes=window_planes, window_reach=reach,
         act=_ACT_CLIP if ACT_KEY in node.attrs else _ACT_NONE, lo=lo, hi=hi)
     b.emit("add_conv", spec)

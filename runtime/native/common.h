@@ -57,17 +57,20 @@ struct Activation {
   }
 };
 
-// One plan step. A step runs in one or more stages separated by a barrier of all threads; in
-// each stage, thread `tid` of `nth` does its own share of the work.
+// One plan step. A step runs in one or more stages; a stage is cut into `units(stage, hint)`
+// independent work units (hint = what the plan suggests, about 2 per thread), which threads
+// claim dynamically; a stage starts only when every unit of the previous one has completed.
+// run(stage, buf, u, n) does unit u of n.
 class Step {
  public:
   virtual ~Step() = default;
   virtual int stages() const { return 1; }
+  virtual int64_t units(int /*stage*/, int64_t hint) const { return hint; }
   virtual void run(int stage, const Buffers& buf, int tid, int nth) const = 0;
   virtual const char* name() const = 0;
 };
 
-// Contiguous share [begin, end) of `total` items for thread `tid` of `nth`.
+// Contiguous share [begin, end) of `total` items for unit `tid` of `nth`.
 inline void split_range(int64_t total, int tid, int nth, int64_t* begin, int64_t* end) {
   *begin = total * tid / nth;
   *end = total * (tid + 1) / nth;

@@ -3,9 +3,9 @@
 // Stage 0 (only for stride > 1): split each padded input plane into its stride phases,
 //   phase(a, b)[i][j] = x_padded[i*sh + a][j*sw + b], so every tap becomes a stride-1 shift.
 //   Threads split the (image, channel) planes.
-// Stage 1: the kernel. With N images and T threads, the first N - N % T images go whole to
-//   threads round-robin (each thread keeps its images' activations in its own cache across
-//   layers); the remaining images are split by output-channel ranges balanced by nonzero count.
+// Stage 1: the kernel; one work unit = (image, output-channel range), the ranges balanced by
+//   nonzero count in the planner. (Batches of independent images are instead split by image at
+//   the plan level, see Plan::run_images.)
 #include "conv_step.h"
 
 #include <algorithm>
@@ -21,6 +21,11 @@ class ConvStep final : public Step {
   explicit ConvStep(ConvSpec spec) : s_(std::move(spec)), k_(kernels()) {}
 
   int stages() const override { return s_.split_here ? 2 : 1; }
+  // Compute stage: (image, channel range) pairs; the ranges are balanced by nonzeros.
+  int64_t units(int stage, int64_t hint) const override {
+    if (s_.split_here && stage == 0) return hint;
+    return s_.out.dim[0] * (static_cast<int64_t>(s_.bounds.size()) - 1);
+  }
   const char* name() const override { return s_.bsr ? "conv_bsr" : "conv_csr"; }
 
   void run(int stage, const Buffers& buf, int tid, int nth) const override {
@@ -28,14 +33,10 @@ class ConvStep final : public Step {
       split_phases(buf, tid, nth);
       return;
     }
-    const int64_t images = s_.out.dim[0];
-    const int64_t whole = nth > 1 ? images - images % nth : images;
-    for (int64_t n = tid; n < whole; n += nth) compute(buf, n, 0, s_.units);
-    // Leftover images: channel ranges; a team smaller than planned takes several ranges.
+    (void)nth;
     const int64_t ranges = static_cast<int64_t>(s_.bounds.size()) - 1;
-    for (int64_t n = whole; n < images; ++n) {
-      for (int64_t q = tid; q < ranges; q += nth) compute(buf, n, s_.bounds[q], s_.bounds[q + 1]);
-    }
+    const int64_t n = tid / ranges, q = tid % ranges;
+    compute(buf, n, s_.bounds[q], s_.bounds[q + 1]);
   }
 
  private:

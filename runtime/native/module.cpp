@@ -105,13 +105,6 @@ PYBIND11_MODULE(_native, m) {
   m.def("native_isa", [] { return std::string(kernels().isa); },
         "Kernel variant chosen for this CPU (FEATHERDEPLOY_ISA forces one).");
   m.def("vector_floats", [] { return kernels().vector_floats; });
-  m.def("compiled_with_openmp", [] {
-#ifdef _OPENMP
-    return true;
-#else
-    return false;
-#endif
-  });
   m.attr("BSR_BLOCK") = kBsrBlock;
 
   py::class_<Plan>(m, "Plan")

@@ -1,11 +1,14 @@
-// Plan executor: one OpenMP parallel region per inference; every step stage is followed by a
-// barrier, so the team of threads stays alive across all layers (no per-layer fork/join).
+// Plan executor: a persistent helper pool with dynamically claimed work units.
 //
-//   parallel (T threads):
-//     for step in plan:
-//       for stage in step.stages():
-//         step.run(stage, buffers, tid, T)    (each step splits its own work by tid)
-//         barrier
+//   run(x):   job = {buffers, per-stage counters}; publish job to the helpers
+//             every participant (caller + helpers), for each stage s in order:
+//               while (u = next[s]++) < units[s]:  run unit u;  done[s]++
+//               wait until done[s] == units[s]     (spin, then yield)
+//   run_images(x, N): every participant claims whole images and runs all steps serially on its
+//             own workspace.
+// There is no barrier that needs every thread to arrive: a stage completes when its units are
+// done, whoever did them. On a shared, oversubscribed machine a descheduled helper therefore
+// costs at most the unit it holds, never a whole time slice per layer.
 #include "plan.h"
 
 #include <chrono>
@@ -13,11 +16,35 @@
 #include <cstring>
 #include <new>
 
-#ifdef _OPENMP
-#include <omp.h>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define FD_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define FD_PAUSE() asm volatile("yield")
+#else
+#define FD_PAUSE() ((void)0)
 #endif
 
 namespace fd {
+
+namespace {
+constexpr int kSpinsBeforeYield = 2000;
+constexpr auto kHelperSpin = std::chrono::microseconds(300);  // idle spin before sleeping
+}  // namespace
+
+struct Counter {
+  alignas(64) std::atomic<int64_t> next{0};
+  alignas(64) std::atomic<int64_t> done{0};
+};
+
+struct Job {
+  Buffers buf;
+  bool images_mode = false;
+  int64_t images = 0;
+  std::unique_ptr<Counter[]> counters;  // one per stage (step mode) or one (images mode)
+  std::atomic<size_t> stage{0};         // first stage not yet complete (step mode)
+  std::atomic<bool> finished{false};
+};
 
 Workspace::Workspace(int64_t floats) {
   const size_t bytes = ((static_cast<size_t>(floats > 0 ? floats : 1) * sizeof(float) + 63) / 64) * 64;
@@ -36,6 +63,16 @@ Plan::Plan(int threads, int64_t arena_floats, std::vector<float> consts, int64_t
       input_floats_(input_floats),
       output_floats_(output_floats) {}
 
+Plan::~Plan() {
+  stopping_.store(true);
+  {
+    std::lock_guard<std::mutex> lock(job_mutex_);
+    job_generation_.fetch_add(1);
+  }
+  job_cv_.notify_all();
+  for (auto& t : helpers_) t.join();
+}
+
 std::unique_ptr<Workspace> Plan::acquire() {
   {
     std::lock_guard<std::mutex> lock(pool_mutex_);
@@ -53,64 +90,155 @@ void Plan::release(std::unique_ptr<Workspace> ws) {
   pool_.push_back(std::move(ws));
 }
 
-void Plan::execute(const Buffers& buf, int tid, int nth) const {
-  for (const auto& step : steps_) {
-    const int stages = step->stages();
-    for (int stage = 0; stage < stages; ++stage) {
-      step->run(stage, buf, tid, nth);
-#ifdef _OPENMP
-      if (nth > 1) {
-#pragma omp barrier
+const std::vector<Plan::Stage>& Plan::stage_list() {
+  std::call_once(stages_once_, [this] {
+    const int64_t hint = threads_ > 1 ? 2 * threads_ : 1;
+    for (const auto& step : steps_) {
+      for (int s = 0; s < step->stages(); ++s) {
+        const int64_t units = step->units(s, hint);
+        stages_.push_back({step.get(), s, units > 0 ? units : 1});
       }
-#endif
+    }
+  });
+  return stages_;
+}
+
+void Plan::execute_serial(const Buffers& buf) const {
+  for (const auto& step : steps_) {
+    for (int stage = 0; stage < step->stages(); ++stage) {
+      const int64_t units = step->units(stage, 1);
+      for (int64_t u = 0; u < units; ++u) step->run(stage, buf, static_cast<int>(u), static_cast<int>(units));
     }
   }
 }
 
-// (#ifndef _OPENMP, run_images degrades to image-by-image calls of run.)
+void Plan::participate(Job& job) {
+  if (job.images_mode) {
+    Counter& c = job.counters[0];
+    int64_t i = c.next.fetch_add(1);
+    if (i >= job.images) return;
+    auto ws = acquire();
+    Buffers buf = job.buf;
+    buf.arena = ws->data();
+    for (; i < job.images; i = c.next.fetch_add(1)) {
+      buf.input = job.buf.input + i * input_floats_;
+      buf.output = job.buf.output + i * output_floats_;
+      execute_serial(buf);
+      c.done.fetch_add(1, std::memory_order_release);
+    }
+    release(std::move(ws));
+    return;
+  }
+  const auto& stages = stages_;
+  size_t s = job.stage.load(std::memory_order_acquire);
+  while (s < stages.size()) {
+    const Stage& st = stages[s];
+    Counter& c = job.counters[s];
+    for (int64_t u = c.next.fetch_add(1); u < st.units; u = c.next.fetch_add(1)) {
+      st.step->run(st.stage, job.buf, static_cast<int>(u), static_cast<int>(st.units));
+      c.done.fetch_add(1, std::memory_order_acq_rel);
+    }
+    // Wait for units other threads still hold, then open the next stage.
+    int spins = 0;
+    while (c.done.load(std::memory_order_acquire) < st.units) {
+      if (job.stage.load(std::memory_order_acquire) > s) break;
+      if (++spins < kSpinsBeforeYield) {
+        FD_PAUSE();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+    size_t expected = s;
+    job.stage.compare_exchange_strong(expected, s + 1, std::memory_order_acq_rel);
+    s = job.stage.load(std::memory_order_acquire);
+  }
+}
+
+void Plan::helper_loop() {
+  uint64_t seen = 0;
+  while (!stopping_.load()) {
+    std::shared_ptr<Job> job;
+    {
+      std::lock_guard<std::mutex> lock(job_mutex_);
+      job = current_job_;
+      seen = job_generation_.load();
+    }
+    if (job && !job->finished.load(std::memory_order_acquire)) participate(*job);
+    job.reset();
+    // Idle: spin briefly for the next job (low wake-up latency), then sleep.
+    const auto until = std::chrono::steady_clock::now() + kHelperSpin;
+    while (job_generation_.load() == seen && !stopping_.load() &&
+           std::chrono::steady_clock::now() < until) {
+      FD_PAUSE();
+    }
+    std::unique_lock<std::mutex> lock(job_mutex_);
+    job_cv_.wait(lock, [&] { return job_generation_.load() != seen || stopping_.load(); });
+  }
+}
+
+void Plan::start_helpers() {
+  std::call_once(helpers_once_, [this] {
+    for (int i = 1; i < threads_; ++i) helpers_.emplace_back([this] { helper_loop(); });
+  });
+}
+
+void Plan::run_job(const std::shared_ptr<Job>& job) {
+  start_helpers();
+  {
+    std::lock_guard<std::mutex> lock(job_mutex_);
+    current_job_ = job;
+    job_generation_.fetch_add(1);
+  }
+  job_cv_.notify_all();
+  participate(*job);
+  if (job->images_mode) {  // wait for images other threads still hold
+    int spins = 0;
+    while (job->counters[0].done.load(std::memory_order_acquire) < job->images) {
+      if (++spins < kSpinsBeforeYield) {
+        FD_PAUSE();
+      } else {
+        std::this_thread::yield();
+      }
+    }
+  }
+  job->finished.store(true, std::memory_order_release);
+  std::lock_guard<std::mutex> lock(job_mutex_);
+  if (current_job_ == job) current_job_.reset();
+}
+
 void Plan::run(const float* input, float* output) {
+  const auto& stages = stage_list();
   auto ws = acquire();
   Buffers buf;
   buf.arena = ws->data();
   buf.consts = consts_.data();
   buf.input = input;
   buf.output = output;
-#ifdef _OPENMP
-  if (threads_ > 1) {
-#pragma omp parallel num_threads(threads_)
-    execute(buf, omp_get_thread_num(), omp_get_num_threads());
+  if (threads_ == 1) {
+    execute_serial(buf);
   } else {
-    execute(buf, 0, 1);
+    auto job = std::make_shared<Job>();
+    job->buf = buf;
+    job->counters.reset(new Counter[stages.size()]);
+    run_job(job);
   }
-#else
-  execute(buf, 0, 1);
-#endif
   release(std::move(ws));
 }
 
 void Plan::run_images(const float* input, float* output, int64_t images) {
-  const int64_t whole = threads_ > 1 ? images - images % threads_ : 0;
-#ifdef _OPENMP
-  if (whole > 0) {
-#pragma omp parallel num_threads(threads_)
-    {
-      auto ws = acquire();
-      Buffers buf;
-      buf.arena = ws->data();
-      buf.consts = consts_.data();
-      for (int64_t i = omp_get_thread_num(); i < whole; i += omp_get_num_threads()) {
-        buf.input = input + i * input_floats_;
-        buf.output = output + i * output_floats_;
-        execute(buf, 0, 1);
-      }
-      release(std::move(ws));
-    }
+  stage_list();
+  if (threads_ == 1 || images == 1) {
+    for (int64_t i = 0; i < images; ++i) run(input + i * input_floats_, output + i * output_floats_);
+    return;
   }
-#endif
-  const int64_t first_single = whole > 0 ? whole : 0;
-  for (int64_t i = first_single; i < images; ++i) {
-    run(input + i * input_floats_, output + i * output_floats_);
-  }
+  auto job = std::make_shared<Job>();
+  job->buf.consts = consts_.data();
+  job->buf.input = input;
+  job->buf.output = output;
+  job->images_mode = true;
+  job->images = images;
+  job->counters.reset(new Counter[1]);
+  run_job(job);
 }
 
 std::vector<double> Plan::profile(const float* input, float* output, int reps) {
@@ -124,7 +252,10 @@ std::vector<double> Plan::profile(const float* input, float* output, int reps) {
   for (int r = 0; r < reps; ++r) {
     for (size_t i = 0; i < steps_.size(); ++i) {
       const auto t0 = std::chrono::steady_clock::now();
-      for (int stage = 0; stage < steps_[i]->stages(); ++stage) steps_[i]->run(stage, buf, 0, 1);
+      for (int stage = 0; stage < steps_[i]->stages(); ++stage) {
+        const int64_t units = steps_[i]->units(stage, 1);
+        for (int64_t u = 0; u < units; ++u) steps_[i]->run(stage, buf, static_cast<int>(u), static_cast<int>(units));
+      }
       const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (dt < seconds[i]) seconds[i] = dt;
     }

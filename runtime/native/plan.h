@@ -1,9 +1,12 @@
 // The executable plan: an ordered list of steps, run in one native call per inference.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "common.h"
@@ -24,17 +27,21 @@ class Workspace {
   float* data_ = nullptr;
 };
 
+struct Job;
+
 class Plan {
  public:
   Plan(int threads, int64_t arena_floats, std::vector<float> consts, int64_t input_floats,
        int64_t output_floats);
+  ~Plan();
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
   void add(StepPtr step) { steps_.push_back(std::move(step)); }
-  // Runs every step; safe to call from several threads at once (each call takes its own
-  // workspace from a pool). The caller releases the GIL.
+  // Runs every step for one input; safe to call from several threads at once (each call takes
+  // its own workspace from a pool). The caller releases the GIL.
   void run(const float* input, float* output);
-  // Runs a batch of `images` independent inputs through a plan built for one image: threads
-  // take whole images (no barriers; each image's activations stay in its thread's cache), and
-  // the last images % threads images are run one at a time by the whole team.
+  // Runs `images` independent inputs through a plan built for one image: every thread claims
+  // whole images (no synchronisation between layers; each image stays in one core's cache).
   void run_images(const float* input, float* output, int64_t images);
   int threads() const { return threads_; }
   int64_t input_floats() const { return input_floats_; }
@@ -45,9 +52,20 @@ class Plan {
   std::vector<double> profile(const float* input, float* output, int reps);
 
  private:
+  friend struct Job;
+  struct Stage {
+    const Step* step;
+    int stage;
+    int64_t units;
+  };
   std::unique_ptr<Workspace> acquire();
   void release(std::unique_ptr<Workspace> ws);
-  void execute(const Buffers& buf, int tid, int nth) const;
+  void execute_serial(const Buffers& buf) const;
+  void run_job(const std::shared_ptr<Job>& job);
+  void participate(Job& job);
+  void helper_loop();
+  void start_helpers();
+  const std::vector<Stage>& stage_list();
 
   int threads_;
   int64_t arena_floats_;
@@ -56,6 +74,18 @@ class Plan {
   std::vector<StepPtr> steps_;
   std::mutex pool_mutex_;
   std::vector<std::unique_ptr<Workspace>> pool_;
+  // Flattened (step, stage, units) list, built at the first run.
+  std::once_flag stages_once_;
+  std::vector<Stage> stages_;
+  // Helper threads (threads - 1), started at the first multi-threaded run. They only assist:
+  // the calling thread can always finish a job alone, so a descheduled helper never stalls it.
+  std::once_flag helpers_once_;
+  std::vector<std::thread> helpers_;
+  std::mutex job_mutex_;
+  std::condition_variable job_cv_;
+  std::shared_ptr<Job> current_job_;
+  std::atomic<uint64_t> job_generation_{0};
+  std::atomic<bool> stopping_{false};
 };
 
 }  // namespace fd
