@@ -20,15 +20,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from benchmarks.reporting.bundle import ReportBundle, write_report_bundle
 from benchmarks.reporting.errors import BenchInputError
-from benchmarks.reporting.html import Heading, Image, Paragraph, Table, html_page
 from benchmarks.reporting.machine import MachineInfo, machine_info
 from benchmarks.reporting.pipeline import (
     PointPaths,
@@ -43,10 +42,9 @@ from benchmarks.reporting.pipeline import (
     write_point_config,
 )
 from benchmarks.reporting.plots import PlotSpec, Series, line_plot_png
-from benchmarks.reporting.progress import print_dry_run, print_outcome, run_with_progress
 from benchmarks.reporting.sweep import DONE, PointResult, PointRunner, SweepPoint
-from benchmarks.reporting.tables import Column, csv_text, fmt_pct, markdown_table
-from runtime.atomic import atomic_write_bytes, atomic_write_text
+from benchmarks.reporting.sweep_cli import run_sweep_main, sweep_parser
+from benchmarks.reporting.tables import Column, fmt_pct
 
 __all__ = [
     "AblationSpec",
@@ -298,79 +296,36 @@ def _context_lines(spec: AblationSpec, results: Mapping[str, PointResult],
 def write_ablation_report(spec: AblationSpec, results: Mapping[str, PointResult],
                           out_dir: str | Path, machine: MachineInfo) -> list[Path]:
     """Write CSV, Markdown, the two PNG figures and the HTML page atomically; returns paths."""
-    out = Path(out_dir)
-    rows = [group.to_row() for group in aggregate(spec, results)]
-    plots = ablation_plots(aggregate(spec, results), len(spec.seeds))
-    context = _context_lines(spec, results, machine)
-    failures = [f"{r.id}: {r.error}" for r in results.values() if r.status != DONE]
-    written = [out / CSV_NAME, out / MD_NAME, out / HTML_NAME]
-    atomic_write_text(written[0], csv_text(rows, ABLATION_COLUMNS))
-    markdown = [f"# Feather ablations: {spec.name}", "", *(f"- {line}" for line in context), "",
-                markdown_table(rows, ABLATION_COLUMNS)]
-    if failures:
-        markdown += ["## Failed runs", "", *(f"- {line}" for line in failures), ""]
-    markdown += [f"![{name}]({name})" for name in plots]
-    atomic_write_text(written[1], "\n".join(markdown) + "\n")
-    for name, png in plots.items():
-        atomic_write_bytes(out / name, png)
-        written.append(out / name)
-    blocks: list = [Paragraph(line) for line in context]
-    blocks.append(Table(rows, ABLATION_COLUMNS, caption=f"Ablations on {machine.describe()}"))
-    blocks += [Image(png, name) for name, png in plots.items()]
-    if failures:
-        blocks += [Heading("Failed runs")] + [Paragraph(line) for line in failures]
-    atomic_write_text(written[2], html_page(f"Feather ablations: {spec.name}", blocks))
-    return written
+    groups = aggregate(spec, results)
+    bundle = ReportBundle(
+        title=f"Feather ablations: {spec.name}", caption=f"Ablations on {machine.describe()}",
+        context=_context_lines(spec, results, machine),
+        rows=[group.to_row() for group in groups], columns=ABLATION_COLUMNS,
+        plots=ablation_plots(groups, len(spec.seeds)),
+        failures=[f"{r.id}: {r.error}" for r in results.values() if r.status != DONE],
+        failure_heading="Failed runs")
+    return write_report_bundle(bundle, out_dir, CSV_NAME, MD_NAME, HTML_NAME)
 
 
 # ------------------------------------------------------------------------------------------
 # CLI
 # ------------------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    """argparse for `python -m benchmarks.ablation`."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ablation", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sweep", type=Path, default=DEFAULT_SWEEP,
-                        help="sweep YAML file (default %(default)s)")
-    parser.add_argument("--out", default=None, help="report directory (overrides the sweep's)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="run at most N points in this invocation")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="list the points and their state; run nothing")
-    parser.add_argument("--report-only", action="store_true",
-                        help="rebuild the report from the recorded results; run nothing")
-    parser.add_argument("--no-retry-failed", action="store_true",
-                        help="leave runs that failed before as failed")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
-
-
 def main(argv: Sequence[str] | None = None, runner: PointRunner | None = None) -> int:
     """CLI entry point (a runner can be injected for tests); returns the exit code."""
-    args = build_parser().parse_args(argv)
-    started = time.monotonic()
-    try:
-        if args.limit is not None and args.limit < 0:
-            raise BenchInputError("--limit must be >= 0")
+    parser = sweep_parser("python -m benchmarks.ablation", __doc__, DEFAULT_SWEEP, unit="runs")
+    args = parser.parse_args(argv)
+
+    def prepare(args: argparse.Namespace):
         spec = load_ablation_spec(args.sweep, out_dir=args.out)
         points = ablation_points(spec)
-        if runner is None:
-            validate_points(spec, points)
-            runner = train_runner(spec)
-    except BenchInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    outcome = run_with_progress(points, runner, spec.state_dir, limit=args.limit,
-                                dry_run=args.dry_run or args.report_only,
-                                retry_failed=not args.no_retry_failed,
-                                progress=not args.no_progress)
-    if args.dry_run:
-        print_dry_run(points, outcome)
-        return 0
-    paths = write_ablation_report(spec, outcome.results, spec.out_dir, machine_info())
-    print_outcome(outcome, paths, started, unit="runs")
-    return 1 if outcome.failed else 0
+        if runner is not None:
+            return spec, points, runner
+        validate_points(spec, points)
+        return spec, points, train_runner(spec)
+
+    return run_sweep_main(args, prepare, lambda spec, results: write_ablation_report(
+        spec, results, spec.out_dir, machine_info()), unit="runs")
 
 
 if __name__ == "__main__":

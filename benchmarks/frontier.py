@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from benchmarks.reporting.bundle import ReportBundle, write_report_bundle
 from benchmarks.reporting.errors import BenchInputError
-from benchmarks.reporting.html import Heading, Image, Paragraph, Table, html_page
 from benchmarks.reporting.machine import MachineInfo, machine_info
 from benchmarks.reporting.pipeline import (
     PointPaths,
@@ -41,18 +40,15 @@ from benchmarks.reporting.pipeline import (
     write_point_config,
 )
 from benchmarks.reporting.plots import PlotSpec, Series, line_plot_png
-from benchmarks.reporting.progress import print_dry_run, print_outcome, run_with_progress
 from benchmarks.reporting.sweep import DONE, PointResult, PointRunner, SweepPoint
+from benchmarks.reporting.sweep_cli import run_sweep_main, sweep_parser
 from benchmarks.reporting.tables import (
     Column,
-    csv_text,
     fmt_macs,
     fmt_ms,
     fmt_pct,
     fmt_speedup,
-    markdown_table,
 )
-from runtime.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "FrontierSpec",
@@ -289,79 +285,33 @@ def _failure_lines(results: Mapping[str, PointResult]) -> list[str]:
 def write_frontier_report(spec: FrontierSpec, results: Mapping[str, PointResult],
                           out_dir: str | Path, machine: MachineInfo) -> list[Path]:
     """Write CSV, Markdown, PNG plots and the HTML page (each atomically); returns the paths."""
-    out = Path(out_dir)
     rows = frontier_rows(spec, results)
-    context = _context_lines(spec, results, machine)
-    failures = _failure_lines(results)
-    plots = frontier_plots(rows, spec.backbones, machine, spec.bench_threads)
-    written = [out / CSV_NAME, out / MD_NAME, out / HTML_NAME]
-    atomic_write_text(written[0], csv_text(rows, FRONTIER_COLUMNS))
-    markdown = [f"# Sparsity frontier: {spec.name}", "", *(f"- {line}" for line in context), "",
-                markdown_table(rows, FRONTIER_COLUMNS)]
-    if failures:
-        markdown += ["## Failed points", "", *(f"- {line}" for line in failures), ""]
-    markdown += [f"![{name}]({name})" for name in plots]
-    atomic_write_text(written[1], "\n".join(markdown) + "\n")
-    for name, png in plots.items():
-        atomic_write_bytes(out / name, png)
-        written.append(out / name)
-    blocks: list = [Paragraph(line) for line in context]
-    blocks.append(Table(rows, FRONTIER_COLUMNS, caption=f"Frontier on {machine.describe()}"))
-    blocks += [Image(png, name) for name, png in plots.items()]
-    if failures:
-        blocks += [Heading("Failed points")] + [Paragraph(line) for line in failures]
-    atomic_write_text(written[2], html_page(f"Sparsity frontier: {spec.name}", blocks))
-    return written
+    bundle = ReportBundle(
+        title=f"Sparsity frontier: {spec.name}", caption=f"Frontier on {machine.describe()}",
+        context=_context_lines(spec, results, machine), rows=rows, columns=FRONTIER_COLUMNS,
+        plots=frontier_plots(rows, spec.backbones, machine, spec.bench_threads),
+        failures=_failure_lines(results))
+    return write_report_bundle(bundle, out_dir, CSV_NAME, MD_NAME, HTML_NAME)
 
 
 # ------------------------------------------------------------------------------------------
 # CLI
 # ------------------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    """argparse for `python -m benchmarks.frontier`."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.frontier", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sweep", type=Path, default=DEFAULT_SWEEP,
-                        help="sweep YAML file (default %(default)s)")
-    parser.add_argument("--out", default=None, help="report directory (overrides the sweep's)")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="run at most N points in this invocation")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="list the points and their state; run nothing")
-    parser.add_argument("--report-only", action="store_true",
-                        help="rebuild the report from the recorded results; run nothing")
-    parser.add_argument("--no-retry-failed", action="store_true",
-                        help="leave points that failed before as failed")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
-
-
 def main(argv: Sequence[str] | None = None, runner: PointRunner | None = None) -> int:
     """CLI entry point (a runner can be injected for tests); returns the exit code."""
-    args = build_parser().parse_args(argv)
-    started = time.monotonic()
-    try:
-        if args.limit is not None and args.limit < 0:
-            raise BenchInputError("--limit must be >= 0")
+    args = sweep_parser("python -m benchmarks.frontier", __doc__, DEFAULT_SWEEP).parse_args(argv)
+
+    def prepare(args: argparse.Namespace):
         spec = load_frontier_spec(args.sweep, out_dir=args.out)
-        if runner is None:
-            validate_points(spec, frontier_points(spec))
-            runner = pipeline_runner(spec)
-    except BenchInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    points = frontier_points(spec)
-    outcome = run_with_progress(points, runner, spec.state_dir, limit=args.limit,
-                                dry_run=args.dry_run or args.report_only,
-                                retry_failed=not args.no_retry_failed,
-                                progress=not args.no_progress)
-    if args.dry_run:
-        print_dry_run(points, outcome)
-        return 0
-    paths = write_frontier_report(spec, outcome.results, spec.out_dir, machine_info())
-    print_outcome(outcome, paths, started)
-    return 1 if outcome.failed else 0
+        points = frontier_points(spec)
+        if runner is not None:
+            return spec, points, runner
+        validate_points(spec, points)
+        return spec, points, pipeline_runner(spec)
+
+    return run_sweep_main(args, prepare, lambda spec, results: write_frontier_report(
+        spec, results, spec.out_dir, machine_info()))
 
 
 if __name__ == "__main__":
