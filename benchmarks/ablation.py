@@ -21,7 +21,7 @@ import argparse
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,9 +31,8 @@ from benchmarks.reporting.errors import BenchInputError
 from benchmarks.reporting.machine import MachineInfo, machine_info
 from benchmarks.reporting.pipeline import (
     PointPaths,
-    check_keys,
     format_percent_id,
-    load_yaml_mapping,
+    load_sweep_spec,
     merged_train_config,
     read_json_file,
     run_stages,
@@ -108,20 +107,7 @@ _TUPLE_FIELDS = ("seeds", "operators", "operator_sparsities", "thetas", "theta_s
 
 def load_ablation_spec(path: str | Path, **overrides: Any) -> AblationSpec:
     """Read a sweep YAML file (keys = AblationSpec fields); `overrides` win over the file."""
-    data = load_yaml_mapping(path)
-    check_keys(data, {f.name for f in fields(AblationSpec)}, str(path))
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    for key in _TUPLE_FIELDS:
-        if key in data:
-            if not isinstance(data[key], list):
-                raise BenchInputError(f"{key} in {path} must be a list")
-            data[key] = tuple(data[key])
-    if not isinstance(data.get("train", {}), dict):
-        raise BenchInputError(f"train in {path} must be a mapping of TrainConfig fields")
-    try:
-        return AblationSpec(**data).validate()
-    except TypeError as error:
-        raise BenchInputError(f"{path}: {error}") from error
+    return load_sweep_spec(AblationSpec, path, _TUPLE_FIELDS, overrides)
 
 
 def _point_id(spec: AblationSpec, operator: str, sparsity: float, theta: float, seed: int) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,10 +28,9 @@ from benchmarks.reporting.machine import MachineInfo, machine_info
 from benchmarks.reporting.pipeline import (
     PointPaths,
     bench_stage,
-    check_keys,
     compile_stage,
     format_percent_id,
-    load_yaml_mapping,
+    load_sweep_spec,
     merged_train_config,
     read_json_file,
     run_stages,
@@ -105,21 +104,7 @@ class FrontierSpec:
 
 def load_frontier_spec(path: str | Path, **overrides: Any) -> FrontierSpec:
     """Read a sweep YAML file (keys = FrontierSpec fields); `overrides` win over the file."""
-    data = load_yaml_mapping(path)
-    allowed = {f.name for f in fields(FrontierSpec)}
-    check_keys(data, allowed, str(path))
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    for key in ("targets", "backbones"):
-        if key in data:
-            if not isinstance(data[key], list):
-                raise BenchInputError(f"{key} in {path} must be a list")
-            data[key] = tuple(data[key])
-    if not isinstance(data.get("train", {}), dict):
-        raise BenchInputError(f"train in {path} must be a mapping of TrainConfig fields")
-    try:
-        return FrontierSpec(**data).validate()
-    except TypeError as error:
-        raise BenchInputError(f"{path}: {error}") from error
+    return load_sweep_spec(FrontierSpec, path, ("targets", "backbones"), overrides)
 
 
 def frontier_points(spec: FrontierSpec) -> list[SweepPoint]:

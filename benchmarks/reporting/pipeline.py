@@ -8,9 +8,10 @@ leave behind (`runs/NAME/summary.json`, `artifacts/NAME/bench.json`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,29 @@ def check_keys(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise BenchInputError(f"unknown keys {unknown} in {where}; allowed: {sorted(allowed)}")
+
+
+def load_sweep_spec(spec_cls: type, path: str | os.PathLike[str],
+                    tuple_fields: Sequence[str], overrides: Mapping[str, Any]) -> Any:
+    """Build a frozen sweep-spec dataclass from a YAML file; ``overrides`` win over the file.
+
+    List-valued keys named in ``tuple_fields`` become tuples; ``train`` must be a mapping of
+    TrainConfig fields; the spec's own ``validate()`` checks the values.
+    """
+    data = load_yaml_mapping(path)
+    check_keys(data, {f.name for f in dataclasses.fields(spec_cls)}, str(path))
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    for key in tuple_fields:
+        if key in data:
+            if not isinstance(data[key], list):
+                raise BenchInputError(f"{key} in {path} must be a list")
+            data[key] = tuple(data[key])
+    if not isinstance(data.get("train", {}), dict):
+        raise BenchInputError(f"train in {path} must be a mapping of TrainConfig fields")
+    try:
+        return spec_cls(**data).validate()
+    except TypeError as error:
+        raise BenchInputError(f"{path}: {error}") from error
 
 
 def merged_train_config(base_config: str | None, common: Mapping[str, Any],

@@ -13,6 +13,7 @@ import pytest
 from benchmarks import ablation
 from benchmarks.reporting.plots import PNG_MAGIC
 from benchmarks.reporting.sweep import DONE, FAILED, PointResult, SweepPoint
+from tests.e2e.fakes import RecordingRunner
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 STD_TOLERANCE = 1e-12  # statistics.stdev vs the hand formula, same float inputs
@@ -23,17 +24,13 @@ def fake_top1(params: dict) -> float:
     return 0.5 + params["sparsity"] / 4 + params["theta"] / 16 + params["seed"] / 64
 
 
-class FakeRunner:
-    def __init__(self, failing: tuple[str, ...] = ()) -> None:
-        self.calls: list[str] = []
-        self.failing = failing
+def _fake_metrics(point: SweepPoint) -> dict:
+    return {"top1": fake_top1(point.params), "achieved_sparsity": point.params["sparsity"],
+            "train_seconds": 1.0}
 
-    def __call__(self, point: SweepPoint) -> dict:
-        self.calls.append(point.id)
-        if point.id in self.failing:
-            raise RuntimeError("train exited with code 2")
-        return {"top1": fake_top1(point.params), "achieved_sparsity": point.params["sparsity"],
-                "train_seconds": 1.0}
+
+def FakeRunner(failing: tuple[str, ...] = ()) -> RecordingRunner:
+    return RecordingRunner(_fake_metrics, failing, "train exited with code 2")
 
 
 def write_sweep(tmp_path: Path, **extra) -> Path:

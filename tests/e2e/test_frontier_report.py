@@ -14,6 +14,7 @@ from benchmarks.reporting.errors import BenchInputError
 from benchmarks.reporting.pipeline import merged_train_config
 from benchmarks.reporting.plots import PNG_MAGIC
 from benchmarks.reporting.sweep import SweepPoint
+from tests.e2e.fakes import RecordingRunner
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -29,16 +30,8 @@ def fake_metrics(point: SweepPoint) -> dict:
             "speedup_vs_ort_dense": 2.5 / (1.25 - target), "train_seconds": 3.0, "threads": 1}
 
 
-class FakeRunner:
-    def __init__(self, failing: tuple[str, ...] = ()) -> None:
-        self.calls: list[str] = []
-        self.failing = failing
-
-    def __call__(self, point: SweepPoint) -> dict:
-        self.calls.append(point.id)
-        if point.id in self.failing:
-            raise RuntimeError("train exited with code 1 (log: x.log)")
-        return fake_metrics(point)
+def FakeRunner(failing: tuple[str, ...] = ()) -> RecordingRunner:
+    return RecordingRunner(fake_metrics, failing, "train exited with code 1 (log: x.log)")
 
 
 def write_sweep(tmp_path: Path, **extra) -> Path:

@@ -14,22 +14,16 @@ import pytest
 
 from benchmarks.reporting.stages import Stage, StageFailedError, run_stage
 from benchmarks.reporting.sweep import DONE, FAILED, SweepPoint, SweepState, run_sweep
+from tests.e2e.fakes import RecordingRunner
 
 POINTS = [SweepPoint(f"p{i}", {"i": i}) for i in range(5)]
 
 
-class CountingRunner:
+class CountingRunner(RecordingRunner):
     """Fake runner: metrics derived from params, optional failing ids, records every call."""
 
     def __init__(self, failing: tuple[str, ...] = ()) -> None:
-        self.calls: list[str] = []
-        self.failing = failing
-
-    def __call__(self, point: SweepPoint) -> dict:
-        self.calls.append(point.id)
-        if point.id in self.failing:
-            raise RuntimeError(f"boom at {point.id}")
-        return {"square": point.params["i"] ** 2}
+        super().__init__(lambda point: {"square": point.params["i"] ** 2}, failing)
 
 
 def test_runs_every_point_once_then_resumes_with_nothing_to_do(tmp_path):
