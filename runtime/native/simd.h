@@ -26,7 +26,8 @@ inline vf loadu(const float* p) {
   return v;
 }
 inline void storeu(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-inline vf splat(float x) { return vf{} + x; }
+// x - 0 folds to a plain broadcast (0 + x would not: -0.0), so weights become embedded broadcasts.
+inline vf splat(float x) { return x - vf{}; }
 
 // Lane-wise max/min via compare masks (ternaries on vectors differ between compilers).
 inline vf vmax(vf a, vf b) {
