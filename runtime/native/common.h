@@ -68,6 +68,9 @@ class Step {
   virtual int64_t units(int /*stage*/, int64_t hint) const { return hint; }
   virtual void run(int stage, const Buffers& buf, int tid, int nth) const = 0;
   virtual const char* name() const = 0;
+  // Light steps (copies, pooling, the classifier) at the start or end of a plan are run by the
+  // calling thread alone: splitting them would cost more in synchronisation than it saves.
+  virtual bool light() const { return true; }
 };
 
 // Contiguous share [begin, end) of `total` items for unit `tid` of `nth`.

@@ -27,6 +27,7 @@ class ConvStep final : public Step {
     return s_.out.dim[0] * (static_cast<int64_t>(s_.bounds.size()) - 1);
   }
   const char* name() const override { return s_.bsr ? "conv_bsr" : "conv_csr"; }
+  bool light() const override { return false; }
 
   void run(int stage, const Buffers& buf, int tid, int nth) const override {
     if (s_.split_here && stage == 0) {

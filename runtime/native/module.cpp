@@ -178,6 +178,7 @@ PYBIND11_MODULE(_native, m) {
         return p.profile(in, out, reps);
       })
       .def_property_readonly("threads", &Plan::threads)
+      .def_property_readonly("helper_units", [](const Plan& p) { return p.helper_units.load(); })
       .def_property_readonly("arena_floats", &Plan::arena_floats)
       .def("step_names", [](const Plan& p) {
         std::vector<std::string> out;

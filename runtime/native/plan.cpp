@@ -99,6 +99,10 @@ const std::vector<Plan::Stage>& Plan::stage_list() {
         stages_.push_back({step.get(), s, units > 0 ? units : 1});
       }
     }
+    parallel_begin_ = 0;
+    while (parallel_begin_ < stages_.size() && stages_[parallel_begin_].step->light()) ++parallel_begin_;
+    parallel_end_ = stages_.size();
+    while (parallel_end_ > parallel_begin_ && stages_[parallel_end_ - 1].step->light()) --parallel_end_;
   });
   return stages_;
 }
@@ -112,11 +116,22 @@ void Plan::execute_serial(const Buffers& buf) const {
   }
 }
 
-void Plan::participate(Job& job) {
+void Plan::run_stages_serial(const Buffers& buf, size_t begin, size_t end) const {
+  for (size_t s = begin; s < end; ++s) {
+    const Stage& st = stages_[s];
+    const int64_t units = st.step->units(st.stage, 1);
+    for (int64_t u = 0; u < units; ++u) {
+      st.step->run(st.stage, buf, static_cast<int>(u), static_cast<int>(units));
+    }
+  }
+}
+
+int64_t Plan::participate(Job& job) {
+  int64_t completed = 0;
   if (job.images_mode) {
     Counter& c = job.counters[0];
     int64_t i = c.next.fetch_add(1);
-    if (i >= job.images) return;
+    if (i >= job.images) return 0;
     auto ws = acquire();
     Buffers buf = job.buf;
     buf.arena = ws->data();
@@ -125,18 +140,20 @@ void Plan::participate(Job& job) {
       buf.output = job.buf.output + i * output_floats_;
       execute_serial(buf);
       c.done.fetch_add(1, std::memory_order_release);
+      ++completed;
     }
     release(std::move(ws));
-    return;
+    return completed;
   }
   const auto& stages = stages_;
   size_t s = job.stage.load(std::memory_order_acquire);
-  while (s < stages.size()) {
+  while (s < parallel_end_) {
     const Stage& st = stages[s];
     Counter& c = job.counters[s];
     for (int64_t u = c.next.fetch_add(1); u < st.units; u = c.next.fetch_add(1)) {
       st.step->run(st.stage, job.buf, static_cast<int>(u), static_cast<int>(st.units));
       c.done.fetch_add(1, std::memory_order_acq_rel);
+      ++completed;
     }
     // Wait for units other threads still hold, then open the next stage.
     int spins = 0;
@@ -152,6 +169,7 @@ void Plan::participate(Job& job) {
     job.stage.compare_exchange_strong(expected, s + 1, std::memory_order_acq_rel);
     s = job.stage.load(std::memory_order_acquire);
   }
+  return completed;
 }
 
 void Plan::helper_loop() {
@@ -163,7 +181,9 @@ void Plan::helper_loop() {
       job = current_job_;
       seen = job_generation_.load();
     }
-    if (job && !job->finished.load(std::memory_order_acquire)) participate(*job);
+    if (job && !job->finished.load(std::memory_order_acquire)) {
+      helper_units.fetch_add(participate(*job));
+    }
     job.reset();
     // Idle: spin briefly for the next job (low wake-up latency), then sleep.
     const auto until = std::chrono::steady_clock::now() + kHelperSpin;
@@ -214,13 +234,16 @@ void Plan::run(const float* input, float* output) {
   buf.consts = consts_.data();
   buf.input = input;
   buf.output = output;
-  if (threads_ == 1) {
+  if (threads_ == 1 || parallel_begin_ == parallel_end_) {
     execute_serial(buf);
   } else {
+    run_stages_serial(buf, 0, parallel_begin_);
     auto job = std::make_shared<Job>();
     job->buf = buf;
     job->counters.reset(new Counter[stages.size()]);
+    job->stage.store(parallel_begin_);
     run_job(job);
+    run_stages_serial(buf, parallel_end_, stages.size());
   }
   release(std::move(ws));
 }

@@ -61,8 +61,9 @@ class Plan {
   std::unique_ptr<Workspace> acquire();
   void release(std::unique_ptr<Workspace> ws);
   void execute_serial(const Buffers& buf) const;
+  void run_stages_serial(const Buffers& buf, size_t begin, size_t end) const;
   void run_job(const std::shared_ptr<Job>& job);
-  void participate(Job& job);
+  int64_t participate(Job& job);  // returns the units (or images) it completed
   void helper_loop();
   void start_helpers();
   const std::vector<Stage>& stage_list();
@@ -77,6 +78,7 @@ class Plan {
   // Flattened (step, stage, units) list, built at the first run.
   std::once_flag stages_once_;
   std::vector<Stage> stages_;
+  size_t parallel_begin_ = 0, parallel_end_ = 0;  // stages outside run on the caller alone
   // Helper threads (threads - 1), started at the first multi-threaded run. They only assist:
   // the calling thread can always finish a job alone, so a descheduled helper never stalls it.
   std::once_flag helpers_once_;
@@ -86,6 +88,10 @@ class Plan {
   std::shared_ptr<Job> current_job_;
   std::atomic<uint64_t> job_generation_{0};
   std::atomic<bool> stopping_{false};
+
+ public:
+  // Work units (or images) completed by helper threads since construction (tests, tuning).
+  std::atomic<int64_t> helper_units{0};
 };
 
 }  // namespace fd
