@@ -16,14 +16,17 @@ __attribute__((noinline)) inline void conv_epilogue_general(const ConvKernelArgs
                                                             int64_t p0, const float* tmp,
                                                             int count) {
   const float b = a.bias ? a.bias[oc] : 0.0f;
-  for (int i = 0; i < count; ++i) {
-    const int64_t p = p0 + i;
-    if (p >= a.len) break;
-    const int64_t oh = p / a.rs, ow = p - oh * a.rs;
-    if (ow >= a.width) continue;
-    float v = tmp[i] + b;
-    if (a.res) v += a.res[oc * a.res_cs + oh * a.res_rs + ow];
-    a.out[oc * a.out_cs + oh * a.out_rs + ow] = a.act.apply(v);
+  const int64_t end = p0 + count < a.len ? p0 + count : a.len;
+  float* out = a.out + oc * a.out_cs;
+  const float* res = a.res ? a.res + oc * a.res_cs : nullptr;
+  // Row by row: the valid columns of each output row the chunk covers.
+  for (int64_t oh = p0 / a.rs; oh * a.rs < end; ++oh) {
+    const int64_t first = oh * a.rs < p0 ? p0 - oh * a.rs : 0;
+    const int64_t last = end - oh * a.rs < a.width ? end - oh * a.rs : a.width;
+    const float* t = tmp + (oh * a.rs - p0);
+    float* o = out + oh * a.out_rs;
+    const float* r = res ? res + oh * a.res_rs : nullptr;
+    for (int64_t ow = first; ow < last; ++ow) o[ow] = a.act.apply(t[ow] + b + (r ? r[ow] : 0.0f));
   }
 }
 

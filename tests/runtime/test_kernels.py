@@ -62,6 +62,19 @@ def test_conv2d_grouped_and_odd_channels(kernel):
     assert_close(nat.conv2d(x, w_odd, **kw), ref.conv2d(x, w_odd, **kw), KERNEL_ATOL, KERNEL_RTOL)
 
 
+@pytest.mark.parametrize("kernel", ["csr", "bsr"])
+@pytest.mark.parametrize("hw", [(1, 1), (2, 2), (4, 4), (3, 5)])
+def test_conv2d_small_planes_read_a_padded_copy(kernel, hw):
+    """Planes of <= SMALL_PLANE pixels are stored compact; padded convs read a padded copy."""
+    x = random_input((2, 8, *hw))
+    w = _sparse_weight((8, 8, 3, 3), 0.4)
+    r = random_input((2, 8, *hw), seed=7)
+    kw = dict(pads=(1, 1, 1, 1), kernel=kernel, residual=r, clamp=(0.0, np.inf))
+    assert_close(nat.conv2d(x, w, **kw), ref.conv2d(x, w, **kw), KERNEL_ATOL, KERNEL_RTOL)
+    kw = dict(pads=(0, 1, 2, 0), kernel=kernel)
+    assert_close(nat.conv2d(x, w, **kw), ref.conv2d(x, w, **kw), KERNEL_ATOL, KERNEL_RTOL)
+
+
 def test_conv2d_depthwise():
     x = random_input((2, 6, 9, 9))
     w = _sparse_weight((6, 1, 3, 3), 0.8)
