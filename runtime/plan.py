@@ -50,15 +50,15 @@ _ACT_NONE, _ACT_CLIP = 0, 1
 _CSR_COST_PER_NNZ = 1.0
 _BSR_COST_PER_WEIGHT = 0.55
 _UNIT_OVERHEAD = 4.0  # per output channel: epilogue and loop exits, in nonzero-equivalents
-# Planes of at most this many pixels stay compact (no zero border): a border would waste most
-# vector lanes and push the tensor out of L1; convs that pad them read a padded copy instead.
+# Planes of at most this many pixels get a border only if a padded conv reads them (their
+# input and output are not unified): a border wastes most vector lanes of a tiny plane and
+# pushes e.g. the input of a 1x1 conv out of L1.
 SMALL_PLANE = 16
 
 
-def reads_padded_copy(stride: tuple[int, int], pads: tuple[int, ...],
-                      x_shape: tuple[int, ...]) -> bool:
-    """True when a conv reads stride-phase / padded copies of its input instead of the input."""
-    return stride != (1, 1) or (x_shape[2] * x_shape[3] <= SMALL_PLANE and max(pads) > 0)
+def reads_padded_copy(stride: tuple[int, int]) -> bool:
+    """True when a conv reads stride-phase copies of its input instead of the input itself."""
+    return stride != (1, 1)
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -198,10 +198,10 @@ def assign_pads(graph: Graph, shapes: dict[str, tuple[int, ...]]) -> dict[str, i
         res = node.attrs.get(RESIDUAL_KEY)
         if res:
             union(res, y)
-        if reads_padded_copy(geo.stride, (*geo.pad_begin, *geo.pad_end), shapes[x]):
+        if reads_padded_copy(geo.stride):
             continue
         need[x] = max(need.get(x, 0), *geo.pad_begin, *geo.pad_end)
-        if shapes[x][2:] == shapes[y][2:]:
+        if shapes[x][2:] == shapes[y][2:] and shapes[x][2] * shapes[x][3] > SMALL_PLANE:
             union(x, y)
     group_pad: dict[str, int] = {}
     for name, pad in need.items():
@@ -463,7 +463,7 @@ def _emit_conv(b: _Builder, node: Node) -> None:
     ic, ih, iw = np.meshgrid(np.arange(cg), np.arange(kh), np.arange(kw), indexing="ij")
     spec: dict[str, Any] = {"in": x.view(), "out": y.view(), "res": res.view() if res else None,
                             "pad_top": pt, "pad_left": pl, "stride_h": sh, "stride_w": sw}
-    if not reads_padded_copy(geo.stride, (pt, pl, pb, pr), x.shape):
+    if not reads_padded_copy(geo.stride):
         if max(pt, pl, pb, pr) > x.pad:
             raise ModelLoadError(f"{node.describe()}: internal layout error (pad)")
         taps = ic * x.cs + ih * dh * x.rs + iw * dw
@@ -472,8 +472,7 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         spec.update(phase_split=False, split_here=False, phase_rows=0, phase_rs=0, phase_plane=0,
                     scratch_origin=0)
     else:
-        # Stride phases (for stride 1: a padded copy) of the input, shared by every conv with
-        # this stride reading it: with the
+        # Stride phases of the input, shared by every conv with this stride reading it: with the
         # layout's pads (Pt, Pl) >= this conv's, tap (kh, kw) sits at e = k*d + P - p in
         # the shared padded frame, i.e. in phase e % s at offset e // s.
         lay = b.phase_layouts[(node.inputs[0], sh, sw)]
@@ -532,7 +531,7 @@ def plan_phase_layouts(graph: Graph, shapes: dict[str, tuple[int, ...]], pads: d
         if node.op != "Conv" or node.inputs[0] in graph.constants:
             continue
         geo = conv_geometry(node, shapes[node.inputs[0]], shapes[node.inputs[1]])
-        if reads_padded_copy(geo.stride, (*geo.pad_begin, *geo.pad_end), shapes[node.inputs[0]]):
+        if reads_padded_copy(geo.stride):
             groups.setdefault((node.inputs[0], *geo.stride), []).append((node, geo))
     layouts = {}
     for key, convs in groups.items():

@@ -1,8 +1,9 @@
 // Block-sparse (and dense) direct convolution: blocks of kBsrBlock output channels x one tap.
 //
 // Loop structure, for one image and channel blocks [c0, c1):
+//   for each window of the stream (its input over all planes sized to stay in L2):
 //   for blk in [c0, c1):                       (kBsrBlock = 4 consecutive output channels)
-//     for each chunk of U vectors of the stream:
+//     for each chunk of U vectors of the window:
 //       acc[r][u] = 0                          (4 x U accumulators in registers)
 //       for j in taps(blk):                    (union of the block's nonzero taps)
 //         x[u] = in[off[j] + chunk + u*V]      (one load feeds 4 FMAs: the point of blocking)
@@ -57,13 +58,27 @@ static inline void bsr_tail(const ConvKernelArgs& a, int64_t blk, int64_t p0, in
   }
 }
 
+// Vectors per window: the input one window reads from every input plane should stay in L2
+// while all blocks of the range sweep over it.
+static int64_t window_vectors(const ConvKernelArgs& a, int64_t nvec) {
+  constexpr int64_t kL2Floats = 128 * 1024;  // 512 KB: a fraction of a 1-2 MB L2
+  const int64_t planes = a.window_planes > 0 ? a.window_planes : 1;
+  int64_t n = nvec;
+  while (n > 4 * kChunk && planes * (n * V + a.window_reach) > kL2Floats) n = (n + 1) / 2;
+  return (n + kChunk - 1) / kChunk * kChunk;
+}
+
 template <bool FAST>
 static void bsr_blocks(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
   const int64_t nvec = (a.len + V - 1) / V;
-  for (int64_t blk = c0; blk < c1; ++blk) {
-    int64_t v = 0;
-    for (; v + kChunk <= nvec; v += kChunk) bsr_chunk<kChunk, FAST>(a, blk, v * V);
-    if (v < nvec) bsr_tail<FAST>(a, blk, v * V, nvec - v);
+  const int64_t window = window_vectors(a, nvec);
+  for (int64_t w0 = 0; w0 < nvec; w0 += window) {
+    const int64_t w1 = w0 + window < nvec ? w0 + window : nvec;
+    for (int64_t blk = c0; blk < c1; ++blk) {
+      int64_t v = w0;
+      for (; v + kChunk <= w1; v += kChunk) bsr_chunk<kChunk, FAST>(a, blk, v * V);
+      if (v < w1) bsr_tail<FAST>(a, blk, v * V, w1 - v);
+    }
   }
 }
 

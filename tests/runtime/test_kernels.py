@@ -64,8 +64,8 @@ def test_conv2d_grouped_and_odd_channels(kernel):
 
 @pytest.mark.parametrize("kernel", ["csr", "bsr"])
 @pytest.mark.parametrize("hw", [(1, 1), (2, 2), (4, 4), (3, 5)])
-def test_conv2d_small_planes_read_a_padded_copy(kernel, hw):
-    """Planes of <= SMALL_PLANE pixels are stored compact; padded convs read a padded copy."""
+def test_conv2d_small_planes(kernel, hw):
+    """Tiny planes (<= SMALL_PLANE pixels): input and output layouts differ, general epilogue."""
     x = random_input((2, 8, *hw))
     w = _sparse_weight((8, 8, 3, 3), 0.4)
     r = random_input((2, 8, *hw), seed=7)
