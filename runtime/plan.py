@@ -314,6 +314,8 @@ class _Builder:
         self.const_size = 0
         self.kernels: dict[str, str] = {}
         self.phase_layouts = plan_phase_layouts(graph, shapes, pads)
+        self.output_written = False
+        self.output_readers = sum(i == graph.output_name for n in graph.nodes for i in n.inputs)
 
     # -- bookkeeping
     def new_tensor(self, name: str, shape: tuple[int, ...]) -> Tensor:
@@ -374,7 +376,15 @@ class _Builder:
         dims = _view_dims(t)
         self.emit("add_copy", SymView(None, _INPUT, 0, dims, _compact_strides(dims)), t.view())
 
+    def writes_graph_output(self, name: str) -> bool:
+        """True when ``name`` is the graph output, 4-D and read by no node: its producer may
+        write the caller's output array directly."""
+        return (name == self.graph.output_name and self.output_readers == 0
+                and len(self.shapes[name]) == 4)
+
     def emit_output(self) -> None:
+        if self.output_written:
+            return
         t = self.tensor(self.graph.output_name)
         dims = _view_dims(t)
         src = t.view() if t.spatial or len(t.shape) <= 4 else t.compact_view(dims)
@@ -454,14 +464,22 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         raise UnsupportedOpError(f"{node.describe()}: the bias must be a constant")
     res_name = node.attrs.get(RESIDUAL_KEY)
     res = b.tensor(res_name) if res_name else None
-    y = b.new_tensor(node.outputs[0], b.shapes[node.outputs[0]])
+    out_shape = b.shapes[node.outputs[0]]
+    if b.writes_graph_output(node.outputs[0]):
+        # The last layer writes the caller's array directly (compact), saving a copy.
+        y_view = SymView(None, _OUTPUT, 0, out_shape, _compact_strides(out_shape))
+        y_rs = out_shape[3]
+        b.output_written = True
+    else:
+        y = b.new_tensor(node.outputs[0], out_shape)
+        y_view, y_rs = y.view(), y.rs
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.stride, geo.dilation
     (pt, pl), (pb, pr) = geo.pad_begin, geo.pad_end
     oh, ow = geo.out_hw
     cg = c // geo.group
     ic, ih, iw = np.meshgrid(np.arange(cg), np.arange(kh), np.arange(kw), indexing="ij")
-    spec: dict[str, Any] = {"in": x.view(), "out": y.view(), "res": res.view() if res else None,
+    spec: dict[str, Any] = {"in": x.view(), "out": y_view, "res": res.view() if res else None,
                             "pad_top": pt, "pad_left": pl, "stride_h": sh, "stride_w": sw}
     if not reads_padded_copy(geo.stride):
         if max(pt, pl, pb, pr) > x.pad:
@@ -497,7 +515,7 @@ def _emit_conv(b: _Builder, node: Node) -> None:
     lo, hi = node.attrs.get(ACT_KEY, (-math.inf, math.inf))
     spec.update(
         bsr=bsr, stream_rs=stream_rs, stream_len=length, width=ow,
-        fast=bool(y.rs == stream_rs and (res is None or res.rs == stream_rs)),
+        fast=bool(y_rs == stream_rs and (res is None or res.rs == stream_rs)),
         ptr=packed.ptr, off=packed.off, val=packed.val,
         bias=np.zeros(0, np.float32) if bias is None else np.asarray(bias, np.float32),
         mask=stream_mask(length, stream_rs, ow),
