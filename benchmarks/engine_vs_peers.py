@@ -69,6 +69,7 @@ TARGET_DENSE_SLOWDOWN = 1.5  # at 0%: engine time <= 1.5 x ORT dense time
 OUTPUT_REL_TOL = 1e-3  # max|out - ORT| / max|ORT| for a contender's output to count as correct
 ROUND_TARGET_MS = 30.0  # calls per round are chosen so one contender's round takes about this
 MAX_CALLS_PER_ROUND = 10
+NOISY_P90_RATIO = 2.0  # p90 / median above this marks a row's verdict "(noisy)"
 
 
 class PeersError(Exception):
@@ -110,6 +111,7 @@ class PeerRow:
     deepsparse_note: str = ""
     deepsparse_rel_err: float | None = None
     calls_per_round: int = 1
+    load_average: float = 0.0  # 1-minute load average right after the row was measured
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -141,11 +143,21 @@ class PeerRow:
             return "n/a" if self.engine is None else "MISSED (wrong output)"
         if self.sparsity == 0.0:
             ok = self.engine.median_ms <= TARGET_DENSE_SLOWDOWN * self.ort.median_ms
-            return "met" if ok else "MISSED"
+            return ("met" if ok else "MISSED") + (" (noisy)" if self.noisy else "")
         ratio = self.ours_vs_deepsparse
         if ratio is None:
             return "n/a"
-        return "met" if ratio >= TARGET_VS_DEEPSPARSE else "MISSED"
+        verdict = "met" if ratio >= TARGET_VS_DEEPSPARSE else "MISSED"
+        return f"{verdict} (noisy)" if self.noisy else verdict
+
+    @property
+    def noisy(self) -> bool:
+        """True when a contender's p90 exceeds ``NOISY_P90_RATIO`` x its median, or the machine
+        was oversubscribed (1-minute load above the CPU count) while this row was measured:
+        the ratio then says more about the other tenants than about the engines."""
+        timings = [t for t in (self.ort, self.engine, self.deepsparse) if t is not None]
+        spread = any(t.p90_ms > NOISY_P90_RATIO * t.median_ms for t in timings)
+        return spread or self.load_average > (os.cpu_count() or 1)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form for the JSON report."""
@@ -162,7 +174,8 @@ class PeerRow:
             "deepsparse_speedup": self.speedup(self.deepsparse),
             "ours_vs_deepsparse": self.ours_vs_deepsparse, "ideal_speedup": self.ideal_speedup,
             "fraction_of_ideal": self.fraction_of_ideal, "target": self.target,
-            "calls_per_round": self.calls_per_round,
+            "calls_per_round": self.calls_per_round, "load_average": self.load_average,
+            "noisy": self.noisy,
         }
 
 
@@ -334,7 +347,8 @@ def _measure(model: _ModelFile, threads: int, batch: int, session: Any,
         engine_rel_err=contenders.rel_err.get("engine"),
         deepsparse=timings.get("deepsparse"),
         deepsparse_note=contenders.notes.get("deepsparse", ""),
-        deepsparse_rel_err=contenders.rel_err.get("deepsparse"), calls_per_round=calls)
+        deepsparse_rel_err=contenders.rel_err.get("deepsparse"), calls_per_round=calls,
+        load_average=os.getloadavg()[0])
 
 
 def _build_model_file(name: str, sparsity: float, config: PeersConfig) -> _ModelFile:

@@ -4,6 +4,7 @@ pure parts of the engine-vs-peers benchmark (row arithmetic, markdown, worker pr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -292,6 +293,11 @@ def test_peer_row_ratios_and_targets() -> None:
                       sparse_macs=10, ort=_timing(10.0), engine_note="engine not available (x)",
                       deepsparse_note="DeepSparse not requested")
     assert missing.target == "n/a" and missing.ours_vs_deepsparse is None
+    loaded = dataclasses.replace(sparse, load_average=1000.0)
+    assert loaded.noisy and loaded.target == "met (noisy)"
+    spread = dataclasses.replace(sparse, deepsparse=timing_from_samples([1.0, 1.0, 9.0, 9.0],
+                                                                        batch=1))
+    assert spread.noisy and spread.target.endswith("(noisy)")
     table = format_markdown([sparse, close, dense_slow, missing])
     lines = table.splitlines()
     assert lines[2] == ("| m | 1 | 1 | 90% | 10.000 | 1.000 | 2.000 | 10.00x | 5.00x | 2.00 "
