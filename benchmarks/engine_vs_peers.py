@@ -112,7 +112,6 @@ class PeerRow:
     deepsparse_rel_err: float | None = None
     calls_per_round: int = 1
     load_average: float = 0.0  # 1-minute load average right after the row was measured
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def ideal_speedup(self) -> float:

@@ -295,7 +295,7 @@ def test_peer_row_ratios_and_targets() -> None:
     assert missing.target == "n/a" and missing.ours_vs_deepsparse is None
     loaded = dataclasses.replace(sparse, load_average=1000.0)
     assert loaded.noisy and loaded.target == "met (noisy)"
-    spread = dataclasses.replace(sparse, deepsparse=timing_from_samples([1.0, 1.0, 9.0, 9.0],
+    spread = dataclasses.replace(sparse, deepsparse=timing_from_samples([1.0, 1.0, 1.0, 9.0, 9.0],
                                                                         batch=1))
     assert spread.noisy and spread.target.endswith("(noisy)")
     table = format_markdown([sparse, close, dense_slow, missing])
