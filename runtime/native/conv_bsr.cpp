@@ -83,10 +83,17 @@ static void bsr_blocks(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
 }
 
 void conv_bsr(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
-  if (a.fast) {
-    bsr_blocks<true>(a, c0, c1);
-  } else {
-    bsr_blocks<false>(a, c0, c1);
+  for (int64_t g = 0; g < a.images; ++g) {
+    ConvKernelArgs one = a;
+    one.in = a.in + g * a.in_is;
+    one.out = a.out + g * a.out_is;
+    one.res = a.res ? a.res + g * a.res_is : nullptr;
+    one.images = 1;
+    if (a.fast) {
+      bsr_blocks<true>(one, c0, c1);
+    } else {
+      bsr_blocks<false>(one, c0, c1);
+    }
   }
 }
 

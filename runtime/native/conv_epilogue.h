@@ -14,11 +14,11 @@ using simd::vf;
 // line: it is rare, and keeping it apart lets the fast path hold the accumulators in registers.
 __attribute__((noinline)) inline void conv_epilogue_general(const ConvKernelArgs& a, int64_t oc,
                                                             int64_t p0, const float* tmp,
-                                                            int count) {
+                                                            int count, int64_t image) {
   const float b = a.bias ? a.bias[oc] : 0.0f;
   const int64_t end = p0 + count < a.len ? p0 + count : a.len;
-  float* out = a.out + oc * a.out_cs;
-  const float* res = a.res ? a.res + oc * a.res_cs : nullptr;
+  float* out = a.out + image * a.out_is + oc * a.out_cs;
+  const float* res = a.res ? a.res + image * a.res_is + oc * a.res_cs : nullptr;
   // Row by row: the valid columns of each output row the chunk covers.
   for (int64_t oh = p0 / a.rs; oh * a.rs < end; ++oh) {
     const int64_t first = oh * a.rs < p0 ? p0 - oh * a.rs : 0;
@@ -42,17 +42,18 @@ __attribute__((noinline)) inline void store_partial(float* o, vf v, int64_t coun
 // Always inlined and fully unrolled so the accumulators stay in registers.
 template <int U, bool FAST>
 __attribute__((always_inline)) inline void conv_epilogue(const ConvKernelArgs& a, int64_t oc,
-                                                         int64_t p0, const vf (&acc)[U]) {
+                                                         int64_t p0, const vf (&acc)[U],
+                                                         int64_t image = 0) {
   if (!FAST) {
     alignas(64) float tmp[U * V];
 #pragma GCC unroll 16
     for (int u = 0; u < U; ++u) simd::storeu(tmp + u * V, acc[u]);
-    conv_epilogue_general(a, oc, p0, tmp, U * V);
+    conv_epilogue_general(a, oc, p0, tmp, U * V, image);
     return;
   }
   // Contiguous: output (and residual) planes use the stream's row stride.
-  float* o = a.out + oc * a.out_cs + p0;
-  const float* r = a.res ? a.res + oc * a.res_cs + p0 : nullptr;
+  float* o = a.out + image * a.out_is + oc * a.out_cs + p0;
+  const float* r = a.res ? a.res + image * a.res_is + oc * a.res_cs + p0 : nullptr;
   const vf vb = simd::splat(a.bias ? a.bias[oc] : 0.0f);
   const vf lo = simd::splat(a.act.lo), hi = simd::splat(a.act.hi);
   const bool clamp = a.act.kind != kActNone;

@@ -35,13 +35,15 @@ struct ConvKernelArgs {
   const int32_t* off = nullptr;    // input offset of each stored tap
   const float* val = nullptr;      // CSR: one weight per tap; BSR: `block` weights per tap
   int block = 1;
+  int64_t images = 1;              // images in this call, at these strides (floats):
+  int64_t in_is = 0, out_is = 0, res_is = 0;
   int64_t window_planes = 0;       // input planes the taps read (C, or C * phases)
   int64_t window_reach = 0;        // largest tap offset within a plane (stream floats)
   int64_t channels = 0;            // number of real output channels
 };
 
 // Signatures every ISA variant provides: compute output channels [c0, c1) (CSR) or blocks [c0, c1)
-// (BSR) of one image.
+// (BSR) of `images` images.
 using ConvKernelFn = void (*)(const ConvKernelArgs&, int64_t c0, int64_t c1);
 
 #define FD_DECLARE_ISA(ns)                                               \

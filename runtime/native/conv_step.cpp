@@ -3,9 +3,10 @@
 // Stage 0 (only for stride > 1): split each padded input plane into its stride phases,
 //   phase(a, b)[i][j] = x_padded[i*sh + a][j*sw + b], so every tap becomes a stride-1 shift.
 //   Threads split the (image, channel) planes.
-// Stage 1: the kernel; one work unit = (image, output-channel range), the ranges balanced by
-//   nonzero count in the planner. (Batches of independent images are instead split by image at
-//   the plan level, see Plan::run_images.)
+// Stage 1: the kernel; one work unit = one output-channel range (balanced by nonzero count in the
+//   planner) over all images of the plan; the kernel shares each weight load between images of
+//   tiny planes. (Batches of independent images are usually split by image at the plan level,
+//   see Plan::run_images.)
 #include "conv_step.h"
 
 #include <algorithm>
@@ -24,7 +25,7 @@ class ConvStep final : public Step {
   // Compute stage: (image, channel range) pairs; the ranges are balanced by nonzeros.
   int64_t units(int stage, int64_t hint) const override {
     if (s_.split_here && stage == 0) return hint;
-    return s_.out.dim[0] * (static_cast<int64_t>(s_.bounds.size()) - 1);
+    return static_cast<int64_t>(s_.bounds.size()) - 1;
   }
   const char* name() const override { return s_.bsr ? "conv_bsr" : "conv_csr"; }
   bool light() const override { return false; }
@@ -35,25 +36,28 @@ class ConvStep final : public Step {
       return;
     }
     (void)nth;
-    const int64_t ranges = static_cast<int64_t>(s_.bounds.size()) - 1;
-    const int64_t n = tid / ranges, q = tid % ranges;
-    compute(buf, n, s_.bounds[q], s_.bounds[q + 1]);
+    compute(buf, s_.bounds[tid], s_.bounds[tid + 1]);
   }
 
  private:
-  void compute(const Buffers& buf, int64_t n, int64_t u0, int64_t u1) const {
+  void compute(const Buffers& buf, int64_t u0, int64_t u1) const {
     if (u0 >= u1) return;
     ConvKernelArgs a;
+    a.images = s_.out.dim[0];
     if (s_.phase_split) {
-      a.in = buf.arena + s_.scratch_origin + n * s_.in.dim[1] * s_.stride_h * s_.stride_w * s_.phase_plane;
+      a.in = buf.arena + s_.scratch_origin;
+      a.in_is = s_.in.dim[1] * s_.stride_h * s_.stride_w * s_.phase_plane;
     } else {
-      a.in = buf.at(s_.in) + n * s_.in.stride[0] - s_.pad_top * s_.in.stride[2] - s_.pad_left;
+      a.in = buf.at(s_.in) - s_.pad_top * s_.in.stride[2] - s_.pad_left;
+      a.in_is = s_.in.stride[0];
     }
-    a.out = buf.at(s_.out) + n * s_.out.stride[0];
+    a.out = buf.at(s_.out);
+    a.out_is = s_.out.stride[0];
     a.out_cs = s_.out.stride[1];
     a.out_rs = s_.out.stride[2];
     if (s_.has_res) {
-      a.res = buf.at(s_.res) + n * s_.res.stride[0];
+      a.res = buf.at(s_.res);
+      a.res_is = s_.res.stride[0];
       a.res_cs = s_.res.stride[1];
       a.res_rs = s_.res.stride[2];
     }

@@ -162,3 +162,16 @@ def test_unknown_isa_is_rejected(monkeypatch):
     monkeypatch.setenv("FEATHERDEPLOY_ISA", "sse9")
     with pytest.raises(RuntimeError, match="FEATHERDEPLOY_ISA"):
         native_isa()
+
+
+@pytest.mark.parametrize("hw", [(2, 2), (4, 4), (5, 7)])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_conv2d_image_groups(hw, stride):
+    """Batches of 9 images: tiny planes share each weight load between groups of 4 images."""
+    x = random_input((9, 16, *hw))
+    w = _sparse_weight((16, 16, 3, 3), 0.3)
+    b = np.linspace(-1, 1, 16, dtype=np.float32)
+    out_hw = ref.conv2d(x[:1], w, stride=stride, pads=(1, 1, 1, 1)).shape[2:]
+    r = random_input((9, 16, *out_hw), seed=3)
+    kw = dict(stride=stride, pads=(1, 1, 1, 1), kernel="csr", residual=r, clamp=(0.0, 6.0))
+    assert_close(nat.conv2d(x, w, b, **kw), ref.conv2d(x, w, b, **kw), KERNEL_ATOL, KERNEL_RTOL)
