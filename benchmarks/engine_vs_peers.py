@@ -568,11 +568,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     table = format_markdown(rows, context=_context_line(config, started, load_before))
     print(table, end="")
-    if args.markdown is not None:
-        atomic_write_text(args.markdown, table)
-    if args.json is not None:
-        atomic_write_json(args.json, {"config": {k: str(v) for k, v in vars(config).items()},
-                                      "rows": [row.to_dict() for row in rows]})
+    try:
+        if args.markdown is not None:
+            atomic_write_text(args.markdown, table)
+        if args.json is not None:
+            atomic_write_json(args.json, {"config": {k: str(v) for k, v in vars(config).items()},
+                                          "rows": [row.to_dict() for row in rows]})
+    except OSError as exc:
+        print(f"error: cannot write the report: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -361,3 +361,18 @@ def test_python_m_runtime_bench_dispatch(tmp_path: Path,
     _tiny_model(model_path)
     assert main(["bench", str(model_path), "--batch", "2", "--threads", "1", "--rounds", "2"]) == 0
     assert f"dense {TINY_DENSE_MACS:,}" in capsys.readouterr().out
+
+
+def test_engine_vs_peers_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.engine_vs_peers import main
+
+    markdown = tmp_path / "table.md"
+    assert main(["--models", "nope", "--markdown", str(markdown)]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    assert main(["--models", "resnet20x2", "--deepsparse-python", str(tmp_path / "no-python"),
+                 "--work-dir", str(tmp_path / "work")]) == 2
+    assert "not an executable file" in capsys.readouterr().err
+    assert not markdown.exists()
+    with pytest.raises(SystemExit) as exc:
+        main(["--sparsities", "100"])
+    assert exc.value.code == 2
