@@ -157,9 +157,9 @@ class Tensor:
 def _spatial_tensor(shape: tuple[int, ...], pad: int) -> Tensor:
     n, c, h, w = shape
     rs = w + 2 * pad
-    # Planes are packed (stream reads that run past a plane land in the next one and only feed
-    # masked lanes); the buffer's VMAX tail covers the last plane.
-    cs = _round_up((h + 2 * pad) * rs, 4)
+    # VMAX floats of slack per plane: a conv's last output vector may run past the plane's
+    # stream (masked zeros); reads that run past a plane only feed masked lanes.
+    cs = _round_up((h + 2 * pad) * rs + VMAX, 4)
     ss = c * cs
     return Tensor(shape, Buf(("spatial", shape, pad), n * ss + VMAX), pad, rs, cs, ss)
 
@@ -512,10 +512,14 @@ def _emit_conv(b: _Builder, node: Node) -> None:
                                bsr)
     b.kernels[node.name] = "bsr" if bsr else "csr"
     length = (oh - 1) * stream_rs + ow
+    # Fast (contiguous masked) stores need the output's row stride and plane slack; the
+    # caller's compact output array has no slack.
+    fast = bool(y_view.space == _ARENA and y_rs == stream_rs
+                and (res is None or res.rs == stream_rs))
     lo, hi = node.attrs.get(ACT_KEY, (-math.inf, math.inf))
     spec.update(
         bsr=bsr, stream_rs=stream_rs, stream_len=length, width=ow,
-        fast=bool(y_rs == stream_rs and (res is None or res.rs == stream_rs)),
+        fast=fast,
         ptr=packed.ptr, off=packed.off, val=packed.val,
         bias=np.zeros(0, np.float32) if bias is None else np.asarray(bias, np.float32),
         mask=stream_mask(length, stream_rs, ow),

@@ -30,14 +30,6 @@ __attribute__((noinline)) inline void conv_epilogue_general(const ConvKernelArgs
   }
 }
 
-// Last vector of a plane: never write past the plane (planes are packed; the neighbour may
-// belong to another thread).
-__attribute__((noinline)) inline void store_partial(float* o, vf v, int64_t count) {
-  alignas(64) float lane[V];
-  simd::storeu(lane, v);
-  for (int64_t i = 0; i < count; ++i) o[i] = lane[i];
-}
-
 // Finish U vectors of channel oc starting at stream position p0: bias, residual, clamp, store.
 // Always inlined and fully unrolled so the accumulators stay in registers.
 template <int U, bool FAST>
@@ -57,19 +49,14 @@ __attribute__((always_inline)) inline void conv_epilogue(const ConvKernelArgs& a
   const vf vb = simd::splat(a.bias ? a.bias[oc] : 0.0f);
   const vf lo = simd::splat(a.act.lo), hi = simd::splat(a.act.hi);
   const bool clamp = a.act.kind != kActNone;
-  const bool whole = p0 + U * V <= a.len;  // false only in a plane's last chunk
+  // The last vector may run up to V - 1 floats past the plane's stream into the plane's slack
+  // (the planner sizes planes for it); those lanes are masked to 0.
 #pragma GCC unroll 16
   for (int u = 0; u < U; ++u) {
     vf v = acc[u] + vb;
     if (r) v += simd::loadu(r + u * V);
     if (clamp) v = simd::vmin(simd::vmax(v, lo), hi);
-    v = simd::keep(v, a.mask + p0 + u * V);
-    const int64_t left = a.len - (p0 + u * V);
-    if (whole || left >= V) {
-      simd::storeu(o + u * V, v);
-    } else {
-      store_partial(o + u * V, v, left);
-    }
+    simd::storeu(o + u * V, simd::keep(v, a.mask + p0 + u * V));
   }
 }
 
