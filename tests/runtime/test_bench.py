@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -376,3 +377,28 @@ def test_engine_vs_peers_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFix
     with pytest.raises(SystemExit) as exc:
         main(["--sparsities", "100"])
     assert exc.value.code == 2
+
+
+DEEPSPARSE_PYTHON_ENV = "FEATHERDEPLOY_DEEPSPARSE_PYTHON"  # e.g. /tmp/ds/bin/python
+DEEPSPARSE_REL_TOL = 1e-4
+
+
+@pytest.mark.skipif(not os.environ.get(DEEPSPARSE_PYTHON_ENV),
+                    reason=f"optional peer: set {DEEPSPARSE_PYTHON_ENV} to a deepsparse python")
+def test_deepsparse_worker_round_trip(tmp_path: Path) -> None:
+    from benchmarks.engine_vs_peers import DeepSparseWorker, _relative_error
+
+    model_path, x_path, y_path = tmp_path / "tiny.onnx", tmp_path / "x.npy", tmp_path / "y.npy"
+    _tiny_model(model_path)
+    x = np.random.default_rng(1).standard_normal((3, 2, 8, 8), dtype=np.float32)
+    np.save(x_path, x)
+    worker = DeepSparseWorker(Path(os.environ[DEEPSPARSE_PYTHON_ENV]), tmp_path / "ds.log")
+    try:
+        worker.request({"op": "compile", "model": str(model_path), "input": str(x_path),
+                        "threads": 1})
+        worker.request({"op": "output", "path": str(y_path)})
+        assert len(worker.sampler()(4)) == 4
+    finally:
+        worker.close()
+    expected = bench.ort_reference(bench.make_ort_session(model_path, 1), "x", x)
+    assert _relative_error(np.load(y_path), expected) < DEEPSPARSE_REL_TOL
