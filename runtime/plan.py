@@ -158,8 +158,9 @@ def _spatial_tensor(shape: tuple[int, ...], pad: int) -> Tensor:
     n, c, h, w = shape
     rs = w + 2 * pad
     # VMAX floats of slack per plane: a conv's last output vector may run past the plane's
-    # stream (masked zeros); reads that run past a plane only feed masked lanes.
-    cs = _round_up((h + 2 * pad) * rs + VMAX, 4)
+    # stream (masked zeros); reads that run past a plane only feed masked lanes. Tiny planes go
+    # without (it would double them) and are only written element-wise.
+    cs = _round_up((h + 2 * pad) * rs + (VMAX if h * w > SMALL_PLANE else 0), 4)
     ss = c * cs
     return Tensor(shape, Buf(("spatial", shape, pad), n * ss + VMAX), pad, rs, cs, ss)
 
@@ -514,7 +515,7 @@ def _emit_conv(b: _Builder, node: Node) -> None:
     length = (oh - 1) * stream_rs + ow
     # Fast (contiguous masked) stores need the output's row stride and plane slack; the
     # caller's compact output array has no slack.
-    fast = bool(y_view.space == _ARENA and y_rs == stream_rs
+    fast = bool(y_view.space == _ARENA and y_rs == stream_rs and oh * ow > SMALL_PLANE
                 and (res is None or res.rs == stream_rs))
     lo, hi = node.attrs.get(ACT_KEY, (-math.inf, math.inf))
     spec.update(

@@ -10,11 +10,13 @@ namespace FD_NS {
 using simd::V;
 using simd::vf;
 
-// General layout: map each valid stream position back to (oh, ow) and store it alone. Out of
-// line: it is rare, and keeping it apart lets the fast path hold the accumulators in registers.
-__attribute__((noinline)) inline void conv_epilogue_general(const ConvKernelArgs& a, int64_t oc,
-                                                            int64_t p0, const float* tmp,
-                                                            int count, int64_t image) {
+// General layout: map each valid stream position back to (oh, ow) and store it alone. Inlined
+// like everything in a kernel: a call there makes the compiler spill every live vector register
+// (measured 2.5x slower on tiny planes).
+__attribute__((always_inline)) inline void conv_epilogue_general(const ConvKernelArgs& a,
+                                                                 int64_t oc, int64_t p0,
+                                                                 const float* tmp, int count,
+                                                                 int64_t image) {
   const float b = a.bias ? a.bias[oc] : 0.0f;
   const int64_t end = p0 + count < a.len ? p0 + count : a.len;
   float* out = a.out + image * a.out_is + oc * a.out_cs;
