@@ -54,6 +54,9 @@ _UNIT_OVERHEAD = 4.0  # per output channel: epilogue and loop exits, in nonzero-
 # input and output are not unified): a border wastes most vector lanes of a tiny plane and
 # pushes e.g. the input of a 1x1 conv out of L1.
 SMALL_PLANE = 16
+# Conv work units (channel ranges) per thread: more than one, so that a thread the OS
+# deschedules on a shared machine holds back only a small share of a layer.
+UNITS_PER_THREAD = 4
 
 
 def reads_padded_copy(stride: tuple[int, int]) -> bool:
@@ -524,7 +527,8 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         ptr=packed.ptr, off=packed.off, val=packed.val,
         bias=np.zeros(0, np.float32) if bias is None else np.asarray(bias, np.float32),
         mask=stream_mask(length, stream_rs, ow),
-        bounds=balanced_bounds(packed.unit_cost, 2 * b.threads if b.threads > 1 else 1),
+        bounds=balanced_bounds(packed.unit_cost, UNITS_PER_THREAD * b.threads if b.threads > 1
+                               else 1),
         units=packed.units,
         window_planes=window_planes, window_reach=reach,
         act=_ACT_CLIP if ACT_KEY in node.attrs else _ACT_NONE, lo=lo, hi=hi)

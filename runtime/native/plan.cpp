@@ -92,7 +92,7 @@ void Plan::release(std::unique_ptr<Workspace> ws) {
 
 const std::vector<Plan::Stage>& Plan::stage_list() {
   std::call_once(stages_once_, [this] {
-    const int64_t hint = threads_ > 1 ? 2 * threads_ : 1;
+    const int64_t hint = threads_ > 1 ? 4 * threads_ : 1;  // see plan.py UNITS_PER_THREAD
     for (const auto& step : steps_) {
       for (int s = 0; s < step->stages(); ++s) {
         const int64_t units = step->units(s, hint);
