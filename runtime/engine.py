@@ -50,8 +50,10 @@ class Engine:
         self._plans: dict[tuple[int, ...], CompiledPlan] = {}
         self._separable: dict[tuple[int, ...], bool] = {}
         self._lock = threading.Lock()
-        default_shape = tuple(1 if d is None else d for d in self.graph.input_shape)
-        self._plan_for(default_shape)
+        # Plan now when only the batch is dynamic, so an inconsistent model fails at load (with
+        # dynamic spatial dims there is no shape to plan for until the first input).
+        if all(d is not None for d in self.graph.input_shape[1:]):
+            self._plan_for(tuple(1 if d is None else d for d in self.graph.input_shape))
 
     @property
     def input_name(self) -> str:

@@ -238,3 +238,20 @@ def test_python_m_runtime_entry_point(small_model, tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "error:" in done.stderr
+
+
+def test_dynamic_spatial_dims_plan_per_input(tmp_path):
+    rng = np.random.default_rng(2)
+    w = (rng.standard_normal((4, 3, 3, 3)) * (rng.random((4, 3, 3, 3)) < 0.5)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])], "dyn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = save_model(model, tmp_path / "dyn.onnx")
+    engine = Engine(path, threads=2)
+    for shape in ((1, 3, 5, 9), (2, 3, 12, 7)):
+        x = random_input(shape)
+        assert_close(engine.run(x), ort_run(path, x))
