@@ -42,6 +42,14 @@ struct ConvKernelArgs {
   int64_t channels = 0;            // number of real output channels
 };
 
+// Geometry of a stride-phase split (phase_split.cpp): one input plane -> sh * sw phase planes.
+struct PhaseSplitArgs {
+  int64_t H = 0, W = 0, src_rs = 0;      // input plane
+  int64_t sh = 1, sw = 1, pad_top = 0, pad_left = 0;
+  int64_t rows = 0, rs = 0, plane = 0;   // each phase plane
+};
+using PhaseSplitFn = void (*)(const PhaseSplitArgs&, const float* src, float* dst);
+
 // Signatures every ISA variant provides: compute output channels [c0, c1) (CSR) or blocks [c0, c1)
 // (BSR) of `images` images.
 using ConvKernelFn = void (*)(const ConvKernelArgs&, int64_t c0, int64_t c1);
@@ -50,6 +58,7 @@ using ConvKernelFn = void (*)(const ConvKernelArgs&, int64_t c0, int64_t c1);
   namespace ns {                                                         \
   void conv_csr(const ConvKernelArgs& a, int64_t c0, int64_t c1);        \
   void conv_bsr(const ConvKernelArgs& a, int64_t c0, int64_t c1);        \
+  void split_plane(const PhaseSplitArgs& s, const float* src, float* dst); \
   int vector_floats();                                                   \
   }
 
@@ -62,6 +71,7 @@ FD_DECLARE_ISA(isa_avx512)
 struct KernelTable {
   ConvKernelFn conv_csr;
   ConvKernelFn conv_bsr;
+  PhaseSplitFn split_plane;
   const char* isa;
   int vector_floats;
 };

@@ -79,39 +79,25 @@ class ConvStep final : public Step {
   }
 
   void split_phases(const Buffers& buf, int tid, int nth) const {
-    const int64_t C = s_.in.dim[1], H = s_.in.dim[2], W = s_.in.dim[3];
-    const int64_t sh = s_.stride_h, sw = s_.stride_w;
+    const int64_t C = s_.in.dim[1];
+    PhaseSplitArgs g;
+    g.H = s_.in.dim[2];
+    g.W = s_.in.dim[3];
+    g.src_rs = s_.in.stride[2];
+    g.sh = s_.stride_h;
+    g.sw = s_.stride_w;
+    g.pad_top = s_.pad_top;
+    g.pad_left = s_.pad_left;
+    g.rows = s_.phase_rows;
+    g.rs = s_.phase_rs;
+    g.plane = s_.phase_plane;
     int64_t p0, p1;
     split_range(s_.in.dim[0] * C, tid, nth, &p0, &p1);
     const float* x = buf.at(s_.in);
     for (int64_t plane = p0; plane < p1; ++plane) {
       const int64_t n = plane / C, c = plane % C;
-      const float* src = x + n * s_.in.stride[0] + c * s_.in.stride[1];
-      float* dst_c = buf.arena + s_.scratch_origin + plane * sh * sw * s_.phase_plane;
-      for (int64_t a = 0; a < sh; ++a) {
-        for (int64_t b = 0; b < sw; ++b) {
-          float* dst = dst_c + (a * sw + b) * s_.phase_plane;
-          // Columns j with 0 <= j*sw + b - pad_left < W come from the input, the rest are 0.
-          const int64_t j_lo = std::min(s_.phase_rs, std::max<int64_t>(0, (s_.pad_left - b + sw - 1) / sw));
-          const int64_t j_hi = std::max(j_lo, std::min(s_.phase_rs, (W + s_.pad_left - b + sw - 1) / sw));
-          for (int64_t i = 0; i < s_.phase_rows; ++i) {
-            float* row = dst + i * s_.phase_rs;
-            const int64_t y = i * sh + a - s_.pad_top;
-            if (y < 0 || y >= H) {
-              std::fill(row, row + s_.phase_rs, 0.0f);
-              continue;
-            }
-            const float* srow = src + y * s_.in.stride[2] + (b - s_.pad_left);  // + j * sw
-            std::fill(row, row + j_lo, 0.0f);
-            if (sw == 2) {
-              for (int64_t j = j_lo; j < j_hi; ++j) row[j] = srow[2 * j];
-            } else {
-              for (int64_t j = j_lo; j < j_hi; ++j) row[j] = srow[j * sw];
-            }
-            std::fill(row + j_hi, row + s_.phase_rs, 0.0f);
-          }
-        }
-      }
+      k_.split_plane(g, x + n * s_.in.stride[0] + c * s_.in.stride[1],
+                     buf.arena + s_.scratch_origin + plane * g.sh * g.sw * g.plane);
     }
   }
 

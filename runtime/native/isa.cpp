@@ -16,7 +16,8 @@ namespace fd {
 namespace {
 
 KernelTable generic_table() {
-  return {isa_generic::conv_csr, isa_generic::conv_bsr, "generic", isa_generic::vector_floats()};
+  return {isa_generic::conv_csr, isa_generic::conv_bsr, isa_generic::split_plane, "generic",
+          isa_generic::vector_floats()};
 }
 
 #if defined(__x86_64__) || defined(_M_X64)
@@ -26,10 +27,12 @@ bool cpu_has_avx512() {
 }
 bool cpu_has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 KernelTable avx2_table() {
-  return {isa_avx2::conv_csr, isa_avx2::conv_bsr, "avx2", isa_avx2::vector_floats()};
+  return {isa_avx2::conv_csr, isa_avx2::conv_bsr, isa_avx2::split_plane, "avx2",
+          isa_avx2::vector_floats()};
 }
 KernelTable avx512_table() {
-  return {isa_avx512::conv_csr, isa_avx512::conv_bsr, "avx512", isa_avx512::vector_floats()};
+  return {isa_avx512::conv_csr, isa_avx512::conv_bsr, isa_avx512::split_plane, "avx512",
+          isa_avx512::vector_floats()};
 }
 #endif
 

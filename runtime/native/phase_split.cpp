@@ -1,0 +1,45 @@
+// Stride-phase split of one padded input plane (one ISA variant per compilation).
+//
+//   phase(a, b)[i][j] = x[i*sh + a - pad_top][j*sw + b - pad_left]   (0 outside the input)
+// for every phase (a, b) of the stride (sh, sw). A strided conv then reads each phase as a
+// stride-1 stream (conv_kernels.h). Loop structure: phases, rows, then a branch-free copy of the
+// in-bounds columns between zeroed margins; for sw == 2 the copy is a de-interleave, which the
+// compiler vectorises with permutes on AVX2 / AVX-512.
+#include <cstdint>
+
+#include "conv_kernels.h"
+
+namespace fd {
+namespace FD_NS {
+
+void split_plane(const PhaseSplitArgs& s, const float* src, float* dst) {
+  for (int64_t a = 0; a < s.sh; ++a) {
+    for (int64_t b = 0; b < s.sw; ++b) {
+      float* phase = dst + (a * s.sw + b) * s.plane;
+      // Columns j with 0 <= j*sw + b - pad_left < W come from the input, the rest are 0.
+      int64_t j_lo = (s.pad_left - b + s.sw - 1) / s.sw;
+      j_lo = j_lo < 0 ? 0 : (j_lo > s.rs ? s.rs : j_lo);
+      int64_t j_hi = (s.W + s.pad_left - b + s.sw - 1) / s.sw;
+      j_hi = j_hi > s.rs ? s.rs : (j_hi < j_lo ? j_lo : j_hi);
+      for (int64_t i = 0; i < s.rows; ++i) {
+        float* __restrict row = phase + i * s.rs;
+        const int64_t y = i * s.sh + a - s.pad_top;
+        if (y < 0 || y >= s.H) {
+          for (int64_t j = 0; j < s.rs; ++j) row[j] = 0.0f;
+          continue;
+        }
+        const float* __restrict from = src + y * s.src_rs + (b - s.pad_left);  // + j * sw
+        for (int64_t j = 0; j < j_lo; ++j) row[j] = 0.0f;
+        if (s.sw == 2) {
+          for (int64_t j = j_lo; j < j_hi; ++j) row[j] = from[2 * j];
+        } else {
+          for (int64_t j = j_lo; j < j_hi; ++j) row[j] = from[j * s.sw];
+        }
+        for (int64_t j = j_hi; j < s.rs; ++j) row[j] = 0.0f;
+      }
+    }
+  }
+}
+
+}  // namespace FD_NS
+}  // namespace fd
