@@ -94,7 +94,7 @@ static inline void csr_n(const ConvKernelArgs& a, int64_t oc, int64_t p0, int64_
 // Vectors per chunk: the input window one chunk reads from every input plane (chunk + the
 // taps' reach) should stay in L1 while all output channels of the range sweep over it.
 static int64_t chunk_vectors(const ConvKernelArgs& a) {
-  constexpr int64_t kL1Floats = 8 * 1024;  // ~2/3 of a 48 KB L1
+  constexpr int64_t kL1Floats = 16 * 1024;  // 64 KB: L1 plus streamed L2 hits; bigger chunks won
   const int64_t planes = a.window_planes > 0 ? a.window_planes : 1;
   int64_t n = kChunk;
   while (n > 4 && planes * (n * V + a.window_reach) > kL1Floats) n /= 2;
