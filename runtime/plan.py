@@ -477,6 +477,9 @@ def _emit_conv(b: _Builder, node: Node) -> None:
     else:
         y = b.new_tensor(node.outputs[0], out_shape)
         y_view, y_rs = y.view(), y.rs
+    if _is_tiny_dense_1x1(node, weight, geo, x):
+        _emit_tiny_conv(b, node, weight, bias, x, res, y_view)
+        return
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (dh, dw) = geo.kernel, geo.stride, geo.dilation
     (pt, pl), (pb, pr) = geo.pad_begin, geo.pad_end
@@ -573,6 +576,38 @@ def plan_phase_layouts(graph: Graph, shapes: dict[str, tuple[int, ...]], pads: d
                      ow + 2 * pads.get(node.outputs[0], 0))
         layouts[key] = PhaseLayout(top, left, rows, rs, _round_up(rows * rs, 4))
     return layouts
+
+
+TINY_GEMM_PIXELS = 16  # 1x1 convs on planes up to this size run as GEMM over output channels
+
+
+def _is_tiny_dense_1x1(node: Node, weight: np.ndarray, geo: Any, x: Tensor) -> bool:
+    """A dense-enough 1x1 conv on a tiny compact plane: 16 output channels per vector beat
+    streams that would fill only a few lanes."""
+    return (geo.kernel == (1, 1) and geo.stride == (1, 1) and geo.group == 1
+            and max(*geo.pad_begin, *geo.pad_end) == 0 and x.pad == 0
+            and x.shape[2] * x.shape[3] <= TINY_GEMM_PIXELS and KERNEL_KEY not in node.attrs
+            and choose_conv_kernel(weight, 1))
+
+
+def _emit_tiny_conv(b: _Builder, node: Node, weight: np.ndarray, bias: np.ndarray | None,
+                    x: Tensor, res: Tensor | None, y_view: SymView) -> None:
+    oc, ic = weight.shape[:2]
+    padded = _round_up(oc, 16)
+    wt = np.zeros((padded, ic), np.float32)
+    wt[:oc] = weight[:, :, 0, 0]
+    wt = np.ascontiguousarray(wt.reshape(padded // 16, 16, ic).transpose(0, 2, 1))  # [blk][ic][16]
+    bias16 = np.zeros(padded, np.float32)
+    if bias is not None:
+        bias16[:oc] = bias
+    lo, hi = node.attrs.get(ACT_KEY, (-math.inf, math.inf))
+    units = UNITS_PER_THREAD * b.threads if b.threads > 1 else 1
+    b.kernels[node.name] = "tiny"
+    b.emit("add_conv_tiny", {
+        "in": x.view(), "out": y_view, "res": res.view() if res else None, "wt": wt,
+        "bias": bias16, "wt_stride": padded,
+        "bounds": balanced_bounds(np.ones(padded // 16), units),
+        "act": _ACT_CLIP if ACT_KEY in node.attrs else _ACT_NONE, "lo": lo, "hi": hi})
 
 
 def _conv_kernel_for(node: Node, weight: np.ndarray, group: int) -> bool:

@@ -50,6 +50,21 @@ struct PhaseSplitArgs {
 };
 using PhaseSplitFn = void (*)(const PhaseSplitArgs&, const float* src, float* dst);
 
+// Dense 1x1 conv on a tiny compact plane (conv_tiny.cpp), vectorised over output channels.
+struct TinyGemmArgs {
+  const float* x = nullptr;     // input (channel 0, position 0); positions contiguous
+  int64_t x_cs = 0, in_channels = 0, positions = 0, width = 0;
+  const float* wt = nullptr;    // [wt_stride / 16][in_channels][16] weights, block-major
+  int64_t wt_stride = 0, out_channels = 0;
+  const float* bias = nullptr;  // 16-padded
+  float* out = nullptr;
+  int64_t out_cs = 0, out_rs = 0;
+  const float* res = nullptr;
+  int64_t res_cs = 0, res_rs = 0;
+  Activation act;
+};
+using TinyGemmFn = void (*)(const TinyGemmArgs&, int64_t b0, int64_t b1);
+
 // Signatures every ISA variant provides: compute output channels [c0, c1) (CSR) or blocks [c0, c1)
 // (BSR) of `images` images.
 using ConvKernelFn = void (*)(const ConvKernelArgs&, int64_t c0, int64_t c1);
@@ -59,6 +74,7 @@ using ConvKernelFn = void (*)(const ConvKernelArgs&, int64_t c0, int64_t c1);
   void conv_csr(const ConvKernelArgs& a, int64_t c0, int64_t c1);        \
   void conv_bsr(const ConvKernelArgs& a, int64_t c0, int64_t c1);        \
   void split_plane(const PhaseSplitArgs& s, const float* src, float* dst); \
+  void conv_tiny(const TinyGemmArgs& g, int64_t b0, int64_t b1);          \
   int vector_floats();                                                   \
   }
 
@@ -72,6 +88,7 @@ struct KernelTable {
   ConvKernelFn conv_csr;
   ConvKernelFn conv_bsr;
   PhaseSplitFn split_plane;
+  TinyGemmFn conv_tiny;
   const char* isa;
   int vector_floats;
 };

@@ -109,4 +109,49 @@ class ConvStep final : public Step {
 
 StepPtr make_conv_step(ConvSpec spec) { return StepPtr(new ConvStep(std::move(spec))); }
 
+namespace {
+
+class TinyConvStep final : public Step {
+ public:
+  explicit TinyConvStep(TinyConvSpec spec) : s_(std::move(spec)), k_(kernels()) {}
+  const char* name() const override { return "conv_tiny"; }
+  bool light() const override { return false; }
+  int64_t units(int, int64_t) const override {
+    return static_cast<int64_t>(s_.bounds.size()) - 1;
+  }
+  void run(int, const Buffers& buf, int tid, int) const override {
+    if (s_.bounds[tid] >= s_.bounds[tid + 1]) return;
+    TinyGemmArgs g;
+    g.x_cs = s_.in.stride[1];
+    g.in_channels = s_.in.dim[1];
+    g.positions = s_.in.dim[2] * s_.in.dim[3];
+    g.width = s_.out.dim[3];
+    g.wt = s_.wt.data();
+    g.wt_stride = s_.wt_stride;
+    g.out_channels = s_.out.dim[1];
+    g.bias = s_.bias.data();
+    g.out_cs = s_.out.stride[1];
+    g.out_rs = s_.out.stride[2];
+    g.res_cs = s_.has_res ? s_.res.stride[1] : 0;
+    g.res_rs = s_.has_res ? s_.res.stride[2] : 0;
+    g.act = s_.act;
+    for (int64_t n = 0; n < s_.out.dim[0]; ++n) {
+      g.x = buf.at(s_.in) + n * s_.in.stride[0];
+      g.out = buf.at(s_.out) + n * s_.out.stride[0];
+      g.res = s_.has_res ? buf.at(s_.res) + n * s_.res.stride[0] : nullptr;
+      k_.conv_tiny(g, s_.bounds[tid], s_.bounds[tid + 1]);
+    }
+  }
+
+ private:
+  TinyConvSpec s_;
+  KernelTable k_;
+};
+
+}  // namespace
+
+StepPtr make_tiny_conv_step(TinyConvSpec spec) {
+  return StepPtr(new TinyConvStep(std::move(spec)));
+}
+
 }  // namespace fd

@@ -34,4 +34,16 @@ struct ConvSpec {
 
 StepPtr make_conv_step(ConvSpec spec);
 
+// Dense 1x1 conv on tiny compact planes (conv_tiny.cpp): one unit per range of 16-channel blocks.
+struct TinyConvSpec {
+  View in, out, res;
+  bool has_res = false;
+  std::vector<float> wt, bias;  // [wt_stride / 16][in_channels][16], [wt_stride]
+  int64_t wt_stride = 0;
+  std::vector<int64_t> bounds;  // block ranges
+  Activation act;
+};
+
+StepPtr make_tiny_conv_step(TinyConvSpec spec);
+
 }  // namespace fd

@@ -83,6 +83,26 @@ void add_conv(Plan& plan, const py::dict& d) {
   plan.add(make_conv_step(std::move(s)));
 }
 
+void add_tiny_conv(Plan& plan, const py::dict& d) {
+  TinyConvSpec s;
+  s.in = to_view(d["in"].cast<std::vector<int64_t>>());
+  s.out = to_view(d["out"].cast<std::vector<int64_t>>());
+  s.has_res = !d["res"].is_none();
+  if (s.has_res) s.res = to_view(d["res"].cast<std::vector<int64_t>>());
+  s.wt = to_vector<float>(d["wt"]);
+  s.bias = to_vector<float>(d["bias"]);
+  s.wt_stride = d["wt_stride"].cast<int64_t>();
+  s.bounds = to_vector<int64_t>(d["bounds"]);
+  s.act = to_act(d["act"].cast<int>(), d["lo"].cast<float>(), d["hi"].cast<float>());
+  if (s.bounds.size() < 2) throw std::invalid_argument("tiny conv: bounds needs 2 entries");
+  if (s.in.stride[3] != 1 || s.in.stride[2] != s.in.dim[3])
+    throw std::invalid_argument("tiny conv: the input plane must be compact");
+  if (s.wt_stride % 16 || static_cast<int64_t>(s.wt.size()) != s.wt_stride * s.in.dim[1] ||
+      static_cast<int64_t>(s.bias.size()) != s.wt_stride)
+    throw std::invalid_argument("tiny conv: weights must be [blocks][in_channels][16]");
+  plan.add(make_tiny_conv_step(std::move(s)));
+}
+
 void run_plan(Plan& plan, const py::array& x, py::array& y) {
   auto xin = py::array_t<float, py::array::c_style>::ensure(x);
   if (!xin || xin.size() != plan.input_floats())
@@ -155,6 +175,7 @@ PYBIND11_MODULE(_native, m) {
         p.add(make_global_pool_step(is_max, to_view(s), to_view(d)));
       })
       .def("add_conv", &add_conv)
+      .def("add_conv_tiny", &add_tiny_conv)
       .def("run", &run_plan, py::arg("x"), py::arg("y"))
       .def("run_images", [](Plan& p, const py::array& x, py::array& y, int64_t images) {
         auto xin = py::array_t<float, py::array::c_style>::ensure(x);

@@ -175,3 +175,15 @@ def test_conv2d_image_groups(hw, stride):
     r = random_input((9, 16, *out_hw), seed=3)
     kw = dict(stride=stride, pads=(1, 1, 1, 1), kernel="csr", residual=r, clamp=(0.0, 6.0))
     assert_close(nat.conv2d(x, w, b, **kw), ref.conv2d(x, w, b, **kw), KERNEL_ATOL, KERNEL_RTOL)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (2, 2), (2, 3)])
+def test_conv2d_tiny_plane_dense_1x1_gemm(hw):
+    """Dense 1x1 convs on tiny planes run as a GEMM over output channels (incl. 16-padding)."""
+    x = random_input((2, 24, *hw))
+    w = _sparse_weight((21, 24, 1, 1), 0.9)
+    b = np.linspace(-1, 1, 21, dtype=np.float32)
+    r = random_input((2, 21, *hw), seed=5)
+    for extras in ({}, {"residual": r, "clamp": (0.0, 6.0)}):
+        assert_close(nat.conv2d(x, w, b, **extras), ref.conv2d(x, w, b, **extras),
+                     KERNEL_ATOL, KERNEL_RTOL)

@@ -200,3 +200,13 @@ def test_dynamic_batch_plans_per_shape(tmp_path):
     for batch in (1, 3, 1, 5):
         x = random_input((batch, 4, 6, 6), seed=batch)
         assert_close(engine.run(x), ort_run(path, x))
+
+
+def test_tiny_plane_dense_1x1_uses_gemm(tmp_path):
+    inits = {"w": _weight((40, 32, 1, 1), density=1.0), "b": np.ones(40, np.float32)}
+    model = single_node_model("Conv", ("n", 32, 2, 2), initializers=inits)
+    path = save_model(model, tmp_path / "m.onnx")
+    assert list(Engine(path).kernel_choices().values()) == ["tiny"]
+    for batch in (1, 3):
+        x = random_input((batch, 32, 2, 2))
+        assert_close(Engine(path, threads=2).run(x), ort_run(path, x))
