@@ -578,15 +578,15 @@ def plan_phase_layouts(graph: Graph, shapes: dict[str, tuple[int, ...]], pads: d
     return layouts
 
 
-TINY_GEMM_PIXELS = 16  # 1x1 convs on planes up to this size run as GEMM over output channels
+GEMM_PIXELS = 64  # dense 1x1 convs on planes up to this size run as GEMM over output channels
 
 
 def _is_tiny_dense_1x1(node: Node, weight: np.ndarray, geo: Any, x: Tensor) -> bool:
-    """A dense-enough 1x1 conv on a tiny compact plane: 16 output channels per vector beat
-    streams that would fill only a few lanes."""
+    """A dense-enough 1x1 conv on a small plane: 16 output channels per vector beat streams
+    that fill few lanes (and waste the border columns)."""
     return (geo.kernel == (1, 1) and geo.stride == (1, 1) and geo.group == 1
-            and max(*geo.pad_begin, *geo.pad_end) == 0 and x.pad == 0
-            and x.shape[2] * x.shape[3] <= TINY_GEMM_PIXELS and KERNEL_KEY not in node.attrs
+            and max(*geo.pad_begin, *geo.pad_end) == 0
+            and x.shape[2] * x.shape[3] <= GEMM_PIXELS and KERNEL_KEY not in node.attrs
             and choose_conv_kernel(weight, 1))
 
 

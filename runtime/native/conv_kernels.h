@@ -50,10 +50,10 @@ struct PhaseSplitArgs {
 };
 using PhaseSplitFn = void (*)(const PhaseSplitArgs&, const float* src, float* dst);
 
-// Dense 1x1 conv on a tiny compact plane (conv_tiny.cpp), vectorised over output channels.
+// Dense 1x1 conv on a small plane (conv_tiny.cpp), vectorised over output channels.
 struct TinyGemmArgs {
-  const float* x = nullptr;     // input (channel 0, position 0); positions contiguous
-  int64_t x_cs = 0, in_channels = 0, positions = 0, width = 0;
+  const float* x = nullptr;     // input (channel 0, position 0)
+  int64_t x_cs = 0, x_rs = 0, in_channels = 0, positions = 0, width = 0;
   const float* wt = nullptr;    // [wt_stride / 16][in_channels][16] weights, block-major
   int64_t wt_stride = 0, out_channels = 0;
   const float* bias = nullptr;  // 16-padded

@@ -123,6 +123,7 @@ class TinyConvStep final : public Step {
     if (s_.bounds[tid] >= s_.bounds[tid + 1]) return;
     TinyGemmArgs g;
     g.x_cs = s_.in.stride[1];
+    g.x_rs = s_.in.stride[2];
     g.in_channels = s_.in.dim[1];
     g.positions = s_.in.dim[2] * s_.in.dim[3];
     g.width = s_.out.dim[3];

@@ -1,4 +1,4 @@
-// Dense 1x1 convolution on tiny planes (<= 16 pixels) as a small GEMM vectorised over output
+// Dense 1x1 convolution on small planes (<= 64 pixels) as a GEMM vectorised over output
 // channels (one ISA variant per compilation).
 //
 // A 2x2 plane fills only 4 lanes of a 16-float vector in the stream kernels; here a vector holds
@@ -30,14 +30,21 @@ static inline void tiny_block(const TinyGemmArgs& g, int64_t blk, int64_t p0) {
     for (int k = 0; k < kVecs; ++k) acc[p][k] = simd::splat(0.0f);
   const int64_t oc0 = blk * 16;
   const float* w = g.wt + blk * g.in_channels * 16;  // block-major: [blk][ic][16]
-  const float* x = g.x + p0;
+  // Input offset of each position (planes may have a border: row stride x_rs).
+  int64_t xo[PG];
+#pragma GCC unroll 16
+  for (int p = 0; p < PG; ++p) {
+    const int64_t pos = p0 + p, oh = pos / g.width;
+    xo[p] = oh * g.x_rs + (pos - oh * g.width);
+  }
+  const float* x = g.x;
   for (int64_t ic = 0; ic < g.in_channels; ++ic) {
     vf wk[kVecs];
 #pragma GCC unroll 16
     for (int k = 0; k < kVecs; ++k) wk[k] = simd::loadu(w + ic * 16 + k * V);
 #pragma GCC unroll 16
     for (int p = 0; p < PG; ++p) {
-      const vf xs = simd::splat(x[ic * g.x_cs + p]);
+      const vf xs = simd::splat(x[ic * g.x_cs + xo[p]]);
 #pragma GCC unroll 16
       for (int k = 0; k < kVecs; ++k) acc[p][k] += wk[k] * xs;
     }

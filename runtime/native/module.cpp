@@ -95,8 +95,7 @@ void add_tiny_conv(Plan& plan, const py::dict& d) {
   s.bounds = to_vector<int64_t>(d["bounds"]);
   s.act = to_act(d["act"].cast<int>(), d["lo"].cast<float>(), d["hi"].cast<float>());
   if (s.bounds.size() < 2) throw std::invalid_argument("tiny conv: bounds needs 2 entries");
-  if (s.in.stride[3] != 1 || s.in.stride[2] != s.in.dim[3])
-    throw std::invalid_argument("tiny conv: the input plane must be compact");
+  if (s.in.stride[3] != 1) throw std::invalid_argument("tiny conv: rows must be contiguous");
   if (s.wt_stride % 16 || static_cast<int64_t>(s.wt.size()) != s.wt_stride * s.in.dim[1] ||
       static_cast<int64_t>(s.bias.size()) != s.wt_stride)
     throw std::invalid_argument("tiny conv: weights must be [blocks][in_channels][16]");
