@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--input", required=True, help="input array, float32 .npy")
     run.add_argument("--output", required=True, help="where to write the output .npy")
     run.add_argument("--threads", type=int, default=None, help="worker threads (default: all)")
+    run.add_argument("--backend", choices=("auto", "native", "onnxruntime"), default=None,
+                     help="auto (default): ONNX Runtime for near-dense models, else native")
     bench = sub.add_parser("bench", help="time the engine against ONNX Runtime dense")
     try:
         from runtime.bench import add_bench_arguments
@@ -52,7 +54,7 @@ def run_command(args: argparse.Namespace) -> int:
         x = np.load(args.input, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read input array {args.input!r}: {exc}") from None
-    y = Engine(args.model, threads=args.threads).run(x)
+    y = Engine(args.model, threads=args.threads, backend=args.backend).run(x)
     atomic_write_bytes(args.output, _npy_bytes(y))
     print(f"wrote {args.output}: shape {tuple(y.shape)} float32")
     return 0
