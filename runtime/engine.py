@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,13 @@ BACKEND_ENV = "FEATHERDEPLOY_BACKEND"
 # Above this fraction of nonzero Conv/Gemm weights, ORT's dense GEMM kernels are faster than our
 # direct sparse kernels (measured: native dense is 0.6-0.75x ORT at 0% sparsity).
 DENSE_DELEGATE_DENSITY = 0.6
+# Single-image plans faster than this (parallel) may run faster on one thread: waking helpers and
+# stage hand-offs cost more than they save (measured: a 5M-MAC model takes 0.18 ms on 1 thread,
+# 0.22 ms on 2). Such plans are timed both ways once, with a pause between runs longer than the
+# helpers' idle spin, as isolated requests see them; the faster one serves batch-1 calls.
+SERIAL_PROBE_MAX_S = 0.005
+PROBE_RUNS = 7
+PROBE_GAP_S = 0.0005
 
 
 def default_threads() -> int:
@@ -97,9 +105,10 @@ class Engine:
         self.backend = _resolve_backend(backend, self.graph)
         self._ort = _ort_session(self.path, self.threads) if self.backend == "onnxruntime" else None
         self._native = _native_module()
-        self._plans: dict[tuple[int, ...], CompiledPlan] = {}
+        self._plans: dict[tuple[tuple[int, ...], int], CompiledPlan] = {}
         self._separable: dict[tuple[int, ...], bool] = {}
-        self._lock = threading.Lock()
+        self._single_threads: dict[tuple[int, ...], int] = {}
+        self._lock = threading.RLock()
         # Plan now when only the batch is dynamic, so an inconsistent model fails at load (with
         # dynamic spatial dims there is no shape to plan for until the first input).
         if all(d is not None for d in self.graph.input_shape[1:]):
@@ -125,7 +134,12 @@ class Engine:
         if self._ort is not None:
             return self._ort.run(None, {self.graph.input_name: x})[0]
         batch, image = x.shape[0], tuple(x.shape[1:])
-        if batch > 1 and self._is_separable(image):
+        if batch == 1:
+            plan = self._single_image_plan(tuple(x.shape))
+            y = np.empty(plan.output_shape, dtype=np.float32)
+            plan.native.run(x, y)
+            return y
+        if self._is_separable(image):
             # One plan for one image serves the batch: threads take whole images.
             plan = self._plan_for((1, *image))
             first, *rest = plan.output_shape
@@ -158,15 +172,50 @@ class Engine:
             known = self._separable[image] = batch_separable(self.graph, image)
         return known
 
-    def _plan_for(self, shape: tuple[int, ...]) -> CompiledPlan:
-        plan = self._plans.get(shape)
+    def _plan_for(self, shape: tuple[int, ...], threads: int | None = None) -> CompiledPlan:
+        key = (shape, threads or self.threads)
+        plan = self._plans.get(key)
         if plan is None:
             with self._lock:
-                plan = self._plans.get(shape)
+                plan = self._plans.get(key)
                 if plan is None:
-                    plan = build_plan(self.graph, shape, self.threads, self._native)
-                    self._plans[shape] = plan
+                    plan = build_plan(self.graph, shape, key[1], self._native)
+                    self._plans[key] = plan
         return plan
+
+    def _single_image_plan(self, shape: tuple[int, ...]) -> CompiledPlan:
+        """The plan serving batch-1 calls: all threads, or one when that measured faster."""
+        threads = self._single_threads.get(shape)
+        if threads is None:
+            with self._lock:
+                threads = self._single_threads.get(shape)
+                if threads is None:
+                    threads = self._single_threads[shape] = self._probe_threads(shape)
+        return self._plan_for(shape, threads)
+
+    def _probe_threads(self, shape: tuple[int, ...]) -> int:
+        parallel = self._plan_for(shape)
+        if self.threads == 1:
+            return 1
+        parallel_s = _median_run_seconds(parallel)
+        if parallel_s > SERIAL_PROBE_MAX_S:
+            return self.threads
+        serial_s = _median_run_seconds(self._plan_for(shape, 1))
+        return 1 if serial_s < parallel_s else self.threads
+
+
+def _median_run_seconds(plan: CompiledPlan) -> float:
+    """Median wall time of one run of ``plan`` on zeros (sparse kernels' time is data-blind)."""
+    x = np.zeros(plan.input_shape, dtype=np.float32)
+    y = np.empty(plan.output_shape, dtype=np.float32)
+    plan.native.run(x, y)  # warm-up: helper threads start, caches fill
+    times = []
+    for _ in range(PROBE_RUNS):
+        time.sleep(PROBE_GAP_S)
+        start = time.perf_counter()
+        plan.native.run(x, y)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
 
 
 def _shape_str(shape: tuple[int | None, ...]) -> str:

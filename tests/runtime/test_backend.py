@@ -66,3 +66,21 @@ def test_bad_backend_and_validation_before_delegation(tmp_path):
     onnx.save(model, path)
     with pytest.raises(UnsupportedOpError, match="Erf"):
         Engine(path, backend="onnxruntime")  # the graph is validated whichever backend runs it
+
+
+def test_batch_one_thread_probe(tmp_path, monkeypatch):
+    import runtime.engine as engine_module
+
+    path = tmp_path / "m.onnx"
+    _conv_model(path, 0.9)
+    x = np.random.default_rng(3).standard_normal((1, 4, 10, 10)).astype(np.float32)
+    engine = Engine(path, threads=2, backend="native")
+    got = engine.run(x)
+    assert engine._single_threads[(1, 4, 10, 10)] in (1, 2)
+    np.testing.assert_allclose(got, _ort(path, x), rtol=TOL, atol=TOL)
+    # A plan slower than the probe limit keeps every thread without being probed serially.
+    monkeypatch.setattr(engine_module, "SERIAL_PROBE_MAX_S", 0.0)
+    parallel_only = Engine(path, threads=2, backend="native")
+    np.testing.assert_array_equal(parallel_only.run(x), got)
+    assert parallel_only._single_threads[(1, 4, 10, 10)] == 2
+    assert ((1, 4, 10, 10), 1) not in parallel_only._plans
