@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from compile.errors import CompileError
@@ -52,17 +51,12 @@ _OPTION_FLAGS = ("opset", "ir_version", "block_shapes", "layout", "verify_images
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
-    import yaml
+    from train.config import ConfigError, load_yaml_config
 
     try:
-        content = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise CompileError(f"cannot read compile config {path}: {exc}") from exc
-    if content is None:
-        return {}
-    if not isinstance(content, dict):
-        raise CompileError(f"compile config {path} must be a mapping of option: value")
-    return content
+        return load_yaml_config(path)
+    except ConfigError as exc:
+        raise CompileError(f"compile config: {exc}") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -169,15 +169,18 @@ def _coerce(name: str, value: Any) -> Any:
 
 
 def load_yaml_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a dict of TrainConfig fields (unknown keys are an error)."""
+    """Read a YAML file that must hold a mapping (empty file -> {}); ConfigError otherwise.
+
+    The one YAML reader of the project: compile and benchmark CLIs wrap its error in their own.
+    """
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of field: value")

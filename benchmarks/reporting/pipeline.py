@@ -58,21 +58,13 @@ class PointPaths:
 
 
 def load_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; BenchInputError otherwise."""
-    import yaml
+    """Read a YAML file that must hold a mapping (train.config's reader); BenchInputError else."""
+    from train.config import ConfigError, load_yaml_config
 
-    file = Path(path)
-    if not file.is_file():
-        raise BenchInputError(f"file not found: {file}")
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise BenchInputError(f"{file} is not valid YAML: {error}") from error
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise BenchInputError(f"{file} must hold a mapping of key: value")
-    return data
+        return load_yaml_config(path)
+    except ConfigError as error:
+        raise BenchInputError(str(error)) from error
 
 
 def check_keys(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
