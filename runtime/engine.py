@@ -25,7 +25,7 @@ import numpy as np
 from runtime.errors import EngineError, InputError
 from runtime.graph import Graph, load_graph
 from runtime.passes import prepare_graph
-from runtime.plan import CompiledPlan, batch_separable, build_plan
+from runtime.plan import CompiledPlan, batch_separable, build_plan, interleave_lanes
 
 __all__ = ["BACKENDS", "DENSE_DELEGATE_DENSITY", "Engine", "default_threads", "weight_density"]
 
@@ -105,7 +105,8 @@ class Engine:
         self.backend = _resolve_backend(backend, self.graph)
         self._ort = _ort_session(self.path, self.threads) if self.backend == "onnxruntime" else None
         self._native = _native_module()
-        self._plans: dict[tuple[tuple[int, ...], int], CompiledPlan] = {}
+        self._plans: dict[tuple[tuple[int, ...], int, bool], CompiledPlan] = {}
+        self._lanes_known: dict[tuple[tuple[int, ...], int], int] = {}
         self._separable: dict[tuple[int, ...], bool] = {}
         self._single_threads: dict[tuple[int, ...], int] = {}
         self._lock = threading.RLock()
@@ -140,16 +141,34 @@ class Engine:
             plan.native.run(x, y)
             return y
         if self._is_separable(image):
-            # One plan for one image serves the batch: threads take whole images.
-            plan = self._plan_for((1, *image))
-            first, *rest = plan.output_shape
-            y = np.empty((batch * first, *rest), dtype=np.float32)
-            plan.native.run_images(x, y, batch)
-            return y
+            return self._run_separable(x)
         plan = self._plan_for(tuple(x.shape))
         y = np.empty(plan.output_shape, dtype=np.float32)
         plan.native.run(x, y)
         return y
+
+    def _run_separable(self, x: np.ndarray) -> np.ndarray:
+        """Images never interact: threads take whole groups of ``lanes`` images, each group
+        run by one batch-interleaved plan (one image per plan when interleaving does not pay)."""
+        batch, image = x.shape[0], tuple(x.shape[1:])
+        lanes = self._lanes(image, batch)
+        one = self._plan_for((1, *image))
+        first, *rest = one.output_shape
+        y = np.empty((batch * first, *rest), dtype=np.float32)
+        groups, tail = divmod(batch, lanes)
+        done = groups * lanes
+        self._plan_for((lanes, *image), interleave=lanes > 1).native.run_images(
+            x[:done], y[:done * first], groups)
+        if tail:
+            plan = self._plan_for((tail, *image), interleave=tail > 1)
+            plan.native.run(x[done:], y[done * first:])
+        return y
+
+    def _lanes(self, image: tuple[int, ...], batch: int) -> int:
+        known = self._lanes_known.get((image, batch))
+        if known is None:
+            known = self._lanes_known[(image, batch)] = interleave_lanes(self.graph, image, batch)
+        return known
 
     def _check_input(self, x: np.ndarray) -> np.ndarray:
         if not isinstance(x, np.ndarray):
@@ -172,14 +191,16 @@ class Engine:
             known = self._separable[image] = batch_separable(self.graph, image)
         return known
 
-    def _plan_for(self, shape: tuple[int, ...], threads: int | None = None) -> CompiledPlan:
-        key = (shape, threads or self.threads)
+    def _plan_for(self, shape: tuple[int, ...], threads: int | None = None, *,
+                  interleave: bool = False) -> CompiledPlan:
+        key = (shape, threads or self.threads, interleave)
         plan = self._plans.get(key)
         if plan is None:
             with self._lock:
                 plan = self._plans.get(key)
                 if plan is None:
-                    plan = build_plan(self.graph, shape, key[1], self._native)
+                    plan = build_plan(self.graph, shape, key[1], self._native,
+                                      interleave=interleave)
                     self._plans[key] = plan
         return plan
 

@@ -33,6 +33,7 @@ __all__ = [
     "ConvWeights",
     "build_plan",
     "batch_separable",
+    "interleave_lanes",
     "assign_pads",
     "choose_conv_kernel",
     "pack_conv_weights",
@@ -131,7 +132,12 @@ def _as4(shape: tuple[int, ...]) -> tuple[int, int, int, int]:
 
 @dataclass
 class Tensor:
-    """Storage of one activation: padded planes (4-D) or compact."""
+    """Storage of one activation: padded planes (4-D) or compact.
+
+    Spatial tensors have image stride ``ss``, channel stride ``cs``, row stride ``rs`` and
+    position stride ``ws``. In the planar layout ``ws`` is 1; in the batch-interleaved layout
+    (``lanes`` > 1) the ``lanes`` images of a position are adjacent (``ss`` = 1, ``ws`` = lanes).
+    """
 
     shape: tuple[int, ...]
     buf: Buf
@@ -139,31 +145,49 @@ class Tensor:
     rs: int = 0
     cs: int = 0
     ss: int = 0
+    ws: int = 1
 
     @property
     def spatial(self) -> bool:
         return len(self.shape) == 4
 
+    @property
+    def lanes(self) -> int:
+        return self.ws
+
     def view(self) -> SymView:
         """4-D view (lower ranks get leading unit dims; rank > 4 is seen as one row)."""
         if self.spatial:
-            return SymView(self.buf, _ARENA, self.pad * self.rs + self.pad, self.shape,
-                           (self.ss, self.cs, self.rs, 1))  # type: ignore[arg-type]
+            return SymView(self.buf, _ARENA, self.pad * (self.rs + self.ws), self.shape,
+                           (self.ss, self.cs, self.rs, self.ws))  # type: ignore[arg-type]
         dims = _as4(self.shape)
         return SymView(self.buf, _ARENA, 0, dims, _compact_strides(dims))  # type: ignore[arg-type]
+
+    def stream_view(self) -> SymView:
+        """The view conv kernels address: in the interleaved layout the whole batch is one
+        "image" whose rows hold W * lanes floats (position-major, image-minor)."""
+        if self.ws == 1:
+            return self.view()
+        n, c, h, w = self.shape
+        return SymView(self.buf, _ARENA, self.pad * (self.rs + self.ws), (1, c, h, w * n),
+                       (0, self.cs, self.rs, 1))
 
     def compact_view(self, dims: tuple[int, int, int, int]) -> SymView:
         """This compact tensor seen with other (same-size) dims."""
         return SymView(self.buf, _ARENA, 0, dims, _compact_strides(dims))  # type: ignore[arg-type]
 
 
-def _spatial_tensor(shape: tuple[int, ...], pad: int) -> Tensor:
+def _spatial_tensor(shape: tuple[int, ...], pad: int, interleave: bool = False) -> Tensor:
     n, c, h, w = shape
-    rs = w + 2 * pad
+    lanes = n if interleave else 1
+    rs = (w + 2 * pad) * lanes
     # VMAX floats of slack per plane: a conv's last output vector may run past the plane's
     # stream (masked zeros); reads that run past a plane only feed masked lanes. Tiny planes go
     # without (it would double them) and are only written element-wise.
-    cs = _round_up((h + 2 * pad) * rs + (VMAX if h * w > SMALL_PLANE else 0), 4)
+    cs = _round_up((h + 2 * pad) * rs + (VMAX if h * w * lanes > SMALL_PLANE else 0), 4)
+    if lanes > 1:
+        return Tensor(shape, Buf(("spatial", shape, pad, lanes), c * cs + VMAX), pad, rs, cs, 1,
+                      lanes)
     ss = c * cs
     return Tensor(shape, Buf(("spatial", shape, pad), n * ss + VMAX), pad, rs, cs, ss)
 
@@ -176,11 +200,13 @@ def _flat_tensor(shape: tuple[int, ...]) -> Tensor:
 # ----------------------------------------------------------------------------- pads
 
 
-def assign_pads(graph: Graph, shapes: dict[str, tuple[int, ...]]) -> dict[str, int]:
+def assign_pads(graph: Graph, shapes: dict[str, tuple[int, ...]],
+                interleave: bool = False) -> dict[str, int]:
     """Border width per 4-D tensor.
 
     The max pad of its stride-1 conv readers, unified over each conv's input / output / residual
-    when they share a spatial size (so the conv epilogue's store is contiguous).
+    when they share a spatial size (so the conv epilogue's store is contiguous). With
+    ``interleave`` a plane holds every image of the batch, so no plane counts as tiny.
     """
     parent: dict[str, str] = {}
 
@@ -205,7 +231,8 @@ def assign_pads(graph: Graph, shapes: dict[str, tuple[int, ...]]) -> dict[str, i
         if reads_padded_copy(geo.stride):
             continue
         need[x] = max(need.get(x, 0), *geo.pad_begin, *geo.pad_end)
-        if shapes[x][2:] == shapes[y][2:] and shapes[x][2] * shapes[x][3] > SMALL_PLANE:
+        lanes = shapes[x][0] if interleave else 1
+        if shapes[x][2:] == shapes[y][2:] and math.prod(shapes[x][2:]) * lanes > SMALL_PLANE:
             union(x, y)
     group_pad: dict[str, int] = {}
     for name, pad in need.items():
@@ -309,8 +336,9 @@ class _Builder:
     """Emits steps with symbolic buffers, then places buffers and builds the native plan."""
 
     def __init__(self, graph: Graph, shapes: dict[str, tuple[int, ...]], pads: dict[str, int],
-                 threads: int) -> None:
+                 threads: int, interleave: bool = False) -> None:
         self.graph, self.shapes, self.pads, self.threads = graph, shapes, pads, threads
+        self.interleave = interleave
         self.tensors: dict[str, Tensor] = {}
         self.steps: list[tuple[str, tuple]] = []
         self.bufs: list[Buf] = []
@@ -324,7 +352,7 @@ class _Builder:
     # -- bookkeeping
     def new_tensor(self, name: str, shape: tuple[int, ...]) -> Tensor:
         if len(shape) == 4:
-            t = _spatial_tensor(shape, self.pads.get(name, 0))
+            t = _spatial_tensor(shape, self.pads.get(name, 0), self.interleave)
         else:
             t = _flat_tensor(shape)
         self.bufs.append(t.buf)
@@ -384,7 +412,7 @@ class _Builder:
         """True when ``name`` is the graph output, 4-D and read by no node: its producer may
         write the caller's output array directly."""
         return (name == self.graph.output_name and self.output_readers == 0
-                and len(self.shapes[name]) == 4)
+                and len(self.shapes[name]) == 4 and not self.interleave)
 
     def emit_output(self) -> None:
         if self.output_written:
@@ -476,7 +504,10 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         b.output_written = True
     else:
         y = b.new_tensor(node.outputs[0], out_shape)
-        y_view, y_rs = y.view(), y.rs
+        y_view, y_rs = y.stream_view(), y.rs
+    # Interleaved layout: a position is `lanes` floats (one per image), so column offsets scale
+    # by `lanes` and the whole batch is one stream (ConvSpec.lanes, conv_kernels.h).
+    lanes = x.lanes
     if _is_tiny_dense_1x1(node, weight, geo, x):
         _emit_tiny_conv(b, node, weight, bias, x, res, y_view)
         return
@@ -486,14 +517,15 @@ def _emit_conv(b: _Builder, node: Node) -> None:
     oh, ow = geo.out_hw
     cg = c // geo.group
     ic, ih, iw = np.meshgrid(np.arange(cg), np.arange(kh), np.arange(kw), indexing="ij")
-    spec: dict[str, Any] = {"in": x.view(), "out": y_view, "res": res.view() if res else None,
+    spec: dict[str, Any] = {"in": x.stream_view(), "out": y_view,
+                            "res": res.stream_view() if res else None, "lanes": lanes,
                             "pad_top": pt, "pad_left": pl, "stride_h": sh, "stride_w": sw}
     if not reads_padded_copy(geo.stride):
         if max(pt, pl, pb, pr) > x.pad:
             raise ModelLoadError(f"{node.describe()}: internal layout error (pad)")
-        taps = ic * x.cs + ih * dh * x.rs + iw * dw
+        taps = ic * x.cs + ih * dh * x.rs + iw * dw * lanes
         group_stride, stream_rs = cg * x.cs, x.rs
-        window_planes, reach = cg, (kh - 1) * dh * x.rs + (kw - 1) * dw
+        window_planes, reach = cg, (kh - 1) * dh * x.rs + (kw - 1) * dw * lanes
         spec.update(phase_split=False, split_here=False, phase_rows=0, phase_rs=0, phase_plane=0,
                     scratch_origin=0)
     else:
@@ -501,35 +533,39 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         # layout's pads (Pt, Pl) >= this conv's, tap (kh, kw) sits at e = k*d + P - p in
         # the shared padded frame, i.e. in phase e % s at offset e // s.
         lay = b.phase_layouts[(node.inputs[0], sh, sw)]
+        # Phase planes in floats: `lanes` floats per position (one super-image when interleaved).
+        images, plane, row = (1, lay.plane * lanes, lay.rs * lanes) if lanes > 1 else (
+            n, lay.plane, lay.rs)
         split_here = lay.buf is None
         if split_here:
-            lay.buf = b.new_buf(("phases", n, c, sh * sw, lay.plane),
-                                n * c * sh * sw * lay.plane + VMAX)
+            lay.buf = b.new_buf(("phases", n, c, sh * sw, plane),
+                                images * c * sh * sw * plane + VMAX)
         eh, ew = ih * dh + lay.pad_top - pt, iw * dw + lay.pad_left - pl
-        taps = ((ic * sh * sw + (eh % sh) * sw + (ew % sw)) * lay.plane
-                + (eh // sh) * lay.rs + (ew // sw))
-        group_stride, stream_rs = cg * sh * sw * lay.plane, lay.rs
+        taps = ((ic * sh * sw + (eh % sh) * sw + (ew % sw)) * plane
+                + (eh // sh) * row + (ew // sw) * lanes)
+        group_stride, stream_rs = cg * sh * sw * plane, row
         window_planes = cg * sh * sw
-        reach = int(((eh // sh) * lay.rs + (ew // sw)).max())
+        reach = int(((eh // sh) * row + (ew // sw) * lanes).max())
         spec.update(phase_split=True, split_here=split_here, phase_rows=lay.rows,
-                    phase_rs=lay.rs, phase_plane=lay.plane, scratch_origin=SymOffset(lay.buf),
+                    phase_rs=lay.rs, phase_plane=plane, scratch_origin=SymOffset(lay.buf),
                     pad_top=lay.pad_top, pad_left=lay.pad_left)
     bsr = _conv_kernel_for(node, weight, geo.group)
     packed = pack_conv_weights(weight, geo.group, taps.reshape(-1).astype(np.int64), group_stride,
                                bsr)
     b.kernels[node.name] = "bsr" if bsr else "csr"
-    length = (oh - 1) * stream_rs + ow
+    width = ow * lanes
+    length = (oh - 1) * stream_rs + width
     # Fast (contiguous masked) stores need the output's row stride and plane slack; the
     # caller's compact output array has no slack.
-    fast = bool(y_view.space == _ARENA and y_rs == stream_rs and oh * ow > SMALL_PLANE
+    fast = bool(y_view.space == _ARENA and y_rs == stream_rs and oh * width > SMALL_PLANE
                 and (res is None or res.rs == stream_rs))
     lo, hi = node.attrs.get(ACT_KEY, (-math.inf, math.inf))
     spec.update(
-        bsr=bsr, stream_rs=stream_rs, stream_len=length, width=ow,
+        bsr=bsr, stream_rs=stream_rs, stream_len=length, width=width,
         fast=fast,
         ptr=packed.ptr, off=packed.off, val=packed.val,
         bias=np.zeros(0, np.float32) if bias is None else np.asarray(bias, np.float32),
-        mask=stream_mask(length, stream_rs, ow),
+        mask=stream_mask(length, stream_rs, width),
         bounds=balanced_bounds(packed.unit_cost, UNITS_PER_THREAD * b.threads if b.threads > 1
                                else 1),
         units=packed.units,
@@ -586,7 +622,8 @@ def _is_tiny_dense_1x1(node: Node, weight: np.ndarray, geo: Any, x: Tensor) -> b
     that fill few lanes (and waste the border columns)."""
     return (geo.kernel == (1, 1) and geo.stride == (1, 1) and geo.group == 1
             and max(*geo.pad_begin, *geo.pad_end) == 0
-            and x.shape[2] * x.shape[3] <= GEMM_PIXELS and KERNEL_KEY not in node.attrs
+            and x.shape[2] * x.shape[3] * x.lanes <= GEMM_PIXELS
+            and KERNEL_KEY not in node.attrs
             and choose_conv_kernel(weight, 1))
 
 
@@ -604,7 +641,8 @@ def _emit_tiny_conv(b: _Builder, node: Node, weight: np.ndarray, bias: np.ndarra
     units = UNITS_PER_THREAD * b.threads if b.threads > 1 else 1
     b.kernels[node.name] = "tiny"
     b.emit("add_conv_tiny", {
-        "in": x.view(), "out": y_view, "res": res.view() if res else None, "wt": wt,
+        "in": x.stream_view(), "out": y_view, "res": res.stream_view() if res else None,
+        "wt": wt,
         "bias": bias16, "wt_stride": padded,
         "bounds": balanced_bounds(np.ones(padded // 16), units),
         "act": _ACT_CLIP if ACT_KEY in node.attrs else _ACT_NONE, "lo": lo, "hi": hi})
@@ -858,12 +896,39 @@ def batch_separable(graph: Graph, image_shape: tuple[int, ...]) -> bool:
     return True
 
 
+# Batch interleaving (build_plan(interleave=True)): at most MAX_LANES images per group, and a
+# group's largest activation may take at most LANES_BUDGET_BYTES (beyond that the planes of one
+# layer fall out of L2 and the longer streams stop paying; measured in benchmarks/).
+MAX_LANES = 16
+LANES_BUDGET_BYTES = 4 << 20
+
+
+def interleave_lanes(graph: Graph, image_shape: tuple[int, ...], batch: int) -> int:
+    """Images per batch-interleaved group for ``batch`` images (1: run images one by one).
+
+    The largest power of two <= min(batch, MAX_LANES) whose group keeps the largest 4-D
+    activation within LANES_BUDGET_BYTES.
+    """
+    shapes = infer_shapes(graph, (1, *image_shape))
+    largest = max((math.prod(s) for s in shapes.values() if len(s) == 4), default=0)
+    lanes = 1
+    while (lanes * 2 <= min(batch, MAX_LANES)
+           and lanes * 2 * largest * 4 <= LANES_BUDGET_BYTES):
+        lanes *= 2
+    return lanes
+
+
 def build_plan(graph: Graph, input_shape: tuple[int, ...], threads: int,
-               native_module: Any) -> CompiledPlan:
-    """Plan ``graph`` (after ``passes.prepare_graph``) for one concrete input shape."""
+               native_module: Any, *, interleave: bool = False) -> CompiledPlan:
+    """Plan ``graph`` (after ``passes.prepare_graph``) for one concrete input shape.
+
+    ``interleave`` stores every 4-D activation batch-interleaved (the images of a position
+    adjacent), so each conv runs the whole batch as one long stream: short streams of small
+    planes fill the vectors and every weight is loaded once per batch instead of once per image.
+    """
     shapes = infer_shapes(graph, input_shape)
     fused = fuse_for_shapes(graph, shapes)
-    builder = _Builder(fused, shapes, assign_pads(fused, shapes), threads)
+    builder = _Builder(fused, shapes, assign_pads(fused, shapes, interleave), threads, interleave)
     builder.emit_input(tuple(input_shape))
     for node in fused.nodes:
         emitter = _EMITTERS.get(node.op)

@@ -9,6 +9,9 @@ plan's input; other operands enter as constants (the plan copies them into its a
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,20 @@ Pads = tuple[int, int, int, int]
 Clamp = tuple[float, float] | None
 
 
+_INTERLEAVE: ContextVar[bool] = ContextVar("fd_interleave", default=False)
+
+
+@contextmanager
+def batch_interleaved() -> Iterator[None]:
+    """Within this block every kernel runs on the batch-interleaved layout
+    (``build_plan(interleave=True)``): the images of a batch are adjacent floats."""
+    token = _INTERLEAVE.set(True)
+    try:
+        yield
+    finally:
+        _INTERLEAVE.reset(token)
+
+
 def _run(node: Node, x: np.ndarray, constants: dict[str, np.ndarray],
          opset: int = 13) -> np.ndarray:
     from runtime import _native
@@ -32,7 +49,8 @@ def _run(node: Node, x: np.ndarray, constants: dict[str, np.ndarray],
     node.outputs = ["y"]
     graph = Graph([node], {k: np.asarray(v) for k, v in constants.items()}, "x", tuple(x.shape),
                   "y", opset)
-    plan = build_plan(graph, tuple(x.shape), default_threads(), _native)
+    plan = build_plan(graph, tuple(x.shape), default_threads(), _native,
+                      interleave=_INTERLEAVE.get())
     y = np.empty(plan.output_shape, np.float32)
     plan.native.run(x, y)
     return y

@@ -44,9 +44,10 @@ struct ConvKernelArgs {
 
 // Geometry of a stride-phase split (phase_split.cpp): one input plane -> sh * sw phase planes.
 struct PhaseSplitArgs {
-  int64_t H = 0, W = 0, src_rs = 0;      // input plane
+  int64_t H = 0, W = 0, src_rs = 0;      // input plane (H, W positions; src_rs in floats)
   int64_t sh = 1, sw = 1, pad_top = 0, pad_left = 0;
-  int64_t rows = 0, rs = 0, plane = 0;   // each phase plane
+  int64_t rows = 0, rs = 0, plane = 0;   // each phase plane (rs in positions, plane in floats)
+  int64_t lanes = 1;                      // floats per position (batch-interleaved layout)
 };
 using PhaseSplitFn = void (*)(const PhaseSplitArgs&, const float* src, float* dst);
 

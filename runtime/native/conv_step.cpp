@@ -48,7 +48,7 @@ class ConvStep final : public Step {
       a.in = buf.arena + s_.scratch_origin;
       a.in_is = s_.in.dim[1] * s_.stride_h * s_.stride_w * s_.phase_plane;
     } else {
-      a.in = buf.at(s_.in) - s_.pad_top * s_.in.stride[2] - s_.pad_left;
+      a.in = buf.at(s_.in) - s_.pad_top * s_.in.stride[2] - s_.pad_left * s_.lanes;
       a.in_is = s_.in.stride[0];
     }
     a.out = buf.at(s_.out);
@@ -82,7 +82,7 @@ class ConvStep final : public Step {
     const int64_t C = s_.in.dim[1];
     PhaseSplitArgs g;
     g.H = s_.in.dim[2];
-    g.W = s_.in.dim[3];
+    g.W = s_.in.dim[3] / s_.lanes;
     g.src_rs = s_.in.stride[2];
     g.sh = s_.stride_h;
     g.sw = s_.stride_w;
@@ -91,6 +91,7 @@ class ConvStep final : public Step {
     g.rows = s_.phase_rows;
     g.rs = s_.phase_rs;
     g.plane = s_.phase_plane;
+    g.lanes = s_.lanes;
     int64_t p0, p1;
     split_range(s_.in.dim[0] * C, tid, nth, &p0, &p1);
     const float* x = buf.at(s_.in);

@@ -10,6 +10,9 @@ namespace fd {
 struct ConvSpec {
   View in, out, res;        // res.space < 0 when there is no fused residual
   bool has_res = false;
+  // Floats per input/output position: 1 for planar NCHW; the batch size when the batch is
+  // interleaved (then in/out/res are one "image" whose rows hold W * lanes floats).
+  int64_t lanes = 1;
   bool bsr = false;         // kernel family: false = CSR, true = BSR (dense = all blocks)
   // Stream geometry (see conv_kernels.h).
   int64_t stream_rs = 0, stream_len = 0, width = 0;

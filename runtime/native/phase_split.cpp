@@ -6,13 +6,45 @@
 // in-bounds columns between zeroed margins; for sw == 2 the copy is a de-interleave, which the
 // compiler vectorises with permutes on AVX2 / AVX-512.
 #include <cstdint>
+#include <cstring>
 
 #include "conv_kernels.h"
 
 namespace fd {
 namespace FD_NS {
 
+// Batch-interleaved planes: a position is `lanes` adjacent floats, copied as a unit.
+static void split_plane_lanes(const PhaseSplitArgs& s, const float* src, float* dst) {
+  const int64_t L = s.lanes, row_floats = s.rs * L;
+  for (int64_t a = 0; a < s.sh; ++a) {
+    for (int64_t b = 0; b < s.sw; ++b) {
+      float* phase = dst + (a * s.sw + b) * s.plane;
+      int64_t j_lo = (s.pad_left - b + s.sw - 1) / s.sw;
+      j_lo = j_lo < 0 ? 0 : (j_lo > s.rs ? s.rs : j_lo);
+      int64_t j_hi = (s.W + s.pad_left - b + s.sw - 1) / s.sw;
+      j_hi = j_hi > s.rs ? s.rs : (j_hi < j_lo ? j_lo : j_hi);
+      for (int64_t i = 0; i < s.rows; ++i) {
+        float* __restrict row = phase + i * row_floats;
+        const int64_t y = i * s.sh + a - s.pad_top;
+        if (y < 0 || y >= s.H) {
+          std::memset(row, 0, sizeof(float) * row_floats);
+          continue;
+        }
+        const float* __restrict from = src + y * s.src_rs + (b - s.pad_left) * L;
+        std::memset(row, 0, sizeof(float) * j_lo * L);
+        for (int64_t j = j_lo; j < j_hi; ++j)
+          std::memcpy(row + j * L, from + j * s.sw * L, sizeof(float) * L);
+        std::memset(row + j_hi * L, 0, sizeof(float) * (s.rs - j_hi) * L);
+      }
+    }
+  }
+}
+
 void split_plane(const PhaseSplitArgs& s, const float* src, float* dst) {
+  if (s.lanes > 1) {
+    split_plane_lanes(s, src, dst);
+    return;
+  }
   for (int64_t a = 0; a < s.sh; ++a) {
     for (int64_t b = 0; b < s.sw; ++b) {
       float* phase = dst + (a * s.sw + b) * s.plane;

@@ -83,4 +83,4 @@ def test_batch_one_thread_probe(tmp_path, monkeypatch):
     parallel_only = Engine(path, threads=2, backend="native")
     np.testing.assert_array_equal(parallel_only.run(x), got)
     assert parallel_only._single_threads[(1, 4, 10, 10)] == 2
-    assert ((1, 4, 10, 10), 1) not in parallel_only._plans
+    assert ((1, 4, 10, 10), 1, False) not in parallel_only._plans

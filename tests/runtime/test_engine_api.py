@@ -255,3 +255,37 @@ def test_dynamic_spatial_dims_plan_per_input(tmp_path):
     for shape in ((1, 3, 5, 9), (2, 3, 12, 7)):
         x = random_input(shape)
         assert_close(engine.run(x), ort_run(path, x))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batches_run_in_interleaved_groups_and_a_tail(tmp_path, threads):
+    """37 images: two batch-interleaved groups of 16 and an interleaved tail of 5; every image's
+    output equals ONNX Runtime's and the engine's own batch-1 result."""
+    from runtime.plan import MAX_LANES
+
+    path = _small_cnn(tmp_path / "m.onnx")
+    engine = Engine(path, threads=threads, backend="native")
+    x = random_input((37, 3, 10, 10), seed=4)
+    got = engine.run(x)
+    assert engine._lanes((3, 10, 10), 37) == MAX_LANES == 16
+    assert_close(got, ort_run(path, x))
+    singles = np.concatenate([engine.run(x[i:i + 1]) for i in range(0, 37, 6)])
+    assert_close(got[::6], singles)
+    interleaved = [key for key in engine._plans if key[2]]
+    assert {key[0][0] for key in interleaved} == {16, 5}
+
+
+def test_interleave_lanes_rule(tmp_path, monkeypatch):
+    """Powers of two up to the batch and MAX_LANES, within the activation budget."""
+    import runtime.plan as plan_module
+    from runtime.graph import load_graph
+    from runtime.passes import prepare_graph
+
+    graph = prepare_graph(load_graph(_small_cnn(tmp_path / "m.onnx")))
+    lanes = plan_module.interleave_lanes
+    assert [lanes(graph, (3, 10, 10), b) for b in (1, 2, 3, 7, 8, 32)] == [1, 2, 2, 4, 8, 16]
+    largest_bytes = 8 * 10 * 10 * 4  # conv1's output per image
+    monkeypatch.setattr(plan_module, "LANES_BUDGET_BYTES", 4 * largest_bytes)
+    assert lanes(graph, (3, 10, 10), 32) == 4
+    monkeypatch.setattr(plan_module, "LANES_BUDGET_BYTES", largest_bytes)
+    assert lanes(graph, (3, 10, 10), 32) == 1

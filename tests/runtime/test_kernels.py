@@ -1,5 +1,5 @@
-"""Each native kernel equals its NumPy reference (runtime.kernels.native vs .reference), and the
-portable (generic) kernel variant equals the one chosen for this CPU."""
+"""Each native kernel equals its NumPy reference (runtime.kernels.native vs .reference) on both
+activation layouts, and the portable (generic) kernel variant equals the one chosen for this CPU."""
 
 from __future__ import annotations
 
@@ -14,6 +14,17 @@ from tests.runtime.onnx_cases import assert_close, random_input
 # Both sides accumulate in a different order (the reference in float64).
 KERNEL_ATOL = 1e-5
 KERNEL_RTOL = 1e-5
+
+
+@pytest.fixture(autouse=True, params=["planar", "interleaved"])
+def layout(request):
+    """Every kernel test runs on both activation layouts: planar NCHW planes, and the
+    batch-interleaved layout of batched plans (build_plan(interleave=True))."""
+    if request.param == "planar":
+        yield request.param
+        return
+    with nat.batch_interleaved():
+        yield request.param
 
 
 def _sparse_weight(shape, density, seed=2):
