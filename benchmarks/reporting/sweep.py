@@ -205,6 +205,11 @@ def run_sweep(points: Sequence[SweepPoint], runner: PointRunner, state_dir: str 
             outcome.results[point.id] = result
         if on_progress is not None:
             on_progress(point.id, result)
+    # Points another process held may have finished meanwhile: the report should include them.
+    for point_id in outcome.busy:
+        result = state.load(point_id)
+        if result is not None:
+            outcome.results[point_id] = result
     return outcome
 
 

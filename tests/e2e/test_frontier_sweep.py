@@ -102,6 +102,26 @@ def test_point_locked_by_another_process_is_left_alone(tmp_path):
     assert "p3" not in outcome.results
 
 
+def test_point_another_process_finishes_meanwhile_is_reported(tmp_path):
+    """Two workers share a sweep: the one finishing last reports every point, including those
+    the other worker held (and finished) while this one was busy elsewhere."""
+    from benchmarks.reporting.sweep import PointResult
+
+    state = SweepState(tmp_path)
+
+    class OtherFinishesP3(CountingRunner):
+        def __call__(self, point):
+            if point.id == "p4":  # meanwhile the other worker records p3
+                state.record(PointResult("p3", DONE, {}, metrics={"acc": 0.5}))
+            return super().__call__(point)
+
+    with state.try_lock("p3") as locked:
+        assert locked
+        outcome = run_sweep(POINTS, OtherFinishesP3(), tmp_path)
+    assert outcome.busy == ["p3"]
+    assert outcome.results["p3"].metrics == {"acc": 0.5}
+
+
 def _slow_worker(state_dir: str, log_path: str) -> None:
     def runner(point: SweepPoint) -> dict:
         with open(log_path, "a", encoding="utf-8") as log:  # O_APPEND: one line per write
