@@ -15,6 +15,7 @@ a pool of workspaces, so concurrent ``run`` calls from several threads are safe.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -39,6 +40,11 @@ DENSE_DELEGATE_DENSITY = 0.6
 # 0.22 ms on 2). Such plans are timed both ways once, with a pause between runs longer than the
 # helpers' idle spin, as isolated requests see them; the faster one serves batch-1 calls.
 SERIAL_PROBE_MAX_S = 0.005
+# Batches: FEATHERDEPLOY_BATCH_LAYOUT=auto (time planar vs batch-interleaved once per batch size,
+# keep the faster), interleaved, or planar.
+BATCH_LAYOUTS = ("auto", "interleaved", "planar")
+BATCH_LAYOUT_ENV = "FEATHERDEPLOY_BATCH_LAYOUT"
+LAYOUT_PROBE_RUNS = 5
 PROBE_RUNS = 7
 PROBE_GAP_S = 0.0005
 
@@ -165,10 +171,34 @@ class Engine:
         return y
 
     def _lanes(self, image: tuple[int, ...], batch: int) -> int:
-        known = self._lanes_known.get((image, batch))
+        """Images per interleaved group for this batch size (1: planar, image by image)."""
+        key = (image, batch)
+        known = self._lanes_known.get(key)
         if known is None:
-            known = self._lanes_known[(image, batch)] = interleave_lanes(self.graph, image, batch)
+            with self._lock:
+                known = self._lanes_known.get(key)
+                if known is None:
+                    known = self._lanes_known[key] = self._choose_lanes(image, batch)
         return known
+
+    def _choose_lanes(self, image: tuple[int, ...], batch: int) -> int:
+        layout = os.environ.get(BATCH_LAYOUT_ENV, "auto")
+        if layout not in BATCH_LAYOUTS:
+            raise EngineError(f"{BATCH_LAYOUT_ENV} must be one of {BATCH_LAYOUTS}, got {layout!r}")
+        lanes = interleave_lanes(self.graph, image, batch) if layout != "planar" else 1
+        if lanes == 1 or layout == "interleaved":
+            return lanes
+        # Which layout wins depends on the model and the cache sizes (interleaving pays on small
+        # planes, costs L2 misses on big ones): time both once on whole groups, one per thread.
+        sample = max(1, min(batch // lanes, self.threads)) * lanes
+        one = self._plan_for((1, *image))
+        grouped = self._plan_for((lanes, *image), interleave=True).native
+        planar_s, grouped_s = _median_seconds_interleaved(
+            lambda x, y: one.native.run_images(x, y, sample),
+            lambda x, y: grouped.run_images(x, y, sample // lanes),
+            np.zeros((sample, *image), np.float32),
+            np.empty(sample * math.prod(one.output_shape), np.float32))
+        return lanes if grouped_s < planar_s else 1
 
     def _check_input(self, x: np.ndarray) -> np.ndarray:
         if not isinstance(x, np.ndarray):
@@ -237,6 +267,20 @@ def _median_run_seconds(plan: CompiledPlan) -> float:
         plan.native.run(x, y)
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
+
+
+def _median_seconds_interleaved(first, second, x: np.ndarray, y: np.ndarray
+                                ) -> tuple[float, float]:
+    """Median wall times of ``first(x, y)`` and ``second(x, y)``, run alternately."""
+    first(x, y)
+    second(x, y)
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(LAYOUT_PROBE_RUNS):
+        for fn, out in zip((first, second), times, strict=True):
+            start = time.perf_counter()
+            fn(x, y)
+            out.append(time.perf_counter() - start)
+    return tuple(sorted(t)[len(t) // 2] for t in times)  # type: ignore[return-value]
 
 
 def _shape_str(shape: tuple[int | None, ...]) -> str:

@@ -177,9 +177,21 @@ class Tensor:
         return SymView(self.buf, _ARENA, 0, dims, _compact_strides(dims))  # type: ignore[arg-type]
 
 
-def _spatial_tensor(shape: tuple[int, ...], pad: int, interleave: bool = False) -> Tensor:
+# In an interleaved plan only planes of at most this many pixels are interleaved: their streams
+# are short (few vector lanes, per-channel overhead), while a group of big planes would outgrow L2
+# and gains nothing. Convs cross from planar to interleaved through their stride-phase split.
+INTERLEAVE_MAX_PIXELS = 256
+
+
+def tensor_lanes(shape: tuple[int, ...], interleave: bool) -> int:
+    """Floats per position of a 4-D activation: its batch size if interleaved, else 1."""
+    if not interleave or len(shape) != 4 or shape[2] * shape[3] > INTERLEAVE_MAX_PIXELS:
+        return 1
+    return shape[0]
+
+
+def _spatial_tensor(shape: tuple[int, ...], pad: int, lanes: int = 1) -> Tensor:
     n, c, h, w = shape
-    lanes = n if interleave else 1
     rs = (w + 2 * pad) * lanes
     # VMAX floats of slack per plane: a conv's last output vector may run past the plane's
     # stream (masked zeros); reads that run past a plane only feed masked lanes. Tiny planes go
@@ -231,7 +243,7 @@ def assign_pads(graph: Graph, shapes: dict[str, tuple[int, ...]],
         if reads_padded_copy(geo.stride):
             continue
         need[x] = max(need.get(x, 0), *geo.pad_begin, *geo.pad_end)
-        lanes = shapes[x][0] if interleave else 1
+        lanes = tensor_lanes(shapes[x], interleave)
         if shapes[x][2:] == shapes[y][2:] and math.prod(shapes[x][2:]) * lanes > SMALL_PLANE:
             union(x, y)
     group_pad: dict[str, int] = {}
@@ -339,20 +351,22 @@ class _Builder:
                  threads: int, interleave: bool = False) -> None:
         self.graph, self.shapes, self.pads, self.threads = graph, shapes, pads, threads
         self.interleave = interleave
+        self.relayouts: dict[tuple[str, int], Tensor] = {}
         self.tensors: dict[str, Tensor] = {}
         self.steps: list[tuple[str, tuple]] = []
         self.bufs: list[Buf] = []
         self.consts: list[np.ndarray] = []
         self.const_size = 0
         self.kernels: dict[str, str] = {}
-        self.phase_layouts = plan_phase_layouts(graph, shapes, pads)
+        self.phase_layouts = plan_phase_layouts(graph, shapes, pads, interleave)
         self.output_written = False
         self.output_readers = sum(i == graph.output_name for n in graph.nodes for i in n.inputs)
 
     # -- bookkeeping
     def new_tensor(self, name: str, shape: tuple[int, ...]) -> Tensor:
         if len(shape) == 4:
-            t = _spatial_tensor(shape, self.pads.get(name, 0), self.interleave)
+            t = _spatial_tensor(shape, self.pads.get(name, 0),
+                                tensor_lanes(shape, self.interleave))
         else:
             t = _flat_tensor(shape)
         self.bufs.append(t.buf)
@@ -391,6 +405,19 @@ class _Builder:
             t = self.new_tensor(name, tuple(value.shape))
             self.emit("add_copy", self.const_view(value, _view_dims(t)), t.view())
         return self.tensors[name]
+
+    def relayout(self, name: str, lanes: int, pad: int) -> Tensor:
+        """A copy of 4-D activation ``name`` in the other layout (planar <-> interleaved), for
+        the rare conv whose input and output planes fall on different sides of
+        INTERLEAVE_MAX_PIXELS without a stride-phase split to convert on the way."""
+        key = (name, lanes)
+        if key not in self.relayouts:
+            x = self.tensor(name)
+            t = _spatial_tensor(x.shape, max(pad, x.pad), lanes)
+            self.bufs.append(t.buf)
+            self.emit("add_copy", x.view(), t.view())
+            self.relayouts[key] = t
+        return self.relayouts[key]
 
     def flat(self, name: str) -> Tensor:
         """Compact copy of a 4-D padded tensor (or the tensor itself if already compact)."""
@@ -506,8 +533,12 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         y = b.new_tensor(node.outputs[0], out_shape)
         y_view, y_rs = y.stream_view(), y.rs
     # Interleaved layout: a position is `lanes` floats (one per image), so column offsets scale
-    # by `lanes` and the whole batch is one stream (ConvSpec.lanes, conv_kernels.h).
-    lanes = x.lanes
+    # by `lanes` and the whole batch is one stream (ConvSpec.lanes, conv_kernels.h). A planar
+    # input of an interleaved output is gathered by the stride-phase split, or else relaid.
+    lanes = tensor_lanes(out_shape, b.interleave)
+    gather = x.lanes == 1 and lanes > 1 and reads_padded_copy(geo.stride)
+    if x.lanes != lanes and not gather:
+        x = b.relayout(node.inputs[0], lanes, max(*geo.pad_begin, *geo.pad_end))
     if _is_tiny_dense_1x1(node, weight, geo, x):
         _emit_tiny_conv(b, node, weight, bias, x, res, y_view)
         return
@@ -517,8 +548,9 @@ def _emit_conv(b: _Builder, node: Node) -> None:
     oh, ow = geo.out_hw
     cg = c // geo.group
     ic, ih, iw = np.meshgrid(np.arange(cg), np.arange(kh), np.arange(kw), indexing="ij")
-    spec: dict[str, Any] = {"in": x.stream_view(), "out": y_view,
+    spec: dict[str, Any] = {"in": x.view() if gather else x.stream_view(), "out": y_view,
                             "res": res.stream_view() if res else None, "lanes": lanes,
+                            "gather": gather,
                             "pad_top": pt, "pad_left": pl, "stride_h": sh, "stride_w": sw}
     if not reads_padded_copy(geo.stride):
         if max(pt, pl, pb, pr) > x.pad:
@@ -532,7 +564,7 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         # Stride phases of the input, shared by every conv with this stride reading it: with the
         # layout's pads (Pt, Pl) >= this conv's, tap (kh, kw) sits at e = k*d + P - p in
         # the shared padded frame, i.e. in phase e % s at offset e // s.
-        lay = b.phase_layouts[(node.inputs[0], sh, sw)]
+        lay = b.phase_layouts[(node.inputs[0], sh, sw, lanes)]
         # Phase planes in floats: `lanes` floats per position (one super-image when interleaved).
         images, plane, row = (1, lay.plane * lanes, lay.rs * lanes) if lanes > 1 else (
             n, lay.plane, lay.rs)
@@ -586,22 +618,24 @@ class PhaseLayout:
     buf: Buf | None = None
 
 
-def plan_phase_layouts(graph: Graph, shapes: dict[str, tuple[int, ...]], pads: dict[str, int]
-                       ) -> dict[tuple[str, int, int], PhaseLayout]:
-    """(input, stride_h, stride_w) -> one phase layout covering every such conv's taps.
+def plan_phase_layouts(graph: Graph, shapes: dict[str, tuple[int, ...]], pads: dict[str, int],
+                       interleave: bool = False) -> dict[tuple[str, int, int, int], PhaseLayout]:
+    """(input, stride_h, stride_w, output lanes) -> one phase layout covering every such conv's
+    taps.
 
     The row stride also covers each conv's output row stride (so its epilogue stays contiguous).
     """
-    groups: dict[tuple[str, int, int], list[tuple[Node, Any]]] = {}
+    groups: dict[tuple[str, int, int, int], list[tuple[Node, Any]]] = {}
     for node in graph.nodes:
         if node.op != "Conv" or node.inputs[0] in graph.constants:
             continue
         geo = conv_geometry(node, shapes[node.inputs[0]], shapes[node.inputs[1]])
         if reads_padded_copy(geo.stride):
-            groups.setdefault((node.inputs[0], *geo.stride), []).append((node, geo))
+            lanes = tensor_lanes(shapes[node.outputs[0]], interleave)
+            groups.setdefault((node.inputs[0], *geo.stride, lanes), []).append((node, geo))
     layouts = {}
     for key, convs in groups.items():
-        _, sh, sw = key
+        _, sh, sw, _ = key
         top = max(g.pad_begin[0] for _, g in convs)
         left = max(g.pad_begin[1] for _, g in convs)
         rows = rs = 0

@@ -48,6 +48,7 @@ struct PhaseSplitArgs {
   int64_t sh = 1, sw = 1, pad_top = 0, pad_left = 0;
   int64_t rows = 0, rs = 0, plane = 0;   // each phase plane (rs in positions, plane in floats)
   int64_t lanes = 1;                      // floats per position (batch-interleaved layout)
+  int64_t gather_stride = 0;  // > 0: the source is `lanes` planar images this far apart
 };
 using PhaseSplitFn = void (*)(const PhaseSplitArgs&, const float* src, float* dst);
 

@@ -82,7 +82,7 @@ class ConvStep final : public Step {
     const int64_t C = s_.in.dim[1];
     PhaseSplitArgs g;
     g.H = s_.in.dim[2];
-    g.W = s_.in.dim[3] / s_.lanes;
+    g.W = s_.gather ? s_.in.dim[3] : s_.in.dim[3] / s_.lanes;
     g.src_rs = s_.in.stride[2];
     g.sh = s_.stride_h;
     g.sw = s_.stride_w;
@@ -92,8 +92,11 @@ class ConvStep final : public Step {
     g.rs = s_.phase_rs;
     g.plane = s_.phase_plane;
     g.lanes = s_.lanes;
+    g.gather_stride = s_.gather ? s_.in.stride[0] : 0;
+    // Gathering: one unit = one channel of every image (the images share its phase planes).
+    const int64_t images = s_.gather ? 1 : s_.in.dim[0];
     int64_t p0, p1;
-    split_range(s_.in.dim[0] * C, tid, nth, &p0, &p1);
+    split_range(images * C, tid, nth, &p0, &p1);
     const float* x = buf.at(s_.in);
     for (int64_t plane = p0; plane < p1; ++plane) {
       const int64_t n = plane / C, c = plane % C;

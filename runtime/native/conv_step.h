@@ -13,6 +13,9 @@ struct ConvSpec {
   // Floats per input/output position: 1 for planar NCHW; the batch size when the batch is
   // interleaved (then in/out/res are one "image" whose rows hold W * lanes floats).
   int64_t lanes = 1;
+  // Stride > 1 with lanes > 1 and a planar input (in = N planar images): the phase split gathers
+  // the images into interleaved phase planes (the planar -> interleaved switch of a plan).
+  bool gather = false;
   bool bsr = false;         // kernel family: false = CSR, true = BSR (dense = all blocks)
   // Stream geometry (see conv_kernels.h).
   int64_t stream_rs = 0, stream_len = 0, width = 0;

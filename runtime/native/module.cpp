@@ -56,6 +56,7 @@ void add_conv(Plan& plan, const py::dict& d) {
   if (s.has_res) s.res = to_view(d["res"].cast<std::vector<int64_t>>());
   s.bsr = d["bsr"].cast<bool>();
   s.lanes = d.contains("lanes") ? d["lanes"].cast<int64_t>() : 1;
+  s.gather = d.contains("gather") && d["gather"].cast<bool>();
   s.stream_rs = d["stream_rs"].cast<int64_t>();
   s.stream_len = d["stream_len"].cast<int64_t>();
   s.width = d["width"].cast<int64_t>();

@@ -13,7 +13,8 @@
 namespace fd {
 namespace FD_NS {
 
-// Batch-interleaved planes: a position is `lanes` adjacent floats, copied as a unit.
+// Batch-interleaved phases: a position is `lanes` adjacent floats, copied as a unit from an
+// interleaved source or gathered from `lanes` planar images (gather_stride apart).
 static void split_plane_lanes(const PhaseSplitArgs& s, const float* src, float* dst) {
   const int64_t L = s.lanes, row_floats = s.rs * L;
   for (int64_t a = 0; a < s.sh; ++a) {
@@ -30,10 +31,16 @@ static void split_plane_lanes(const PhaseSplitArgs& s, const float* src, float* 
           std::memset(row, 0, sizeof(float) * row_floats);
           continue;
         }
-        const float* __restrict from = src + y * s.src_rs + (b - s.pad_left) * L;
         std::memset(row, 0, sizeof(float) * j_lo * L);
-        for (int64_t j = j_lo; j < j_hi; ++j)
-          std::memcpy(row + j * L, from + j * s.sw * L, sizeof(float) * L);
+        if (s.gather_stride > 0) {  // planar images: gather one float of each per position
+          const float* from = src + y * s.src_rs + (b - s.pad_left);
+          for (int64_t j = j_lo; j < j_hi; ++j)
+            for (int64_t n = 0; n < L; ++n) row[j * L + n] = from[j * s.sw + n * s.gather_stride];
+        } else {
+          const float* __restrict from = src + y * s.src_rs + (b - s.pad_left) * L;
+          for (int64_t j = j_lo; j < j_hi; ++j)
+            std::memcpy(row + j * L, from + j * s.sw * L, sizeof(float) * L);
+        }
         std::memset(row + j_hi * L, 0, sizeof(float) * (s.rs - j_hi) * L);
       }
     }

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime import Engine, InputError, ModelLoadError, UnsupportedOpError
+from runtime import Engine, EngineError, InputError, ModelLoadError, UnsupportedOpError
 from runtime.__main__ import main
 from tests.runtime.onnx_cases import assert_close, ort_run, random_input, save_model
 
@@ -258,11 +258,12 @@ def test_dynamic_spatial_dims_plan_per_input(tmp_path):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_batches_run_in_interleaved_groups_and_a_tail(tmp_path, threads):
+def test_batches_run_in_interleaved_groups_and_a_tail(tmp_path, threads, monkeypatch):
     """37 images: two batch-interleaved groups of 16 and an interleaved tail of 5; every image's
     output equals ONNX Runtime's and the engine's own batch-1 result."""
     from runtime.plan import MAX_LANES
 
+    monkeypatch.setenv("FEATHERDEPLOY_BATCH_LAYOUT", "interleaved")
     path = _small_cnn(tmp_path / "m.onnx")
     engine = Engine(path, threads=threads, backend="native")
     x = random_input((37, 3, 10, 10), seed=4)
@@ -289,3 +290,23 @@ def test_interleave_lanes_rule(tmp_path, monkeypatch):
     assert lanes(graph, (3, 10, 10), 32) == 4
     monkeypatch.setattr(plan_module, "LANES_BUDGET_BYTES", largest_bytes)
     assert lanes(graph, (3, 10, 10), 32) == 1
+
+
+@pytest.mark.parametrize("layout,expect_lanes", [("planar", 1), ("auto", None)])
+def test_batch_layout_choice(tmp_path, monkeypatch, layout, expect_lanes):
+    """planar never interleaves; auto times both layouts once per batch size and keeps one.
+    Both give ORT's results."""
+    monkeypatch.setenv("FEATHERDEPLOY_BATCH_LAYOUT", layout)
+    path = _small_cnn(tmp_path / "m.onnx")
+    engine = Engine(path, threads=2, backend="native")
+    x = random_input((9, 3, 10, 10), seed=6)
+    assert_close(engine.run(x), ort_run(path, x))
+    chosen = engine._lanes_known[((3, 10, 10), 9)]
+    assert chosen == expect_lanes if expect_lanes else chosen in (1, 8)
+
+
+def test_bad_batch_layout_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEATHERDEPLOY_BATCH_LAYOUT", "diagonal")
+    engine = Engine(_small_cnn(tmp_path / "m.onnx"), backend="native")
+    with pytest.raises(EngineError, match="FEATHERDEPLOY_BATCH_LAYOUT"):
+        engine.run(random_input((4, 3, 10, 10)))

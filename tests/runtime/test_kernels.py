@@ -198,3 +198,25 @@ def test_conv2d_tiny_plane_dense_1x1_gemm(hw):
     for extras in ({}, {"residual": r, "clamp": (0.0, 6.0)}):
         assert_close(nat.conv2d(x, w, b, **extras), ref.conv2d(x, w, b, **extras),
                      KERNEL_ATOL, KERNEL_RTOL)
+
+
+@pytest.mark.parametrize("kernel", ["csr", "bsr"])
+@pytest.mark.parametrize("hw,geometry", [
+    ((20, 20), dict(stride=(2, 2), pads=(1, 1, 1, 1))),  # planar in -> gathered stride phases
+    ((21, 19), dict(stride=(2, 3), pads=(0, 1, 2, 0), dilation=(1, 2))),
+    ((17, 17), dict(stride=(1, 1), pads=(0, 0, 0, 0))),  # planar in -> interleaved copy
+    ((15, 15), dict(stride=(1, 1), pads=(2, 2, 2, 2))),  # interleaved in -> planar copy
+], ids=str)
+def test_conv2d_across_the_interleave_threshold(kernel, hw, geometry):
+    """Input and output planes on both sides of INTERLEAVE_MAX_PIXELS (256): in the interleaved
+    layout the conv switches layouts on the way (phase-split gather or a relayout copy)."""
+    from runtime.plan import INTERLEAVE_MAX_PIXELS
+
+    x = random_input((3, 8, *hw))
+    w = _sparse_weight((12, 8, 3, 3), 0.3)
+    out_hw = ref.conv2d(x, w, **geometry).shape[2:]
+    assert (hw[0] * hw[1] > INTERLEAVE_MAX_PIXELS) != (out_hw[0] * out_hw[1] > INTERLEAVE_MAX_PIXELS)
+    b = np.linspace(-1, 1, 12, dtype=np.float32)
+    r = random_input((3, 12, *out_hw), seed=5)
+    kw = dict(geometry, kernel=kernel, residual=r, clamp=(0.0, 6.0))
+    assert_close(nat.conv2d(x, w, b, **kw), ref.conv2d(x, w, b, **kw), KERNEL_ATOL, KERNEL_RTOL)
