@@ -3,6 +3,8 @@ activation layouts, and the portable (generic) kernel variant equals the one cho
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -215,7 +217,8 @@ def test_conv2d_across_the_interleave_threshold(kernel, hw, geometry):
     x = random_input((3, 8, *hw))
     w = _sparse_weight((12, 8, 3, 3), 0.3)
     out_hw = ref.conv2d(x, w, **geometry).shape[2:]
-    assert (hw[0] * hw[1] > INTERLEAVE_MAX_PIXELS) != (out_hw[0] * out_hw[1] > INTERLEAVE_MAX_PIXELS)
+    big_in, big_out = (math.prod(p) > INTERLEAVE_MAX_PIXELS for p in (hw, out_hw))
+    assert big_in != big_out
     b = np.linspace(-1, 1, 12, dtype=np.float32)
     r = random_input((3, 12, *out_hw), seed=5)
     kw = dict(geometry, kernel=kernel, residual=r, clamp=(0.0, 6.0))
