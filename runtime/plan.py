@@ -180,12 +180,14 @@ class Tensor:
 # In an interleaved plan only planes of at most this many pixels are interleaved: their streams
 # are short (few vector lanes, per-channel overhead), while a group of big planes would outgrow L2
 # and gains nothing. Convs cross from planar to interleaved through their stride-phase split.
-INTERLEAVE_MAX_PIXELS = 256
+INTERLEAVE_MAX_PIXELS = 1024
 
 
 def tensor_lanes(shape: tuple[int, ...], interleave: bool) -> int:
-    """Floats per position of a 4-D activation: its batch size if interleaved, else 1."""
-    if not interleave or len(shape) != 4 or shape[2] * shape[3] > INTERLEAVE_MAX_PIXELS:
+    """Floats per position of a 4-D activation: its batch size if interleaved, else 1.
+    (1x1 planes, e.g. global pooling outputs, stay planar: compact, they feed the classifier.)"""
+    pixels = shape[2] * shape[3] if len(shape) == 4 else 0
+    if not interleave or not 1 < pixels <= INTERLEAVE_MAX_PIXELS:
         return 1
     return shape[0]
 
@@ -200,6 +202,8 @@ def _spatial_tensor(shape: tuple[int, ...], pad: int, lanes: int = 1) -> Tensor:
     if lanes > 1:
         return Tensor(shape, Buf(("spatial", shape, pad, lanes), c * cs + VMAX), pad, rs, cs, 1,
                       lanes)
+    if h * w == 1 and pad == 0:  # compact (N, C, 1, 1): a classifier reads it without a copy
+        cs = 1
     ss = c * cs
     return Tensor(shape, Buf(("spatial", shape, pad), n * ss + VMAX), pad, rs, cs, ss)
 
@@ -240,8 +244,8 @@ def assign_pads(graph: Graph, shapes: dict[str, tuple[int, ...]],
         res = node.attrs.get(RESIDUAL_KEY)
         if res:
             union(res, y)
-        if reads_padded_copy(geo.stride):
-            continue
+        if reads_padded_copy(geo.stride) and tensor_lanes(shapes[x], interleave) == 1:
+            continue  # the stride-phase split pads (interleaved planes are read in place)
         need[x] = max(need.get(x, 0), *geo.pad_begin, *geo.pad_end)
         lanes = tensor_lanes(shapes[x], interleave)
         if shapes[x][2:] == shapes[y][2:] and math.prod(shapes[x][2:]) * lanes > SMALL_PLANE:
@@ -348,9 +352,9 @@ class _Builder:
     """Emits steps with symbolic buffers, then places buffers and builds the native plan."""
 
     def __init__(self, graph: Graph, shapes: dict[str, tuple[int, ...]], pads: dict[str, int],
-                 threads: int, interleave: bool = False) -> None:
+                 threads: int, interleave: bool = False, vector_floats: int = VMAX) -> None:
         self.graph, self.shapes, self.pads, self.threads = graph, shapes, pads, threads
-        self.interleave = interleave
+        self.interleave, self.vector_floats = interleave, vector_floats
         self.relayouts: dict[tuple[str, int], Tensor] = {}
         self.tensors: dict[str, Tensor] = {}
         self.steps: list[tuple[str, tuple]] = []
@@ -424,6 +428,9 @@ class _Builder:
         t = self.tensor(name)
         if not t.spatial:
             return t
+        n, c, h, w = t.shape
+        if t.pad == 0 and t.ws == 1 and t.rs == w and t.cs == h * w and t.ss == c * h * w:
+            return Tensor(t.shape, t.buf)  # already compact: the same storage, seen flat
         flat = _flat_tensor(t.shape)
         self.bufs.append(flat.buf)
         self.emit("add_copy", t.view(), flat.compact_view(t.shape))  # type: ignore[arg-type]
@@ -548,11 +555,15 @@ def _emit_conv(b: _Builder, node: Node) -> None:
     oh, ow = geo.out_hw
     cg = c // geo.group
     ic, ih, iw = np.meshgrid(np.arange(cg), np.arange(kh), np.arange(kw), indexing="ij")
+    bsr = _conv_kernel_for(node, weight, geo.group)
+    # Interleaved planes whose positions are whole vectors read strided taps in place.
+    strided = (reads_padded_copy(geo.stride) and not gather and not bsr and lanes > 1
+               and lanes % b.vector_floats == 0 and max(pt, pl, pb, pr) <= x.pad)
     spec: dict[str, Any] = {"in": x.view() if gather else x.stream_view(), "out": y_view,
                             "res": res.stream_view() if res else None, "lanes": lanes,
-                            "gather": gather,
+                            "gather": gather, "strided": strided,
                             "pad_top": pt, "pad_left": pl, "stride_h": sh, "stride_w": sw}
-    if not reads_padded_copy(geo.stride):
+    if strided or not reads_padded_copy(geo.stride):
         if max(pt, pl, pb, pr) > x.pad:
             raise ModelLoadError(f"{node.describe()}: internal layout error (pad)")
         taps = ic * x.cs + ih * dh * x.rs + iw * dw * lanes
@@ -581,7 +592,6 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         spec.update(phase_split=True, split_here=split_here, phase_rows=lay.rows,
                     phase_rs=lay.rs, phase_plane=plane, scratch_origin=SymOffset(lay.buf),
                     pad_top=lay.pad_top, pad_left=lay.pad_left)
-    bsr = _conv_kernel_for(node, weight, geo.group)
     packed = pack_conv_weights(weight, geo.group, taps.reshape(-1).astype(np.int64), group_stride,
                                bsr)
     b.kernels[node.name] = "bsr" if bsr else "csr"
@@ -962,7 +972,8 @@ def build_plan(graph: Graph, input_shape: tuple[int, ...], threads: int,
     """
     shapes = infer_shapes(graph, input_shape)
     fused = fuse_for_shapes(graph, shapes)
-    builder = _Builder(fused, shapes, assign_pads(fused, shapes, interleave), threads, interleave)
+    builder = _Builder(fused, shapes, assign_pads(fused, shapes, interleave), threads, interleave,
+                       native_module.vector_floats())
     builder.emit_input(tuple(input_shape))
     for node in fused.nodes:
         emitter = _EMITTERS.get(node.op)

@@ -186,6 +186,80 @@ void conv_csr(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
   }
 }
 
+// Strided conv on batch-interleaved planes whose positions are whole vectors (lanes % V == 0),
+// without a stride-phase split: output vector t (row t / (P vp), position (t / vp) % P, part
+// t % vp, with P positions per row and vp = lanes / V) reads each tap's input at
+//     row * in_row_step + position * in_pos_step + part * V
+// from the tap's offset. Chunks of up to 16 output vectors (across rows: tiny planes fill them)
+// with per-vector offsets computed once per chunk; every stored vector is a valid output.
+template <int U>
+static inline void strided_chunk(const ConvKernelArgs& a, int64_t oc, const int64_t* in_off,
+                                 const int64_t* out_off) {
+  vf acc[U];
+#pragma GCC unroll 16
+  for (int u = 0; u < U; ++u) acc[u] = simd::splat(0.0f);
+  for (int32_t j = a.ptr[oc], e = a.ptr[oc + 1]; j < e; ++j) {
+    const vf w = simd::splat(a.val[j]);
+    const float* src = a.in + a.off[j];
+#pragma GCC unroll 16
+    for (int u = 0; u < U; ++u) acc[u] += w * simd::loadu(src + in_off[u]);
+  }
+  float* o = a.out + oc * a.out_cs;
+  const float* r = a.res ? a.res + oc * a.res_cs : nullptr;
+  const vf vb = simd::splat(a.bias ? a.bias[oc] : 0.0f);
+  const vf lo = simd::splat(a.act.lo), hi = simd::splat(a.act.hi);
+  const bool clamp = a.act.kind != kActNone;
+#pragma GCC unroll 16
+  for (int u = 0; u < U; ++u) {
+    vf v = acc[u] + vb;
+    if (r) v += simd::loadu(r + out_off[2 * u + 1]);
+    if (clamp) v = simd::vmin(simd::vmax(v, lo), hi);
+    simd::storeu(o + out_off[2 * u], v);
+  }
+}
+
+static inline void strided_n(const ConvKernelArgs& a, int64_t oc, const int64_t* in_off,
+                             const int64_t* out_off, int64_t n) {
+  switch (n) {
+    case 1: strided_chunk<1>(a, oc, in_off, out_off); break;
+    case 2: strided_chunk<2>(a, oc, in_off, out_off); break;
+    case 3: strided_chunk<3>(a, oc, in_off, out_off); break;
+    case 4: strided_chunk<4>(a, oc, in_off, out_off); break;
+    case 5: strided_chunk<5>(a, oc, in_off, out_off); break;
+    case 6: strided_chunk<6>(a, oc, in_off, out_off); break;
+    case 7: strided_chunk<7>(a, oc, in_off, out_off); break;
+    case 8: strided_chunk<8>(a, oc, in_off, out_off); break;
+#if FD_VLEN >= 16
+    case 9: strided_chunk<9>(a, oc, in_off, out_off); break;
+    case 10: strided_chunk<10>(a, oc, in_off, out_off); break;
+    case 11: strided_chunk<11>(a, oc, in_off, out_off); break;
+    case 12: strided_chunk<12>(a, oc, in_off, out_off); break;
+    case 13: strided_chunk<13>(a, oc, in_off, out_off); break;
+    case 14: strided_chunk<14>(a, oc, in_off, out_off); break;
+    case 15: strided_chunk<15>(a, oc, in_off, out_off); break;
+    case 16: strided_chunk<16>(a, oc, in_off, out_off); break;
+#endif
+    default: break;
+  }
+}
+
+void conv_csr_strided(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
+  const int64_t vp = a.lanes / V, per_row = a.positions * vp, total = a.rows * per_row;
+  const int64_t count = (total + kChunk - 1) / kChunk;
+  const int64_t chunk = (total + count - 1) / count;  // balanced, <= kChunk
+  int64_t in_off[kChunk], out_off[2 * kChunk];       // out_off: (output, residual) pairs
+  for (int64_t t0 = 0; t0 < total; t0 += chunk) {
+    const int64_t n = total - t0 < chunk ? total - t0 : chunk;
+    for (int64_t u = 0; u < n; ++u) {
+      const int64_t t = t0 + u, row = t / per_row, pos = (t % per_row) / vp, part = t % vp;
+      in_off[u] = row * a.in_row_step + pos * a.in_pos_step + part * V;
+      out_off[2 * u] = row * a.out_rs + pos * a.lanes + part * V;
+      out_off[2 * u + 1] = row * a.res_rs + pos * a.lanes + part * V;
+    }
+    for (int64_t oc = c0; oc < c1; ++oc) strided_n(a, oc, in_off, out_off, n);
+  }
+}
+
 int vector_floats() { return V; }
 
 }  // namespace FD_NS

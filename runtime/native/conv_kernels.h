@@ -40,6 +40,9 @@ struct ConvKernelArgs {
   int64_t window_planes = 0;       // input planes the taps read (C, or C * phases)
   int64_t window_reach = 0;        // largest tap offset within a plane (stream floats)
   int64_t channels = 0;            // number of real output channels
+  // conv_csr_strided only (batch-interleaved planes, stride > 1, lanes % V == 0): output rows
+  // and positions per row, and the input floats between output rows / output positions.
+  int64_t rows = 0, positions = 0, in_row_step = 0, in_pos_step = 0, lanes = 1;
 };
 
 // Geometry of a stride-phase split (phase_split.cpp): one input plane -> sh * sw phase planes.
@@ -75,6 +78,7 @@ using ConvKernelFn = void (*)(const ConvKernelArgs&, int64_t c0, int64_t c1);
   namespace ns {                                                         \
   void conv_csr(const ConvKernelArgs& a, int64_t c0, int64_t c1);        \
   void conv_bsr(const ConvKernelArgs& a, int64_t c0, int64_t c1);        \
+  void conv_csr_strided(const ConvKernelArgs& a, int64_t c0, int64_t c1); \
   void split_plane(const PhaseSplitArgs& s, const float* src, float* dst); \
   void conv_tiny(const TinyGemmArgs& g, int64_t b0, int64_t b1);          \
   int vector_floats();                                                   \
@@ -89,6 +93,7 @@ FD_DECLARE_ISA(isa_avx512)
 struct KernelTable {
   ConvKernelFn conv_csr;
   ConvKernelFn conv_bsr;
+  ConvKernelFn conv_csr_strided;
   PhaseSplitFn split_plane;
   TinyGemmFn conv_tiny;
   const char* isa;

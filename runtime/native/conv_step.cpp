@@ -27,7 +27,9 @@ class ConvStep final : public Step {
     if (s_.split_here && stage == 0) return hint;
     return static_cast<int64_t>(s_.bounds.size()) - 1;
   }
-  const char* name() const override { return s_.bsr ? "conv_bsr" : "conv_csr"; }
+  const char* name() const override {
+    return s_.bsr ? "conv_bsr" : (s_.strided ? "conv_csr_strided" : "conv_csr");
+  }
   bool light() const override { return false; }
 
   void run(int stage, const Buffers& buf, int tid, int nth) const override {
@@ -75,6 +77,15 @@ class ConvStep final : public Step {
     a.channels = s_.out.dim[1];
     a.window_planes = s_.window_planes;
     a.window_reach = s_.window_reach;
+    if (s_.strided) {
+      a.rows = s_.out.dim[2];
+      a.positions = s_.out.dim[3] / s_.lanes;
+      a.in_row_step = s_.stride_h * s_.in.stride[2];
+      a.in_pos_step = s_.stride_w * s_.lanes;
+      a.lanes = s_.lanes;
+      k_.conv_csr_strided(a, u0, u1);
+      return;
+    }
     (s_.bsr ? k_.conv_bsr : k_.conv_csr)(a, u0, u1);
   }
 

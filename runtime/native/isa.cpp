@@ -16,7 +16,7 @@ namespace fd {
 namespace {
 
 KernelTable generic_table() {
-  return {isa_generic::conv_csr, isa_generic::conv_bsr, isa_generic::split_plane,
+  return {isa_generic::conv_csr, isa_generic::conv_bsr, isa_generic::conv_csr_strided, isa_generic::split_plane,
           isa_generic::conv_tiny, "generic",
           isa_generic::vector_floats()};
 }
@@ -28,12 +28,12 @@ bool cpu_has_avx512() {
 }
 bool cpu_has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 KernelTable avx2_table() {
-  return {isa_avx2::conv_csr, isa_avx2::conv_bsr, isa_avx2::split_plane,
+  return {isa_avx2::conv_csr, isa_avx2::conv_bsr, isa_avx2::conv_csr_strided, isa_avx2::split_plane,
           isa_avx2::conv_tiny, "avx2",
           isa_avx2::vector_floats()};
 }
 KernelTable avx512_table() {
-  return {isa_avx512::conv_csr, isa_avx512::conv_bsr, isa_avx512::split_plane,
+  return {isa_avx512::conv_csr, isa_avx512::conv_bsr, isa_avx512::conv_csr_strided, isa_avx512::split_plane,
           isa_avx512::conv_tiny, "avx512",
           isa_avx512::vector_floats()};
 }

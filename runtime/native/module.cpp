@@ -57,6 +57,9 @@ void add_conv(Plan& plan, const py::dict& d) {
   s.bsr = d["bsr"].cast<bool>();
   s.lanes = d.contains("lanes") ? d["lanes"].cast<int64_t>() : 1;
   s.gather = d.contains("gather") && d["gather"].cast<bool>();
+  s.strided = d.contains("strided") && d["strided"].cast<bool>();
+  if (s.strided && (s.bsr || s.lanes % kernels().vector_floats != 0))
+    throw std::invalid_argument("strided conv needs CSR weights and lanes % vector floats == 0");
   s.stream_rs = d["stream_rs"].cast<int64_t>();
   s.stream_len = d["stream_len"].cast<int64_t>();
   s.width = d["width"].cast<int64_t>();

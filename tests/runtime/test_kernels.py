@@ -209,10 +209,13 @@ def test_conv2d_tiny_plane_dense_1x1_gemm(hw):
     ((17, 17), dict(stride=(1, 1), pads=(0, 0, 0, 0))),  # planar in -> interleaved copy
     ((15, 15), dict(stride=(1, 1), pads=(2, 2, 2, 2))),  # interleaved in -> planar copy
 ], ids=str)
-def test_conv2d_across_the_interleave_threshold(kernel, hw, geometry):
-    """Input and output planes on both sides of INTERLEAVE_MAX_PIXELS (256): in the interleaved
-    layout the conv switches layouts on the way (phase-split gather or a relayout copy)."""
-    from runtime.plan import INTERLEAVE_MAX_PIXELS
+def test_conv2d_across_the_interleave_threshold(kernel, hw, geometry, monkeypatch):
+    """Input and output planes on both sides of INTERLEAVE_MAX_PIXELS (set to 256 here): in the
+    interleaved layout the conv switches layouts on the way (phase-split gather or a relayout)."""
+    import runtime.plan
+
+    monkeypatch.setattr(runtime.plan, "INTERLEAVE_MAX_PIXELS", 256)
+    INTERLEAVE_MAX_PIXELS = 256
 
     x = random_input((3, 8, *hw))
     w = _sparse_weight((12, 8, 3, 3), 0.3)
@@ -223,3 +226,35 @@ def test_conv2d_across_the_interleave_threshold(kernel, hw, geometry):
     r = random_input((3, 12, *out_hw), seed=5)
     kw = dict(geometry, kernel=kernel, residual=r, clamp=(0.0, 6.0))
     assert_close(nat.conv2d(x, w, b, **kw), ref.conv2d(x, w, b, **kw), KERNEL_ATOL, KERNEL_RTOL)
+
+
+STRIDED_GEOMETRIES = [
+    dict(stride=(2, 2), pads=(1, 1, 1, 1)),
+    dict(stride=(2, 1), pads=(0, 2, 1, 0), dilation=(1, 2)),
+    dict(stride=(3, 2), pads=(2, 1, 0, 1)),
+    dict(stride=(2, 2), pads=(1, 1, 1, 1), group=8),  # depthwise
+]
+
+
+@pytest.mark.parametrize("hw", [(7, 9), (4, 4), (16, 16)])
+@pytest.mark.parametrize("geometry", STRIDED_GEOMETRIES, ids=str)
+def test_conv2d_strided_in_place_on_interleaved_planes(layout, hw, geometry):
+    """16 images: interleaved positions are whole vectors, so strided convs read their taps in
+    place (conv_csr_strided, no phase split); equal to the reference."""
+    from runtime import _native
+    from runtime.graph import Graph, Node
+    from runtime.plan import build_plan
+
+    x = random_input((16, 8, *hw))
+    group = geometry.get("group", 1)
+    w = _sparse_weight((8, 8 // group, 3, 3), 0.4)
+    b = np.linspace(-1, 1, 8, dtype=np.float32)
+    out_hw = ref.conv2d(x, w, **geometry).shape[2:]
+    r = random_input((16, 8, *out_hw), seed=5)
+    kw = dict(geometry, kernel="csr", residual=r, clamp=(0.0, 6.0))
+    assert_close(nat.conv2d(x, w, b, **kw), ref.conv2d(x, w, b, **kw), KERNEL_ATOL, KERNEL_RTOL)
+    attrs = {"strides": list(geometry["stride"]), "pads": list(geometry["pads"]),
+             "dilations": list(geometry.get("dilation", (1, 1))), "group": group}
+    graph = Graph([Node("Conv", "conv", ["x", "w"], ["y"], attrs)], {"w": w}, "x", x.shape, "y", 13)
+    plan = build_plan(graph, x.shape, 1, _native, interleave=layout == "interleaved")
+    assert ("conv_csr_strided" in plan.native.step_names()) == (layout == "interleaved")
