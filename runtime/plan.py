@@ -556,9 +556,10 @@ def _emit_conv(b: _Builder, node: Node) -> None:
     cg = c // geo.group
     ic, ih, iw = np.meshgrid(np.arange(cg), np.arange(kh), np.arange(kw), indexing="ij")
     bsr = _conv_kernel_for(node, weight, geo.group)
-    # Interleaved planes whose positions are whole vectors read strided taps in place.
-    strided = (reads_padded_copy(geo.stride) and not gather and not bsr and lanes > 1
-               and lanes % b.vector_floats == 0 and max(pt, pl, pb, pr) <= x.pad)
+    # Interleaved planes whose positions are whole vectors: the kernel computes only the valid
+    # output positions (no border lanes) and reads taps in place at any stride (no phase split).
+    strided = (not gather and not bsr and lanes > 1 and lanes % b.vector_floats == 0
+               and max(pt, pl, pb, pr) <= x.pad)
     spec: dict[str, Any] = {"in": x.view() if gather else x.stream_view(), "out": y_view,
                             "res": res.stream_view() if res else None, "lanes": lanes,
                             "gather": gather, "strided": strided,

@@ -186,8 +186,8 @@ void conv_csr(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
   }
 }
 
-// Strided conv on batch-interleaved planes whose positions are whole vectors (lanes % V == 0),
-// without a stride-phase split: output vector t (row t / (P vp), position (t / vp) % P, part
+// Conv on batch-interleaved planes whose positions are whole vectors (lanes % V == 0), any
+// stride, without a stride-phase split and without computing border lanes: output vector t (row t / (P vp), position (t / vp) % P, part
 // t % vp, with P positions per row and vp = lanes / V) reads each tap's input at
 //     row * in_row_step + position * in_pos_step + part * V
 // from the tap's offset. Chunks of up to 16 output vectors (across rows: tiny planes fill them)

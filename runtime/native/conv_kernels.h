@@ -40,7 +40,7 @@ struct ConvKernelArgs {
   int64_t window_planes = 0;       // input planes the taps read (C, or C * phases)
   int64_t window_reach = 0;        // largest tap offset within a plane (stream floats)
   int64_t channels = 0;            // number of real output channels
-  // conv_csr_strided only (batch-interleaved planes, stride > 1, lanes % V == 0): output rows
+  // conv_csr_strided only (batch-interleaved planes, lanes % V == 0, any stride): output rows
   // and positions per row, and the input floats between output rows / output positions.
   int64_t rows = 0, positions = 0, in_row_step = 0, in_pos_step = 0, lanes = 1;
 };

@@ -16,8 +16,8 @@ struct ConvSpec {
   // Stride > 1 with lanes > 1 and a planar input (in = N planar images): the phase split gathers
   // the images into interleaved phase planes (the planar -> interleaved switch of a plan).
   bool gather = false;
-  // Stride > 1 on interleaved planes of whole vectors: strided reads, no phase split
-  // (conv_csr_strided); stride_h/stride_w give the steps.
+  // Interleaved planes of whole vectors: only valid positions, taps read in place at any
+  // stride, no phase split (conv_csr_strided); stride_h/stride_w give the steps.
   bool strided = false;
   bool bsr = false;         // kernel family: false = CSR, true = BSR (dense = all blocks)
   // Stream geometry (see conv_kernels.h).

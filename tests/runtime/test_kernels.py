@@ -229,6 +229,8 @@ def test_conv2d_across_the_interleave_threshold(kernel, hw, geometry, monkeypatc
 
 
 STRIDED_GEOMETRIES = [
+    dict(stride=(1, 1), pads=(1, 1, 1, 1)),
+    dict(stride=(1, 1), pads=(2, 2, 2, 2), dilation=(2, 2)),
     dict(stride=(2, 2), pads=(1, 1, 1, 1)),
     dict(stride=(2, 1), pads=(0, 2, 1, 0), dilation=(1, 2)),
     dict(stride=(3, 2), pads=(2, 1, 0, 1)),
@@ -239,8 +241,8 @@ STRIDED_GEOMETRIES = [
 @pytest.mark.parametrize("hw", [(7, 9), (4, 4), (16, 16)])
 @pytest.mark.parametrize("geometry", STRIDED_GEOMETRIES, ids=str)
 def test_conv2d_strided_in_place_on_interleaved_planes(layout, hw, geometry):
-    """16 images: interleaved positions are whole vectors, so strided convs read their taps in
-    place (conv_csr_strided, no phase split); equal to the reference."""
+    """16 images: interleaved positions are whole vectors, so convs compute only valid positions
+    and read their taps in place at any stride (conv_csr_strided); equal to the reference."""
     from runtime import _native
     from runtime.graph import Graph, Node
     from runtime.plan import build_plan
