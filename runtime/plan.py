@@ -955,7 +955,8 @@ def interleave_lanes(graph: Graph, image_shape: tuple[int, ...], batch: int) -> 
     activation within LANES_BUDGET_BYTES.
     """
     shapes = infer_shapes(graph, (1, *image_shape))
-    largest = max((math.prod(s) for s in shapes.values() if len(s) == 4), default=0)
+    activations = [shapes[o] for node in graph.nodes for o in node.outputs if o in shapes]
+    largest = max((math.prod(s) for s in activations if len(s) == 4), default=0)
     lanes = 1
     while (lanes * 2 <= min(batch, MAX_LANES)
            and lanes * 2 * largest * 4 <= LANES_BUDGET_BYTES):

@@ -310,3 +310,17 @@ def test_bad_batch_layout_is_one_clear_error(tmp_path, monkeypatch):
     engine = Engine(_small_cnn(tmp_path / "m.onnx"), backend="native")
     with pytest.raises(EngineError, match="FEATHERDEPLOY_BATCH_LAYOUT"):
         engine.run(random_input((4, 3, 10, 10)))
+
+
+def test_interleave_lanes_count_activations_not_weights(tmp_path):
+    """A big 1x1 weight (4 MB) on a tiny plane: only activations bound the group size."""
+    from runtime.graph import load_graph
+    from runtime.passes import prepare_graph
+    from runtime.plan import MAX_LANES, interleave_lanes
+    from tests.runtime.onnx_cases import single_node_model
+
+    weight = np.zeros((1024, 1024, 1, 1), np.float32)
+    weight[::7, ::5] = 1.0
+    model = single_node_model("Conv", ("n", 1024, 2, 2), initializers={"w": weight})
+    graph = prepare_graph(load_graph(save_model(model, tmp_path / "m.onnx")))
+    assert interleave_lanes(graph, (1024, 2, 2), 32) == MAX_LANES
