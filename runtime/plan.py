@@ -183,6 +183,20 @@ class Tensor:
 INTERLEAVE_MAX_PIXELS = 1024
 
 
+# A strided conv with at most this many stored taps per output channel per output position
+# (e.g. a depthwise conv above ~80% sparsity) is computed directly from its padded input:
+# splitting the input into stride phases would cost more than reading its few taps (the split
+# costs per input row and plane; measured 35-40 us per stride-2 depthwise conv of MobileNet).
+DIRECT_MAX_TAPS = 2.0
+
+
+def direct_strided(stride: tuple[int, int], weight: np.ndarray, lanes: int) -> bool:
+    """True when a planar strided conv skips the stride-phase split (``DIRECT_MAX_TAPS``)."""
+    if lanes > 1 or not reads_padded_copy(stride):
+        return False
+    return np.count_nonzero(weight) <= DIRECT_MAX_TAPS * weight.shape[0]
+
+
 def tensor_lanes(shape: tuple[int, ...], interleave: bool) -> int:
     """Floats per position of a 4-D activation: its batch size if interleaved, else 1.
     (1x1 planes, e.g. global pooling outputs, stay planar: compact, they feed the classifier.)"""
@@ -244,10 +258,11 @@ def assign_pads(graph: Graph, shapes: dict[str, tuple[int, ...]],
         res = node.attrs.get(RESIDUAL_KEY)
         if res:
             union(res, y)
-        if reads_padded_copy(geo.stride) and tensor_lanes(shapes[x], interleave) == 1:
+        lanes = tensor_lanes(shapes[x], interleave)
+        if (reads_padded_copy(geo.stride) and lanes == 1
+                and not direct_strided(geo.stride, graph.constants[node.inputs[1]], lanes)):
             continue  # the stride-phase split pads (interleaved planes are read in place)
         need[x] = max(need.get(x, 0), *geo.pad_begin, *geo.pad_end)
-        lanes = tensor_lanes(shapes[x], interleave)
         if shapes[x][2:] == shapes[y][2:] and math.prod(shapes[x][2:]) * lanes > SMALL_PLANE:
             union(x, y)
     group_pad: dict[str, int] = {}
@@ -560,11 +575,12 @@ def _emit_conv(b: _Builder, node: Node) -> None:
     # output positions (no border lanes) and reads taps in place at any stride (no phase split).
     strided = (not gather and not bsr and lanes > 1 and lanes % b.vector_floats == 0
                and max(pt, pl, pb, pr) <= x.pad)
+    direct = not gather and not bsr and direct_strided(geo.stride, weight, lanes)
     spec: dict[str, Any] = {"in": x.view() if gather else x.stream_view(), "out": y_view,
                             "res": res.stream_view() if res else None, "lanes": lanes,
-                            "gather": gather, "strided": strided,
+                            "gather": gather, "strided": strided, "direct": direct,
                             "pad_top": pt, "pad_left": pl, "stride_h": sh, "stride_w": sw}
-    if strided or not reads_padded_copy(geo.stride):
+    if strided or direct or not reads_padded_copy(geo.stride):
         if max(pt, pl, pb, pr) > x.pad:
             raise ModelLoadError(f"{node.describe()}: internal layout error (pad)")
         taps = ic * x.cs + ih * dh * x.rs + iw * dw * lanes

@@ -28,6 +28,7 @@ class ConvStep final : public Step {
     return static_cast<int64_t>(s_.bounds.size()) - 1;
   }
   const char* name() const override {
+    if (s_.direct) return "conv_csr_direct";
     return s_.bsr ? "conv_bsr" : (s_.strided ? "conv_csr_strided" : "conv_csr");
   }
   bool light() const override { return false; }
@@ -44,6 +45,10 @@ class ConvStep final : public Step {
  private:
   void compute(const Buffers& buf, int64_t u0, int64_t u1) const {
     if (u0 >= u1) return;
+    if (s_.direct) {
+      compute_direct(buf, u0, u1);
+      return;
+    }
     ConvKernelArgs a;
     a.images = s_.out.dim[0];
     if (s_.phase_split) {
@@ -87,6 +92,41 @@ class ConvStep final : public Step {
       return;
     }
     (s_.bsr ? k_.conv_bsr : k_.conv_csr)(a, u0, u1);
+  }
+
+  // Output channels [c0, c1) of a direct strided conv: bias, then each tap's strided plane
+  // accumulated into the output positions (border untouched), then residual and clamp.
+  void compute_direct(const Buffers& buf, int64_t c0, int64_t c1) const {
+    const int64_t OH = s_.out.dim[2], OW = s_.out.dim[3];
+    const int64_t out_rs = s_.out.stride[2], in_rs = s_.in.stride[2];
+    const int64_t row_step = s_.stride_h * in_rs, sw = s_.stride_w;
+    for (int64_t n = 0; n < s_.out.dim[0]; ++n) {
+      const float* in = buf.at(s_.in) + n * s_.in.stride[0] - s_.pad_top * in_rs - s_.pad_left;
+      for (int64_t oc = c0; oc < c1; ++oc) {
+        float* o = buf.at(s_.out) + n * s_.out.stride[0] + oc * s_.out.stride[1];
+        const float b = s_.bias.empty() ? 0.0f : s_.bias[oc];
+        for (int64_t oh = 0; oh < OH; ++oh)
+          for (int64_t ow = 0; ow < OW; ++ow) o[oh * out_rs + ow] = b;
+        for (int32_t j = s_.ptr[oc]; j < s_.ptr[oc + 1]; ++j) {
+          const float w = s_.val[j];
+          const float* src = in + s_.off[j];
+          for (int64_t oh = 0; oh < OH; ++oh) {
+            const float* row = src + oh * row_step;
+            float* orow = o + oh * out_rs;
+            for (int64_t ow = 0; ow < OW; ++ow) orow[ow] += w * row[ow * sw];
+          }
+        }
+        const float* r = s_.has_res ? buf.at(s_.res) + n * s_.res.stride[0] +
+                                          oc * s_.res.stride[1] : nullptr;
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          float* orow = o + oh * out_rs;
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            const float v = orow[ow] + (r ? r[oh * s_.res.stride[2] + ow] : 0.0f);
+            orow[ow] = s_.act.apply(v);
+          }
+        }
+      }
+    }
   }
 
   void split_phases(const Buffers& buf, int tid, int nth) const {

@@ -19,6 +19,9 @@ struct ConvSpec {
   // Interleaved planes of whole vectors: only valid positions, taps read in place at any
   // stride, no phase split (conv_csr_strided); stride_h/stride_w give the steps.
   bool strided = false;
+  // Stride > 1, planar, very few taps per output (plan.py DIRECT_MAX_TAPS): computed straight
+  // from the padded input, no phase split (the split would cost more than the taps).
+  bool direct = false;
   bool bsr = false;         // kernel family: false = CSR, true = BSR (dense = all blocks)
   // Stream geometry (see conv_kernels.h).
   int64_t stream_rs = 0, stream_len = 0, width = 0;

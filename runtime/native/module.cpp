@@ -58,6 +58,9 @@ void add_conv(Plan& plan, const py::dict& d) {
   s.lanes = d.contains("lanes") ? d["lanes"].cast<int64_t>() : 1;
   s.gather = d.contains("gather") && d["gather"].cast<bool>();
   s.strided = d.contains("strided") && d["strided"].cast<bool>();
+  s.direct = d.contains("direct") && d["direct"].cast<bool>();
+  if (s.direct && (s.bsr || s.lanes != 1 || s.phase_split))
+    throw std::invalid_argument("direct conv needs planar CSR weights and no phase split");
   if (s.strided && (s.bsr || s.lanes % kernels().vector_floats != 0))
     throw std::invalid_argument("strided conv needs CSR weights and lanes % vector floats == 0");
   s.stream_rs = d["stream_rs"].cast<int64_t>();

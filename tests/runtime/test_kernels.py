@@ -260,3 +260,26 @@ def test_conv2d_strided_in_place_on_interleaved_planes(layout, hw, geometry):
     graph = Graph([Node("Conv", "conv", ["x", "w"], ["y"], attrs)], {"w": w}, "x", x.shape, "y", 13)
     plan = build_plan(graph, x.shape, 1, _native, interleave=layout == "interleaved")
     assert ("conv_csr_strided" in plan.native.step_names()) == (layout == "interleaved")
+
+
+@pytest.mark.parametrize("hw", [(9, 9), (4, 4), (32, 32)])
+@pytest.mark.parametrize("stride,pads", [((2, 2), (1, 1, 1, 1)), ((3, 2), (0, 1, 2, 0))])
+def test_conv2d_direct_strided_for_tap_sparse_convs(layout, hw, stride, pads):
+    """Planar strided convs with <= DIRECT_MAX_TAPS taps per output channel skip the phase
+    split (conv_csr_direct); equal to the reference with bias, residual and clamp."""
+    from runtime import _native
+    from runtime.graph import Graph, Node
+    from runtime.plan import build_plan
+
+    x = random_input((2, 16, *hw))
+    w = _sparse_weight((16, 1, 3, 3), 0.15)
+    b = np.linspace(-1, 1, 16, dtype=np.float32)
+    geometry = dict(stride=stride, pads=pads, group=16)
+    out_hw = ref.conv2d(x, w, **geometry).shape[2:]
+    r = random_input((2, 16, *out_hw), seed=5)
+    kw = dict(geometry, residual=r, clamp=(0.0, 6.0))
+    assert_close(nat.conv2d(x, w, b, **kw), ref.conv2d(x, w, b, **kw), KERNEL_ATOL, KERNEL_RTOL)
+    attrs = {"strides": list(stride), "pads": list(pads), "group": 16}
+    graph = Graph([Node("Conv", "conv", ["x", "w"], ["y"], attrs)], {"w": w}, "x", x.shape, "y", 13)
+    plan = build_plan(graph, x.shape, 1, _native, interleave=layout == "interleaved")
+    assert ("conv_csr_direct" in plan.native.step_names()) == (layout == "planar")
