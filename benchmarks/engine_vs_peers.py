@@ -39,6 +39,7 @@ from benchmarks.bench_models import (
 )
 from runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from runtime.bench import (
+    TURN_GAP_S,
     BenchError,
     Sampler,
     Timing,
@@ -318,7 +319,7 @@ def _interleave(contenders: _Contenders, batch: int, calls: int,
     """The interleaved comparison; a settling call opens each turn when turns are short."""
     return compare_interleaved_samplers(contenders.samplers, batch=batch, rounds=config.rounds,
                                         warmup=config.warmup, calls_per_round=calls,
-                                        settle_calls=1 if calls > 1 else 0)
+                                        settle_calls=1 if calls > 1 else 0, gap_s=TURN_GAP_S)
 
 
 def _measure(model: _ModelFile, threads: int, batch: int, session: Any,
@@ -553,7 +554,9 @@ def _context_line(config: PeersConfig, started: datetime, load_before: float) ->
     return (f"Measured {started:%Y-%m-%d %H:%M} UTC on {os.cpu_count()} CPUs, 1-minute load "
             f"average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end; "
             f"medians over {config.rounds} interleaved rounds (ORT dense, engine, DeepSparse "
-            f"alternating); speedups are vs ORT dense on the same file; ideal = 1/(1-s).")
+            f"alternating, {1000 * TURN_GAP_S:g} ms idle before each turn so no contender's "
+            f"spinning threads run into the next one's); speedups are vs ORT dense on the same "
+            f"file; ideal = 1/(1-s).")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -39,6 +39,7 @@ __all__ = [
     "Sampler",
     "local_sampler",
     "compare_interleaved_samplers",
+    "TURN_GAP_S",
     "ModelMacs",
     "count_model_macs",
     "load_onnx_model",
@@ -57,6 +58,11 @@ DEFAULT_WARMUP = 3
 DEFAULT_MIN_RUNS = 10
 DEFAULT_MIN_SECONDS = 0.5
 DEFAULT_ROUNDS = 20
+# Idle gap before each contender's turn: thread pools that spin after returning (ONNX Runtime's
+# by default, DeepSparse's) would otherwise run into the next contender's turn and take its
+# cores (measured: our engine at 2 threads, batch 32, ran 2x slower right after an ORT call).
+# Every contender then starts from a quiet machine, as an isolated request would.
+TURN_GAP_S = 0.05
 INPUT_SEED = 0
 # The engine's output must match ORT's within this (float32, different summation orders).
 OUTPUT_ATOL = 1e-3
@@ -156,19 +162,22 @@ def local_sampler(fn: Callable[[], Any],
 def compare_interleaved_samplers(samplers: Mapping[str, Sampler], *, batch: int,
                                  rounds: int = DEFAULT_ROUNDS, warmup: int = DEFAULT_WARMUP,
                                  calls_per_round: int = 1,
-                                 settle_calls: int = 0) -> dict[str, Timing]:
+                                 settle_calls: int = 0,
+                                 gap_s: float = 0.0,
+                                 sleep: Callable[[float], None] = time.sleep) -> dict[str, Timing]:
     """Time several contenders side by side (see :func:`compare_interleaved`), each given as a
     :data:`Sampler`; warm-up samples are discarded.
 
-    ``settle_calls`` untimed calls open every turn: thread pools of the previous contender may
-    still spin for a moment after it returns, which would otherwise be charged to the first call.
+    ``gap_s`` seconds of idle open every turn (see ``TURN_GAP_S``), then ``settle_calls``
+    untimed calls: thread pools of the previous contender may still spin after it returns,
+    which would otherwise be charged to this one.
     """
     if not samplers:
         raise BenchError("compare_interleaved needs at least one contender")
-    if rounds < 1 or calls_per_round < 1 or warmup < 0 or settle_calls < 0:
+    if rounds < 1 or calls_per_round < 1 or warmup < 0 or settle_calls < 0 or gap_s < 0:
         raise BenchError(f"need rounds >= 1, calls_per_round >= 1, warmup >= 0, "
-                         f"settle_calls >= 0, got {rounds}, {calls_per_round}, {warmup}, "
-                         f"{settle_calls}")
+                         f"settle_calls >= 0, gap_s >= 0, got {rounds}, {calls_per_round}, "
+                         f"{warmup}, {settle_calls}, {gap_s}")
     names = list(samplers)
     for name in names:
         if warmup:
@@ -177,6 +186,8 @@ def compare_interleaved_samplers(samplers: Mapping[str, Sampler], *, batch: int,
     for round_index in range(rounds):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
+            if gap_s:
+                sleep(gap_s)
             if settle_calls:
                 samplers[name](settle_calls)
             got = list(samplers[name](calls_per_round))
@@ -190,7 +201,8 @@ def compare_interleaved_samplers(samplers: Mapping[str, Sampler], *, batch: int,
 def compare_interleaved(fns: Mapping[str, Callable[[], Any]], *, batch: int,
                         rounds: int = DEFAULT_ROUNDS, warmup: int = DEFAULT_WARMUP,
                         calls_per_round: int = 1,
-                        clock: Callable[[], float] = time.perf_counter) -> dict[str, Timing]:
+                        clock: Callable[[], float] = time.perf_counter,
+                        gap_s: float = 0.0) -> dict[str, Timing]:
     """Time several in-process callables side by side.
 
     Each contender gets ``warmup`` untimed calls; then in each of ``rounds`` rounds every contender
@@ -200,7 +212,7 @@ def compare_interleaved(fns: Mapping[str, Callable[[], Any]], *, batch: int,
     """
     return compare_interleaved_samplers(
         {name: local_sampler(fn, clock) for name, fn in fns.items()}, batch=batch,
-        rounds=rounds, warmup=warmup, calls_per_round=calls_per_round)
+        rounds=rounds, warmup=warmup, calls_per_round=calls_per_round, gap_s=gap_s)
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,7 +520,8 @@ def _bench_one(path: Path, model: Any, threads: int, batch: int, *, rounds: int,
             contenders["engine"] = lambda: engine.run(x)
         except Exception as exc:  # an engine that cannot run the model gets a note, not a number
             engine, note = None, f"engine failed to run ({type(exc).__name__}: {exc})"
-    timings = compare_interleaved(contenders, batch=batch, rounds=rounds, warmup=warmup)
+    timings = compare_interleaved(contenders, batch=batch, rounds=rounds, warmup=warmup,
+                                  gap_s=TURN_GAP_S)
     return BenchRow(threads=threads, batch=batch, ort=timings["ort"],
                     engine=timings.get("engine"), engine_note=note, max_abs_diff=diff,
                     outputs_match=match)

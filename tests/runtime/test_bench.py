@@ -124,6 +124,12 @@ def test_compare_interleaved_samplers_settle_calls_and_wrong_count() -> None:
                                            calls_per_round=4, settle_calls=1)
     assert requested == [2] + [1, 4] * 3
     assert timings["x"].runs == 12
+    events: list[object] = []
+    compare_interleaved_samplers(
+        {"a": lambda count: events.append("a") or [1.0] * count,
+         "b": lambda count: events.append("b") or [1.0] * count},
+        batch=1, rounds=2, warmup=0, gap_s=0.25, sleep=events.append)
+    assert events == [0.25, "a", 0.25, "b", 0.25, "b", 0.25, "a"]  # an idle gap opens each turn
     with pytest.raises(BenchError, match="returned 1 samples"):
         compare_interleaved_samplers({"bad": lambda count: [1.0]}, batch=1, rounds=1, warmup=0,
                                      calls_per_round=2)
