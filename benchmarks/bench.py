@@ -310,7 +310,7 @@ def measure_timings(runner_factories: dict[str, Callable[[int], RunFn]], images:
     `runner_factories[key](threads)` builds a runner for that thread count (sessions are built
     once per thread count and reused for every batch size).
     """
-    from runtime.bench import TURN_GAP_S, compare_interleaved
+    from runtime.bench import TURN_GAP_S, TURN_SETTLE_CALLS, compare_interleaved
 
     rows: list[TimingRow] = []
     for threads in settings.threads:
@@ -319,7 +319,8 @@ def measure_timings(runner_factories: dict[str, Callable[[int], RunFn]], images:
             x = _batch_of(images, batch)
             calls = {key: (lambda run=run, x=x: run(x)) for key, run in runners.items()}
             timings = compare_interleaved(calls, batch=batch, rounds=settings.rounds,
-                                          warmup=settings.warmup, gap_s=TURN_GAP_S)
+                                          warmup=settings.warmup, gap_s=TURN_GAP_S,
+                                          settle_calls=TURN_SETTLE_CALLS)
             rows.extend(_speedup_rows(timings, threads, batch))
     return rows
 
@@ -420,8 +421,9 @@ def bench_markdown(result: BenchResult) -> str:
         f" ({result.dataset or 'dataset not stated'}); ORT dense: {fmt_pct(acc.ort_top1)};"
         f" {verdict}",
         f"- Timing: medians of {result.settings.rounds} interleaved rounds per contender"
-        " (runtime.bench.compare_interleaved, an idle gap before each turn so no contender's"
-        " spinning threads run into the next one's); ORT with intra-op threads = threads.",
+        " (runtime.bench.compare_interleaved; each turn opens with an idle gap, so no"
+        " contender's spinning threads run into the next one's, and untimed settling calls);"
+        " ORT with intra-op threads = threads.",
         "",
         markdown_table([row.to_dict() for row in result.timings], TIMING_COLUMNS),
     ]

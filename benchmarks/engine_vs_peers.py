@@ -40,6 +40,7 @@ from benchmarks.bench_models import (
 from runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from runtime.bench import (
     TURN_GAP_S,
+    TURN_SETTLE_CALLS,
     BenchError,
     Sampler,
     Timing,
@@ -316,10 +317,10 @@ class _ModelFile:
 
 def _interleave(contenders: _Contenders, batch: int, calls: int,
                 config: PeersConfig) -> dict[str, Timing]:
-    """The interleaved comparison; a settling call opens each turn when turns are short."""
+    """The interleaved comparison; an idle gap and settling calls open each turn."""
     return compare_interleaved_samplers(contenders.samplers, batch=batch, rounds=config.rounds,
                                         warmup=config.warmup, calls_per_round=calls,
-                                        settle_calls=1 if calls > 1 else 0, gap_s=TURN_GAP_S)
+                                        settle_calls=TURN_SETTLE_CALLS, gap_s=TURN_GAP_S)
 
 
 def _measure(model: _ModelFile, threads: int, batch: int, session: Any,
@@ -554,9 +555,9 @@ def _context_line(config: PeersConfig, started: datetime, load_before: float) ->
     return (f"Measured {started:%Y-%m-%d %H:%M} UTC on {os.cpu_count()} CPUs, 1-minute load "
             f"average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end; "
             f"medians over {config.rounds} interleaved rounds (ORT dense, engine, DeepSparse "
-            f"alternating, {1000 * TURN_GAP_S:g} ms idle before each turn so no contender's "
-            f"spinning threads run into the next one's); speedups are vs ORT dense on the same "
-            f"file; ideal = 1/(1-s).")
+            f"alternating; each turn opens with {1000 * TURN_GAP_S:g} ms idle, so no "
+            f"contender's spinning threads run into the next one's, and {TURN_SETTLE_CALLS} "
+            f"untimed calls); speedups are vs ORT dense on the same file; ideal = 1/(1-s).")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,6 +40,7 @@ __all__ = [
     "local_sampler",
     "compare_interleaved_samplers",
     "TURN_GAP_S",
+    "TURN_SETTLE_CALLS",
     "ModelMacs",
     "count_model_macs",
     "load_onnx_model",
@@ -58,11 +59,14 @@ DEFAULT_WARMUP = 3
 DEFAULT_MIN_RUNS = 10
 DEFAULT_MIN_SECONDS = 0.5
 DEFAULT_ROUNDS = 20
-# Idle gap before each contender's turn: thread pools that spin after returning (ONNX Runtime's
-# by default, DeepSparse's) would otherwise run into the next contender's turn and take its
-# cores (measured: our engine at 2 threads, batch 32, ran 2x slower right after an ORT call).
-# Every contender then starts from a quiet machine, as an isolated request would.
-TURN_GAP_S = 0.05
+# Each contender's turn opens with an idle gap and untimed settling calls. The gap lets thread
+# pools that spin after returning stop (ONNX Runtime's spin for 20-50 ms on this VM: our engine
+# at 2 threads, batch 32, ran 2x slower right after an ORT call, and so did DeepSparse); the
+# settling calls then wake the cores back up (after ~50 ms idle this VM takes milliseconds to
+# run a woken thread again). The timed calls see each contender alone and warm, as a server
+# under load would.
+TURN_GAP_S = 0.1
+TURN_SETTLE_CALLS = 2
 INPUT_SEED = 0
 # The engine's output must match ORT's within this (float32, different summation orders).
 OUTPUT_ATOL = 1e-3
@@ -202,7 +206,7 @@ def compare_interleaved(fns: Mapping[str, Callable[[], Any]], *, batch: int,
                         rounds: int = DEFAULT_ROUNDS, warmup: int = DEFAULT_WARMUP,
                         calls_per_round: int = 1,
                         clock: Callable[[], float] = time.perf_counter,
-                        gap_s: float = 0.0) -> dict[str, Timing]:
+                        gap_s: float = 0.0, settle_calls: int = 0) -> dict[str, Timing]:
     """Time several in-process callables side by side.
 
     Each contender gets ``warmup`` untimed calls; then in each of ``rounds`` rounds every contender
@@ -212,7 +216,8 @@ def compare_interleaved(fns: Mapping[str, Callable[[], Any]], *, batch: int,
     """
     return compare_interleaved_samplers(
         {name: local_sampler(fn, clock) for name, fn in fns.items()}, batch=batch,
-        rounds=rounds, warmup=warmup, calls_per_round=calls_per_round, gap_s=gap_s)
+        rounds=rounds, warmup=warmup, calls_per_round=calls_per_round, gap_s=gap_s,
+        settle_calls=settle_calls)
 
 
 # --------------------------------------------------------------------------------------------
@@ -521,7 +526,7 @@ def _bench_one(path: Path, model: Any, threads: int, batch: int, *, rounds: int,
         except Exception as exc:  # an engine that cannot run the model gets a note, not a number
             engine, note = None, f"engine failed to run ({type(exc).__name__}: {exc})"
     timings = compare_interleaved(contenders, batch=batch, rounds=rounds, warmup=warmup,
-                                  gap_s=TURN_GAP_S)
+                                  gap_s=TURN_GAP_S, settle_calls=TURN_SETTLE_CALLS)
     return BenchRow(threads=threads, batch=batch, ort=timings["ort"],
                     engine=timings.get("engine"), engine_note=note, max_abs_diff=diff,
                     outputs_match=match)
