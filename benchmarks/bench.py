@@ -310,7 +310,7 @@ def measure_timings(runner_factories: dict[str, Callable[[int], RunFn]], images:
     `runner_factories[key](threads)` builds a runner for that thread count (sessions are built
     once per thread count and reused for every batch size).
     """
-    from runtime.bench import TURN_GAP_S, TURN_SETTLE_CALLS, compare_interleaved
+    from runtime.bench import TURN_GAP_S, TURN_SETTLE_CALLS, TURN_SETTLE_S, compare_interleaved
 
     rows: list[TimingRow] = []
     for threads in settings.threads:
@@ -320,7 +320,8 @@ def measure_timings(runner_factories: dict[str, Callable[[int], RunFn]], images:
             calls = {key: (lambda run=run, x=x: run(x)) for key, run in runners.items()}
             timings = compare_interleaved(calls, batch=batch, rounds=settings.rounds,
                                           warmup=settings.warmup, gap_s=TURN_GAP_S,
-                                          settle_calls=TURN_SETTLE_CALLS)
+                                          settle_calls=TURN_SETTLE_CALLS,
+                                          settle_s=TURN_SETTLE_S)
             rows.extend(_speedup_rows(timings, threads, batch))
     return rows
 

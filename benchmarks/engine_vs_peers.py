@@ -23,6 +23,7 @@ import os
 import select
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -41,6 +42,7 @@ from runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_t
 from runtime.bench import (
     TURN_GAP_S,
     TURN_SETTLE_CALLS,
+    TURN_SETTLE_S,
     BenchError,
     Sampler,
     Timing,
@@ -272,6 +274,9 @@ def _add_engine(contenders: _Contenders, engine: Any, engine_note: str, x: np.nd
         contenders.notes["engine"] = engine_note
         return
     try:
+        # The first call of a shape times the engine's options (threads, batch layout): let the
+        # reference run's spinning ORT threads stop first, or they would skew that choice.
+        time.sleep(TURN_GAP_S)
         contenders.rel_err["engine"] = _relative_error(engine.run(x), expected)
     except Exception as exc:  # an engine failure is reported in the table, not raised
         contenders.notes["engine"] = f"engine failed to run ({type(exc).__name__}: {exc})"
@@ -320,7 +325,8 @@ def _interleave(contenders: _Contenders, batch: int, calls: int,
     """The interleaved comparison; an idle gap and settling calls open each turn."""
     return compare_interleaved_samplers(contenders.samplers, batch=batch, rounds=config.rounds,
                                         warmup=config.warmup, calls_per_round=calls,
-                                        settle_calls=TURN_SETTLE_CALLS, gap_s=TURN_GAP_S)
+                                        settle_calls=TURN_SETTLE_CALLS, gap_s=TURN_GAP_S,
+                                        settle_s=TURN_SETTLE_S)
 
 
 def _measure(model: _ModelFile, threads: int, batch: int, session: Any,
@@ -556,8 +562,10 @@ def _context_line(config: PeersConfig, started: datetime, load_before: float) ->
             f"average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end; "
             f"medians over {config.rounds} interleaved rounds (ORT dense, engine, DeepSparse "
             f"alternating; each turn opens with {1000 * TURN_GAP_S:g} ms idle, so no "
-            f"contender's spinning threads run into the next one's, and {TURN_SETTLE_CALLS} "
-            f"untimed calls); speedups are vs ORT dense on the same file; ideal = 1/(1-s).")
+            f"contender's spinning threads run into the next one's, then untimed calls for "
+            f">= {1000 * TURN_SETTLE_S:g} ms and >= {TURN_SETTLE_CALLS} calls to bring idle "
+            f"cores back to speed); speedups are vs ORT dense on the same file; "
+            f"ideal = 1/(1-s).")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

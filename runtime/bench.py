@@ -41,6 +41,7 @@ __all__ = [
     "compare_interleaved_samplers",
     "TURN_GAP_S",
     "TURN_SETTLE_CALLS",
+    "TURN_SETTLE_S",
     "ModelMacs",
     "count_model_macs",
     "load_onnx_model",
@@ -60,13 +61,14 @@ DEFAULT_MIN_RUNS = 10
 DEFAULT_MIN_SECONDS = 0.5
 DEFAULT_ROUNDS = 20
 # Each contender's turn opens with an idle gap and untimed settling calls. The gap lets thread
-# pools that spin after returning stop (ONNX Runtime's spin for 20-50 ms on this VM: our engine
-# at 2 threads, batch 32, ran 2x slower right after an ORT call, and so did DeepSparse); the
-# settling calls then wake the cores back up (after ~50 ms idle this VM takes milliseconds to
-# run a woken thread again). The timed calls see each contender alone and warm, as a server
-# under load would.
+# pools that spin after returning stop (ONNX Runtime's spin ~30 ms on this VM: our engine at 2
+# threads, batch 32, ran 2x slower right after an ORT call, and so did DeepSparse); the settling
+# calls (at least TURN_SETTLE_CALLS, for at least TURN_SETTLE_S) bring the idle cores back to
+# speed (2-thread batch-1 runs stayed ~1.5x slow for tens of ms after the gap). The timed calls
+# see each contender alone and warm, as a server under load would.
 TURN_GAP_S = 0.1
 TURN_SETTLE_CALLS = 2
+TURN_SETTLE_S = 0.05
 INPUT_SEED = 0
 # The engine's output must match ORT's within this (float32, different summation orders).
 OUTPUT_ATOL = 1e-3
@@ -167,24 +169,30 @@ def compare_interleaved_samplers(samplers: Mapping[str, Sampler], *, batch: int,
                                  rounds: int = DEFAULT_ROUNDS, warmup: int = DEFAULT_WARMUP,
                                  calls_per_round: int = 1,
                                  settle_calls: int = 0,
-                                 gap_s: float = 0.0,
-                                 sleep: Callable[[float], None] = time.sleep) -> dict[str, Timing]:
+                                 gap_s: float = 0.0, settle_s: float = 0.0,
+                                 sleep: Callable[[float], None] = time.sleep,
+                                 clock: Callable[[], float] = time.perf_counter
+                                 ) -> dict[str, Timing]:
     """Time several contenders side by side (see :func:`compare_interleaved`), each given as a
     :data:`Sampler`; warm-up samples are discarded.
 
     ``gap_s`` seconds of idle open every turn (see ``TURN_GAP_S``), then ``settle_calls``
-    untimed calls: thread pools of the previous contender may still spin after it returns,
-    which would otherwise be charged to this one.
+    untimed calls, and more until ``settle_s`` seconds have passed: thread pools of the previous
+    contender may still spin after it returns, which would otherwise be charged to this one, and
+    idle cores take a while to come back to speed.
     """
     if not samplers:
         raise BenchError("compare_interleaved needs at least one contender")
-    if rounds < 1 or calls_per_round < 1 or warmup < 0 or settle_calls < 0 or gap_s < 0:
+    if (rounds < 1 or calls_per_round < 1 or warmup < 0 or settle_calls < 0 or gap_s < 0
+            or settle_s < 0):
         raise BenchError(f"need rounds >= 1, calls_per_round >= 1, warmup >= 0, "
                          f"settle_calls >= 0, gap_s >= 0, got {rounds}, {calls_per_round}, "
                          f"{warmup}, {settle_calls}, {gap_s}")
     names = list(samplers)
     for name in names:
         if warmup:
+            if gap_s:  # a first call may tune itself (our engine times its options once)
+                sleep(gap_s)
             samplers[name](warmup)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(rounds):
@@ -192,8 +200,11 @@ def compare_interleaved_samplers(samplers: Mapping[str, Sampler], *, batch: int,
         for name in names[shift:] + names[:shift]:
             if gap_s:
                 sleep(gap_s)
+            start = clock()
             if settle_calls:
                 samplers[name](settle_calls)
+            while clock() - start < settle_s:
+                samplers[name](1)
             got = list(samplers[name](calls_per_round))
             if len(got) != calls_per_round:
                 raise BenchError(f"contender {name!r} returned {len(got)} samples, "
@@ -206,7 +217,8 @@ def compare_interleaved(fns: Mapping[str, Callable[[], Any]], *, batch: int,
                         rounds: int = DEFAULT_ROUNDS, warmup: int = DEFAULT_WARMUP,
                         calls_per_round: int = 1,
                         clock: Callable[[], float] = time.perf_counter,
-                        gap_s: float = 0.0, settle_calls: int = 0) -> dict[str, Timing]:
+                        gap_s: float = 0.0, settle_calls: int = 0,
+                        settle_s: float = 0.0) -> dict[str, Timing]:
     """Time several in-process callables side by side.
 
     Each contender gets ``warmup`` untimed calls; then in each of ``rounds`` rounds every contender
@@ -217,7 +229,7 @@ def compare_interleaved(fns: Mapping[str, Callable[[], Any]], *, batch: int,
     return compare_interleaved_samplers(
         {name: local_sampler(fn, clock) for name, fn in fns.items()}, batch=batch,
         rounds=rounds, warmup=warmup, calls_per_round=calls_per_round, gap_s=gap_s,
-        settle_calls=settle_calls)
+        settle_calls=settle_calls, settle_s=settle_s, clock=clock)
 
 
 # --------------------------------------------------------------------------------------------
@@ -526,7 +538,8 @@ def _bench_one(path: Path, model: Any, threads: int, batch: int, *, rounds: int,
         except Exception as exc:  # an engine that cannot run the model gets a note, not a number
             engine, note = None, f"engine failed to run ({type(exc).__name__}: {exc})"
     timings = compare_interleaved(contenders, batch=batch, rounds=rounds, warmup=warmup,
-                                  gap_s=TURN_GAP_S, settle_calls=TURN_SETTLE_CALLS)
+                                  gap_s=TURN_GAP_S, settle_calls=TURN_SETTLE_CALLS,
+                                  settle_s=TURN_SETTLE_S)
     return BenchRow(threads=threads, batch=batch, ort=timings["ort"],
                     engine=timings.get("engine"), engine_note=note, max_abs_diff=diff,
                     outputs_match=match)

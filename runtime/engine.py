@@ -35,10 +35,11 @@ BACKEND_ENV = "FEATHERDEPLOY_BACKEND"
 # Above this fraction of nonzero Conv/Gemm weights, ORT's dense GEMM kernels are faster than our
 # direct sparse kernels (measured: native dense is 0.6-0.75x ORT at 0% sparsity).
 DENSE_DELEGATE_DENSITY = 0.6
-# Single-image plans faster than this (parallel) may run faster on one thread: waking helpers and
-# stage hand-offs cost more than they save (measured: a 5M-MAC model takes 0.18 ms on 1 thread,
-# 0.22 ms on 2). Such plans are timed both ways once, with a pause between runs longer than the
-# helpers' idle spin, as isolated requests see them; the faster one serves batch-1 calls.
+# Single-image plans faster than this (parallel) may run faster on one thread: stage hand-offs
+# cost more than they save (measured: a 5M-MAC model takes 0.18 ms on 1 thread, 0.19 ms on 2).
+# Such plans are timed both ways once, back to back as a stream of requests runs them (helpers
+# awake); the faster one serves batch-1 calls. (Isolated requests on this VM mostly measure how
+# fast an idle core wakes up; with work units claimed dynamically, a late helper costs little.)
 SERIAL_PROBE_MAX_S = 0.005
 # Batches: FEATHERDEPLOY_BATCH_LAYOUT=auto (time planar vs batch-interleaved once per batch size,
 # keep the faster), interleaved, or planar.
@@ -46,7 +47,7 @@ BATCH_LAYOUTS = ("auto", "interleaved", "planar")
 BATCH_LAYOUT_ENV = "FEATHERDEPLOY_BATCH_LAYOUT"
 LAYOUT_PROBE_RUNS = 5
 PROBE_RUNS = 7
-PROBE_GAP_S = 0.0005
+PROBE_GAP_S = 0.0
 
 
 def default_threads() -> int:

@@ -130,6 +130,21 @@ def test_compare_interleaved_samplers_settle_calls_and_wrong_count() -> None:
          "b": lambda count: events.append("b") or [1.0] * count},
         batch=1, rounds=2, warmup=0, gap_s=0.25, sleep=events.append)
     assert events == [0.25, "a", 0.25, "b", 0.25, "b", 0.25, "a"]  # an idle gap opens each turn
+    events.clear()
+    compare_interleaved_samplers({"a": lambda count: events.append("a") or [1.0] * count},
+                                 batch=1, rounds=1, warmup=1, gap_s=0.5, sleep=events.append)
+    assert events == [0.5, "a", 0.5, "a"]  # ... and each contender's warm-up
+    clock = FakeClock()
+    settles: list[int] = []
+
+    def slow(count: int) -> list[float]:  # each call takes 10 ms on the fake clock
+        settles.append(count)
+        clock.advance_ms(10.0 * count)
+        return [0.01] * count
+
+    compare_interleaved_samplers({"s": slow}, batch=1, rounds=1, warmup=0, settle_calls=1,
+                                 settle_s=0.035, sleep=lambda s: None, clock=clock)
+    assert settles == [1, 1, 1, 1, 1]  # settle until 35 ms have passed (4 calls), then 1 timed
     with pytest.raises(BenchError, match="returned 1 samples"):
         compare_interleaved_samplers({"bad": lambda count: [1.0]}, batch=1, rounds=1, warmup=0,
                                      calls_per_round=2)
