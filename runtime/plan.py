@@ -177,9 +177,10 @@ class Tensor:
         return SymView(self.buf, _ARENA, 0, dims, _compact_strides(dims))  # type: ignore[arg-type]
 
 
-# In an interleaved plan only planes of at most this many pixels are interleaved: their streams
-# are short (few vector lanes, per-channel overhead), while a group of big planes would outgrow L2
-# and gains nothing. Convs cross from planar to interleaved through their stride-phase split.
+# In an interleaved plan only planes of at most this many pixels are interleaved: small planes
+# gain most (short streams fill few vector lanes), big ones least (a group outgrows L2). Measured
+# on the 32x32 CIFAR models at batch 32: interleaving every plane (up to 32x32) beat stopping at
+# 16x16 or 8x8 by 5-15%. Convs cross from planar to interleaved in their stride-phase split.
 INTERLEAVE_MAX_PIXELS = 1024
 
 
