@@ -68,27 +68,7 @@ constexpr int kChunk = V >= 16 ? 16 : 8;
 // Exact-size instance for n <= kChunk vectors, so the accumulators stay in registers.
 template <bool FAST>
 static inline void csr_n(const ConvKernelArgs& a, int64_t oc, int64_t p0, int64_t n) {
-  switch (n) {
-    case 1: csr_chunk<1, FAST>(a, oc, p0); break;
-    case 2: csr_chunk<2, FAST>(a, oc, p0); break;
-    case 3: csr_chunk<3, FAST>(a, oc, p0); break;
-    case 4: csr_chunk<4, FAST>(a, oc, p0); break;
-    case 5: csr_chunk<5, FAST>(a, oc, p0); break;
-    case 6: csr_chunk<6, FAST>(a, oc, p0); break;
-    case 7: csr_chunk<7, FAST>(a, oc, p0); break;
-    case 8: csr_chunk<8, FAST>(a, oc, p0); break;
-#if FD_VLEN >= 16
-    case 9: csr_chunk<9, FAST>(a, oc, p0); break;
-    case 10: csr_chunk<10, FAST>(a, oc, p0); break;
-    case 11: csr_chunk<11, FAST>(a, oc, p0); break;
-    case 12: csr_chunk<12, FAST>(a, oc, p0); break;
-    case 13: csr_chunk<13, FAST>(a, oc, p0); break;
-    case 14: csr_chunk<14, FAST>(a, oc, p0); break;
-    case 15: csr_chunk<15, FAST>(a, oc, p0); break;
-    case 16: csr_chunk<16, FAST>(a, oc, p0); break;
-#endif
-    default: break;
-  }
+  with_vector_count(n, [&](auto u) { csr_chunk<decltype(u)::value, FAST>(a, oc, p0); });
 }
 
 // Vectors per chunk: the input window one chunk reads from every input plane (chunk + the
@@ -187,8 +167,9 @@ void conv_csr(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
 }
 
 // Conv on batch-interleaved planes whose positions are whole vectors (lanes % V == 0), any
-// stride, without a stride-phase split and without computing border lanes: output vector t (row t / (P vp), position (t / vp) % P, part
-// t % vp, with P positions per row and vp = lanes / V) reads each tap's input at
+// stride, without a stride-phase split and without computing border lanes: output vector t
+// (row t / (P vp), position (t / vp) % P, part t % vp, with P positions per row and
+// vp = lanes / V) reads each tap's input at
 //     row * in_row_step + position * in_pos_step + part * V
 // from the tap's offset. Chunks of up to 16 output vectors (across rows: tiny planes fill them)
 // with per-vector offsets computed once per chunk; every stored vector is a valid output.
@@ -206,41 +187,15 @@ static inline void strided_chunk(const ConvKernelArgs& a, int64_t oc, const int6
   }
   float* o = a.out + oc * a.out_cs;
   const float* r = a.res ? a.res + oc * a.res_cs : nullptr;
-  const vf vb = simd::splat(a.bias ? a.bias[oc] : 0.0f);
-  const vf lo = simd::splat(a.act.lo), hi = simd::splat(a.act.hi);
-  const bool clamp = a.act.kind != kActNone;
+  const VectorEpilogue finish(a, oc);
 #pragma GCC unroll 16
-  for (int u = 0; u < U; ++u) {
-    vf v = acc[u] + vb;
-    if (r) v += simd::loadu(r + out_off[2 * u + 1]);
-    if (clamp) v = simd::vmin(simd::vmax(v, lo), hi);
-    simd::storeu(o + out_off[2 * u], v);
-  }
+  for (int u = 0; u < U; ++u)
+    simd::storeu(o + out_off[2 * u], finish(acc[u], r ? r + out_off[2 * u + 1] : nullptr));
 }
 
 static inline void strided_n(const ConvKernelArgs& a, int64_t oc, const int64_t* in_off,
                              const int64_t* out_off, int64_t n) {
-  switch (n) {
-    case 1: strided_chunk<1>(a, oc, in_off, out_off); break;
-    case 2: strided_chunk<2>(a, oc, in_off, out_off); break;
-    case 3: strided_chunk<3>(a, oc, in_off, out_off); break;
-    case 4: strided_chunk<4>(a, oc, in_off, out_off); break;
-    case 5: strided_chunk<5>(a, oc, in_off, out_off); break;
-    case 6: strided_chunk<6>(a, oc, in_off, out_off); break;
-    case 7: strided_chunk<7>(a, oc, in_off, out_off); break;
-    case 8: strided_chunk<8>(a, oc, in_off, out_off); break;
-#if FD_VLEN >= 16
-    case 9: strided_chunk<9>(a, oc, in_off, out_off); break;
-    case 10: strided_chunk<10>(a, oc, in_off, out_off); break;
-    case 11: strided_chunk<11>(a, oc, in_off, out_off); break;
-    case 12: strided_chunk<12>(a, oc, in_off, out_off); break;
-    case 13: strided_chunk<13>(a, oc, in_off, out_off); break;
-    case 14: strided_chunk<14>(a, oc, in_off, out_off); break;
-    case 15: strided_chunk<15>(a, oc, in_off, out_off); break;
-    case 16: strided_chunk<16>(a, oc, in_off, out_off); break;
-#endif
-    default: break;
-  }
+  with_vector_count(n, [&](auto u) { strided_chunk<decltype(u)::value>(a, oc, in_off, out_off); });
 }
 
 void conv_csr_strided(const ConvKernelArgs& a, int64_t c0, int64_t c1) {

@@ -13,6 +13,18 @@
 namespace fd {
 namespace FD_NS {
 
+// Columns [j_lo, j_hi) of phase column b come from the input (0 <= j*sw + b - pad_left < W);
+// the rest of the phase row is zero padding.
+static inline void input_columns(const PhaseSplitArgs& s, int64_t b, int64_t* j_lo,
+                                 int64_t* j_hi) {
+  int64_t lo = (s.pad_left - b + s.sw - 1) / s.sw;
+  lo = lo < 0 ? 0 : (lo > s.rs ? s.rs : lo);
+  int64_t hi = (s.W + s.pad_left - b + s.sw - 1) / s.sw;
+  hi = hi > s.rs ? s.rs : (hi < lo ? lo : hi);
+  *j_lo = lo;
+  *j_hi = hi;
+}
+
 // Batch-interleaved phases: a position is `lanes` adjacent floats, copied as a unit from an
 // interleaved source or gathered from `lanes` planar images (gather_stride apart).
 static void split_plane_lanes(const PhaseSplitArgs& s, const float* src, float* dst) {
@@ -20,10 +32,8 @@ static void split_plane_lanes(const PhaseSplitArgs& s, const float* src, float* 
   for (int64_t a = 0; a < s.sh; ++a) {
     for (int64_t b = 0; b < s.sw; ++b) {
       float* phase = dst + (a * s.sw + b) * s.plane;
-      int64_t j_lo = (s.pad_left - b + s.sw - 1) / s.sw;
-      j_lo = j_lo < 0 ? 0 : (j_lo > s.rs ? s.rs : j_lo);
-      int64_t j_hi = (s.W + s.pad_left - b + s.sw - 1) / s.sw;
-      j_hi = j_hi > s.rs ? s.rs : (j_hi < j_lo ? j_lo : j_hi);
+      int64_t j_lo, j_hi;
+      input_columns(s, b, &j_lo, &j_hi);
       for (int64_t i = 0; i < s.rows; ++i) {
         float* __restrict row = phase + i * row_floats;
         const int64_t y = i * s.sh + a - s.pad_top;
@@ -55,11 +65,8 @@ void split_plane(const PhaseSplitArgs& s, const float* src, float* dst) {
   for (int64_t a = 0; a < s.sh; ++a) {
     for (int64_t b = 0; b < s.sw; ++b) {
       float* phase = dst + (a * s.sw + b) * s.plane;
-      // Columns j with 0 <= j*sw + b - pad_left < W come from the input, the rest are 0.
-      int64_t j_lo = (s.pad_left - b + s.sw - 1) / s.sw;
-      j_lo = j_lo < 0 ? 0 : (j_lo > s.rs ? s.rs : j_lo);
-      int64_t j_hi = (s.W + s.pad_left - b + s.sw - 1) / s.sw;
-      j_hi = j_hi > s.rs ? s.rs : (j_hi < j_lo ? j_lo : j_hi);
+      int64_t j_lo, j_hi;
+      input_columns(s, b, &j_lo, &j_hi);
       for (int64_t i = 0; i < s.rows; ++i) {
         float* __restrict row = phase + i * s.rs;
         const int64_t y = i * s.sh + a - s.pad_top;
