@@ -47,7 +47,6 @@ BATCH_LAYOUTS = ("auto", "interleaved", "planar")
 BATCH_LAYOUT_ENV = "FEATHERDEPLOY_BATCH_LAYOUT"
 LAYOUT_PROBE_RUNS = 5
 PROBE_RUNS = 7
-PROBE_GAP_S = 0.0
 
 
 def default_threads() -> int:
@@ -262,8 +261,7 @@ def _median_run_seconds(plan: CompiledPlan) -> float:
     y = np.empty(plan.output_shape, dtype=np.float32)
     plan.native.run(x, y)  # warm-up: helper threads start, caches fill
     times = []
-    for _ in range(PROBE_RUNS):
-        time.sleep(PROBE_GAP_S)
+    for _ in range(PROBE_RUNS):  # back to back (see SERIAL_PROBE_MAX_S)
         start = time.perf_counter()
         plan.native.run(x, y)
         times.append(time.perf_counter() - start)
