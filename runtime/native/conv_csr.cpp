@@ -198,7 +198,98 @@ static inline void strided_n(const ConvKernelArgs& a, int64_t oc, const int64_t*
   with_vector_count(n, [&](auto u) { strided_chunk<decltype(u)::value>(a, oc, in_off, out_off); });
 }
 
+// Chunks of regular shape: R runs of L output vectors, run r is output row row0 + r, the vectors
+// of a run are consecutive in the output and S * V floats apart in the input (S = stride for one
+// vector per position, 1 otherwise). Every load and store offset is then a compile-time
+// displacement from one pointer plus a row multiple: one instruction per FMA (the general chunk
+// above spends two more on its offset table: 7-10% slower on ResNet-20x2 at batch 16).
+template <int R, int L, int S>
+static inline void run_chunk(const ConvKernelArgs& a, int64_t oc, int64_t in0, int64_t out0,
+                             int64_t res0) {
+  vf acc[R * L];
+#pragma GCC unroll 16
+  for (int u = 0; u < R * L; ++u) acc[u] = simd::splat(0.0f);
+  const int64_t row = a.in_row_step;
+  for (int32_t j = a.ptr[oc], e = a.ptr[oc + 1]; j < e; ++j) {
+    const vf w = simd::splat(a.val[j]);
+    const float* src = a.in + in0 + a.off[j];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+      for (int k = 0; k < L; ++k) acc[r * L + k] += w * simd::loadu(src + r * row + k * S * V);
+  }
+  float* o = a.out + oc * a.out_cs + out0;
+  const float* res = a.res ? a.res + oc * a.res_cs + res0 : nullptr;
+  const VectorEpilogue finish(a, oc);
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+    for (int k = 0; k < L; ++k)
+      simd::storeu(o + r * a.out_rs + k * V,
+                   finish(acc[r * L + k], res ? res + r * a.res_rs + k * V : nullptr));
+}
+
+// One chunk (rows [row0, row0 + R), vectors [v0, v0 + L) of each row) for channels [c0, c1).
+template <int R, int S>
+static void run_rows(const ConvKernelArgs& a, int64_t c0, int64_t c1, int64_t row0, int64_t v0,
+                     int64_t L) {
+  const int64_t in0 = row0 * a.in_row_step + v0 * S * V;
+  const int64_t out0 = row0 * a.out_rs + v0 * V, res0 = row0 * a.res_rs + v0 * V;
+  with_vector_count(L, [&](auto l) {
+    constexpr int kL = decltype(l)::value;
+    if constexpr (R * kL <= kChunk) {
+      for (int64_t oc = c0; oc < c1; ++oc) run_chunk<R, kL, S>(a, oc, in0, out0, res0);
+    }
+  });
+}
+
+template <int S>
+static void run_rows_any(const ConvKernelArgs& a, int64_t c0, int64_t c1, int64_t row0,
+                         int64_t rows, int64_t v0, int64_t L) {
+  switch (rows) {
+    case 1: run_rows<1, S>(a, c0, c1, row0, v0, L); break;
+    case 2: run_rows<2, S>(a, c0, c1, row0, v0, L); break;
+    case 4: run_rows<4, S>(a, c0, c1, row0, v0, L); break;
+    default: run_rows<8, S>(a, c0, c1, row0, v0, L); break;
+  }
+}
+
+// The input step between consecutive output vectors of a row, in vectors, when it is uniform
+// (1 for stride 1; the stride itself with one vector per position), else 0.
+static int64_t uniform_vector_step(const ConvKernelArgs& a) {
+  const int64_t vp = a.lanes / V;
+  if (a.in_pos_step == a.lanes) return 1;
+  if (vp == 1 && a.in_pos_step == 2 * V) return 2;
+  return 0;
+}
+
+// Whole rows per chunk when a row is short (a power of two, so R * L <= kChunk), else each row
+// in balanced pieces of <= kChunk vectors.
+template <int S>
+static void conv_csr_rows(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
+  const int64_t per_row = a.positions * (a.lanes / V);
+  if (per_row <= kChunk / 2) {
+    int64_t R = 1;
+    while (R < 8 && 2 * R * per_row <= kChunk) R *= 2;
+    for (int64_t row = 0; row < a.rows;) {
+      while (row + R > a.rows) R /= 2;  // tail: smaller powers of two
+      run_rows_any<S>(a, c0, c1, row, R, 0, per_row);
+      row += R;
+    }
+    return;
+  }
+  const int64_t pieces = (per_row + kChunk - 1) / kChunk, piece = (per_row + pieces - 1) / pieces;
+  for (int64_t row = 0; row < a.rows; ++row)
+    for (int64_t v = 0; v < per_row; v += piece)
+      run_rows<1, S>(a, c0, c1, row, v, per_row - v < piece ? per_row - v : piece);
+}
+
 void conv_csr_strided(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
+  switch (uniform_vector_step(a)) {
+    case 1: conv_csr_rows<1>(a, c0, c1); return;
+    case 2: conv_csr_rows<2>(a, c0, c1); return;
+    default: break;
+  }
   const int64_t vp = a.lanes / V, per_row = a.positions * vp, total = a.rows * per_row;
   const int64_t count = (total + kChunk - 1) / kChunk;
   const int64_t chunk = (total + count - 1) / count;  // balanced, <= kChunk

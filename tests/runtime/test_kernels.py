@@ -238,21 +238,25 @@ STRIDED_GEOMETRIES = [
 ]
 
 
-@pytest.mark.parametrize("hw", [(7, 9), (4, 4), (16, 16)])
+# (7, 9): rows of <= 8 vectors go in chunks of 2/4/8 whole rows with tails; (6, 37): long rows
+# go in balanced pieces; 32 images: two vectors per position.
+@pytest.mark.parametrize("images,hw", [(16, (7, 9)), (16, (4, 4)), (16, (16, 16)),
+                                       (16, (13, 5)), (16, (6, 37)), (32, (7, 9)),
+                                       (32, (5, 12))], ids=str)
 @pytest.mark.parametrize("geometry", STRIDED_GEOMETRIES, ids=str)
-def test_conv2d_strided_in_place_on_interleaved_planes(layout, hw, geometry):
-    """16 images: interleaved positions are whole vectors, so convs compute only valid positions
-    and read their taps in place at any stride (conv_csr_strided); equal to the reference."""
+def test_conv2d_strided_in_place_on_interleaved_planes(layout, images, hw, geometry):
+    """Interleaved positions are whole vectors, so convs compute only valid positions and read
+    their taps in place at any stride (conv_csr_strided); equal to the reference."""
     from runtime import _native
     from runtime.graph import Graph, Node
     from runtime.plan import build_plan
 
-    x = random_input((16, 8, *hw))
+    x = random_input((images, 8, *hw))
     group = geometry.get("group", 1)
     w = _sparse_weight((8, 8 // group, 3, 3), 0.4)
     b = np.linspace(-1, 1, 8, dtype=np.float32)
     out_hw = ref.conv2d(x, w, **geometry).shape[2:]
-    r = random_input((16, 8, *out_hw), seed=5)
+    r = random_input((images, 8, *out_hw), seed=5)
     kw = dict(geometry, kernel="csr", residual=r, clamp=(0.0, 6.0))
     assert_close(nat.conv2d(x, w, b, **kw), ref.conv2d(x, w, b, **kw), KERNEL_ATOL, KERNEL_RTOL)
     attrs = {"strides": list(geometry["stride"]), "pads": list(geometry["pads"]),
