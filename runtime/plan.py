@@ -57,7 +57,7 @@ _UNIT_OVERHEAD = 4.0  # per output channel: epilogue and loop exits, in nonzero-
 SMALL_PLANE = 16
 # Conv work units (channel ranges) per thread: more than one, so that a thread the OS
 # deschedules on a shared machine holds back only a small share of a layer.
-UNITS_PER_THREAD = 4
+UNITS_PER_THREAD = 2
 
 
 def reads_padded_copy(stride: tuple[int, int]) -> bool:

@@ -67,6 +67,13 @@ class Step {
   virtual int stages() const { return 1; }
   virtual int64_t units(int /*stage*/, int64_t hint) const { return hint; }
   virtual void run(int stage, const Buffers& buf, int tid, int nth) const = 0;
+  // The whole stage on the calling thread (a plan run serially, or one image of run_images).
+  // Steps whose units are fixed slices (conv channel ranges balanced for the plan's threads)
+  // override it to run as one range: slices would reread the input window once per slice.
+  virtual void run_serial(int stage, const Buffers& buf) const {
+    const int64_t n = units(stage, 1);
+    for (int64_t u = 0; u < n; ++u) run(stage, buf, static_cast<int>(u), static_cast<int>(n));
+  }
   virtual const char* name() const = 0;
   // Light steps (copies, pooling, the classifier) at the start or end of a plan are run by the
   // calling thread alone: splitting them would cost more in synchronisation than it saves.

@@ -41,6 +41,13 @@ class ConvStep final : public Step {
     (void)nth;
     compute(buf, s_.bounds[tid], s_.bounds[tid + 1]);
   }
+  void run_serial(int stage, const Buffers& buf) const override {
+    if (s_.split_here && stage == 0) {
+      split_phases(buf, 0, 1);
+      return;
+    }
+    compute(buf, s_.bounds.front(), s_.bounds.back());
+  }
 
  private:
   void compute(const Buffers& buf, int64_t u0, int64_t u1) const {

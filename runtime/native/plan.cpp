@@ -109,20 +109,13 @@ const std::vector<Plan::Stage>& Plan::stage_list() {
 
 void Plan::execute_serial(const Buffers& buf) const {
   for (const auto& step : steps_) {
-    for (int stage = 0; stage < step->stages(); ++stage) {
-      const int64_t units = step->units(stage, 1);
-      for (int64_t u = 0; u < units; ++u) step->run(stage, buf, static_cast<int>(u), static_cast<int>(units));
-    }
+    for (int stage = 0; stage < step->stages(); ++stage) step->run_serial(stage, buf);
   }
 }
 
 void Plan::run_stages_serial(const Buffers& buf, size_t begin, size_t end) const {
   for (size_t s = begin; s < end; ++s) {
-    const Stage& st = stages_[s];
-    const int64_t units = st.step->units(st.stage, 1);
-    for (int64_t u = 0; u < units; ++u) {
-      st.step->run(st.stage, buf, static_cast<int>(u), static_cast<int>(units));
-    }
+    stages_[s].step->run_serial(stages_[s].stage, buf);
   }
 }
 
@@ -275,10 +268,7 @@ std::vector<double> Plan::profile(const float* input, float* output, int reps) {
   for (int r = 0; r < reps; ++r) {
     for (size_t i = 0; i < steps_.size(); ++i) {
       const auto t0 = std::chrono::steady_clock::now();
-      for (int stage = 0; stage < steps_[i]->stages(); ++stage) {
-        const int64_t units = steps_[i]->units(stage, 1);
-        for (int64_t u = 0; u < units; ++u) steps_[i]->run(stage, buf, static_cast<int>(u), static_cast<int>(units));
-      }
+      for (int stage = 0; stage < steps_[i]->stages(); ++stage) steps_[i]->run_serial(stage, buf);
       const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (dt < seconds[i]) seconds[i] = dt;
     }
