@@ -6,7 +6,11 @@
 - ``fuse_conv_add``: Conv -> Add(other) with ``other`` of the same shape becomes a conv with a
   residual input, added in the conv's epilogue.
 - ``fuse_activation``: Conv -> Relu / Clip(constant bounds) becomes the conv's epilogue clamp.
-Fused attributes live in ``Node.attrs`` under private keys (``ACT_KEY``, ``RESIDUAL_KEY``).
+- ``fold_constant_channels``: an output channel of a conv with no nonzero weight is the constant
+  clamp(bias); when only pointwise convs read the tensor, it becomes part of their biases, they
+  no longer read it, and the producer skips computing it (``SKIP_EMPTY_KEY``).
+Fused attributes live in ``Node.attrs`` under private keys (``ACT_KEY``, ``RESIDUAL_KEY``,
+``SKIP_EMPTY_KEY``).
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ from runtime.graph import Graph, Node
 __all__ = [
     "ACT_KEY",
     "RESIDUAL_KEY",
+    "SKIP_EMPTY_KEY",
     "Activation",
     "drop_identities",
     "fold_batchnorm",
     "fuse_conv_add",
     "fuse_activation",
+    "fold_constant_channels",
     "clip_bounds",
     "prepare_graph",
     "fuse_for_shapes",
@@ -35,6 +41,7 @@ __all__ = [
 
 ACT_KEY = "_fd_activation"
 RESIDUAL_KEY = "_fd_residual"
+SKIP_EMPTY_KEY = "_fd_skip_empty_channels"
 Activation = tuple[float, float]  # clamp bounds (lo, hi); ReLU = (0, inf)
 
 
@@ -45,11 +52,12 @@ def prepare_graph(graph: Graph) -> Graph:
 
 def fuse_for_shapes(graph: Graph, shapes: dict[str, tuple[int, ...]]) -> Graph:
     """Fusions that need tensor shapes (run per planned input shape)."""
-    return fuse_activation(fuse_conv_add(graph, shapes))
+    return fold_constant_channels(fuse_activation(fuse_conv_add(graph, shapes)))
 
 
 def _consumers(nodes: list[Node]) -> Counter[str]:
-    return Counter(i for n in nodes for i in n.inputs if i)
+    """How many times each tensor is read, fused residual inputs included."""
+    return Counter(i for n in nodes for i in (*n.inputs, n.attrs.get(RESIDUAL_KEY)) if i)
 
 
 def drop_identities(graph: Graph) -> Graph:
@@ -171,3 +179,82 @@ def fuse_activation(graph: Graph) -> Graph:
         removed.add(id(conv))
     nodes = [replaced.get(id(n), n) for n in graph.nodes if id(n) not in removed]
     return replace(graph, nodes=nodes)
+
+
+def fold_constant_channels(graph: Graph) -> Graph:
+    """Fold the constant output channels of convs into the pointwise convs that read them.
+
+    A conv output channel c whose weights are all zero is the constant plane
+    v_c = clamp(bias_c) (clamp: the fused activation). A 1x1 conv without padding (group 1) that
+    reads it adds W[:, c] * v_c at every position, so when every reader of the tensor is such a
+    conv: bias' = bias + W[:, E] @ v_E and W[:, E] = 0 over the constant channels E, and the
+    producer is marked (``SKIP_EMPTY_KEY``) to skip its empty channels, which nothing reads
+    any more. Pruned depthwise convs have many empty channels (a 3x3 filter at 90% sparsity is
+    empty with probability 0.9^9 = 39%), and MobileNet's pointwise convs read them.
+    """
+    readers: dict[str, list[Node]] = {}
+    for node in graph.nodes:
+        for name in (*node.inputs, node.attrs.get(RESIDUAL_KEY)):
+            if name:
+                readers.setdefault(name, []).append(node)
+    constants = dict(graph.constants)
+    replaced: dict[int, Node] = {}
+    for original in graph.nodes:
+        # A conv folded into already may have new empty rows (its constant columns zeroed).
+        node = replaced.get(id(original), original)
+        values = _constant_channels(node, constants)
+        out = node.outputs[0]
+        if values is None or out == graph.output_name:
+            continue
+        consumers = readers.get(out, [])
+        if not consumers or not all(_reads_pointwise(c, out, constants) for c in consumers):
+            continue
+        for consumer in consumers:
+            current = replaced.get(id(consumer), consumer)
+            replaced[id(consumer)] = _fold_into(current, values, constants)
+        replaced[id(original)] = replace(node, attrs={**node.attrs, SKIP_EMPTY_KEY: True})
+    nodes = [replaced.get(id(n), n) for n in graph.nodes]
+    return replace(graph, nodes=nodes, constants=constants)
+
+
+def _constant_channels(node: Node, constants: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Per output channel: its constant value where all its weights are zero, NaN elsewhere;
+    None when the conv has no such channel (or is not a plain conv with constant weights)."""
+    if (node.op != "Conv" or RESIDUAL_KEY in node.attrs or node.inputs[1] not in constants
+            or (len(node.inputs) > 2 and node.inputs[2] and node.inputs[2] not in constants)):
+        return None
+    w = np.asarray(constants[node.inputs[1]])
+    empty = ~w.reshape(w.shape[0], -1).any(axis=1)
+    if not empty.any():
+        return None
+    has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
+    bias = np.asarray(constants[node.inputs[2]], np.float64) if has_bias else np.zeros(w.shape[0])
+    lo, hi = node.attrs.get(ACT_KEY, (-math.inf, math.inf))
+    return np.where(empty, np.clip(bias, lo, hi), np.nan)
+
+
+def _reads_pointwise(node: Node, name: str, constants: dict[str, np.ndarray]) -> bool:
+    """True when ``node`` reads tensor ``name`` only as the input of a 1x1, unpadded, group-1
+    conv with constant weights (every position of a constant plane contributes the same)."""
+    if (node.op != "Conv" or node.inputs[0] != name or name in node.inputs[1:]
+            or node.attrs.get(RESIDUAL_KEY) == name or node.inputs[1] not in constants
+            or (len(node.inputs) > 2 and node.inputs[2] and node.inputs[2] not in constants)):
+        return False
+    w = constants[node.inputs[1]]
+    return (w.ndim == 4 and w.shape[2:] == (1, 1) and int(node.attrs.get("group", 1)) == 1
+            and not any(node.attrs.get("pads", [0]))
+            and node.attrs.get("auto_pad", "NOTSET") in ("NOTSET", "VALID"))
+
+
+def _fold_into(node: Node, values: np.ndarray, constants: dict[str, np.ndarray]) -> Node:
+    """``node`` (a pointwise conv) with the constant input channels (non-NaN ``values``) moved
+    into its bias."""
+    w = np.array(constants[node.inputs[1]], dtype=np.float32)
+    has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
+    bias = np.asarray(constants[node.inputs[2]], np.float64) if has_bias else np.zeros(w.shape[0])
+    const = ~np.isnan(values)
+    bias = bias + w[:, const, 0, 0].astype(np.float64) @ values[const]
+    w[:, const] = 0.0
+    w_name, b_name = f"{node.name}::const_w", f"{node.name}::const_b"
+    constants[w_name], constants[b_name] = w, bias.astype(np.float32)
+    return replace(node, inputs=[node.inputs[0], w_name, b_name])

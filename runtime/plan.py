@@ -23,7 +23,7 @@ import numpy as np
 
 from runtime.errors import EngineError, InputError, ModelLoadError, UnsupportedOpError
 from runtime.graph import Graph, Node, conv_geometry, infer_shapes, pool_geometry
-from runtime.passes import ACT_KEY, RESIDUAL_KEY, clip_bounds, fuse_for_shapes
+from runtime.passes import ACT_KEY, RESIDUAL_KEY, SKIP_EMPTY_KEY, clip_bounds, fuse_for_shapes
 
 __all__ = [
     "VMAX",
@@ -621,7 +621,8 @@ def _emit_conv(b: _Builder, node: Node) -> None:
                 and (res is None or res.rs == stream_rs))
     lo, hi = node.attrs.get(ACT_KEY, (-math.inf, math.inf))
     spec.update(
-        bsr=bsr, stream_rs=stream_rs, stream_len=length, width=width,
+        bsr=bsr, skip_empty=bool(node.attrs.get(SKIP_EMPTY_KEY)),
+        stream_rs=stream_rs, stream_len=length, width=width,
         fast=fast,
         ptr=packed.ptr, off=packed.off, val=packed.val,
         bias=np.zeros(0, np.float32) if bias is None else np.asarray(bias, np.float32),
@@ -991,6 +992,7 @@ def build_plan(graph: Graph, input_shape: tuple[int, ...], threads: int,
     """
     shapes = infer_shapes(graph, input_shape)
     fused = fuse_for_shapes(graph, shapes)
+    shapes.update({k: tuple(v.shape) for k, v in fused.constants.items() if k not in shapes})
     builder = _Builder(fused, shapes, assign_pads(fused, shapes, interleave), threads, interleave,
                        native_module.vector_floats())
     builder.emit_input(tuple(input_shape))

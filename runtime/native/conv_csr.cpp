@@ -86,6 +86,7 @@ static void csr_channels(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
   const int64_t nvec = (a.len + V - 1) / V;
   if (nvec < 4) {
     for (int64_t oc = c0; oc < c1; ++oc) {
+      if (skipped(a, oc)) continue;
       switch (nvec) {
         case 1: csr_chunk_split<1, FAST>(a, oc, 0); break;
         case 2: csr_chunk_split<2, FAST>(a, oc, 0); break;
@@ -101,7 +102,9 @@ static void csr_channels(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
   chunk = (nvec + count - 1) / count;
   for (int64_t v = 0; v < nvec; v += chunk) {
     const int64_t n = nvec - v < chunk ? nvec - v : chunk;
-    for (int64_t oc = c0; oc < c1; ++oc) csr_n<FAST>(a, oc, v * V, n);
+    for (int64_t oc = c0; oc < c1; ++oc) {
+      if (!skipped(a, oc)) csr_n<FAST>(a, oc, v * V, n);
+    }
   }
 }
 
@@ -131,6 +134,7 @@ template <int G, bool FAST>
 static void csr_image_group(const ConvKernelArgs& a, int64_t c0, int64_t c1, int64_t g0,
                             int64_t nvec) {
   for (int64_t oc = c0; oc < c1; ++oc) {
+    if (skipped(a, oc)) continue;
     switch (nvec) {
       case 1: csr_images<G, 1, FAST>(a, oc, g0); break;
       case 2: csr_images<G, 2, FAST>(a, oc, g0); break;
@@ -238,7 +242,9 @@ static void run_rows(const ConvKernelArgs& a, int64_t c0, int64_t c1, int64_t ro
   with_vector_count(L, [&](auto l) {
     constexpr int kL = decltype(l)::value;
     if constexpr (R * kL <= kChunk) {
-      for (int64_t oc = c0; oc < c1; ++oc) run_chunk<R, kL, S>(a, oc, in0, out0, res0);
+      for (int64_t oc = c0; oc < c1; ++oc) {
+        if (!skipped(a, oc)) run_chunk<R, kL, S>(a, oc, in0, out0, res0);
+      }
     }
   });
 }
@@ -302,7 +308,9 @@ void conv_csr_strided(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
       out_off[2 * u] = row * a.out_rs + pos * a.lanes + part * V;
       out_off[2 * u + 1] = row * a.res_rs + pos * a.lanes + part * V;
     }
-    for (int64_t oc = c0; oc < c1; ++oc) strided_n(a, oc, in_off, out_off, n);
+    for (int64_t oc = c0; oc < c1; ++oc) {
+      if (!skipped(a, oc)) strided_n(a, oc, in_off, out_off, n);
+    }
   }
 }
 

@@ -43,7 +43,15 @@ struct ConvKernelArgs {
   // conv_csr_strided only (batch-interleaved planes, lanes % V == 0, any stride): output rows
   // and positions per row, and the input floats between output rows / output positions.
   int64_t rows = 0, positions = 0, in_row_step = 0, in_pos_step = 0, lanes = 1;
+  // Output channels without taps are constants nobody reads (passes.fold_constant_channels):
+  // CSR kernels skip them, leaving their planes unwritten.
+  bool skip_empty = false;
 };
+
+// True when the CSR kernels skip output channel oc (see ConvKernelArgs::skip_empty).
+inline bool skipped(const ConvKernelArgs& a, int64_t oc) {
+  return a.skip_empty && a.ptr[oc] == a.ptr[oc + 1];
+}
 
 // Geometry of a stride-phase split (phase_split.cpp): one input plane -> sh * sw phase planes.
 struct PhaseSplitArgs {

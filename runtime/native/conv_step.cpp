@@ -86,6 +86,7 @@ class ConvStep final : public Step {
     a.off = s_.off.data();
     a.val = s_.val.data();
     a.block = s_.bsr ? kBsrBlock : 1;
+    a.skip_empty = s_.skip_empty && !s_.bsr;
     a.channels = s_.out.dim[1];
     a.window_planes = s_.window_planes;
     a.window_reach = s_.window_reach;
@@ -110,6 +111,7 @@ class ConvStep final : public Step {
     for (int64_t n = 0; n < s_.out.dim[0]; ++n) {
       const float* in = buf.at(s_.in) + n * s_.in.stride[0] - s_.pad_top * in_rs - s_.pad_left;
       for (int64_t oc = c0; oc < c1; ++oc) {
+        if (s_.skip_empty && s_.ptr[oc] == s_.ptr[oc + 1]) continue;
         float* o = buf.at(s_.out) + n * s_.out.stride[0] + oc * s_.out.stride[1];
         const float b = s_.bias.empty() ? 0.0f : s_.bias[oc];
         for (int64_t oh = 0; oh < OH; ++oh)

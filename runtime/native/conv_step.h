@@ -23,6 +23,7 @@ struct ConvSpec {
   // from the padded input, no phase split (the split would cost more than the taps).
   bool direct = false;
   bool bsr = false;         // kernel family: false = CSR, true = BSR (dense = all blocks)
+  bool skip_empty = false;  // CSR: skip output channels without taps (ConvKernelArgs)
   // Stream geometry (see conv_kernels.h).
   int64_t stream_rs = 0, stream_len = 0, width = 0;
   bool fast = false;

@@ -55,6 +55,7 @@ void add_conv(Plan& plan, const py::dict& d) {
   s.has_res = !d["res"].is_none();
   if (s.has_res) s.res = to_view(d["res"].cast<std::vector<int64_t>>());
   s.bsr = d["bsr"].cast<bool>();
+  s.skip_empty = d.contains("skip_empty") && d["skip_empty"].cast<bool>();
   s.lanes = d.contains("lanes") ? d["lanes"].cast<int64_t>() : 1;
   s.gather = d.contains("gather") && d["gather"].cast<bool>();
   s.strided = d.contains("strided") && d["strided"].cast<bool>();

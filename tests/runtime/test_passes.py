@@ -1,0 +1,127 @@
+"""Graph passes: constant-channel folding and the reader counts the fusions rely on, checked
+against ONNX Runtime on small hand-built graphs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from runtime import Engine
+from runtime.graph import infer_shapes, load_graph
+from runtime.passes import RESIDUAL_KEY, SKIP_EMPTY_KEY, fuse_for_shapes, prepare_graph
+from tests.runtime.onnx_cases import assert_close, ort_run, random_input
+
+EMPTY = (0, 3, 5)  # depthwise channels without a nonzero weight
+
+
+def _weights(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    dw = rng.standard_normal((8, 1, 3, 3)).astype(np.float32)
+    dw[list(EMPTY)] = 0.0
+    return {
+        "dw_w": dw,
+        "dw_b": rng.standard_normal(8).astype(np.float32),
+        "pw_w": rng.standard_normal((6, 8, 1, 1)).astype(np.float32),
+        "pw_b": rng.standard_normal(6).astype(np.float32),
+        "k3_w": rng.standard_normal((6, 8, 3, 3)).astype(np.float32),
+    }
+
+
+def _model(nodes: list, inits: dict[str, np.ndarray], output: str = "y") -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 7, 7])
+    y = helper.make_tensor_value_info(output, TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", [x], [y],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def _depthwise(activation: str) -> list:
+    nodes = [helper.make_node("Conv", ["x", "dw_w", "dw_b"], ["d"], name="dw", group=8,
+                              pads=[1, 1, 1, 1])]
+    if activation == "relu":
+        nodes.append(helper.make_node("Relu", ["d"], ["a"], name="act"))
+    else:
+        nodes.append(helper.make_node("Clip", ["d", "lo", "hi"], ["a"], name="act"))
+    return nodes
+
+
+def _check(model: onnx.ModelProto, tmp_path: Path, batch: int = 2) -> Engine:
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    x = random_input((batch, 8, 7, 7))
+    for threads in (1, 2):
+        engine = Engine(path, threads=threads)
+        assert_close(engine.run(x), ort_run(path, x))
+    return engine
+
+
+def _fused(model: onnx.ModelProto, tmp_path: Path):
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    graph = prepare_graph(load_graph(path))
+    return fuse_for_shapes(graph, infer_shapes(graph, (2, 8, 7, 7)))
+
+
+@pytest.mark.parametrize("activation", ["relu", "clip"])
+def test_empty_depthwise_channels_fold_into_the_pointwise_bias(activation, tmp_path):
+    """Empty depthwise channels are constants clamp(bias): the pointwise conv gets them in its
+    bias and stops reading them, the depthwise conv skips them; outputs equal ORT's."""
+    inits = _weights()
+    inits.update(lo=np.array(0.0, np.float32), hi=np.array(0.5, np.float32))
+    pw = helper.make_node("Conv", ["a", "pw_w", "pw_b"], ["y"], name="pw")
+    model = _model([*_depthwise(activation), pw], inits)
+    fused = _fused(model, tmp_path)
+    dw, pw_node = fused.nodes
+    assert dw.attrs.get(SKIP_EMPTY_KEY) is True
+    w = fused.constants[pw_node.inputs[1]]
+    assert not w[:, list(EMPTY)].any() and w[:, [1, 2, 4, 6, 7]].all()
+    assert not np.allclose(fused.constants[pw_node.inputs[2]], inits["pw_b"])
+    for batch in (1, 2, 16):
+        _check(model, tmp_path, batch)
+
+
+def test_no_fold_when_a_reader_pads_or_is_not_a_pointwise_conv(tmp_path):
+    """A 3x3 padded conv sees zeros at the border, not the constant: nothing is folded."""
+    inits = _weights()
+    nodes = [*_depthwise("relu"),
+             helper.make_node("Conv", ["a", "pw_w", "pw_b"], ["p"], name="pw"),
+             helper.make_node("Conv", ["a", "k3_w"], ["q"], name="k3", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["p", "q"], ["y"], name="add")]
+    model = _model(nodes, inits)
+    fused = _fused(model, tmp_path)
+    assert not any(n.attrs.get(SKIP_EMPTY_KEY) for n in fused.nodes)
+    assert any(n.inputs[1] == "pw_w" for n in fused.nodes if n.op == "Conv")
+    _check(model, tmp_path)
+
+
+def test_no_fold_into_a_residual_reader(tmp_path):
+    """The depthwise output is also added as a residual elsewhere: it must stay computed."""
+    inits = _weights()
+    inits["pw2_w"] = np.random.default_rng(3).standard_normal((8, 8, 1, 1)).astype(np.float32)
+    nodes = [*_depthwise("relu"),
+             helper.make_node("Conv", ["a", "pw2_w"], ["p"], name="pw2"),
+             helper.make_node("Add", ["p", "a"], ["y"], name="add")]
+    model = _model(nodes, inits)
+    fused = _fused(model, tmp_path)
+    assert any(RESIDUAL_KEY in n.attrs for n in fused.nodes)
+    assert not any(n.attrs.get(SKIP_EMPTY_KEY) for n in fused.nodes)
+    _check(model, tmp_path)
+
+
+def test_activation_not_fused_into_a_conv_whose_output_is_a_residual(tmp_path):
+    """conv1 -> c is read by a Relu and, after fusing conv2 + Add, as conv2's residual: fusing the
+    Relu into conv1 would rename c away. Reader counts include fused residuals."""
+    rng = np.random.default_rng(1)
+    inits = {"w1": rng.standard_normal((8, 8, 3, 3)).astype(np.float32),
+             "w2": rng.standard_normal((8, 8, 3, 3)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w2"], ["d"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["d", "c"], ["y"], name="add")]
+    _check(_model(nodes, inits), tmp_path)
