@@ -78,6 +78,21 @@ struct TinyGemmArgs {
 };
 using TinyGemmFn = void (*)(const TinyGemmArgs&, int64_t b0, int64_t b1);
 
+// Y = alpha * A @ B (+ beta * C) with contiguous rows of A and columns of B (gemm_dot.cpp).
+struct GemmDotArgs {
+  const float* A = nullptr;
+  int64_t am = 0;               // row stride of A (floats; columns are adjacent)
+  const float* B = nullptr;
+  int64_t bn = 0;               // column stride of B (floats; rows are adjacent)
+  const float* C = nullptr;     // optional, strides may be 0 (broadcast)
+  int64_t cm = 0, cn = 0;
+  float* Y = nullptr;
+  int64_t ym = 0, yn = 0;
+  int64_t M = 0, N = 0, K = 0;
+  float alpha = 1.0f, beta = 0.0f;
+};
+using GemmDotFn = void (*)(const GemmDotArgs&, int64_t n0, int64_t n1);  // columns
+
 // Signatures every ISA variant provides: compute output channels [c0, c1) (CSR) or blocks [c0, c1)
 // (BSR) of `images` images.
 using ConvKernelFn = void (*)(const ConvKernelArgs&, int64_t c0, int64_t c1);
@@ -89,6 +104,7 @@ using ConvKernelFn = void (*)(const ConvKernelArgs&, int64_t c0, int64_t c1);
   void conv_csr_strided(const ConvKernelArgs& a, int64_t c0, int64_t c1); \
   void split_plane(const PhaseSplitArgs& s, const float* src, float* dst); \
   void conv_tiny(const TinyGemmArgs& g, int64_t b0, int64_t b1);          \
+  void gemm_dot(const GemmDotArgs& g, int64_t n0, int64_t n1);            \
   int vector_floats();                                                   \
   }
 
@@ -104,6 +120,7 @@ struct KernelTable {
   ConvKernelFn conv_csr_strided;
   PhaseSplitFn split_plane;
   TinyGemmFn conv_tiny;
+  GemmDotFn gemm_dot;
   const char* isa;
   int vector_floats;
 };

@@ -137,11 +137,15 @@ def test_softmax_native_equals_reference(axis):
     assert_close(nat.softmax(x, axis), ref.softmax(x, axis), KERNEL_ATOL, KERNEL_RTOL)
 
 
-@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True)])
-def test_gemm_native_equals_reference(trans_a, trans_b):
-    a = random_input((19, 7) if trans_a else (7, 19))
-    b = random_input((11, 19) if trans_b else (19, 11), seed=4)
-    c = random_input((11,), seed=5)
+# (M, K, N): K below, at and off a vector multiple; N off the 4-column blocks; a classifier.
+@pytest.mark.parametrize("m,k,n", [(7, 19, 11), (1, 3, 5), (5, 32, 4), (3, 17, 9),
+                                   (16, 1024, 100)], ids=str)
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, True), (False, True)])
+def test_gemm_native_equals_reference(trans_a, trans_b, m, k, n):
+    # Scaled so outputs stay O(1) whatever K (the tolerance is float32 rounding of O(1) values).
+    a = random_input((k, m) if trans_a else (m, k)) / np.float32(np.sqrt(k))
+    b = random_input((n, k) if trans_b else (k, n), seed=4)
+    c = random_input((n,), seed=5)
     kw = dict(alpha=0.5, beta=2.0, trans_a=trans_a, trans_b=trans_b)
     assert_close(nat.gemm(a, b, c, **kw), ref.gemm(a, b, c, **kw), KERNEL_ATOL, KERNEL_RTOL)
 
