@@ -30,9 +30,13 @@ class CopyStep final : public Step {
   CopyStep(const View& src, const View& dst) : src_(src), dst_(dst) {}
   const char* name() const override { return "copy"; }
   void run(int, const Buffers& buf, int tid, int nth) const override {
+    const int64_t w = dst_.dim[3], ss = src_.stride[3], ds = dst_.stride[3];
+    if (dst_.stride[0] == 1 && dst_.dim[0] > 1 && ss == 1) {
+      interleave(buf, tid, nth);
+      return;
+    }
     int64_t r0, r1;
     split_range(dst_.rows(), tid, nth, &r0, &r1);
-    const int64_t w = dst_.dim[3], ss = src_.stride[3], ds = dst_.stride[3];
     for (int64_t r = r0; r < r1; ++r) {
       const float* s = row_ptr(buf, src_, r, nullptr);
       float* d = row_ptr(buf, dst_, r, nullptr);
@@ -45,6 +49,24 @@ class CopyStep final : public Step {
   }
 
  private:
+  // Planar rows into a batch-interleaved destination (the images of a position adjacent): per
+  // (channel, row), position by position, the images' values are written as one contiguous run
+  // (rows of the image-major copy scatter every float to its own cache line: 3x slower).
+  void interleave(const Buffers& buf, int tid, int nth) const {
+    const int64_t N = dst_.dim[0], C = dst_.dim[1], H = dst_.dim[2], W = dst_.dim[3];
+    int64_t r0, r1;
+    split_range(C * H, tid, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t c = r / H, h = r % H;
+      const float* s = buf.at(src_) + c * src_.stride[1] + h * src_.stride[2];
+      float* d = buf.at(dst_) + c * dst_.stride[1] + h * dst_.stride[2];
+      for (int64_t x = 0; x < W; ++x) {
+        float* out = d + x * dst_.stride[3];
+        for (int64_t n = 0; n < N; ++n) out[n] = s[n * src_.stride[0] + x];
+      }
+    }
+  }
+
   View src_, dst_;
 };
 

@@ -102,27 +102,34 @@ class GlobalPoolStep final : public Step {
 
  private:
   // Batch-interleaved input (the images of a position adjacent): per channel, the running
-  // results of up to 16 images are updated together from contiguous floats (vectorised).
+  // results of up to 16 images are updated together from contiguous floats (vectorised). The
+  // results of 16 channels are stored together, image by image (16 adjacent floats of an image's
+  // row instead of 16 single floats 1 row apart each, which cost ~50 ns per channel).
   void run_interleaved(const Buffers& buf, int tid, int nth) const {
-    constexpr int64_t kLanes = 16;
+    constexpr int64_t kLanes = 16, kBlock = 16;
     const int64_t N = src_.dim[0], C = src_.dim[1], H = src_.dim[2], W = src_.dim[3];
     int64_t c0, c1;
     split_range(C, tid, nth, &c0, &c1);
-    for (int64_t c = c0; c < c1; ++c) {
-      for (int64_t n0 = 0; n0 < N; n0 += kLanes) {
-        const int64_t lanes = N - n0 < kLanes ? N - n0 : kLanes;
-        float acc[kLanes];
-        for (int64_t n = 0; n < kLanes; ++n) acc[n] = is_max_ ? -INFINITY : 0.0f;
-        const float* x = buf.at(src_) + c * src_.stride[1] + n0;
-        for (int64_t h = 0; h < H; ++h) {
-          for (int64_t w = 0; w < W; ++w) {
-            const float* v = x + h * src_.stride[2] + w * src_.stride[3];
-            for (int64_t n = 0; n < lanes; ++n) acc[n] = is_max_ ? std::max(acc[n], v[n]) : acc[n] + v[n];
+    const float scale = is_max_ ? 1.0f : 1.0f / static_cast<float>(H * W);
+    for (int64_t n0 = 0; n0 < N; n0 += kLanes) {
+      const int64_t lanes = N - n0 < kLanes ? N - n0 : kLanes;
+      for (int64_t cb = c0; cb < c1; cb += kBlock) {
+        const int64_t channels = c1 - cb < kBlock ? c1 - cb : kBlock;
+        float acc[kBlock][kLanes];
+        for (int64_t c = 0; c < channels; ++c) {
+          const float* x = buf.at(src_) + (cb + c) * src_.stride[1] + n0;
+          for (int64_t n = 0; n < kLanes; ++n) acc[c][n] = is_max_ ? -INFINITY : 0.0f;
+          for (int64_t h = 0; h < H; ++h) {
+            for (int64_t w = 0; w < W; ++w) {
+              const float* v = x + h * src_.stride[2] + w * src_.stride[3];
+              for (int64_t n = 0; n < lanes; ++n) acc[c][n] = is_max_ ? std::max(acc[c][n], v[n]) : acc[c][n] + v[n];
+            }
           }
         }
-        float* y = buf.at(dst_) + c * dst_.stride[1] + n0 * dst_.stride[0];
-        const float scale = is_max_ ? 1.0f : 1.0f / static_cast<float>(H * W);
-        for (int64_t n = 0; n < lanes; ++n) y[n * dst_.stride[0]] = acc[n] * scale;
+        for (int64_t n = 0; n < lanes; ++n) {
+          float* y = buf.at(dst_) + (n0 + n) * dst_.stride[0] + cb * dst_.stride[1];
+          for (int64_t c = 0; c < channels; ++c) y[c * dst_.stride[1]] = acc[c][n] * scale;
+        }
       }
     }
   }
