@@ -250,7 +250,6 @@ class Engine:
         parallel = self._plan_for(shape)
         if self.threads == 1:
             return 1
-        serial = self._plan_for(shape, 1)
         x = np.zeros(parallel.input_shape, dtype=np.float32)  # sparse kernels are data-blind
         y = np.empty(parallel.output_shape, dtype=np.float32)
         parallel_s: list[float] = []
@@ -259,7 +258,7 @@ class Engine:
             parallel_s += _stream_seconds(parallel, x, y)
             if np.median(parallel_s) > SERIAL_PROBE_MAX_S:
                 return self.threads
-            serial_s += _stream_seconds(serial, x, y)
+            serial_s += _stream_seconds(self._plan_for(shape, 1), x, y)
         return 1 if np.median(serial_s) < np.median(parallel_s) else self.threads
 
 
