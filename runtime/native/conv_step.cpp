@@ -41,6 +41,16 @@ class ConvStep final : public Step {
     (void)nth;
     compute(buf, s_.bounds[tid], s_.bounds[tid + 1]);
   }
+  // Row bands: stride-1 planar CSR convs of one image (stream rows shift with the output rows),
+  // and interleaved strided convs (conv_csr_strided rows), read in place (no phase split).
+  int64_t output_rows() const override {
+    const bool planar = !s_.bsr && !s_.direct && !s_.phase_split && !s_.gather && s_.lanes == 1 &&
+                        s_.stride_h == 1 && s_.stride_w == 1 && s_.out.dim[0] == 1;
+    return planar || s_.strided ? s_.out.dim[2] : 0;
+  }
+  void run_rows(const Buffers& buf, int64_t r0, int64_t r1) const override {
+    compute(buf, s_.bounds.front(), s_.bounds.back(), r0, r1);
+  }
   void run_serial(int stage, const Buffers& buf) const override {
     if (s_.split_here && stage == 0) {
       split_phases(buf, 0, 1);
@@ -50,7 +60,8 @@ class ConvStep final : public Step {
   }
 
  private:
-  void compute(const Buffers& buf, int64_t u0, int64_t u1) const {
+  // Channels (units) [u0, u1) of output rows [r0, r1) (r1 < 0: all rows; see output_rows).
+  void compute(const Buffers& buf, int64_t u0, int64_t u1, int64_t r0 = 0, int64_t r1 = -1) const {
     if (u0 >= u1) return;
     if (s_.direct) {
       compute_direct(buf, u0, u1);
@@ -96,10 +107,26 @@ class ConvStep final : public Step {
       a.in_row_step = s_.stride_h * s_.in.stride[2];
       a.in_pos_step = s_.stride_w * s_.lanes;
       a.lanes = s_.lanes;
+      if (r1 >= 0) {
+        a.rows = r1 - r0;
+        shift_rows(a, r0, a.in_row_step);
+      }
       k_.conv_csr_strided(a, u0, u1);
       return;
     }
+    if (r1 >= 0) {  // stride 1: output stream row r reads input stream rows from r on
+      a.len = (r1 - r0 - 1) * a.rs + a.width;
+      a.mask += r0 * a.rs;
+      shift_rows(a, r0, a.rs);
+    }
     (s_.bsr ? k_.conv_bsr : k_.conv_csr)(a, u0, u1);
+  }
+
+  // Moves the origins of a kernel call to output row r0 (input rows in_row floats apart).
+  static void shift_rows(ConvKernelArgs& a, int64_t r0, int64_t in_row) {
+    a.in += r0 * in_row;
+    a.out += r0 * a.out_rs;
+    if (a.res) a.res += r0 * a.res_rs;
   }
 
   // Output channels [c0, c1) of a direct strided conv: bias, then each tap's strided plane

@@ -161,6 +161,7 @@ PYBIND11_MODULE(_native, m) {
         if (axis < 0 || axis > 3) throw std::invalid_argument("softmax axis must be in [0, 3]");
         p.add(make_softmax_step(to_view(s), to_view(d), axis));
       })
+      .def("set_schedule", &Plan::set_schedule)
       .def("add_gemm", [](Plan& p, const std::vector<int64_t>& a, const std::vector<int64_t>& b,
                           const py::object& c, const std::vector<int64_t>& y, float alpha,
                           float beta) {
