@@ -25,6 +25,7 @@ class ConvStep final : public Step {
   // Compute stage: (image, channel range) pairs; the ranges are balanced by nonzeros.
   int64_t units(int stage, int64_t hint) const override {
     if (s_.split_here && stage == 0) return hint;
+    if (s_.row_units > 0) return s_.row_units;
     return static_cast<int64_t>(s_.bounds.size()) - 1;
   }
   const char* name() const override {
@@ -39,6 +40,12 @@ class ConvStep final : public Step {
       return;
     }
     (void)nth;
+    if (s_.row_units > 0) {
+      int64_t r0, r1;
+      split_range(s_.out.dim[2], tid, static_cast<int>(s_.row_units), &r0, &r1);
+      if (r0 < r1) compute(buf, s_.bounds.front(), s_.bounds.back(), r0, r1);
+      return;
+    }
     compute(buf, s_.bounds[tid], s_.bounds[tid + 1]);
   }
   // Row bands: stride-1 planar CSR convs of one image (stream rows shift with the output rows),

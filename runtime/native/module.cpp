@@ -85,11 +85,16 @@ void add_conv(Plan& plan, const py::dict& d) {
   s.mask = to_vector<uint32_t>(d["mask"]);
   s.bounds = to_vector<int64_t>(d["bounds"]);
   s.units = d["units"].cast<int64_t>();
+  s.row_units = d.contains("row_units") ? d["row_units"].cast<int64_t>() : 0;
   s.window_planes = d["window_planes"].cast<int64_t>();
   s.window_reach = d["window_reach"].cast<int64_t>();
   s.act = to_act(d["act"].cast<int>(), d["lo"].cast<float>(), d["hi"].cast<float>());
   if (s.bounds.size() < 2) throw std::invalid_argument("conv: bounds needs at least 2 entries");
-  plan.add(make_conv_step(std::move(s)));
+  const bool by_rows = s.row_units > 0;
+  auto step = make_conv_step(std::move(s));
+  if (by_rows && step->output_rows() == 0)
+    throw std::invalid_argument("conv: row_units need a conv that runs by rows");
+  plan.add(std::move(step));
 }
 
 void add_tiny_conv(Plan& plan, const py::dict& d) {

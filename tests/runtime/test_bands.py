@@ -128,3 +128,20 @@ def test_set_schedule_rejects_bad_schedules(tmp_path):
             plan.set_schedule(flat)
     plan.set_schedule([v for e in [*whole[:conv], (conv, 0, 7), (conv, 7, 20),
                                    *whole[conv + 1:]] for v in e])
+
+
+@pytest.mark.parametrize("min_bytes", [0, 10**12])
+def test_threads_split_rows_or_channels_equal_ort(tmp_path, monkeypatch, min_bytes):
+    """Two threads split big convs by output rows (ROW_SPLIT_MIN_BYTES) or by channels."""
+    import runtime.plan
+
+    monkeypatch.setattr(runtime.plan, "ROW_SPLIT_MIN_BYTES", min_bytes)
+    path = tmp_path / "chain.onnx"
+    onnx.save(_chain_model(1), str(path))
+    x = random_input((1, 8, 20, 20))
+    engine = Engine(path, threads=2)
+    plan = engine._plan_for(x.shape)  # the 2-thread plan, whatever the batch-1 probe picks
+    y = np.empty(plan.output_shape, np.float32)
+    for _ in range(3):  # helpers claim different units each time
+        plan.native.run(x, y)
+        assert_close(y, ort_run(path, x))
