@@ -131,16 +131,19 @@ def test_set_schedule_rejects_bad_schedules(tmp_path):
 
 
 @pytest.mark.parametrize("min_bytes", [0, 10**12])
-def test_threads_split_rows_or_channels_equal_ort(tmp_path, monkeypatch, min_bytes):
-    """Two threads split big convs by output rows (ROW_SPLIT_MIN_BYTES) or by channels."""
+@pytest.mark.parametrize("batch", [1, 16])
+def test_threads_split_rows_or_channels_equal_ort(tmp_path, monkeypatch, min_bytes, batch):
+    """Two threads split big convs by output rows (ROW_SPLIT_MIN_BYTES) or by channels, on a
+    planar image and on an interleaved group."""
     import runtime.plan
 
     monkeypatch.setattr(runtime.plan, "ROW_SPLIT_MIN_BYTES", min_bytes)
     path = tmp_path / "chain.onnx"
-    onnx.save(_chain_model(1), str(path))
-    x = random_input((1, 8, 20, 20))
-    engine = Engine(path, threads=2)
-    plan = engine._plan_for(x.shape)  # the 2-thread plan, whatever the batch-1 probe picks
+    onnx.save(_chain_model("N"), str(path))
+    x = random_input((batch, 8, 20, 20))
+    graph = prepare_graph(load_graph(path))
+    plan = build_plan(graph, x.shape, 2, _native, interleave=batch > 1)
+    assert ("conv_csr_strided" in plan.native.step_names()) == (batch > 1)
     y = np.empty(plan.output_shape, np.float32)
     for _ in range(3):  # helpers claim different units each time
         plan.native.run(x, y)
