@@ -45,9 +45,8 @@ SERIAL_PROBE_MAX_S = 0.005
 # keep the faster), interleaved, or planar.
 BATCH_LAYOUTS = ("auto", "interleaved", "planar")
 BATCH_LAYOUT_ENV = "FEATHERDEPLOY_BATCH_LAYOUT"
-LAYOUT_PROBE_RUNS = 5
-PROBE_RUNS = 7
-PROBE_ROUNDS = 3  # serial and parallel streams alternate, so a noisy moment hits both
+PROBE_RUNS = 5
+PROBE_ROUNDS = 3  # the two options' streams alternate (_compare_streams)
 PROBE_SETTLE_S = 0.02
 
 
@@ -195,9 +194,9 @@ class Engine:
         sample = max(1, min(batch // lanes, self.threads)) * lanes
         one = self._plan_for((1, *image))
         grouped = self._plan_for((lanes, *image), interleave=True).native
-        planar_s, grouped_s = _median_seconds_interleaved(
-            lambda x, y: one.native.run_images(x, y, sample),
+        grouped_s, planar_s = _compare_streams(
             lambda x, y: grouped.run_images(x, y, sample // lanes),
+            lambda x, y: one.native.run_images(x, y, sample),
             np.zeros((sample, *image), np.float32),
             np.empty(sample * math.prod(one.output_shape), np.float32))
         return lanes if grouped_s < planar_s else 1
@@ -250,47 +249,47 @@ class Engine:
         parallel = self._plan_for(shape)
         if self.threads == 1:
             return 1
-        x = np.zeros(parallel.input_shape, dtype=np.float32)  # sparse kernels are data-blind
-        y = np.empty(parallel.output_shape, dtype=np.float32)
-        parallel_s: list[float] = []
-        serial_s: list[float] = []
-        for _ in range(PROBE_ROUNDS):
-            parallel_s += _stream_seconds(parallel, x, y)
-            if np.median(parallel_s) > SERIAL_PROBE_MAX_S:
-                return self.threads
-            serial_s += _stream_seconds(self._plan_for(shape, 1), x, y)
-        return 1 if np.median(serial_s) < np.median(parallel_s) else self.threads
+        parallel_s, serial_s = _compare_streams(
+            parallel.native.run,
+            lambda x, y: self._plan_for(shape, 1).native.run(x, y),  # built only if timed
+            np.zeros(parallel.input_shape, dtype=np.float32),  # sparse kernels are data-blind
+            np.empty(parallel.output_shape, dtype=np.float32),
+            first_limit_s=SERIAL_PROBE_MAX_S)
+        return 1 if serial_s < parallel_s else self.threads
 
 
-def _stream_seconds(plan: CompiledPlan, x: np.ndarray, y: np.ndarray) -> list[float]:
-    """Wall times of PROBE_RUNS runs of ``plan`` in a stream of back-to-back requests (see
-    SERIAL_PROBE_MAX_S), after PROBE_SETTLE_S of untimed runs: helper threads awake, idle cores
-    back to speed (timing the first runs mostly measures how fast the second core wakes)."""
+def _compare_streams(first, second, x: np.ndarray, y: np.ndarray,
+                     first_limit_s: float = math.inf) -> tuple[float, float]:
+    """Median seconds of ``first(x, y)`` and ``second(x, y)``, each timed in streams of
+    back-to-back calls (as a stream of requests runs them: helper threads awake), the two
+    alternating over PROBE_ROUNDS so a noisy moment hits both. Stops early, second untimed (inf),
+    when ``first`` is slower than ``first_limit_s``."""
+    first_s: list[float] = []
+    second_s: list[float] = []
+    for _ in range(PROBE_ROUNDS):
+        first_s += _stream_seconds(first, x, y)
+        if np.median(first_s) > first_limit_s:
+            return float(np.median(first_s)), math.inf
+        second_s += _stream_seconds(second, x, y)
+    return float(np.median(first_s)), float(np.median(second_s))
+
+
+def _stream_seconds(fn, x: np.ndarray, y: np.ndarray) -> list[float]:
+    """Wall times of PROBE_RUNS back-to-back calls ``fn(x, y)`` after PROBE_SETTLE_S of untimed
+    calls (at least one): idle cores back to speed, helper threads awake. Timing the first calls
+    mostly measures how fast the second core wakes, which favours whichever option needs it
+    least (a noisy probe once served MobileNet's batch of 32 planar: 2.7x slower)."""
     settle_until = time.perf_counter() + PROBE_SETTLE_S
     while True:
-        plan.native.run(x, y)
+        fn(x, y)
         if time.perf_counter() >= settle_until:
             break
     times = []
     for _ in range(PROBE_RUNS):
         start = time.perf_counter()
-        plan.native.run(x, y)
+        fn(x, y)
         times.append(time.perf_counter() - start)
     return times
-
-
-def _median_seconds_interleaved(first, second, x: np.ndarray, y: np.ndarray
-                                ) -> tuple[float, float]:
-    """Median wall times of ``first(x, y)`` and ``second(x, y)``, run alternately."""
-    first(x, y)
-    second(x, y)
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(LAYOUT_PROBE_RUNS):
-        for fn, out in zip((first, second), times, strict=True):
-            start = time.perf_counter()
-            fn(x, y)
-            out.append(time.perf_counter() - start)
-    return tuple(sorted(t)[len(t) // 2] for t in times)  # type: ignore[return-value]
 
 
 def _shape_str(shape: tuple[int | None, ...]) -> str:
