@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from runtime.bands import BandStep, band_groups, band_schedule
 from runtime.errors import EngineError, InputError, ModelLoadError, UnsupportedOpError
 from runtime.graph import Graph, Node, conv_geometry, infer_shapes, pool_geometry
 from runtime.passes import ACT_KEY, RESIDUAL_KEY, SKIP_EMPTY_KEY, clip_bounds, fuse_for_shapes
@@ -60,7 +59,7 @@ SMALL_PLANE = 16
 # deschedules on a shared machine holds back only a small share of a layer.
 UNITS_PER_THREAD = 2
 # Threads split a conv's output rows instead of its channels when its output is at least this big
-# (and it runs by rows, see bands.py): each thread then reads mostly the rows its own core wrote
+# (and it can compute row ranges): each thread then reads mostly the rows its own core wrote
 # one layer earlier, where splitting channels makes every layer read half its input from the
 # other core. Measured at batch 1 on 2 threads: ResNet-50 conv2_x (0.9-3.4 MB tensors) 2.46 ->
 # 2.15 ms at 90%; ResNet-20x2 (<= 150 KB tensors, in L2 anyway) 4% slower, so small ones keep
@@ -388,7 +387,6 @@ class _Builder:
         self.kernels: dict[str, str] = {}
         self.phase_layouts = plan_phase_layouts(graph, shapes, pads, interleave)
         self.output_written = False
-        self.band_steps: dict[int, BandStep] = {}  # conv steps that can run by rows (bands.py)
         self.output_readers = sum(i == graph.output_name for n in graph.nodes for i in n.inputs)
 
     # -- bookkeeping
@@ -505,12 +503,6 @@ class _Builder:
         return top
 
     def build_native(self, native_module: Any, input_shape: tuple[int, ...]) -> Any:
-        schedule = band_schedule(len(self.steps), self.band_steps)
-        # A group's steps interleave, so its buffers must all be live for the whole group.
-        for group in band_groups(len(self.steps), self.band_steps):
-            for index in group:
-                for buf in _bufs_in(self.steps[index][1]):
-                    buf.first, buf.last = min(buf.first, group.start), max(buf.last, group[-1])
         arena = self.place_buffers()
         consts = np.concatenate(self.consts) if self.consts else np.zeros(VMAX, np.float32)
         out_shape = self.shapes[self.graph.output_name]
@@ -518,8 +510,6 @@ class _Builder:
                                   math.prod(out_shape))
         for method, args in self.steps:
             getattr(plan, method)(*[_resolve(a) for a in args])
-        if any(r0 >= 0 for _, r0, _ in schedule):
-            plan.set_schedule([v for entry in schedule for v in entry])
         return plan
 
 
@@ -649,18 +639,14 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         units=packed.units,
         window_planes=window_planes, window_reach=reach,
         act=_ACT_CLIP if ACT_KEY in node.attrs else _ACT_NONE, lo=lo, hi=hi)
-    b.emit("add_conv", spec)
-    # Row bands (bands.py; ConvStep::output_rows): interleaved strided convs, and stride-1 planar
-    # CSR convs of one image that read their input in place.
+    # Threads split the output rows of big convs that can compute row ranges (ConvStep by_rows:
+    # interleaved strided convs; stride-1 planar CSR convs of one image reading in place).
     in_place = not (bsr or direct or gather or spec.get("phase_split"))
-    if in_place and (strided or (lanes == 1 and n == 1 and (sh, sw) == (1, 1))):
-        if b.threads > 1 and 4 * out_shape[1] * y_rs * oh >= ROW_SPLIT_MIN_BYTES:
-            b.steps[-1][1][0]["row_units"] = min(oh, UNITS_PER_THREAD * b.threads)
-        b.band_steps[len(b.steps) - 1] = BandStep(
-            index=len(b.steps) - 1, reads=x.buf, residual=res.buf if res else None,
-            writes=y_view.buf if y_view.space == _ARENA else None, out_rows=oh, in_rows=h,
-            kernel_rows=(kh - 1) * dh + 1, pad_top=pt, stride=sh,
-            row_bytes=4 * out_shape[1] * y_rs)
+    by_rows = strided or (lanes == 1 and n == 1 and (sh, sw) == (1, 1))
+    if (b.threads > 1 and in_place and by_rows
+            and 4 * out_shape[1] * y_rs * oh >= ROW_SPLIT_MIN_BYTES):
+        spec["row_units"] = min(oh, UNITS_PER_THREAD * b.threads)
+    b.emit("add_conv", spec)
 
 
 @dataclass

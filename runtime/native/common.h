@@ -74,11 +74,6 @@ class Step {
     const int64_t n = units(stage, 1);
     for (int64_t u = 0; u < n; ++u) run(stage, buf, static_cast<int>(u), static_cast<int>(n));
   }
-  // Row bands (plan schedules, Plan::set_schedule): output rows of the step's single image or
-  // interleaved group; 0 = the step only runs whole. run_rows computes output rows [r0, r1) on
-  // the calling thread, reading only the input rows those need.
-  virtual int64_t output_rows() const { return 0; }
-  virtual void run_rows(const Buffers& /*buf*/, int64_t /*r0*/, int64_t /*r1*/) const {}
   virtual const char* name() const = 0;
   // Light steps (copies, pooling, the classifier) at the start or end of a plan are run by the
   // calling thread alone: splitting them would cost more in synchronisation than it saves.

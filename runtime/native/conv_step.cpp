@@ -10,6 +10,7 @@
 #include "conv_step.h"
 
 #include <algorithm>
+#include <stdexcept>
 
 #include "conv_kernels.h"
 
@@ -19,7 +20,10 @@ namespace {
 
 class ConvStep final : public Step {
  public:
-  explicit ConvStep(ConvSpec spec) : s_(std::move(spec)), k_(kernels()) {}
+  explicit ConvStep(ConvSpec spec) : s_(std::move(spec)), k_(kernels()) {
+    if (s_.row_units > 0 && !by_rows())
+      throw std::invalid_argument("conv: row_units need a conv that computes output-row ranges");
+  }
 
   int stages() const override { return s_.split_here ? 2 : 1; }
   // Compute stage: (image, channel range) pairs; the ranges are balanced by nonzeros.
@@ -48,16 +52,6 @@ class ConvStep final : public Step {
     }
     compute(buf, s_.bounds[tid], s_.bounds[tid + 1]);
   }
-  // Row bands: stride-1 planar CSR convs of one image (stream rows shift with the output rows),
-  // and interleaved strided convs (conv_csr_strided rows), read in place (no phase split).
-  int64_t output_rows() const override {
-    const bool planar = !s_.bsr && !s_.direct && !s_.phase_split && !s_.gather && s_.lanes == 1 &&
-                        s_.stride_h == 1 && s_.stride_w == 1 && s_.out.dim[0] == 1;
-    return planar || s_.strided ? s_.out.dim[2] : 0;
-  }
-  void run_rows(const Buffers& buf, int64_t r0, int64_t r1) const override {
-    compute(buf, s_.bounds.front(), s_.bounds.back(), r0, r1);
-  }
   void run_serial(int stage, const Buffers& buf) const override {
     if (s_.split_here && stage == 0) {
       split_phases(buf, 0, 1);
@@ -67,7 +61,16 @@ class ConvStep final : public Step {
   }
 
  private:
-  // Channels (units) [u0, u1) of output rows [r0, r1) (r1 < 0: all rows; see output_rows).
+  // Convs that can compute a range of output rows (ConvSpec::row_units): stride-1 planar CSR
+  // convs of one image reading in place (stream rows shift with the output rows), and
+  // interleaved strided convs (conv_csr_strided rows).
+  bool by_rows() const {
+    const bool planar = !s_.bsr && !s_.direct && !s_.phase_split && !s_.gather && s_.lanes == 1 &&
+                        s_.stride_h == 1 && s_.stride_w == 1 && s_.out.dim[0] == 1;
+    return planar || s_.strided;
+  }
+
+  // Channels (units) [u0, u1) of output rows [r0, r1) (r1 < 0: all rows; see by_rows).
   void compute(const Buffers& buf, int64_t u0, int64_t u1, int64_t r0 = 0, int64_t r1 = -1) const {
     if (u0 >= u1) return;
     if (s_.direct) {

@@ -90,11 +90,7 @@ void add_conv(Plan& plan, const py::dict& d) {
   s.window_reach = d["window_reach"].cast<int64_t>();
   s.act = to_act(d["act"].cast<int>(), d["lo"].cast<float>(), d["hi"].cast<float>());
   if (s.bounds.size() < 2) throw std::invalid_argument("conv: bounds needs at least 2 entries");
-  const bool by_rows = s.row_units > 0;
-  auto step = make_conv_step(std::move(s));
-  if (by_rows && step->output_rows() == 0)
-    throw std::invalid_argument("conv: row_units need a conv that runs by rows");
-  plan.add(std::move(step));
+  plan.add(make_conv_step(std::move(s)));
 }
 
 void add_tiny_conv(Plan& plan, const py::dict& d) {
@@ -166,7 +162,6 @@ PYBIND11_MODULE(_native, m) {
         if (axis < 0 || axis > 3) throw std::invalid_argument("softmax axis must be in [0, 3]");
         p.add(make_softmax_step(to_view(s), to_view(d), axis));
       })
-      .def("set_schedule", &Plan::set_schedule)
       .def("add_gemm", [](Plan& p, const std::vector<int64_t>& a, const std::vector<int64_t>& b,
                           const py::object& c, const std::vector<int64_t>& y, float alpha,
                           float beta) {

@@ -15,8 +15,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
-#include <stdexcept>
-#include <string>
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
@@ -109,49 +107,7 @@ const std::vector<Plan::Stage>& Plan::stage_list() {
   return stages_;
 }
 
-void Plan::set_schedule(const std::vector<int64_t>& flat) {
-  if (flat.size() % 3) throw std::invalid_argument("schedule: (step, r0, r1) triples expected");
-  std::vector<Entry> entries;
-  std::vector<int64_t> next_row(steps_.size(), 0);
-  size_t next_step = 0;  // whole steps and the first band of a step appear in step order
-  for (size_t i = 0; i < flat.size(); i += 3) {
-    const int64_t k = flat[i], r0 = flat[i + 1], r1 = flat[i + 2];
-    if (k < 0 || static_cast<size_t>(k) >= steps_.size())
-      throw std::invalid_argument("schedule: step index out of range");
-    const Step& step = *steps_[k];
-    if (r0 < 0) {
-      if (static_cast<size_t>(k) != next_step) throw std::invalid_argument("schedule: steps out of order");
-      next_row[k] = -1;
-    } else {
-      if (step.output_rows() <= 0 || r0 != next_row[k] || r1 <= r0 || r1 > step.output_rows())
-        throw std::invalid_argument("schedule: bad row band for step " + std::to_string(k));
-      if (r0 == 0 && static_cast<size_t>(k) != next_step)
-        throw std::invalid_argument("schedule: steps out of order");
-      next_row[k] = r1;
-    }
-    if (static_cast<size_t>(k) == next_step) ++next_step;
-    entries.push_back({static_cast<size_t>(k), r0, r1});
-  }
-  if (next_step != steps_.size()) throw std::invalid_argument("schedule: a step is missing");
-  for (size_t k = 0; k < steps_.size(); ++k) {
-    if (next_row[k] != -1 && next_row[k] != steps_[k]->output_rows())
-      throw std::invalid_argument("schedule: step " + std::to_string(k) + " not fully covered");
-  }
-  schedule_ = std::move(entries);
-}
-
 void Plan::execute_serial(const Buffers& buf) const {
-  if (!schedule_.empty()) {
-    for (const Entry& e : schedule_) {
-      const Step& step = *steps_[e.step];
-      if (e.r0 >= 0) {
-        step.run_rows(buf, e.r0, e.r1);
-      } else {
-        for (int stage = 0; stage < step.stages(); ++stage) step.run_serial(stage, buf);
-      }
-    }
-    return;
-  }
   for (const auto& step : steps_) {
     for (int stage = 0; stage < step->stages(); ++stage) step->run_serial(stage, buf);
   }

@@ -37,12 +37,6 @@ class Plan {
   Plan(const Plan&) = delete;
   Plan& operator=(const Plan&) = delete;
   void add(StepPtr step) { steps_.push_back(std::move(step)); }
-  // Order of serial execution (one thread runs the plan: threads == 1, or an image / group of
-  // run_images): entries (step, r0, r1) run output rows [r0, r1) of a step (Step::run_rows),
-  // r0 < 0 the whole step. Every step must appear in order, its rows covered once, ascending.
-  // Interleaving the row bands of a chain of convs keeps the bands in cache (plan.py
-  // row_band_schedule). Empty: step by step.
-  void set_schedule(const std::vector<int64_t>& flat_triples);
   // Runs every step for one input; safe to call from several threads at once (each call takes
   // its own workspace from a pool). The caller releases the GIL.
   void run(const float* input, float* output);
@@ -79,11 +73,6 @@ class Plan {
   std::vector<float> consts_;
   int64_t input_floats_, output_floats_;
   std::vector<StepPtr> steps_;
-  struct Entry {
-    size_t step;
-    int64_t r0, r1;
-  };
-  std::vector<Entry> schedule_;
   std::mutex pool_mutex_;
   std::vector<std::unique_ptr<Workspace>> pool_;
   // Flattened (step, stage, units) list, built at the first run.

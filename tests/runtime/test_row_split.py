@@ -1,0 +1,81 @@
+"""Threads split big convs by output rows (plan.ROW_SPLIT_MIN_BYTES, ConvSpec::row_units) or by
+channels; both equal ONNX Runtime, on planar images and interleaved groups."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from runtime import _native
+from runtime.graph import Graph, Node, load_graph
+from runtime.passes import prepare_graph
+from runtime.plan import build_plan
+from tests.runtime.onnx_cases import assert_close, ort_run, random_input
+
+
+def _chain_model(batch_dim) -> onnx.ModelProto:
+    """conv3x3 -> relu -> conv3x3 (+ first output) -> relu -> conv1x1, 12 channels at 20x20."""
+    rng = np.random.default_rng(0)
+    inits = {}
+    for name, shape in (("w1", (12, 8, 3, 3)), ("w2", (12, 12, 3, 3)), ("w3", (6, 12, 1, 1))):
+        w = rng.standard_normal(shape).astype(np.float32)
+        w[rng.random(shape) < 0.6] = 0.0
+        inits[name] = w
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="c1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="r1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], name="c2"),
+             helper.make_node("Add", ["c2", "r1"], ["s"], name="add"),
+             helper.make_node("Relu", ["s"], ["r2"], name="r2"),
+             helper.make_node("Conv", ["r2", "w3"], ["y"], name="c3")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch_dim, 8, 20, 20])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "chain", [x], [y],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("min_bytes", [0, 10**12])
+@pytest.mark.parametrize("batch", [1, 16])
+def test_threads_split_rows_or_channels_equal_ort(tmp_path, monkeypatch, min_bytes, batch):
+    """Two threads split big convs (every conv here with ROW_SPLIT_MIN_BYTES = 0) by output rows,
+    or all by channels, on a planar image and on an interleaved group."""
+    import runtime.plan
+
+    monkeypatch.setattr(runtime.plan, "ROW_SPLIT_MIN_BYTES", min_bytes)
+    path = tmp_path / "chain.onnx"
+    onnx.save(_chain_model("N"), str(path))
+    x = random_input((batch, 8, 20, 20))
+    graph = prepare_graph(load_graph(path))
+    plan = build_plan(graph, x.shape, 2, _native, interleave=batch > 1)
+    assert ("conv_csr_strided" in plan.native.step_names()) == (batch > 1)
+    y = np.empty(plan.output_shape, np.float32)
+    for _ in range(3):  # helpers claim different units each time
+        plan.native.run(x, y)
+        assert_close(y, ort_run(path, x))
+
+
+def test_row_units_rejected_where_rows_cannot_be_split(monkeypatch):
+    """A conv that cannot compute row ranges (stride 2 on planar planes: phase split) refuses
+    row units in the native plan rather than computing garbage."""
+    import runtime.plan
+
+    w = random_input((4, 3, 3, 3))
+    spec_seen = []
+    original = runtime.plan._Builder.emit
+
+    def emit(self, method, *args):
+        if method == "add_conv":
+            args[0]["row_units"] = 2
+            spec_seen.append(args[0])
+        return original(self, method, *args)
+
+    graph = Graph([Node("Conv", "c", ["x", "w"], ["y"], {"strides": [2, 2], "pads": [1, 1, 1, 1]})],
+                  {"w": w}, "x", (1, 3, 16, 16), "y", 13)
+    monkeypatch.setattr(runtime.plan._Builder, "emit", emit)
+    with pytest.raises(ValueError, match="row_units"):
+        build_plan(graph, (1, 3, 16, 16), 2, _native)
+    assert spec_seen
