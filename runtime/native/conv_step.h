@@ -42,7 +42,8 @@ struct ConvSpec {
   std::vector<int64_t> bounds;
   int64_t units = 0;
   // > 0: threads split the output rows into this many bands instead (every channel of a band;
-  // convs with ConvStep::output_rows only): a thread then reads mostly rows its own core wrote.
+  // convs that can compute row ranges, ConvStep::by_rows): a thread then reads mostly rows its
+  // own core wrote one layer earlier.
   int64_t row_units = 0;
   int64_t window_planes = 0, window_reach = 0;
   Activation act;
