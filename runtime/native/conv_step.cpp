@@ -124,7 +124,11 @@ class ConvStep final : public Step {
       k_.conv_csr_strided(a, u0, u1);
       return;
     }
-    if (r1 >= 0) {  // stride 1: output stream row r reads input stream rows from r on
+    // Stride 1: output stream row r reads input stream rows from r on. The band's last vector
+    // may run into the first columns of row r1 (masked stores write whole vectors): it writes
+    // there the very values the owner of row r1 writes, since a layer's input is complete before
+    // any of its units start.
+    if (r1 >= 0) {
       a.len = (r1 - r0 - 1) * a.rs + a.width;
       a.mask += r0 * a.rs;
       shift_rows(a, r0, a.rs);
