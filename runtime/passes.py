@@ -255,6 +255,7 @@ def _fold_into(node: Node, values: np.ndarray, constants: dict[str, np.ndarray])
     const = ~np.isnan(values)
     bias = bias + w[:, const, 0, 0].astype(np.float64) @ values[const]
     w[:, const] = 0.0
-    w_name, b_name = f"{node.name}::const_w", f"{node.name}::const_b"
+    # Named after the output (unique in a valid graph; node names need not be).
+    w_name, b_name = f"{node.outputs[0]}::const_w", f"{node.outputs[0]}::const_b"
     constants[w_name], constants[b_name] = w, bias.astype(np.float32)
     return replace(node, inputs=[node.inputs[0], w_name, b_name])
