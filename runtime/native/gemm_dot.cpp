@@ -1,8 +1,9 @@
 // Dot-product GEMM kernel (one ISA variant per compilation): Y[m][n] = alpha * A[m,:] . B[:,n]
 // (+ beta * C[m][n]) for the output columns [n0, n1) and every row, when rows of A and columns of
 // B are contiguous (the planner passes a constant B pre-transposed). Blocks of four columns of B
-// stay in L1 while every row of A passes (a classifier's B is often larger than L1), and the four
-// dots of a row share each load of A. Reference: runtime/kernels/reference.py::gemm.
+// stay in L1 while every row of A passes (a classifier's B is often larger than L1), four rows
+// at a time: 16 dots share their loads (one vector of A feeds 4 FMAs, one of B feeds 4).
+// Reference: runtime/kernels/reference.py::gemm.
 #include "conv_kernels.h"
 #include "simd.h"
 
@@ -18,43 +19,68 @@ static inline float lane_sum(vf v) {
   return s;
 }
 
-// Dots of one row of A with Q contiguous columns of B (bn floats apart).
-template <int Q>
-static inline void dots(const float* a, const float* b, int64_t bn, int64_t K, float* out) {
-  vf acc[Q];
-  for (int q = 0; q < Q; ++q) acc[q] = simd::splat(0.0f);
+// Dots of MR rows of A (am floats apart) with NR columns of B (bn floats apart): MR x NR
+// accumulators, so each loaded vector of A feeds NR FMAs and each of B feeds MR.
+template <int MR, int NR>
+static inline void dots(const float* a, int64_t am, const float* b, int64_t bn, int64_t K,
+                        float (&out)[4][4]) {
+  vf acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int q = 0; q < NR; ++q) acc[i][q] = simd::splat(0.0f);
   int64_t k = 0;
   for (; k + V <= K; k += V) {
-    const vf x = simd::loadu(a + k);
+    vf x[MR];
 #pragma GCC unroll 4
-    for (int q = 0; q < Q; ++q) acc[q] += x * simd::loadu(b + q * bn + k);
+    for (int i = 0; i < MR; ++i) x[i] = simd::loadu(a + i * am + k);
+#pragma GCC unroll 4
+    for (int q = 0; q < NR; ++q) {
+      const vf y = simd::loadu(b + q * bn + k);
+#pragma GCC unroll 4
+      for (int i = 0; i < MR; ++i) acc[i][q] += x[i] * y;
+    }
   }
-  for (int q = 0; q < Q; ++q) {
-    float s = lane_sum(acc[q]);
-    for (int64_t t = k; t < K; ++t) s += a[t] * b[q * bn + t];
-    out[q] = s;
+  for (int i = 0; i < MR; ++i) {
+    for (int q = 0; q < NR; ++q) {
+      float sum = lane_sum(acc[i][q]);
+      for (int64_t t = k; t < K; ++t) sum += a[i * am + t] * b[q * bn + t];
+      out[i][q] = sum;
+    }
   }
 }
 
+template <int NR>
+static inline void dots_rows(const float* a, int64_t am, const float* b, int64_t bn, int64_t K,
+                             int64_t rows, float (&out)[4][4]) {
+  switch (rows) {
+    case 1: dots<1, NR>(a, am, b, bn, K, out); break;
+    case 2: dots<2, NR>(a, am, b, bn, K, out); break;
+    case 3: dots<3, NR>(a, am, b, bn, K, out); break;
+    default: dots<4, NR>(a, am, b, bn, K, out); break;
+  }
+}
+
+// Blocks of 4 columns of B (kept in L1) against blocks of 4 rows of A.
 void gemm_dot(const GemmDotArgs& g, int64_t n0, int64_t n1) {
-  float d[4];
+  float d[4][4];
   for (int64_t n = n0; n < n1;) {
-    const int64_t count = n1 - n >= 4 ? 4 : 1;
+    const int64_t cols = n1 - n >= 4 ? 4 : 1;
     const float* b = g.B + n * g.bn;
-    for (int64_t m = 0; m < g.M; ++m) {
-      const float* a = g.A + m * g.am;
-      if (count == 4) {
-        dots<4>(a, b, g.bn, g.K, d);
+    for (int64_t m = 0; m < g.M; m += 4) {
+      const int64_t rows = g.M - m < 4 ? g.M - m : 4;
+      if (cols == 4) {
+        dots_rows<4>(g.A + m * g.am, g.am, b, g.bn, g.K, rows, d);
       } else {
-        dots<1>(a, b, g.bn, g.K, d);
+        dots_rows<1>(g.A + m * g.am, g.am, b, g.bn, g.K, rows, d);
       }
-      for (int64_t i = 0; i < count; ++i) {
-        float v = g.alpha * d[i];
-        if (g.C) v += g.beta * g.C[m * g.cm + (n + i) * g.cn];
-        g.Y[m * g.ym + (n + i) * g.yn] = v;
+      for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t q = 0; q < cols; ++q) {
+          float v = g.alpha * d[i][q];
+          if (g.C) v += g.beta * g.C[(m + i) * g.cm + (n + q) * g.cn];
+          g.Y[(m + i) * g.ym + (n + q) * g.yn] = v;
+        }
       }
     }
-    n += count;
+    n += cols;
   }
 }
 
