@@ -55,9 +55,14 @@ def fuse_for_shapes(graph: Graph, shapes: dict[str, tuple[int, ...]]) -> Graph:
     return fold_constant_channels(fuse_activation(fuse_conv_add(graph, shapes)))
 
 
+def _reads(node: Node) -> list[str]:
+    """The tensors ``node`` reads, a fused residual input included."""
+    return [i for i in (*node.inputs, node.attrs.get(RESIDUAL_KEY)) if i]
+
+
 def _consumers(nodes: list[Node]) -> Counter[str]:
-    """How many times each tensor is read, fused residual inputs included."""
-    return Counter(i for n in nodes for i in (*n.inputs, n.attrs.get(RESIDUAL_KEY)) if i)
+    """How many times each tensor is read."""
+    return Counter(i for n in nodes for i in _reads(n))
 
 
 def drop_identities(graph: Graph) -> Graph:
@@ -102,8 +107,7 @@ def _fold_one(conv: Node, bn: Node, constants: dict[str, np.ndarray]) -> Node:
     scale, bias, mean, var = (constants[n].astype(np.float64) for n in bn.inputs[1:5])
     eps = float(bn.attrs.get("epsilon", 1e-5))
     w = constants[conv.inputs[1]].astype(np.float64)
-    b = constants[conv.inputs[2]].astype(np.float64) if len(conv.inputs) > 2 and conv.inputs[2] \
-        else np.zeros(w.shape[0])
+    b = _bias(conv, constants, w.shape[0])
     if scale.shape != (w.shape[0],):
         raise ModelLoadError(f"{bn.describe()}: {scale.shape[0]} channels after a "
                              f"{w.shape[0]}-channel conv")
@@ -194,9 +198,8 @@ def fold_constant_channels(graph: Graph) -> Graph:
     """
     readers: dict[str, list[Node]] = {}
     for node in graph.nodes:
-        for name in (*node.inputs, node.attrs.get(RESIDUAL_KEY)):
-            if name:
-                readers.setdefault(name, []).append(node)
+        for name in _reads(node):
+            readers.setdefault(name, []).append(node)
     constants = dict(graph.constants)
     replaced: dict[int, Node] = {}
     for original in graph.nodes:
@@ -227,8 +230,7 @@ def _constant_channels(node: Node, constants: dict[str, np.ndarray]) -> np.ndarr
     empty = ~w.reshape(w.shape[0], -1).any(axis=1)
     if not empty.any():
         return None
-    has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
-    bias = np.asarray(constants[node.inputs[2]], np.float64) if has_bias else np.zeros(w.shape[0])
+    bias = _bias(node, constants, w.shape[0])
     lo, hi = node.attrs.get(ACT_KEY, (-math.inf, math.inf))
     return np.where(empty, np.clip(bias, lo, hi), np.nan)
 
@@ -250,8 +252,7 @@ def _fold_into(node: Node, values: np.ndarray, constants: dict[str, np.ndarray])
     """``node`` (a pointwise conv) with the constant input channels (non-NaN ``values``) moved
     into its bias."""
     w = np.array(constants[node.inputs[1]], dtype=np.float32)
-    has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
-    bias = np.asarray(constants[node.inputs[2]], np.float64) if has_bias else np.zeros(w.shape[0])
+    bias = _bias(node, constants, w.shape[0])
     const = ~np.isnan(values)
     bias = bias + w[:, const, 0, 0].astype(np.float64) @ values[const]
     w[:, const] = 0.0
@@ -259,3 +260,10 @@ def _fold_into(node: Node, values: np.ndarray, constants: dict[str, np.ndarray])
     w_name, b_name = f"{node.outputs[0]}::const_w", f"{node.outputs[0]}::const_b"
     constants[w_name], constants[b_name] = w, bias.astype(np.float32)
     return replace(node, inputs=[node.inputs[0], w_name, b_name])
+
+
+def _bias(node: Node, constants: dict[str, np.ndarray], channels: int) -> np.ndarray:
+    """A conv's bias (float64), zeros when it has none."""
+    if len(node.inputs) > 2 and node.inputs[2]:
+        return np.asarray(constants[node.inputs[2]], np.float64)
+    return np.zeros(channels)
