@@ -4,7 +4,7 @@
 //   for each window of the stream (its input over all planes sized to stay in L2):
 //   for blk in [c0, c1):                       (kBsrBlock = 4 consecutive output channels)
 //     for each chunk of U vectors of the window:
-//       acc[r][u] = 0                          (4 x U accumulators in registers)
+//       acc[r][u] = bias[r]                    (4 x U accumulators in registers)
 //       for j in taps(blk):                    (union of the block's nonzero taps)
 //         x[u] = in[off[j] + chunk + u*V]      (one load feeds 4 FMAs: the point of blocking)
 //         acc[r][u] += val[j*4 + r] * x[u]
@@ -22,9 +22,12 @@ template <int U, bool FAST>
 static inline void bsr_chunk(const ConvKernelArgs& a, int64_t blk, int64_t p0) {
   vf acc[R][U];
   #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
+  for (int r = 0; r < R; ++r) {
+    // Padding channels of the last block (oc >= channels) have no bias and are not stored.
+    const vf b = blk * R + r < a.channels ? bias_splat(a, blk * R + r) : simd::splat(0.0f);
     #pragma GCC unroll 16
-    for (int u = 0; u < U; ++u) acc[r][u] = simd::splat(0.0f);
+    for (int u = 0; u < U; ++u) acc[r][u] = b;
+  }
   const float* base = a.in + p0;
   for (int32_t j = a.ptr[blk], e = a.ptr[blk + 1]; j < e; ++j) {
     const float* src = base + a.off[j];

@@ -4,11 +4,11 @@
 //   for each chunk of U vectors of the stream (U <= 16 accumulators held in registers; U is
 //   chosen so the chunk's input window over all input planes stays in L1):
 //     for oc in [c0, c1):                      (threads own disjoint channel ranges)
-//       acc[0..U) = 0
+//       acc[0..U) = bias[oc]
 //       for j in nonzeros(oc):                 (CSR row: tap offset + weight)
 //         w = broadcast(val[j]); src = in + off[j] + chunk
 //         acc[u] += w * src[u*V .. u*V+V)      (unaligned loads, one FMA per vector)
-//       epilogue(acc)                          (bias, residual, clamp, masked store)
+//       epilogue(acc)                          (residual, clamp, masked store)
 // Planes shorter than 4 vectors use 4 partial sums per vector instead (FMA latency).
 // The input window is loaded from L2 once per chunk and then reused by every output channel. Reference: runtime/kernels/reference.py::conv2d.
 #include "conv_epilogue.h"
@@ -19,8 +19,9 @@ namespace FD_NS {
 template <int U, bool FAST>
 static inline void csr_chunk(const ConvKernelArgs& a, int64_t oc, int64_t p0) {
   vf acc[U];
+  const vf b = bias_splat(a, oc);
   #pragma GCC unroll 16
-  for (int u = 0; u < U; ++u) acc[u] = simd::splat(0.0f);
+  for (int u = 0; u < U; ++u) acc[u] = b;
   const float* base = a.in + p0;
   for (int32_t j = a.ptr[oc], e = a.ptr[oc + 1]; j < e; ++j) {
     const vf w = simd::splat(a.val[j]);
@@ -40,6 +41,9 @@ static inline void csr_chunk_split(const ConvKernelArgs& a, int64_t oc, int64_t 
   for (int q = 0; q < 4; ++q)
     #pragma GCC unroll 16
     for (int u = 0; u < U; ++u) acc[q][u] = simd::splat(0.0f);
+  const vf b = bias_splat(a, oc);
+  #pragma GCC unroll 16
+  for (int u = 0; u < U; ++u) acc[0][u] = b;
   const float* base = a.in + p0;
   int32_t j = a.ptr[oc];
   const int32_t e = a.ptr[oc + 1];
@@ -113,10 +117,11 @@ static void csr_channels(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
 template <int G, int U, bool FAST>
 static inline void csr_images(const ConvKernelArgs& a, int64_t oc, int64_t g0) {
   vf acc[G][U];
+  const vf b = bias_splat(a, oc);
 #pragma GCC unroll 16
   for (int g = 0; g < G; ++g)
 #pragma GCC unroll 16
-    for (int u = 0; u < U; ++u) acc[g][u] = simd::splat(0.0f);
+    for (int u = 0; u < U; ++u) acc[g][u] = b;
   const float* base = a.in + g0 * a.in_is;
   for (int32_t j = a.ptr[oc], e = a.ptr[oc + 1]; j < e; ++j) {
     const vf w = simd::splat(a.val[j]);
@@ -181,8 +186,9 @@ template <int U>
 static inline void strided_chunk(const ConvKernelArgs& a, int64_t oc, const int64_t* in_off,
                                  const int64_t* out_off) {
   vf acc[U];
+  const vf b = bias_splat(a, oc);
 #pragma GCC unroll 16
-  for (int u = 0; u < U; ++u) acc[u] = simd::splat(0.0f);
+  for (int u = 0; u < U; ++u) acc[u] = b;
   for (int32_t j = a.ptr[oc], e = a.ptr[oc + 1]; j < e; ++j) {
     const vf w = simd::splat(a.val[j]);
     const float* src = a.in + a.off[j];
@@ -191,10 +197,9 @@ static inline void strided_chunk(const ConvKernelArgs& a, int64_t oc, const int6
   }
   float* o = a.out + oc * a.out_cs;
   const float* r = a.res ? a.res + oc * a.res_cs : nullptr;
-  const VectorEpilogue finish(a, oc);
-#pragma GCC unroll 16
-  for (int u = 0; u < U; ++u)
-    simd::storeu(o + out_off[2 * u], finish(acc[u], r ? r + out_off[2 * u + 1] : nullptr));
+  finish_vectors<U>(
+      a, r != nullptr, acc, [o, out_off](int u) { return o + out_off[2 * u]; },
+      [r, out_off](int u) { return r + out_off[2 * u + 1]; }, KeepAll{});
 }
 
 static inline void strided_n(const ConvKernelArgs& a, int64_t oc, const int64_t* in_off,
@@ -211,8 +216,9 @@ template <int R, int L, int S>
 static inline void run_chunk(const ConvKernelArgs& a, int64_t oc, int64_t in0, int64_t out0,
                              int64_t res0) {
   vf acc[R * L];
+  const vf b = bias_splat(a, oc);
 #pragma GCC unroll 16
-  for (int u = 0; u < R * L; ++u) acc[u] = simd::splat(0.0f);
+  for (int u = 0; u < R * L; ++u) acc[u] = b;
   const int64_t row = a.in_row_step;
   for (int32_t j = a.ptr[oc], e = a.ptr[oc + 1]; j < e; ++j) {
     const vf w = simd::splat(a.val[j]);
@@ -224,13 +230,10 @@ static inline void run_chunk(const ConvKernelArgs& a, int64_t oc, int64_t in0, i
   }
   float* o = a.out + oc * a.out_cs + out0;
   const float* res = a.res ? a.res + oc * a.res_cs + res0 : nullptr;
-  const VectorEpilogue finish(a, oc);
-#pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 16
-    for (int k = 0; k < L; ++k)
-      simd::storeu(o + r * a.out_rs + k * V,
-                   finish(acc[r * L + k], res ? res + r * a.res_rs + k * V : nullptr));
+  const int64_t out_rs = a.out_rs, res_rs = a.res_rs;
+  finish_vectors<R * L>(
+      a, res != nullptr, acc, [=](int u) { return o + (u / L) * out_rs + (u % L) * V; },
+      [=](int u) { return res + (u / L) * res_rs + (u % L) * V; }, KeepAll{});
 }
 
 // One chunk (rows [row0, row0 + R), vectors [v0, v0 + L) of each row) for channels [c0, c1).

@@ -1,6 +1,7 @@
 // Fused conv epilogue shared by the CSR and BSR kernels (included inside an ISA namespace).
 #pragma once
 
+#include <limits>
 #include <type_traits>
 
 #include "conv_kernels.h"
@@ -12,21 +13,49 @@ namespace FD_NS {
 using simd::V;
 using simd::vf;
 
-// The fused epilogue's arithmetic for one output vector of channel oc: + bias, + residual
-// (when res is not null), clamp. Shared by every kernel that stores whole vectors.
-struct VectorEpilogue {
-  vf bias, lo, hi;
-  bool clamp;
-  __attribute__((always_inline)) VectorEpilogue(const ConvKernelArgs& a, int64_t oc)
-      : bias(simd::splat(a.bias ? a.bias[oc] : 0.0f)),
-        lo(simd::splat(a.act.lo)),
-        hi(simd::splat(a.act.hi)),
-        clamp(a.act.kind != kActNone) {}
-  __attribute__((always_inline)) vf operator()(vf acc, const float* res) const {
-    vf v = acc + bias;
-    if (res) v += simd::loadu(res);
-    return clamp ? simd::vmin(simd::vmax(v, lo), hi) : v;
+// Kernels start each output vector's accumulator at the channel's bias, so the epilogue adds none.
+__attribute__((always_inline)) inline vf bias_splat(const ConvKernelArgs& a, int64_t oc) {
+  return simd::splat(a.bias ? a.bias[oc] : 0.0f);
+}
+
+// The fused epilogue of U output vectors whose accumulators hold bias + taps: + residual (when
+// has_res), clamp, store. out(u) / res(u) give vector u's destination / residual address and
+// keep(u, v) the value stored there (a mask for planar layouts). One branch per call picks a
+// straight-line variant: no per-vector tests, and ReLU (no upper bound) clamps with one max.
+// The address functors must not read `a` (a store could alias it and force reloads).
+template <int U, typename Out, typename Res, typename Keep>
+__attribute__((always_inline)) inline void finish_vectors(const ConvKernelArgs& a, bool has_res,
+                                                          const vf (&acc)[U], Out out, Res res,
+                                                          Keep keep) {
+  const vf lo = simd::splat(a.act.lo), hi = simd::splat(a.act.hi);
+  const auto store = [&](auto with_res, auto low, auto high) __attribute__((always_inline)) {
+#pragma GCC unroll 16
+    for (int u = 0; u < U; ++u) {
+      vf v = acc[u];
+      if constexpr (decltype(with_res)::value) v += simd::loadu(res(u));
+      if constexpr (decltype(low)::value) v = simd::vmax(v, lo);
+      if constexpr (decltype(high)::value) v = simd::vmin(v, hi);
+      simd::storeu(out(u), keep(u, v));
+    }
+  };
+  using Y = std::true_type;
+  using N = std::false_type;
+  const bool clamp = a.act.kind != kActNone;
+  const bool upper = clamp && a.act.hi != std::numeric_limits<float>::infinity();
+  if (has_res) {
+    if (!clamp) store(Y{}, N{}, N{});
+    else if (!upper) store(Y{}, Y{}, N{});
+    else store(Y{}, Y{}, Y{});
+  } else {
+    if (!clamp) store(N{}, N{}, N{});
+    else if (!upper) store(N{}, Y{}, N{});
+    else store(N{}, Y{}, Y{});
   }
+}
+
+// keep(u, v) for layouts where every stored lane is a real output.
+struct KeepAll {
+  __attribute__((always_inline)) vf operator()(int, vf v) const { return v; }
 };
 
 // Calls f(std::integral_constant<int, n>{}) for 1 <= n <= 16 (8 below AVX-512, where 16
@@ -56,29 +85,44 @@ __attribute__((always_inline)) inline void with_vector_count(int64_t n, F&& f) {
   }
 }
 
-// General layout: map each valid stream position back to (oh, ow) and store it alone. Inlined
-// like everything in a kernel: a call there makes the compiler spill every live vector register
-// (measured 2.5x slower on tiny planes).
+// General layout: map each valid stream position back to (oh, ow) and store each output row's
+// valid columns as whole vectors, the row's last vector overlapping the one before it (with
+// equal values); rows narrower than a vector go element by element. Inlined like
+// everything in a kernel (a call there made the compiler spill every live vector register).
 __attribute__((always_inline)) inline void conv_epilogue_general(const ConvKernelArgs& a,
                                                                  int64_t oc, int64_t p0,
                                                                  const float* tmp, int count,
                                                                  int64_t image) {
-  const float b = a.bias ? a.bias[oc] : 0.0f;
   const int64_t end = p0 + count < a.len ? p0 + count : a.len;
   float* out = a.out + image * a.out_is + oc * a.out_cs;
   const float* res = a.res ? a.res + image * a.res_is + oc * a.res_cs : nullptr;
-  // Row by row: the valid columns of each output row the chunk covers.
+  const bool clamp = a.act.kind != kActNone;
+  const vf lo = simd::splat(a.act.lo), hi = simd::splat(a.act.hi);
+  const auto value_at = [&](const float* t, const float* r, int64_t ow) {
+    vf v = simd::loadu(t + ow);
+    if (r) v += simd::loadu(r + ow);
+    return clamp ? simd::vmin(simd::vmax(v, lo), hi) : v;
+  };
   for (int64_t oh = p0 / a.rs; oh * a.rs < end; ++oh) {
     const int64_t first = oh * a.rs < p0 ? p0 - oh * a.rs : 0;
     const int64_t last = end - oh * a.rs < a.width ? end - oh * a.rs : a.width;
     const float* t = tmp + (oh * a.rs - p0);
     float* o = out + oh * a.out_rs;
     const float* r = res ? res + oh * a.res_rs : nullptr;
-    for (int64_t ow = first; ow < last; ++ow) o[ow] = a.act.apply(t[ow] + b + (r ? r[ow] : 0.0f));
+    if (last - first < V) {
+      for (int64_t ow = first; ow < last; ++ow) o[ow] = a.act.apply(t[ow] + (r ? r[ow] : 0.0f));
+      continue;
+    }
+    // The overlapping last vector is computed first: the output may overwrite the residual in
+    // place (plan.py output_over_residual), and it must read the residual unchanged.
+    const vf tail = value_at(t, r, last - V);
+    for (int64_t ow = first; ow + V < last; ow += V) simd::storeu(o + ow, value_at(t, r, ow));
+    simd::storeu(o + last - V, tail);
   }
 }
 
-// Finish U vectors of channel oc starting at stream position p0: bias, residual, clamp, store.
+// Finish U vectors of channel oc starting at stream position p0 (bias already in the
+// accumulators): residual, clamp, store.
 // Always inlined and fully unrolled so the accumulators stay in registers.
 template <int U, bool FAST>
 __attribute__((always_inline)) inline void conv_epilogue(const ConvKernelArgs& a, int64_t oc,
@@ -91,17 +135,15 @@ __attribute__((always_inline)) inline void conv_epilogue(const ConvKernelArgs& a
     conv_epilogue_general(a, oc, p0, tmp, U * V, image);
     return;
   }
-  // Contiguous: output (and residual) planes use the stream's row stride.
+  // Contiguous: output (and residual) planes use the stream's row stride. The last vector may
+  // run up to V - 1 floats past the plane's stream into the plane's slack (the planner sizes
+  // planes for it); those lanes are masked to 0.
   float* o = a.out + image * a.out_is + oc * a.out_cs + p0;
   const float* r = a.res ? a.res + image * a.res_is + oc * a.res_cs + p0 : nullptr;
-  const VectorEpilogue finish(a, oc);
-  // The last vector may run up to V - 1 floats past the plane's stream into the plane's slack
-  // (the planner sizes planes for it); those lanes are masked to 0.
-#pragma GCC unroll 16
-  for (int u = 0; u < U; ++u) {
-    const vf v = finish(acc[u], r ? r + u * V : nullptr);
-    simd::storeu(o + u * V, simd::keep(v, a.mask + p0 + u * V));
-  }
+  const uint32_t* m = a.mask + p0;
+  finish_vectors<U>(
+      a, r != nullptr, acc, [o](int u) { return o + u * V; }, [r](int u) { return r + u * V; },
+      [m](int u, vf v) { return simd::keep(v, m + u * V); });
 }
 
 }  // namespace FD_NS

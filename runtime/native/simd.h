@@ -8,6 +8,10 @@
 #include <cstdint>
 #include <cstring>
 
+#if defined(__SSE__)
+#include <immintrin.h>
+#endif
+
 #ifndef FD_VLEN
 #define FD_VLEN 4
 #endif
@@ -29,7 +33,19 @@ inline void storeu(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
 // x - 0 folds to a plain broadcast (0 + x would not: -0.0), so weights become embedded broadcasts.
 inline vf splat(float x) { return x - vf{}; }
 
-// Lane-wise max/min via compare masks (ternaries on vectors differ between compilers).
+// Lane-wise max/min with the x86 semantics (a NaN in either operand yields b): one instruction
+// where the ISA has it, compare masks elsewhere (ternaries on vectors differ between compilers).
+#if defined(__AVX512F__) && FD_VLEN == 16
+// (The all-lanes masked form: GCC 12's unmasked one warns about its undefined pass-through.)
+inline vf vmax(vf a, vf b) { return (vf)_mm512_mask_max_ps((__m512)a, 0xFFFF, (__m512)a, (__m512)b); }
+inline vf vmin(vf a, vf b) { return (vf)_mm512_mask_min_ps((__m512)a, 0xFFFF, (__m512)a, (__m512)b); }
+#elif defined(__AVX__) && FD_VLEN == 8
+inline vf vmax(vf a, vf b) { return (vf)_mm256_max_ps((__m256)a, (__m256)b); }
+inline vf vmin(vf a, vf b) { return (vf)_mm256_min_ps((__m256)a, (__m256)b); }
+#elif defined(__SSE__) && FD_VLEN == 4
+inline vf vmax(vf a, vf b) { return (vf)_mm_max_ps((__m128)a, (__m128)b); }
+inline vf vmin(vf a, vf b) { return (vf)_mm_min_ps((__m128)a, (__m128)b); }
+#else
 inline vf vmax(vf a, vf b) {
   vi m = a > b;
   return (vf)((m & (vi)a) | (~m & (vi)b));
@@ -38,6 +54,7 @@ inline vf vmin(vf a, vf b) {
   vi m = a < b;
   return (vf)((m & (vi)a) | (~m & (vi)b));
 }
+#endif
 // Keep lanes whose mask word is all ones, zero the others (a bitwise AND, so NaN garbage is dropped).
 inline vf keep(vf v, const uint32_t* mask) {
   vi m;
