@@ -55,14 +55,14 @@ def fuse_for_shapes(graph: Graph, shapes: dict[str, tuple[int, ...]]) -> Graph:
     return fold_constant_channels(fuse_activation(fuse_conv_add(graph, shapes)))
 
 
-def _reads(node: Node) -> list[str]:
+def reads(node: Node) -> list[str]:
     """The tensors ``node`` reads, a fused residual input included."""
     return [i for i in (*node.inputs, node.attrs.get(RESIDUAL_KEY)) if i]
 
 
 def _consumers(nodes: list[Node]) -> Counter[str]:
     """How many times each tensor is read."""
-    return Counter(i for n in nodes for i in _reads(n))
+    return Counter(i for n in nodes for i in reads(n))
 
 
 def drop_identities(graph: Graph) -> Graph:
@@ -198,7 +198,7 @@ def fold_constant_channels(graph: Graph) -> Graph:
     """
     readers: dict[str, list[Node]] = {}
     for node in graph.nodes:
-        for name in _reads(node):
+        for name in reads(node):
             readers.setdefault(name, []).append(node)
     constants = dict(graph.constants)
     replaced: dict[int, Node] = {}

@@ -16,14 +16,21 @@ The native side (``runtime._native.Plan``) just executes the steps.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from runtime.errors import EngineError, InputError, ModelLoadError, UnsupportedOpError
 from runtime.graph import Graph, Node, conv_geometry, infer_shapes, pool_geometry
-from runtime.passes import ACT_KEY, RESIDUAL_KEY, SKIP_EMPTY_KEY, clip_bounds, fuse_for_shapes
+from runtime.passes import (
+    ACT_KEY,
+    RESIDUAL_KEY,
+    SKIP_EMPTY_KEY,
+    clip_bounds,
+    fuse_for_shapes,
+    reads,
+)
 
 __all__ = [
     "VMAX",
@@ -153,6 +160,7 @@ class Tensor:
     cs: int = 0
     ss: int = 0
     ws: int = 1
+    lead: int = 0  # floats before the first plane, so that every plane's interior is aligned
 
     @property
     def spatial(self) -> bool:
@@ -162,10 +170,15 @@ class Tensor:
     def lanes(self) -> int:
         return self.ws
 
+    @property
+    def origin(self) -> int:
+        """Offset of the first plane's interior (row ``pad``, column ``pad``) in the buffer."""
+        return self.lead + self.pad * (self.rs + self.ws)
+
     def view(self) -> SymView:
         """4-D view (lower ranks get leading unit dims; rank > 4 is seen as one row)."""
         if self.spatial:
-            return SymView(self.buf, _ARENA, self.pad * (self.rs + self.ws), self.shape,
+            return SymView(self.buf, _ARENA, self.origin, self.shape,
                            (self.ss, self.cs, self.rs, self.ws))  # type: ignore[arg-type]
         dims = _as4(self.shape)
         return SymView(self.buf, _ARENA, 0, dims, _compact_strides(dims))  # type: ignore[arg-type]
@@ -176,7 +189,7 @@ class Tensor:
         if self.ws == 1:
             return self.view()
         n, c, h, w = self.shape
-        return SymView(self.buf, _ARENA, self.pad * (self.rs + self.ws), (1, c, h, w * n),
+        return SymView(self.buf, _ARENA, self.origin, (1, c, h, w * n),
                        (0, self.cs, self.rs, 1))
 
     def compact_view(self, dims: tuple[int, int, int, int]) -> SymView:
@@ -220,14 +233,22 @@ def _spatial_tensor(shape: tuple[int, ...], pad: int, lanes: int = 1) -> Tensor:
     # VMAX floats of slack per plane: a conv's last output vector may run past the plane's
     # stream (masked zeros); reads that run past a plane only feed masked lanes. Tiny planes go
     # without (it would double them) and are only written element-wise.
-    cs = _round_up((h + 2 * pad) * rs + (VMAX if h * w * lanes > SMALL_PLANE else 0), 4)
+    big = h * w * lanes > SMALL_PLANE
+    cs = _round_up((h + 2 * pad) * rs + (VMAX if big else 0), 4)
     if lanes > 1:
         return Tensor(shape, Buf(("spatial", shape, pad, lanes), c * cs + VMAX), pad, rs, cs, 1,
                       lanes)
     if h * w == 1 and pad == 0:  # compact (N, C, 1, 1): a classifier reads it without a copy
         cs = 1
+    lead = 0
+    if big:
+        # Aligned interiors: every plane's first interior vector starts a cache line, so a 1x1
+        # conv's loads and every conv's stores never straddle two lines.
+        cs = _round_up(cs, VMAX)
+        lead = -pad * (rs + 1) % VMAX
     ss = c * cs
-    return Tensor(shape, Buf(("spatial", shape, pad), n * ss + VMAX), pad, rs, cs, ss)
+    return Tensor(shape, Buf(("spatial", shape, pad), n * ss + lead + VMAX), pad, rs, cs, ss,
+                  lead=lead)
 
 
 def _flat_tensor(shape: tuple[int, ...]) -> Tensor:
@@ -388,6 +409,9 @@ class _Builder:
         self.phase_layouts = plan_phase_layouts(graph, shapes, pads, interleave)
         self.output_written = False
         self.output_readers = sum(i == graph.output_name for n in graph.nodes for i in n.inputs)
+        # Index of the last node reading each tensor (a fused residual counts as a read).
+        self.last_read = {name: i for i, n in enumerate(graph.nodes) for name in reads(n)}
+        self.node_index = -1  # the node being emitted (build_plan)
 
     # -- bookkeeping
     def new_tensor(self, name: str, shape: tuple[int, ...]) -> Tensor:
@@ -399,6 +423,24 @@ class _Builder:
         self.bufs.append(t.buf)
         self.tensors[name] = t
         return t
+
+    def output_over_residual(self, name: str, shape: tuple[int, ...], res_name: str,
+                             input_name: str) -> Tensor | None:
+        """The fused residual's tensor, reused as the storage of output ``name``, when nothing
+        reads the residual later, the conv's input is other storage (other output channels'
+        taps read every input position) and both share one layout: the epilogue then reads each
+        residual vector and overwrites it with the output (the store hits the line the load
+        just brought in, instead of fetching a fresh output line). None otherwise."""
+        res, x = self.tensors.get(res_name), self.tensors.get(input_name)
+        if (res is None or x is None or x.buf is res.buf or res_name == self.graph.output_name
+                or len(shape) != 4
+                or self.last_read.get(res_name) != self.node_index):
+            return None
+        fresh = _spatial_tensor(shape, self.pads.get(name, 0), tensor_lanes(shape, self.interleave))
+        if replace(fresh, buf=res.buf) != res:
+            return None
+        self.tensors[name] = res
+        return res
 
     def new_buf(self, key: tuple, size: int) -> Buf:
         buf = Buf(key, size)
@@ -560,7 +602,13 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         y_rs = out_shape[3]
         b.output_written = True
     else:
-        y = b.new_tensor(node.outputs[0], out_shape)
+        # (Not for direct strided convs: they accumulate in the output before adding the
+        # residual.)
+        direct_only = direct_strided(geo.stride, weight, tensor_lanes(out_shape, b.interleave))
+        y = (b.output_over_residual(node.outputs[0], out_shape, res_name, node.inputs[0])
+             if res_name and not direct_only else None)
+        if y is None:
+            y = b.new_tensor(node.outputs[0], out_shape)
         y_view, y_rs = y.stream_view(), y.rs
     # Interleaved layout: a position is `lanes` floats (one per image), so column offsets scale
     # by `lanes` and the whole batch is one stream (ConvSpec.lanes, conv_kernels.h). A planar
@@ -1010,7 +1058,7 @@ def build_plan(graph: Graph, input_shape: tuple[int, ...], threads: int,
     builder = _Builder(fused, shapes, assign_pads(fused, shapes, interleave), threads, interleave,
                        native_module.vector_floats())
     builder.emit_input(tuple(input_shape))
-    for node in fused.nodes:
+    for builder.node_index, node in enumerate(fused.nodes):
         emitter = _EMITTERS.get(node.op)
         if emitter is None:
             raise UnsupportedOpError(f"unsupported operator {node.op} ({node.describe()})")

@@ -45,6 +45,13 @@ class ConvStep final : public Step {
     }
     (void)nth;
     if (s_.row_units > 0) {
+      if (by_vectors()) {
+        int64_t v0, v1;
+        const int64_t V = k_.vector_floats;
+        split_range((s_.stream_len + V - 1) / V, tid, static_cast<int>(s_.row_units), &v0, &v1);
+        if (v0 < v1) compute(buf, s_.bounds.front(), s_.bounds.back(), 0, -1, v0 * V, v1 * V);
+        return;
+      }
       int64_t r0, r1;
       split_range(s_.out.dim[2], tid, static_cast<int>(s_.row_units), &r0, &r1);
       if (r0 < r1) compute(buf, s_.bounds.front(), s_.bounds.back(), r0, r1);
@@ -70,8 +77,17 @@ class ConvStep final : public Step {
     return planar || s_.strided;
   }
 
-  // Channels (units) [u0, u1) of output rows [r0, r1) (r1 < 0: all rows; see by_rows).
-  void compute(const Buffers& buf, int64_t u0, int64_t u1, int64_t r0 = 0, int64_t r1 = -1) const {
+  // Stride-1 planar convs whose output and residual share the stream's layout ("fast") split
+  // the stream by whole vectors instead of rows: no band's last vector runs into the next band,
+  // which matters when the output overwrites the residual in place (plan.py
+  // output_over_residual): a row band's overhanging vector would read a residual the next
+  // band's owner may already have replaced.
+  bool by_vectors() const { return s_.fast && !s_.strided && by_rows(); }
+
+  // Channels (units) [u0, u1) of output rows [r0, r1) (r1 < 0: all rows; see by_rows), or of
+  // stream positions [p0, p1) (p1 > 0, multiples of the vector width; see by_vectors).
+  void compute(const Buffers& buf, int64_t u0, int64_t u1, int64_t r0 = 0, int64_t r1 = -1,
+               int64_t p0 = 0, int64_t p1 = -1) const {
     if (u0 >= u1) return;
     if (s_.direct) {
       compute_direct(buf, u0, u1);
@@ -124,11 +140,16 @@ class ConvStep final : public Step {
       k_.conv_csr_strided(a, u0, u1);
       return;
     }
-    // Stride 1: output stream row r reads input stream rows from r on. The band's last vector
-    // may run into the first columns of row r1 (masked stores write whole vectors): it writes
-    // there the very values the owner of row r1 writes, since a layer's input is complete before
-    // any of its units start.
-    if (r1 >= 0) {
+    // Stride 1: output stream row r reads input stream rows from r on. Row bands are left to
+    // layouts whose epilogue stores only valid positions (not "fast"), so bands never overlap.
+    if (p1 > 0) {
+      // Fast layout: stream position p is output offset p, so a span is a plain shift.
+      a.len = (p1 < a.len ? p1 : a.len) - p0;
+      a.mask += p0;
+      a.in += p0;
+      a.out += p0;
+      if (a.res) a.res += p0;
+    } else if (r1 >= 0) {
       a.len = (r1 - r0 - 1) * a.rs + a.width;
       a.mask += r0 * a.rs;
       shift_rows(a, r0, a.rs);
