@@ -55,6 +55,23 @@ inline vf vmin(vf a, vf b) {
   return (vf)((m & (vi)a) | (~m & (vi)b));
 }
 #endif
+// Splits 2V consecutive floats (lo, hi) into their even and odd elements: a stride-2 phase split.
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define FD_HAS_SHUFFLEVECTOR 1
+inline void deinterleave(vf lo, vf hi, vf* even, vf* odd) {
+#if FD_VLEN == 16
+  *even = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  *odd = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+#elif FD_VLEN == 8
+  *even = __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 8, 10, 12, 14);
+  *odd = __builtin_shufflevector(lo, hi, 1, 3, 5, 7, 9, 11, 13, 15);
+#else
+  *even = __builtin_shufflevector(lo, hi, 0, 2, 4, 6);
+  *odd = __builtin_shufflevector(lo, hi, 1, 3, 5, 7);
+#endif
+}
+#endif
+
 // Keep lanes whose mask word is all ones, zero the others (a bitwise AND, so NaN garbage is dropped).
 inline vf keep(vf v, const uint32_t* mask) {
   vi m;
