@@ -241,9 +241,11 @@ def _spatial_tensor(shape: tuple[int, ...], pad: int, lanes: int = 1) -> Tensor:
     if h * w == 1 and pad == 0:  # compact (N, C, 1, 1): a classifier reads it without a copy
         cs = 1
     lead = 0
-    if big:
+    if big and w >= VMAX:
         # Aligned interiors: every plane's first interior vector starts a cache line, so a 1x1
-        # conv's loads and every conv's stores never straddle two lines.
+        # conv's loads and every conv's stores never straddle two lines. (Not for planes
+        # narrower than a vector: there the rounded plane stride made ResNet-20x2's 8x8 3x3
+        # convs 10% slower, 0.035 -> 0.039 ms.)
         cs = _round_up(cs, VMAX)
         lead = -pad * (rs + 1) % VMAX
     ss = c * cs
