@@ -62,9 +62,12 @@ _UNIT_OVERHEAD = 4.0  # per output channel: epilogue and loop exits, in nonzero-
 # input and output are not unified): a border wastes most vector lanes of a tiny plane and
 # pushes e.g. the input of a 1x1 conv out of L1.
 SMALL_PLANE = 16
-# Conv work units (channel ranges) per thread: more than one, so that a thread the OS
-# deschedules on a shared machine holds back only a small share of a layer.
-UNITS_PER_THREAD = 2
+# Conv work units (channel ranges or stream bands) per thread. One: each thread keeps one
+# contiguous share of every layer, which measured best on a quiet machine (batch 1, 2 threads:
+# ResNet-50 conv2_x 1.83 -> 1.74 ms, ResNet-20x2 0.465 -> 0.442 ms against 2 units). The price:
+# a thread the OS deschedules while it holds its unit holds back half a layer (units are still
+# claimed dynamically, so an idle thread takes any unit not yet started).
+UNITS_PER_THREAD = 1
 # Threads split a conv's output rows instead of its channels when its output is at least this big
 # (and it can compute row ranges): each thread then reads mostly the rows its own core wrote
 # one layer earlier, where splitting channels makes every layer read half its input from the
