@@ -65,6 +65,28 @@ def test_conv2d_native_equals_reference(kernel, density, geometry):
 
 
 @pytest.mark.parametrize("kernel", ["csr", "bsr"])
+@pytest.mark.parametrize("geometry", [
+    dict(stride=(1, 1), pads=(1, 1, 1, 1)),
+    dict(stride=(2, 2), pads=(1, 1, 1, 1)),
+    dict(stride=(2, 2), pads=(0, 2, 1, 0)),
+    dict(stride=(1, 2), pads=(2, 3, 2, 1), dilation=(1, 2)),
+], ids=str)
+@pytest.mark.parametrize("ksize", [1, 3])
+def test_conv2d_wide_planes(kernel, geometry, ksize):
+    """Planes wider than a vector: aligned plane interiors (plan.py _spatial_tensor) and the
+    vectorised stride-2 phase split with its scalar tail (phase_split.cpp). (The output over
+    the residual needs a conv that is not the graph output: test_in_place.py.)"""
+    x = random_input((2, 8, 21, 37))
+    w = _sparse_weight((12, 8, ksize, ksize), 0.3)
+    b = np.linspace(-1, 1, 12, dtype=np.float32)
+    r = random_input((2, 12, *ref.conv2d(x, w, **geometry).shape[2:]), seed=5)
+    for extras in ({}, {"residual": r, "clamp": (0.0, 6.0)}):
+        args = dict(geometry, kernel=kernel, **extras)
+        assert_close(nat.conv2d(x, w, b, **args), ref.conv2d(x, w, b, **args),
+                     KERNEL_ATOL, KERNEL_RTOL)
+
+
+@pytest.mark.parametrize("kernel", ["csr", "bsr"])
 def test_conv2d_grouped_and_odd_channels(kernel):
     x = random_input((2, 8, 7, 5))
     w = _sparse_weight((16, 2, 3, 3), 0.5)  # 4 channels per group
