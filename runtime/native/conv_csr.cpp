@@ -13,6 +13,8 @@
 // The input window is loaded from L2 once per chunk and then reused by every output channel. Reference: runtime/kernels/reference.py::conv2d.
 #include "conv_epilogue.h"
 
+#include <vector>
+
 namespace fd {
 namespace FD_NS {
 
@@ -278,6 +280,55 @@ static inline void run_pair(const ConvKernelArgs& a, int64_t oc0, int64_t oc1, i
   run_store<R, L>(a, oc1, acc1, out0, res0);
 }
 
+// K (1 or 2) output channels over input-channel block b of a chunk (ConvKernelArgs::blocks):
+// the accumulators start at the bias (first block) or the partial sums in part[k], taps of
+// block b alternate between the channels, and the last block runs the epilogue (else the
+// partial sums go back to part[k]).
+template <int K, int R, int L, int S>
+static inline void run_block(const ConvKernelArgs& a, const int64_t* oc, int64_t b,
+                             float* const* part, int64_t in0, int64_t out0, int64_t res0) {
+  constexpr int N = R * L;
+  vf acc[K][N];
+  int32_t j[K], e[K];
+#pragma GCC unroll 2
+  for (int k = 0; k < K; ++k) {
+    const int32_t* bp = a.block_ptr + oc[k] * (a.blocks + 1) + b;
+    j[k] = bp[0];
+    e[k] = bp[1];
+    const vf bias = bias_splat(a, oc[k]);
+#pragma GCC unroll 16
+    for (int u = 0; u < N; ++u) acc[k][u] = b == 0 ? bias : simd::loadu(part[k] + u * V);
+  }
+  const float* base = a.in + in0;
+  if constexpr (K == 2) {
+    for (; j[0] < e[0] && j[1] < e[1]; ++j[0], ++j[1]) {
+      run_tap<R, L, S>(a, base, j[0], acc[0]);
+      run_tap<R, L, S>(a, base, j[1], acc[1]);
+    }
+  }
+#pragma GCC unroll 2
+  for (int k = 0; k < K; ++k)
+    for (; j[k] < e[k]; ++j[k]) run_tap<R, L, S>(a, base, j[k], acc[k]);
+#pragma GCC unroll 2
+  for (int k = 0; k < K; ++k) {
+    if (b == a.blocks - 1) {
+      run_store<R, L>(a, oc[k], acc[k], out0, res0);
+    } else {
+#pragma GCC unroll 16
+      for (int u = 0; u < N; ++u) simd::storeu(part[k] + u * V, acc[k][u]);
+    }
+  }
+}
+
+// Partial sums of channel-blocked chunks: kPair vectors per output channel of the thread's
+// range, reused across calls.
+static float* block_scratch(int64_t channels) {
+  thread_local std::vector<float> scratch;
+  const size_t need = static_cast<size_t>(channels) * (kChunk / 2) * V;
+  if (scratch.size() < need) scratch.resize(need);
+  return scratch.data();
+}
+
 // One chunk (rows [row0, row0 + R), vectors [v0, v0 + L) of each row) for channels [c0, c1).
 template <int R, int S>
 static void run_rows(const ConvKernelArgs& a, int64_t c0, int64_t c1, int64_t row0, int64_t v0,
@@ -287,6 +338,29 @@ static void run_rows(const ConvKernelArgs& a, int64_t c0, int64_t c1, int64_t ro
   with_vector_count(L, [&](auto l) {
     constexpr int kL = decltype(l)::value;
     if constexpr (2 * R * kL <= kChunk) {  // conv_csr_rows: chunks of <= kPair vectors
+      if (a.blocks > 1) {
+        float* scratch = block_scratch(c1 - c0);
+        const auto part = [&](int64_t oc) { return scratch + (oc - c0) * R * kL * V; };
+        for (int64_t b = 0; b < a.blocks; ++b) {
+          int64_t pending = -1;
+          for (int64_t oc = c0; oc < c1; ++oc) {
+            if (skipped(a, oc)) continue;
+            if (pending < 0) {
+              pending = oc;
+              continue;
+            }
+            const int64_t pair[2] = {pending, oc};
+            float* const parts[2] = {part(pending), part(oc)};
+            run_block<2, R, kL, S>(a, pair, b, parts, in0, out0, res0);
+            pending = -1;
+          }
+          if (pending >= 0) {
+            float* const parts[1] = {part(pending)};
+            run_block<1, R, kL, S>(a, &pending, b, parts, in0, out0, res0);
+          }
+        }
+        return;
+      }
       int64_t pending = -1;
       for (int64_t oc = c0; oc < c1; ++oc) {
         if (skipped(a, oc)) continue;

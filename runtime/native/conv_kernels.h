@@ -43,6 +43,12 @@ struct ConvKernelArgs {
   // conv_csr_strided only (batch-interleaved planes, lanes % V == 0, any stride): output rows
   // and positions per row, and the input floats between output rows / output positions.
   int64_t rows = 0, positions = 0, in_row_step = 0, in_pos_step = 0, lanes = 1;
+  // conv_csr_strided: > 1 input-channel blocks. Each chunk then runs block by block (every
+  // channel pair sweeps one block's input window, small enough for L1, before the next block),
+  // keeping partial sums in a per-thread scratch; block_ptr[oc * (blocks + 1) + b] is where
+  // channel oc's taps of block b start (taps are sorted by input channel).
+  int64_t blocks = 1;
+  const int32_t* block_ptr = nullptr;
   // Output channels without taps are constants nobody reads (passes.fold_constant_channels):
   // CSR kernels skip them, leaving their planes unwritten.
   bool skip_empty = false;

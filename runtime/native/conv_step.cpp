@@ -125,6 +125,8 @@ class ConvStep final : public Step {
     a.block = s_.bsr ? kBsrBlock : 1;
     a.skip_empty = s_.skip_empty && !s_.bsr;
     a.channels = s_.out.dim[1];
+    a.blocks = s_.blocks;
+    a.block_ptr = s_.block_ptr.empty() ? nullptr : s_.block_ptr.data();
     a.window_planes = s_.window_planes;
     a.window_reach = s_.window_reach;
     if (s_.strided) {

@@ -35,6 +35,9 @@ struct ConvSpec {
   int64_t stride_h = 1, stride_w = 1;
   int64_t phase_rows = 0, phase_rs = 0, phase_plane = 0, scratch_origin = 0;
   std::vector<int32_t> ptr, off;
+  // > 1 (strided interleaved CSR only): input-channel blocks, see ConvKernelArgs::blocks.
+  int64_t blocks = 1;
+  std::vector<int32_t> block_ptr;
   std::vector<float> val, bias;
   std::vector<uint32_t> mask;
   // Work split: units (channels for CSR, blocks for BSR) [bounds[t], bounds[t+1]) for thread t,

@@ -86,6 +86,14 @@ void add_conv(Plan& plan, const py::dict& d) {
   s.bounds = to_vector<int64_t>(d["bounds"]);
   s.units = d["units"].cast<int64_t>();
   s.row_units = d.contains("row_units") ? d["row_units"].cast<int64_t>() : 0;
+  if (d.contains("blocks")) {
+    s.blocks = d["blocks"].cast<int64_t>();
+    s.block_ptr = to_vector<int32_t>(d["block_ptr"]);
+    if (s.blocks < 1 || !s.strided ||
+        static_cast<int64_t>(s.block_ptr.size()) != s.units * (s.blocks + 1))
+      throw std::invalid_argument("conv: channel blocks need a strided CSR conv and "
+                                  "units * (blocks + 1) block pointers");
+  }
   s.window_planes = d["window_planes"].cast<int64_t>();
   s.window_reach = d["window_reach"].cast<int64_t>();
   s.act = to_act(d["act"].cast<int>(), d["lo"].cast<float>(), d["hi"].cast<float>());
