@@ -243,6 +243,21 @@ __attribute__((always_inline)) static inline void run_store(const ConvKernelArgs
       [=](int u) { return res + (u / L) * res_rs + (u % L) * V; }, KeepAll{});
 }
 
+// Starts fetching channel oc's residual vectors of a chunk (for writing: the output goes over
+// them), so they have arrived by the epilogue: the residual was written layers ago and is no
+// longer cached, and one channel's few lines per chunk give the hardware prefetchers no stream
+// (ResNet-20x2 batch 16: the residual convs 40 -> 44 GMAC/s, as fast as the others).
+template <int R, int L>
+__attribute__((always_inline)) static inline void prefetch_residual(const ConvKernelArgs& a,
+                                                                    int64_t oc, int64_t res0) {
+  if (!a.res) return;
+  const float* r = a.res + oc * a.res_cs + res0;
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 16
+    for (int k = 0; k < L; ++k) __builtin_prefetch(r + i * a.res_rs + k * V, 1);
+}
+
 template <int R, int L, int S>
 static inline void run_chunk(const ConvKernelArgs& a, int64_t oc, int64_t in0, int64_t out0,
                              int64_t res0) {
@@ -267,6 +282,8 @@ static inline void run_pair(const ConvKernelArgs& a, int64_t oc0, int64_t oc1, i
     acc0[u] = b0;
     acc1[u] = b1;
   }
+  prefetch_residual<R, L>(a, oc0, res0);
+  prefetch_residual<R, L>(a, oc1, res0);
   const float* base = a.in + in0;
   int32_t j0 = a.ptr[oc0], j1 = a.ptr[oc1];
   const int32_t e0 = a.ptr[oc0 + 1], e1 = a.ptr[oc1 + 1];
@@ -298,6 +315,10 @@ static inline void run_block(const ConvKernelArgs& a, const int64_t* oc, int64_t
     const vf bias = bias_splat(a, oc[k]);
 #pragma GCC unroll 16
     for (int u = 0; u < N; ++u) acc[k][u] = b == 0 ? bias : simd::loadu(part[k] + u * V);
+  }
+  if (b == a.blocks - 1) {
+#pragma GCC unroll 2
+    for (int k = 0; k < K; ++k) prefetch_residual<R, L>(a, oc[k], res0);
   }
   const float* base = a.in + in0;
   if constexpr (K == 2) {
