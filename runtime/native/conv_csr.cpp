@@ -350,6 +350,25 @@ static float* block_scratch(int64_t channels) {
   return scratch.data();
 }
 
+// Calls pair(oc0, oc1) for consecutive pairs of the channels in [c0, c1) that are not skipped,
+// then single(oc) for a channel left over.
+template <typename Pair, typename Single>
+__attribute__((always_inline)) static inline void for_pairs(const ConvKernelArgs& a, int64_t c0,
+                                                            int64_t c1, Pair pair,
+                                                            Single single) {
+  int64_t pending = -1;
+  for (int64_t oc = c0; oc < c1; ++oc) {
+    if (skipped(a, oc)) continue;
+    if (pending < 0) {
+      pending = oc;
+      continue;
+    }
+    pair(pending, oc);
+    pending = -1;
+  }
+  if (pending >= 0) single(pending);
+}
+
 // One chunk (rows [row0, row0 + R), vectors [v0, v0 + L) of each row) for channels [c0, c1).
 template <int R, int S>
 static void run_rows(const ConvKernelArgs& a, int64_t c0, int64_t c1, int64_t row0, int64_t v0,
@@ -359,40 +378,28 @@ static void run_rows(const ConvKernelArgs& a, int64_t c0, int64_t c1, int64_t ro
   with_vector_count(L, [&](auto l) {
     constexpr int kL = decltype(l)::value;
     if constexpr (2 * R * kL <= kChunk) {  // conv_csr_rows: chunks of <= kPair vectors
-      if (a.blocks > 1) {
-        float* scratch = block_scratch(c1 - c0);
-        const auto part = [&](int64_t oc) { return scratch + (oc - c0) * R * kL * V; };
-        for (int64_t b = 0; b < a.blocks; ++b) {
-          int64_t pending = -1;
-          for (int64_t oc = c0; oc < c1; ++oc) {
-            if (skipped(a, oc)) continue;
-            if (pending < 0) {
-              pending = oc;
-              continue;
-            }
-            const int64_t pair[2] = {pending, oc};
-            float* const parts[2] = {part(pending), part(oc)};
-            run_block<2, R, kL, S>(a, pair, b, parts, in0, out0, res0);
-            pending = -1;
-          }
-          if (pending >= 0) {
-            float* const parts[1] = {part(pending)};
-            run_block<1, R, kL, S>(a, &pending, b, parts, in0, out0, res0);
-          }
-        }
+      if (a.blocks == 1) {
+        for_pairs(
+            a, c0, c1,
+            [&](int64_t oc0, int64_t oc1) { run_pair<R, kL, S>(a, oc0, oc1, in0, out0, res0); },
+            [&](int64_t oc) { run_chunk<R, kL, S>(a, oc, in0, out0, res0); });
         return;
       }
-      int64_t pending = -1;
-      for (int64_t oc = c0; oc < c1; ++oc) {
-        if (skipped(a, oc)) continue;
-        if (pending < 0) {
-          pending = oc;
-          continue;
-        }
-        run_pair<R, kL, S>(a, pending, oc, in0, out0, res0);
-        pending = -1;
+      float* scratch = block_scratch(c1 - c0);
+      const auto part = [&](int64_t oc) { return scratch + (oc - c0) * R * kL * V; };
+      for (int64_t b = 0; b < a.blocks; ++b) {
+        for_pairs(
+            a, c0, c1,
+            [&](int64_t oc0, int64_t oc1) {
+              const int64_t pair[2] = {oc0, oc1};
+              float* const parts[2] = {part(oc0), part(oc1)};
+              run_block<2, R, kL, S>(a, pair, b, parts, in0, out0, res0);
+            },
+            [&](int64_t oc) {
+              float* const parts[1] = {part(oc)};
+              run_block<1, R, kL, S>(a, &oc, b, parts, in0, out0, res0);
+            });
       }
-      if (pending >= 0) run_chunk<R, kL, S>(a, pending, in0, out0, res0);
     }
   });
 }
