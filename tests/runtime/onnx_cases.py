@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["ATOL", "RTOL", "assert_close", "single_node_model", "save_model", "ort_run",
-           "random_input"]
+__all__ = ["ATOL", "RTOL", "assert_close", "graph_model", "single_node_model", "save_model",
+           "ort_run", "random_input"]
 
 # The engine must match ONNX Runtime within |a - b| <= ATOL + RTOL * |b| (float32, different
 # summation orders).
@@ -32,6 +32,19 @@ def random_input(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
 
 
+def graph_model(nodes: list, x_shape: list | tuple, initializers: dict[str, np.ndarray],
+                output: str = "y", opset: int = 13, name: str = "graph") -> onnx.ModelProto:
+    """IR-8 model of ``nodes``: float32 input "x" (``x_shape``; str entries are symbolic dims),
+    the named initializers, float32 output ``output`` (shape left to inference)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))
+    y = helper.make_tensor_value_info(output, TensorProto.FLOAT, None)
+    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()]
+    graph = helper.make_graph(nodes, name, [x], [y], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
 def single_node_model(op: str, x_shape: tuple, y_shape: tuple | None = None,
                       initializers: dict[str, np.ndarray] | None = None,
                       inputs: list[str] | None = None, opset: int = 13,
@@ -41,13 +54,10 @@ def single_node_model(op: str, x_shape: tuple, y_shape: tuple | None = None,
     initializers = initializers or {}
     node = helper.make_node(op, inputs or ["x", *initializers], ["y"], name=f"{op.lower()}_0",
                             **attrs)
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None if y_shape is None
-                                      else list(y_shape))
-    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in initializers.items()]
-    graph = helper.make_graph([node], "single", [x], [y], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
+    model = graph_model([node], x_shape, initializers, opset=opset, name="single")
+    if y_shape is not None:
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, list(y_shape))
+        model.graph.output[0].CopyFrom(y)
     return model
 
 

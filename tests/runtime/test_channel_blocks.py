@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 import runtime.plan
 from runtime import _native
 from runtime.graph import load_graph
 from runtime.passes import prepare_graph
 from runtime.plan import build_plan, channel_block_ptr
-from tests.runtime.onnx_cases import assert_close, ort_run, random_input
+from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
 
 def _block_model(channels: int, stride: int) -> onnx.ModelProto:
@@ -36,13 +36,7 @@ def _block_model(channels: int, stride: int) -> onnx.ModelProto:
              helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], name="c2"),
              helper.make_node("Add", ["c2", "p"], ["s"], name="add"),
              helper.make_node("Relu", ["s"], ["y"], name="relu2")]
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels, 12, 12])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    graph = helper.make_graph(nodes, "blocks", [x], [y],
-                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model
+    return graph_model(nodes, ["N", channels, 12, 12], inits, name="blocks")
 
 
 @pytest.mark.parametrize("channels,stride", [(64, 1), (128, 2)])

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 import runtime.plan
 from runtime import _native
 from runtime.graph import load_graph
 from runtime.passes import prepare_graph
 from runtime.plan import VMAX, _spatial_tensor, build_plan
-from tests.runtime.onnx_cases import assert_close, ort_run, random_input
+from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
 
 def _bottleneck(reuse_residual_later: bool) -> onnx.ModelProto:
@@ -39,13 +39,7 @@ def _bottleneck(reuse_residual_later: bool) -> onnx.ModelProto:
         nodes.append(helper.make_node("Add", ["c3", "a"], ["y"], name="again"))
     else:
         nodes.append(helper.make_node("Identity", ["c3"], ["y"], name="out"))
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 20, 20])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    graph = helper.make_graph(nodes, "bottleneck", [x], [y],
-                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model
+    return graph_model(nodes, ["N", 8, 20, 20], inits, name="bottleneck")
 
 
 @pytest.mark.parametrize("reuse_later", [False, True])

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from runtime import Engine
 from runtime.graph import infer_shapes, load_graph
 from runtime.passes import RESIDUAL_KEY, SKIP_EMPTY_KEY, fuse_for_shapes, prepare_graph
-from tests.runtime.onnx_cases import assert_close, ort_run, random_input
+from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
 EMPTY = (0, 3, 5)  # depthwise channels without a nonzero weight
 
@@ -32,13 +32,7 @@ def _weights(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def _model(nodes: list, inits: dict[str, np.ndarray], output: str = "y") -> onnx.ModelProto:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 7, 7])
-    y = helper.make_tensor_value_info(output, TensorProto.FLOAT, None)
-    graph = helper.make_graph(nodes, "g", [x], [y],
-                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model
+    return graph_model(nodes, ["N", 8, 7, 7], inits, output=output, name="g")
 
 
 def _depthwise(activation: str) -> list:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
 from runtime import _native
 from runtime.graph import Graph, Node, load_graph
 from runtime.passes import prepare_graph
 from runtime.plan import build_plan
-from tests.runtime.onnx_cases import assert_close, ort_run, random_input
+from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
 
 def _chain_model(batch_dim) -> onnx.ModelProto:
@@ -29,13 +29,7 @@ def _chain_model(batch_dim) -> onnx.ModelProto:
              helper.make_node("Add", ["c2", "r1"], ["s"], name="add"),
              helper.make_node("Relu", ["s"], ["r2"], name="r2"),
              helper.make_node("Conv", ["r2", "w3"], ["y"], name="c3")]
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch_dim, 8, 20, 20])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    graph = helper.make_graph(nodes, "chain", [x], [y],
-                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return model
+    return graph_model(nodes, [batch_dim, 8, 20, 20], inits, name="chain")
 
 
 @pytest.mark.parametrize("min_bytes", [0, 10**12])
