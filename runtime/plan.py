@@ -730,6 +730,12 @@ def _emit_conv(b: _Builder, node: Node) -> None:
     b.emit("add_conv", spec)
 
 
+def _pair_chunk_vectors(vector_floats: int) -> int:
+    """Vectors per output channel in one chunk of the interleaved CSR kernel: conv_csr.cpp's
+    kPair (half of kChunk: 16 accumulators on AVX-512, 8 below)."""
+    return (16 if vector_floats >= 16 else 8) // 2
+
+
 def _input_channel_blocks(channels: int, rows: int, cols: int, stride_w: int, lanes: int,
                           vector_floats: int, taps_per_output: float) -> int:
     """Input-channel blocks of an interleaved CSR conv (ConvKernelArgs::blocks). The input
@@ -738,7 +744,7 @@ def _input_channel_blocks(channels: int, rows: int, cols: int, stride_w: int, la
     IC_BLOCK_BYTES once it exceeds twice that, so each block stays in L1 while all output
     channels pass; but only while a block keeps MIN_BLOCK_TAPS taps per output channel on
     average to pay for its partial-sum round trip."""
-    positions = max(1, (8 if vector_floats >= 16 else 4) // max(1, lanes // vector_floats))
+    positions = max(1, _pair_chunk_vectors(vector_floats) // max(1, lanes // vector_floats))
     window = channels * rows * ((positions - 1) * stride_w + cols) * lanes * 4
     blocks = min(channels, -(-window // IC_BLOCK_BYTES))
     if window <= 2 * IC_BLOCK_BYTES or taps_per_output < MIN_BLOCK_TAPS * blocks:
