@@ -20,7 +20,8 @@ COMMON_FLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-pthread"]
 LINK_FLAGS = ["-pthread"]
 DRIVER_SOURCES = ["module.cpp", "plan.cpp", "conv_step.cpp", "eltwise.cpp", "pool.cpp", "gemm.cpp",
                   "isa.cpp"]
-ISA_SOURCES = ["conv_csr.cpp", "conv_bsr.cpp", "phase_split.cpp", "conv_tiny.cpp", "gemm_dot.cpp"]
+ISA_SOURCES = ["conv_csr.cpp", "conv_bsr.cpp", "phase_split.cpp", "segments.cpp", "conv_tiny.cpp",
+               "gemm_dot.cpp"]
 # name -> (floats per vector, target flags)
 X86_VARIANTS = {
     "generic": (4, []),

@@ -173,6 +173,7 @@ class Tensor:
     ss: int = 0
     ws: int = 1
     lead: int = 0  # floats before the first plane, so that every plane's interior is aligned
+    segments: bool = False  # column-segment layout (_segment_tensor): only convs address it
 
     @property
     def spatial(self) -> bool:
@@ -189,6 +190,8 @@ class Tensor:
 
     def view(self) -> SymView:
         """4-D view (lower ranks get leading unit dims; rank > 4 is seen as one row)."""
+        if self.segments:  # no (n, c, h, w) strides reach it: _Builder.tensor gives a copy
+            raise ModelLoadError("internal layout error (column segments have no NCHW view)")
         if self.spatial:
             return SymView(self.buf, _ARENA, self.origin, self.shape,
                            (self.ss, self.cs, self.rs, self.ws))  # type: ignore[arg-type]
@@ -263,6 +266,30 @@ def _spatial_tensor(shape: tuple[int, ...], pad: int, lanes: int = 1) -> Tensor:
     ss = c * cs
     return Tensor(shape, Buf(("spatial", shape, pad), n * ss + lead + VMAX), pad, rs, cs, ss,
                   lead=lead)
+
+
+def segment_positions(width: int, vector_floats: int) -> int:
+    """Positions per lane when a row of ``width`` columns is cut into one segment per vector
+    lane (_segment_tensor), or 0 when it does not cut evenly into segments of 1 to half a pair
+    chunk (the interleaved kernel's chunks must cover whole rows to write the halos)."""
+    if width % vector_floats:
+        return 0
+    positions = width // vector_floats
+    return positions if positions <= _pair_chunk_vectors(vector_floats) // 2 else 0
+
+
+def _segment_tensor(shape: tuple[int, ...], pad: int, vector_floats: int) -> Tensor:
+    """Column-segment layout of one image (batch-1 plans): lane i of position p holds column
+    i * P + p of its row (P = segment_positions), so a row is P vectors and the conv kernel of
+    the batch-interleaved layout runs it with every load aligned (planar rows put most loads
+    across two cache lines). Each row's pad positions -1 and P hold the neighbouring segments'
+    edge columns (halos, written by the producer); pad rows and edge lanes stay zero."""
+    _, c, h, w = shape
+    rs = (w // vector_floats + 2 * pad) * vector_floats
+    cs = _round_up((h + 2 * pad) * rs + VMAX, VMAX)
+    lead = -pad * (rs + vector_floats) % VMAX
+    return Tensor(shape, Buf(("segments", shape, pad, vector_floats), c * cs + lead + VMAX), pad,
+                  rs, cs, c * cs, vector_floats, lead=lead, segments=True)
 
 
 def _flat_tensor(shape: tuple[int, ...]) -> Tensor:
@@ -428,7 +455,7 @@ class _Builder:
                  threads: int, interleave: bool = False, vector_floats: int = VMAX) -> None:
         self.graph, self.shapes, self.pads, self.threads = graph, shapes, pads, threads
         self.interleave, self.vector_floats = interleave, vector_floats
-        self.relayouts: dict[tuple[str, int], Tensor] = {}
+        self.relayouts: dict[tuple[str, int | str], Tensor] = {}
         self.tensors: dict[str, Tensor] = {}
         self.steps: list[tuple[str, tuple]] = []
         self.bufs: list[Buf] = []
@@ -443,8 +470,10 @@ class _Builder:
         self.node_index = -1  # the node being emitted (build_plan)
 
     # -- bookkeeping
-    def new_tensor(self, name: str, shape: tuple[int, ...]) -> Tensor:
-        if len(shape) == 4:
+    def new_tensor(self, name: str, shape: tuple[int, ...], segments: bool = False) -> Tensor:
+        if segments:
+            t = _segment_tensor(shape, max(1, self.pads.get(name, 0)), self.vector_floats)
+        elif len(shape) == 4:
             t = _spatial_tensor(shape, self.pads.get(name, 0),
                                 tensor_lanes(shape, self.interleave))
         else:
@@ -454,7 +483,7 @@ class _Builder:
         return t
 
     def output_over_residual(self, name: str, shape: tuple[int, ...], res_name: str,
-                             input_name: str) -> Tensor | None:
+                             input_name: str, segments: bool = False) -> Tensor | None:
         """The fused residual's tensor, reused as the storage of output ``name``, when nothing
         reads the residual later, the conv's input is other storage (other output channels'
         taps read every input position) and both share one layout: the epilogue then reads each
@@ -465,7 +494,9 @@ class _Builder:
                 or len(shape) != 4
                 or self.last_read.get(res_name) != self.node_index):
             return None
-        fresh = _spatial_tensor(shape, self.pads.get(name, 0), tensor_lanes(shape, self.interleave))
+        pad = self.pads.get(name, 0)
+        fresh = (_segment_tensor(shape, max(1, pad), self.vector_floats) if segments
+                 else _spatial_tensor(shape, pad, tensor_lanes(shape, self.interleave)))
         if replace(fresh, buf=res.buf) != res:
             return None
         self.tensors[name] = res
@@ -495,14 +526,39 @@ class _Builder:
         self.steps.append((method, args))
 
     def tensor(self, name: str) -> Tensor:
-        """Storage of activation ``name``; a constant used as an activation is copied in once."""
+        """Storage of activation ``name``; a constant used as an activation is copied in once;
+        a column-segment tensor is seen through a planar copy (made once)."""
         if name not in self.tensors:
             if name not in self.graph.constants:
                 raise ModelLoadError(f"tensor {name!r} is used before it is produced")
             value = self.graph.constants[name]
             t = self.new_tensor(name, tuple(value.shape))
             self.emit("add_copy", self.const_view(value, _view_dims(t)), t.view())
-        return self.tensors[name]
+        t = self.tensors[name]
+        if t.segments:
+            key = (name, "planar")
+            if key not in self.relayouts:
+                planar = _spatial_tensor(t.shape, self.pads.get(name, 0))
+                self.bufs.append(planar.buf)
+                self.emit("add_segment_copy", planar.view(), t.stream_view(), False)
+                self.relayouts[key] = planar
+            return self.relayouts[key]
+        return t
+
+    def segment_tensor(self, name: str, pad: int) -> Tensor:
+        """Activation ``name`` in the column-segment layout with at least ``pad`` (>= 1) pad
+        rows: itself, or a copy of its planar storage with the halos filled (made once)."""
+        t = self.tensors.get(name)
+        if t is not None and t.segments and t.pad >= pad:
+            return t
+        key = (name, "segments")
+        if key not in self.relayouts or self.relayouts[key].pad < pad:
+            x = self.tensor(name)
+            seg = _segment_tensor(x.shape, max(1, pad, x.pad), self.vector_floats)
+            self.bufs.append(seg.buf)
+            self.emit("add_segment_copy", x.view(), seg.stream_view(), True)
+            self.relayouts[key] = seg
+        return self.relayouts[key]
 
     def relayout(self, name: str, lanes: int, pad: int) -> Tensor:
         """A copy of 4-D activation ``name`` in the other layout (planar <-> interleaved), for
@@ -612,20 +668,28 @@ def _resolve(obj: Any) -> Any:
 
 
 def _emit_conv(b: _Builder, node: Node) -> None:
-    x = b.tensor(node.inputs[0])
     w_name = node.inputs[1]
     if w_name not in b.graph.constants:
         raise UnsupportedOpError(f"{node.describe()}: the weight must be a constant")
     weight = np.asarray(b.graph.constants[w_name], dtype=np.float32)
-    geo = conv_geometry(node, x.shape, weight.shape)
+    geo = conv_geometry(node, b.shapes[node.inputs[0]], weight.shape)
+    segments = _segment_conv(b, node, geo, weight)
+    pad = max(*geo.pad_begin, *geo.pad_end)
+    x = b.segment_tensor(node.inputs[0], pad) if segments else b.tensor(node.inputs[0])
     has_bias = len(node.inputs) > 2 and bool(node.inputs[2])
     bias = b.graph.constants.get(node.inputs[2]) if has_bias else None
     if has_bias and bias is None:
         raise UnsupportedOpError(f"{node.describe()}: the bias must be a constant")
     res_name = node.attrs.get(RESIDUAL_KEY)
-    res = b.tensor(res_name) if res_name else None
+    res = None
+    if res_name:
+        res = b.segment_tensor(res_name, 1) if segments else b.tensor(res_name)
     out_shape = b.shapes[node.outputs[0]]
-    if b.writes_graph_output(node.outputs[0]):
+    if segments:
+        y = (b.output_over_residual(node.outputs[0], out_shape, res_name, node.inputs[0], True)
+             if res_name else None) or b.new_tensor(node.outputs[0], out_shape, segments=True)
+        y_view, y_rs = y.stream_view(), y.rs
+    elif b.writes_graph_output(node.outputs[0]):
         # The last layer writes the caller's array directly (compact), saving a copy.
         y_view = SymView(None, _OUTPUT, 0, out_shape, _compact_strides(out_shape))
         y_rs = out_shape[3]
@@ -642,11 +706,11 @@ def _emit_conv(b: _Builder, node: Node) -> None:
     # Interleaved layout: a position is `lanes` floats (one per image), so column offsets scale
     # by `lanes` and the whole batch is one stream (ConvSpec.lanes, conv_kernels.h). A planar
     # input of an interleaved output is gathered by the stride-phase split, or else relaid.
-    lanes = tensor_lanes(out_shape, b.interleave)
+    lanes = b.vector_floats if segments else tensor_lanes(out_shape, b.interleave)
     gather = x.lanes == 1 and lanes > 1 and reads_padded_copy(geo.stride)
     if x.lanes != lanes and not gather:
         x = b.relayout(node.inputs[0], lanes, max(*geo.pad_begin, *geo.pad_end))
-    if _is_tiny_dense_1x1(node, weight, geo, x):
+    if not segments and _is_tiny_dense_1x1(node, weight, geo, x):
         _emit_tiny_conv(b, node, weight, bias, x, res, y_view)
         return
     n, c, h, w = x.shape
@@ -697,7 +761,7 @@ def _emit_conv(b: _Builder, node: Node) -> None:
     packed = pack_conv_weights(weight, geo.group, taps.reshape(-1).astype(np.int64), group_stride,
                                bsr)
     b.kernels[node.name] = "bsr" if bsr else "csr"
-    width = ow * lanes
+    width = (ow // lanes if segments else ow) * lanes  # floats of an output row
     length = (oh - 1) * stream_rs + width
     # Fast (contiguous masked) stores need the output's row stride and plane slack; the
     # caller's compact output array has no slack.
@@ -714,7 +778,7 @@ def _emit_conv(b: _Builder, node: Node) -> None:
         bounds=balanced_bounds(packed.unit_cost, UNITS_PER_THREAD * b.threads if b.threads > 1
                                else 1),
         units=packed.units,
-        window_planes=window_planes, window_reach=reach,
+        window_planes=window_planes, window_reach=reach, halo=segments,
         act=_ACT_CLIP if ACT_KEY in node.attrs else _ACT_NONE, lo=lo, hi=hi)
     if strided and geo.group == 1:
         blocks = _input_channel_blocks(cg, (kh - 1) * dh + 1, (kw - 1) * dw + 1, sw, lanes,
@@ -730,6 +794,46 @@ def _emit_conv(b: _Builder, node: Node) -> None:
             and 4 * out_shape[1] * y_rs * oh >= ROW_SPLIT_MIN_BYTES):
         spec["row_units"] = min(oh, UNITS_PER_THREAD * b.threads)
     b.emit("add_conv", spec)
+
+
+def _segment_conv(b: _Builder, node: Node, geo: Any, weight: np.ndarray) -> bool:
+    """True when this conv of a one-thread batch-1 plan runs on column segments
+    (_segment_tensor): it can (_segments_fit), and its input is on segments already or its output
+    feeds a conv that can too (a lone segment conv would pay a layout copy in and out).
+
+    One thread only: the halo vectors make a segment tensor 2-3x the bytes of the planar one, and
+    with 2 threads half of every input crosses between the cores (ResNet-20x2 90%, batch 1: 1
+    thread 0.556 -> 0.533 ms, 2 threads 0.423 -> 0.514 ms; 0.487 with threads splitting rows)."""
+    if not SEGMENT_LAYOUT or b.threads != 1 or not _segments_fit(b, node, geo, weight):
+        return False
+    x = b.tensors.get(node.inputs[0])
+    if x is not None and x.segments:
+        return True
+    for reader in b.graph.nodes:
+        if reader.op == "Conv" and reader.inputs[0] == node.outputs[0]:
+            w = np.asarray(b.graph.constants.get(reader.inputs[1], np.zeros(0)), np.float32)
+            if w.ndim == 4 and _segments_fit(
+                    b, reader, conv_geometry(reader, b.shapes[reader.inputs[0]], w.shape), w):
+                return True
+    return False
+
+
+def _segments_fit(b: _Builder, node: Node, geo: Any, weight: np.ndarray) -> bool:
+    """A CSR conv of one image, group 1, no dilation, whose input and output rows both cut
+    into segments with the stride between them (1 or 2 across), and whose taps reach at most one
+    position past a segment (the halos)."""
+    x_name, y_name = node.inputs[0], node.outputs[0]
+    x_shape, y_shape = b.shapes[x_name], b.shapes[y_name]
+    if (b.interleave or len(x_shape) != 4 or x_shape[0] != 1 or x_name in b.graph.constants
+            or b.writes_graph_output(y_name) or geo.group != 1 or geo.dilation != (1, 1)
+            or _conv_kernel_for(node, weight, geo.group)):
+        return False
+    (_, kw), (_, sw) = geo.kernel, geo.stride
+    (_, left), (_, right) = geo.pad_begin, geo.pad_end
+    inner = segment_positions(x_shape[3], b.vector_floats)
+    outer = segment_positions(y_shape[3], b.vector_floats)
+    return (inner > 0 and outer > 0 and inner == sw * outer and max(left, right) <= 1
+            and sw * (outer - 1) + kw - 1 - left <= inner)
 
 
 def _pair_chunk_vectors(vector_floats: int) -> int:
@@ -796,6 +900,7 @@ def plan_phase_layouts(graph: Graph, shapes: dict[str, tuple[int, ...]], pads: d
     return layouts
 
 
+SEGMENT_LAYOUT = 1  # batch-1 convs may run on column segments (_segment_conv); 0: never
 GEMM_PIXELS = 64  # dense 1x1 convs on planes up to this size run as GEMM over output channels
 
 

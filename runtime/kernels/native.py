@@ -21,13 +21,15 @@ from runtime.graph import Graph, Node
 from runtime.passes import ACT_KEY, RESIDUAL_KEY
 from runtime.plan import KERNEL_KEY, build_plan
 
-__all__ = ["conv2d", "pool2d", "global_pool", "affine", "add", "softmax", "gemm", "concat"]
+__all__ = ["batch_interleaved", "inner_output", "conv2d", "pool2d", "global_pool", "affine", "add",
+           "softmax", "gemm", "concat"]
 
 Pads = tuple[int, int, int, int]
 Clamp = tuple[float, float] | None
 
 
 _INTERLEAVE: ContextVar[bool] = ContextVar("fd_interleave", default=False)
+_INNER: ContextVar[bool] = ContextVar("fd_inner", default=False)
 
 
 @contextmanager
@@ -41,13 +43,29 @@ def batch_interleaved() -> Iterator[None]:
         _INTERLEAVE.reset(token)
 
 
+@contextmanager
+def inner_output() -> Iterator[None]:
+    """Within this block the kernel's output is an inner tensor of its plan (an Identity
+    copies it out), as in a model: a batch-1 conv there may run on column segments
+    (plan.py _segment_tensor), where a plan's last conv writes the caller's array directly."""
+    token = _INNER.set(True)
+    try:
+        yield
+    finally:
+        _INNER.reset(token)
+
+
 def _run(node: Node, x: np.ndarray, constants: dict[str, np.ndarray],
          opset: int = 13) -> np.ndarray:
     from runtime import _native
 
     x = np.ascontiguousarray(x, dtype=np.float32)
+    nodes = [node]
     node.outputs = ["y"]
-    graph = Graph([node], {k: np.asarray(v) for k, v in constants.items()}, "x", tuple(x.shape),
+    if _INNER.get():
+        node.outputs = ["inner"]
+        nodes.append(Node("Identity", "out", ["inner"], ["y"]))
+    graph = Graph(nodes, {k: np.asarray(v) for k, v in constants.items()}, "x", tuple(x.shape),
                   "y", opset)
     plan = build_plan(graph, tuple(x.shape), default_threads(), _native,
                       interleave=_INTERLEAVE.get())

@@ -241,6 +241,15 @@ __attribute__((always_inline)) static inline void run_store(const ConvKernelArgs
   finish_vectors<R * L>(
       a, res != nullptr, acc, [=](int u) { return o + (u / L) * out_rs + (u % L) * V; },
       [=](int u) { return res + (u / L) * res_rs + (u % L) * V; }, KeepAll{});
+  if (a.halo) {  // whole rows (conv_csr_rows): the halo positions from the stored values
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      float* row = o + r * out_rs;
+      const vf first = simd::loadu(row), last = simd::loadu(row + (L - 1) * V);
+      simd::storeu(row - V, simd::lanes_up(last));
+      simd::storeu(row + L * V, simd::lanes_down(first));
+    }
+  }
 }
 
 // Starts fetching channel oc's residual vectors of a chunk (for writing: the output goes over

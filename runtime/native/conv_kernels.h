@@ -49,6 +49,12 @@ struct ConvKernelArgs {
   // channel oc's taps of block b start (taps are sorted by input channel).
   int64_t blocks = 1;
   const int32_t* block_ptr = nullptr;
+  // conv_csr_strided with a column-segment output (one image; lane i of a position holds
+  // column i * positions + p of the row, plan.py "segments"): after each output row the
+  // epilogue also writes the row's halo positions -1 and `positions`, lane-shifted copies of
+  // its last and first positions (the neighbouring segments' edge columns; 0 at the image's
+  // edges), which stride-1 taps of the next conv read. Chunks then cover whole rows.
+  bool halo = false;
   // Output channels without taps are constants nobody reads (passes.fold_constant_channels):
   // CSR kernels skip them, leaving their planes unwritten.
   bool skip_empty = false;
@@ -68,6 +74,11 @@ struct PhaseSplitArgs {
   int64_t gather_stride = 0;  // > 0: the source is `lanes` planar images this far apart
 };
 using PhaseSplitFn = void (*)(const PhaseSplitArgs&, const float* src, float* dst);
+
+// One image row in the column-segment layout (segments.cpp, plan.py _segment_tensor): P
+// positions of V lanes, lane i of position p holding column i * P + p; `seg` points at position 0
+// and to_segments also writes the halo positions -1 and P.
+using SegmentRowFn = void (*)(const float* src, float* dst, int64_t P);
 
 // Dense 1x1 conv on a small plane (conv_tiny.cpp), vectorised over output channels.
 struct TinyGemmArgs {
@@ -109,6 +120,8 @@ using ConvKernelFn = void (*)(const ConvKernelArgs&, int64_t c0, int64_t c1);
   void conv_bsr(const ConvKernelArgs& a, int64_t c0, int64_t c1);        \
   void conv_csr_strided(const ConvKernelArgs& a, int64_t c0, int64_t c1); \
   void split_plane(const PhaseSplitArgs& s, const float* src, float* dst); \
+  void to_segments(const float* row, float* seg, int64_t P);              \
+  void from_segments(const float* seg, float* row, int64_t P);            \
   void conv_tiny(const TinyGemmArgs& g, int64_t b0, int64_t b1);          \
   void gemm_dot(const GemmDotArgs& g, int64_t n0, int64_t n1);            \
   int vector_floats();                                                   \
@@ -125,6 +138,7 @@ struct KernelTable {
   ConvKernelFn conv_bsr;
   ConvKernelFn conv_csr_strided;
   PhaseSplitFn split_plane;
+  SegmentRowFn to_segments, from_segments;
   TinyGemmFn conv_tiny;
   GemmDotFn gemm_dot;
   const char* isa;

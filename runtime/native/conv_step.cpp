@@ -135,6 +135,7 @@ class ConvStep final : public Step {
       a.in_row_step = s_.stride_h * s_.in.stride[2];
       a.in_pos_step = s_.stride_w * s_.lanes;
       a.lanes = s_.lanes;
+      a.halo = s_.halo;
       if (r1 >= 0) {
         a.rows = r1 - r0;
         shift_rows(a, r0, a.in_row_step);
@@ -277,10 +278,49 @@ class TinyConvStep final : public Step {
   KernelTable k_;
 };
 
+// One image between the planar layout (a NCHW view) and the column-segment layout (its stream
+// view, plan.py _segment_tensor), row by row (segments.cpp); rows are split across threads.
+class SegmentCopyStep final : public Step {
+ public:
+  SegmentCopyStep(const View& planar, const View& segments, bool to_segments)
+      : planar_(planar), seg_(segments), to_segments_(to_segments), k_(kernels()) {
+    if (planar_.dim[0] != 1 || planar_.dim[3] % k_.vector_floats != 0 ||
+        planar_.dim[1] != seg_.dim[1] || planar_.dim[2] != seg_.dim[2] ||
+        planar_.dim[3] != seg_.dim[3])
+      throw std::invalid_argument("segment copy: one image whose width is a multiple of the "
+                                  "vector width, same shape on both sides");
+  }
+  const char* name() const override { return "segment_copy"; }
+  void run(int, const Buffers& buf, int tid, int nth) const override {
+    const int64_t H = planar_.dim[2], P = planar_.dim[3] / k_.vector_floats;
+    int64_t r0, r1;
+    split_range(planar_.dim[1] * H, tid, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t c = r / H, h = r % H;
+      float* row = buf.at(planar_) + c * planar_.stride[1] + h * planar_.stride[2];
+      float* seg = buf.at(seg_) + c * seg_.stride[1] + h * seg_.stride[2];
+      if (to_segments_) {
+        k_.to_segments(row, seg, P);
+      } else {
+        k_.from_segments(seg, row, P);
+      }
+    }
+  }
+
+ private:
+  View planar_, seg_;
+  bool to_segments_;
+  KernelTable k_;
+};
+
 }  // namespace
 
 StepPtr make_tiny_conv_step(TinyConvSpec spec) {
   return StepPtr(new TinyConvStep(std::move(spec)));
+}
+
+StepPtr make_segment_copy_step(const View& planar, const View& segments, bool to_segments) {
+  return StepPtr(new SegmentCopyStep(planar, segments, to_segments));
 }
 
 }  // namespace fd

@@ -49,6 +49,7 @@ struct ConvSpec {
   // own core wrote one layer earlier.
   int64_t row_units = 0;
   int64_t window_planes = 0, window_reach = 0;
+  bool halo = false;  // strided only: see ConvKernelArgs::halo
   Activation act;
 };
 
@@ -65,5 +66,9 @@ struct TinyConvSpec {
 };
 
 StepPtr make_tiny_conv_step(TinyConvSpec spec);
+
+// One image, planar NCHW view <-> column-segment stream view (plan.py _segment_tensor; the
+// halos are written on the way in).
+StepPtr make_segment_copy_step(const View& planar, const View& segments, bool to_segments);
 
 }  // namespace fd

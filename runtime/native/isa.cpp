@@ -17,6 +17,7 @@ namespace {
 
 KernelTable generic_table() {
   return {isa_generic::conv_csr, isa_generic::conv_bsr, isa_generic::conv_csr_strided, isa_generic::split_plane,
+          isa_generic::to_segments, isa_generic::from_segments,
           isa_generic::conv_tiny, isa_generic::gemm_dot, "generic",
           isa_generic::vector_floats()};
 }
@@ -29,11 +30,13 @@ bool cpu_has_avx512() {
 bool cpu_has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 KernelTable avx2_table() {
   return {isa_avx2::conv_csr, isa_avx2::conv_bsr, isa_avx2::conv_csr_strided, isa_avx2::split_plane,
+          isa_avx2::to_segments, isa_avx2::from_segments,
           isa_avx2::conv_tiny, isa_avx2::gemm_dot, "avx2",
           isa_avx2::vector_floats()};
 }
 KernelTable avx512_table() {
   return {isa_avx512::conv_csr, isa_avx512::conv_bsr, isa_avx512::conv_csr_strided, isa_avx512::split_plane,
+          isa_avx512::to_segments, isa_avx512::from_segments,
           isa_avx512::conv_tiny, isa_avx512::gemm_dot, "avx512",
           isa_avx512::vector_floats()};
 }

@@ -96,6 +96,8 @@ void add_conv(Plan& plan, const py::dict& d) {
   }
   s.window_planes = d["window_planes"].cast<int64_t>();
   s.window_reach = d["window_reach"].cast<int64_t>();
+  s.halo = d.contains("halo") && d["halo"].cast<bool>();
+  if (s.halo && !s.strided) throw std::invalid_argument("conv: halo needs a strided CSR conv");
   s.act = to_act(d["act"].cast<int>(), d["lo"].cast<float>(), d["hi"].cast<float>());
   if (s.bounds.size() < 2) throw std::invalid_argument("conv: bounds needs at least 2 entries");
   plan.add(make_conv_step(std::move(s)));
@@ -154,6 +156,10 @@ PYBIND11_MODULE(_native, m) {
            py::arg("output_floats"))
       .def("add_copy", [](Plan& p, const std::vector<int64_t>& s, const std::vector<int64_t>& d) {
         p.add(make_copy_step(to_view(s), to_view(d)));
+      })
+      .def("add_segment_copy", [](Plan& p, const std::vector<int64_t>& planar,
+                                  const std::vector<int64_t>& segments, bool to_segments) {
+        p.add(make_segment_copy_step(to_view(planar), to_view(segments), to_segments));
       })
       .def("add_affine", [](Plan& p, const std::vector<int64_t>& s, const std::vector<int64_t>& d,
                             const py::handle& scale, const py::handle& shift, int act, float lo,

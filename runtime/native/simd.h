@@ -72,6 +72,49 @@ inline void deinterleave(vf lo, vf hi, vf* even, vf* odd) {
 }
 #endif
 
+// Lanes moved one place up (lane i gets lane i - 1, lane 0 gets 0) or down (lane i gets lane
+// i + 1, the last lane gets 0): the halo positions of the column-segment layout (ConvKernelArgs::
+// halo), where lane i holds the i-th segment of a row.
+#if defined(FD_HAS_SHUFFLEVECTOR)
+inline vf lanes_up(vf v) {
+  const vf z{};
+#if FD_VLEN == 16
+  return __builtin_shufflevector(z, v, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30);
+#elif FD_VLEN == 8
+  return __builtin_shufflevector(z, v, 7, 8, 9, 10, 11, 12, 13, 14);
+#else
+  return __builtin_shufflevector(z, v, 3, 4, 5, 6);
+#endif
+}
+inline vf lanes_down(vf v) {
+  const vf z{};
+#if FD_VLEN == 16
+  return __builtin_shufflevector(v, z, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+#elif FD_VLEN == 8
+  return __builtin_shufflevector(v, z, 1, 2, 3, 4, 5, 6, 7, 8);
+#else
+  return __builtin_shufflevector(v, z, 1, 2, 3, 4);
+#endif
+}
+#else
+inline vf lanes_up(vf v) {
+  float in[V], out[V];
+  std::memcpy(in, &v, sizeof v);
+  out[0] = 0.0f;
+  for (int i = 1; i < V; ++i) out[i] = in[i - 1];
+  std::memcpy(&v, out, sizeof v);
+  return v;
+}
+inline vf lanes_down(vf v) {
+  float in[V], out[V];
+  std::memcpy(in, &v, sizeof v);
+  for (int i = 0; i + 1 < V; ++i) out[i] = in[i + 1];
+  out[V - 1] = 0.0f;
+  std::memcpy(&v, out, sizeof v);
+  return v;
+}
+#endif
+
 // Keep lanes whose mask word is all ones, zero the others (a bitwise AND, so NaN garbage is dropped).
 inline vf keep(vf v, const uint32_t* mask) {
   vi m;
