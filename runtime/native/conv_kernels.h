@@ -75,9 +75,9 @@ struct PhaseSplitArgs {
 };
 using PhaseSplitFn = void (*)(const PhaseSplitArgs&, const float* src, float* dst);
 
-// One image row in the column-segment layout (segments.cpp, plan.py _segment_tensor): P
-// positions of V lanes, lane i of position p holding column i * P + p; `seg` points at position 0
-// and to_segments also writes the halo positions -1 and P.
+// One image row between planar and the column-segment layout (segments.cpp, plan.py
+// _segment_tensor: P positions of V lanes, lane i of position p holding column i * P + p). The
+// segment-side pointer is position 0; to_segments also writes the halo positions -1 and P.
 using SegmentRowFn = void (*)(const float* src, float* dst, int64_t P);
 
 // Dense 1x1 conv on a small plane (conv_tiny.cpp), vectorised over output channels.
