@@ -22,7 +22,7 @@ from runtime.passes import ACT_KEY, RESIDUAL_KEY
 from runtime.plan import KERNEL_KEY, build_plan
 
 __all__ = ["batch_interleaved", "inner_output", "conv2d", "pool2d", "global_pool", "affine", "add",
-           "softmax", "gemm", "concat"]
+           "softmax", "gemm", "concat", "to_segments", "from_segments"]
 
 Pads = tuple[int, int, int, int]
 Clamp = tuple[float, float] | None
@@ -168,3 +168,26 @@ def concat(xs: list[np.ndarray], axis: int) -> np.ndarray:
     inputs = ["x", *constants]
     assert math.prod(xs[0].shape) > 0
     return _run(Node("Concat", "concat", inputs, [], {"axis": axis}), xs[0], constants)
+
+
+def _segment_lanes(lanes: int) -> None:
+    from runtime import _native
+
+    if lanes != _native.vector_floats():
+        raise ValueError(f"the native build has {_native.vector_floats()} lanes, not {lanes}")
+
+
+def to_segments(rows: np.ndarray, lanes: int) -> np.ndarray:
+    """Image rows -> column-segment rows with halos (segments.cpp; lanes = the build's)."""
+    from runtime import _native
+
+    _segment_lanes(lanes)
+    return _native.segment_rows(np.ascontiguousarray(rows, np.float32), True)
+
+
+def from_segments(segments: np.ndarray) -> np.ndarray:
+    """Column-segment rows -> image rows (segments.cpp)."""
+    from runtime import _native
+
+    _segment_lanes(segments.shape[-1])
+    return _native.segment_rows(np.ascontiguousarray(segments, np.float32), False)

@@ -122,3 +122,21 @@ def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, *, alpha: fl
 def concat(xs: list[np.ndarray], axis: int) -> np.ndarray:
     """Concatenation along ``axis``."""
     return np.concatenate(xs, axis=axis)
+
+
+def to_segments(rows: np.ndarray, lanes: int) -> np.ndarray:
+    """(n, P * lanes) image rows -> (n, P + 2, lanes) column-segment rows (runtime/plan.py
+    _segment_tensor): lane i of position p (1..P) holds column i * P + p - 1; position 0 holds
+    column i * P - 1 and position P + 1 column (i + 1) * P (the halos; 0 past the row's ends)."""
+    n, width = rows.shape
+    positions = width // lanes
+    padded = np.zeros((n, width + 2), np.float32)
+    padded[:, 1:-1] = rows
+    columns = np.arange(lanes)[None, :] * positions + np.arange(-1, positions + 1)[:, None]
+    return padded[:, columns + 1]
+
+
+def from_segments(segments: np.ndarray) -> np.ndarray:
+    """(n, P + 2, lanes) column-segment rows -> (n, P * lanes) image rows (halos dropped)."""
+    n, _, lanes = segments.shape
+    return np.ascontiguousarray(segments[:, 1:-1, :].transpose(0, 2, 1)).reshape(n, -1)

@@ -144,6 +144,27 @@ PYBIND11_MODULE(_native, m) {
   m.def("native_isa", [] { return std::string(kernels().isa); },
         "Kernel variant chosen for this CPU (FEATHERDEPLOY_ISA forces one).");
   m.def("vector_floats", [] { return kernels().vector_floats; });
+  // The column-segment row kernels on their own (runtime/kernels/native.py): (n, P * V) rows
+  // <-> (n, P + 2, V) segment rows, halo positions first and last.
+  m.def("segment_rows", [](const py::array& x, bool to_segments) {
+    const KernelTable k = kernels();
+    const int64_t V = k.vector_floats;
+    auto in = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(x);
+    if (!in || (to_segments ? in.ndim() != 2 || in.shape(1) % V != 0
+                            : in.ndim() != 3 || in.shape(2) != V || in.shape(1) < 3))
+      throw std::invalid_argument("segment_rows: (n, P * V) rows or (n, P + 2, V) segments");
+    const int64_t n = in.shape(0), P = to_segments ? in.shape(1) / V : in.shape(1) - 2;
+    py::array_t<float> out = to_segments ? py::array_t<float>({n, P + 2, V})
+                                         : py::array_t<float>({n, P * V});
+    for (int64_t r = 0; r < n; ++r) {
+      if (to_segments) {
+        k.to_segments(in.data() + r * P * V, out.mutable_data() + r * (P + 2) * V + V, P);
+      } else {
+        k.from_segments(in.data() + r * (P + 2) * V + V, out.mutable_data() + r * P * V, P);
+      }
+    }
+    return out;
+  });
   m.attr("BSR_BLOCK") = kBsrBlock;
 
   py::class_<Plan>(m, "Plan")

@@ -3,8 +3,9 @@ i * P + p of its row, so the batch-interleaved conv kernel runs one image with a
 
 What can go wrong is in the halos (each row's positions -1 and P hold the neighbouring segments'
 edge columns): written by the planar -> segments copy (segments.cpp, P = 1, 2, 4 as vector
-(de-)interleaves, others element by element) and by every segment conv's epilogue, and read by
-the next conv's edge taps. Each test checks that segments were really used."""
+(de-)interleaves, others element by element; checked on its own against the NumPy reference)
+and by every segment conv's epilogue, and read by the next conv's edge taps. Each conv test
+checks that segments were really used."""
 
 from __future__ import annotations
 
@@ -89,6 +90,21 @@ def test_segment_conv_equals_reference(monkeypatch, fit_calls, isa, positions, s
     expected = segment_positions(width, lanes) > 0 and (
         stride == 1 or segment_positions(out_w, lanes) * stride == positions)
     assert fit_calls == [expected]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("positions", [1, 2, 3, 4, 5])
+def test_segment_rows_equal_reference(monkeypatch, isa, positions):
+    """segments.cpp both ways (vector (de-)interleaves for 1, 2, 4 positions, element by
+    element otherwise) equals the NumPy reference, halos included."""
+    lanes = _vector_floats(isa, monkeypatch)
+    rows = random_input((3, positions * lanes), seed=positions)
+    segments = nat.to_segments(rows, lanes)
+    np.testing.assert_array_equal(segments, ref.to_segments(rows, lanes))
+    np.testing.assert_array_equal(nat.from_segments(segments), rows)
+    np.testing.assert_array_equal(ref.from_segments(segments), rows)
+    with pytest.raises(ValueError, match="lanes"):
+        nat.to_segments(rows, 2 * lanes)
 
 
 def _chain(width: int) -> onnx.ModelProto:
