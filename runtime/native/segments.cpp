@@ -31,8 +31,12 @@ static inline void interleave(vf even, vf odd, vf* lo, vf* hi) {
 #endif
 }
 
-// Columns of P vectors (rows[0..P)) -> the P segment positions, for P = 2 or 4.
+// Columns of P vectors (rows[0..P)) -> the P segment positions, for P = 1, 2 or 4.
 static inline void split_columns(const vf* rows, int64_t P, vf* pos) {
+  if (P == 1) {
+    pos[0] = rows[0];
+    return;
+  }
   if (P == 2) {
     simd::deinterleave(rows[0], rows[1], &pos[0], &pos[1]);
     return;
@@ -45,6 +49,10 @@ static inline void split_columns(const vf* rows, int64_t P, vf* pos) {
 }
 
 static inline void join_columns(const vf* pos, int64_t P, vf* rows) {
+  if (P == 1) {
+    rows[0] = pos[0];
+    return;
+  }
   if (P == 2) {
     interleave(pos[0], pos[1], &rows[0], &rows[1]);
     return;
@@ -62,11 +70,7 @@ void to_segments(const float* src, float* dst, int64_t P) {
   if (P == 1 || P == 2 || P == 4) {
     vf rows[4], pos[4];
     for (int64_t p = 0; p < P; ++p) rows[p] = simd::loadu(src + p * V);
-    if (P == 1) {
-      pos[0] = rows[0];
-    } else {
-      split_columns(rows, P, pos);
-    }
+    split_columns(rows, P, pos);
     for (int64_t p = 0; p < P; ++p) simd::storeu(dst + p * V, pos[p]);
     simd::storeu(dst - V, simd::lanes_up(pos[P - 1]));
     simd::storeu(dst + P * V, simd::lanes_down(pos[0]));
@@ -86,11 +90,7 @@ void from_segments(const float* src, float* dst, int64_t P) {
   if (P == 1 || P == 2 || P == 4) {
     vf rows[4], pos[4];
     for (int64_t p = 0; p < P; ++p) pos[p] = simd::loadu(src + p * V);
-    if (P == 1) {
-      rows[0] = pos[0];
-    } else {
-      join_columns(pos, P, rows);
-    }
+    join_columns(pos, P, rows);
     for (int64_t p = 0; p < P; ++p) simd::storeu(dst + p * V, rows[p]);
     return;
   }

@@ -97,22 +97,16 @@ inline vf lanes_down(vf v) {
 #endif
 }
 #else
-inline vf lanes_up(vf v) {
+// Lane i gets lane i - step (0 where that is outside the vector).
+inline vf lanes_shifted(vf v, int step) {
   float in[V], out[V];
   std::memcpy(in, &v, sizeof v);
-  out[0] = 0.0f;
-  for (int i = 1; i < V; ++i) out[i] = in[i - 1];
+  for (int i = 0; i < V; ++i) out[i] = i - step >= 0 && i - step < V ? in[i - step] : 0.0f;
   std::memcpy(&v, out, sizeof v);
   return v;
 }
-inline vf lanes_down(vf v) {
-  float in[V], out[V];
-  std::memcpy(in, &v, sizeof v);
-  for (int i = 0; i + 1 < V; ++i) out[i] = in[i + 1];
-  out[V - 1] = 0.0f;
-  std::memcpy(&v, out, sizeof v);
-  return v;
-}
+inline vf lanes_up(vf v) { return lanes_shifted(v, 1); }
+inline vf lanes_down(vf v) { return lanes_shifted(v, -1); }
 #endif
 
 // Keep lanes whose mask word is all ones, zero the others (a bitwise AND, so NaN garbage is dropped).
