@@ -18,8 +18,8 @@ from setuptools.command.build_ext import build_ext
 NATIVE_DIR = os.path.join("runtime", "native")
 COMMON_FLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-pthread"]
 LINK_FLAGS = ["-pthread"]
-DRIVER_SOURCES = ["module.cpp", "plan.cpp", "conv_step.cpp", "eltwise.cpp", "pool.cpp", "gemm.cpp",
-                  "isa.cpp"]
+DRIVER_SOURCES = ["module.cpp", "plan.cpp", "wavefront.cpp", "conv_step.cpp", "eltwise.cpp",
+                  "pool.cpp", "gemm.cpp", "isa.cpp"]
 ISA_SOURCES = ["conv_csr.cpp", "conv_bsr.cpp", "phase_split.cpp", "segments.cpp", "conv_tiny.cpp",
                "gemm_dot.cpp"]
 # name -> (floats per vector, target flags)

@@ -57,6 +57,21 @@ struct Activation {
   }
 };
 
+// Row wavefront (Plan::execute_serial, wavefront.cpp): consecutive steps of one group run row
+// by row, each as far as the rows it reads allow, so a row is read again soon after it was
+// written. Indices are positions within the group (plan.py _Builder.mark_wavefronts).
+struct WaveInfo {
+  int64_t group = -1;      // < 0: not part of a wavefront
+  int in_from = -1;        // the member whose output this step reads (-1: written before)
+  int res_from = -1;       // the member whose output is this step's residual (-1: none / before)
+  // Earlier members reading, as input / as residual, what this step's output overwrites: the
+  // step writes a row only once they have read past it.
+  std::vector<int> guard_in, guard_res;
+  int64_t rows = 0;        // output rows
+  // Output row r reads input rows [r * stride_h - pad_top, r * stride_h - pad_top + reach_rows].
+  int64_t stride_h = 1, pad_top = 0, reach_rows = 0;
+};
+
 // One plan step. A step runs in one or more stages; a stage is cut into `units(stage, hint)`
 // independent work units (hint = what the plan suggests, about 2 per thread), which threads
 // claim dynamically; a stage starts only when every unit of the previous one has completed.
@@ -78,7 +93,13 @@ class Step {
   // Light steps (copies, pooling, the classifier) at the start or end of a plan are run by the
   // calling thread alone: splitting them would cost more in synchronisation than it saves.
   virtual bool light() const { return true; }
+  // Wavefront members (serial runs only) describe their rows and compute any range of them.
+  virtual const WaveInfo* wave() const { return nullptr; }
+  virtual void run_rows(const Buffers& /*buf*/, int64_t /*r0*/, int64_t /*r1*/) const {}
 };
+
+// Runs one wavefront group's members (in plan order) on the calling thread.
+void run_wavefront(const std::vector<const Step*>& members, const Buffers& buf);
 
 // Contiguous share [begin, end) of `total` items for unit `tid` of `nth`.
 inline void split_range(int64_t total, int tid, int nth, int64_t* begin, int64_t* end) {

@@ -23,6 +23,11 @@ class ConvStep final : public Step {
   explicit ConvStep(ConvSpec spec) : s_(std::move(spec)), k_(kernels()) {
     if (s_.row_units > 0 && !by_rows())
       throw std::invalid_argument("conv: row_units need a conv that computes output-row ranges");
+    if (s_.wave.group >= 0 && (!s_.strided || s_.split_here))
+      throw std::invalid_argument("conv: a wavefront member must be a strided conv");
+    s_.wave.rows = s_.out.dim[2];
+    s_.wave.stride_h = s_.stride_h;
+    s_.wave.pad_top = s_.pad_top;
   }
 
   int stages() const override { return s_.split_here ? 2 : 1; }
@@ -65,6 +70,10 @@ class ConvStep final : public Step {
       return;
     }
     compute(buf, s_.bounds.front(), s_.bounds.back());
+  }
+  const WaveInfo* wave() const override { return s_.wave.group >= 0 ? &s_.wave : nullptr; }
+  void run_rows(const Buffers& buf, int64_t r0, int64_t r1) const override {
+    compute(buf, s_.bounds.front(), s_.bounds.back(), r0, r1);
   }
 
  private:

@@ -51,6 +51,7 @@ struct ConvSpec {
   int64_t window_planes = 0, window_reach = 0;
   bool halo = false;  // strided only: see ConvKernelArgs::halo
   Activation act;
+  WaveInfo wave;      // strided, not split here: row wavefront membership (common.h)
 };
 
 StepPtr make_conv_step(ConvSpec spec);

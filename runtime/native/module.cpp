@@ -100,6 +100,14 @@ void add_conv(Plan& plan, const py::dict& d) {
   if (s.halo && !s.strided) throw std::invalid_argument("conv: halo needs a strided CSR conv");
   s.act = to_act(d["act"].cast<int>(), d["lo"].cast<float>(), d["hi"].cast<float>());
   if (s.bounds.size() < 2) throw std::invalid_argument("conv: bounds needs at least 2 entries");
+  if (d.contains("wave_group")) {
+    s.wave.group = d["wave_group"].cast<int64_t>();
+    s.wave.in_from = d["wave_in"].cast<int>();
+    s.wave.res_from = d["wave_res"].cast<int>();
+    s.wave.guard_in = d["wave_guard_in"].cast<std::vector<int>>();
+    s.wave.guard_res = d["wave_guard_res"].cast<std::vector<int>>();
+    s.wave.reach_rows = d["wave_reach_rows"].cast<int64_t>();
+  }
   plan.add(make_conv_step(std::move(s)));
 }
 

@@ -36,7 +36,9 @@ class Plan {
   ~Plan();
   Plan(const Plan&) = delete;
   Plan& operator=(const Plan&) = delete;
-  void add(StepPtr step) { steps_.push_back(std::move(step)); }
+  // Appends a step; a wavefront member (Step::wave) must only refer to earlier members of its
+  // group (std::invalid_argument otherwise).
+  void add(StepPtr step);
   // Runs every step for one input; safe to call from several threads at once (each call takes
   // its own workspace from a pool). The caller releases the GIL.
   void run(const float* input, float* output);

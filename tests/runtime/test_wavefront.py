@@ -1,0 +1,220 @@
+"""Row wavefronts (plan.py WAVEFRONT_LAYERS, native wavefront.cpp): runs of consecutive
+batch-interleaved convs compute row by row, each behind the rows it reads.
+
+What can go wrong is ordering: a member computing a row before its input rows or residual row
+exist, or writing storage an earlier member has not finished reading (the residual it overwrites,
+or a tensor whose storage the planner reuses within the run). Results must be bit-identical to
+the same plan run layer by layer (each output element sums the same taps in the same order), and
+equal ONNX Runtime; the tests check that the cases that need a guard really occur."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import runtime.plan
+from runtime import Engine, _native
+from runtime.graph import load_graph
+from runtime.passes import prepare_graph
+from runtime.plan import SymView, _views_disjoint_or_equal, build_plan
+from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
+
+
+def _sparse(rng: np.random.Generator, shape: tuple[int, ...], density: float) -> np.ndarray:
+    w = rng.standard_normal(shape).astype(np.float32) * np.float32(0.5)
+    w[rng.random(shape) >= density] = 0.0
+    return w
+
+
+def _resnet(width: int = 8, size: int = 16) -> onnx.ModelProto:
+    """Stem 3x3, two residual blocks, a stride-2 block with a 1x1 stride-2 shortcut, one more
+    block, global pool: every conv after the stem a wavefront candidate."""
+    rng = np.random.default_rng(3)
+    inits: dict[str, np.ndarray] = {}
+    nodes = []
+
+    def conv(x: str, out: str, cin: int, cout: int, k: int, stride: int = 1,
+             density: float = 0.4) -> str:
+        inits[f"{out}_w"] = _sparse(rng, (cout, cin, k, k), density)
+        inits[f"{out}_b"] = rng.standard_normal(cout).astype(np.float32) * np.float32(0.1)
+        pad = k // 2
+        nodes.append(helper.make_node("Conv", [x, f"{out}_w", f"{out}_b"], [out], name=out,
+                                      pads=[pad] * 4, strides=[stride, stride]))
+        return out
+
+    def relu(x: str) -> str:
+        nodes.append(helper.make_node("Relu", [x], [f"{x}_r"], name=f"{x}_relu"))
+        return f"{x}_r"
+
+    def block(x: str, name: str, cin: int, cout: int, stride: int) -> str:
+        h = relu(conv(x, f"{name}a", cin, cout, 3, stride))
+        y = conv(h, f"{name}b", cout, cout, 3)
+        short = conv(x, f"{name}s", cin, cout, 1, stride, density=0.3) if stride > 1 else x
+        nodes.append(helper.make_node("Add", [y, short], [f"{name}_sum"], name=f"{name}_add"))
+        return relu(f"{name}_sum")
+
+    x = relu(conv("x", "stem", 3, width, 3, density=1.0))
+    x = block(x, "b1", width, width, 1)
+    x = block(x, "b2", width, width, 1)
+    x = block(x, "b3", width, 2 * width, 2)
+    x = block(x, "b4", 2 * width, 2 * width, 1)
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["y"], name="pool"))
+    return graph_model(nodes, ["N", 3, size, size], inits, name="resnet")
+
+
+def _plan(path, shape, threads=1):
+    graph = prepare_graph(load_graph(path))
+    return build_plan(graph, shape, threads, _native, interleave=shape[0] > 1)
+
+
+def _run(plan, x: np.ndarray) -> np.ndarray:
+    y = np.empty(plan.output_shape, np.float32)
+    plan.native.run(x, y)
+    return y
+
+
+@pytest.fixture
+def resnet_path(tmp_path):
+    path = tmp_path / "resnet.onnx"
+    onnx.save(_resnet(), str(path))
+    return path
+
+
+@pytest.fixture
+def marked(monkeypatch):
+    """The wave fields of every marked member, group by group."""
+    groups: list[list[dict]] = []
+    original = runtime.plan._mark_group
+
+    def spy(specs, number):
+        original(specs, number)
+        groups.append([{k: v for k, v in s.items() if k.startswith("wave_")} for s in specs])
+
+    monkeypatch.setattr(runtime.plan, "_mark_group", spy)
+    return groups
+
+
+@pytest.mark.parametrize("layers", [2, 3, 5])
+def test_wavefront_equals_layer_by_layer_and_ort(resnet_path, monkeypatch, marked, layers):
+    """Groups of 2, 3 and 5 convs (stride 1 and 2, residuals written in place, storage reused
+    within a group) give exactly the layer-by-layer result, which equals ORT."""
+    x = random_input((16, 3, 16, 16), seed=layers)
+    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 0)
+    plain = _plan(resnet_path, x.shape)
+    assert plain.wavefronts == []
+    expected = _run(plain, x)
+    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", layers)
+    wave = _plan(resnet_path, x.shape)
+    assert wave.wavefronts and max(len(g) for g in wave.wavefronts) == layers
+    for _ in range(2):  # the arena is reused between calls
+        np.testing.assert_array_equal(_run(wave, x), expected)
+    assert_close(expected, ort_run(resnet_path, x))
+    members = [m for group in marked for m in group]
+    assert any(m["wave_in"] >= 0 for m in members)
+    # A block's second conv overwrites the residual its first conv still reads.
+    assert any(m["wave_guard_in"] for m in members)
+    if layers == 5:  # a residual written by an earlier member
+        assert any(m["wave_res"] >= 0 for m in members)
+
+
+def test_wavefront_guards_reused_storage(resnet_path, monkeypatch, marked):
+    """Three-conv groups starting at a block's first conv: the third member writes the next
+    block's hidden tensor into the storage of this block's hidden tensor, which the second
+    member is still reading; its guard on the second member is what keeps the result exact."""
+    x = random_input((16, 3, 16, 16), seed=7)
+    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 3)
+    wave = _plan(resnet_path, x.shape)
+    first = marked[0]
+    assert [m["wave_in"] for m in first] == [-1, 0, 1]
+    assert first[1]["wave_guard_in"] == [0]  # block output over the residual conv a still reads
+    assert first[2]["wave_guard_in"] == [1]  # next hidden tensor over the one conv b reads
+    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 0)
+    np.testing.assert_array_equal(_run(wave, x), _run(_plan(resnet_path, x.shape), x))
+
+
+def _branches() -> onnx.ModelProto:
+    """A dense stem (not a member) writes t; then p = 3x3(t), q = 3x3(t) (t's last reader),
+    r = 1x1(p) (its storage is t's, freed by q), y = 3x3(q) + r. Nothing makes r trail q: only
+    r's guard on q stops it from overwriting rows of t that q has yet to read."""
+    rng = np.random.default_rng(5)
+    inits = {"w0": _sparse(rng, (8, 3, 3, 3), 1.0), "wp": _sparse(rng, (8, 8, 3, 3), 0.4),
+             "wq": _sparse(rng, (8, 8, 3, 3), 0.4), "wr": _sparse(rng, (8, 8, 1, 1), 0.4),
+             "ws": _sparse(rng, (8, 8, 3, 3), 0.4)}
+    same = {"pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["t"], name="stem", **same),
+             helper.make_node("Conv", ["t", "wp"], ["p"], name="p", **same),
+             helper.make_node("Conv", ["t", "wq"], ["q"], name="q", **same),
+             helper.make_node("Conv", ["p", "wr"], ["r"], name="r"),
+             helper.make_node("Conv", ["q", "ws"], ["s"], name="s", **same),
+             helper.make_node("Add", ["s", "r"], ["y"], name="add")]
+    return graph_model(nodes, ["N", 3, 16, 16], inits, name="branches")
+
+
+def test_guard_keeps_reused_storage_until_read(tmp_path, monkeypatch, marked):
+    """r writes into the storage of t while q still reads t: exact only if r waits for q."""
+    path = tmp_path / "branches.onnx"
+    onnx.save(_branches(), str(path))
+    x = random_input((16, 3, 16, 16), seed=11)
+    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 4)
+    wave = _plan(path, x.shape)
+    assert wave.wavefronts == [[2, 3, 4, 5]]
+    assert [m["wave_in"] for m in marked[0]] == [-1, -1, 0, 1]
+    assert marked[0][2]["wave_guard_in"] == [0, 1] and marked[0][3]["wave_res"] == 2
+    result = _run(wave, x)
+    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 0)
+    np.testing.assert_array_equal(result, _run(_plan(path, x.shape), x))
+    assert_close(result, ort_run(path, x))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_engine_batches_run_wavefronts(resnet_path, threads):
+    """Batches of whole groups (each thread runs its own images serially, so wavefronts run
+    on both threads) and a tail group equal ORT."""
+    engine = Engine(resnet_path, threads=threads, backend="native")
+    x = random_input((37, 3, 16, 16), seed=threads)
+    assert_close(engine.run(x), ort_run(resnet_path, x))
+    assert engine._plan_for((16, 3, 16, 16), interleave=True).wavefronts
+
+
+def test_short_rows_and_batch_one_have_no_wavefront(tmp_path):
+    """Rows shorter than a kernel chunk (computed several rows per chunk) and batch-1 plans
+    (column segments) are left layer by layer."""
+    path = tmp_path / "small.onnx"
+    onnx.save(_resnet(size=4), str(path))
+    assert _plan(path, (16, 3, 4, 4)).wavefronts == []
+    big = tmp_path / "big.onnx"
+    onnx.save(_resnet(), str(big))
+    assert _plan(big, (1, 3, 16, 16)).wavefronts == []
+
+
+def test_member_referring_forward_is_refused(resnet_path, monkeypatch):
+    """A wavefront member whose producer is not an earlier member is refused when the native
+    plan is built (it would wait for ever), as is a guard on a later member."""
+    original = runtime.plan._mark_group
+
+    def forward(key):
+        def spy(specs, number):
+            original(specs, number)
+            specs[0][key] = [1] if key.startswith("wave_guard") else 1
+        return spy
+
+    for key in ("wave_in", "wave_res", "wave_guard_in", "wave_guard_res"):
+        monkeypatch.setattr(runtime.plan, "_mark_group", forward(key))
+        with pytest.raises(ValueError, match="wavefront member"):
+            _plan(resnet_path, (16, 3, 16, 16))
+
+
+def _view(origin: int, dims: tuple, strides: tuple) -> SymView:
+    return SymView(None, 0, origin, dims, strides)
+
+
+def test_views_disjoint_or_equal():
+    """Same view twice, or views that share no float: fine; any partial overlap is not."""
+    a = _view(0, (1, 2, 3, 4), (0, 16, 4, 1))  # floats [0, 28)
+    b = _view(28, (1, 2, 3, 4), (0, 16, 4, 1))
+    channel_slice = _view(16, (1, 1, 3, 4), (0, 16, 4, 1))
+    assert _views_disjoint_or_equal([a, a, b])
+    assert not _views_disjoint_or_equal([a, channel_slice])
+    assert not _views_disjoint_or_equal([a, _view(0, (1, 1, 3, 4), (0, 16, 4, 1))])
