@@ -644,7 +644,7 @@ class _Builder:
         for group in self.wavefront_runs():
             specs = [self.steps[i][1][0] for i in group]
             if _views_disjoint_or_equal([v for spec in specs for v in _spec_views(spec)]):
-                _mark_group(specs, len(marked))
+                _mark_group(specs, len(marked), self.vector_floats)
                 marked.append(group)
         return marked
 
@@ -683,16 +683,21 @@ class _Builder:
 
 
 def _wave_spec(method: str, args: tuple, vector_floats: int) -> dict | None:
-    """The conv spec of a step that can join a row wavefront: a batch-interleaved strided
-    conv (any range of output rows; no stride-phase scratch; no column-segment halos) on arena
-    tensors only, whose output rows are at least a chunk long (shorter rows are computed a few
-    at a time, which row-by-row calls would undo)."""
+    """The conv spec of a step that can join a row wavefront, on arena tensors only: a
+    batch-interleaved strided conv (no stride-phase scratch, no column-segment halos) whose
+    output rows are at least a chunk long (shorter rows are computed a few at a time, which
+    row-by-row calls would undo), or a stride-1 planar CSR conv of one image whose output (and
+    residual) share its stream's layout, computed in whole vectors (ConvStep::by_vectors)."""
     if method != "add_conv" or WAVEFRONT_LAYERS < 2:
         return None
     spec = args[0]
-    if not spec["strided"] or spec["phase_split"] or spec.get("halo"):
+    if spec["phase_split"] or spec["gather"] or spec["direct"] or spec.get("halo"):
         return None
-    if spec["out"].dims[3] // vector_floats < _pair_chunk_vectors(vector_floats):
+    if spec["strided"]:
+        if spec["out"].dims[3] // vector_floats < _pair_chunk_vectors(vector_floats):
+            return None
+    elif not (spec["lanes"] == 1 and not spec["bsr"] and spec["fast"]
+              and (spec["stride_h"], spec["stride_w"]) == (1, 1) and spec["out"].dims[0] == 1):
         return None
     return spec if all(v.space == _ARENA and v.buf is not None for v in _spec_views(spec)) \
         else None
@@ -720,19 +725,27 @@ def _views_disjoint_or_equal(views: list[SymView]) -> bool:
     return all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(ordered))
 
 
-def _mark_group(specs: list[dict], number: int) -> None:
-    """Each member's producers and guards, as positions in the group (WaveInfo)."""
+def _mark_group(specs: list[dict], number: int, vector_floats: int) -> None:
+    """Each member's producers and guards, as positions in the group, and its rows per sweep
+    (WaveInfo): one for strided convs (their chunks are rows); for planar ones enough rows for
+    one kernel chunk (kChunk vectors), cut at whole vectors (the last runs into the next row)."""
     outs = [_view_id(s["out"]) for s in specs]
+    chunk_floats = 2 * _pair_chunk_vectors(vector_floats) * vector_floats
+
+    def last_writer(view: SymView | None, before: int) -> int:
+        return max((j for j in range(before) if outs[j] == _view_id(view)), default=-1)
+
     for i, spec in enumerate(specs):
-        def last_writer(view: SymView | None, i: int = i) -> int:
-            wanted = _view_id(view)
-            return max((j for j in range(i) if outs[j] == wanted), default=-1)
+        planar = not spec["strided"]
         spec.update(
-            wave_group=number, wave_in=last_writer(spec["in"]), wave_res=last_writer(spec["res"]),
+            wave_group=number, wave_in=last_writer(spec["in"], i),
+            wave_res=last_writer(spec["res"], i),
             # Earlier members reading what this one overwrites: its residual, or the storage
             # of a tensor that died within the group.
             wave_guard_in=[k for k in range(i) if _view_id(specs[k]["in"]) == outs[i]],
-            wave_guard_res=[k for k in range(i) if _view_id(specs[k]["res"]) == outs[i]])
+            wave_guard_res=[k for k in range(i) if _view_id(specs[k]["res"]) == outs[i]],
+            wave_step=-(-chunk_floats // spec["stream_rs"]) if planar else 1,
+            wave_overhang=int(planar))
 
 
 def _view_dims(t: Tensor) -> tuple[int, int, int, int]:

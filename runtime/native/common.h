@@ -70,6 +70,10 @@ struct WaveInfo {
   int64_t rows = 0;        // output rows
   // Output row r reads input rows [r * stride_h - pad_top, r * stride_h - pad_top + reach_rows].
   int64_t stride_h = 1, pad_top = 0, reach_rows = 0;
+  int64_t step = 1;        // rows per sweep
+  // Rows past the end of a computed range that the range may also write (and read for): 1 for
+  // planar members, whose ranges are cut at whole vectors (the last one runs into the next row).
+  int64_t overhang = 0;
 };
 
 // One plan step. A step runs in one or more stages; a stage is cut into `units(stage, hint)`

@@ -23,8 +23,9 @@ class ConvStep final : public Step {
   explicit ConvStep(ConvSpec spec) : s_(std::move(spec)), k_(kernels()) {
     if (s_.row_units > 0 && !by_rows())
       throw std::invalid_argument("conv: row_units need a conv that computes output-row ranges");
-    if (s_.wave.group >= 0 && (!s_.strided || s_.split_here))
-      throw std::invalid_argument("conv: a wavefront member must be a strided conv");
+    if (s_.wave.group >= 0 && !(s_.strided || by_vectors()))
+      throw std::invalid_argument("conv: a wavefront member must be a strided conv or a "
+                                  "stride-1 planar conv of one image in the fast layout");
     s_.wave.rows = s_.out.dim[2];
     s_.wave.stride_h = s_.stride_h;
     s_.wave.pad_top = s_.pad_top;
@@ -72,8 +73,18 @@ class ConvStep final : public Step {
     compute(buf, s_.bounds.front(), s_.bounds.back());
   }
   const WaveInfo* wave() const override { return s_.wave.group >= 0 ? &s_.wave : nullptr; }
+  // Strided convs compute exactly rows [r0, r1); planar ones the whole vectors from the one
+  // holding row r0's first position to the one holding row r1's (WaveInfo::overhang).
   void run_rows(const Buffers& buf, int64_t r0, int64_t r1) const override {
-    compute(buf, s_.bounds.front(), s_.bounds.back(), r0, r1);
+    if (s_.strided) {
+      compute(buf, s_.bounds.front(), s_.bounds.back(), r0, r1);
+      return;
+    }
+    const int64_t V = k_.vector_floats;
+    const auto cut = [&](int64_t r) {
+      return r == s_.out.dim[2] ? (s_.stream_len + V - 1) / V * V : (r * s_.stream_rs + V - 1) / V * V;
+    };
+    if (cut(r0) < cut(r1)) compute(buf, s_.bounds.front(), s_.bounds.back(), 0, -1, cut(r0), cut(r1));
   }
 
  private:

@@ -107,6 +107,10 @@ void add_conv(Plan& plan, const py::dict& d) {
     s.wave.guard_in = d["wave_guard_in"].cast<std::vector<int>>();
     s.wave.guard_res = d["wave_guard_res"].cast<std::vector<int>>();
     s.wave.reach_rows = d["wave_reach_rows"].cast<int64_t>();
+    s.wave.step = d["wave_step"].cast<int64_t>();
+    s.wave.overhang = d["wave_overhang"].cast<int64_t>();
+    if (s.wave.step < 1 || s.wave.overhang < 0 || s.wave.overhang > 1)
+      throw std::invalid_argument("conv: wavefront step must be >= 1 and overhang 0 or 1");
   }
   plan.add(make_conv_step(std::move(s)));
 }

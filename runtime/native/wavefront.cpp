@@ -14,26 +14,30 @@ namespace fd {
 
 namespace {
 
-// Rows [done, result) of member i may be computed now (done[m] = rows member m has written).
+// Rows [done, result) of member i to compute now (done[m]: rows < done[m] of member m are
+// complete). A range [r0, r1) of member i writes rows up to r1 - 1 + overhang and reads for
+// them, so every bound on the rows it may write is lowered by its overhang.
 int64_t row_limit(const std::vector<const WaveInfo*>& info, const std::vector<int64_t>& done,
                   size_t i) {
   const WaveInfo& w = *info[i];
-  int64_t limit = std::min(w.rows, done[i] + 1);
   const auto complete = [&](int m) { return done[m] == info[m]->rows; };
+  int64_t writable = w.rows + w.overhang;  // rows [0, writable) may be written
   if (w.in_from >= 0 && !complete(w.in_from)) {
     // Output row r reads input rows up to r * stride_h - pad_top + reach_rows.
     const int64_t last = done[w.in_from] - 1 + w.pad_top - w.reach_rows;
-    limit = std::min(limit, last < 0 ? 0 : last / w.stride_h + 1);
+    writable = std::min(writable, last < 0 ? 0 : last / w.stride_h + 1);
   }
-  if (w.res_from >= 0 && !complete(w.res_from)) limit = std::min(limit, done[w.res_from]);
-  for (int k : w.guard_in) {  // k's next row reads its input from row done * s - pad on
-    if (!complete(k)) limit = std::min(limit, std::max<int64_t>(
+  if (w.res_from >= 0 && !complete(w.res_from)) writable = std::min(writable, done[w.res_from]);
+  for (int k : w.guard_in) {  // k's next range reads its input from row done * s - pad on
+    if (!complete(k)) writable = std::min(writable, std::max<int64_t>(
         0, done[k] * info[k]->stride_h - info[k]->pad_top));
   }
   for (int k : w.guard_res) {
-    if (!complete(k)) limit = std::min(limit, done[k]);
+    if (!complete(k)) writable = std::min(writable, done[k]);
   }
-  return limit;
+  // Whole steps only (the last takes the remainder), so every range is as big as planned.
+  const int64_t want = w.rows - done[i] < 2 * w.step ? w.rows : done[i] + w.step;
+  return writable - w.overhang >= want ? want : done[i];
 }
 
 }  // namespace

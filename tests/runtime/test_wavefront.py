@@ -1,5 +1,6 @@
-"""Row wavefronts (plan.py WAVEFRONT_LAYERS, native wavefront.cpp): runs of consecutive
-batch-interleaved convs compute row by row, each behind the rows it reads.
+"""Row wavefronts (plan.py WAVEFRONT_LAYERS, native wavefront.cpp): runs of consecutive convs
+compute a few rows at a time, each behind the rows it reads: batch-interleaved strided convs row
+by row, planar convs of one image in ranges of whole vectors (the last running into the next row).
 
 What can go wrong is ordering: a member computing a row before its input rows or residual row
 exist, or writing storage an earlier member has not finished reading (the residual it overwrites,
@@ -82,32 +83,47 @@ def resnet_path(tmp_path):
     return path
 
 
+# (batch, size): a batch-interleaved group (strided members, one row per sweep), and one planar
+# image whose rows are not whole vectors (planar members, ranges cut at whole vectors).
+LAYOUTS = [(16, 16), (1, 44)]
+
+
 @pytest.fixture
 def marked(monkeypatch):
     """The wave fields of every marked member, group by group."""
     groups: list[list[dict]] = []
     original = runtime.plan._mark_group
 
-    def spy(specs, number):
-        original(specs, number)
-        groups.append([{k: v for k, v in s.items() if k.startswith("wave_")} for s in specs])
+    def spy(specs, *args):
+        original(specs, *args)
+        groups.append([{k: v for k, v in s.items() if k.startswith("wave_") or k == "halo"}
+                       for s in specs])
 
     monkeypatch.setattr(runtime.plan, "_mark_group", spy)
     return groups
 
 
+@pytest.mark.parametrize("batch,size", LAYOUTS)
 @pytest.mark.parametrize("layers", [2, 3, 5])
-def test_wavefront_equals_layer_by_layer_and_ort(resnet_path, monkeypatch, marked, layers):
-    """Groups of 2, 3 and 5 convs (stride 1 and 2, residuals written in place, storage reused
-    within a group) give exactly the layer-by-layer result, which equals ORT."""
-    x = random_input((16, 3, 16, 16), seed=layers)
+def test_wavefront_equals_layer_by_layer_and_ort(tmp_path, monkeypatch, marked, layers, batch,
+                                                  size):
+    """Groups of 2, 3 and 5 convs (residuals written in place, storage reused within a group;
+    stride 2 in the interleaved group) give exactly the layer-by-layer result, which equals
+    ORT."""
+    resnet_path = tmp_path / "resnet.onnx"
+    onnx.save(_resnet(size=size), str(resnet_path))
+    x = random_input((batch, 3, size, size), seed=layers)
     monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 0)
     plain = _plan(resnet_path, x.shape)
     assert plain.wavefronts == []
     expected = _run(plain, x)
     monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", layers)
     wave = _plan(resnet_path, x.shape)
-    assert wave.wavefronts and max(len(g) for g in wave.wavefronts) == layers
+    # Nine convs in one run when interleaved; planar stride-2 convs read stride phases and
+    # are no members, which leaves runs of 4 and 3.
+    longest = 9 if batch > 1 else 4
+    assert wave.wavefronts and max(len(g) for g in wave.wavefronts) == min(layers, longest)
+    assert {m["wave_overhang"] for g in marked for m in g} == {int(batch == 1)}
     for _ in range(2):  # the arena is reused between calls
         np.testing.assert_array_equal(_run(wave, x), expected)
     assert_close(expected, ort_run(resnet_path, x))
@@ -134,34 +150,77 @@ def test_wavefront_guards_reused_storage(resnet_path, monkeypatch, marked):
     np.testing.assert_array_equal(_run(wave, x), _run(_plan(resnet_path, x.shape), x))
 
 
-def _branches() -> onnx.ModelProto:
-    """A dense stem (not a member) writes t; then p = 3x3(t), q = 3x3(t) (t's last reader),
-    r = 1x1(p) (its storage is t's, freed by q), y = 3x3(q) + r. Nothing makes r trail q: only
-    r's guard on q stops it from overwriting rows of t that q has yet to read."""
+def _branches(size: int) -> onnx.ModelProto:
+    """A dense stem (not a member) writes t; then p = 3x3(t), p2 = 3x3(p), p3 = 1x1(p),
+    q = 3x3(t) + p2 (t's last reader), r = 1x1(p3) (its storage is t's, freed by q), 3x3(q) + r,
+    and a 1x1 into the caller's array. q trails p2, which trails p by a row; r trails only p3
+    and p, not q: its guard on q is all that stops it overwriting rows of t q has yet to read."""
     rng = np.random.default_rng(5)
-    inits = {"w0": _sparse(rng, (8, 3, 3, 3), 1.0), "wp": _sparse(rng, (8, 8, 3, 3), 0.4),
-             "wq": _sparse(rng, (8, 8, 3, 3), 0.4), "wr": _sparse(rng, (8, 8, 1, 1), 0.4),
-             "ws": _sparse(rng, (8, 8, 3, 3), 0.4)}
+    inits = {"w0": _sparse(rng, (8, 3, 3, 3), 1.0), "wo": _sparse(rng, (4, 8, 1, 1), 0.6)}
+    for name in ("wp", "wp2", "wq", "ws"):
+        inits[name] = _sparse(rng, (8, 8, 3, 3), 0.4)
+    for name in ("wp3", "wr"):
+        inits[name] = _sparse(rng, (8, 8, 1, 1), 0.3)
     same = {"pads": [1, 1, 1, 1]}
     nodes = [helper.make_node("Conv", ["x", "w0"], ["t"], name="stem", **same),
              helper.make_node("Conv", ["t", "wp"], ["p"], name="p", **same),
-             helper.make_node("Conv", ["t", "wq"], ["q"], name="q", **same),
-             helper.make_node("Conv", ["p", "wr"], ["r"], name="r"),
-             helper.make_node("Conv", ["q", "ws"], ["s"], name="s", **same),
-             helper.make_node("Add", ["s", "r"], ["y"], name="add")]
-    return graph_model(nodes, ["N", 3, 16, 16], inits, name="branches")
+             helper.make_node("Conv", ["p", "wp2"], ["p2"], name="p2", **same),
+             helper.make_node("Conv", ["p", "wp3"], ["p3"], name="p3"),
+             helper.make_node("Conv", ["t", "wq"], ["q0"], name="q", **same),
+             helper.make_node("Add", ["q0", "p2"], ["q"], name="q_add"),
+             helper.make_node("Conv", ["p3", "wr"], ["r"], name="r"),
+             helper.make_node("Conv", ["q", "ws"], ["s0"], name="s", **same),
+             helper.make_node("Add", ["s0", "r"], ["s"], name="s_add"),
+             helper.make_node("Conv", ["s", "wo"], ["y"], name="o")]
+    return graph_model(nodes, ["N", 3, size, size], inits, name="branches")
 
 
-def test_guard_keeps_reused_storage_until_read(tmp_path, monkeypatch, marked):
+@pytest.mark.parametrize("batch,size", LAYOUTS)
+def test_guard_keeps_reused_storage_until_read(tmp_path, monkeypatch, marked, batch, size):
     """r writes into the storage of t while q still reads t: exact only if r waits for q."""
     path = tmp_path / "branches.onnx"
-    onnx.save(_branches(), str(path))
-    x = random_input((16, 3, 16, 16), seed=11)
-    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 4)
+    onnx.save(_branches(size), str(path))
+    x = random_input((batch, 3, size, size), seed=11)
+    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 6)
     wave = _plan(path, x.shape)
-    assert wave.wavefronts == [[2, 3, 4, 5]]
-    assert [m["wave_in"] for m in marked[0]] == [-1, -1, 0, 1]
-    assert marked[0][2]["wave_guard_in"] == [0, 1] and marked[0][3]["wave_res"] == 2
+    assert [len(g) for g in wave.wavefronts] == [6]
+    members = marked[0]  # planned order: p, p2, p3, q, r, s
+    assert [m["wave_in"] for m in members] == [-1, 0, 0, -1, 2, 3]
+    assert [m["wave_res"] for m in members] == [-1, -1, -1, 1, -1, 4]
+    assert members[4]["wave_guard_in"] == [0, 3]  # r after p and q, the readers of t
+    result = _run(wave, x)
+    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 0)
+    np.testing.assert_array_equal(result, _run(_plan(path, x.shape), x))
+    assert_close(result, ort_run(path, x))
+
+
+def _wide_chain() -> onnx.ModelProto:
+    """Dense stem, then 3x3 -> 3x3 (+ the first) -> 3x3 -> 1x1 on 12 x 300 planes: a planar
+    row is more than a kernel chunk, so planar members sweep one row at a time."""
+    rng = np.random.default_rng(9)
+    inits = {"w0": _sparse(rng, (8, 3, 3, 3), 1.0), "wo": _sparse(rng, (4, 8, 1, 1), 0.6)}
+    for name in ("w1", "w2", "w3"):
+        inits[name] = _sparse(rng, (8, 8, 3, 3), 0.3)
+    same = {"pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["t"], name="stem", **same),
+             helper.make_node("Conv", ["t", "w1"], ["a"], name="c1", **same),
+             helper.make_node("Conv", ["a", "w2"], ["b0"], name="c2", **same),
+             helper.make_node("Add", ["b0", "a"], ["b"], name="add"),
+             helper.make_node("Conv", ["b", "w3"], ["c"], name="c3", **same),
+             helper.make_node("Conv", ["c", "wo"], ["y"], name="o")]
+    return graph_model(nodes, ["N", 3, 12, 300], inits, name="wide")
+
+
+def test_planar_ranges_wait_for_the_row_they_run_into(tmp_path, monkeypatch, marked):
+    """One planar row per sweep: a range's last vector computes the first positions of the
+    next row, so a member must wait for the input rows of that row too (WaveInfo::overhang)."""
+    path = tmp_path / "wide.onnx"
+    onnx.save(_wide_chain(), str(path))
+    x = random_input((1, 3, 12, 300), seed=2)
+    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 3)
+    wave = _plan(path, x.shape)
+    assert [len(g) for g in wave.wavefronts] == [3]
+    assert [(m["wave_step"], m["wave_overhang"]) for m in marked[0]] == [(1, 1)] * 3
     result = _run(wave, x)
     monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 0)
     np.testing.assert_array_equal(result, _run(_plan(path, x.shape), x))
@@ -178,15 +237,22 @@ def test_engine_batches_run_wavefronts(resnet_path, threads):
     assert engine._plan_for((16, 3, 16, 16), interleave=True).wavefronts
 
 
-def test_short_rows_and_batch_one_have_no_wavefront(tmp_path):
-    """Rows shorter than a kernel chunk (computed several rows per chunk) and batch-1 plans
-    (column segments) are left layer by layer."""
+def test_short_rows_and_column_segments_stay_layer_by_layer(tmp_path, monkeypatch, marked):
+    """Interleaved rows shorter than a kernel chunk (computed several rows per chunk) and
+    batch-1 convs on column segments (their epilogue writes halos) join no wavefront; the
+    batch-1 plan's planar 8x8 convs do."""
     path = tmp_path / "small.onnx"
     onnx.save(_resnet(size=4), str(path))
     assert _plan(path, (16, 3, 4, 4)).wavefronts == []
     big = tmp_path / "big.onnx"
     onnx.save(_resnet(), str(big))
-    assert _plan(big, (1, 3, 16, 16)).wavefronts == []
+    segment_calls = []
+    original = runtime.plan._segment_conv
+    monkeypatch.setattr(runtime.plan, "_segment_conv",
+                        lambda *a: segment_calls.append(original(*a)) or segment_calls[-1])
+    plan = _plan(big, (1, 3, 16, 16))
+    assert any(segment_calls) and plan.wavefronts
+    assert all(not m.get("halo") and m["wave_overhang"] == 1 for g in marked for m in g)
 
 
 def test_member_referring_forward_is_refused(resnet_path, monkeypatch):
@@ -195,8 +261,8 @@ def test_member_referring_forward_is_refused(resnet_path, monkeypatch):
     original = runtime.plan._mark_group
 
     def forward(key):
-        def spy(specs, number):
-            original(specs, number)
+        def spy(specs, *args):
+            original(specs, *args)
             specs[0][key] = [1] if key.startswith("wave_guard") else 1
         return spy
 
