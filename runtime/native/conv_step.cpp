@@ -82,9 +82,11 @@ class ConvStep final : public Step {
     }
     const int64_t V = k_.vector_floats;
     const auto cut = [&](int64_t r) {
-      return r == s_.out.dim[2] ? (s_.stream_len + V - 1) / V * V : (r * s_.stream_rs + V - 1) / V * V;
+      const int64_t p = r == s_.out.dim[2] ? s_.stream_len : r * s_.stream_rs;
+      return (p + V - 1) / V * V;
     };
-    if (cut(r0) < cut(r1)) compute(buf, s_.bounds.front(), s_.bounds.back(), 0, -1, cut(r0), cut(r1));
+    const int64_t p0 = cut(r0), p1 = cut(r1);
+    if (p0 < p1) compute(buf, s_.bounds.front(), s_.bounds.back(), 0, -1, p0, p1);
   }
 
  private:

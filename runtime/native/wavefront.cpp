@@ -1,9 +1,9 @@
 // Row wavefront: a group of consecutive convs (plan.py _Builder.mark_wavefronts) run in sweeps;
-// each sweep lets every member, in plan order, compute its next output row if what it reads is
-// there: the input rows its taps reach (written by the member it reads from), the residual row,
-// and no earlier member still needing the rows this one overwrites. Members only wait on earlier
-// ones, every wait ends when the awaited member is complete, and the first never waits, so every
-// sweep completes at least one row.
+// each sweep lets every member, in plan order, compute its next step of output rows if what it
+// reads is there: the input rows its taps reach (written by the member it reads from), the
+// residual rows, and no earlier member still needing the rows this one overwrites. Members only
+// wait on earlier ones and every wait ends when the awaited member is complete, so the first
+// incomplete member always proceeds: every sweep computes at least one row.
 #include <algorithm>
 #include <stdexcept>
 #include <vector>
