@@ -108,41 +108,35 @@ const std::vector<Plan::Stage>& Plan::stage_list() {
   return stages_;
 }
 
-// Members of a step's wavefront group added before it (0 when it starts a group or is none).
-static int64_t members_before(const std::vector<StepPtr>& steps, const WaveInfo* w) {
-  int64_t n = 0;
-  for (auto it = steps.rbegin(); it != steps.rend(); ++it, ++n) {
-    const WaveInfo* prev = (*it)->wave();
-    if (!prev || prev->group != w->group) break;
-  }
-  return n;
-}
-
 void Plan::add(StepPtr step) {
-  if (const WaveInfo* w = step->wave()) {
-    const int64_t position = members_before(steps_, w);
+  const WaveInfo* w = step->wave();
+  // Extends the previous serial entry when it is this step's wavefront group.
+  const bool joins = w && !serial_.empty() && serial_.back().front()->wave() &&
+                     serial_.back().front()->wave()->group == w->group;
+  if (w) {
+    const int64_t position = joins ? static_cast<int64_t>(serial_.back().size()) : 0;
     const auto earlier = [&](int m) { return m >= 0 && m < position; };
     bool ok = (w->in_from < 0 || earlier(w->in_from)) && (w->res_from < 0 || earlier(w->res_from));
     for (int k : w->guard_in) ok = ok && earlier(k);
     for (int k : w->guard_res) ok = ok && earlier(k);
     if (!ok) throw std::invalid_argument("wavefront member refers to a member not before it");
   }
+  if (joins) {
+    serial_.back().push_back(step.get());
+  } else {
+    serial_.push_back({step.get()});
+  }
   steps_.push_back(std::move(step));
 }
 
 void Plan::execute_serial(const Buffers& buf) const {
-  std::vector<const Step*> members;
-  for (size_t i = 0; i < steps_.size();) {
-    const WaveInfo* w = steps_[i]->wave();
-    if (!w) {
-      for (int stage = 0; stage < steps_[i]->stages(); ++stage) steps_[i]->run_serial(stage, buf);
-      ++i;
-      continue;
+  for (const auto& entry : serial_) {
+    const Step* step = entry.front();
+    if (step->wave()) {
+      run_wavefront(entry, buf);
+    } else {
+      for (int stage = 0; stage < step->stages(); ++stage) step->run_serial(stage, buf);
     }
-    members.clear();
-    for (; i < steps_.size() && steps_[i]->wave() && steps_[i]->wave()->group == w->group; ++i)
-      members.push_back(steps_[i].get());
-    run_wavefront(members, buf);
   }
 }
 

@@ -75,6 +75,9 @@ class Plan {
   std::vector<float> consts_;
   int64_t input_floats_, output_floats_;
   std::vector<StepPtr> steps_;
+  // Serial order (execute_serial): one entry per step, or per wavefront group (its members,
+  // plan order), built as steps are added.
+  std::vector<std::vector<const Step*>> serial_;
   std::mutex pool_mutex_;
   std::vector<std::unique_ptr<Workspace>> pool_;
   // Flattened (step, stage, units) list, built at the first run.
