@@ -76,6 +76,17 @@ def _run(plan, x: np.ndarray) -> np.ndarray:
     return y
 
 
+def _assert_exact(monkeypatch, path, wave, x: np.ndarray) -> None:
+    """The wavefront plan's output is bit-identical to the same plan layer by layer, and equals
+    ONNX Runtime."""
+    result = _run(wave, x)
+    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 0)
+    plain = _plan(path, x.shape)
+    assert plain.wavefronts == []
+    np.testing.assert_array_equal(result, _run(plain, x))
+    assert_close(result, ort_run(path, x))
+
+
 @pytest.fixture
 def resnet_path(tmp_path):
     path = tmp_path / "resnet.onnx"
@@ -113,10 +124,6 @@ def test_wavefront_equals_layer_by_layer_and_ort(tmp_path, monkeypatch, marked, 
     resnet_path = tmp_path / "resnet.onnx"
     onnx.save(_resnet(size=size), str(resnet_path))
     x = random_input((batch, 3, size, size), seed=layers)
-    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 0)
-    plain = _plan(resnet_path, x.shape)
-    assert plain.wavefronts == []
-    expected = _run(plain, x)
     monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", layers)
     wave = _plan(resnet_path, x.shape)
     # Nine convs in one run when interleaved; planar stride-2 convs read stride phases and
@@ -124,15 +131,14 @@ def test_wavefront_equals_layer_by_layer_and_ort(tmp_path, monkeypatch, marked, 
     longest = 9 if batch > 1 else 4
     assert wave.wavefronts and max(len(g) for g in wave.wavefronts) == min(layers, longest)
     assert {m["wave_overhang"] for g in marked for m in g} == {int(batch == 1)}
-    for _ in range(2):  # the arena is reused between calls
-        np.testing.assert_array_equal(_run(wave, x), expected)
-    assert_close(expected, ort_run(resnet_path, x))
     members = [m for group in marked for m in group]
     assert any(m["wave_in"] >= 0 for m in members)
     # A block's second conv overwrites the residual its first conv still reads.
     assert any(m["wave_guard_in"] for m in members)
     if layers == 5:  # a residual written by an earlier member
         assert any(m["wave_res"] >= 0 for m in members)
+    _run(wave, x)  # the arena is reused between calls: the second call must be exact too
+    _assert_exact(monkeypatch, resnet_path, wave, x)
 
 
 def test_wavefront_guards_reused_storage(resnet_path, monkeypatch, marked):
@@ -146,8 +152,7 @@ def test_wavefront_guards_reused_storage(resnet_path, monkeypatch, marked):
     assert [m["wave_in"] for m in first] == [-1, 0, 1]
     assert first[1]["wave_guard_in"] == [0]  # block output over the residual conv a still reads
     assert first[2]["wave_guard_in"] == [1]  # next hidden tensor over the one conv b reads
-    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 0)
-    np.testing.assert_array_equal(_run(wave, x), _run(_plan(resnet_path, x.shape), x))
+    _assert_exact(monkeypatch, resnet_path, wave, x)
 
 
 def _branches(size: int) -> onnx.ModelProto:
@@ -188,10 +193,7 @@ def test_guard_keeps_reused_storage_until_read(tmp_path, monkeypatch, marked, ba
     assert [m["wave_in"] for m in members] == [-1, 0, 0, -1, 2, 3]
     assert [m["wave_res"] for m in members] == [-1, -1, -1, 1, -1, 4]
     assert members[4]["wave_guard_in"] == [0, 3]  # r after p and q, the readers of t
-    result = _run(wave, x)
-    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 0)
-    np.testing.assert_array_equal(result, _run(_plan(path, x.shape), x))
-    assert_close(result, ort_run(path, x))
+    _assert_exact(monkeypatch, path, wave, x)
 
 
 def _wide_chain() -> onnx.ModelProto:
@@ -221,10 +223,7 @@ def test_planar_ranges_wait_for_the_row_they_run_into(tmp_path, monkeypatch, mar
     wave = _plan(path, x.shape)
     assert [len(g) for g in wave.wavefronts] == [3]
     assert [(m["wave_step"], m["wave_overhang"]) for m in marked[0]] == [(1, 1)] * 3
-    result = _run(wave, x)
-    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 0)
-    np.testing.assert_array_equal(result, _run(_plan(path, x.shape), x))
-    assert_close(result, ort_run(path, x))
+    _assert_exact(monkeypatch, path, wave, x)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
