@@ -49,6 +49,43 @@ static inline void bsr_chunk(const ConvKernelArgs& a, int64_t blk, int64_t p0) {
   }
 }
 
+// Kernel-row runs (ConvKernelArgs::row_taps == 3): every block's taps come in runs of 3 whose
+// inputs are one vector apart (the kernel columns of an interleaved stride-1 conv), so the U + 2
+// input vectors of a run feed all 3 taps: 3 x R x U FMAs per U + 2 input loads, where the plain
+// chunk loads U inputs per R x U FMAs (ResNet-20x2's dense stem, 16 images: 67 -> 77 GMAC/s).
+template <int U, bool FAST>
+static inline void bsr_chunk_rows(const ConvKernelArgs& a, int64_t blk, int64_t p0) {
+  vf acc[R][U];
+  #pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    const vf b = blk * R + r < a.channels ? bias_splat(a, blk * R + r) : simd::splat(0.0f);
+    #pragma GCC unroll 16
+    for (int u = 0; u < U; ++u) acc[r][u] = b;
+  }
+  const float* base = a.in + p0;
+  for (int32_t j = a.ptr[blk], e = a.ptr[blk + 1]; j < e; j += 3) {
+    const float* src = base + a.off[j];
+    vf x[U + 2];
+    #pragma GCC unroll 16
+    for (int u = 0; u < U + 2; ++u) x[u] = simd::loadu(src + u * V);
+    const float* w = a.val + static_cast<int64_t>(j) * R;
+    #pragma GCC unroll 3
+    for (int k = 0; k < 3; ++k) {
+      #pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        const vf wr = simd::splat(w[k * R + r]);
+        #pragma GCC unroll 16
+        for (int u = 0; u < U; ++u) acc[r][u] += wr * x[u + k];
+      }
+    }
+  }
+  #pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    const int64_t oc = blk * R + r;
+    if (oc < a.channels) conv_epilogue<U, FAST>(a, oc, p0, acc[r]);
+  }
+}
+
 constexpr int kChunk = 4;
 
 template <bool FAST>
@@ -79,6 +116,9 @@ static void bsr_blocks(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
     const int64_t w1 = w0 + window < nvec ? w0 + window : nvec;
     for (int64_t blk = c0; blk < c1; ++blk) {
       int64_t v = w0;
+      if (a.row_taps == 3) {
+        for (; v + kChunk <= w1; v += kChunk) bsr_chunk_rows<kChunk, FAST>(a, blk, v * V);
+      }
       for (; v + kChunk <= w1; v += kChunk) bsr_chunk<kChunk, FAST>(a, blk, v * V);
       if (v < w1) bsr_tail<FAST>(a, blk, v * V, w1 - v);
     }

@@ -35,6 +35,9 @@ struct ConvKernelArgs {
   const int32_t* off = nullptr;    // input offset of each stored tap
   const float* val = nullptr;      // CSR: one weight per tap; BSR: `block` weights per tap
   int block = 1;
+  // BSR: 3 when every block's taps come in runs of 3 whose input offsets are V floats apart
+  // (conv_bsr.cpp bsr_chunk_rows), else 1.
+  int row_taps = 1;
   int64_t images = 1;              // images in this call, at these strides (floats):
   int64_t in_is = 0, out_is = 0, res_is = 0;
   int64_t window_planes = 0;       // input planes the taps read (C, or C * phases)

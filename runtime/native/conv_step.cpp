@@ -29,6 +29,7 @@ class ConvStep final : public Step {
     s_.wave.rows = s_.out.dim[2];
     s_.wave.stride_h = s_.stride_h;
     s_.wave.pad_top = s_.pad_top;
+    row_taps_ = s_.bsr && taps_in_rows_of_3() ? 3 : 1;
   }
 
   int stages() const override { return s_.split_here ? 2 : 1; }
@@ -145,6 +146,7 @@ class ConvStep final : public Step {
     a.off = s_.off.data();
     a.val = s_.val.data();
     a.block = s_.bsr ? kBsrBlock : 1;
+    a.row_taps = row_taps_;
     a.skip_empty = s_.skip_empty && !s_.bsr;
     a.channels = s_.out.dim[1];
     a.blocks = s_.blocks;
@@ -252,8 +254,23 @@ class ConvStep final : public Step {
     }
   }
 
+  // BSR taps that come in runs of 3 inputs one vector apart in every block (the kernel columns
+  // of a dense interleaved stride-1 conv): conv_bsr then loads each run's inputs once.
+  bool taps_in_rows_of_3() const {
+    const int64_t V = k_.vector_floats;
+    for (size_t blk = 0; blk + 1 < s_.ptr.size(); ++blk) {
+      const int32_t j0 = s_.ptr[blk], j1 = s_.ptr[blk + 1];
+      if ((j1 - j0) % 3 != 0) return false;
+      for (int32_t j = j0; j < j1; j += 3) {
+        if (s_.off[j + 1] - s_.off[j] != V || s_.off[j + 2] - s_.off[j + 1] != V) return false;
+      }
+    }
+    return s_.ptr.size() > 1;
+  }
+
   ConvSpec s_;
   KernelTable k_;
+  int row_taps_ = 1;  // ConvKernelArgs::row_taps
 };
 
 }  // namespace

@@ -86,6 +86,27 @@ def test_conv2d_wide_planes(kernel, geometry, ksize):
                      KERNEL_ATOL, KERNEL_RTOL)
 
 
+@pytest.mark.parametrize("hole", [False, True])
+@pytest.mark.parametrize("pads", [(1, 1, 1, 1), (0, 2, 1, 0)], ids=str)
+def test_conv2d_dense_rows_on_vector_wide_batches(hole, pads):
+    """A batch as wide as a vector, interleaved: a position is one vector, so the kernel columns
+    of a dense BSR block read inputs one vector apart and the kernel loads each kernel row once
+    (conv_bsr.cpp bsr_chunk_rows). A tap missing from one block (``hole``) breaks the runs: the
+    plain path then runs that conv."""
+    from runtime import _native
+
+    x = random_input((_native.vector_floats(), 5, 9, 19))
+    w = _sparse_weight((10, 5, 3, 3), 1.0)
+    if hole:
+        w[4:8, 2, 1, 0] = 0.0
+    b = np.linspace(-1, 1, 10, dtype=np.float32)
+    r = random_input((x.shape[0], 10, *ref.conv2d(x, w, pads=pads).shape[2:]), seed=3)
+    for extras in ({}, {"residual": r, "clamp": (0.0, 6.0)}):
+        args = dict(pads=pads, kernel="bsr", **extras)
+        assert_close(nat.conv2d(x, w, b, **args), ref.conv2d(x, w, b, **args),
+                     KERNEL_ATOL, KERNEL_RTOL)
+
+
 @pytest.mark.parametrize("kernel", ["csr", "bsr"])
 def test_conv2d_grouped_and_odd_channels(kernel):
     x = random_input((2, 8, 7, 5))
