@@ -25,6 +25,7 @@ static inline void csr_chunk(const ConvKernelArgs& a, int64_t oc, int64_t p0) {
   #pragma GCC unroll 16
   for (int u = 0; u < U; ++u) acc[u] = b;
   const float* base = a.in + p0;
+#pragma GCC unroll 2
   for (int32_t j = a.ptr[oc], e = a.ptr[oc + 1]; j < e; ++j) {
     const vf w = simd::splat(a.val[j]);
     const float* src = base + a.off[j];
