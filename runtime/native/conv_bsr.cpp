@@ -18,16 +18,35 @@ namespace FD_NS {
 
 constexpr int R = kBsrBlock;
 
-template <int U, bool FAST>
-static inline void bsr_chunk(const ConvKernelArgs& a, int64_t blk, int64_t p0) {
-  vf acc[R][U];
+// Block blk's accumulators start at its channels' biases. Padding channels of the last block
+// (oc >= channels) have no bias and are not stored.
+template <int U>
+__attribute__((always_inline)) static inline void block_bias(const ConvKernelArgs& a, int64_t blk,
+                                                             vf (&acc)[R][U]) {
   #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
-    // Padding channels of the last block (oc >= channels) have no bias and are not stored.
     const vf b = blk * R + r < a.channels ? bias_splat(a, blk * R + r) : simd::splat(0.0f);
     #pragma GCC unroll 16
     for (int u = 0; u < U; ++u) acc[r][u] = b;
   }
+}
+
+// The fused epilogue of block blk's real channels.
+template <int U, bool FAST>
+__attribute__((always_inline)) static inline void block_epilogue(const ConvKernelArgs& a,
+                                                                 int64_t blk, int64_t p0,
+                                                                 const vf (&acc)[R][U]) {
+  #pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    const int64_t oc = blk * R + r;
+    if (oc < a.channels) conv_epilogue<U, FAST>(a, oc, p0, acc[r]);
+  }
+}
+
+template <int U, bool FAST>
+static inline void bsr_chunk(const ConvKernelArgs& a, int64_t blk, int64_t p0) {
+  vf acc[R][U];
+  block_bias<U>(a, blk, acc);
   const float* base = a.in + p0;
   for (int32_t j = a.ptr[blk], e = a.ptr[blk + 1]; j < e; ++j) {
     const float* src = base + a.off[j];
@@ -42,11 +61,7 @@ static inline void bsr_chunk(const ConvKernelArgs& a, int64_t blk, int64_t p0) {
       for (int u = 0; u < U; ++u) acc[r][u] += wr * x[u];
     }
   }
-  #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) {
-    const int64_t oc = blk * R + r;
-    if (oc < a.channels) conv_epilogue<U, FAST>(a, oc, p0, acc[r]);
-  }
+  block_epilogue<U, FAST>(a, blk, p0, acc);
 }
 
 // Kernel-row runs (ConvKernelArgs::row_taps == 3): every block's taps come in runs of 3 whose
@@ -56,12 +71,7 @@ static inline void bsr_chunk(const ConvKernelArgs& a, int64_t blk, int64_t p0) {
 template <int U, bool FAST>
 static inline void bsr_chunk_rows(const ConvKernelArgs& a, int64_t blk, int64_t p0) {
   vf acc[R][U];
-  #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) {
-    const vf b = blk * R + r < a.channels ? bias_splat(a, blk * R + r) : simd::splat(0.0f);
-    #pragma GCC unroll 16
-    for (int u = 0; u < U; ++u) acc[r][u] = b;
-  }
+  block_bias<U>(a, blk, acc);
   const float* base = a.in + p0;
   for (int32_t j = a.ptr[blk], e = a.ptr[blk + 1]; j < e; j += 3) {
     const float* src = base + a.off[j];
@@ -79,11 +89,7 @@ static inline void bsr_chunk_rows(const ConvKernelArgs& a, int64_t blk, int64_t 
       }
     }
   }
-  #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r) {
-    const int64_t oc = blk * R + r;
-    if (oc < a.channels) conv_epilogue<U, FAST>(a, oc, p0, acc[r]);
-  }
+  block_epilogue<U, FAST>(a, blk, p0, acc);
 }
 
 constexpr int kChunk = 4;
