@@ -94,6 +94,13 @@ WAVEFRONT_LAYERS = 3
 # 2.15 ms at 90%; ResNet-20x2 (<= 150 KB tensors, in L2 anyway) 4% slower, so small ones keep
 # the channel split.
 ROW_SPLIT_MIN_BYTES = 512 * 1024
+# Smaller convs (down to this output size) split rows too when they are part of a chain: their
+# input comes from, or their output goes to, another group-1 conv that splits rows, so each
+# thread keeps reading the rows it wrote. Paired same-run A/B, batch 1, 2 threads (time ratio to
+# channel splits below 512 KB): ResNet-20x2 90% 0.985 and 95% 0.937 with 64 KB; MobileNetV1,
+# whose pointwise convs sit between depthwise convs (never in a chain), unchanged; splitting
+# every conv of >= 64 KB instead made MobileNetV1 90% 8% slower.
+ROW_SPLIT_CHAIN_BYTES = 64 * 1024
 
 
 def reads_padded_copy(stride: tuple[int, int]) -> bool:
@@ -449,6 +456,18 @@ def stream_mask(length: int, row_stride: int, width: int) -> np.ndarray:
 
 
 @dataclass
+class RowSplitCandidate:
+    """A conv whose threads could split output rows (ROW_SPLIT_MIN_BYTES, ROW_SPLIT_CHAIN_BYTES);
+    _Builder.choose_row_splits decides once every conv is emitted."""
+
+    spec: dict
+    input_name: str
+    units: int
+    big: bool
+    chains: bool  # group 1: may link a chain
+
+
+@dataclass
 class CompiledPlan:
     """A native plan for one input shape, with what ``Engine.run`` needs around it."""
 
@@ -480,6 +499,7 @@ class _Builder:
         # Index of the last node reading each tensor (a fused residual counts as a read).
         self.last_read = {name: i for i, n in enumerate(graph.nodes) for name in reads(n)}
         self.node_index = -1  # the node being emitted (build_plan)
+        self.row_split_candidates: dict[str, RowSplitCandidate] = {}  # by output name
 
     # -- bookkeeping
     def new_tensor(self, name: str, shape: tuple[int, ...], segments: bool = False) -> Tensor:
@@ -670,7 +690,17 @@ class _Builder:
                 free.setdefault(buf.key, []).append(buf.offset)
         return top
 
+    def choose_row_splits(self) -> None:
+        """Row splits for the big candidates and for the chained ones: a group-1 candidate
+        whose input another group-1 candidate writes, or whose output one reads."""
+        chained = {name for name, c in self.row_split_candidates.items() if c.chains}
+        read = {c.input_name for c in self.row_split_candidates.values() if c.chains}
+        for name, c in self.row_split_candidates.items():
+            if c.big or (c.chains and (c.input_name in chained or name in read)):
+                c.spec["row_units"] = c.units
+
     def build_native(self, native_module: Any, input_shape: tuple[int, ...]) -> Any:
+        self.choose_row_splits()
         arena = self.place_buffers()
         self.wavefronts = self.mark_wavefronts()
         consts = np.concatenate(self.consts) if self.consts else np.zeros(VMAX, np.float32)
@@ -899,9 +929,12 @@ def _emit_conv(b: _Builder, node: Node) -> None:
     # interleaved strided convs; stride-1 planar CSR convs of one image reading in place).
     in_place = not (bsr or direct or gather or spec.get("phase_split"))
     by_rows = strided or (lanes == 1 and n == 1 and (sh, sw) == (1, 1))
+    out_bytes = 4 * out_shape[1] * y_rs * oh
     if (b.threads > 1 and in_place and by_rows
-            and 4 * out_shape[1] * y_rs * oh >= ROW_SPLIT_MIN_BYTES):
-        spec["row_units"] = min(oh, UNITS_PER_THREAD * b.threads)
+            and out_bytes >= min(ROW_SPLIT_CHAIN_BYTES, ROW_SPLIT_MIN_BYTES)):
+        b.row_split_candidates[node.outputs[0]] = RowSplitCandidate(
+            spec, node.inputs[0], min(oh, UNITS_PER_THREAD * b.threads),
+            out_bytes >= ROW_SPLIT_MIN_BYTES, geo.group == 1)
     b.emit("add_conv", spec)
 
 

@@ -73,3 +73,51 @@ def test_row_units_rejected_where_rows_cannot_be_split(monkeypatch):
     with pytest.raises(ValueError, match="row_units"):
         build_plan(graph, (1, 3, 16, 16), 2, _native)
     assert spec_seen
+
+
+def _pointwise_depthwise_model() -> onnx.ModelProto:
+    """conv1x1 -> relu -> depthwise conv3x3 -> relu -> conv1x1, 16 channels at 20x20, 60% of
+    the weights zero."""
+    rng = np.random.default_rng(1)
+    inits = {}
+    for name, shape in (("p1", (16, 8, 1, 1)), ("d", (16, 1, 3, 3)), ("p2", (8, 16, 1, 1))):
+        w = rng.standard_normal(shape).astype(np.float32)
+        w[rng.random(shape) < 0.6] = 0.0  # sparse: CSR kernels, which can split rows
+        inits[name] = w
+    nodes = [helper.make_node("Conv", ["x", "p1"], ["a"], name="p1"),
+             helper.make_node("Relu", ["a"], ["ra"], name="ra"),
+             helper.make_node("Conv", ["ra", "d"], ["b"], group=16, pads=[1, 1, 1, 1], name="d"),
+             helper.make_node("Relu", ["b"], ["rb"], name="rb"),
+             helper.make_node("Conv", ["rb", "p2"], ["y"], name="p2")]
+    return graph_model(nodes, ["N", 8, 20, 20], inits, name="pw_dw")
+
+
+@pytest.mark.parametrize(("model", "split_rows"), [
+    (_chain_model("N"), [True, True, True]),
+    (_pointwise_depthwise_model(), [False, False, False])])
+def test_small_convs_split_rows_only_in_chains(tmp_path, monkeypatch, model, split_rows):
+    """Below ROW_SPLIT_MIN_BYTES (here: every conv), a conv splits rows only when a group-1 conv
+    that can split rows writes its input or reads its output: the chain of 3x3 convs does,
+    pointwise convs between depthwise ones do not. Both equal ORT on two threads."""
+    import runtime.plan
+
+    monkeypatch.setattr(runtime.plan, "ROW_SPLIT_MIN_BYTES", 10**12)
+    monkeypatch.setattr(runtime.plan, "ROW_SPLIT_CHAIN_BYTES", 0)
+    specs = []
+    original = runtime.plan._Builder.emit
+
+    def emit(self, method, *args):
+        if method == "add_conv":
+            specs.append(args[0])
+        return original(self, method, *args)
+
+    monkeypatch.setattr(runtime.plan._Builder, "emit", emit)
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    x = random_input((1, 8, 20, 20))
+    plan = build_plan(prepare_graph(load_graph(path)), x.shape, 2, _native)
+    assert ["row_units" in spec for spec in specs] == split_rows
+    y = np.empty(plan.output_shape, np.float32)
+    for _ in range(3):
+        plan.native.run(x, y)
+        assert_close(y, ort_run(path, x))
