@@ -91,15 +91,16 @@ WAVEFRONT_LAYERS = 3
 # (and it can compute row ranges): each thread then reads mostly the rows its own core wrote
 # one layer earlier, where splitting channels makes every layer read half its input from the
 # other core. Measured at batch 1 on 2 threads: ResNet-50 conv2_x (0.9-3.4 MB tensors) 2.46 ->
-# 2.15 ms at 90%; ResNet-20x2 (<= 150 KB tensors, in L2 anyway) 4% slower, so small ones keep
-# the channel split.
+# 2.15 ms at 90%; ResNet-20x2 (<= 150 KB tensors) with every conv split 4% slower, so smaller
+# convs split rows only in chains (ROW_SPLIT_CHAIN_BYTES).
 ROW_SPLIT_MIN_BYTES = 512 * 1024
 # Smaller convs (down to this output size) split rows too when they are part of a chain: their
-# input comes from, or their output goes to, another group-1 conv that splits rows, so each
+# input comes from, or their output goes to, another group-1 conv that can split rows, so each
 # thread keeps reading the rows it wrote. Paired same-run A/B, batch 1, 2 threads (time ratio to
-# channel splits below 512 KB): ResNet-20x2 90% 0.985 and 95% 0.937 with 64 KB; MobileNetV1,
-# whose pointwise convs sit between depthwise convs (never in a chain), unchanged; splitting
-# every conv of >= 64 KB instead made MobileNetV1 90% 8% slower.
+# channel splits below 512 KB): ResNet-20x2 0.976 at 90%, 0.939 at 95%, 0.935 at 98%;
+# MobileNetV1, whose pointwise convs sit between depthwise convs (never in a chain), and the
+# ResNet-50 stage unchanged. Splitting every conv of >= 64 KB instead made MobileNetV1 90% 8%
+# slower; 32 KB (ResNet-20x2's 8x8 convs too) made ResNet-20x2 90% 3.6% slower.
 ROW_SPLIT_CHAIN_BYTES = 64 * 1024
 
 
