@@ -694,10 +694,10 @@ class _Builder:
     def choose_row_splits(self) -> None:
         """Row splits for the big candidates and for the chained ones: a group-1 candidate
         whose input another group-1 candidate writes, or whose output one reads."""
-        chained = {name for name, c in self.row_split_candidates.items() if c.chains}
+        written = {name for name, c in self.row_split_candidates.items() if c.chains}
         read = {c.input_name for c in self.row_split_candidates.values() if c.chains}
         for name, c in self.row_split_candidates.items():
-            if c.big or (c.chains and (c.input_name in chained or name in read)):
+            if c.big or (c.chains and (c.input_name in written or name in read)):
                 c.spec["row_units"] = c.units
 
     def build_native(self, native_module: Any, input_shape: tuple[int, ...]) -> Any:

@@ -8,7 +8,6 @@ import onnx
 import pytest
 from onnx import helper
 
-import runtime.plan
 from runtime import _native
 from runtime.graph import load_graph
 from runtime.passes import prepare_graph
@@ -41,24 +40,15 @@ def _block_model(channels: int, stride: int) -> onnx.ModelProto:
 
 @pytest.mark.parametrize("channels,stride", [(64, 1), (128, 2)])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_channel_blocked_convs_equal_ort(tmp_path, monkeypatch, channels, stride, threads):
+def test_channel_blocked_convs_equal_ort(tmp_path, conv_specs, channels, stride, threads):
     """Batch-interleaved groups of 16 (a position is one vector): the 3x3 convs run in
     input-channel blocks, with a residual and a clamp, on 1 and 2 threads (each thread its own
     scratch and channel range), and equal ONNX Runtime at every call."""
-    specs = []
-    original = runtime.plan._Builder.emit
-
-    def emit(self, method, *args):
-        if method == "add_conv":
-            specs.append(args[0])
-        return original(self, method, *args)
-
-    monkeypatch.setattr(runtime.plan._Builder, "emit", emit)
     path = tmp_path / "blocks.onnx"
     onnx.save(_block_model(channels, stride), str(path))
     x = random_input((16, channels, 12, 12), seed=channels)
     plan = build_plan(prepare_graph(load_graph(path)), x.shape, threads, _native, interleave=True)
-    blocked = [s["blocks"] for s in specs if s.get("blocks", 1) > 1]
+    blocked = [s["blocks"] for s in conv_specs if s.get("blocks", 1) > 1]
     assert len(blocked) >= 2 and min(blocked) >= 3  # both 3x3 convs (the projection at 123 KB)
     y = np.empty(plan.output_shape, np.float32)
     for _ in range(3):

@@ -95,7 +95,8 @@ def _pointwise_depthwise_model() -> onnx.ModelProto:
 @pytest.mark.parametrize(("model", "split_rows"), [
     (_chain_model("N"), [True, True, True]),
     (_pointwise_depthwise_model(), [False, False, False])])
-def test_small_convs_split_rows_only_in_chains(tmp_path, monkeypatch, model, split_rows):
+def test_small_convs_split_rows_only_in_chains(tmp_path, monkeypatch, conv_specs, model,
+                                               split_rows):
     """Below ROW_SPLIT_MIN_BYTES (here: every conv), a conv splits rows only when a group-1 conv
     that can split rows writes its input or reads its output: the chain of 3x3 convs does,
     pointwise convs between depthwise ones do not. Both equal ORT on two threads."""
@@ -103,20 +104,11 @@ def test_small_convs_split_rows_only_in_chains(tmp_path, monkeypatch, model, spl
 
     monkeypatch.setattr(runtime.plan, "ROW_SPLIT_MIN_BYTES", 10**12)
     monkeypatch.setattr(runtime.plan, "ROW_SPLIT_CHAIN_BYTES", 0)
-    specs = []
-    original = runtime.plan._Builder.emit
-
-    def emit(self, method, *args):
-        if method == "add_conv":
-            specs.append(args[0])
-        return original(self, method, *args)
-
-    monkeypatch.setattr(runtime.plan._Builder, "emit", emit)
     path = tmp_path / "model.onnx"
     onnx.save(model, str(path))
     x = random_input((1, 8, 20, 20))
     plan = build_plan(prepare_graph(load_graph(path)), x.shape, 2, _native)
-    assert ["row_units" in spec for spec in specs] == split_rows
+    assert ["row_units" in spec for spec in conv_specs] == split_rows
     y = np.empty(plan.output_shape, np.float32)
     for _ in range(3):
         plan.native.run(x, y)
