@@ -76,15 +76,17 @@ def _run(plan, x: np.ndarray) -> np.ndarray:
     return y
 
 
-def _assert_exact(monkeypatch, path, wave, x: np.ndarray) -> None:
+def _assert_exact(monkeypatch, path, wave, x: np.ndarray) -> np.ndarray:
     """The wavefront plan's output is bit-identical to the same plan layer by layer, and equals
-    ONNX Runtime."""
+    ONNX Runtime. Returns the layer-by-layer output."""
     result = _run(wave, x)
     monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 0)
     plain = _plan(path, x.shape)
     assert plain.wavefronts == []
-    np.testing.assert_array_equal(result, _run(plain, x))
+    expected = _run(plain, x)
+    np.testing.assert_array_equal(result, expected)
     assert_close(result, ort_run(path, x))
+    return expected
 
 
 @pytest.fixture
@@ -137,8 +139,8 @@ def test_wavefront_equals_layer_by_layer_and_ort(tmp_path, monkeypatch, marked, 
     assert any(m["wave_guard_in"] for m in members)
     if layers == 5:  # a residual written by an earlier member
         assert any(m["wave_res"] >= 0 for m in members)
-    _run(wave, x)  # the arena is reused between calls: the second call must be exact too
-    _assert_exact(monkeypatch, resnet_path, wave, x)
+    first = _run(wave, x)  # the arena is reused between calls: both calls must be exact
+    np.testing.assert_array_equal(first, _assert_exact(monkeypatch, resnet_path, wave, x))
 
 
 def test_wavefront_guards_reused_storage(resnet_path, monkeypatch, marked):
