@@ -17,6 +17,10 @@
 #include <new>
 #include <stdexcept>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 #define FD_PAUSE() _mm_pause()
@@ -47,9 +51,26 @@ struct Job {
   std::atomic<bool> finished{false};
 };
 
+// Arenas of at least one 2 MB page are backed by 2 MB pages where the OS offers them on request
+// (Linux transparent huge pages in "madvise" mode, this machine's default): one chunk of a
+// batch-interleaved conv reads every input plane of its layer, ~100 distinct 4 KB pages, more
+// than the first-level TLB holds. Paired in-process A/B, ResNet-20x2 90% batch 32, one thread:
+// 2.0% faster (two threads: unchanged).
+constexpr size_t kHugePage = size_t(2) << 20;
+
+static float* allocate_arena(size_t bytes) {
+  if (bytes < kHugePage) return static_cast<float*>(std::aligned_alloc(64, bytes));
+  const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+  void* data = std::aligned_alloc(kHugePage, rounded);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (data) madvise(data, rounded, MADV_HUGEPAGE);  // a hint: failure leaves 4 KB pages
+#endif
+  return static_cast<float*>(data);
+}
+
 Workspace::Workspace(int64_t floats) {
   const size_t bytes = ((static_cast<size_t>(floats > 0 ? floats : 1) * sizeof(float) + 63) / 64) * 64;
-  data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+  data_ = allocate_arena(bytes);
   if (!data_) throw std::bad_alloc();
   std::memset(data_, 0, bytes);
 }
