@@ -19,7 +19,7 @@ NATIVE_DIR = os.path.join("runtime", "native")
 COMMON_FLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-pthread"]
 LINK_FLAGS = ["-pthread"]
 DRIVER_SOURCES = ["module.cpp", "plan.cpp", "wavefront.cpp", "conv_step.cpp", "eltwise.cpp",
-                  "pool.cpp", "gemm.cpp", "isa.cpp"]
+                  "pool.cpp", "gemm.cpp", "isa.cpp", "jit_x86.cpp"]
 ISA_SOURCES = ["conv_csr.cpp", "conv_bsr.cpp", "phase_split.cpp", "segments.cpp", "conv_tiny.cpp",
                "gemm_dot.cpp"]
 # name -> (floats per vector, target flags)
@@ -63,7 +63,8 @@ native = Pybind11Extension(
     extra_compile_args=COMMON_FLAGS,
     extra_link_args=LINK_FLAGS,
     depends=[os.path.join(NATIVE_DIR, h) for h in
-             ("common.h", "simd.h", "conv_kernels.h", "conv_epilogue.h", "conv_step.h", "plan.h")],
+             ("common.h", "simd.h", "conv_kernels.h", "conv_epilogue.h", "conv_step.h", "plan.h",
+              "jit_x86.h")],
     cxx_std=17,
 )
 

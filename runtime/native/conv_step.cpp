@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "conv_kernels.h"
+#include "jit_x86.h"
 
 namespace fd {
 
@@ -30,6 +31,23 @@ class ConvStep final : public Step {
     s_.wave.stride_h = s_.stride_h;
     s_.wave.pad_top = s_.pad_top;
     row_taps_ = s_.bsr && taps_in_rows_of_3() ? 3 : 1;
+    // Interleaved convs of 16 images on AVX-512 (one vector per position) may run on tiles of
+    // machine code made for their weights (jit_x86.h); JitConv::build says whether they pay.
+    if (s_.strided && !s_.bsr && !s_.halo && k_.vector_floats == 16 && s_.lanes == 16) {
+      JitConvSpec j;
+      j.ptr = s_.ptr.data();
+      j.off = s_.off.data();
+      j.val = s_.val.data();
+      j.bias = s_.bias.empty() ? nullptr : s_.bias.data();
+      j.channels = s_.out.dim[1];
+      j.bounds = s_.bounds;
+      j.skip_empty = s_.skip_empty;
+      j.has_res = s_.has_res;
+      j.out_cs = s_.out.stride[1];
+      j.res_cs = s_.has_res ? s_.res.stride[1] : 0;
+      j.act = s_.act;
+      jit_ = JitConv::build(j);
+    }
   }
 
   int stages() const override { return s_.split_here ? 2 : 1; }
@@ -41,6 +59,7 @@ class ConvStep final : public Step {
   }
   const char* name() const override {
     if (s_.direct) return "conv_csr_direct";
+    if (jit_) return "conv_jit";
     return s_.bsr ? "conv_bsr" : (s_.strided ? "conv_csr_strided" : "conv_csr");
   }
   bool light() const override { return false; }
@@ -164,6 +183,10 @@ class ConvStep final : public Step {
         a.rows = r1 - r0;
         shift_rows(a, r0, a.in_row_step);
       }
+      if (jit_ && jit_->covers(u0, u1)) {
+        run_jit(a, u0, u1);
+        return;
+      }
       k_.conv_csr_strided(a, u0, u1);
       return;
     }
@@ -182,6 +205,22 @@ class ConvStep final : public Step {
       shift_rows(a, r0, a.rs);
     }
     (s_.bsr ? k_.conv_bsr : k_.conv_csr)(a, u0, u1);
+  }
+
+  // The machine-code tiles of channels [u0, u1) at every output position of a's rows.
+  void run_jit(const ConvKernelArgs& a, int64_t u0, int64_t u1) const {
+    const std::vector<JitTile>& tiles = jit_->tiles();
+    size_t t0 = 0, t1 = tiles.size();
+    while (t0 < t1 && tiles[t0].first < u0) ++t0;
+    while (t1 > t0 && tiles[t1 - 1].first >= u1) --t1;
+    const float* table = jit_->table();
+    for (int64_t r = 0; r < a.rows; ++r)
+      for (int64_t p = 0; p < a.positions; ++p) {
+        const float* in = a.in + r * a.in_row_step + p * a.in_pos_step;
+        float* out = a.out + r * a.out_rs + p * a.lanes;
+        const float* res = a.res ? a.res + r * a.res_rs + p * a.lanes : nullptr;
+        for (size_t t = t0; t < t1; ++t) tiles[t].fn(in, out, table, res);
+      }
   }
 
   // Moves the origins of a kernel call to output row r0 (input rows in_row floats apart).
@@ -270,6 +309,7 @@ class ConvStep final : public Step {
 
   ConvSpec s_;
   KernelTable k_;
+  std::unique_ptr<JitConv> jit_;  // null: the CSR kernel runs
   int row_taps_ = 1;  // ConvKernelArgs::row_taps
 };
 

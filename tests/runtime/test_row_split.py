@@ -45,7 +45,7 @@ def test_threads_split_rows_or_channels_equal_ort(tmp_path, monkeypatch, min_byt
     x = random_input((batch, 8, 20, 20))
     graph = prepare_graph(load_graph(path))
     plan = build_plan(graph, x.shape, 2, _native, interleave=batch > 1)
-    assert ("conv_csr_strided" in plan.native.step_names()) == (batch > 1)
+    assert bool({"conv_csr_strided", "conv_jit"} & set(plan.native.step_names())) == (batch > 1)
     y = np.empty(plan.output_shape, np.float32)
     for _ in range(3):  # helpers claim different units each time
         plan.native.run(x, y)
