@@ -8,6 +8,7 @@ matrix costs one export per family.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,28 @@ def test_kernel_choice_follows_density(exported, tmp_path):
         kinds = list(choices.values())
         assert len(kinds) == 21  # the stem, 18 block convs, 2 shortcut 1x1 convs
         assert kinds.count(expected) >= len(kinds) - 1, choices  # the dense stem may differ
+
+
+@pytest.mark.parametrize("family", ["resnet20x2", "mobilenet_v1"])
+def test_generated_conv_code_in_batch_groups_matches_ort(exported, tmp_path, monkeypatch, family):
+    """Batches of 16+ images run as interleaved groups of 16, whose convs run on code generated
+    for their weights (runtime/native/jit_x86.cpp) where it pays: equal to ONNX Runtime, and bit
+    for bit equal to the CSR kernel (FEATHERDEPLOY_JIT=0)."""
+    from runtime import _native
+
+    monkeypatch.setenv("FEATHERDEPLOY_BATCH_LAYOUT", "interleaved")
+    x = random_input((33, *IMAGE), seed=3)  # two groups of 16 and one image on its own
+    for sparsity in (0.9, 0.95):
+        path = tmp_path / f"{family}_{sparsity}.onnx"
+        onnx.save(sparsify(exported[family], sparsity), str(path))
+        expected = ort_run(path, x)
+        for threads in THREADS:
+            monkeypatch.delenv("FEATHERDEPLOY_JIT", raising=False)
+            engine = Engine(path, threads=threads)
+            got = engine.run(x)
+            assert_close(got, expected)
+            steps = engine._plan_for((16, *IMAGE), interleave=True).native.step_names()
+            generates = _native.native_isa() == "avx512" and sys.platform.startswith("linux")
+            assert ("conv_jit" in steps) == generates
+            monkeypatch.setenv("FEATHERDEPLOY_JIT", "0")
+            np.testing.assert_array_equal(Engine(path, threads=threads).run(x), got)
