@@ -21,8 +21,9 @@ from runtime.graph import Graph, Node
 from runtime.passes import ACT_KEY, RESIDUAL_KEY
 from runtime.plan import KERNEL_KEY, build_plan
 
-__all__ = ["batch_interleaved", "inner_output", "conv2d", "pool2d", "global_pool", "affine", "add",
-           "softmax", "gemm", "concat", "to_segments", "from_segments"]
+__all__ = ["batch_interleaved", "inner_output", "conv2d", "conv2d_plan", "run_plan", "pool2d",
+           "global_pool", "affine", "add", "softmax", "gemm", "concat", "to_segments",
+           "from_segments"]
 
 Pads = tuple[int, int, int, int]
 Clamp = tuple[float, float] | None
@@ -55,23 +56,30 @@ def inner_output() -> Iterator[None]:
         _INNER.reset(token)
 
 
-def _run(node: Node, x: np.ndarray, constants: dict[str, np.ndarray],
-         opset: int = 13) -> np.ndarray:
+def _plan(node: Node, shape: tuple[int, ...], constants: dict[str, np.ndarray],
+          opset: int = 13, threads: int | None = None) -> Any:
     from runtime import _native
 
-    x = np.ascontiguousarray(x, dtype=np.float32)
     nodes = [node]
     node.outputs = ["y"]
     if _INNER.get():
         node.outputs = ["inner"]
         nodes.append(Node("Identity", "out", ["inner"], ["y"]))
-    graph = Graph(nodes, {k: np.asarray(v) for k, v in constants.items()}, "x", tuple(x.shape),
-                  "y", opset)
-    plan = build_plan(graph, tuple(x.shape), default_threads(), _native,
+    graph = Graph(nodes, {k: np.asarray(v) for k, v in constants.items()}, "x", shape, "y", opset)
+    return build_plan(graph, shape, threads or default_threads(), _native,
                       interleave=_INTERLEAVE.get())
+
+
+def run_plan(plan: Any, x: np.ndarray) -> np.ndarray:
+    """Runs a plan of this module on ``x`` (the shape it was planned for)."""
     y = np.empty(plan.output_shape, np.float32)
-    plan.native.run(x, y)
+    plan.native.run(np.ascontiguousarray(x, dtype=np.float32), y)
     return y
+
+
+def _run(node: Node, x: np.ndarray, constants: dict[str, np.ndarray],
+         opset: int = 13) -> np.ndarray:
+    return run_plan(_plan(node, tuple(x.shape), constants, opset), x)
 
 
 def _with_clamp(attrs: dict[str, Any], clamp: Clamp) -> dict[str, Any]:
@@ -86,6 +94,18 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *,
            residual: np.ndarray | None = None, clamp: Clamp = None,
            kernel: str = "auto") -> np.ndarray:
     """Direct conv (CSR or BSR by cost, or forced by ``kernel``) with the fused epilogue."""
+    return run_plan(conv2d_plan(x.shape, weight, bias, stride=stride, pads=pads,
+                                dilation=dilation, group=group, residual=residual, clamp=clamp,
+                                kernel=kernel), x)
+
+
+def conv2d_plan(shape: tuple[int, ...], weight: np.ndarray, bias: np.ndarray | None = None, *,
+                stride: tuple[int, int] = (1, 1), pads: Pads = (0, 0, 0, 0),
+                dilation: tuple[int, int] = (1, 1), group: int = 1,
+                residual: np.ndarray | None = None, clamp: Clamp = None, kernel: str = "auto",
+                threads: int | None = None) -> Any:
+    """The plan ``conv2d`` runs, for an input of ``shape`` (its steps can be inspected, and
+    ``run_plan`` runs it); ``threads`` defaults to the engine's."""
     attrs: dict[str, Any] = {"strides": list(stride), "pads": list(pads),
                              "dilations": list(dilation), "group": group}
     constants = {"w": np.asarray(weight, np.float32)}
@@ -98,7 +118,8 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *,
         attrs[RESIDUAL_KEY] = "r"
     if kernel != "auto":
         attrs[KERNEL_KEY] = kernel
-    return _run(Node("Conv", "conv", inputs, [], _with_clamp(attrs, clamp)), x, constants)
+    node = Node("Conv", "conv", inputs, [], _with_clamp(attrs, clamp))
+    return _plan(node, tuple(shape), constants, threads=threads)
 
 
 def pool2d(x: np.ndarray, *, kind: str, kernel: tuple[int, int], stride: tuple[int, int] = (1, 1),

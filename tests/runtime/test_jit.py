@@ -12,10 +12,8 @@ import numpy as np
 import pytest
 
 from runtime import _native
-from runtime.graph import Graph, Node
+from runtime.kernels import native as nat
 from runtime.kernels import reference as ref
-from runtime.passes import ACT_KEY, RESIDUAL_KEY
-from runtime.plan import KERNEL_KEY, build_plan
 from tests.runtime.onnx_cases import assert_close, random_input
 
 pytestmark = pytest.mark.skipif(
@@ -32,25 +30,9 @@ def _weight(shape, density, seed=3):
 
 
 def _plan(x, w, b, geometry, residual, clamp, threads):
-    attrs = {"strides": list(geometry.get("stride", (1, 1))),
-             "pads": list(geometry.get("pads", (0, 0, 0, 0))),
-             "dilations": list(geometry.get("dilation", (1, 1))),
-             "group": geometry.get("group", 1), KERNEL_KEY: "csr"}
-    constants = {"w": w, "b": b}
-    if residual is not None:
-        constants["r"] = residual
-        attrs[RESIDUAL_KEY] = "r"
-    if clamp is not None:
-        attrs[ACT_KEY] = clamp
-    node = Node("Conv", "conv", ["x", "w", "b"], ["y"], attrs)
-    graph = Graph([node], constants, "x", x.shape, "y", 13)
-    return build_plan(graph, x.shape, threads, _native, interleave=True)
-
-
-def _run(plan, x):
-    y = np.empty(plan.output_shape, np.float32)
-    plan.native.run(x, y)
-    return y
+    with nat.batch_interleaved():
+        return nat.conv2d_plan(x.shape, w, b, **geometry, residual=residual, clamp=clamp,
+                               kernel="csr", threads=threads)
 
 
 GEOMETRIES = [
@@ -86,7 +68,7 @@ def test_jit_equals_csr_and_reference(monkeypatch, geometry, channels, kernel, d
     monkeypatch.setenv("FEATHERDEPLOY_JIT", "0")
     csr_plan = _plan(x, w, b, geometry, residual, clamp, threads)
     assert "conv_jit" not in csr_plan.native.step_names()
-    y_jit, y_csr = _run(jit_plan, x), _run(csr_plan, x)
+    y_jit, y_csr = nat.run_plan(jit_plan, x), nat.run_plan(csr_plan, x)
     np.testing.assert_array_equal(y_jit, y_csr)
     expected = ref.conv2d(x, w, b, **geometry, residual=residual, clamp=clamp)
     assert_close(y_jit, expected, ATOL, RTOL)
@@ -100,7 +82,7 @@ def test_jit_runs_where_loads_are_shared():
     b = np.zeros(32, np.float32)
     plan = _plan(x, w, b, {"pads": (1, 1, 1, 1)}, None, None, 1)
     assert "conv_jit" in plan.native.step_names()
-    assert_close(_run(plan, x), ref.conv2d(x, w, b, pads=(1, 1, 1, 1)), ATOL, RTOL)
+    assert_close(nat.run_plan(plan, x), ref.conv2d(x, w, b, pads=(1, 1, 1, 1)), ATOL, RTOL)
 
 
 def test_jit_declines_depthwise_few_taps_and_oversized_code():
