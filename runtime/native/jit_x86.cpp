@@ -20,17 +20,17 @@ namespace {
 // Output channels per tile: accumulators zmm0..zmm23, input vectors rotate over zmm24..zmm31.
 constexpr int kJitTile = 24;
 constexpr int kFirstInputReg = 24, kInputRegs = 8;
-// Only convs whose loads feed at least this many FMAs on average (the CSR kernel's is 1), and
-// whose code stays within this size: every tile runs at every position, so a layer's code is
-// fetched once per position (a 270 KB layer ran at 43 GMAC/s against 60-67 for <= 77 KB; in
-// MobileNetV1 at 95%, 80 KB layers on 4x4 planes ran 2-4% slower than the CSR kernel).
-// ResNet-20x2's layers share ~2.0-2.4 at 90% sparsity, 1.4-1.7 at 95% and 1.1-1.28 at 98%,
-// where the convs are bound by memory and generated code ran 2-5% slower (batch 32, 1.25).
+// A conv gets code only when all three hold (measured at batch 32, one thread):
+// - its input loads feed >= kJitMinReuse FMAs on average (the CSR kernel: 1). ResNet-20x2's
+//   layers share ~2.0-2.4 at 90% sparsity, 1.4-1.7 at 95% and 1.1-1.3 at 98%, where the convs
+//   are bound by memory: with a bound of 1.25 the 98% model ran 2% slower, with 1.3 within 1%;
+// - it has >= kJitMinTapsPerChannel taps per output channel: per position a tile also spends a
+//   bias broadcast, a clamp and a store on each channel, where the CSR kernel shares its
+//   per-tap work among 8 positions (MobileNetV1 at 95-98% ran 6-13% slower without this rule);
+// - its code fits kJitMaxCode: every tile runs at every position, so a layer's code is fetched
+//   once per position (a 270 KB layer ran at 43 GMAC/s against 60-67 for <= 77 KB in a
+//   standalone harness; MobileNetV1 95%'s 80 KB layers on 4x4 planes ran 2-4% slower than CSR).
 constexpr double kJitMinReuse = 1.3;
-// And only convs with at least this many taps per output channel: per position a tile also
-// spends a bias broadcast, a clamp and a store on each channel, where the CSR kernel shares its
-// per-tap work among 8 positions (MobileNetV1 at 95-98% sparsity, batch 32, whose pointwise
-// convs have few taps per channel, ran 6-13% slower without this rule).
 constexpr double kJitMinTapsPerChannel = 8.0;
 constexpr size_t kJitMaxCode = 64 * 1024;
 

@@ -11,9 +11,8 @@
 // Offsets are displacements and weights embedded-broadcast operands (vfmadd231ps with {1to16}),
 // so there is no per-tap index arithmetic, and at 90% sparsity one 64-byte load feeds ~2 FMAs
 // where the CSR kernel (conv_csr.cpp run_pair) spends one load per FMA. Each channel adds its
-// taps in CSR order, so results equal the CSR kernel's bit for bit. Measured on ResNet-20x2's
-// layers in benchmarks/kernel_lab: 1.35-1.47x the CSR loop at 90-95% sparsity; in the model,
-// ResNet-20x2 at batch 32 runs 8-9% faster at 90% and 95%.
+// taps in CSR order, so results equal the CSR kernel's bit for bit. ResNet-20x2 at batch 32
+// runs 6-9% faster at 90% and 95% sparsity (benchmarks/jit_ab.py).
 #pragma once
 
 #include <cstddef>

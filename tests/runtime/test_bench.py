@@ -400,6 +400,24 @@ def test_engine_vs_peers_cli_bad_input(tmp_path: Path, capsys: pytest.CaptureFix
     assert exc.value.code == 2
 
 
+def test_jit_ab_measures_both_engines_and_rejects_bad_lists(tmp_path: Path) -> None:
+    from benchmarks.jit_ab import main, measure
+    from tests.runtime.onnx_cases import single_node_model
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((24, 24, 3, 3)) * (rng.random((24, 24, 3, 3)) < 0.5))
+    path = tmp_path / "conv.onnx"
+    onnx.save(single_node_model("Conv", ("N", 24, 8, 8), initializers={"w": w.astype(np.float32)},
+                                pads=[1, 1, 1, 1]), str(path))
+    csr_ms, jit_ms = measure(path, batch=16, threads=1, rounds=2)  # raises if outputs differ
+    assert csr_ms > 0 and jit_ms > 0
+    for bad in (["--models", "nope"], ["--sparsities", "100"], ["--threads", "0"],
+                ["--batches", "x"]):
+        with pytest.raises(SystemExit) as exc:
+            main(bad)
+        assert exc.value.code == 2
+
+
 DEEPSPARSE_PYTHON_ENV = "FEATHERDEPLOY_DEEPSPARSE_PYTHON"  # e.g. /tmp/ds/bin/python
 DEEPSPARSE_REL_TOL = 1e-4
 
