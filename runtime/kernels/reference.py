@@ -125,8 +125,8 @@ def concat(xs: list[np.ndarray], axis: int) -> np.ndarray:
 
 
 def to_segments(rows: np.ndarray, lanes: int) -> np.ndarray:
-    """(n, P * lanes) image rows -> (n, P + 2, lanes) column-segment rows (runtime/plan.py
-    _segment_tensor): lane i of position p (1..P) holds column i * P + p - 1; position 0 holds
+    """(n, P * lanes) image rows -> (n, P + 2, lanes) column-segment rows (runtime/planner/layout.py
+    segment_tensor): lane i of position p (1..P) holds column i * P + p - 1; position 0 holds
     column i * P - 1 and position P + 1 column (i + 1) * P (the halos; 0 past the row's ends)."""
     n, width = rows.shape
     positions = width // lanes
