@@ -140,7 +140,9 @@ class Engine:
             program = self._single_image_program(shapes)
             plan = program.single_plan
             if plan is not None:
-                return plan.run([feeds[n] for n in plan.input_names])
+                outs = plan.run([feeds[n] for n in plan.input_names])
+                named = dict(zip(plan.output_names, outs, strict=True))
+                return program.graph_outputs({**feeds, **named})
             return program.run(feeds)
         images = tuple((n, s[1:]) for n, s in shapes)
         if self._is_separable(images):
@@ -152,7 +154,8 @@ class Engine:
         """Images never interact: threads take whole groups of ``lanes`` images, each group
         run by one batch-interleaved plan (one image per plan when interleaving does not pay)."""
         lanes = self._lanes(images, batch)
-        one = self._program(_batched(images, 1)).single_plan
+        program = self._program(_batched(images, 1))
+        one = program.single_plan
         assert one is not None  # _is_separable checked it
         outputs = [np.empty((batch * s[0], *s[1:]), np.float32) for s in one.output_shapes]
         groups, tail = divmod(batch, lanes)
@@ -168,7 +171,8 @@ class Engine:
             plan.native.run([feeds[n][done:] for n in names],  # type: ignore[union-attr]
                             [y[done * s[0]:] for y, s in zip(outputs, one.output_shapes,
                                                              strict=True)])
-        return outputs
+        named = dict(zip(one.output_names, outputs, strict=True))
+        return program.graph_outputs({**feeds, **named})
 
     # -- programs (bounded cache)
     def _program(self, shapes: Shapes, threads: int | None = None,

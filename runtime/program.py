@@ -69,6 +69,10 @@ class Program:
         for runner in self.runners:
             outputs = runner.run(values)
             values.update(zip(runner.segment.outputs, outputs, strict=True))
+        return self.graph_outputs(values)
+
+    def graph_outputs(self, values: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The graph's outputs in its order, from computed values, inputs and constants."""
         constants = self.partition.graph.constants
         return [np.array(constants[name]) if name in constants else values[name]
                 for name in self.partition.graph.output_names]

@@ -66,13 +66,17 @@ def save_model(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def ort_run(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
+def ort_run(path: Path, x: np.ndarray | dict[str, np.ndarray], threads: int = 1,
+            output: str | None = None) -> np.ndarray:
+    """ONNX Runtime's first output (or the output named ``output``) for one input array or a
+    dict of inputs."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
+    feeds = x if isinstance(x, dict) else {session.get_inputs()[0].name: x}
+    return session.run([output] if output else None, feeds)[0]
 
 
 def conv_kernels(engine, batch: int = 1) -> dict[str, str]:
