@@ -30,12 +30,14 @@ enum ActKind : int {
   kActSilu = 6,         // x * sigmoid(x)
   kActTanh = 7,         // tanh(x)
   kActElu = 8,          // x < 0 ? alpha * (exp(x) - 1) : x
-  kActKinds = 9,
+  kActHardSwish = 9,    // x * clamp(alpha * x + beta, 0, 1)   (ONNX: alpha 1/6, beta 0.5)
+  kActKinds = 10,
 };
 
 // Index = kind; exported to Python (runtime._native.activation_kinds()).
 inline constexpr const char* kActivationNames[kActKinds] = {
-    "none", "clip", "leaky_relu", "prelu", "sigmoid", "hard_sigmoid", "silu", "tanh", "elu"};
+    "none", "clip", "leaky_relu", "prelu", "sigmoid", "hard_sigmoid", "silu", "tanh", "elu",
+    "hard_swish"};
 
 // The form kernels carry (plain data: copied into every kernel call). `slopes` points into the
 // owning step's storage (ActivationSpec), one value per output channel.
@@ -62,6 +64,7 @@ struct Activation {
       case kActSilu: return x / (1.0f + std::exp(-x));
       case kActTanh: return std::tanh(x);
       case kActElu: return x < 0.0f ? alpha * std::expm1(x) : x;
+      case kActHardSwish: return x * unit_clamp(alpha * x + beta);
       default: return x;
     }
   }

@@ -67,6 +67,8 @@ def apply_activation(x: np.ndarray, act: FusedActivation, channel_axis: int = 1)
         out = np.tanh(y)
     elif kind == "elu":
         out = np.where(y < 0, act.alpha * np.expm1(np.minimum(y, 0.0)), y)
+    elif kind == "hard_swish":
+        out = y * np.clip(act.alpha * y + act.beta, 0.0, 1.0)
     elif kind == "none":
         out = y
     else:
@@ -142,6 +144,7 @@ ACTIVATIONS: dict[str, Activation] = {a.op_type: a for a in (
     Activation("HardSigmoid", _with_alpha("hard_sigmoid", 0.2, 0.5)),
     Activation("Tanh", _fixed("tanh")),
     Activation("Elu", _with_alpha("elu", 1.0)),
+    Activation("HardSwish", _fixed("hard_swish", alpha=1.0 / 6.0, beta=0.5)),
 )}
 
 

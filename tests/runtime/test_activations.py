@@ -18,7 +18,8 @@ from tests.runtime.onnx_cases import (
     save_model,
 )
 
-# op -> (attributes, extra initializers by input position) with non-default parameters.
+# op -> (attributes, extra initializers by input position) with non-default parameters (opset
+# 14: HardSwish).
 ACTIVATIONS = {
     "Relu": ({}, {}),
     "Clip": ({}, {1: np.float32(-0.5), 2: np.float32(1.5)}),
@@ -28,6 +29,7 @@ ACTIVATIONS = {
     "HardSigmoid": ({"alpha": 0.3, "beta": 0.4}, {}),
     "Tanh": ({}, {}),
     "Elu": ({"alpha": 0.7}, {}),
+    "HardSwish": ({}, {}),
 }
 NATIVE_OPTIONS = EngineOptions(backend="native", batch_layout="interleaved")
 
@@ -65,7 +67,7 @@ def _conv_act(op: str, cin: int, cout: int, kernel: int, group: int = 1, stride:
         inits["w2"] = w2
         nodes += [helper.make_node("Conv", ["a", "w2"], ["c2"], name="conv2", pads=[1] * 4),
                   helper.make_node("GlobalAveragePool", ["c2"], ["y"], name="pool")]
-    model = graph_model(nodes, ["N", cin, "H", "W"], inits, name="conv_act")
+    model = graph_model(nodes, ["N", cin, "H", "W"], inits, name="conv_act", opset=14)
     if expose_conv:
         model.graph.output.append(helper.make_tensor_value_info("c", 1, None))
     return model
@@ -132,7 +134,8 @@ def test_standalone_activation_equals_ort(tmp_path, op, shape):
     if op == "PRelu":  # slopes along axis 1 of this rank
         inits[node.input[1]] = np.linspace(-0.5, 1.5, shape[1], dtype=np.float32).reshape(
             (shape[1],) + (1,) * (len(shape) - 2))
-    path = save_model(graph_model([node], list(shape), inits, name="act"), tmp_path / "a.onnx")
+    model = graph_model([node], list(shape), inits, name="act", opset=14)
+    path = save_model(model, tmp_path / "a.onnx")
     x = random_input(shape, seed=5) * np.float32(3.0)
     for threads in (1, 2):
         engine = Engine(path, options=EngineOptions(backend="native", threads=threads))

@@ -47,6 +47,7 @@ inline vf activate(vf v, const Activation& act, int64_t channel) {
     case kActSilu: return v * sigmoid(v);
     case kActTanh: return splat(2.0f) * sigmoid(v + v) - splat(1.0f);
     case kActElu: return select(negative, splat(act.alpha) * (exp(v) - splat(1.0f)), v);
+    case kActHardSwish: return v * unit_clamp(v * splat(act.alpha) + splat(act.beta));
     default: return v;
   }
 }
