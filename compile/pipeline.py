@@ -67,6 +67,7 @@ from compile.verify import (
     verify_pack,
 )
 from runtime.formats import FORMAT_NAME, FORMAT_VERSION
+from train.config import type_problem
 
 __all__ = ["CompileError", "CompileOptions", "CompileResult", "EvalData", "compile_run",
            "options_from_mapping",
@@ -93,6 +94,9 @@ class CompileOptions:
     layout: str = "OIHW"  # conv matrix column order in the pack: OIHW (in,kh,kw) or OHWI
 
     def __post_init__(self) -> None:
+        problem = type_problem(self)  # first: the checks below compare numbers
+        if problem is not None:
+            raise CompileError(problem)
         if self.layout not in ("OIHW", "OHWI"):
             raise CompileError(f"layout must be OIHW or OHWI, got {self.layout!r}")
         if self.opset < 13:
@@ -102,6 +106,11 @@ class CompileOptions:
                                f"{self.ir_version}")
         if self.verify_images < 1 or self.batch_size < 1:
             raise CompileError("verify_images and batch_size must be positive")
+        if self.seed < 0:
+            raise CompileError(f"seed must be >= 0, got {self.seed}")
+        if not self.block_shapes or min(min(shape) for shape in self.block_shapes) < 1:
+            raise CompileError(f"block_shapes must be RxC with positive ints, got "
+                               f"{self.block_shapes}")
 
 
 def options_from_mapping(values: Mapping[str, Any]) -> CompileOptions:
@@ -112,16 +121,27 @@ def options_from_mapping(values: Mapping[str, Any]) -> CompileOptions:
     if unknown:
         raise CompileError(f"unknown compile option(s) {unknown}; valid: {sorted(known)}")
     resolved = dict(values)
-    shapes = resolved.get("block_shapes")
-    if isinstance(shapes, str):
-        resolved["block_shapes"] = parse_block_shapes(shapes)
-    elif isinstance(shapes, (list, tuple)):
-        resolved["block_shapes"] = parse_block_shapes(",".join(
-            item if isinstance(item, str) else "x".join(map(str, item)) for item in shapes))
+    if "block_shapes" in resolved:
+        resolved["block_shapes"] = _block_shapes(resolved["block_shapes"])
     try:
         return CompileOptions(**resolved)
     except TypeError as exc:  # e.g. a string where a number belongs
         raise CompileError(f"bad compile options {dict(values)}: {exc}") from exc
+
+
+def _block_shapes(value: Any) -> tuple[tuple[int, int], ...]:
+    """``"1x1,4x1"`` or a list of ``"RxC"`` / ``[R, C]`` items -> ((R, C), ...)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    texts = []
+    for item in items:
+        if isinstance(item, (list, tuple)) and len(item) == 2:
+            item = "x".join(map(str, item))
+        if not isinstance(item, str):  # YAML turns unquoted 0x4 (hex) or 1:30 (base 60) to ints
+            raise CompileError(
+                f"block_shapes must be text like \"1x4,4x1\" or a list of \"RxC\", got "
+                f"{item!r} (YAML reads an unquoted 0x4 as the hex number 4): quote the shapes")
+        texts.append(item)
+    return parse_block_shapes(",".join(texts))
 
 
 @dataclass

@@ -357,3 +357,32 @@ def test_cli_reads_yaml_config_and_flags_override_it(tmp_path: Path,
     (tmp_path / "bad.yaml").write_text("- not a mapping\n")
     assert main([str(tmp_path / "run"), "--out", str(out), "--config",
                  str(tmp_path / "bad.yaml")]) == 2
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"batch_size": 2.5}, r"batch_size must be an integer, got 2.5"),
+    ({"batch_size": True}, r"batch_size must be an integer, got True"),
+    ({"verify_images": "8"}, r"verify_images must be an integer, got '8'"),
+    ({"opset": 13.0}, r"opset must be an integer"),
+    ({"accuracy": 1}, r"accuracy must be true or false"),
+    ({"inputs": 5}, r"inputs must be a string or null"),
+    ({"seed": -1}, r"seed must be >= 0"),
+    ({"block_shapes": 4}, r"block_shapes .* 4 .*quote"),
+    ({"block_shapes": ["1x4", 4]}, r"block_shapes .* 4 .*quote"),
+    ({"block_shapes": [[1, 4.5]]}, r"block shape"),
+])
+def test_option_types_are_checked(values: dict, message: str) -> None:
+    with pytest.raises(CompileError, match=message):
+        options_from_mapping(values)
+
+
+def test_yaml_hex_block_shape_is_a_clear_cli_error(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    make_run(tmp_path / "run")
+    for text in ("block_shapes: 0x4\n", "block_shapes: [1x4, 0x4]\n", "batch_size: 2.5\n"):
+        (tmp_path / "c.yaml").write_text(text)
+        code, err = run_cli([str(tmp_path / "run"), "--out", str(tmp_path / "art"), "--config",
+                             str(tmp_path / "c.yaml"), "--no-accuracy"], capsys)
+        assert code == 2 and err.startswith("compile: error: ") and err.count("\n") == 1, err
+        assert "0x4" in err or "batch_size" in err, err
+    assert not (tmp_path / "art").exists()
