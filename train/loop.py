@@ -35,7 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from runtime.atomic import atomic_write_json, atomic_write_text
-from train.artifact import ModelMeta, atomic_torch_save, save_model_artifact
+from train.artifact import ModelMeta, atomic_torch_save, non_finite_tensor, save_model_artifact
 from train.config import ConfigError, TrainConfig, to_yaml
 from train.east.cyclic import CyclicSchedule
 from train.east.dyrelu import dyrelu_beta, set_dyrelu_beta
@@ -44,7 +44,8 @@ from train.prunable import prunable_parameters
 from train.schedule import cubic_sparsity
 from train.sparsify import FeatherSparsifier, SparsityConfig
 
-__all__ = ["RunExistsError", "TrainResult", "run_training", "select_device", "cosine_lr"]
+__all__ = ["RunExistsError", "TrainingDivergedError", "TrainResult", "run_training",
+           "select_device", "cosine_lr", "epoch_divergence"]
 
 CHECKPOINT_FORMAT = "featherdeploy.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -54,6 +55,10 @@ RESUMABLE_DIFFERENCES = {"progress", "device", "data_dir"}
 
 class RunExistsError(ConfigError):
     """The run directory already holds a run and neither resume nor overwrite was asked for."""
+
+
+class TrainingDivergedError(Exception):
+    """The loss or the weights became NaN/Inf; nothing of the diverged epoch was saved."""
 
 
 @dataclass
@@ -279,6 +284,7 @@ class _Trainer:
                 group["lr"] = lr
             logits, loss = self._step(images, labels)
             self.after_step(step)
+            self._check_step_loss(float(loss), step)
             loss_sum += float(loss) * labels.numel()
             correct += float((logits.argmax(1) == labels).sum())
             count += labels.numel()
@@ -294,6 +300,24 @@ class _Trainer:
         loss_sum, correct, count = _reduce([loss_sum, correct, count], self.device, self.ctx)
         return {"train_loss": loss_sum / count, "train_acc": correct / count, "lr": lr}
 
+    def _check_step_loss(self, loss: float, step: int) -> None:
+        """Stop at the first NaN/Inf loss instead of training on for the rest of the epoch.
+
+        Not under DDP (a rank that stopped alone would leave the others waiting in all-reduce:
+        the epoch-end check sees the reduced loss on every rank) nor AMP (the grad scaler skips
+        a batch whose fp16 forward overflowed; only the weights tell whether the run is lost).
+        """
+        if math.isfinite(loss) or self.ctx.distributed or self.use_amp:
+            return
+        raise self.diverged(f"the training loss is {loss} at step "
+                            f"{step % self.steps_per_epoch + 1}/{self.steps_per_epoch}")
+
+    def diverged(self, what: str) -> TrainingDivergedError:
+        config = self.config
+        return TrainingDivergedError(
+            f"training diverged: {what} of epoch {self.epoch + 1}; lower --lr ({config.lr:g}) or "
+            f"--weight-decay ({config.weight_decay:g}). Nothing of this epoch was saved")
+
     def _step(self, images: torch.Tensor, labels: torch.Tensor):
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
             logits = self.net(images)
@@ -307,6 +331,23 @@ class _Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return logits.detach(), loss.detach()
+
+
+def epoch_divergence(model: nn.Module, train_loss: float, test_loss: float, *,
+                     check_train_loss: bool) -> str | None:
+    """What is non-finite after an epoch (None: all finite); checked before the checkpoint.
+
+    ``check_train_loss`` is False under AMP, where a skipped overflowing batch may leave an
+    infinite mean training loss behind healthy weights.
+    """
+    bad = non_finite_tensor(model)
+    if bad is not None:
+        return f"{bad} holds NaN or Inf at the end"
+    if check_train_loss and not math.isfinite(train_loss):
+        return f"the training loss is {train_loss} at the end"
+    if not math.isfinite(test_loss):
+        return f"the test loss is {test_loss} at the end"
+    return None
 
 
 def _cyclic_schedule(config: TrainConfig, total_steps: int) -> CyclicSchedule | None:
@@ -423,6 +464,10 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
             progress.set_postfix(loss=f"{train_stats['train_loss']:.3f}",
                                  test_acc=f"{test_acc:.4f}",
                                  sparsity=f"{trainer.sparsifier.sparsity():.4f}")
+        problem = epoch_divergence(trainer.model, train_stats["train_loss"], test_loss,
+                                   check_train_loss=not trainer.use_amp)
+        if problem is not None:  # every rank sees the same reduced losses and weights
+            raise trainer.diverged(problem)
         seconds = time.perf_counter() - start
         elapsed += seconds
         trainer.epoch += 1

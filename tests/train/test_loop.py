@@ -1,6 +1,7 @@
 """The training loop end to end on synthetic data: outputs, exact resume, bad input, DDP."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -11,9 +12,9 @@ import torch
 import yaml
 
 from train.__main__ import main as train_main
-from train.artifact import load_model_artifact
+from train.artifact import ArtifactError, ModelMeta, load_model_artifact, save_model_artifact
 from train.config import resolve_config
-from train.loop import run_training
+from train.loop import epoch_divergence, run_training
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"dataset": "synthetic", "model": "resnet20", "batch_size": 64, "progress": False,
@@ -124,3 +125,37 @@ def test_two_process_ddp_run_shares_thresholds(tmp_path):
     assert (run / "model.pt").is_file()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["sparsity"] >= 0.8 - 1e-5
+
+
+def test_diverging_run_exits_2_and_writes_no_model(tmp_path, capsys):
+    code = train_main(["--name", "nan", "--runs-dir", str(tmp_path), "--dataset", "synthetic",
+                       "--epochs", "2", "--lr", "1e30", "--no-progress", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: training diverged") and err.count("\n") == 1, err
+    assert "lr" in err
+    left = sorted(p.name for p in (tmp_path / "nan").iterdir())
+    assert left == ["config.yaml", "metrics.jsonl"]  # no checkpoint, model or summary of NaNs
+
+
+def test_epoch_end_check_catches_non_finite_weights_and_losses():
+    model = torch.nn.Linear(2, 2)
+    assert epoch_divergence(model, 0.5, 0.7, check_train_loss=True) is None
+    assert "test loss is inf" in epoch_divergence(model, 0.5, math.inf, check_train_loss=True)
+    assert "training loss is nan" in epoch_divergence(model, math.nan, 0.7, check_train_loss=True)
+    # Under AMP an overflowing batch is skipped by the grad scaler: only the weights count.
+    assert epoch_divergence(model, math.nan, 0.7, check_train_loss=False) is None
+    with torch.no_grad():
+        model.bias[1] = math.nan
+    assert "bias holds NaN or Inf" in epoch_divergence(model, 0.5, 0.7, check_train_loss=True)
+
+
+def test_model_artifact_refuses_non_finite_weights(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight[0, 0] = math.inf
+    meta = ModelMeta(model_name="x", model_kwargs={}, input_shape=(1, 1, 2), num_classes=2,
+                     dataset="synthetic", data_dir=None, mean=(0.0,), std=(1.0,),
+                     prunable=["weight"])
+    with pytest.raises(ArtifactError, match="weight holds NaN or Inf"):
+        save_model_artifact(tmp_path / "model.pt", model, meta)
+    assert list(tmp_path.iterdir()) == []
