@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from train.artifact import ArtifactError
     from train.config import ConfigError, load_yaml_config, resolve_config
     from train.data_arrays import DatasetError
-    from train.loop import TrainingDivergedError, run_training
+    from train.loop import RunWriteError, TrainingDivergedError, run_training
     from train.models import ModelError
 
     overrides = {k: v for k, v in vars(args).items()
@@ -96,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         file_values = load_yaml_config(args.config) if args.config else {}
         config = resolve_config(file_values, overrides)
         result = run_training(config, resume=args.resume, overwrite=args.overwrite)
-    except (ConfigError, DatasetError, ModelError, ArtifactError, TrainingDivergedError) as exc:
+    except (ConfigError, DatasetError, ModelError, ArtifactError, TrainingDivergedError,
+            RunWriteError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # an unreadable file the core did not expect: still one line
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"run {result.run_dir}: test accuracy {result.test_acc:.4f}, "

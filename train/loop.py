@@ -23,7 +23,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,8 @@ from train.prunable import prunable_parameters
 from train.schedule import cubic_sparsity
 from train.sparsify import FeatherSparsifier, SparsityConfig
 
-__all__ = ["RunExistsError", "TrainingDivergedError", "TrainResult", "run_training",
+__all__ = ["RunExistsError", "RunWriteError", "TrainingDivergedError", "TrainResult",
+           "run_training",
            "select_device", "cosine_lr", "epoch_divergence"]
 
 CHECKPOINT_FORMAT = "featherdeploy.checkpoint"
@@ -55,6 +57,20 @@ RESUMABLE_DIFFERENCES = {"progress", "device", "data_dir"}
 
 class RunExistsError(ConfigError):
     """The run directory already holds a run and neither resume nor overwrite was asked for."""
+
+
+class RunWriteError(Exception):
+    """A run file could not be written (disk full, no permission, a file where a folder goes).
+    Every write is atomic, so the files written before are intact."""
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an OSError of the writes inside into one RunWriteError naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        raise RunWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 class TrainingDivergedError(Exception):
@@ -377,6 +393,8 @@ def _prepare_run_dir(config: TrainConfig, resume: bool, overwrite: bool) -> Path
         if not checkpoint.is_file():
             raise ConfigError(f"--resume: no checkpoint at {checkpoint}")
         return checkpoint
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunExistsError(f"run directory {run_dir} exists and is not a directory")
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise RunExistsError(f"run directory {run_dir} is not empty; pass --resume to continue "
                              "it or --overwrite to start again")
@@ -398,7 +416,15 @@ def _epoch_record(trainer: _Trainer, train_stats: dict[str, float], test_loss: f
 
 
 def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    path = run_dir / "metrics.jsonl"
+    with _writing(path):
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in history))
+
+
+def _write_checkpoint(trainer: _Trainer) -> None:
+    path = trainer.config.run_dir / "checkpoint.pt"
+    with _writing(path):
+        atomic_torch_save(trainer.state(), path)
 
 
 def _finish(trainer: _Trainer, seconds: float) -> TrainResult:
@@ -421,15 +447,18 @@ def _finish(trainer: _Trainer, seconds: float) -> TrainResult:
                      input_shape=input_shape, num_classes=info.num_classes,
                      dataset=config.dataset, data_dir=config.data_dir, mean=tuple(info.mean),
                      std=tuple(info.std), prunable=fqns, config=config.to_dict())
-    save_model_artifact(run_dir / "model.pt", cpu_model, meta)
-    atomic_write_json(run_dir / "sparsity.json", report)
+    with _writing(run_dir / "model.pt"):
+        save_model_artifact(run_dir / "model.pt", cpu_model, meta)
+    with _writing(run_dir / "sparsity.json"):
+        atomic_write_json(run_dir / "sparsity.json", report)
     totals = report["totals"]
     summary = {"test_acc": test_acc, "test_loss": test_loss, "sparsity": totals["sparsity"],
                "dense_macs": totals["dense_macs"], "sparse_macs": totals["sparse_macs"],
                "seconds": seconds, "epochs": config.epochs,
                "wrapped_test_acc": trainer.history[-1]["test_acc"],
                "unique_sparsity": unique_zeros / unique_numel, "unique_numel": unique_numel}
-    atomic_write_json(run_dir / "summary.json", summary)
+    with _writing(run_dir / "summary.json"):  # last: its presence means the run is complete
+        atomic_write_json(run_dir / "summary.json", summary)
     return TrainResult(run_dir, test_acc, test_loss, totals["sparsity"], config.epochs, seconds,
                        cpu_model)
 
@@ -451,8 +480,9 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     if checkpoint is not None:
         trainer.load(checkpoint)
     if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", to_yaml(config))
+        with _writing(run_dir / "config.yaml"):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.yaml", to_yaml(config))
         _write_history(run_dir, trainer.history)  # drop lines written after the checkpoint
     elapsed = sum(r["seconds"] for r in trainer.history)
     while trainer.epoch < config.epochs:
@@ -474,7 +504,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
         record = _epoch_record(trainer, train_stats, test_loss, test_acc, seconds)
         trainer.history.append(record)
         if ctx.is_main:
-            atomic_torch_save(trainer.state(), run_dir / "checkpoint.pt")
+            _write_checkpoint(trainer)
             _write_history(run_dir, trainer.history)
         if on_epoch_end is not None:
             on_epoch_end(record)

@@ -1,5 +1,6 @@
 """The training loop end to end on synthetic data: outputs, exact resume, bad input, DDP."""
 
+import errno
 import json
 import math
 import os
@@ -14,7 +15,7 @@ import yaml
 from train.__main__ import main as train_main
 from train.artifact import ArtifactError, ModelMeta, load_model_artifact, save_model_artifact
 from train.config import resolve_config
-from train.loop import epoch_divergence, run_training
+from train.loop import RunWriteError, epoch_divergence, run_training
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"dataset": "synthetic", "model": "resnet20", "batch_size": 64, "progress": False,
@@ -159,3 +160,58 @@ def test_model_artifact_refuses_non_finite_weights(tmp_path):
     with pytest.raises(ArtifactError, match="weight holds NaN or Inf"):
         save_model_artifact(tmp_path / "model.pt", model, meta)
     assert list(tmp_path.iterdir()) == []
+
+
+def _disk_full_after(monkeypatch, flag: dict):
+    """Every fsync fails with ENOSPC once ``flag["full"]`` is set (the atomic writer's fsync)."""
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if flag["full"]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_disk_full_mid_run_is_one_error_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    flag, saved = {"full": False}, {}
+    _disk_full_after(monkeypatch, flag)
+
+    def fill_disk(record):
+        saved["checkpoint"] = (tmp_path / "full" / "checkpoint.pt").read_bytes()
+        saved["metrics"] = (tmp_path / "full" / "metrics.jsonl").read_bytes()
+        flag["full"] = True
+    with pytest.raises(RunWriteError, match=r"cannot write .*checkpoint.pt: No space left"):
+        run_training(_config(tmp_path, "full", epochs=2), on_epoch_end=fill_disk)
+    run = tmp_path / "full"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml",
+                                                     "metrics.jsonl"]  # no temp files
+    assert (run / "checkpoint.pt").read_bytes() == saved["checkpoint"]
+    assert (run / "metrics.jsonl").read_bytes() == saved["metrics"]
+
+
+def test_cli_environment_errors_exit_2_with_one_line(tmp_path, monkeypatch, capsys):
+    base = ["--dataset", "synthetic", "--epochs", "1", "--no-progress", "--device", "cpu"]
+    (tmp_path / "file").write_text("not a folder")
+    code = train_main(["--name", "x", "--runs-dir", str(tmp_path / "file"), *base])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: cannot write") and err.count("\n") == 1, err
+    assert "Not a directory" in err
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "taken").write_text("a file where the run folder goes")
+    code = train_main(["--name", "taken", "--runs-dir", str(tmp_path / "runs"), *base])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not a directory" in err and err.count("\n") == 1, err
+
+    def no_permission(self, *args, **kwargs):  # the tests may run as root, who may write anywhere
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "mkdir", no_permission)
+        code = train_main(["--name", "x", "--runs-dir", str(tmp_path / "ro"), *base])
+    err = capsys.readouterr().err
+    assert code == 2 and "Permission denied" in err and err.count("\n") == 1, err
+    _disk_full_after(monkeypatch, {"full": True})
+    code = train_main(["--name", "x", "--runs-dir", str(tmp_path / "runs"), *base])
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and err.count("\n") == 1, err
+    assert list((tmp_path / "runs" / "x").iterdir()) == []  # nothing half-written
