@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -272,14 +274,52 @@ def _make_work_dir(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise CompileError(f"output path {out} exists and is not a directory")
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    _remove_stale_siblings(out)
+    work = Path(tempfile.mkdtemp(prefix=_sibling_prefix(out, "tmp"), dir=out.parent))
     work.chmod(0o755)  # mkdtemp creates 0700; artifacts are meant to be shared
     return work
 
 
+def _sibling_prefix(out: Path, kind: str) -> str:
+    """``NAME.tmp-HOST.PID.`` (work folder) or ``NAME.old-HOST.PID.`` (replaced artifacts): the
+    owner is in the name, so a later compile can tell a killed compile's leftovers."""
+    return f"{out.name}.{kind}-{socket.gethostname()}.{os.getpid()}."
+
+
+def _remove_stale_siblings(out: Path) -> None:
+    """Delete the folders a compile of ``out`` killed on this host left behind (its pid is gone).
+
+    Only provably ours: named by :func:`_sibling_prefix` for this output and host (another host
+    sharing the folder has its own pids) and a real folder; ``.old-`` ones only while ``out``
+    exists (else they hold the last artifacts). Anything else is left alone.
+    """
+    owned = re.compile(re.escape(out.name) + r"\.(tmp|old)-" + re.escape(socket.gethostname())
+                       + r"\.(\d+)\.\w+")
+    try:
+        siblings = list(out.parent.iterdir())
+    except OSError:
+        return  # the compile's own mkdtemp will report the unusable folder
+    for entry in siblings:
+        match = owned.fullmatch(entry.name)
+        if (match and entry.is_dir() and not entry.is_symlink() and not _pid_alive(match[2])
+                and (match[1] == "tmp" or out.is_dir())):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _pid_alive(pid: str) -> bool:
+    """False only when no process has this pid (a reused pid counts as alive: never delete)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError, ValueError):  # EPERM: another user's process; absurd pids
+        return True
+    return True
+
+
 def _install(work: Path, out: Path) -> None:
     """Replace ``out`` by ``work``: rename the old one away, rename the new one in, delete old."""
-    old = out.parent / f"{out.name}.old-{uuid.uuid4().hex[:8]}"
+    old = out.parent / f"{_sibling_prefix(out, 'old')}{uuid.uuid4().hex[:8]}"
     had_old = out.exists()
     if had_old:
         os.rename(out, old)

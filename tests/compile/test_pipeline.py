@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +24,7 @@ from compile.pipeline import (
     compile_run,
     options_from_mapping,
 )
+from compile.pipeline import _make_work_dir as make_work_dir
 from runtime.formats import FORMAT_NAME, FORMAT_VERSION, read_pack
 from tests.compile.helpers import TinyNet, randomize_batchnorm_, sparsify_
 from train.artifact import ModelMeta, save_model_artifact
@@ -386,3 +392,65 @@ def test_yaml_hex_block_shape_is_a_clear_cli_error(tmp_path: Path,
         assert code == 2 and err.startswith("compile: error: ") and err.count("\n") == 1, err
         assert "0x4" in err or "batch_size" in err, err
     assert not (tmp_path / "art").exists()
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_disk_full_and_bad_out_paths_are_one_line_and_keep_old_artifacts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    make_run(tmp_path / "run")
+    out = tmp_path / "art"
+    args = [str(tmp_path / "run"), "--no-accuracy", "--verify-images", "4"]
+    assert main([*args, "--out", str(out)]) == 0
+    before = _snapshot(out)
+
+    def disk_full(directory: Path, report: object) -> None:
+        (directory / "report.json").write_text("{")  # a partial write, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with monkeypatch.context() as patch:
+        patch.setattr("compile.pipeline.write_report_files", disk_full)
+        code, err = run_cli([*args, "--out", str(out)], capsys)
+    assert code == 2 and "No space left on device" in err and err.count("\n") == 1, err
+    assert _snapshot(out) == before and leftovers(tmp_path) == []
+    for bad_out in ("/dev/null", str(tmp_path / "run" / "config.yaml"),
+                    str(tmp_path / "run" / "config.yaml" / "art")):
+        code, err = run_cli([*args, "--out", bad_out], capsys)
+        assert code == 2 and err.startswith("compile: error: ") and err.count("\n") == 1, err
+    assert (tmp_path / "run" / "config.yaml").read_text() == "seed: 0\n"
+
+
+def _killed_compile_work_dir(out: Path) -> Path:
+    """The work folder of a compile of ``out`` SIGKILLed mid-way (a real, now dead, pid)."""
+    code = ("import os, signal, sys; from pathlib import Path; "
+            "from compile.pipeline import _make_work_dir; "
+            "print(_make_work_dir(Path(sys.argv[1])), flush=True); "
+            "os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    work = Path(proc.stdout.strip())
+    (work / "model.onnx").write_bytes(b"half")
+    return work
+
+
+def test_a_killed_compiles_work_dir_is_removed_by_the_next_compile(tmp_path: Path) -> None:
+    out = tmp_path / "art"
+    stale = _killed_compile_work_dir(out)
+    assert stale.is_dir() and stale.name.startswith("art.tmp-")
+    other_output = _killed_compile_work_dir(tmp_path / "other")  # another output's: not ours
+    foreign = tmp_path / "art.tmp-notours"  # no pid: cannot prove it is stale
+    foreign.mkdir()
+    live = make_work_dir(out)  # this (live) process's: a compile still running
+    # Killed between renaming the old artifacts away and installing the new ones: while `art`
+    # does not exist this folder is the only copy of the last artifacts and must stay.
+    stale_old = tmp_path / stale.name.replace(".tmp-", ".old-")
+    stale_old.mkdir()
+    compile_model(tiny_model(), (1, 12, 12), out, QUICK)
+    assert not stale.exists() and stale_old.is_dir()
+    assert other_output.is_dir() and foreign.is_dir() and live.is_dir()
+    assert {p.name for p in out.iterdir()} == ARTIFACT_FILES
+    compile_model(tiny_model(), (1, 12, 12), out, QUICK)
+    assert not stale_old.exists() and live.is_dir()
