@@ -454,3 +454,15 @@ def test_a_killed_compiles_work_dir_is_removed_by_the_next_compile(tmp_path: Pat
     assert {p.name for p in out.iterdir()} == ARTIFACT_FILES
     compile_model(tiny_model(), (1, 12, 12), out, QUICK)
     assert not stale_old.exists() and live.is_dir()
+
+
+def test_empty_data_dir_is_an_error_not_the_system_dataset(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_run(tmp_path / "run")  # trained on the system Fashion-MNIST
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = run_cli([str(tmp_path / "run"), "--out", str(tmp_path / "art"), "--data-dir",
+                         str(empty), "--no-accuracy", "--verify-images", "4"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "Fashion-MNIST not found" in err and f"in {empty}, {empty}/FashionMNIST/raw;" in err
+    assert not (tmp_path / "art").exists()

@@ -215,3 +215,20 @@ def test_cli_environment_errors_exit_2_with_one_line(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert code == 2 and "No space left on device" in err and err.count("\n") == 1, err
     assert list((tmp_path / "runs" / "x").iterdir()) == []  # nothing half-written
+
+
+def test_empty_data_dir_is_an_error_not_the_system_dataset(tmp_path, monkeypatch, capsys):
+    import torchvision.datasets
+
+    def offline(root, **kwargs):
+        raise OSError("offline")
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = train_main(["--name", "x", "--runs-dir", str(tmp_path / "runs"), "--data-dir",
+                       str(empty), "--epochs", "1", "--batch-size", "32", "--limit-train", "32",
+                       "--limit-test", "32", "--no-progress", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: Fashion-MNIST not found: looked for ") and str(empty) in err
+    assert not (tmp_path / "runs" / "x").exists()
