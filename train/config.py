@@ -291,7 +291,10 @@ def resolve_config(file_values: dict[str, Any] | None = None,
         raise ConfigError(str(exc)) from exc
     if config.dyrelu_phasing:  # record the epochs actually used, not "default"
         config.dyrelu_start, config.dyrelu_end = config.dyrelu_window
-    return config.validate()
+    config.validate()
+    if config.data_dir is not None:  # model.pt is compiled and benchmarked from other folders
+        config.data_dir = str(Path(config.data_dir).absolute())
+    return config
 
 
 def to_yaml(config: TrainConfig) -> str:

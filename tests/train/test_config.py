@@ -79,3 +79,11 @@ def test_bad_flags_exit_2_with_one_line(tmp_path, capsys, flags, culprit):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(f"error: {culprit} must be") and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_relative_data_dir_is_recorded_absolute(tmp_path, monkeypatch):
+    # compile and bench read data_dir from model.pt / report.json, from any working directory
+    monkeypatch.chdir(tmp_path)
+    assert resolve_config({"data_dir": "data"}, None).data_dir == str(tmp_path / "data")
+    assert resolve_config({"data_dir": "/srv/data"}, None).data_dir == "/srv/data"
+    assert resolve_config({}, None).data_dir is None
