@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -51,8 +53,16 @@ __all__ = ["RunExistsError", "RunWriteError", "TrainingDivergedError", "TrainRes
 
 CHECKPOINT_FORMAT = "featherdeploy.checkpoint"
 CHECKPOINT_VERSION = 1
-# Config fields that may differ between a run and its resumption.
-RESUMABLE_DIFFERENCES = {"progress", "device", "data_dir"}
+# Config fields that may differ between a run and its resumption: how it runs and where its
+# folder and data are, not what it trains (so a moved or renamed run folder resumes).
+RESUMABLE_DIFFERENCES = {"progress", "device", "data_dir", "name", "runs_dir"}
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "model.pt", "sparsity.json",
+             "summary.json")
+# What a run has written before its first checkpoint is in place (config.yaml, an empty
+# metrics.jsonl, maybe a checkpoint's unfinished temp file): nothing a restart could lose.
+BEFORE_FIRST_CHECKPOINT = frozenset({"config.yaml", "metrics.jsonl", "checkpoint.pt"})
+# The temp file runtime.atomic writes beside TARGET before renaming it: .TARGET.XXXXXXXX.tmp
+_ATOMIC_TEMP = re.compile(r"\.(?P<target>.+)\.\w+\.tmp")
 
 
 class RunExistsError(ConfigError):
@@ -385,20 +395,57 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
         raise ConfigError(f"cannot resume: the config changed ({detail})")
 
 
-def _prepare_run_dir(config: TrainConfig, resume: bool, overwrite: bool) -> Path | None:
-    """Return the checkpoint to resume from (or None); refuse to clobber an existing run."""
+def _prepare_run_dir(config: TrainConfig, resume: bool, overwrite: bool,
+                     is_main: bool = True) -> Path | None:
+    """Return the checkpoint to resume from (or None); refuse to clobber an existing run.
+
+    A run stopped before its first checkpoint starts again, with or without --resume. Only
+    the main process tidies up (the unfinished temp files of killed atomic writes).
+    """
     run_dir = config.run_dir
     checkpoint = run_dir / "checkpoint.pt"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunExistsError(f"run directory {run_dir} exists and is not a directory")
+    if _stopped_before_first_checkpoint(run_dir):
+        if is_main:
+            print(f"note: run {run_dir} was stopped before its first checkpoint; starting it "
+                  "again", file=sys.stderr)
+            _remove_temp_files(run_dir)
+        return None
     if resume:
         if not checkpoint.is_file():
             raise ConfigError(f"--resume: no checkpoint at {checkpoint}")
+        if is_main:
+            _remove_temp_files(run_dir)
         return checkpoint
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunExistsError(f"run directory {run_dir} exists and is not a directory")
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise RunExistsError(f"run directory {run_dir} is not empty; pass --resume to continue "
                              "it or --overwrite to start again")
     return None
+
+
+def _temp_target(name: str) -> str | None:
+    """The run file a leftover atomic-write temp file was meant to become, or None."""
+    match = _ATOMIC_TEMP.fullmatch(name)
+    return match["target"] if match and match["target"] in RUN_FILES else None
+
+
+def _stopped_before_first_checkpoint(run_dir: Path) -> bool:
+    """config.yaml, an empty metrics.jsonl, perhaps an unfinished checkpoint temp file: no more."""
+    try:
+        names = [entry.name for entry in run_dir.iterdir()]
+    except OSError:  # no folder yet
+        return False
+    metrics = run_dir / "metrics.jsonl"
+    return ("config.yaml" in names
+            and all((_temp_target(n) or n) in BEFORE_FIRST_CHECKPOINT for n in names)
+            and (not metrics.is_file() or metrics.stat().st_size == 0))
+
+
+def _remove_temp_files(run_dir: Path) -> None:
+    for entry in run_dir.iterdir():
+        if _temp_target(entry.name) and entry.is_file():
+            entry.unlink(missing_ok=True)
 
 
 def _epoch_record(trainer: _Trainer, train_stats: dict[str, float], test_loss: float,
@@ -474,7 +521,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
 
     device = select_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
     ctx = _init_distributed(device)
-    checkpoint = _prepare_run_dir(config, resume, overwrite)
+    checkpoint = _prepare_run_dir(config, resume, overwrite, ctx.is_main)
     trainer = _Trainer(config, device, ctx)
     run_dir = config.run_dir
     if checkpoint is not None:

@@ -14,8 +14,8 @@ import yaml
 
 from train.__main__ import main as train_main
 from train.artifact import ArtifactError, ModelMeta, load_model_artifact, save_model_artifact
-from train.config import resolve_config
-from train.loop import RunWriteError, epoch_divergence, run_training
+from train.config import ConfigError, resolve_config
+from train.loop import RunExistsError, RunWriteError, epoch_divergence, run_training
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"dataset": "synthetic", "model": "resnet20", "batch_size": 64, "progress": False,
@@ -232,3 +232,60 @@ def test_empty_data_dir_is_an_error_not_the_system_dataset(tmp_path, monkeypatch
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith("error: Fashion-MNIST not found: looked for ") and str(empty) in err
     assert not (tmp_path / "runs" / "x").exists()
+
+
+SHORT = {"epochs": 1, "limit_train": 128, "limit_test": 64}  # two steps per epoch
+
+
+def _killed_in_first_epoch(runs_dir: Path, name: str, monkeypatch) -> Path:
+    """A run SIGKILLed before its first checkpoint: config.yaml, an empty metrics.jsonl and the
+    temp file of a checkpoint write that never finished."""
+    def killed(*args, **kwargs):
+        raise _Killed
+    with monkeypatch.context() as patch:
+        patch.setattr("train.loop.evaluate", killed)
+        with pytest.raises(_Killed):
+            run_training(_config(runs_dir, name, **SHORT))
+    run = runs_dir / name
+    (run / ".checkpoint.pt.k1ll3d00.tmp").write_bytes(b"half a checkpoint")
+    return run
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_run_killed_before_its_first_checkpoint_starts_again(tmp_path, monkeypatch, capsys,
+                                                             resume):
+    run = _killed_in_first_epoch(tmp_path, "early", monkeypatch)
+    assert sorted(p.name for p in run.iterdir()) == [".checkpoint.pt.k1ll3d00.tmp",
+                                                     "config.yaml", "metrics.jsonl"]
+    capsys.readouterr()
+    run_training(_config(tmp_path, "early", **SHORT), resume=resume)
+    assert "stopped before its first checkpoint; starting it again" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint.pt", "config.yaml", "metrics.jsonl", "model.pt", "sparsity.json",
+        "summary.json"]
+
+
+def test_a_folder_with_other_files_is_never_taken_for_an_incomplete_run(tmp_path, monkeypatch):
+    run = _killed_in_first_epoch(tmp_path, "mine", monkeypatch)
+    (run / "notes.txt").write_text("the user's")
+    with pytest.raises(RunExistsError, match="not empty"):
+        run_training(_config(tmp_path, "mine", **SHORT))
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        run_training(_config(tmp_path, "mine", **SHORT), resume=True)
+    assert (run / "notes.txt").read_text() == "the user's"
+
+
+def test_a_moved_and_renamed_run_folder_resumes(tmp_path):
+    with pytest.raises(_Killed):
+        run_training(_config(tmp_path / "runs", "orig", **{**SHORT, "epochs": 2}),
+                     on_epoch_end=_kill_after(1))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "runs" / "orig").rename(tmp_path / "elsewhere" / "renamed")
+    run_training(_config(tmp_path / "elsewhere", "renamed", **{**SHORT, "epochs": 2}),
+                 resume=True)
+    run = tmp_path / "elsewhere" / "renamed"
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]  # continued, not restarted
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["name"], saved["runs_dir"]) == ("renamed", str(tmp_path / "elsewhere"))
+    assert (run / "model.pt").is_file() and not (tmp_path / "runs" / "orig").exists()
