@@ -466,3 +466,13 @@ def test_empty_data_dir_is_an_error_not_the_system_dataset(
     assert code == 2 and err.count("\n") == 1, err
     assert "Fashion-MNIST not found" in err and f"in {empty}, {empty}/FashionMNIST/raw;" in err
     assert not (tmp_path / "art").exists()
+
+
+def test_an_unexpected_os_error_is_still_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    def unreadable(*args: object) -> None:  # e.g. a run folder another user made unreadable
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "run"))
+    monkeypatch.setattr("compile.pipeline.compile_run", unreadable)
+    code, err = run_cli([str(tmp_path / "run"), "--out", str(tmp_path / "art")], capsys)
+    assert code == 2 and err.startswith("compile: error: ") and "Permission denied" in err
+    assert err.count("\n") == 1

@@ -289,3 +289,13 @@ def test_a_moved_and_renamed_run_folder_resumes(tmp_path):
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert (saved["name"], saved["runs_dir"]) == ("renamed", str(tmp_path / "elsewhere"))
     assert (run / "model.pt").is_file() and not (tmp_path / "runs" / "orig").exists()
+
+
+def test_an_unexpected_os_error_is_still_one_line(tmp_path, monkeypatch, capsys):
+    def unreadable(*args, **kwargs):  # e.g. a dataset file another user made unreadable
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "data"))
+    monkeypatch.setattr("train.loop.run_training", unreadable)
+    code = train_main(["--name", "x", "--runs-dir", str(tmp_path), "--dataset", "synthetic"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "Permission denied" in err
+    assert err.count("\n") == 1
