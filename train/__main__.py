@@ -97,10 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         config = resolve_config(file_values, overrides)
         result = run_training(config, resume=args.resume, overwrite=args.overwrite)
     except (ConfigError, DatasetError, ModelError, ArtifactError, TrainingDivergedError,
-            RunWriteError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as exc:  # an unreadable file the core did not expect: still one line
+            RunWriteError, OSError) as exc:  # OSError: a file the core did not expect
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"run {result.run_dir}: test accuracy {result.test_acc:.4f}, "

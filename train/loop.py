@@ -48,8 +48,7 @@ from train.schedule import cubic_sparsity
 from train.sparsify import FeatherSparsifier, SparsityConfig
 
 __all__ = ["RunExistsError", "RunWriteError", "TrainingDivergedError", "TrainResult",
-           "run_training",
-           "select_device", "cosine_lr", "epoch_divergence"]
+           "run_training", "select_device", "cosine_lr", "epoch_divergence"]
 
 CHECKPOINT_FORMAT = "featherdeploy.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -504,7 +503,7 @@ def _finish(trainer: _Trainer, seconds: float) -> TrainResult:
                "seconds": seconds, "epochs": config.epochs,
                "wrapped_test_acc": trainer.history[-1]["test_acc"],
                "unique_sparsity": unique_zeros / unique_numel, "unique_numel": unique_numel}
-    with _writing(run_dir / "summary.json"):  # last: its presence means the run is complete
+    with _writing(run_dir / "summary.json"):  # last: sweeps take it for a finished run
         atomic_write_json(run_dir / "summary.json", summary)
     return TrainResult(run_dir, test_acc, test_loss, totals["sparsity"], config.epochs, seconds,
                        cpu_model)
