@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from benchmarks.zoo.common import ZooError, format_bytes
 from benchmarks.zoo.manifest import MANIFEST_NAME, read_manifest
 from benchmarks.zoo.ortcheck import RunResult, run_and_check
 
-__all__ = ["op_counts", "format_dims", "model_report", "zoo_report"]
+__all__ = ["op_counts", "format_dims", "format_table", "ModelReport", "model_report",
+           "zoo_report"]
 
 Log = Callable[[str], None]
 
@@ -54,11 +56,19 @@ def _format_run(role: str, record: dict[str, Any], result: RunResult) -> list[st
     return lines
 
 
-def model_report(entry: dict[str, Any], folder: Path, threads: int) -> tuple[list[str], Counter,
-                                                                               list[str]]:
-    """(report lines, op counts of the dense file, findings) for one manifest entry."""
-    dense = onnx.load(str(folder / entry["files"]["dense"]["file"]), load_external_data=False)
-    ops = op_counts(dense)
+@dataclass
+class ModelReport:
+    """One model's report lines, the op counts of its dense file, its findings (``FAILED``,
+    ``DEGENERATE``, ``input-insensitive``) and its row of the summary table."""
+
+    lines: list[str]
+    ops: Counter[str]
+    findings: list[str]
+    row: list[str]
+
+
+def _header_lines(entry: dict[str, Any], ops: Counter[str]) -> list[str]:
+    """Name, opset, inputs, outputs and op counts of one entry."""
     domains = {d: v for d, v in entry["opset_imports"].items() if d not in ("", "ai.onnx")}
     lines = [f"== {entry['name']} [{entry['kind']}] {entry['task']}: opset {entry['opset']}"
              f"{f' + {domains}' if domains else ''}, IR {entry['ir_version']}, {entry['source']}"]
@@ -71,13 +81,46 @@ def model_report(entry: dict[str, Any], folder: Path, threads: int) -> tuple[lis
         f"{o['name']} {format_dims(o['declared_shape'])}" for o in entry["outputs"]))
     lines.append(f"  ops ({sum(ops.values())} nodes, {len(ops)} types): " + ", ".join(
         f"{op} x{count}" for op, count in sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))))
-    findings = []
+    return lines
+
+
+def _status(result: RunResult) -> str:
+    """``ok``, ``ok*`` (some output input-insensitive), ``DEGENERATE`` or ``FAILED``."""
+    if result.error is not None:
+        return "FAILED"
+    if not result.ok:
+        return "DEGENERATE"
+    return "ok*" if any(o.warnings for o in result.outputs) else "ok"
+
+
+def model_report(entry: dict[str, Any], folder: Path, threads: int) -> ModelReport:
+    """Op counts, inputs/outputs and the ORT runs of one manifest entry's two files."""
+    dense = onnx.load(str(folder / entry["files"]["dense"]["file"]), load_external_data=False)
+    ops = op_counts(dense)
+    lines, findings = _header_lines(entry, ops), []
+    times, states = [], []
     for role in ("dense", "pruned"):
         record = entry["files"][role]
         result = run_and_check(folder / record["file"], entry["inputs"], threads=threads)
         lines.extend(_format_run(role, record, result))
         findings.extend(_findings(record["file"], result))
-    return lines, ops, findings
+        times.append("-" if result.error else f"{result.run_ms:.1f}")
+        states.append(_status(result))
+    row = [entry["name"], entry["kind"], " ".join(format_dims(i["shape"]) for i in entry["inputs"]),
+           str(entry["num_outputs"]), str(entry["opset"]),
+           format_bytes(entry["files"]["dense"]["bytes"]), *times, "/".join(states)]
+    return ModelReport(lines, ops, findings, row)
+
+
+SUMMARY_HEADER = ["model", "kind", "feed shape", "outs", "opset", "size", "ms dense",
+                  "ms pruned", "dense/pruned"]
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Left-aligned columns separated by two spaces."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+            for r in [header, *rows]]
 
 
 def _findings(file: str, result: RunResult) -> list[str]:
@@ -104,11 +147,16 @@ def zoo_report(folder: Path, *, threads: int = 1, names: list[str] | None = None
         entries = [e for e in entries if e["name"] in names]
     usage: Counter[str] = Counter()
     findings: list[str] = []
+    rows: list[list[str]] = []
     for entry in entries:
-        lines, ops, model_findings = model_report(entry, folder, threads)
-        log("\n".join(lines))
-        usage.update(set(ops))
-        findings.extend(model_findings)
+        report = model_report(entry, folder, threads)
+        log("\n".join(report.lines))
+        usage.update(set(report.ops))
+        findings.extend(report.findings)
+        rows.append(report.row)
+    log(f"\n== summary (ORT CPU, {threads} thread(s), batch 1, one run; ok* = some output "
+        "input-insensitive)")
+    log("\n".join("  " + line for line in format_table(SUMMARY_HEADER, rows)))
     log(f"\n== op types across the zoo ({len(entries)} models): op -> models using it")
     for op, count in sorted(usage.items(), key=lambda kv: (-kv[1], kv[0])):
         log(f"  {op:34} {count}")
