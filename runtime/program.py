@@ -7,6 +7,7 @@ A model that is one native segment runs in one native call.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,11 +35,27 @@ class NativeSegment:
 
 @dataclass
 class OrtSegment:
+    """An ONNX Runtime session over a segment, opened on first use when an input's type is
+    known only from the values that reach it (produced by another ONNX Runtime segment)."""
+
     segment: Segment
-    session: Any
+    partition: Partition
+    threads: int
+    session: Any = None
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        if all(self.partition.dtypes.get(n) is not None for n in self.segment.inputs):
+            self.session = _ort_segment(self.partition, self.segment, self.threads, {})
 
     def run(self, values: dict[str, np.ndarray]) -> list[np.ndarray]:
         feeds = {name: values[name] for name in self.segment.inputs}
+        if self.session is None:
+            with self._lock:
+                if self.session is None:
+                    types = {name: value.dtype for name, value in feeds.items()}
+                    self.session = _ort_segment(self.partition, self.segment, self.threads,
+                                                types)
         try:
             return list(self.session.run(self.segment.outputs, feeds))
         except Exception as exc:  # ORT raises its own exception types
@@ -89,7 +106,7 @@ def build_program(graph: Graph, input_shapes: dict[str, tuple[int, ...]],
             runners.append(NativeSegment(segment, _plan_segment(part, segment, options, threads,
                                                                 interleave)))
         else:
-            runners.append(OrtSegment(segment, _ort_segment(part, segment, threads)))
+            runners.append(OrtSegment(segment, part, threads))
     return Program(spec, part, runners, threads, interleave)
 
 
@@ -104,9 +121,10 @@ def _plan_segment(part: Partition, segment: Segment, options: EngineOptions, thr
     return build_plan(sub, shapes, threads, options, interleave=interleave)
 
 
-def _ort_segment(part: Partition, segment: Segment, threads: int) -> Any:
+def _ort_segment(part: Partition, segment: Segment, threads: int,
+                 types: dict[str, np.dtype]) -> Any:
     """An ONNX Runtime session over the segment's nodes (their attributes verbatim; constants
-    they read become initializers)."""
+    they read become initializers); ``types`` gives input types the partition does not know."""
     from onnx import helper, numpy_helper
 
     nodes = [_node_proto(n) for n in segment.nodes]
@@ -114,7 +132,7 @@ def _ort_segment(part: Partition, segment: Segment, threads: int) -> Any:
     used |= {i for i in _implicit(segment) if i}
     inits = [numpy_helper.from_array(np.asarray(part.graph.constants[name]), name)
              for name in sorted(used) if name in part.graph.constants]
-    inputs = [_value_info(name, part) for name in segment.inputs]
+    inputs = [_value_info(name, part, types.get(name)) for name in segment.inputs]
     outputs = [_value_info(name, part) for name in segment.outputs]
     graph = helper.make_graph(nodes, "segment", inputs, outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v)
@@ -139,12 +157,18 @@ def _node_proto(node: Node) -> Any:
     return proto
 
 
-def _value_info(name: str, part: Partition) -> Any:
-    from onnx import helper
+def _value_info(name: str, part: Partition, dtype: np.dtype | None = None) -> Any:
+    """A graph input or output of a segment; an output of unknown type is left for ONNX Runtime
+    to infer."""
+    from onnx import ValueInfoProto, helper
 
-    dtype = part.dtypes.get(name)
+    dtype = part.dtypes.get(name) if dtype is None else dtype
+    if dtype is None:
+        info = ValueInfoProto()
+        info.name = name
+        return info
     shape = part.shapes.get(name)
-    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype)) if dtype is not None else 0
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     return helper.make_tensor_value_info(name, elem, None if shape is None else list(shape))
 
 

@@ -310,7 +310,9 @@ def _slice_infer(node: Node, ctx: OpContext) -> list[Output]:
 
 def _slice_evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> list[np.ndarray]:
     params = _slice_params(node, ctx, values[0].shape)
-    return [values[0][tuple(slice(*p) for p in params)]]
+    # slice.indices() gives stop -1 for "before the first element", which a slice would read as
+    # "the last element".
+    return [values[0][tuple(slice(a, b if b >= 0 else None, c) for a, b, c in params)]]
 
 
 def _slice_native(node: Node, ctx: OpContext) -> str | None:
