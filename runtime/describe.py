@@ -121,9 +121,10 @@ def coverage_line(engine: Engine) -> str:
 
 def coverage_table(cov: Coverage) -> str:
     total = cov.native_macs + cov.ort_macs
-    share = 100.0 * cov.native_macs / total if total else 100.0
+    macs = (f"{100.0 * cov.native_macs / total:.1f}% of {total:,} MACs" if total
+            else "no Conv / Gemm MACs")
     lines = [f"coverage: {cov.native_nodes} of {cov.native_nodes + cov.ort_nodes} nodes and "
-             f"{share:.1f}% of {total:,} MACs native",
+             f"{macs} native",
              "| op | native nodes | ORT nodes | native MACs | ORT MACs |",
              "|---|---|---|---|---|"]
     for op, c in sorted(cov.by_op.items()):

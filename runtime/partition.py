@@ -96,14 +96,19 @@ def partition(spec: Specialized, strict: bool = False) -> Partition:
     reasons = native_reasons(spec)
     if strict and reasons:
         raise UnsupportedOpError(_strict_message(spec.graph, reasons))
-    native_keys = {node_key(n) for n in spec.graph.nodes} - set(reasons)
+    original = {node_key(n) for n in spec.graph.nodes}
+    native_keys = original - set(reasons)
 
-    def is_native(node: Node) -> bool:
-        return node_key(node) in native_keys
+    def is_native(node: Node) -> bool:  # nodes the passes made replace native ones
+        key = node_key(node)
+        return key in native_keys or key not in original
 
     known = {k: v for k, v in spec.shapes.items() if v is not None}
     graph = run_passes(spec.graph, known, is_native)
     shapes, dtypes = dict(spec.shapes), dict(spec.dtypes)
+    for name, shape in known.items():  # tensors the passes made (all float32)
+        if name not in shapes:
+            shapes[name], dtypes[name] = shape, np.dtype(np.float32)
     for name, value in graph.constants.items():  # the passes' new weights and biases
         if name not in shapes:
             shapes[name], dtypes[name] = tuple(value.shape), value.dtype

@@ -31,13 +31,27 @@ enum ActKind : int {
   kActTanh = 7,         // tanh(x)
   kActElu = 8,          // x < 0 ? alpha * (exp(x) - 1) : x
   kActHardSwish = 9,    // x * clamp(alpha * x + beta, 0, 1)   (ONNX: alpha 1/6, beta 0.5)
-  kActKinds = 10,
+  // Element-wise functions of the same machinery (standalone unary steps, or fused after a
+  // conv like any activation).
+  kActErf = 10,
+  kActSqrt = 11,
+  kActExp = 12,
+  kActLog = 13,
+  kActAbs = 14,
+  kActNeg = 15,
+  kActReciprocal = 16,
+  kActFloor = 17,
+  kActCeil = 18,
+  kActSoftplus = 19,    // log(1 + exp(x))
+  kActGelu = 20,        // x / 2 * (1 + erf(x / sqrt(2)))
+  kActKinds = 21,
 };
 
 // Index = kind; exported to Python (runtime._native.activation_kinds()).
 inline constexpr const char* kActivationNames[kActKinds] = {
     "none", "clip", "leaky_relu", "prelu", "sigmoid", "hard_sigmoid", "silu", "tanh", "elu",
-    "hard_swish"};
+    "hard_swish", "erf", "sqrt", "exp", "log", "abs", "neg", "reciprocal", "floor", "ceil",
+    "softplus", "gelu"};
 
 // The form kernels carry (plain data: copied into every kernel call). `slopes` points into the
 // owning step's storage (ActivationSpec), one value per output channel.
@@ -65,6 +79,17 @@ struct Activation {
       case kActTanh: return std::tanh(x);
       case kActElu: return x < 0.0f ? alpha * std::expm1(x) : x;
       case kActHardSwish: return x * unit_clamp(alpha * x + beta);
+      case kActErf: return std::erf(x);
+      case kActSqrt: return std::sqrt(x);
+      case kActExp: return std::exp(x);
+      case kActLog: return std::log(x);
+      case kActAbs: return std::fabs(x);
+      case kActNeg: return -x;
+      case kActReciprocal: return 1.0f / x;
+      case kActFloor: return std::floor(x);
+      case kActCeil: return std::ceil(x);
+      case kActSoftplus: return x > 20.0f ? x : std::log1p(std::exp(x));
+      case kActGelu: return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
       default: return x;
     }
   }

@@ -1,7 +1,7 @@
-"""Activations: every ONNX operator that maps to a native activation kind (activation.h), with
-its parameters and NumPy reference, described once. The same description serves the standalone
-op (a native unary step) and its fusion into the preceding conv's epilogue
-(``runtime/passes/activation_fusion.py``).
+"""Activations and element-wise functions: every ONNX operator that maps to a native kind
+(activation.h), with its parameters and NumPy reference, described once. The same description
+serves the standalone op (a native unary step) and its fusion into the preceding conv's
+epilogue (``runtime/passes/activation_fusion.py``).
 
 Adding an activation: one ``Activation`` entry here and its kind in runtime/native/activation.h
 and kernels/activation_simd.h (docs/ADDING_AN_OP.md).
@@ -69,11 +69,28 @@ def apply_activation(x: np.ndarray, act: FusedActivation, channel_axis: int = 1)
         out = np.where(y < 0, act.alpha * np.expm1(np.minimum(y, 0.0)), y)
     elif kind == "hard_swish":
         out = y * np.clip(act.alpha * y + act.beta, 0.0, 1.0)
+    elif kind in _FUNCTIONS:
+        with np.errstate(all="ignore"):
+            out = _FUNCTIONS[kind](y)
     elif kind == "none":
         out = y
     else:
         raise ValueError(f"unknown activation kind {kind!r}")
     return out.astype(x.dtype)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    from scipy.special import erf
+
+    return erf(x)
+
+
+_FUNCTIONS = {
+    "erf": _erf, "sqrt": np.sqrt, "exp": np.exp, "log": np.log, "abs": np.abs,
+    "neg": np.negative, "reciprocal": np.reciprocal, "floor": np.floor, "ceil": np.ceil,
+    "softplus": lambda x: np.logaddexp(0.0, x),
+    "gelu": lambda x: 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0))),
+}
 
 
 def _scalar_bound(node: Node, ctx: OpContext, index: int, default: float) -> float | None:
@@ -145,6 +162,16 @@ ACTIVATIONS: dict[str, Activation] = {a.op_type: a for a in (
     Activation("Tanh", _fixed("tanh")),
     Activation("Elu", _with_alpha("elu", 1.0)),
     Activation("HardSwish", _fixed("hard_swish", alpha=1.0 / 6.0, beta=0.5)),
+    Activation("Erf", _fixed("erf")),
+    Activation("Sqrt", _fixed("sqrt")),
+    Activation("Exp", _fixed("exp")),
+    Activation("Log", _fixed("log")),
+    Activation("Abs", _fixed("abs")),
+    Activation("Neg", _fixed("neg")),
+    Activation("Reciprocal", _fixed("reciprocal")),
+    Activation("Floor", _fixed("floor")),
+    Activation("Ceil", _fixed("ceil")),
+    Activation("Softplus", _fixed("softplus")),
 )}
 
 

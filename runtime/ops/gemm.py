@@ -1,6 +1,6 @@
-"""Gemm (alpha, beta, transA, transB, broadcast C) and MatMul (A of any rank >= 2 with a 2-D
-B), as one native GEMM step (steps/gemm.cpp); a constant B is stored transposed so each output
-column is a contiguous dot product."""
+"""Gemm (alpha, beta, transA, transB, broadcast C) and MatMul (batched, NumPy broadcasting of
+the batch dims, output rank <= 4 natively), as one native GEMM step (steps/gemm.cpp); a
+constant B is stored transposed so each output column is a contiguous dot product."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from runtime.graph import Node
 from runtime.macs import linear_macs, sparse_macs
 from runtime.ops.eltwise import broadcast_view
 from runtime.ops.registry import OpContext, OpDef, Output, register
-from runtime.planner.layout import ARENA, CONST, SymView, native
+from runtime.planner.layout import ARENA, CONST, SymView, as4, native
 
 if TYPE_CHECKING:
     from runtime.planner.builder import Builder
@@ -63,8 +63,9 @@ def _matmul_evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> li
 
 def _native(node: Node, ctx: OpContext) -> str | None:
     a, b = ctx.shape(node, 0), ctx.shape(node, 1)
-    if node.op == "MatMul" and (len(a) < 2 or len(b) != 2):
-        return "MatMul runs natively for A of rank >= 2 and a 2-D B"
+    if node.op == "MatMul" and (len(a) < 2 or len(b) < 2 or (
+            len(b) > 2 and len(ctx.shapes[node.outputs[0]]) > 4)):
+        return "MatMul of vectors, or batched beyond rank 4"
     return None
 
 
@@ -94,7 +95,43 @@ def _b_view(b: Builder, name: str, transposed: bool) -> SymView:
     return SymView(t.buf, ARENA, 0, (1, 1, rows, cols), (0, 0, cols, 1))
 
 
+def _batch_view(view: SymView, out4: tuple[int, ...]) -> SymView:
+    """A (b0, b1, rows, cols) operand view broadcast over the output's batch dims."""
+    strides = tuple(0 if i < 2 and d == 1 and o != 1 else s for i, (d, o, s) in
+                    enumerate(zip(view.dims, out4, view.strides, strict=True)))
+    dims = (*out4[:2], *view.dims[2:])
+    return SymView(view.buf, view.space, view.origin, dims, strides,  # type: ignore[arg-type]
+                   view.slot)
+
+
+def _emit_batched(b: Builder, node: Node) -> None:
+    """MatMul with a B of rank > 2: batch dims 0 and 1 of the views."""
+    out_shape = b.shapes[node.outputs[0]]
+    out4 = as4(out_shape)
+    a_shape, b_shape = b.shapes[node.inputs[0]], b.shapes[node.inputs[1]]
+    a = b.flat(node.inputs[0])
+    a_view = _batch_view(a.compact_view(as4(a_shape)), out4)
+    name = node.inputs[1]
+    if name in b.graph.constants:  # stored transposed: (..., N, K)
+        bt = np.ascontiguousarray(np.swapaxes(np.asarray(b.graph.constants[name], np.float32),
+                                              -1, -2))
+        stored = b.const_view(bt)
+        d = stored.dims
+        b_view = SymView(None, CONST, stored.origin, (d[0], d[1], d[3], d[2]),
+                         (stored.strides[0], stored.strides[1], 1, d[3]))
+    else:
+        b_view = b.flat(name).compact_view(as4(b_shape))
+    spec = native().GemmSpec()
+    spec.alpha, spec.beta = 1.0, 0.0
+    written, y = b.compact_output(node.outputs[0])
+    b.emit(spec, a=a_view, b=_batch_view(b_view, out4), y=written.compact_view(out4))
+    b.finish_compact(written, y)
+
+
 def _emit(b: Builder, node: Node) -> None:
+    if node.op == "MatMul" and len(b.shapes[node.inputs[1]]) > 2:
+        _emit_batched(b, node)
+        return
     a = b.flat(node.inputs[0])
     out_shape = b.shapes[node.outputs[0]]
     m, n = math.prod(out_shape[:-1]), out_shape[-1]
@@ -120,9 +157,10 @@ def _emit(b: Builder, node: Node) -> None:
             c_view = b.flat(c_name).view()
         views["c"] = broadcast_view(c_view, (1, 1, m, n))
         spec.has_c = True
-    y = b.new_tensor(node.outputs[0], out_shape)
-    views["y"] = SymView(y.buf, ARENA, 0, (1, 1, m, n), (0, 0, n, 1))
+    written, y = b.compact_output(node.outputs[0])
+    views["y"] = SymView(written.buf, ARENA, 0, (1, 1, m, n), (0, 0, n, 1))
     b.emit(spec, **views)
+    b.finish_compact(written, y)
 
 
 register(OpDef("Gemm", _gemm_infer, _gemm_evaluate, _emit, _native, _macs, inputs=(2, 3)),

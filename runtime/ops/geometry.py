@@ -139,3 +139,107 @@ def pool_geometry(node: Node, x_shape: tuple[int, ...]) -> PoolGeometry:
         raise InputError(f"{node.describe()}: input {hw[0]}x{hw[1]} is smaller than the window")
     return PoolGeometry(kernel, stride, dilation, pad_begin, pad_end,  # type: ignore[arg-type]
                         (out[0], out[1]))
+
+
+@dataclass(frozen=True)
+class ConvTransposeGeometry:
+    """Resolved 2-D ConvTranspose geometry (output size per ONNX, pads begin/end)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pad_begin: tuple[int, int]
+    pad_end: tuple[int, int]
+    group: int
+    out_hw: tuple[int, int]
+
+
+def conv_transpose_geometry(node: Node, x_shape: tuple[int, ...], w_shape: tuple[int, ...]
+                            ) -> ConvTransposeGeometry:
+    """Geometry of a ConvTranspose node for input (N, C, H, W) and weight (C, M/group, KH, KW):
+    OH = s (H - 1) + output_padding + (KH - 1) d + 1 - pad_begin - pad_end, or the pads that
+    give ``output_shape`` (auto_pad SAME_UPPER / SAME_LOWER split them, SAME_UPPER putting the
+    extra one at the end)."""
+    if len(x_shape) != 4 or len(w_shape) != 4:
+        raise UnsupportedOpError(f"{node.describe()}: only 2-D ConvTranspose is supported")
+    kernel = (int(w_shape[2]), int(w_shape[3]))
+    declared = node.attr_ints("kernel_shape")
+    if declared is not None and declared != kernel:
+        raise ModelLoadError(f"{node.describe()}: kernel_shape disagrees with the weight shape")
+    stride, dilation = _pair(node, "strides", 1), _pair(node, "dilations", 1)
+    group = node.attr_int("group", 1)
+    if group < 1 or x_shape[1] != w_shape[0] or w_shape[0] % group:
+        raise ModelLoadError(f"{node.describe()}: input channels {x_shape[1]} do not match "
+                             f"weight {tuple(w_shape)} with group={group}")
+    hw = (int(x_shape[2]), int(x_shape[3]))
+    extra = node.attr_ints("output_padding", (0, 0)) or (0, 0)
+    if len(extra) != 2 or min(extra) < 0 or any(e >= max(s, d) for e, s, d in
+                                                 zip(extra, stride, dilation, strict=True)):
+        raise ModelLoadError(f"{node.describe()}: output_padding must be below the stride")
+    full = [stride[i] * (hw[i] - 1) + extra[i] + (kernel[i] - 1) * dilation[i] + 1
+            for i in range(2)]
+    target = node.attr_ints("output_shape")
+    auto_pad = node.attr_str("auto_pad", "NOTSET")
+    if target is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        if target is None:
+            target = tuple(hw[i] * stride[i] for i in range(2))
+        target = tuple(target[-2:])
+        total = [full[i] - target[i] for i in range(2)]
+        if min(total) < 0:
+            raise ModelLoadError(f"{node.describe()}: output_shape {target} is too large")
+        upper = auto_pad != "SAME_LOWER"
+        begin = tuple(t // 2 if upper else t - t // 2 for t in total)
+        end = tuple(t - b for t, b in zip(total, begin, strict=True))
+    else:
+        pads = node.attr_ints("pads", (0, 0, 0, 0)) or (0, 0, 0, 0)
+        if len(pads) != 4 or min(pads) < 0 or max(pads) > MAX_WINDOW:
+            raise ModelLoadError(f"{node.describe()}: pads must be 4 values >= 0, got {pads}")
+        begin, end = (pads[0], pads[1]), (pads[2], pads[3])
+    out = tuple(full[i] - begin[i] - end[i] for i in range(2))
+    if min(out) < 1:
+        raise InputError(f"{node.describe()}: empty output for input {hw}")
+    return ConvTransposeGeometry(kernel, stride, dilation, begin, end, group,  # type: ignore[arg-type]
+                                 out)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class TransposePhase:
+    """Output positions (q * stride + r) of one phase r = (ry, rx) of a ConvTranspose are a
+    stride-1 conv of the input with the taps ``ky`` x ``kx`` (kernel rows / columns, in conv
+    order) and these pads."""
+
+    r: tuple[int, int]
+    taps: tuple[tuple[int, ...], tuple[int, ...]]
+    pad_begin: tuple[int, int]
+    pad_end: tuple[int, int]
+    out_hw: tuple[int, int]
+
+
+def transpose_phases(geo: ConvTransposeGeometry, in_hw: tuple[int, int]
+                     ) -> list[TransposePhase] | None:
+    """The stride x stride phase convs of a ConvTranspose, or None when one is not a plain
+    stride-1 conv (dilation, a phase without taps or needing a crop)."""
+    if geo.dilation != (1, 1):
+        return None
+    axes = []
+    for i in range(2):
+        s, p, k = geo.stride[i], geo.pad_begin[i], geo.kernel[i]
+        per_phase = []
+        for r in range(s):
+            # Output q * s + r reads input q + o for each kernel index with o = (r + p - k) / s.
+            taps = [(r + p - kk) // s for kk in range(k) if (r + p - kk) % s == 0]
+            kernel_index = [kk for kk in range(k) if (r + p - kk) % s == 0]
+            count = -(-(geo.out_hw[i] - r) // s) if r < geo.out_hw[i] else 0
+            if not taps or count == 0:
+                return None
+            low = min(taps)
+            # Conv order: tap a reads input q + low + a, so kernel indices in decreasing order.
+            order = tuple(kk for _, kk in sorted(zip(taps, kernel_index, strict=True)))
+            begin = -low
+            end = count + len(taps) - 1 - in_hw[i] - begin
+            if begin < 0 or end < 0:
+                return None
+            per_phase.append((r, order, begin, end, count))
+        axes.append(per_phase)
+    return [TransposePhase((ry, rx), (ky, kx), (by, bx), (ey, ex), (qy, qx))
+            for ry, ky, by, ey, qy in axes[0] for rx, kx, bx, ex, qx in axes[1]]

@@ -29,8 +29,8 @@ __all__ = ["OpContext", "OpDef", "Output", "register", "get_op", "native_ops", "
            "OP_MODULES"]
 
 # The op family modules; each registers its operators when imported.
-OP_MODULES = ("conv", "pool", "activation", "eltwise", "gemm", "normalization", "softmax",
-              "shape_ops", "reduce", "resize", "transpose")
+OP_MODULES = ("conv", "conv_transpose", "pool", "activation", "eltwise", "gemm",
+              "normalization", "softmax", "shape_ops", "reduce", "resize", "transpose")
 
 Output = tuple[tuple[int, ...], np.dtype]  # (shape, dtype) of one node output
 

@@ -1,7 +1,8 @@
 """Operators that move, reshape or select data, and the shape plumbing exporters write.
 
 Natively (copies between views, steps/eltwise.cpp): Reshape, Flatten, Squeeze, Unsqueeze,
-Identity, Dropout, Concat, Split, Slice, Expand. The shape plumbing (Shape, Size, Gather, Cast,
+Identity, Dropout, Concat, Split, Slice, Expand, Pad (constant mode), Gather with constant
+indices. The shape plumbing (Shape, Size, Gather, Cast,
 ConstantOfShape, Range, comparisons, Where, Tile, integer arithmetic) has NumPy references with
 ONNX semantics, so ``runtime.specialize`` folds it into constants for each concrete input shape;
 what cannot be folded (it depends on input values) runs on ONNX Runtime.
@@ -366,6 +367,82 @@ def _expand_emit(b: Builder, node: Node) -> None:
     b.copy(broadcast_view(operand_view(b, node.inputs[0]), as4(out_shape)), y.view())
 
 
+# ----------------------------------------------------------------------------- pad
+
+
+def _pad_params(node: Node, ctx: OpContext, rank: int) -> tuple[list[int], float, str]:
+    """(pads as begin..., end..., constant value, mode) of a Pad node."""
+    mode = node.attr_str("mode", "constant")
+    if ctx.opset < 11:
+        pads = list(node.attr_ints("pads", ()) or ())
+        value = node.attr_float("value", 0.0)
+    else:
+        pads = _ints(node, ctx.const(node, 1), "pads")
+        constant = ctx.const(node, 2) if node.input(2) else None
+        if node.input(2) and constant is None:
+            raise ModelLoadError(f"{node.describe()}: constant_value must be a constant")
+        value = float(constant.reshape(-1)[0]) if constant is not None and constant.size else 0.0
+        if node.input(3):
+            axes = [normalize_axis(node, a, rank) for a in _ints(node, ctx.const(node, 3), "axes")]
+            if len(pads) != 2 * len(axes):
+                raise ModelLoadError(f"{node.describe()}: {len(pads)} pads for axes {axes}")
+            full = [0] * (2 * rank)
+            for k, axis in enumerate(axes):
+                full[axis], full[axis + rank] = pads[k], pads[k + len(axes)]
+            pads = full
+    if len(pads) != 2 * rank:
+        raise ModelLoadError(f"{node.describe()}: {len(pads)} pads for rank {rank}")
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        raise ModelLoadError(f"{node.describe()}: unknown mode {mode!r}")
+    return pads, value, mode
+
+
+def _pad_infer(node: Node, ctx: OpContext) -> list[Output]:
+    x = ctx.shape(node, 0)
+    pads, _, _ = _pad_params(node, ctx, len(x))
+    rank = len(x)
+    shape = tuple(d + pads[i] + pads[i + rank] for i, d in enumerate(x))
+    return [(_check_size(node, shape), ctx.dtype(node, 0))]
+
+
+def _pad_evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> list[np.ndarray]:
+    x = values[0]
+    rank = x.ndim
+    pads, value, mode = _pad_params(node, ctx, rank)
+    crop = tuple(slice(max(0, -pads[i]), x.shape[i] - max(0, -pads[i + rank]))
+                 for i in range(rank))
+    x = x[crop]
+    widths = [(max(0, pads[i]), max(0, pads[i + rank])) for i in range(rank)]
+    numpy_mode = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+    if mode == "constant":
+        return [np.pad(x, widths, mode="constant", constant_values=value)]
+    return [np.pad(x, widths, mode=numpy_mode[mode])]
+
+
+def _pad_native(node: Node, ctx: OpContext) -> str | None:
+    x = ctx.shape(node, 0)
+    pads, _, mode = _pad_params(node, ctx, len(x))
+    if mode != "constant" or min(pads) < 0 or len(x) > 4:
+        return "only constant padding (no cropping) of rank <= 4"
+    return None
+
+
+def _pad_emit(b: Builder, node: Node) -> None:
+    from runtime import _native
+
+    x_shape = b.shapes[node.inputs[0]]
+    rank = len(x_shape)
+    pads, value, _ = _pad_params(node, _ctx(b), rank)
+    y = b.new_tensor(node.outputs[0], b.shapes[node.outputs[0]])
+    fill = _native.FillSpec()
+    fill.value = value
+    b.emit(fill, dst=y.view())
+    interior = y.view()
+    for axis in range(rank):
+        interior = interior.shifted(axis + 4 - rank, pads[axis], x_shape[axis])
+    b.copy(b.view(node.inputs[0]), interior)
+
+
 # ----------------------------------------------------------------------------- shape plumbing
 
 
@@ -401,6 +478,35 @@ def _gather_infer(node: Node, ctx: OpContext) -> list[Output]:
     x, idx = ctx.shape(node, 0), ctx.shape(node, 1)
     axis = _gather_axis(node, len(x))
     return [((*x[:axis], *idx, *x[axis + 1:]), ctx.dtype(node, 0))]
+
+
+def _gather_native(node: Node, ctx: OpContext) -> str | None:
+    idx = ctx.const(node, 1)
+    x = ctx.shape(node, 0)
+    if idx is None:
+        return "indices computed at run time"
+    if len(x) > 4 or idx.size > 64 or idx.ndim > 1 or len(ctx.shapes[node.outputs[0]]) > 4:
+        return "gathers of rank > 4, of many indices or of index matrices"
+    return None
+
+
+def _gather_emit(b: Builder, node: Node) -> None:
+    """One copy per index: the slice of the input at that index into its place."""
+    x_shape = b.shapes[node.inputs[0]]
+    axis = _gather_axis(node, len(x_shape))
+    idx = np.asarray(b.graph.constants[node.inputs[1]]).astype(np.int64).reshape(-1)
+    out_shape = b.shapes[node.outputs[0]]
+    y = b.new_tensor(node.outputs[0], out_shape)
+    src = b.view(node.inputs[0])
+    pad = 4 - len(x_shape)
+    # The output seen with the input's rank: the gathered axis holds the indices in order.
+    y_dims = (*x_shape[:axis], idx.size, *x_shape[axis + 1:])
+    dst = y.view() if y.spatial and y_dims == out_shape else y.compact_view(as4(y_dims))
+    for k, i in enumerate(idx):
+        i = int(i) + (x_shape[axis] if i < 0 else 0)
+        if not 0 <= i < x_shape[axis]:
+            raise InputError(f"{node.describe()}: index {int(idx[k])} out of range")
+        b.copy(src.shifted(axis + pad, i, 1), dst.shifted(axis + pad, k, 1))
 
 
 def _gather_evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> list[np.ndarray]:
@@ -534,7 +640,9 @@ def _register() -> None:
               inputs=(2, 2)),
         OpDef("Shape", _shape_infer, _shape_evaluate, shape_only=True),
         OpDef("Size", _size_infer, _size_evaluate, shape_only=True),
-        OpDef("Gather", _gather_infer, _gather_evaluate, inputs=(2, 2)),
+        OpDef("Gather", _gather_infer, _gather_evaluate, _gather_emit, _gather_native,
+              inputs=(2, 2)),
+        OpDef("Pad", _pad_infer, _pad_evaluate, _pad_emit, _pad_native, inputs=(1, 4)),
         OpDef("Cast", _cast_infer, _cast_evaluate, emit_reshape, _cast_native),
         OpDef("ConstantOfShape", _constant_of_shape_infer, _constant_of_shape_evaluate),
         OpDef("Range", _range_infer, _range_evaluate, inputs=(3, 3)),

@@ -11,7 +11,7 @@ import numpy as np
 from runtime.errors import ModelLoadError
 from runtime.graph import Node
 from runtime.ops.registry import OpContext, OpDef, Output, register
-from runtime.planner.layout import flat_tensor, native
+from runtime.planner.layout import native
 
 if TYPE_CHECKING:
     from runtime.planner.builder import Builder
@@ -64,13 +64,9 @@ def _emit(b: Builder, node: Node) -> None:
         spec.axis = 2
     else:  # before opset 13: softmax over the flattened trailing dims
         dims, spec.axis = (1, 1, outer, math.prod(shape[axis:])), 3
-    y = b.new_tensor(node.outputs[0], b.shapes[node.outputs[0]])
-    tmp = y if not y.spatial else flat_tensor(y.shape)
-    if tmp is not y:
-        b.bufs.append(tmp.buf)
-    b.emit(spec, src=x.compact_view(dims), dst=tmp.compact_view(dims))
-    if tmp is not y:
-        b.copy(tmp.compact_view(y.shape), y.view())  # type: ignore[arg-type]
+    written, y = b.compact_output(node.outputs[0])
+    b.emit(spec, src=x.compact_view(dims), dst=written.compact_view(dims))
+    b.finish_compact(written, y)
 
 
 register(OpDef("Softmax", _infer, _evaluate, _emit))

@@ -15,6 +15,7 @@ from runtime.passes.batchnorm import fold_batchnorm
 from runtime.passes.common import consumers, reads
 from runtime.passes.constant_channels import fold_constant_channels
 from runtime.passes.conv_add import fuse_conv_add
+from runtime.passes.conv_transpose import expand_conv_transpose
 from runtime.passes.identities import drop_identities
 
 __all__ = ["PASSES", "run_passes", "reads", "consumers"]
@@ -22,9 +23,10 @@ __all__ = ["PASSES", "run_passes", "reads", "consumers"]
 Shapes = dict[str, tuple[int, ...]]
 Pass = Callable[[Graph, Shapes, Callable[[Node], bool]], Graph]
 
-# In order: renames first, then folds that need the conv's plain weights, then fusions.
-PASSES: tuple[Pass, ...] = (drop_identities, fold_batchnorm, fuse_conv_add, fuse_activation,
-                            fold_constant_channels)
+# In order: renames first, then folds that need the conv's plain weights, ConvTranspose into
+# phase convs, then fusions.
+PASSES: tuple[Pass, ...] = (drop_identities, fold_batchnorm, expand_conv_transpose,
+                            fuse_conv_add, fuse_activation, fold_constant_channels)
 
 
 def run_passes(graph: Graph, shapes: Shapes, native: Callable[[Node], bool]) -> Graph:

@@ -240,6 +240,22 @@ class Builder:
         self.copy(t.view(), flat.compact_view(as4(t.shape)))
         return flat
 
+    def flat_scratch(self, shape: tuple[int, ...]) -> Tensor:
+        """A compact buffer of ``shape`` for a step whose output is then copied elsewhere."""
+        flat = flat_tensor(shape)
+        self.bufs.append(flat.buf)
+        return flat
+
+    def compact_output(self, name: str) -> tuple[Tensor, Tensor]:
+        """(where a step writing row-major output writes, the tensor ``name``): the same
+        when ``name``'s storage is compact; else a scratch that finish_compact copies over."""
+        y = self.new_tensor(name, self.shapes[name])
+        return (y if y.compact else self.flat_scratch(y.shape)), y
+
+    def finish_compact(self, written: Tensor, y: Tensor) -> None:
+        if written is not y:
+            self.copy(written.compact_view(as4(y.shape)), y.view())
+
     def view(self, name: str) -> SymView:
         """A 4-D view of any activation (rank > 4: a compact copy seen as one row)."""
         t = self.tensor(name)

@@ -6,6 +6,9 @@
 // with the value as the second operand of the clamps so that NaN stays NaN.
 #pragma once
 
+#include <cmath>
+#include <cstring>
+
 #include "activation.h"
 #include "simd.h"
 
@@ -33,6 +36,30 @@ inline vf exp(vf x) {
 
 inline vf sigmoid(vf x) { return splat(1.0f) / (splat(1.0f) + exp(-x)); }
 
+// erf by Abramowitz and Stegun 7.1.26 (absolute error <= 1.5e-7), odd in x.
+inline vf erf(vf x) {
+  const vf a = vmin(splat(9.0f), vmax(splat(-9.0f), x));  // erf(+-9) is +-1 in float
+  const vf z = select(a < splat(0.0f), -a, a);
+  const vf t = splat(1.0f) / (splat(1.0f) + splat(0.3275911f) * z);
+  vf p = splat(1.061405429f);
+  p = p * t + splat(-1.453152027f);
+  p = p * t + splat(1.421413741f);
+  p = p * t + splat(-0.284496736f);
+  p = p * t + splat(0.254829592f);
+  const vf r = splat(1.0f) - p * t * exp(-z * z);
+  return select(a < splat(0.0f), -r, r);
+}
+
+// Lane by lane with the C library (exact, rounding as std:: does): for kinds outside hot paths.
+template <typename F>
+inline vf per_lane(vf v, F f) {
+  float lanes[V];
+  std::memcpy(lanes, &v, sizeof v);
+  for (int i = 0; i < V; ++i) lanes[i] = f(lanes[i]);
+  std::memcpy(&v, lanes, sizeof v);
+  return v;
+}
+
 inline vf unit_clamp(vf t) { return vmin(splat(1.0f), vmax(splat(0.0f), t)); }
 
 // One activation of any kind on a vector of output channel `channel`.
@@ -48,6 +75,18 @@ inline vf activate(vf v, const Activation& act, int64_t channel) {
     case kActTanh: return splat(2.0f) * sigmoid(v + v) - splat(1.0f);
     case kActElu: return select(negative, splat(act.alpha) * (exp(v) - splat(1.0f)), v);
     case kActHardSwish: return v * unit_clamp(v * splat(act.alpha) + splat(act.beta));
+    case kActErf: return erf(v);
+    case kActSqrt: return per_lane(v, [](float x) { return std::sqrt(x); });
+    case kActExp: return per_lane(v, [](float x) { return std::exp(x); });
+    case kActLog: return per_lane(v, [](float x) { return std::log(x); });
+    case kActAbs: return (vf)((vi)v & ~(vi)splat(-0.0f));  // clear the sign bit
+    case kActNeg: return -v;
+    case kActReciprocal: return splat(1.0f) / v;
+    case kActFloor: return per_lane(v, [](float x) { return std::floor(x); });
+    case kActCeil: return per_lane(v, [](float x) { return std::ceil(x); });
+    case kActSoftplus:
+      return per_lane(v, [](float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); });
+    case kActGelu: return splat(0.5f) * v * (splat(1.0f) + erf(v * splat(0.70710678118654752f)));
     default: return v;
   }
 }

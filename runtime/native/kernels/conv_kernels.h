@@ -115,6 +115,20 @@ struct GemmDotArgs {
 };
 using GemmDotFn = void (*)(const GemmDotArgs&, int64_t n0, int64_t n1);  // columns
 
+// One output row of a MaxPool / AveragePool (pool2d.cpp): positions of E contiguous floats.
+struct PoolRowArgs {
+  int64_t H = 0, W = 0, src_rs = 0;      // input plane; row stride in floats
+  int64_t OW = 0, dst_ws = 0;            // output columns; output position stride in floats
+  int64_t E = 1;                         // floats per position (batch-interleaved: images)
+  int64_t kh = 1, kw = 1, sh = 1, sw = 1, dh = 1, dw = 1, pt = 0, pl = 0;
+  bool is_max = true, include_pad = false;
+  const int64_t* row_count = nullptr;    // count_include_pad: padded-extent taps per output row
+  const float* col_count = nullptr;      // taps per output column (inside, or padded extent)
+};
+// acc: scratch of OW * E floats.
+using PoolRowFn = void (*)(const PoolRowArgs& a, const float* plane, float* out, int64_t oh,
+                           float* acc);
+
 // Activations after a store (activation.cpp): `count` vectors `stride` floats apart, vector i of
 // channel channel0 + i * channel_step; `mask` (may be null) is per-float lane masks of a
 // contiguous span (stride V): masked-out lanes stay 0.
@@ -143,6 +157,8 @@ using ConvKernelFn = void (*)(const ConvKernelArgs&, int64_t c0, int64_t c1);
                         const Activation& act, int64_t channel0, int64_t channel_step); \
   void activate_row(const float* src, float* dst, int64_t n, const Activation& act, \
                     int64_t channel);                                    \
+  void pool_row(const PoolRowArgs& a, const float* plane, float* out, int64_t oh, \
+                float* acc);                                             \
   int vector_floats();                                                   \
   }
 
@@ -162,6 +178,7 @@ struct KernelTable {
   GemmDotFn gemm_dot;
   ActivateVectorsFn activate_vectors;
   ActivateRowFn activate_row;
+  PoolRowFn pool_row;
   const char* isa;
   int vector_floats;
 };

@@ -1,5 +1,5 @@
 // Element-wise and data-movement steps on strided 4-D views: copy (any strides: also transposes,
-// slices and layout changes), unary (per-channel affine, then an activation: BatchNormalization,
+// slices and layout changes), fill (a constant: Pad's border), unary (per-channel affine, then an activation: BatchNormalization,
 // Relu, Sigmoid, ...), binary (add, sub, mul, div, max, min, pow with broadcasting through
 // stride-0 views, then an activation), softmax along one axis.
 //
@@ -100,6 +100,31 @@ class CopyStep final : public Step {
   }
 
   View src_, dst_;
+};
+
+// Every element of dst = value.
+struct FillSpec {
+  View dst;
+  float value = 0.0f;
+};
+
+class FillStep final : public Step {
+ public:
+  FillStep(const FillSpec& spec, const PlanContext&) : s_(spec) {}
+  const char* name() const override { return "fill"; }
+  std::vector<View> views() const override { return {s_.dst}; }
+  void run(int, const Buffers& buf, int tid, int nth) const override {
+    int64_t r0, r1;
+    split_range(s_.dst.rows(), tid, nth, &r0, &r1);
+    const int64_t w = s_.dst.dim[3], ds = s_.dst.stride[3];
+    for (int64_t r = r0; r < r1; ++r) {
+      float* d = row_ptr(buf, s_.dst, r, nullptr);
+      for (int64_t i = 0; i < w; ++i) d[i * ds] = s_.value;
+    }
+  }
+
+ private:
+  FillSpec s_;
 };
 
 // dst = act(src * scale[c] + shift[c]) with c the dim-1 index (empty scale / shift: 1 / 0).
@@ -313,6 +338,12 @@ FD_BIND_STEPS(m, plan) {
       .def_readwrite("src", &CopySpec::src)
       .def_readwrite("dst", &CopySpec::dst);
   plan.def("add", &add_step<CopyStep, CopySpec>);
+
+  py::class_<FillSpec>(m, "FillSpec")
+      .def(py::init<>())
+      .def_readwrite("dst", &FillSpec::dst)
+      .def_readwrite("value", &FillSpec::value);
+  plan.def("add", &add_step<FillStep, FillSpec>);
 
   py::class_<UnarySpec> unary(m, "UnarySpec");
   unary.def(py::init<>())

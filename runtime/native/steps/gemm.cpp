@@ -1,5 +1,6 @@
 // General matrix multiply step: Y = alpha * A @ B + beta * C, all operands strided 2-D views
-// (dims 2 and 3 of a View), C optional and broadcast through stride 0.
+// (dims 2 and 3 of a View), C optional and broadcast through stride 0; dims 0 and 1 are batch
+// dims (a batched MatMul), broadcast through stride 0 as well.
 //
 // When rows of A and columns of B are contiguous (the planner passes a constant B pre-transposed),
 // threads split the columns and the ISA kernel gemm_dot computes them (vectorised dots);
@@ -24,6 +25,11 @@ class GemmStep final : public Step {
         beta_(spec.beta), k_(ctx.kernels) {
     require(a_.dim[2] == y_.dim[2] && b_.dim[3] == y_.dim[3] && a_.dim[3] == b_.dim[2],
             "gemm: operand shapes do not multiply to the output's");
+    for (int i = 0; i < 2; ++i)
+      require((a_.dim[i] == y_.dim[i] || a_.stride[i] == 0) &&
+                  (b_.dim[i] == y_.dim[i] || b_.stride[i] == 0) &&
+                  (!has_c_ || c_.dim[i] == y_.dim[i] || c_.stride[i] == 0),
+              "gemm: batch dims do not broadcast to the output's");
     require(!has_c_ || ((c_.dim[2] == y_.dim[2] || c_.stride[2] == 0) &&
                         (c_.dim[3] == y_.dim[3] || c_.stride[3] == 0)),
             "gemm: C does not broadcast to the output");
@@ -36,19 +42,29 @@ class GemmStep final : public Step {
   }
 
   void run(int, const Buffers& buf, int tid, int nth) const override {
+    for (int64_t i = 0; i < y_.dim[0]; ++i)
+      for (int64_t j = 0; j < y_.dim[1]; ++j) {
+        const auto at = [&](const View& v) {
+          return buf.at(v) + i * v.stride[0] + j * v.stride[1];
+        };
+        matrix(at(a_), at(b_), has_c_ ? at(c_) : nullptr, at(y_), tid, nth);
+      }
+  }
+
+ private:
+  // One (M, N) output of the batch: columns (or elements) [tid share] of nth.
+  void matrix(const float* A, const float* B, const float* C, float* Y, int tid,
+              int nth) const {
     const int64_t M = y_.dim[2], N = y_.dim[3], K = a_.dim[3];
     const int64_t am = a_.stride[2], ak = a_.stride[3], bk = b_.stride[2], bn = b_.stride[3];
-    const float* A = buf.at(a_);
-    const float* B = buf.at(b_);
-    float* Y = buf.at(y_);
     if (ak == 1 && bk == 1) {
       GemmDotArgs g;
       g.A = A;
       g.am = am;
       g.B = B;
       g.bn = bn;
-      if (has_c_) {
-        g.C = buf.at(c_);
+      if (C) {
+        g.C = C;
         g.cm = c_.stride[2];
         g.cn = c_.stride[3];
       }
@@ -74,12 +90,11 @@ class GemmStep final : public Step {
       float acc = 0.0f;
       for (int64_t k = 0; k < K; ++k) acc += arow[k * ak] * bcol[k * bk];
       acc *= alpha_;
-      if (has_c_) acc += beta_ * buf.at(c_)[m * c_.stride[2] + n * c_.stride[3]];
+      if (C) acc += beta_ * C[m * c_.stride[2] + n * c_.stride[3]];
       Y[m * y_.stride[2] + n * y_.stride[3]] = acc;
     }
   }
 
- private:
   View a_, b_, c_;
   bool has_c_;
   View y_;

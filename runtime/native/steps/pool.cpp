@@ -1,9 +1,10 @@
 // Pooling steps: MaxPool / AveragePool (kernel, stride, dilation, asymmetric pads, ceil-mode output
 // sizes computed by the planner, count_include_pad) and GlobalAverage/MaxPool.
 //
-// Loop structure: destination rows (image, channel, output row) split evenly across threads; per
-// output element, the window's taps that fall inside the input are visited directly (no padding
-// copy). Average divisor: taps inside the input, or with count_include_pad the taps inside the
+// Loop structure: destination rows (image, channel, output row) split evenly across threads; each
+// row runs the vectorised ISA kernel (kernels/pool2d.cpp) when positions are contiguous (planar,
+// or the images of a batch-interleaved group), else a scalar loop that visits the window's taps
+// inside the input directly (no padding copy). Average divisor: taps inside the input, or with count_include_pad the taps inside the
 // padded extent [-pad_begin, size + pad_end) (ONNX / ONNX Runtime semantics).
 // References: runtime/ops/pool.py (NumPy).
 #include <algorithm>
@@ -27,9 +28,9 @@ struct PoolSpec {
 
 class PoolStep final : public Step {
  public:
-  PoolStep(const PoolSpec& spec, const PlanContext&)
+  PoolStep(const PoolSpec& spec, const PlanContext& ctx)
       : is_max_(spec.is_max), src_(spec.src), dst_(spec.dst),
-        include_pad_(spec.count_include_pad) {
+        include_pad_(spec.count_include_pad), k_table_(ctx.kernels) {
     for (int i = 0; i < 2; ++i) {
       k_[i] = spec.kernel[i];
       s_[i] = spec.stride[i];
@@ -41,11 +42,22 @@ class PoolStep final : public Step {
     }
     require(src_.dim[0] == dst_.dim[0] && src_.dim[1] == dst_.dim[1],
             "pool: source and destination images and channels differ");
+    const bool planar = src_.stride[3] == 1 && dst_.stride[3] == 1;
+    const bool interleaved = src_.dim[0] > 1 && src_.stride[0] == 1 && dst_.stride[0] == 1 &&
+                             src_.stride[3] == src_.dim[0] && dst_.stride[3] == dst_.dim[0];
+    vector_ = planar || interleaved;
+    E_ = interleaved ? src_.dim[0] : 1;
+    counts();
   }
+  std::string detail() const override { return vector_ ? "vector" : "scalar"; }
   const char* name() const override { return is_max_ ? "max_pool" : "avg_pool"; }
   std::vector<View> views() const override { return {src_, dst_}; }
 
   void run(int, const Buffers& buf, int tid, int nth) const override {
+    if (vector_) {
+      run_vector(buf, tid, nth);
+      return;
+    }
     int64_t r0, r1;
     split_range(dst_.rows(), tid, nth, &r0, &r1);
     const int64_t H = src_.dim[2], W = src_.dim[3], OH = dst_.dim[2], OW = dst_.dim[3];
@@ -80,10 +92,65 @@ class PoolStep final : public Step {
   }
 
  private:
+  // Rows (image unless interleaved, channel, output row) through the ISA kernel.
+  void run_vector(const Buffers& buf, int tid, int nth) const {
+    PoolRowArgs a;
+    a.H = src_.dim[2];
+    a.W = src_.dim[3];
+    a.src_rs = src_.stride[2];
+    a.OW = dst_.dim[3];
+    a.dst_ws = dst_.stride[3];
+    a.E = E_;
+    a.kh = k_[0], a.kw = k_[1], a.sh = s_[0], a.sw = s_[1], a.dh = d_[0], a.dw = d_[1];
+    a.pt = pb_[0], a.pl = pb_[1];
+    a.is_max = is_max_;
+    a.include_pad = include_pad_;
+    a.row_count = row_count_.data();
+    a.col_count = col_count_.data();
+    thread_local std::vector<float> acc;
+    if (acc.size() < static_cast<size_t>(a.OW * E_)) acc.resize(a.OW * E_);
+    const int64_t images = E_ > 1 ? 1 : dst_.dim[0], C = dst_.dim[1], OH = dst_.dim[2];
+    int64_t r0, r1;
+    split_range(images * C * OH, tid, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t oh = r % OH, nc = r / OH, c = nc % C, n = nc / C;
+      const float* plane = buf.at(src_) + n * src_.stride[0] + c * src_.stride[1];
+      float* out = buf.at(dst_) + n * dst_.stride[0] + c * dst_.stride[1] + oh * dst_.stride[2];
+      k_table_.pool_row(a, plane, out, oh, acc.data());
+    }
+  }
+
+  // Average pooling's divisors: taps per output row inside the padded extent, and per output
+  // column inside the input (or the padded extent with count_include_pad).
+  void counts() {
+    const int64_t H = src_.dim[2], W = src_.dim[3];
+    for (int64_t oh = 0; oh < dst_.dim[2]; ++oh) {
+      int64_t n = 0;
+      for (int64_t i = 0; i < k_[0]; ++i) {
+        const int64_t h = oh * s_[0] + i * d_[0] - pb_[0];
+        n += h >= -pb_[0] && h < H + pe_[0];
+      }
+      row_count_.push_back(n);
+    }
+    for (int64_t ow = 0; ow < dst_.dim[3]; ++ow) {
+      int64_t n = 0;
+      for (int64_t j = 0; j < k_[1]; ++j) {
+        const int64_t w = ow * s_[1] + j * d_[1] - pb_[1];
+        n += include_pad_ ? (w >= -pb_[1] && w < W + pe_[1]) : (w >= 0 && w < W);
+      }
+      col_count_.push_back(static_cast<float>(n));
+    }
+  }
+
   bool is_max_;
   View src_, dst_;
   int64_t k_[2], s_[2], d_[2], pb_[2], pe_[2];
   bool include_pad_;
+  KernelTable k_table_;
+  bool vector_ = false;
+  int64_t E_ = 1;
+  std::vector<int64_t> row_count_;
+  std::vector<float> col_count_;
 };
 
 struct GlobalPoolSpec {

@@ -1,0 +1,74 @@
+// MaxPool / AveragePool rows (one ISA variant per compilation).
+//
+// A position is E contiguous floats (E = 1 planar; E = the images of a batch-interleaved
+// group). For one output row, every window tap (kernel row i, kernel column j) whose input row
+// exists updates the output columns whose input column exists, a contiguous range computed once:
+//   for i, j:  for ow in [lo_j, hi_j):  acc[ow] = max(acc[ow], in[row_i][(ow*sw + j*dw - pl)*E])
+// so the innermost loop has no bounds test and the compiler vectorises it (stride 1 or E > 1:
+// contiguous). Average pooling divides by the taps inside the input (or inside the padded
+// extent with count_include_pad), which factor into a row count times a column count.
+// Reference: runtime/kernels/reference.py (pool2d).
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "conv_kernels.h"
+
+namespace fd {
+namespace FD_NS {
+
+namespace {
+
+// Output columns [lo, hi) whose input column ow*sw + j*dw - pl lies in [0, W).
+inline void valid_columns(const PoolRowArgs& a, int64_t j, int64_t* lo, int64_t* hi) {
+  const int64_t shift = j * a.dw - a.pl;
+  int64_t first = shift >= 0 ? 0 : (-shift + a.sw - 1) / a.sw;
+  int64_t last = (a.W - 1 - shift) >= 0 ? (a.W - 1 - shift) / a.sw + 1 : 0;
+  *lo = std::min(first, a.OW);
+  *hi = std::max(*lo, std::min(last, a.OW));
+}
+
+}  // namespace
+
+void pool_row(const PoolRowArgs& a, const float* plane, float* out, int64_t oh, float* acc) {
+  const int64_t E = a.E, n = a.OW * E;
+  const float init = a.is_max ? -std::numeric_limits<float>::infinity() : 0.0f;
+  for (int64_t k = 0; k < n; ++k) acc[k] = init;
+  int64_t rows = 0;
+  for (int64_t i = 0; i < a.kh; ++i) {
+    const int64_t h = oh * a.sh + i * a.dh - a.pt;
+    if (h < 0 || h >= a.H) continue;
+    ++rows;
+    const float* in = plane + h * a.src_rs;
+    for (int64_t j = 0; j < a.kw; ++j) {
+      int64_t lo, hi;
+      valid_columns(a, j, &lo, &hi);
+      const int64_t shift = j * a.dw - a.pl;
+      for (int64_t ow = lo; ow < hi; ++ow) {
+        const float* x = in + (ow * a.sw + shift) * E;
+        float* y = acc + ow * E;
+        if (a.is_max) {
+          for (int64_t e = 0; e < E; ++e) y[e] = (x[e] > y[e] || x[e] != x[e]) ? x[e] : y[e];
+        } else {
+          for (int64_t e = 0; e < E; ++e) y[e] += x[e];
+        }
+      }
+    }
+  }
+  if (a.is_max) {
+    for (int64_t ow = 0; ow < a.OW; ++ow)
+      for (int64_t e = 0; e < E; ++e) out[ow * a.dst_ws + e] = acc[ow * E + e];
+    return;
+  }
+  const float row_count = a.include_pad ? static_cast<float>(a.row_count[oh])
+                                        : static_cast<float>(rows);
+  for (int64_t ow = 0; ow < a.OW; ++ow) {
+    const float count = row_count * a.col_count[ow];
+    for (int64_t e = 0; e < E; ++e)
+      out[ow * a.dst_ws + e] = count > 0.0f ? acc[ow * E + e] / count : 0.0f;
+  }
+}
+
+}  // namespace FD_NS
+}  // namespace fd
