@@ -198,15 +198,17 @@ def describe_program(program: Program | None, engine: Engine,
 
 def _attach_fused(program: Program, nodes: list[NodeReport], steps: dict[str, list[str]]
                   ) -> None:
-    """Native nodes a pass fused into another (BN, Add, activations) show where they went."""
-    fused_into: dict[str, str] = {}
-    for node in program.partition.graph.nodes:
-        fused_into[node_key(node)] = node.name
-    produced = {node_key(n): n for n in program.spec.graph.nodes}
-    for report, (key, node) in zip(nodes, produced.items(), strict=True):
-        if report.device == NATIVE and not report.steps:
-            owner = fused_into.get(key)
-            if owner is not None and owner != node.name:
-                report.steps = [f"fused into {owner}"]
-            elif owner is None:
-                report.steps = ["fused into a neighbour" if key in produced else "folded"]
+    """Native nodes a pass removed (BN folded, Add and activations fused, Identity renamed)
+    say which node they went into."""
+    final = {node_key(n): n.name for n in program.partition.graph.nodes}
+    merged = program.partition.graph.merged
+    for report, node in zip(nodes, program.spec.graph.nodes, strict=True):
+        if report.device != NATIVE or report.steps:
+            continue
+        key = node_key(node)
+        seen = set()
+        while key in merged and key not in seen and (key not in final or key == node_key(node)):
+            seen.add(key)
+            key = merged[key]
+        owner = final.get(key)
+        report.steps = [f"fused into {owner}" if owner else "renamed away"]

@@ -130,6 +130,9 @@ class Graph:
     opset: int
     opsets: dict[str, int] = field(default_factory=dict)  # every imported domain's version
     ir_version: int = 8
+    # Rewrites record which node each removed node went into (first output -> first output),
+    # so reports can say where a fused node runs.
+    merged: dict[str, str] = field(default_factory=dict)
 
     @property
     def input_names(self) -> list[str]:

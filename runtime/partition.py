@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -115,8 +115,7 @@ def partition(spec: Specialized, strict: bool = False) -> Partition:
     kinds = {id(n): NATIVE if is_native(n) else ORT for n in graph.nodes}
     order = _grouped_order(graph.nodes, lambda n: kinds[id(n)])
     segments = _segments(order, kinds, graph)
-    graph = Graph(order, graph.constants, graph.inputs, graph.outputs, graph.opset, graph.opsets,
-                  graph.ir_version)
+    graph = replace(graph, nodes=order)
     return Partition(graph, shapes, dtypes, segments, reasons)
 
 

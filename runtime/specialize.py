@@ -22,7 +22,7 @@ from runtime.errors import EngineError, InputError, ModelLoadError
 from runtime.graph import Graph, Node
 from runtime.ops.registry import OpContext, OpDef, get_op
 
-__all__ = ["Specialized", "specialize", "FOLD_MAX_BYTES"]
+__all__ = ["Specialized", "specialize", "reference_outputs", "FOLD_MAX_BYTES"]
 
 FOLD_MAX_BYTES = 64 << 20  # larger results stay computed at run time
 
@@ -43,8 +43,10 @@ class Specialized:
         return OpContext(self.graph.opset, known, types, self.graph.constants)
 
 
-def specialize(graph: Graph, input_shapes: dict[str, tuple[int, ...]]) -> Specialized:
-    """Shapes, dtypes and folded constants of ``graph`` for these input shapes."""
+def specialize(graph: Graph, input_shapes: dict[str, tuple[int, ...]],
+               fold_max_bytes: int = FOLD_MAX_BYTES) -> Specialized:
+    """Shapes, dtypes and folded constants of ``graph`` for these input shapes (results larger
+    than ``fold_max_bytes`` stay computed at run time)."""
     constants = dict(graph.constants)
     shapes: dict[str, tuple[int, ...] | None] = {k: tuple(v.shape) for k, v in constants.items()}
     dtypes: dict[str, np.dtype | None] = {k: v.dtype for k, v in constants.items()}
@@ -54,7 +56,7 @@ def specialize(graph: Graph, input_shapes: dict[str, tuple[int, ...]]) -> Specia
     ctx = OpContext(graph.opset, shapes, dtypes, constants)  # type: ignore[arg-type]
     kept: list[Node] = []
     for node in graph.nodes:
-        if not _fold(node, ctx):
+        if not _fold(node, ctx, fold_max_bytes):
             _infer(node, ctx, graph)
             kept.append(node)
     outputs = [replace(o, dtype=dtypes.get(o.name) or o.dtype) for o in graph.outputs]
@@ -62,7 +64,7 @@ def specialize(graph: Graph, input_shapes: dict[str, tuple[int, ...]]) -> Specia
     return Specialized(folded, shapes, dtypes, dict(input_shapes))
 
 
-def _fold(node: Node, ctx: OpContext) -> bool:
+def _fold(node: Node, ctx: OpContext, max_bytes: int) -> bool:
     """Evaluates ``node`` into constants when its inputs allow; True when it was folded."""
     op = get_op(node)
     if op is None or op.evaluate is None:
@@ -78,7 +80,7 @@ def _fold(node: Node, ctx: OpContext) -> bool:
     op.check_arity(node)
     results = _call(node, lambda: op.evaluate(node, _positional(node, values), ctx))
     if len(results) != len(node.outputs) or any(
-            r.nbytes > FOLD_MAX_BYTES for r in map(np.asarray, results)):
+            r.nbytes > max_bytes for r in map(np.asarray, results)):
         return False
     for name, value in zip(node.outputs, results, strict=True):
         if name:
@@ -181,3 +183,19 @@ def _onnx_inference(node: Node, ctx: OpContext, graph: Graph
         results.append((tuple(int(d.dim_value) for d in tt.shape.dim),
                         np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))))
     return results
+
+
+def reference_outputs(graph: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray] | None:
+    """The graph's outputs computed node by node by the ops' NumPy references (the inputs and
+    every float32 constant promoted to float64: an exact reference of the float32 model), or
+    None when some node has no reference (an operator the engine leaves to ONNX Runtime)."""
+    def widen(value: np.ndarray) -> np.ndarray:
+        return value.astype(np.float64) if value.dtype == np.float32 else value
+
+    constants = {k: widen(v) for k, v in graph.constants.items()}
+    constants.update({k: widen(np.asarray(v)) for k, v in feeds.items()})
+    whole = replace(graph, inputs=[], constants=constants)
+    spec = specialize(whole, {}, fold_max_bytes=1 << 62)
+    if spec.graph.nodes:
+        return None
+    return [np.asarray(spec.graph.constants[name]) for name in graph.output_names]

@@ -24,7 +24,12 @@ from runtime.ops.registry import OpContext, OpDef, Output, register
 if TYPE_CHECKING:
     from runtime.planner.builder import Builder
 
-__all__ = ["Activation", "ACTIVATIONS", "activation_of", "apply_activation"]
+__all__ = ["Activation", "ACTIVATIONS", "ACTIVATION_OP", "activation_of", "apply_activation"]
+
+_INTERNAL = "featherdeploy"  # runtime.ops.conv_transpose.INTERNAL_DOMAIN
+# Internal op (domain featherdeploy) the fusion passes write for an activation with no ONNX
+# operator of its own (x * Sigmoid(x), x * HardSigmoid(x)); attribute "activation".
+ACTIVATION_OP = "Activation"
 
 # (node, context) -> the activation, or None when its parameters are not constants.
 ParamsFn = Callable[[Node, OpContext], FusedActivation | None]
@@ -177,6 +182,8 @@ ACTIVATIONS: dict[str, Activation] = {a.op_type: a for a in (
 
 def activation_of(node: Node, ctx: OpContext) -> FusedActivation | None:
     """The activation ``node`` computes, or None (not an activation, or runtime parameters)."""
+    if node.op == ACTIVATION_OP and node.domain == _INTERNAL:
+        return node.attrs["activation"]
     entry = ACTIVATIONS.get(node.op) if node.domain in ("", "ai.onnx") else None
     return entry.params(node, ctx) if entry is not None else None
 
@@ -215,3 +222,4 @@ def _context(b: Builder) -> OpContext:
 
 for _entry in ACTIVATIONS.values():
     register(OpDef(_entry.op_type, _infer, _evaluate, _emit, _native, inputs=_entry.inputs))
+register(OpDef(ACTIVATION_OP, _infer, _evaluate, _emit, _native, domain=_INTERNAL))

@@ -78,9 +78,8 @@ def _evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> list[np.n
     x, w = values[0], values[1]
     geo = conv_geometry(node, x.shape, w.shape)
     bias = values[2] if len(values) > 2 and values[2] is not None else None
-    y = reference.conv2d(x.astype(np.float32), w.astype(np.float32), bias, stride=geo.stride,
-                         pads=(*geo.pad_begin, *geo.pad_end), dilation=geo.dilation,
-                         group=geo.group)
+    y = reference.conv2d(x, w, bias, stride=geo.stride, pads=(*geo.pad_begin, *geo.pad_end),
+                         dilation=geo.dilation, group=geo.group)
     return [y.astype(x.dtype)]
 
 

@@ -131,8 +131,7 @@ def _evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> list[np.n
     scales, shape = resize_scales(node, ctx, x.shape)
     ty = axis_table(node, ctx.opset, x.shape[2], shape[2], scales[2])
     tx = axis_table(node, ctx.opset, x.shape[3], shape[3], scales[3])
-    xf = x.astype(np.float32)
-    rows = [xf[:, :, ty[0]], xf[:, :, ty[1]]]
+    rows = [x[:, :, ty[0]], x[:, :, ty[1]]]
     lerp = [r[..., tx[0]] + tx[2] * (r[..., tx[1]] - r[..., tx[0]]) for r in rows]
     y = lerp[0] + ty[2][:, None] * (lerp[1] - lerp[0])
     return [y.astype(x.dtype)]

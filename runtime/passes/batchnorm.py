@@ -43,7 +43,9 @@ def fold_batchnorm(graph: Graph, shapes: dict, native: Callable[[Node], bool]) -
         folded[id(node)] = _fold_one(conv, node, constants)
         skip.add(id(conv))
     nodes = [folded.get(id(n), n) for n in graph.nodes if id(n) not in skip]
-    return replace(graph, nodes=nodes, constants=constants)
+    merged = {**graph.merged, **{n.inputs[0]: n.outputs[0] for n in graph.nodes
+                                 if id(n) in folded}}
+    return replace(graph, nodes=nodes, constants=constants, merged=merged)
 
 
 def _fold_one(conv: Node, bn: Node, constants: dict[str, np.ndarray]) -> Node:

@@ -37,4 +37,10 @@ def fuse_conv_add(graph: Graph, shapes: dict, native: Callable[[Node], bool]) ->
             removed.add(id(conv))
             break
     nodes = [replaced.get(id(n), n) for n in graph.nodes if id(n) not in removed]
-    return replace(graph, nodes=nodes)
+    merged = dict(graph.merged)
+    for node in graph.nodes:
+        if id(node) in replaced:
+            conv = producer[next(i for i in node.inputs if producer.get(i) is not None
+                                 and id(producer[i]) in removed)]
+            merged[conv.outputs[0]] = node.outputs[0]
+    return replace(graph, nodes=nodes, merged=merged)

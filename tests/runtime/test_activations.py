@@ -173,3 +173,34 @@ def test_nan_in_nan_out(tmp_path, op):
     assert np.isnan(got).any()
     finite = ~np.isnan(expected)
     assert_close(np.where(finite, got, 0), np.where(finite, expected, 0))
+
+
+@pytest.mark.parametrize("gate,kind", [("Sigmoid", "silu"), ("HardSigmoid", "hard_swish")])
+@pytest.mark.parametrize("after", ["conv", "add", "pool"])
+def test_self_gating_fuses_into_one_activation(tmp_path, gate, kind, after):
+    """x * Sigmoid(x) (SiLU) and x * HardSigmoid(x) (HardSwish as exported below opset 14)
+    become one activation: fused into the conv that makes x (also after a residual Add fused
+    into it), or one step of its own after another op (a pool)."""
+    rng = np.random.default_rng(4)
+    inits = {"w": (rng.standard_normal((8, 8, 3, 3)) * (rng.random((8, 8, 3, 3)) < 0.5)
+                   ).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1] * 4)]
+    source = "c"
+    if after == "add":
+        nodes.append(helper.make_node("Add", ["c", "x"], ["s"], name="add"))
+        source = "s"
+    elif after == "pool":
+        nodes.append(helper.make_node("MaxPool", ["c"], ["s"], name="pool", kernel_shape=[2, 2]))
+        source = "s"
+    attrs = {"alpha": 1.0 / 6.0, "beta": 0.5} if gate == "HardSigmoid" else {}
+    nodes += [helper.make_node(gate, [source], ["g"], name="gate", **attrs),
+              helper.make_node("Mul", ["g", source], ["y"], name="mul")]
+    path = save_model(graph_model(nodes, ["N", 8, 9, 11], inits, name="gated"),
+                      tmp_path / "g.onnx")
+    x = random_input((2, 8, 9, 11), seed=2) * np.float32(3.0)
+    engine = Engine(path, options=NATIVE_OPTIONS)
+    assert_close(engine.run(x), ort_run(path, x))
+    steps = {n.node: n.steps for n in engine.describe(2, {"x": x.shape}).nodes}
+    owner = "mul" if after == "pool" else "conv"
+    assert any(f"act={kind}" in s for s in steps[owner]), steps
+    assert steps["gate"] == [f"fused into {owner}"], steps

@@ -17,7 +17,7 @@ namespace {
   KernelTable {                                                                              \
     ns::conv_csr, ns::conv_bsr, ns::conv_csr_strided, ns::split_plane, ns::to_segments,      \
         ns::from_segments, ns::conv_tiny, ns::gemm_dot, ns::activate_vectors,                \
-        ns::activate_row, ns::pool_row, name, ns::vector_floats()                            \
+        ns::activate_row, ns::pool_row, ns::reduce_plane, name, ns::vector_floats()          \
   }
 
 struct CpuFeatures {

@@ -129,6 +129,9 @@ struct PoolRowArgs {
 using PoolRowFn = void (*)(const PoolRowArgs& a, const float* plane, float* out, int64_t oh,
                            float* acc);
 
+// Sum (or max, NaN winning) of an H x W plane with contiguous rows of stride rs (pool2d.cpp).
+using ReducePlaneFn = float (*)(const float* x, int64_t H, int64_t W, int64_t rs, bool is_max);
+
 // Activations after a store (activation.cpp): `count` vectors `stride` floats apart, vector i of
 // channel channel0 + i * channel_step; `mask` (may be null) is per-float lane masks of a
 // contiguous span (stride V): masked-out lanes stay 0.
@@ -159,6 +162,7 @@ using ConvKernelFn = void (*)(const ConvKernelArgs&, int64_t c0, int64_t c1);
                     int64_t channel);                                    \
   void pool_row(const PoolRowArgs& a, const float* plane, float* out, int64_t oh, \
                 float* acc);                                             \
+  float reduce_plane(const float* x, int64_t H, int64_t W, int64_t rs, bool is_max); \
   int vector_floats();                                                   \
   }
 
@@ -179,6 +183,7 @@ struct KernelTable {
   ActivateVectorsFn activate_vectors;
   ActivateRowFn activate_row;
   PoolRowFn pool_row;
+  ReducePlaneFn reduce_plane;
   const char* isa;
   int vector_floats;
 };

@@ -160,8 +160,8 @@ struct GlobalPoolSpec {
 
 class GlobalPoolStep final : public Step {
  public:
-  GlobalPoolStep(const GlobalPoolSpec& spec, const PlanContext&)
-      : is_max_(spec.is_max), src_(spec.src), dst_(spec.dst) {
+  GlobalPoolStep(const GlobalPoolSpec& spec, const PlanContext& ctx)
+      : is_max_(spec.is_max), src_(spec.src), dst_(spec.dst), k_(ctx.kernels) {
     require(src_.dim[0] == dst_.dim[0] && src_.dim[1] == dst_.dim[1] && dst_.dim[2] == 1 &&
                 dst_.dim[3] == 1,
             "global pool: the destination must be (N, C, 1, 1) of the source's N, C");
@@ -179,6 +179,12 @@ class GlobalPoolStep final : public Step {
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t n = p / C, c = p % C;
       const float* x = buf.at(src_) + n * src_.stride[0] + c * src_.stride[1];
+      float* y = buf.at(dst_) + n * dst_.stride[0] + c * dst_.stride[1];
+      if (src_.stride[3] == 1) {
+        const float v = k_.reduce_plane(x, H, W, src_.stride[2], is_max_);
+        *y = is_max_ ? v : v / static_cast<float>(H * W);
+        continue;
+      }
       float acc = is_max_ ? -INFINITY : 0.0f;
       for (int64_t h = 0; h < H; ++h) {
         const float* row = x + h * src_.stride[2];
@@ -188,7 +194,7 @@ class GlobalPoolStep final : public Step {
         }
       }
       if (!is_max_) acc /= static_cast<float>(H * W);
-      buf.at(dst_)[n * dst_.stride[0] + c * dst_.stride[1]] = acc;
+      *y = acc;
     }
   }
 
@@ -230,6 +236,7 @@ class GlobalPoolStep final : public Step {
 
   bool is_max_;
   View src_, dst_;
+  KernelTable k_;
 };
 
 }  // namespace
