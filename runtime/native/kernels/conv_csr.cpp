@@ -205,7 +205,7 @@ static inline void strided_chunk(const ConvKernelArgs& a, int64_t oc, const int6
   }
   float* o = a.out + oc * a.out_cs;
   const float* r = a.res ? a.res + oc * a.res_cs : nullptr;
-  finish_vectors<U>(
+  finish_vectors<U, 1>(
       a, oc, r != nullptr, acc, [o, out_off](int u) { return o + out_off[2 * u]; },
       [r, out_off](int u) { return r + out_off[2 * u + 1]; }, NoMask{});
 }
@@ -266,7 +266,7 @@ __attribute__((always_inline)) static inline void run_store(const ConvKernelArgs
   float* o = a.out + oc * a.out_cs + out0;
   const float* res = a.res ? a.res + oc * a.res_cs + res0 : nullptr;
   const int64_t out_rs = a.out_rs, res_rs = a.res_rs;
-  finish_vectors<R * L>(
+  finish_vectors<R * L, L>(
       a, oc, res != nullptr, acc, [=](int u) { return o + (u / L) * out_rs + (u % L) * V; },
       [=](int u) { return res + (u / L) * res_rs + (u % L) * V; }, NoMask{});
   if (a.halo) {  // whole rows (conv_csr_rows): the halo positions from the stored values

@@ -21,11 +21,12 @@ __attribute__((always_inline)) inline vf bias_splat(const ConvKernelArgs& a, int
 // The fused epilogue of U output vectors of channel `oc` whose accumulators hold bias + taps:
 // + residual (when has_res), activation, store. out(u) / res(u) give vector u's destination /
 // residual address and mask(u) its lane mask (null: every lane is a real output; planar layouts
-// zero their border lanes). One branch per call picks a straight-line variant: no per-vector
+// zero their border lanes); vectors come in runs of Run that are contiguous in memory (and in
+// the mask), which the out-of-line activation takes one run per call. One branch per call picks a straight-line variant: no per-vector
 // tests, and ReLU (no upper bound) clamps with one max. Activations other than a clamp are
 // applied after the store by the out-of-line kernels/activation.cpp (see there why).
 // The address functors must not read `a` (a store could alias it and force reloads).
-template <int U, typename Out, typename Res, typename Mask>
+template <int U, int Run, typename Out, typename Res, typename Mask>
 __attribute__((always_inline)) inline void finish_vectors(const ConvKernelArgs& a, int64_t oc,
                                                           bool has_res, const vf (&acc)[U],
                                                           Out out, Res res, Mask mask) {
@@ -55,8 +56,9 @@ __attribute__((always_inline)) inline void finish_vectors(const ConvKernelArgs& 
     else store(N{}, Y{}, Y{});
   }
   if (!a.act.is_clamp()) {
+    static_assert(U % Run == 0, "runs must tile the vectors");
 #pragma GCC unroll 1
-    for (int u = 0; u < U; ++u) activate_vectors(out(u), 1, V, mask(u), a.act, oc, 0);
+    for (int u = 0; u < U; u += Run) activate_vectors(out(u), Run, V, mask(u), a.act, oc, 0);
   }
 }
 
@@ -150,7 +152,7 @@ __attribute__((always_inline)) inline void conv_epilogue(const ConvKernelArgs& a
   float* o = a.out + image * a.out_is + oc * a.out_cs + p0;
   const float* r = a.res ? a.res + image * a.res_is + oc * a.res_cs + p0 : nullptr;
   const uint32_t* m = a.mask + p0;
-  finish_vectors<U>(
+  finish_vectors<U, U>(
       a, oc, r != nullptr, acc, [o](int u) { return o + u * V; },
       [r](int u) { return r + u * V; }, [m](int u) { return m + u * V; });
 }

@@ -151,6 +151,7 @@ using ConvKernelFn = void (*)(const ConvKernelArgs&, int64_t c0, int64_t c1);
   void conv_csr(const ConvKernelArgs& a, int64_t c0, int64_t c1);        \
   void conv_bsr(const ConvKernelArgs& a, int64_t c0, int64_t c1);        \
   void conv_csr_strided(const ConvKernelArgs& a, int64_t c0, int64_t c1); \
+  void conv_direct(const ConvKernelArgs& a, int64_t c0, int64_t c1);     \
   void split_plane(const PhaseSplitArgs& s, const float* src, float* dst); \
   void to_segments(const float* row, float* seg, int64_t P);              \
   void from_segments(const float* seg, float* row, int64_t P);            \
@@ -176,6 +177,7 @@ struct KernelTable {
   ConvKernelFn conv_csr;
   ConvKernelFn conv_bsr;
   ConvKernelFn conv_csr_strided;
+  ConvKernelFn conv_direct;  // planar, few taps: rows, positions, in_row_step, in_pos_step
   PhaseSplitFn split_plane;
   SegmentRowFn to_segments, from_segments;
   TinyGemmFn conv_tiny;

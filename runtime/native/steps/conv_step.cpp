@@ -346,40 +346,35 @@ class ConvStep final : public Step {
 
   // Output channels [c0, c1) of a direct strided conv: bias, then each tap's strided plane
   // accumulated into the output positions (border untouched), then residual and activation.
+  // Few taps per channel (PlannerOptions.direct_max_taps): taps read the zero-bordered input
+  // directly at the conv's strides, no phase split.
   void compute_direct(const Buffers& buf, int64_t c0, int64_t c1) const {
-    const int64_t OH = s_.output.dim[2], OW = s_.output.dim[3];
-    const int64_t out_rs = s_.output.stride[2], in_rs = s_.input.stride[2];
-    const int64_t row_step = s_.stride_h * in_rs, sw = s_.stride_w;
-    for (int64_t n = 0; n < s_.output.dim[0]; ++n) {
-      const float* in = buf.at(s_.input) + n * s_.input.stride[0] - s_.pad_top * in_rs -
-                        s_.pad_left;
-      for (int64_t oc = c0; oc < c1; ++oc) {
-        if (s_.skip_empty && s_.ptr[oc] == s_.ptr[oc + 1]) continue;
-        float* o = buf.at(s_.output) + n * s_.output.stride[0] + oc * s_.output.stride[1];
-        const float b = s_.bias.empty() ? 0.0f : s_.bias[oc];
-        for (int64_t oh = 0; oh < OH; ++oh)
-          for (int64_t ow = 0; ow < OW; ++ow) o[oh * out_rs + ow] = b;
-        for (int32_t j = s_.ptr[oc]; j < s_.ptr[oc + 1]; ++j) {
-          const float w = s_.val[j];
-          const float* src = in + s_.off[j];
-          for (int64_t oh = 0; oh < OH; ++oh) {
-            const float* row = src + oh * row_step;
-            float* orow = o + oh * out_rs;
-            for (int64_t ow = 0; ow < OW; ++ow) orow[ow] += w * row[ow * sw];
-          }
-        }
-        const float* r = s_.has_residual ? buf.at(s_.residual) + n * s_.residual.stride[0] +
-                                               oc * s_.residual.stride[1]
-                                         : nullptr;
-        for (int64_t oh = 0; oh < OH; ++oh) {
-          float* orow = o + oh * out_rs;
-          for (int64_t ow = 0; ow < OW; ++ow) {
-            const float v = orow[ow] + (r ? r[oh * s_.residual.stride[2] + ow] : 0.0f);
-            orow[ow] = act_.apply(v, oc);
-          }
-        }
-      }
+    ConvKernelArgs a;
+    a.images = s_.output.dim[0];
+    a.in = buf.at(s_.input) - s_.pad_top * s_.input.stride[2] - s_.pad_left;
+    a.in_is = s_.input.stride[0];
+    a.out = buf.at(s_.output);
+    a.out_is = s_.output.stride[0];
+    a.out_cs = s_.output.stride[1];
+    a.out_rs = s_.output.stride[2];
+    if (s_.has_residual) {
+      a.res = buf.at(s_.residual);
+      a.res_is = s_.residual.stride[0];
+      a.res_cs = s_.residual.stride[1];
+      a.res_rs = s_.residual.stride[2];
     }
+    a.rows = s_.output.dim[2];
+    a.positions = s_.output.dim[3];
+    a.in_row_step = s_.stride_h * s_.input.stride[2];
+    a.in_pos_step = s_.stride_w;
+    a.bias = s_.bias.empty() ? nullptr : s_.bias.data();
+    a.act = act_;
+    a.ptr = s_.ptr.data();
+    a.off = s_.off.data();
+    a.val = s_.val.data();
+    a.skip_empty = s_.skip_empty;
+    a.channels = s_.output.dim[1];
+    k_.conv_direct(a, c0, c1);
   }
 
   void split_phases(const Buffers& buf, int tid, int nth) const {
