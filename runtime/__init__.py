@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Engine", "EngineOptions", "PlannerOptions", "EngineError", "ModelLoadError",
-           "UnsupportedOpError", "InputError", "native_isa"]
+__all__ = ["Engine", "EngineOptions", "PlannerOptions", "OptionsError", "EngineError",
+           "ModelLoadError", "UnsupportedOpError", "InputError", "native_isa"]
 
 if TYPE_CHECKING:
     from runtime.engine import Engine
     from runtime.errors import EngineError, InputError, ModelLoadError, UnsupportedOpError
-    from runtime.options import EngineOptions, PlannerOptions
+    from runtime.options import EngineOptions, OptionsError, PlannerOptions
 
 _ERRORS = ("EngineError", "ModelLoadError", "UnsupportedOpError", "InputError")
 
@@ -32,7 +32,7 @@ def __getattr__(name: str) -> Any:
         from runtime.engine import Engine
 
         return Engine
-    if name in ("EngineOptions", "PlannerOptions"):
+    if name in ("EngineOptions", "PlannerOptions", "OptionsError"):
         from runtime import options
 
         return getattr(options, name)
