@@ -22,26 +22,32 @@ namespace FD_NS {
 using simd::V;
 using simd::vf;
 
-// Sum (or max, NaN winning) of an H x W plane with contiguous rows of stride rs: four vector
-// accumulators per row hide the add latency (a scalar chain runs at one add per 4 cycles).
+// Sum (or max, NaN winning) of an H x W plane with contiguous rows of stride rs. Four vector
+// accumulators hide the add latency (a scalar chain runs at one add per 4 cycles); they rotate
+// over a row's vectors, so rows of a few vectors (56, 28, 14 floats) keep all four busy, and a
+// row's last partial vector is padded with the identity rather than summed in a scalar chain.
 float reduce_plane(const float* x, int64_t H, int64_t W, int64_t rs, bool is_max) {
   const float init = is_max ? -std::numeric_limits<float>::infinity() : 0.0f;
-  vf acc[4] = {simd::splat(init), simd::splat(init), simd::splat(init), simd::splat(init)};
-  float tail = init;
+  const vf identity = simd::splat(init);
+  vf acc[4] = {identity, identity, identity, identity};
+  auto combine = [is_max](vf a, vf v) {
+    return is_max ? simd::select(v != v, v, simd::vmax(a, v)) : a + v;
+  };
+  int k = 0;
+  float part[V];
   for (int64_t h = 0; h < H; ++h) {
     const float* row = x + h * rs;
     int64_t w = 0;
-    for (; w + 4 * V <= W; w += 4 * V)
-      for (int k = 0; k < 4; ++k) {
-        const vf v = simd::loadu(row + w + k * V);
-        acc[k] = is_max ? simd::select(v != v, v, simd::vmax(acc[k], v)) : acc[k] + v;
-      }
-    for (; w < W; ++w) tail = is_max ? (row[w] != row[w] || row[w] > tail ? row[w] : tail)
-                                     : tail + row[w];
+    for (; w + V <= W; w += V, k = (k + 1) & 3) acc[k] = combine(acc[k], simd::loadu(row + w));
+    if (w < W) {
+      for (int i = 0; i < V; ++i) part[i] = w + i < W ? row[w + i] : init;
+      acc[k] = combine(acc[k], simd::loadu(part));
+      k = (k + 1) & 3;
+    }
   }
   float lanes[4 * V];
-  for (int k = 0; k < 4; ++k) simd::storeu(lanes + k * V, acc[k]);
-  float result = tail;
+  for (int j = 0; j < 4; ++j) simd::storeu(lanes + j * V, acc[j]);
+  float result = init;
   for (int i = 0; i < 4 * V; ++i)
     result = is_max ? (lanes[i] != lanes[i] || lanes[i] > result ? lanes[i] : result)
                     : result + lanes[i];
