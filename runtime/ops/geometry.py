@@ -158,8 +158,8 @@ def conv_transpose_geometry(node: Node, x_shape: tuple[int, ...], w_shape: tuple
                             ) -> ConvTransposeGeometry:
     """Geometry of a ConvTranspose node for input (N, C, H, W) and weight (C, M/group, KH, KW):
     OH = s (H - 1) + output_padding + (KH - 1) d + 1 - pad_begin - pad_end, or the pads that
-    give ``output_shape`` (auto_pad SAME_UPPER / SAME_LOWER split them, SAME_UPPER putting the
-    extra one at the end)."""
+    give ``output_shape`` (split as ONNX says: SAME_UPPER puts the extra one at the end,
+    SAME_LOWER and NOTSET at the beginning)."""
     if len(x_shape) != 4 or len(w_shape) != 4:
         raise UnsupportedOpError(f"{node.describe()}: only 2-D ConvTranspose is supported")
     kernel = (int(w_shape[2]), int(w_shape[3]))
@@ -187,7 +187,7 @@ def conv_transpose_geometry(node: Node, x_shape: tuple[int, ...], w_shape: tuple
         total = [full[i] - target[i] for i in range(2)]
         if min(total) < 0:
             raise ModelLoadError(f"{node.describe()}: output_shape {target} is too large")
-        upper = auto_pad != "SAME_LOWER"
+        upper = auto_pad == "SAME_UPPER"  # NOTSET (output_shape) pads like SAME_LOWER
         begin = tuple(t // 2 if upper else t - t // 2 for t in total)
         end = tuple(t - b for t, b in zip(total, begin, strict=True))
     else:
