@@ -29,11 +29,15 @@ NATIVE_TRANSFORMS = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymm
 
 def resize_scales(node: Node, ctx: OpContext, x: tuple[int, ...]
                   ) -> tuple[tuple[float, ...], tuple[int, ...]]:
-    """(scales, output shape) of a Resize / Upsample node."""
+    """(scales, output shape) of a Resize / Upsample node (Resize-10: scales as input 1)."""
     if node.op == "Upsample":
         scales_value = (ctx.const(node, 1) if ctx.opset >= 9 else
                         np.asarray(node.attr_floats("scales", ()), np.float32))
         sizes_value = None
+    elif ctx.opset < 11:
+        scales_value, sizes_value = ctx.const(node, 1), None
+        if scales_value is None:
+            raise ModelLoadError(f"{node.describe()}: scales must be a constant")
     else:
         scales_value = ctx.const(node, 2) if node.input(2) else None
         sizes_value = ctx.const(node, 3) if node.input(3) else None
@@ -62,7 +66,7 @@ def _modes(node: Node, opset: int) -> tuple[str, str, str]:
     """(mode, coordinate transformation, nearest rounding) with each opset's defaults."""
     mode = node.attr_str("mode", "nearest")
     if node.op == "Upsample" or opset < 11:
-        return mode, "asymmetric", "floor"
+        return mode, "asymmetric", "simple"  # ONNX Runtime: ceil when downsampling, else floor
     return (mode, node.attr_str("coordinate_transformation_mode", "half_pixel"),
             node.attr_str("nearest_mode", "round_prefer_floor"))
 
@@ -101,6 +105,8 @@ def axis_table(node: Node, opset: int, in_size: int, out_size: int, scale: float
     """(i0, i1, w1) along one axis: output index o reads input i0[o] (nearest), or
     (1 - w1[o]) * x[i0[o]] + w1[o] * x[i1[o]] (linear)."""
     mode, transform, rounding = _modes(node, opset)
+    if rounding == "simple":
+        rounding = "ceil" if scale < 1.0 else "floor"
     original = _original(np.arange(out_size), np.float32(scale), in_size, out_size, transform)
     if mode == "nearest":
         i0 = np.clip(_nearest(original, rounding), 0, in_size - 1).astype(np.int64)
