@@ -139,10 +139,12 @@ def check_model(tmp_path: Path, model: onnx.ModelProto,
 
 
 def check_folded(tmp_path: Path, op: str, inputs: Sequence[np.ndarray | None],
-                 outputs: int = 1, opset: int = 13, **attrs: object) -> None:
+                 outputs: int = 1, opset: int = 13, device: str = "folded",
+                 **attrs: object) -> None:
     """``op`` on constant inputs (None: an omitted optional input) is folded at plan time: its
     outputs, as graph outputs (shape and dtype exact) and each (cast to float32) added to a
-    graph input of its shape, equal ONNX Runtime's, and the node is gone from the plan."""
+    graph input of its shape, equal ONNX Runtime's, and the node is gone from the plan (or,
+    with ``device``, ran there instead)."""
     inits = {f"k{i}": np.asarray(v) for i, v in enumerate(inputs) if v is not None}
     names = [f"k{i}" if v is not None else "" for i, v in enumerate(inputs)]
     outs = [f"c{i}" for i in range(outputs)]
@@ -166,7 +168,7 @@ def check_folded(tmp_path: Path, op: str, inputs: Sequence[np.ndarray | None],
     model = make_model(nodes, graph_inputs, graph_outputs, inits, opset)
     feeds = {name: np.asarray(random_input(tuple(shape), seed=i))
              for i, (name, shape) in enumerate(graph_inputs.items())}
-    check_model(tmp_path, model, feeds, {"folded_op": "folded"})
+    check_model(tmp_path, model, feeds, {"folded_op": device})
 
 
 def declared_shape(shapes: Sequence[Sequence[int]]) -> list:

@@ -114,6 +114,60 @@ def test_resize_folded(tmp_path, mode, transform):
                  mode=mode, coordinate_transformation_mode=transform)
 
 
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("scales", [(2.0, 2.0), (1.5, 3.0), (0.6, 0.5), (1.0, 0.75)], ids=str)
+def test_resize_opset10_scales_input(tmp_path, mode, scales):
+    """Resize-10: (X, scales), asymmetric coordinates."""
+    check_op(tmp_path, "Resize", ["x", floats(1, 1, *scales)], X, opset=10, mode=mode)
+    check_folded(tmp_path, "Resize", [const((2, 3, 4, 5)), floats(1, 1, *scales)], opset=10,
+                 mode=mode)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("axes", [[2, 3], [-2, -1], [3, 2], [3]], ids=str)
+def test_resize_axes_opset18(tmp_path, mode, axes):
+    """Scales or sizes for the listed axes only."""
+    by_axis = {2: 1.5, 3: 0.75, -2: 1.5, -1: 0.75}
+    scales = floats(*(by_axis[a] for a in axes))
+    check_op(tmp_path, "Resize", ["x", None, scales], X, opset=18, mode=mode, axes=axes)
+    check_folded(tmp_path, "Resize", [const((2, 3, 4, 5)), None, scales], opset=18,
+                 mode=mode, axes=axes)
+    sizes = ints(*({2: 8, 3: 5, -2: 8, -1: 5}[a] for a in axes))
+    check_op(tmp_path, "Resize", ["x", None, None, sizes], X, opset=18, mode=mode, axes=axes)
+
+
+@pytest.mark.parametrize("policy", ["stretch", "not_larger", "not_smaller"])
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("sizes", [(10, 9), (4, 20), (3, 3)], ids=str)
+def test_resize_keep_aspect_ratio(tmp_path, policy, mode, sizes):
+    check_op(tmp_path, "Resize", ["x", None, None, ints(*sizes)], X, opset=19, mode=mode,
+             axes=[2, 3], keep_aspect_ratio_policy=policy)
+    check_folded(tmp_path, "Resize", [const((2, 3, 4, 5)), None, None, ints(*sizes)],
+                 opset=19, mode=mode, axes=[2, 3], keep_aspect_ratio_policy=policy)
+
+
+def test_resize_keep_aspect_ratio_every_axis(tmp_path):
+    """Without axes the one factor scales batch and channels too: ONNX Runtime."""
+    check_op(tmp_path, "Resize", ["x", None, None, ints(3, 3, 10, 9)], [(3, 3, 5, 7)],
+             opset=19, mode="nearest", keep_aspect_ratio_policy="not_smaller",
+             device="onnxruntime")
+    check_op(tmp_path, "Resize", ["x", None, None, ints(3, 3, 10, 9)], [(3, 3, 5, 7)],
+             opset=19, mode="nearest", keep_aspect_ratio_policy="not_larger")
+
+
+@pytest.mark.parametrize(("attrs", "roi"), [
+    ({"mode": "cubic"}, None),
+    ({"mode": "cubic", "cubic_coeff_a": -0.5, "exclude_outside": 1}, None),
+    ({"mode": "linear", "antialias": 1}, None),
+    ({"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize"},
+     floats(0, 0, 0.1, 0.2, 1, 1, 0.9, 0.7)),
+], ids=str)
+def test_resize_constant_modes_without_native_tables(tmp_path, attrs, roi):
+    """No NumPy reference of these modes: a Resize of constants runs on ONNX Runtime."""
+    check_folded(tmp_path, "Resize", [const((1, 2, 4, 5)), roi, floats(1, 1, 0.6, 1.5)],
+                 opset=19, device="onnxruntime", **attrs)
+
+
 @pytest.mark.parametrize("opset", [7, 9])
 @pytest.mark.parametrize("mode", ["nearest", "linear"])
 @pytest.mark.parametrize("scales", [(2.0, 2.0), (1.5, 3.0), (2.0, 1.0)], ids=str)
