@@ -352,3 +352,75 @@ def test_conv_transpose_folded(tmp_path):
     check_folded(tmp_path, "ConvTranspose", [const((1, 3, 4, 5)), w, floats(0.5, -1)],
                  strides=[2, 2], pads=[1, 1, 0, 0], output_padding=[1, 0])
     check_folded(tmp_path, "ConvTranspose", [const((1, 3, 4, 5)), w], dilations=[2, 2])
+
+
+# ----------------------------------------------------------------------------- 1-D and 3-D
+
+
+ND_CONVS = [
+    # (x shapes, weight shape, attributes)
+    ([(1, 3, 11), (3, 3, 11)], (5, 3, 3), {"pads": [1, 1]}),
+    ([(1, 4, 12), (3, 4, 12)], (6, 2, 4), {"strides": [2], "group": 2, "pads": [2, 1]}),
+    ([(1, 3, 10)], (4, 3, 3), {"dilations": [3], "pads": [3, 2]}),
+    ([(1, 3, 9)], (4, 3, 2), {"strides": [2], "auto_pad": "SAME_LOWER"}),
+    ([(1, 3, 4, 5, 6), (2, 3, 4, 5, 6)], (5, 3, 3, 3, 3), {"pads": [1, 1, 1, 1, 1, 1]}),
+    ([(1, 2, 5, 5, 5)], (3, 2, 2, 3, 1), {"strides": [2, 1, 2], "auto_pad": "VALID"}),
+]
+
+
+@pytest.mark.parametrize("case", ND_CONVS, ids=lambda c: f"{c[1]}-{c[2]}")
+def test_conv_1d_3d_run_on_ort(tmp_path, case):
+    shapes, w_shape, attrs = case
+    w = _sparse_weight(w_shape, 0.6)
+    check_op(tmp_path, "Conv", ["x", w, floats(*range(w_shape[0]))], shapes,
+             device="onnxruntime", **attrs)
+    check_folded(tmp_path, "Conv", [const(shapes[0]), w], device="onnxruntime", **attrs)
+
+
+ND_POOLS = [
+    ([(1, 3, 11), (3, 3, 11)], {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}),
+    ([(1, 3, 11)], {"kernel_shape": [2], "strides": [2], "ceil_mode": 1}),
+    ([(1, 3, 10)], {"kernel_shape": [3], "auto_pad": "SAME_UPPER", "strides": [3]}),
+    ([(1, 3, 4, 5, 6), (2, 3, 4, 5, 6)], {"kernel_shape": [2, 2, 2], "strides": [2, 2, 2]}),
+    ([(1, 2, 5, 5, 5)], {"kernel_shape": [3, 3, 3], "pads": [1, 1, 1, 1, 1, 1],
+                         "strides": [2, 2, 2], "ceil_mode": 1}),
+]
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("case", ND_POOLS, ids=lambda c: str(c[1]))
+def test_pool_1d_3d_run_on_ort(tmp_path, op, case):
+    shapes, attrs = case
+    check_op(tmp_path, op, ["x"], shapes, device="onnxruntime", **attrs)
+    check_folded(tmp_path, op, [const(shapes[0])], device="onnxruntime", **attrs)
+
+
+@pytest.mark.parametrize(("shapes", "w_shape", "attrs"), [
+    ([(1, 3, 7), (3, 3, 7)], (3, 5, 4), {"strides": [2], "pads": [1, 1]}),
+    ([(1, 4, 7)], (4, 3, 3), {"strides": [2], "group": 2, "output_padding": [1]}),
+    ([(1, 3, 7)], (3, 2, 3), {"strides": [2], "output_shape": [14]}),
+    ([(1, 2, 3, 4, 3)], (2, 3, 2, 2, 2), {"strides": [2, 2, 2]}),
+])
+def test_conv_transpose_1d_3d_run_on_ort(tmp_path, shapes, w_shape, attrs):
+    check_op(tmp_path, "ConvTranspose", ["x", _sparse_weight(w_shape, 0.6)], shapes,
+             device="onnxruntime", **attrs)
+
+
+def test_conv1d_between_native_ops(tmp_path):
+    """An audio-like chain: the 1-D conv on ONNX Runtime between native element-wise ops."""
+    from onnx import helper
+
+    from tests.runtime.op_harness import check_model, make_model
+
+    nodes = [helper.make_node("Mul", ["x", "k"], ["m"], name="scale"),
+             helper.make_node("Conv", ["m", "w"], ["c"], name="conv1d", pads=[1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["p"], name="pool1d", kernel_shape=[2],
+                              strides=[2]),
+             helper.make_node("ReduceMean", ["p"], ["y"], name="mean", axes=[-1])]
+    inits = {"k": np.float32(0.5), "w": _sparse_weight((6, 3, 3), 0.7)}
+    model = make_model(nodes, {"x": ["N", 3, 16]}, ["y"], inits)
+    feeds = [const((b, 3, 16), seed=b) for b in (1, 3)]
+    check_model(tmp_path, model, feeds, {"scale": "native", "conv1d": "onnxruntime",
+                                         "relu": "native", "pool1d": "onnxruntime",
+                                         "mean": "native"}, threads=(1, 2))
