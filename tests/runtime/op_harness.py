@@ -50,9 +50,13 @@ def make_model(nodes: list, inputs: Mapping[str, Sequence | None] | list,
     model.ir_version = 8
     # Output types as ONNX's shape inference gives them (the checker wants them).
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
-    for out, typed in zip(model.graph.output, inferred.graph.output, strict=True):
-        if not out.HasField("type"):
-            out.type.CopyFrom(typed.type)
+    known = {v.name: v.type for v in (*inferred.graph.value_info, *inferred.graph.input)}
+    known.update((t.name, helper.make_tensor_type_proto(t.data_type, list(t.dims)))
+                 for t in inferred.graph.initializer)
+    known.update((v.name, v.type) for v in inferred.graph.output if v.type.WhichOneof("value"))
+    for out in model.graph.output:  # (graph inputs, initializers and repeats: by name)
+        if not out.type.WhichOneof("value") and out.name in known:
+            out.type.CopyFrom(known[out.name])
     onnx.checker.check_model(model, full_check=True)
     return model
 
