@@ -205,5 +205,5 @@ def check_op(tmp_path: Path, op: str, inputs: Sequence[str | np.ndarray | None],
     feeds = [np.asarray(random_input(tuple(s), seed=k)) for k, s in enumerate(x_shapes)]
     if positive:
         feeds = [np.abs(f) + np.float32(0.5) for f in feeds]
-    return check_model(tmp_path, model, feeds, {"op": device}, threads, atol,
+    return check_model(tmp_path, model, feeds, {"op": device} if device else None, threads, atol,
                        **(engine_options or {}))

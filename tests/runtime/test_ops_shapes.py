@@ -574,3 +574,27 @@ def test_identity_and_dropout(tmp_path):
 
 def test_dropout_mask_output_runs_on_ort(tmp_path):
     check_op(tmp_path, "Dropout", ["x"], X4, outputs=2, device="onnxruntime")
+
+
+def test_slice_random_parameters(tmp_path):
+    """Random starts / ends (INT64 bounds included), axes and steps (fixed seed), natively and
+    folded; empty results are skipped (the engine refuses empty tensors)."""
+    rng = np.random.default_rng(1)
+    values = [-10, -5, -4, -2, -1, 0, 1, 2, 3, 5, 10, I64_MAX, I64_MIN, -I64_MAX]
+    shape, done = (2, 3, 4, 5), 0
+    while done < 25:
+        count = int(rng.integers(1, 4))
+        axes = [int(a) for a in rng.choice([0, 1, 2, 3, -1, -2, -3], size=count, replace=False)]
+        if len({a % 4 for a in axes}) < count:
+            continue
+        starts, ends = rng.choice(values, size=count), rng.choice(values, size=count)
+        steps = rng.choice([1, 2, 3, -1, -2], size=count)
+        window = [slice(None)] * 4
+        for s, e, a, st in zip(starts, ends, axes, steps, strict=True):
+            window[a % 4] = slice(int(s), int(e), int(st))
+        if np.zeros(shape)[tuple(window)].size == 0:
+            continue
+        params = [ints(*starts), ints(*ends), ints(*axes), ints(*steps)]
+        check_op(tmp_path, "Slice", ["x", *params], [shape], threads=(1,))
+        check_folded(tmp_path, "Slice", [const(shape), *params])
+        done += 1

@@ -424,3 +424,92 @@ def test_conv1d_between_native_ops(tmp_path):
     check_model(tmp_path, model, feeds, {"scale": "native", "conv1d": "onnxruntime",
                                          "relu": "native", "pool1d": "onnxruntime",
                                          "mean": "native"}, threads=(1, 2))
+
+
+# ----------------------------------------------------------------------------- random sweeps
+
+
+def test_pools_random_attributes(tmp_path):
+    """Random kernels, strides, pads, dilations, ceil_mode and count_include_pad (fixed seed),
+    batch 1 planar and batches 16 and 3 batch-interleaved."""
+    rng = np.random.default_rng(2)
+    done = 0
+    while done < 24:
+        op = ("MaxPool", "AveragePool")[done % 2]
+        kernel = [int(k) for k in rng.integers(1, 6, size=2)]
+        attrs: dict = {"kernel_shape": kernel, "strides": rng.integers(1, 4, size=2).tolist(),
+                       "pads": [int(rng.integers(0, k)) for k in (*kernel, *kernel)],
+                       "ceil_mode": int(rng.integers(0, 2))}
+        if rng.random() < 0.5:
+            attrs["dilations"] = rng.integers(1, 3, size=2).tolist()
+        if op == "AveragePool":
+            attrs["count_include_pad"] = int(rng.integers(0, 2))
+        h, w = (int(v) for v in rng.integers(4, 14, size=2))
+        reach = [(k - 1) * d + 1 for k, d in zip(kernel, attrs.get("dilations", [1, 1]),
+                                                 strict=True)]
+        pads = attrs["pads"]
+        if h + pads[0] + pads[2] < reach[0] or w + pads[1] + pads[3] < reach[1]:
+            continue
+        layout = "interleaved" if done % 3 else "planar"
+        check_op(tmp_path, op, ["x"], [(1, 3, h, w), (16, 3, h, w), (3, 3, h, w)], opset=19,
+                 engine_options={"batch_layout": layout}, **attrs)
+        done += 1
+
+
+def test_conv_transpose_random_attributes(tmp_path):
+    """Random kernels, strides, pads, output_padding, groups (fixed seed): natively where the
+    phases are plain stride-1 convs, else on ONNX Runtime; equal to ONNX Runtime either way."""
+    from runtime.graph import Node
+    from runtime.ops.geometry import conv_transpose_geometry, transpose_phases
+
+    rng = np.random.default_rng(3)
+    done = 0
+    while done < 20:
+        kernel = rng.integers(1, 6, size=2)
+        stride = rng.integers(1, 4, size=2)
+        group = int(rng.integers(1, 3))
+        cin, cout = group * int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        attrs = {"strides": stride.tolist(), "group": group,
+                 "pads": [int(rng.integers(0, k)) for k in (*kernel, *kernel)],
+                 "output_padding": [int(rng.integers(0, s)) for s in stride]}
+        h, w = (int(v) for v in rng.integers(2, 8, size=2))
+        geo_node = Node("ConvTranspose", "op", ["x", "w"], ["y"], attrs, "", None)
+        w_shape = (cin, cout, *kernel)
+        try:
+            geo = conv_transpose_geometry(geo_node, (1, cin, h, w), w_shape)
+        except Exception:  # an empty output: not a valid model
+            continue
+        device = "native" if transpose_phases(geo, (h, w)) is not None else "onnxruntime"
+        bias = [np.linspace(-1, 1, cout * group, dtype=np.float32)] if done % 2 else []
+        check_op(tmp_path, "ConvTranspose", ["x", _sparse_weight(w_shape, 0.5, done), *bias],
+                 [(1, cin, h, w), (3, cin, h, w)], device=device, **attrs)
+        done += 1
+
+
+def test_resize_random_sizes_and_scales(tmp_path):
+    """Random scales or sizes, modes and coordinate transformations (fixed seed)."""
+    rng = np.random.default_rng(4)
+    transforms = [*TRANSFORMS, "tf_half_pixel_for_nn"]
+    done = 0
+    while done < 30:
+        mode = ("nearest", "linear")[done % 2]
+        attrs = {"mode": mode, "coordinate_transformation_mode":
+                 transforms[int(rng.integers(0, 5 if mode == "nearest" else 4))]}
+        if mode == "nearest":
+            attrs["nearest_mode"] = NEAREST_MODES[int(rng.integers(0, 4))]
+        h, w = (int(v) for v in rng.integers(1, 12, size=2))
+        opset = (11, 13, 19)[done % 3]
+        if rng.random() < 0.5:
+            scales = rng.choice([0.25, 0.5, 0.6, 0.75, 1.25, 1.5, 1.7, 2.0, 2.5, 3.0], size=2)
+            if int(h * scales[0]) < 1 or int(w * scales[1]) < 1:
+                continue
+            inputs = _resize_inputs(opset, tuple(scales))
+        else:
+            sizes = tuple(int(v) for v in rng.integers(1, 20, 2))
+            if attrs["coordinate_transformation_mode"] == "tf_half_pixel_for_nn" and (
+                    sizes[0] == h or sizes[1] == w):
+                continue  # ONNX Runtime treats an unscaled axis specially in this mode
+            inputs = _resize_inputs(opset, sizes=sizes, batch=2)
+        check_op(tmp_path, "Resize", inputs, [(2, 3, h, w)], opset=opset, threads=(1,),
+                 **attrs)
+        done += 1
