@@ -182,14 +182,14 @@ def declared_shape(shapes: Sequence[Sequence[int]]) -> list:
 
 
 def check_op(tmp_path: Path, op: str, inputs: Sequence[str | np.ndarray | None],
-             x_shapes: Sequence[Sequence[int]], opset: int = 13, device: str = "native",
+             x_shapes: Sequence[Sequence[int]], opset: int = 13, device: str | None = "native",
              outputs: int = 1, threads: Sequence[int] = (1, 2), atol: float | None = None,
              engine_options: Mapping[str, object] | None = None, positive: bool = False,
              **attrs: object) -> Engine:
     """One ``op`` node ("op") whose inputs are the graph input "x" (where ``inputs`` says "x"),
     constants (arrays) or omitted (None); runs every shape of ``x_shapes`` (declared with the
     dims that differ symbolic) on the engine and ONNX Runtime, and checks the node's device.
-    ``positive``: inputs |x| + 0.5 (for Sqrt, Log, Pow)."""
+    ``positive``: inputs |x| + 0.5 (for Sqrt, Log, Pow); ``device`` None: not checked."""
     inits, names = {}, []
     for i, value in enumerate(inputs):
         if isinstance(value, str):

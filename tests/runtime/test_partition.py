@@ -109,6 +109,17 @@ def test_parallel_unsupported_branches_share_a_segment(tmp_path):
            [NATIVE, ORT, NATIVE])
 
 
+def test_independent_chains_group_by_kind(tmp_path):
+    """Two chains conv -> unsupported -> conv with two outputs: three segments, not five."""
+    inits: dict = {}
+    nodes = [_conv("conv1", "x", "a", 3, 4, inits, 1), _node("Sin", ["a"], "b", "sin"),
+             _conv("conv2", "b", "y1", 4, 4, inits, 2),
+             _conv("conv3", "x", "c", 3, 4, inits, 3), _node("Cos", ["c"], "d", "cos"),
+             _conv("conv4", "d", "y2", 4, 4, inits, 4)]
+    _check(tmp_path, nodes, inits, ["y1", "y2"], {"sin": ORT, "cos": ORT, "conv4": NATIVE},
+           [NATIVE, ORT, NATIVE])
+
+
 # ----------------------------------------------------------------------------- outputs, int64
 
 
