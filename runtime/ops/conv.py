@@ -25,7 +25,7 @@ from runtime.ops.fusion import (
     SKIP_EMPTY_KEY,
     FusedActivation,
 )
-from runtime.ops.geometry import ConvGeometry, conv_geometry
+from runtime.ops.geometry import ConvGeometry, conv_geometry, nd_output_dims
 from runtime.ops.registry import OpContext, OpDef, Output, register
 from runtime.planner.conv_select import (
     channel_block_ptr,
@@ -66,16 +66,22 @@ def conv_weight(node: Node, ctx: OpContext) -> np.ndarray | None:
 
 def _infer(node: Node, ctx: OpContext) -> list[Output]:
     x, w = ctx.shape(node, 0), ctx.shape(node, 1)
-    geo = conv_geometry(node, x, w)
     bias = node.input(2)
     if bias and ctx.shapes.get(bias) != (w[0],):
         raise ModelLoadError(f"{node.describe()}: bias of shape {ctx.shapes.get(bias)} for "
                              f"{w[0]} output channels")
+    if len(x) != 4:  # 1-D and 3-D convs run on ONNX Runtime
+        if len(x) < 3 or len(w) != len(x):
+            raise ModelLoadError(f"{node.describe()}: input {x} with weight {w}")
+        return [((x[0], w[0], *nd_output_dims(node, x, tuple(w[2:]))), ctx.dtype(node, 0))]
+    geo = conv_geometry(node, x, w)
     return [((x[0], w[0], *geo.out_hw), ctx.dtype(node, 0))]
 
 
 def _evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> list[np.ndarray]:
     x, w = values[0], values[1]
+    if x.ndim != 4:
+        return []  # not folded: ONNX Runtime computes it
     geo = conv_geometry(node, x.shape, w.shape)
     bias = values[2] if len(values) > 2 and values[2] is not None else None
     y = reference.conv2d(x, w, bias, stride=geo.stride, pads=(*geo.pad_begin, *geo.pad_end),

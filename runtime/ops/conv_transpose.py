@@ -9,6 +9,7 @@ PhaseInterleave is an internal op (domain ``featherdeploy``) only that pass writ
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,7 +17,7 @@ import numpy as np
 from runtime.errors import ModelLoadError
 from runtime.graph import Node
 from runtime.macs import sparse_macs
-from runtime.ops.geometry import conv_transpose_geometry, transpose_phases
+from runtime.ops.geometry import conv_transpose_geometry, nd_output_dims, transpose_phases
 from runtime.ops.registry import OpContext, OpDef, Output, register
 from runtime.planner.layout import SymView
 
@@ -31,16 +32,23 @@ PHASE_INTERLEAVE = "PhaseInterleave"
 
 def _infer(node: Node, ctx: OpContext) -> list[Output]:
     x, w = ctx.shape(node, 0), ctx.shape(node, 1)
-    geo = conv_transpose_geometry(node, x, w)
-    channels = w[1] * geo.group
+    channels = w[1] * node.attr_int("group", 1) if len(w) > 1 else 0
     if node.input(2) and ctx.shapes.get(node.input(2)) != (channels,):
         raise ModelLoadError(f"{node.describe()}: bias of shape {ctx.shapes.get(node.input(2))} "
                              f"for {channels} output channels")
+    if len(x) != 4:  # 1-D and 3-D ConvTransposes run on ONNX Runtime
+        if len(x) < 3 or len(w) != len(x):
+            raise ModelLoadError(f"{node.describe()}: input {x} with weight {w}")
+        dims = nd_output_dims(node, x, tuple(w[2:]), transpose=True)
+        return [((x[0], channels, *dims), ctx.dtype(node, 0))]
+    geo = conv_transpose_geometry(node, x, w)
     return [((x[0], channels, *geo.out_hw), ctx.dtype(node, 0))]
 
 
 def _evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> list[np.ndarray]:
     """Scatter every input position times every tap into the output (float64)."""
+    if values[0].ndim != 4:
+        return []  # not folded: ONNX Runtime computes it
     x, w = values[0].astype(np.float64), values[1].astype(np.float64)
     geo = conv_transpose_geometry(node, x.shape, w.shape)
     n, c, h, wd = x.shape
@@ -78,7 +86,7 @@ def _native(node: Node, ctx: OpContext) -> str | None:
 
 def _macs(node: Node, ctx: OpContext) -> tuple[int, int]:
     x, w = ctx.shape(node, 0), ctx.shape(node, 1)
-    dense = x[0] * x[1] * w[1] * w[2] * w[3] * x[2] * x[3]
+    dense = x[0] * x[1] * w[1] * math.prod(w[2:]) * math.prod(x[2:])
     weight = ctx.const(node, 1)
     if weight is None or weight.size == 0:
         return dense, dense

@@ -71,9 +71,12 @@ def _native(node: Node, ctx: OpContext) -> str | None:
 
 def _macs(node: Node, ctx: OpContext) -> tuple[int, int]:
     out = ctx.shapes[node.outputs[0]]
-    b = ctx.shape(node, 1)
-    k = b[-2] if node.op == "MatMul" else (b[1] if node.attr_int("transB", 0) else b[0])
-    dense = math.prod(out[:-1]) * linear_macs(out[-1], k)
+    if node.op == "MatMul":  # A's last dim is K (B may be a vector, the output a scalar)
+        k = ctx.shape(node, 0)[-1]
+    else:
+        b = ctx.shape(node, 1)
+        k = b[1] if node.attr_int("transB", 0) else b[0]
+    dense = math.prod(out[:-1]) * linear_macs(out[-1], k) if out else k
     weight = ctx.const(node, 1)
     if weight is None or weight.size == 0:
         return dense, dense

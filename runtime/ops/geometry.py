@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from runtime.errors import InputError, ModelLoadError, UnsupportedOpError
 from runtime.graph import Node
 
-__all__ = ["ConvGeometry", "PoolGeometry", "conv_geometry", "pool_geometry", "MAX_WINDOW"]
+__all__ = ["ConvGeometry", "PoolGeometry", "conv_geometry", "pool_geometry", "MAX_WINDOW",
+           "nd_output_dims"]
 
 MAX_WINDOW = 1 << 20  # kernel, stride, dilation and pad values beyond this are model errors
 
@@ -158,8 +159,8 @@ def conv_transpose_geometry(node: Node, x_shape: tuple[int, ...], w_shape: tuple
                             ) -> ConvTransposeGeometry:
     """Geometry of a ConvTranspose node for input (N, C, H, W) and weight (C, M/group, KH, KW):
     OH = s (H - 1) + output_padding + (KH - 1) d + 1 - pad_begin - pad_end, or the pads that
-    give ``output_shape`` (auto_pad SAME_UPPER / SAME_LOWER split them, SAME_UPPER putting the
-    extra one at the end)."""
+    give ``output_shape`` (split as ONNX says: SAME_UPPER puts the extra one at the end,
+    SAME_LOWER and NOTSET at the beginning)."""
     if len(x_shape) != 4 or len(w_shape) != 4:
         raise UnsupportedOpError(f"{node.describe()}: only 2-D ConvTranspose is supported")
     kernel = (int(w_shape[2]), int(w_shape[3]))
@@ -187,7 +188,7 @@ def conv_transpose_geometry(node: Node, x_shape: tuple[int, ...], w_shape: tuple
         total = [full[i] - target[i] for i in range(2)]
         if min(total) < 0:
             raise ModelLoadError(f"{node.describe()}: output_shape {target} is too large")
-        upper = auto_pad != "SAME_LOWER"
+        upper = auto_pad == "SAME_UPPER"  # NOTSET (output_shape) pads like SAME_LOWER
         begin = tuple(t // 2 if upper else t - t // 2 for t in total)
         end = tuple(t - b for t, b in zip(total, begin, strict=True))
     else:
@@ -243,3 +244,53 @@ def transpose_phases(geo: ConvTransposeGeometry, in_hw: tuple[int, int]
         axes.append(per_phase)
     return [TransposePhase((ry, rx), (ky, kx), (by, bx), (ey, ex), (qy, qx))
             for ry, ky, by, ey, qy in axes[0] for rx, kx, bx, ex, qx in axes[1]]
+
+
+def nd_output_dims(node: Node, x_shape: tuple[int, ...], kernel: tuple[int, ...],
+                   transpose: bool = False, ceil_mode: bool = False) -> tuple[int, ...]:
+    """Output spatial dims of a Conv, pool or (``transpose``) ConvTranspose of any number of
+    spatial dims, by the ONNX rules: the shapes of the 1-D and 3-D ones, which run on ONNX
+    Runtime (the 2-D functions above give the full geometry the native kernels need)."""
+    spatial = tuple(int(d) for d in x_shape[2:])
+    n = len(spatial)
+
+    def ints(name: str, default: int) -> tuple[int, ...]:
+        value = node.attr_ints(name)
+        value = (default,) * n if value is None else tuple(value)
+        if len(value) != n:
+            raise ModelLoadError(f"{node.describe()}: {name} {list(value)} for {n} spatial dims")
+        return value
+
+    if len(kernel) != n or min(kernel, default=1) < 1:
+        raise ModelLoadError(f"{node.describe()}: kernel {list(kernel)} for input {x_shape}")
+    stride, dilation = ints("strides", 1), ints("dilations", 1)
+    auto_pad = node.attr_str("auto_pad", "NOTSET")
+    if transpose:
+        target = node.attr_ints("output_shape")
+        if target is not None:
+            return tuple(target[-n:])
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            return tuple(d * s for d, s in zip(spatial, stride, strict=True))
+        extra = ints("output_padding", 0)
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER") and not transpose:
+        out = tuple(-(-d // s) for d, s in zip(spatial, stride, strict=True))
+    else:
+        pads = (0,) * (2 * n) if auto_pad == "VALID" else tuple(
+            node.attr_ints("pads") or (0,) * (2 * n))
+        if len(pads) != 2 * n:
+            raise ModelLoadError(f"{node.describe()}: pads {list(pads)} for {n} spatial dims")
+        dims = []
+        for i, d in enumerate(spatial):
+            reach = dilation[i] * (kernel[i] - 1) + 1
+            if transpose:
+                dims.append(stride[i] * (d - 1) + extra[i] + reach - pads[i] - pads[i + n])
+                continue
+            span = d + pads[i] + pads[i + n] - reach
+            size = (-(-span // stride[i]) if ceil_mode else span // stride[i]) + 1
+            if ceil_mode and (size - 1) * stride[i] >= d + pads[i]:
+                size -= 1
+            dims.append(size)
+        out = tuple(dims)
+    if min(out, default=1) < 1:
+        raise InputError(f"{node.describe()}: empty output for input {x_shape}")
+    return out

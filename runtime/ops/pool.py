@@ -10,7 +10,7 @@ import numpy as np
 from runtime.errors import ModelLoadError
 from runtime.graph import Node
 from runtime.kernels import reference
-from runtime.ops.geometry import pool_geometry
+from runtime.ops.geometry import nd_output_dims, pool_geometry
 from runtime.ops.registry import OpContext, OpDef, Output, register
 from runtime.planner.layout import native
 
@@ -20,8 +20,16 @@ if TYPE_CHECKING:
 
 def _infer(node: Node, ctx: OpContext) -> list[Output]:
     x = ctx.shape(node, 0)
-    geo = pool_geometry(node, x)
-    out = (x[0], x[1], *geo.out_hw)
+    if len(x) != 4:  # 1-D and 3-D pools run on ONNX Runtime
+        if len(x) < 3:
+            raise ModelLoadError(f"{node.describe()}: needs (N, C, spatial...) input, got {x}")
+        kernel = node.attr_ints("kernel_shape")
+        if kernel is None:
+            raise ModelLoadError(f"{node.describe()}: kernel_shape is required")
+        out = (x[0], x[1], *nd_output_dims(node, x, tuple(kernel),
+                                           ceil_mode=bool(node.attr_int("ceil_mode", 0))))
+    else:
+        out = (x[0], x[1], *pool_geometry(node, x).out_hw)
     extra = [(out, np.dtype(np.int64))] * (len(node.outputs) - 1)  # MaxPool's Indices
     return [(out, ctx.dtype(node, 0)), *extra]
 
@@ -30,6 +38,8 @@ def _evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> list[np.n
     if len(node.outputs) > 1:
         raise ModelLoadError(f"{node.describe()}: Indices are computed by ONNX Runtime only")
     x = values[0]
+    if x.ndim != 4:
+        return []  # not folded: ONNX Runtime computes it
     geo = pool_geometry(node, x.shape)
     return [reference.pool2d(x, kind="max" if node.op == "MaxPool" else "avg",
                              kernel=geo.kernel, stride=geo.stride,

@@ -82,7 +82,8 @@ class OpDef:
 
     - ``infer``: output (shape, dtype) list; raises ModelLoadError / InputError on bad models
       or inputs.
-    - ``evaluate``: NumPy reference with ONNX semantics (None: the op cannot be folded).
+    - ``evaluate``: NumPy reference with ONNX semantics (None: the op cannot be folded; no
+      results: this node is not folded).
     - ``emit``: adds native steps for the node to the planner (None: never native).
     - ``native``: None when this node, with these shapes, runs natively; else the reason not.
     - ``macs``: (dense, sparse) multiply-adds of the node, for coverage reports.

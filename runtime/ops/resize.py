@@ -16,6 +16,7 @@ import numpy as np
 from runtime.errors import ModelLoadError
 from runtime.graph import Node
 from runtime.ops.registry import OpContext, OpDef, Output, register
+from runtime.ops.shape_ops import normalize_axis
 from runtime.planner.layout import native
 
 if TYPE_CHECKING:
@@ -29,24 +30,50 @@ NATIVE_TRANSFORMS = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymm
 
 def resize_scales(node: Node, ctx: OpContext, x: tuple[int, ...]
                   ) -> tuple[tuple[float, ...], tuple[int, ...]]:
-    """(scales, output shape) of a Resize / Upsample node."""
+    """(scales, output shape) of a Resize / Upsample node: scales or sizes (Resize-10: scales
+    only, as input 1) for every dim, or (opset >= 18) for the dims of ``axes``; sizes with a
+    keep_aspect_ratio_policy other than stretch scale those dims by one factor."""
     if node.op == "Upsample":
         scales_value = (ctx.const(node, 1) if ctx.opset >= 9 else
                         np.asarray(node.attr_floats("scales", ()), np.float32))
         sizes_value = None
+    elif ctx.opset < 11:
+        scales_value, sizes_value = ctx.const(node, 1), None
+        if scales_value is None:
+            raise ModelLoadError(f"{node.describe()}: scales must be a constant")
     else:
         scales_value = ctx.const(node, 2) if node.input(2) else None
         sizes_value = ctx.const(node, 3) if node.input(3) else None
         if (node.input(2) and scales_value is None) or (node.input(3) and sizes_value is None):
             raise ModelLoadError(f"{node.describe()}: scales and sizes must be constants")
+    rank = len(x)
+    axes = node.attr_ints("axes") if node.op == "Resize" and ctx.opset >= 18 else None
+    axes = tuple(range(rank)) if axes is None else tuple(
+        normalize_axis(node, int(a), rank) for a in axes)
+    if len(set(axes)) != len(axes):
+        raise ModelLoadError(f"{node.describe()}: repeated axes {axes}")
     if sizes_value is not None and sizes_value.size:
-        if sizes_value.size != len(x):
-            raise ModelLoadError(f"{node.describe()}: {sizes_value.size} sizes for rank {len(x)}")
-        sizes = tuple(int(s) for s in sizes_value.reshape(-1))
-        return tuple(s / d for s, d in zip(sizes, x, strict=True)), sizes
-    if scales_value is None or scales_value.size != len(x):
-        raise ModelLoadError(f"{node.describe()}: needs one scale (or size) per dim of {x}")
-    scales = tuple(float(s) for s in scales_value.reshape(-1))
+        if sizes_value.size != len(axes):
+            raise ModelLoadError(f"{node.describe()}: {sizes_value.size} sizes for "
+                                 f"{len(axes)} axes of {x}")
+        given = dict(zip(axes, (int(s) for s in sizes_value.reshape(-1)), strict=True))
+        policy = node.attr_str("keep_aspect_ratio_policy", "stretch") if ctx.opset >= 18 \
+            else "stretch"
+        if policy == "stretch":
+            sizes = tuple(given.get(i, d) for i, d in enumerate(x))
+            return tuple(s / d for s, d in zip(sizes, x, strict=True)), sizes
+        if policy not in ("not_larger", "not_smaller"):
+            raise ModelLoadError(f"{node.describe()}: keep_aspect_ratio_policy {policy!r}")
+        ratios = [np.float32(given[a]) / np.float32(x[a]) for a in axes]
+        scale = float(min(ratios) if policy == "not_larger" else max(ratios))
+        scales = tuple(scale if i in given else 1.0 for i in range(rank))
+        return scales, tuple(int(math.floor(d * s + 0.5)) if i in given else d
+                             for i, (d, s) in enumerate(zip(x, scales, strict=True)))
+    if scales_value is None or scales_value.size != len(axes):
+        raise ModelLoadError(f"{node.describe()}: needs one scale (or size) per dim of {x}"
+                             + ("" if len(axes) == rank else f" in axes {axes}"))
+    given_scales = dict(zip(axes, (float(s) for s in scales_value.reshape(-1)), strict=True))
+    scales = tuple(given_scales.get(i, 1.0) for i in range(rank))
     if any(not math.isfinite(s) or s <= 0 for s in scales):
         raise ModelLoadError(f"{node.describe()}: scales must be positive, got {scales}")
     return scales, tuple(int(math.floor(d * s)) for d, s in zip(x, scales, strict=True))
@@ -62,7 +89,7 @@ def _modes(node: Node, opset: int) -> tuple[str, str, str]:
     """(mode, coordinate transformation, nearest rounding) with each opset's defaults."""
     mode = node.attr_str("mode", "nearest")
     if node.op == "Upsample" or opset < 11:
-        return mode, "asymmetric", "floor"
+        return mode, "asymmetric", "simple"  # ONNX Runtime: ceil when downsampling, else floor
     return (mode, node.attr_str("coordinate_transformation_mode", "half_pixel"),
             node.attr_str("nearest_mode", "round_prefer_floor"))
 
@@ -101,6 +128,8 @@ def axis_table(node: Node, opset: int, in_size: int, out_size: int, scale: float
     """(i0, i1, w1) along one axis: output index o reads input i0[o] (nearest), or
     (1 - w1[o]) * x[i0[o]] + w1[o] * x[i1[o]] (linear)."""
     mode, transform, rounding = _modes(node, opset)
+    if rounding == "simple":
+        rounding = "ceil" if scale < 1.0 else "floor"
     original = _original(np.arange(out_size), np.float32(scale), in_size, out_size, transform)
     if mode == "nearest":
         i0 = np.clip(_nearest(original, rounding), 0, in_size - 1).astype(np.int64)
@@ -126,7 +155,7 @@ def _native(node: Node, ctx: OpContext) -> str | None:
 
 def _evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> list[np.ndarray]:
     if _native(node, ctx) is not None:
-        raise ModelLoadError(f"{node.describe()}: folded only in the natively supported modes")
+        return []  # no NumPy reference of these modes: not folded, ONNX Runtime computes it
     x = values[0]
     scales, shape = resize_scales(node, ctx, x.shape)
     ty = axis_table(node, ctx.opset, x.shape[2], shape[2], scales[2])
