@@ -42,11 +42,13 @@ def _steps(engine, feeds) -> dict[str, list[str]]:
 def _fused_vs_unfused(tmp_path, nodes: list, inits: dict, channels: int, hw: tuple[int, int],
                       expose: list[str], fused: dict[str, str | None], batches=(1, 3),
                       positive: bool = False, opset: int = 13,
-                      epilogue: dict[str, str] | None = None, **options: object) -> None:
+                      epilogue: dict[str, str] | None = None,
+                      blocked_fused: dict[str, str] | None = None, **options: object) -> None:
     """``nodes`` (graph input x, output y) as written, where the nodes of ``fused`` fuse into
     the named node (None: a node fused in a chain, which describe() reports as "fused into a
     neighbour") and the nodes of ``epilogue`` report that text in their last step, and with
-    ``expose`` also graph outputs, where none of them fuses."""
+    ``expose`` also graph outputs, where none of them fuses into the exposed producer (the
+    nodes of ``blocked_fused`` then fuse into the named node instead)."""
     x_decl = ["N", channels, *hw]
     feeds = []
     for b in batches:
@@ -68,7 +70,10 @@ def _fused_vs_unfused(tmp_path, nodes: list, inits: dict, channels: int, hw: tup
                 assert len(steps_a[node]) == 1 and steps_a[node][0].startswith(FUSED), steps_a
             else:
                 assert steps_a[node] == [f"{FUSED} {owner}"], (node, steps_a)
-            assert steps_b[node] and not steps_b[node][0].startswith(FUSED), (node, steps_b)
+            if node in (blocked_fused or {}):
+                assert steps_b[node] == [f"{FUSED} {blocked_fused[node]}"], (node, steps_b)
+            else:
+                assert steps_b[node] and not steps_b[node][0].startswith(FUSED), (node, steps_b)
         for node, text in (epilogue or {}).items():
             assert text in steps_a[node][-1], (node, steps_a)
             assert text not in steps_b[node][-1], (node, steps_b)
@@ -144,14 +149,16 @@ def test_conv_elementwise(tmp_path, op):
 @pytest.mark.parametrize("order", ["conv_sigmoid", "sigmoid_conv"])
 @pytest.mark.parametrize(("cin", "cout", "group", "stride"), [(3, 5, 1, 1), (8, 8, 8, 2)])
 def test_silu(tmp_path, order, cin, cout, group, stride):
-    """Conv -> Sigmoid -> Mul(conv, sigmoid): one conv with the SiLU epilogue."""
+    """Conv -> Sigmoid -> Mul(conv, sigmoid): one conv with the SiLU epilogue; with the conv's
+    output exposed, Sigmoid and Mul still become one standalone SiLU step."""
     inits: dict = {}
     nodes = [_conv("conv", "x", "c", cin, cout, inits, group=group, strides=[stride] * 2),
              helper.make_node("Sigmoid", ["c"], ["s"], name="sigmoid"),
              helper.make_node("Mul", ["c", "s"] if order == "conv_sigmoid" else ["s", "c"],
                               ["y"], name="mul")]
     _fused_vs_unfused(tmp_path, nodes, inits, cin, (9, 8), ["c"],
-                      {"sigmoid": None, "mul": "conv"}, epilogue={"conv": "act=silu"})
+                      {"sigmoid": None, "mul": "conv"}, epilogue={"conv": "act=silu"},
+                      blocked_fused={"sigmoid": "mul"})
 
 
 def test_silu_batch_interleaved(tmp_path):
@@ -161,7 +168,8 @@ def test_silu_batch_interleaved(tmp_path):
              helper.make_node("Mul", ["c", "s"], ["y"], name="mul")]
     _fused_vs_unfused(tmp_path, nodes, inits, 5, (6, 6), ["c"],
                       {"sigmoid": None, "mul": "conv"}, batches=(16, 19),
-                      epilogue={"conv": "act=silu"}, batch_layout="interleaved")
+                      epilogue={"conv": "act=silu"}, blocked_fused={"sigmoid": "mul"},
+                      batch_layout="interleaved")
 
 
 @pytest.mark.parametrize("gate", ["HardSigmoid", "Sigmoid"])
