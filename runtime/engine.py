@@ -78,9 +78,20 @@ class Engine:
         self._last: Program | None = None
         declared = self._declared_shapes(batch=1)
         if declared is not None and self._ort is None:
-            self._program(declared)  # an inconsistent or (strict mode) unsupported model fails now
-            if self.options.tuning == "load":
+            if self._check_declared(declared) and self.options.tuning == "load":
                 self.tune(self.options.tune_batches or (1,))
+
+    def _check_declared(self, declared: Shapes) -> bool:
+        """Builds the program of the declared shapes now, so that an inconsistent or (strict
+        mode) unsupported model fails at load. A dynamic batch is taken as 1 there; a model
+        valid only for other batches (Reshape(x, [2, -1])) is checked at its first run."""
+        try:
+            self._program(declared)
+        except InputError:
+            if not any(info.shape and info.shape[0] is None for info in self.graph.inputs):
+                raise
+            return False
+        return True
 
     def _resolve_backend(self) -> str:
         if self.options.backend != "auto":
@@ -230,8 +241,13 @@ class Engine:
         with self._lock:
             known = self._separable.get(images)
             if known is None:
-                one = self._program(_batched(images, 1))
-                known = one.single_plan is not None and batch_separable(self.graph, dict(images))
+                try:
+                    one = self._program(_batched(images, 1))
+                except InputError:  # a model valid only for some batches
+                    known = False
+                else:
+                    known = (one.single_plan is not None
+                             and batch_separable(self.graph, dict(images)))
                 self._separable[images] = known
         return known
 
@@ -390,7 +406,7 @@ def _checked(info: TensorInfo, x: Any) -> np.ndarray:
                                  f"got shape {x.shape}")
     elif x.size == 0:
         raise InputError(f"input {info.name!r} is empty")
-    return np.ascontiguousarray(x)
+    return x if x.flags.c_contiguous else np.array(x, order="C")  # (keeps rank 0)
 
 
 def _key(feeds: dict[str, np.ndarray]) -> Shapes:

@@ -7,7 +7,8 @@ them to exit code 2.
 
 from __future__ import annotations
 
-__all__ = ["EngineError", "ModelLoadError", "UnsupportedOpError", "InputError"]
+__all__ = ["EngineError", "ModelLoadError", "UnsupportedOpError", "InputError",
+           "DataDependentShapeError"]
 
 
 class EngineError(Exception):
@@ -24,3 +25,9 @@ class UnsupportedOpError(EngineError):
 
 class InputError(EngineError):
     """The array passed to ``Engine.run`` has the wrong dtype, rank or shape."""
+
+
+class DataDependentShapeError(ModelLoadError):
+    """An input that decides a node's output shape (axes, pads, sizes, starts, ...) is computed
+    at run time. Not a model error: the node's shapes come from ONNX Runtime while it runs, so
+    the node and what depends on its shape run there (``runtime.specialize``)."""

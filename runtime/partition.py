@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from runtime.errors import UnsupportedOpError
+from runtime.errors import DataDependentShapeError, UnsupportedOpError
 from runtime.graph import Graph, Node
 from runtime.ops.registry import OpContext, get_op
 from runtime.passes import reads, run_passes
@@ -88,7 +88,12 @@ def _reason(node: Node, spec: Specialized, ctx: OpContext) -> str | None:
         return "not float32"
     if any(0 in spec.shapes[n] for n in activations):  # type: ignore[operator]
         return "empty tensor"
-    return op.native(node, ctx) if op.native is not None else None
+    if op.native is None:
+        return None
+    try:
+        return op.native(node, ctx)
+    except DataDependentShapeError:
+        return "an attribute input is computed at run time"
 
 
 def partition(spec: Specialized, strict: bool = False) -> Partition:

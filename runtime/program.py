@@ -29,7 +29,7 @@ class NativeSegment:
     plan: CompiledPlan
 
     def run(self, values: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.plan.run([np.ascontiguousarray(values[n], np.float32)
+        return self.plan.run([np.require(values[n], np.float32, "C")
                               for n in self.segment.inputs])
 
 

@@ -7,7 +7,8 @@ op has a NumPy reference) -> folded; Shape / Size of a tensor of known shape -> 
 outputs' shapes and dtypes are inferred. Operators the registry does not know get their output
 types from ONNX's shape inference on the node alone; when even that cannot tell, the outputs'
 shapes stay unknown (None) and the partitioner leaves everything depending on them to ONNX
-Runtime, which works them out while it runs.
+Runtime, which works them out while it runs. So do the outputs of a known operator whose
+shape-deciding inputs (axes, pads, sizes, ...) are computed from data.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import EngineError, InputError, ModelLoadError
+from runtime.errors import DataDependentShapeError, EngineError, InputError, ModelLoadError
 from runtime.graph import Graph, Node
 from runtime.ops.registry import OpContext, OpDef, get_op
 
@@ -108,7 +109,10 @@ def _infer(node: Node, ctx: OpContext, graph: Graph) -> None:
     outputs: list[tuple[tuple[int, ...], np.dtype]] | None = None
     if op is not None and inputs_known:
         op.check_arity(node)
-        outputs = _call(node, lambda: _checked(op, node, ctx))
+        try:
+            outputs = _call(node, lambda: _checked(op, node, ctx))
+        except DataDependentShapeError:  # e.g. Slice starts from data: ONNX Runtime runs it
+            outputs = _onnx_inference(node, ctx, graph)
     elif inputs_known:
         outputs = _onnx_inference(node, ctx, graph)
     for index, name in enumerate(node.outputs):

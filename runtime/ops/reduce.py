@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from runtime.errors import DataDependentShapeError
 from runtime.graph import Node
 from runtime.ops.registry import OpContext, OpDef, Output, register
 from runtime.ops.shape_ops import normalize_axis
@@ -33,8 +34,7 @@ def reduce_axes(node: Node, ctx: OpContext, rank: int) -> tuple[int, ...]:
     if axes_as_input:
         value = ctx.const(node, 1) if node.input(1) else None
         if node.input(1) and value is None:
-            from runtime.errors import ModelLoadError
-            raise ModelLoadError(f"{node.describe()}: axes must be a constant")
+            raise DataDependentShapeError(f"{node.describe()}: axes must be a constant")
         axes = None if value is None else [int(a) for a in value.reshape(-1)]
     else:
         axes = node.attr_ints("axes")

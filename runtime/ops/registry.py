@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtime.errors import ModelLoadError
+from runtime.errors import DataDependentShapeError, ModelLoadError
 from runtime.graph import ONNX_DOMAINS, Node
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class OpContext:
     def required_const(self, node: Node, index: int, what: str) -> np.ndarray:
         value = self.const(node, index)
         if value is None:
-            raise ModelLoadError(f"{node.describe()}: {what} must be a constant")
+            raise DataDependentShapeError(f"{node.describe()}: {what} must be a constant")
         return value
 
 

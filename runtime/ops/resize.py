@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.errors import ModelLoadError
+from runtime.errors import DataDependentShapeError, ModelLoadError
 from runtime.graph import Node
 from runtime.ops.registry import OpContext, OpDef, Output, register
 from runtime.ops.shape_ops import normalize_axis
@@ -40,12 +40,12 @@ def resize_scales(node: Node, ctx: OpContext, x: tuple[int, ...]
     elif ctx.opset < 11:
         scales_value, sizes_value = ctx.const(node, 1), None
         if scales_value is None:
-            raise ModelLoadError(f"{node.describe()}: scales must be a constant")
+            raise DataDependentShapeError(f"{node.describe()}: scales must be a constant")
     else:
         scales_value = ctx.const(node, 2) if node.input(2) else None
         sizes_value = ctx.const(node, 3) if node.input(3) else None
         if (node.input(2) and scales_value is None) or (node.input(3) and sizes_value is None):
-            raise ModelLoadError(f"{node.describe()}: scales and sizes must be constants")
+            raise DataDependentShapeError(f"{node.describe()}: scales and sizes must be constants")
     rank = len(x)
     axes = node.attr_ints("axes") if node.op == "Resize" and ctx.opset >= 18 else None
     axes = tuple(range(rank)) if axes is None else tuple(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.errors import InputError, ModelLoadError
+from runtime.errors import DataDependentShapeError, InputError, ModelLoadError
 from runtime.graph import Node
 from runtime.ops.registry import OpContext, OpDef, Output, register
 from runtime.planner.layout import as4
@@ -51,7 +51,7 @@ def _same(node: Node, ctx: OpContext) -> list[Output]:
 
 def _ints(node: Node, value: np.ndarray | None, what: str) -> list[int]:
     if value is None:
-        raise ModelLoadError(f"{node.describe()}: {what} must be a constant")
+        raise DataDependentShapeError(f"{node.describe()}: {what} must be a constant")
     if not np.issubdtype(value.dtype, np.integer) or value.ndim > 1:
         raise ModelLoadError(f"{node.describe()}: {what} must be a 1-D integer tensor")
     return [int(v) for v in value.reshape(-1)]
@@ -380,7 +380,7 @@ def _pad_params(node: Node, ctx: OpContext, rank: int) -> tuple[list[int], float
         pads = _ints(node, ctx.const(node, 1), "pads")
         constant = ctx.const(node, 2) if node.input(2) else None
         if node.input(2) and constant is None:
-            raise ModelLoadError(f"{node.describe()}: constant_value must be a constant")
+            raise DataDependentShapeError(f"{node.describe()}: constant_value must be a constant")
         value = float(constant.reshape(-1)[0]) if constant is not None and constant.size else 0.0
         if node.input(3):
             axes = [normalize_axis(node, a, rank) for a in _ints(node, ctx.const(node, 3), "axes")]
@@ -573,7 +573,8 @@ def _range_value(node: Node, values: list[np.ndarray]) -> np.ndarray:
 def _range_infer(node: Node, ctx: OpContext) -> list[Output]:
     values = [ctx.const(node, i) for i in range(3)]
     if any(v is None for v in values):
-        raise ModelLoadError(f"{node.describe()}: start, limit and delta must be constants")
+        raise DataDependentShapeError(f"{node.describe()}: start, limit and delta must be "
+                                      "constants")
     return [(_range_value(node, values).shape, ctx.dtype(node, 0))]  # type: ignore[arg-type]
 
 

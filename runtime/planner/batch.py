@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 
 from runtime.errors import EngineError
-from runtime.graph import Graph
+from runtime.graph import Graph, Node
+from runtime.ops.registry import OpContext
 from runtime.options import PlannerOptions
 from runtime.specialize import specialize
 
@@ -21,10 +22,11 @@ def _with_batch(graph: Graph, images: dict[str, tuple[int, ...]], batch: int
 def batch_separable(graph: Graph, images: dict[str, tuple[int, ...]]) -> bool:
     """True when images of a batch never interact, so a plan for one image serves any batch.
 
-    Requires a dynamic batch axis on every input, every tensor's leading dim proportional to the
-    batch with the other dims fixed (checked by specializing at batch 1 and 2; this excludes
-    Flatten(axis=0), Concat on axis 0, Gemm with transA, ...), no constant folded from a shape
-    that includes the batch, and no Softmax reducing over axis 0.
+    Requires a dynamic batch axis on every input and, specializing at batch 1 and 2, every
+    tensor's leading dim equal to the batch with the other dims fixed (this excludes Flatten(axis
+    =0), Concat or Tile on axis 0, Gemm with transA, reshapes folding the batch into another dim,
+    ...), no constant folded from a shape that includes the batch, and no node that works across
+    axis 0 with shapes that do not show it (:func:`_mixes_images`).
     """
     if not graph.inputs or any(t.shape is None or not t.shape or t.shape[0] is not None
                                for t in graph.inputs):
@@ -37,21 +39,51 @@ def batch_separable(graph: Graph, images: dict[str, tuple[int, ...]]) -> bool:
     if set(one.graph.constants) != set(two.graph.constants) or len(one.graph.nodes) != len(
             two.graph.nodes):
         return False
+    ctx = one.context()
     for node in one.graph.nodes:
         for name in node.outputs:
             a, b = one.shapes.get(name), two.shapes.get(name)
-            if a is None or b is None or not a or b[0] != 2 * a[0] or a[1:] != b[1:]:
+            if a is None or b is None or not a or (a[0], b[0]) != (1, 2) or a[1:] != b[1:]:
                 return False
-        if node.op == "Softmax":
-            rank = len(one.shapes[node.inputs[0]] or ())
-            axis = node.attr_int("axis", -1 if graph.opset >= 13 else 1)
-            if rank == 0 or axis % rank == 0:
-                return False
+        if _mixes_images(node, ctx):
+            return False
     for name in graph.output_names:
         if name in one.graph.constants:
             return False
     return all(_same_folds(one.graph.constants, two.graph.constants, name)
                for name in one.graph.constants)
+
+
+def _axis(node: Node, ctx: OpContext, name: str, default: int) -> int:
+    rank = len(ctx.shapes[node.inputs[0]])
+    return node.attr_int(name, default) % max(rank, 1)
+
+
+def _mixes_images(node: Node, ctx: OpContext) -> bool:
+    """Nodes that combine or reorder images while every shape keeps the batch leading:
+    reductions and normalizations over axis 0, Slice along axis 0 (a reversed batch),
+    Gather / Concat / Split on axis 0, Transposes moving axis 0."""
+    op = node.op
+    if op in ("Softmax", "LogSoftmax", "Hardmax"):
+        return _axis(node, ctx, "axis", -1 if ctx.opset >= 13 else 1) == 0
+    if op == "LayerNormalization":
+        return _axis(node, ctx, "axis", -1) == 0
+    if op in ("Gather", "Concat", "Split", "CumSum"):
+        return op == "CumSum" or _axis(node, ctx, "axis", 0) == 0
+    if op == "Transpose":
+        perm = node.attr_ints("perm")
+        return bool(perm) and perm[0] != 0 or not perm and len(ctx.shapes[node.inputs[0]]) > 1
+    if op == "Slice":
+        rank = len(ctx.shapes[node.inputs[0]])
+        if ctx.opset < 10:
+            axes = node.attr_ints("axes") or list(range(len(node.attr_ints("starts"))))
+        else:
+            value = ctx.const(node, 3) if node.input(3) else None
+            starts = ctx.const(node, 1)
+            axes = ([int(a) for a in value.reshape(-1)] if value is not None else
+                    list(range(starts.size)) if starts is not None else [0])
+        return any(a % rank == 0 for a in axes)
+    return False
 
 
 def _same_folds(a: dict, b: dict, name: str) -> bool:

@@ -212,3 +212,50 @@ def test_scalar_input_declared_rank_one(tmp_path):
     model = make_model(nodes, [tensor("x", ["N", 3, 4]), tensor("gain", [1])], ["y"])
     feeds = [{"x": _arr((b, 3, 4), b), "gain": np.array([2.5], np.float32)} for b in (1, 3)]
     check_model(tmp_path, model, feeds, {"mul": NATIVE})
+
+
+def test_scalar_input_and_output_keep_rank_zero(tmp_path):
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    model = make_model(nodes, [tensor("x", [])], ["y"])
+    y = check_model(tmp_path, model, {"x": np.array(-1.5, np.float32)}).run(
+        np.array(2.0, np.float32))
+    assert y.shape == () and float(y) == 2.0
+
+
+@pytest.mark.parametrize("layout", ["planar", "interleaved"])
+def test_batch_concatenated_with_itself_keeps_image_order(tmp_path, layout):
+    """Concat(x, x, axis=0) (test-time augmentation) mixes images: never run image by image."""
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Concat", ["r", "r"], ["y"], name="concat", axis=0)]
+    model = make_model(nodes, [tensor("x", ["N", 3, 5, 7])], ["y"])
+    x = np.broadcast_to(np.arange(3, dtype=np.float32).reshape(3, 1, 1, 1), (3, 3, 5, 7)).copy()
+    engine = check_model(tmp_path, model, [x, _arr((16, 3, 5, 7))], batch_layout=layout)
+    np.testing.assert_array_equal(engine.run(x)[:, 0, 0, 0], [0, 1, 2, 0, 1, 2])
+
+
+@pytest.mark.parametrize("op", ["reverse", "layernorm_axis0"])
+def test_ops_mixing_images_with_unchanged_shapes_run_as_a_whole_batch(tmp_path, op):
+    """Shapes alone (leading dim = batch) do not show that these mix images."""
+    inits: dict = {}
+    if op == "reverse":
+        inits.update(starts=np.array([-1], np.int64), ends=np.array([-(2**62)], np.int64),
+                     axes=np.array([0], np.int64), steps=np.array([-1], np.int64))
+        node = helper.make_node("Slice", ["x", "starts", "ends", "axes", "steps"], ["y"],
+                                name="reverse")
+        opset = 13
+    else:
+        inits.update(scale=np.ones((2, 3, 4), np.float32), bias=np.zeros((2, 3, 4), np.float32))
+        node = helper.make_node("LayerNormalization", ["x", "scale", "bias"], ["y"],
+                                name="norm", axis=0)
+        opset = 17
+    model = make_model([node], [tensor("x", ["N", 2, 3, 4])], ["y"], inits, opset)
+    check_model(tmp_path, model, [_arr((b, 2, 3, 4), b) for b in (1, 3, 16)],
+                batch_layout="interleaved")
+
+
+def test_dynamic_batch_model_invalid_at_batch_one_loads(tmp_path):
+    """Reshape(x, [2, -1]) is valid only for even batches: loading must not assume batch 1."""
+    nodes = [helper.make_node("Reshape", ["x", "shape"], ["y"], name="reshape")]
+    model = make_model(nodes, [tensor("x", ["N", 3, 5, 7])], ["y"],
+                       {"shape": np.array([2, -1], np.int64)})
+    check_model(tmp_path, model, [_arr((2, 3, 5, 7)), _arr((4, 3, 5, 7), 1)])

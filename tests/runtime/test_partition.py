@@ -270,3 +270,43 @@ def test_strict_mode_names_runtime_shapes_and_types(tmp_path):
     for name in ("greater", "nonzero", "cast", "sum"):
         assert f'"{name}"' in message, message
     assert "shapes known only at run time" in message
+
+
+# ------------------------------------------------------------- shape inputs from data
+
+
+def _int_input(name: str, length: int):
+    return helper.make_tensor_value_info(name, TensorProto.INT64, [length])
+
+
+def test_slice_starts_from_data_run_on_ort(tmp_path):
+    """A known op whose shape-deciding input is computed at run time loads (no 'must be a
+    constant' error) and runs on ONNX Runtime; what does not depend on it stays native."""
+    inits = {"ends": np.array([3], np.int64), "axes": np.array([1], np.int64)}
+    nodes = [_node("Relu", ["x"], "r", "relu"),
+             _node("Slice", ["r", "starts", "ends", "axes"], "y", "slice")]
+    model = make_model(nodes, [tensor("x", ["N", 5, 4, 4]), _int_input("starts", 1)], ["y"],
+                       inits)
+    feeds = [{"x": np.asarray(random_input((b, 5, 4, 4), seed=b)),
+              "starts": np.array([s], np.int64)} for b, s in ((1, 0), (2, 1))]
+    check_model(tmp_path, model, feeds, {"relu": NATIVE, "slice": ORT}, threads=(1, 2))
+
+
+def test_pad_value_from_data_runs_on_ort(tmp_path):
+    inits = {"pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64)}
+    nodes = [_node("Pad", ["x", "pads", "value"], "y", "pad")]
+    model = make_model(nodes, [tensor("x", ["N", 2, 3, 3]), tensor("value", [])], ["y"], inits)
+    feeds = {"x": np.asarray(random_input((1, 2, 3, 3), seed=1)),
+             "value": np.array(2.5, np.float32)}
+    check_model(tmp_path, model, feeds, {"pad": ORT})
+
+
+def test_strict_mode_lists_a_data_dependent_node(tmp_path):
+    inits = {"ends": np.array([3], np.int64), "axes": np.array([1], np.int64)}
+    nodes = [_node("Slice", ["x", "starts", "ends", "axes"], "y", "slice")]
+    model = make_model(nodes, [tensor("x", [1, 5, 4, 4]), _int_input("starts", 1)], ["y"], inits)
+    path = tmp_path / "m.onnx"
+    import onnx
+    onnx.save(model, str(path))
+    with pytest.raises(UnsupportedOpError, match="slice"):
+        Engine(path, options=EngineOptions(backend="native", fallback=False, tuning="off"))
