@@ -44,14 +44,15 @@ enum ActKind : int {
   kActCeil = 18,
   kActSoftplus = 19,    // log(1 + exp(x))
   kActGelu = 20,        // x / 2 * (1 + erf(x / sqrt(2)))
-  kActKinds = 21,
+  kActMish = 21,        // x * tanh(softplus(x))
+  kActKinds = 22,
 };
 
 // Index = kind; exported to Python (runtime._native.activation_kinds()).
 inline constexpr const char* kActivationNames[kActKinds] = {
     "none", "clip", "leaky_relu", "prelu", "sigmoid", "hard_sigmoid", "silu", "tanh", "elu",
     "hard_swish", "erf", "sqrt", "exp", "log", "abs", "neg", "reciprocal", "floor", "ceil",
-    "softplus", "gelu"};
+    "softplus", "gelu", "mish"};
 
 // The form kernels carry (plain data: copied into every kernel call). `slopes` points into the
 // owning step's storage (ActivationSpec), one value per output channel.
@@ -90,6 +91,7 @@ struct Activation {
       case kActCeil: return std::ceil(x);
       case kActSoftplus: return x > 20.0f ? x : std::log1p(std::exp(x));
       case kActGelu: return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
+      case kActMish: return x * std::tanh(x > 20.0f ? x : std::log1p(std::exp(x)));
       default: return x;
     }
   }

@@ -74,6 +74,8 @@ def apply_activation(x: np.ndarray, act: FusedActivation, channel_axis: int = 1)
         out = np.where(y < 0, act.alpha * np.expm1(np.minimum(y, 0.0)), y)
     elif kind == "hard_swish":
         out = y * np.clip(act.alpha * y + act.beta, 0.0, 1.0)
+    elif kind == "mish":
+        out = y * np.tanh(np.logaddexp(0.0, y))
     elif kind in _FUNCTIONS:
         with np.errstate(all="ignore"):
             out = _FUNCTIONS[kind](y)
@@ -157,6 +159,11 @@ def _with_alpha(kind: str, alpha: float, beta: float | None = None) -> ParamsFn:
     return params
 
 
+def _gelu(node: Node, ctx: OpContext) -> FusedActivation | None:
+    """Gelu (opset 20): the exact form; the tanh approximation is not a native kind."""
+    return FusedActivation("gelu") if node.attr_str("approximate", "none") == "none" else None
+
+
 ACTIVATIONS: dict[str, Activation] = {a.op_type: a for a in (
     Activation("Relu", _fixed("clip", lo=0.0)),
     Activation("Clip", _clip, inputs=(1, 3)),
@@ -177,6 +184,8 @@ ACTIVATIONS: dict[str, Activation] = {a.op_type: a for a in (
     Activation("Floor", _fixed("floor")),
     Activation("Ceil", _fixed("ceil")),
     Activation("Softplus", _fixed("softplus")),
+    Activation("Mish", _fixed("mish")),
+    Activation("Gelu", _gelu),
 )}
 
 
@@ -194,10 +203,15 @@ def _infer(node: Node, ctx: OpContext) -> list[Output]:
 
 def _evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> list[np.ndarray]:
     act = activation_of(node, ctx)
-    if act is None:  # PRelu with a slope NumPy broadcasts another way
-        x, slope = values[0], values[1]
-        return [np.where(x < 0, slope * x, x).astype(x.dtype)]
-    return [apply_activation(values[0], act)]
+    x = values[0]
+    if act is not None:
+        return [apply_activation(x, act)]
+    if node.op == "Gelu":  # approximate="tanh"
+        y = x.astype(np.float64)
+        inner = math.sqrt(2.0 / math.pi) * (y + 0.044715 * y**3)
+        return [(0.5 * y * (1.0 + np.tanh(inner))).astype(x.dtype)]
+    slope = values[1]  # PRelu with a slope NumPy broadcasts another way
+    return [np.where(x < 0, slope * x, x).astype(x.dtype)]
 
 
 def _native(node: Node, ctx: OpContext) -> str | None:

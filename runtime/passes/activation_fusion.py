@@ -2,8 +2,9 @@
 
 - Conv (possibly with a fused residual) -> activation: the conv's epilogue activation. Any
   operator ``runtime/ops/activation.py`` maps to a native kind fuses.
-- Self-gating: Mul(x, Sigmoid(x)) is SiLU and Mul(x, HardSigmoid(x)) is HardSwish (exporters
-  write HardSwish this way below opset 14). When x is a conv's output the kind fuses into the
+- Self-gating: Mul(x, Sigmoid(x)) is SiLU, Mul(x, HardSigmoid(x)) is HardSwish (exporters
+  write HardSwish this way below opset 14) and Mul(x, Tanh(Softplus(x))) is Mish (below opset
+  18: YOLOv4-style backbones). When x is a conv's output the kind fuses into the
   conv; otherwise the pair becomes one internal Activation node (one pass over the tensor
   instead of two, and no intermediate tensor).
 """
@@ -37,17 +38,18 @@ def fuse_activation(graph: Graph, shapes: dict, native: Native) -> Graph:
             continue
         gated = _self_gated(node, ctx, reads, producer, native, graph)
         if gated is not None:
-            source, gate, act = gated
+            source, gates, act = gated
             if _plain_conv(source, reads, native, graph, limit=2) and id(source) not in removed:
                 replaced[id(node)] = _with_activation(source, act, node)
-                removed.update((id(source), id(gate)))
+                removed.add(id(source))
                 merged[source.outputs[0]] = node.outputs[0]
             else:
-                replaced[id(node)] = Node(ACTIVATION_OP, node.name, [gate.inputs[0]],
+                replaced[id(node)] = Node(ACTIVATION_OP, node.name, [gates[0].inputs[0]],
                                           list(node.outputs), {"activation": act},
                                           domain=INTERNAL_DOMAIN)
+            for gate in gates:
                 removed.add(id(gate))
-            merged[gate.outputs[0]] = node.outputs[0]
+                merged[gate.outputs[0]] = node.outputs[0]
             continue
         act = activation_of(node, ctx)
         conv = producer.get(node.input(0))
@@ -75,24 +77,39 @@ def _plain_conv(conv: Node | None, reads: dict, native: Native, graph: Graph,
 
 
 # gate op -> the fused kind of x * gate(x)
-_GATED = {"Sigmoid": "silu", "HardSigmoid": "hard_swish"}
+_GATED = {"Sigmoid": "silu", "HardSigmoid": "hard_swish", "Tanh": "mish"}
 
 
 def _self_gated(node: Node, ctx: OpContext, reads: dict, producer: dict, native: Native,
-                graph: Graph) -> tuple[Node | None, Node, FusedActivation] | None:
-    """(x's producer, the gate node, the fused activation) when ``node`` is Mul(x, G(x)) in
-    either order, G a Sigmoid or HardSigmoid read only by this Mul."""
+                graph: Graph) -> tuple[Node | None, list[Node], FusedActivation] | None:
+    """(x's producer, the gate nodes from x on, the fused activation) when ``node`` is
+    Mul(x, G(x)) in either order, G a Sigmoid, a HardSigmoid or Tanh(Softplus(.)) whose nodes
+    are read only by the next one."""
     if node.op != "Mul" or len(node.inputs) != 2 or node.inputs[0] == node.inputs[1]:
         return None
     for k in (0, 1):
         x, gated = node.inputs[k], node.inputs[1 - k]
         gate = producer.get(gated)
-        if (gate is None or gate.op not in _GATED or not native(gate) or gate.inputs[0] != x
-                or reads[gated] != 1 or gated in graph.output_names):
+        if gate is None or gate.op not in _GATED or not _private(gate, reads, native, graph):
+            continue
+        gates = [gate]
+        if gate.op == "Tanh":
+            inner = producer.get(gate.input(0))
+            if (inner is None or inner.op != "Softplus"
+                    or not _private(inner, reads, native, graph)):
+                continue
+            gates.insert(0, inner)
+        if gates[0].inputs[0] != x:
             continue
         act = activation_of(gate, ctx)
         if act is None:
             continue
-        return producer.get(x), gate, FusedActivation(_GATED[gate.op], alpha=act.alpha,
-                                                      beta=act.beta)
+        return producer.get(x), gates, FusedActivation(_GATED[gate.op], alpha=act.alpha,
+                                                       beta=act.beta)
     return None
+
+
+def _private(node: Node, reads: dict, native: Native, graph: Graph) -> bool:
+    """A native node whose one output is read once and is not a graph output."""
+    out = node.outputs[0]
+    return native(node) and reads[out] == 1 and out not in graph.output_names

@@ -18,8 +18,7 @@ from tests.runtime.onnx_cases import (
     save_model,
 )
 
-# op -> (attributes, extra initializers by input position) with non-default parameters (opset
-# 14: HardSwish).
+# op -> (attributes, extra initializers by input position) with non-default parameters.
 ACTIVATIONS = {
     "Relu": ({}, {}),
     "Clip": ({}, {1: np.float32(-0.5), 2: np.float32(1.5)}),
@@ -30,7 +29,11 @@ ACTIVATIONS = {
     "Tanh": ({}, {}),
     "Elu": ({"alpha": 0.7}, {}),
     "HardSwish": ({}, {}),
+    "Mish": ({}, {}),
+    "Gelu": ({}, {}),
 }
+# The first opset with every operator above (HardSwish 14, Mish 18, Gelu 20).
+OPSET = 20
 NATIVE_OPTIONS = EngineOptions(backend="native", batch_layout="interleaved")
 
 
@@ -67,7 +70,7 @@ def _conv_act(op: str, cin: int, cout: int, kernel: int, group: int = 1, stride:
         inits["w2"] = w2
         nodes += [helper.make_node("Conv", ["a", "w2"], ["c2"], name="conv2", pads=[1] * 4),
                   helper.make_node("GlobalAveragePool", ["c2"], ["y"], name="pool")]
-    model = graph_model(nodes, ["N", cin, "H", "W"], inits, name="conv_act", opset=14)
+    model = graph_model(nodes, ["N", cin, "H", "W"], inits, name="conv_act", opset=OPSET)
     if expose_conv:
         model.graph.output.append(helper.make_tensor_value_info("c", 1, None))
     return model
@@ -134,7 +137,7 @@ def test_standalone_activation_equals_ort(tmp_path, op, shape):
     if op == "PRelu":  # slopes along axis 1 of this rank
         inits[node.input[1]] = np.linspace(-0.5, 1.5, shape[1], dtype=np.float32).reshape(
             (shape[1],) + (1,) * (len(shape) - 2))
-    model = graph_model([node], list(shape), inits, name="act", opset=14)
+    model = graph_model([node], list(shape), inits, name="act", opset=OPSET)
     path = save_model(model, tmp_path / "a.onnx")
     x = random_input(shape, seed=5) * np.float32(3.0)
     for threads in (1, 2):
@@ -175,12 +178,14 @@ def test_nan_in_nan_out(tmp_path, op):
     assert_close(np.where(finite, got, 0), np.where(finite, expected, 0))
 
 
-@pytest.mark.parametrize("gate,kind", [("Sigmoid", "silu"), ("HardSigmoid", "hard_swish")])
+@pytest.mark.parametrize("gate,kind", [("Sigmoid", "silu"), ("HardSigmoid", "hard_swish"),
+                                       ("TanhSoftplus", "mish")])
 @pytest.mark.parametrize("after", ["conv", "add", "pool"])
 def test_self_gating_fuses_into_one_activation(tmp_path, gate, kind, after):
-    """x * Sigmoid(x) (SiLU) and x * HardSigmoid(x) (HardSwish as exported below opset 14)
-    become one activation: fused into the conv that makes x (also after a residual Add fused
-    into it), or one step of its own after another op (a pool)."""
+    """x * Sigmoid(x) (SiLU), x * HardSigmoid(x) (HardSwish as exported below opset 14) and
+    x * Tanh(Softplus(x)) (Mish below opset 18) become one activation: fused into the conv
+    that makes x (also after a residual Add fused into it), or one step of its own after
+    another op (a pool)."""
     rng = np.random.default_rng(4)
     inits = {"w": (rng.standard_normal((8, 8, 3, 3)) * (rng.random((8, 8, 3, 3)) < 0.5)
                    ).astype(np.float32)}
@@ -193,8 +198,12 @@ def test_self_gating_fuses_into_one_activation(tmp_path, gate, kind, after):
         nodes.append(helper.make_node("MaxPool", ["c"], ["s"], name="pool", kernel_shape=[2, 2]))
         source = "s"
     attrs = {"alpha": 1.0 / 6.0, "beta": 0.5} if gate == "HardSigmoid" else {}
-    nodes += [helper.make_node(gate, [source], ["g"], name="gate", **attrs),
-              helper.make_node("Mul", ["g", source], ["y"], name="mul")]
+    if gate == "TanhSoftplus":
+        nodes += [helper.make_node("Softplus", [source], ["sp"], name="softplus"),
+                  helper.make_node("Tanh", ["sp"], ["g"], name="gate")]
+    else:
+        nodes.append(helper.make_node(gate, [source], ["g"], name="gate", **attrs))
+    nodes.append(helper.make_node("Mul", ["g", source], ["y"], name="mul"))
     path = save_model(graph_model(nodes, ["N", 8, 9, 11], inits, name="gated"),
                       tmp_path / "g.onnx")
     x = random_input((2, 8, 9, 11), seed=2) * np.float32(3.0)
@@ -204,3 +213,5 @@ def test_self_gating_fuses_into_one_activation(tmp_path, gate, kind, after):
     owner = "mul" if after == "pool" else "conv"
     assert any(f"act={kind}" in s for s in steps[owner]), steps
     assert steps["gate"] == [f"fused into {owner}"], steps
+    if gate == "TanhSoftplus":
+        assert steps["softplus"] == [f"fused into {owner}"], steps

@@ -105,6 +105,12 @@ inline vf activate(vf v, const Activation& act, int64_t channel) {
     case kActSoftplus:
       return per_lane(v, [](float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); });
     case kActGelu: return splat(0.5f) * v * (splat(1.0f) + erf(v * splat(0.70710678118654752f)));
+    case kActMish: {
+      // tanh(log(1 + t)) = n / (n + 2) with n = t (t + 2), t = e^x; past x = 20 the ratio is 1.
+      const vf t = exp(vmin(splat(20.0f), v));
+      const vf n = t * (t + splat(2.0f));
+      return v * n * recip(n + splat(2.0f));
+    }
     default: return v;
   }
 }
