@@ -25,15 +25,10 @@ EXIT_BAD_INPUT = 2
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    from runtime.cli import add_engine_option_arguments
+
     parser.add_argument("--threads", type=int, default=None, help="worker threads (default: all)")
-    parser.add_argument("--backend", choices=("auto", "native", "onnxruntime"), default=None,
-                        help="auto (default): ONNX Runtime for near-dense models, else native")
-    parser.add_argument("--strict", action="store_true",
-                        help="refuse models with operators the native engine lacks (no ONNX "
-                             "Runtime fallback)")
-    parser.add_argument("--isa", choices=("auto", "generic", "avx2", "avx512"), default=None,
-                        help="kernel variant (default: the widest this CPU runs)")
-    parser.add_argument("--no-jit", action="store_true", help="no generated conv code")
+    add_engine_option_arguments(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,27 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _engine(args: argparse.Namespace) -> Any:
+    from runtime.cli import engine_options_from_args
     from runtime.engine import Engine
-    from runtime.options import EngineOptions
 
-    overrides = {"fallback": False if args.strict else None, "isa": args.isa,
-                 "jit": False if args.no_jit else None}
-    options = EngineOptions.from_env(**overrides)
-    return Engine(args.model, threads=args.threads, backend=args.backend, options=options)
+    return Engine(args.model, threads=args.threads, options=engine_options_from_args(args))
 
 
 def _read_inputs(specs: list[str], names: list[str]) -> dict[str, Any]:
     import numpy as np
 
+    from runtime.cli import parse_input_specs
     from runtime.errors import InputError
 
     arrays = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep:
-            if len(names) != 1 or len(specs) != 1:
-                raise InputError(f"the model has inputs {names}: pass --input NAME=FILE for each")
-            name, path = names[0], spec
+    for name, path in parse_input_specs(specs, names).items():
         try:
             arrays[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -128,16 +116,9 @@ def _bad(message: str) -> Exception:
 
 def describe_command(args: argparse.Namespace) -> int:
     from runtime.atomic import atomic_write_json
+    from runtime.cli import parse_shape_specs
 
-    shapes = None
-    if args.shape:
-        shapes = {}
-        for spec in args.shape:
-            name, _, dims = spec.partition("=")
-            try:
-                shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
-            except ValueError:
-                raise _bad(f"--shape must be NAME=DxDxD, got {spec!r}") from None
+    shapes = parse_shape_specs(args.shape) if args.shape else None
     if args.batch < 1:
         raise _bad("--batch must be >= 1")
     report = _engine(args).describe(batch=args.batch, input_shapes=shapes)
