@@ -2,12 +2,13 @@
 
     python -m runtime run MODEL.onnx --input x.npy --output y.npy [--threads T]
     python -m runtime run MODEL.onnx --input images=x.npy --input scale=s.npy --output out.npz
-    python -m runtime bench MODEL.onnx [--batch 1,32] [--threads 1,2] [--json FILE]
+    python -m runtime bench MODEL.onnx [--batch 1,32] [--threads 1,2] [-t SECONDS] [--streams N]
+        [--shape name=1x3x640x640] [--input name=x.npy | --seed S] [--profile] [--json FILE]
     python -m runtime describe MODEL.onnx [--batch N] [--shape name=1x3x640x640] [--json FILE]
 
 A model with several outputs writes them all to one ``.npz`` (by output name). ``run`` and
 ``describe`` print the coverage (nodes and MACs run natively vs by ONNX Runtime). Parsing only;
-the work lives in :class:`runtime.Engine`, :mod:`runtime.describe` and :mod:`runtime.bench`.
+the work lives in :class:`runtime.Engine`, :mod:`runtime.describe` and :mod:`runtime.bench_cli`.
 Bad input (missing files, unsupported models, wrong input arrays, unwritable outputs) prints
 one line to stderr and exits with code 2.
 """
@@ -32,7 +33,7 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree; ``bench`` options come from runtime.bench when it is importable."""
+    """The argparse tree; ``bench`` options come from runtime.bench_cli when it is importable."""
     parser = argparse.ArgumentParser(prog="python -m runtime",
                                      description="featherdeploy sparse CPU inference engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(describe)
     bench = sub.add_parser("bench", help="time the engine against ONNX Runtime dense")
     try:
-        from runtime.bench import add_bench_arguments
+        from runtime.bench_cli import add_bench_arguments
     except ImportError as exc:  # keep `run` usable if the benchmark module is broken
         bench.set_defaults(bench_unavailable=str(exc))
         bench.add_argument("rest", nargs=argparse.REMAINDER)
@@ -161,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "bench_unavailable", None):
             print(f"error: bench is unavailable ({args.bench_unavailable})", file=sys.stderr)
             return EXIT_BAD_INPUT
-        from runtime.bench import run_bench
+        from runtime.bench_cli import run_bench
 
         return run_bench(args)
     except EngineError as exc:
