@@ -210,8 +210,7 @@ class BenchReport:
                 "model": self.model, "machine": {**self.machine.to_dict(), "isa": self.isa},
                 "versions": self.versions, "engine_options": self.engine_options,
                 "ort_options": ORT_SESSION_SETTINGS, "settings": self.settings.to_dict(),
-                "inputs": [{"name": s.name, "dtype": s.dtype.name,
-                            "dims": [d if d is not None else None for d in s.dims]}
+                "inputs": [{"name": s.name, "dtype": s.dtype.name, "dims": list(s.dims)}
                            for s in self.inputs],
                 "macs": self.macs.to_dict(), "ideal_speedup": _ideal_speedup(self.macs),
                 "rows": [row.to_dict(self.model, self.settings) for row in self.rows]}
@@ -230,9 +229,10 @@ def bench_model(path: str | os.PathLike[str], settings: BenchSettings | None = N
     try:
         specs = model_inputs(model)
         names = [s.name for s in specs]
-        unknown = sorted(set(settings.shapes) - set(names))
-        if unknown:
-            raise InputsError(f"--shape names {unknown}, but the model's inputs are {names}")
+        for flag, given in (("--shape", settings.shapes), ("--input", settings.input_files)):
+            unknown = sorted(set(given) - set(names))
+            if unknown:
+                raise InputsError(f"{flag} names {unknown}, but the model's inputs are {names}")
         arrays = read_input_files(settings.input_files, specs)
         feeds_by_batch = [make_feeds(specs, batch, shapes=settings.shapes, arrays=arrays,
                                      seed=settings.seed) for batch in settings.batches]
@@ -520,7 +520,7 @@ def format_report(report: BenchReport, profile_top: int = 15) -> str:
         "-e cpu -x T, benchmark_app -hint latency -nthreads T -b N",
     ]
     header = ("| contender | load ms | plan ms | first ms | mean | std | min | p50 | p90 | p99 "
-              "| img/s | streams img/s | peak MB (+load) |")
+              "| img/s | streams img/s | peak MB (+delta) |")
     for row in report.rows:
         shapes = ", ".join(f"{n} {'x'.join(map(str, s))}" for n, s in row.input_shapes.items())
         lines += ["", f"threads {row.threads}, batch {row.batch} ({shapes})"
@@ -643,12 +643,16 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
 
 
 def _input_files(specs: Sequence[str], model: str) -> dict[str, str]:
-    """``--input`` specs by input name (a bare FILE needs the model's single input name)."""
+    """``--input`` specs by input name. Only a bare FILE needs the model's input names here
+    (NAME=FILE names are checked against the model when it is loaded for the run)."""
     from runtime.cli import parse_input_specs
 
     if not specs:
         return {}
-    names = [s.name for s in model_inputs(load_onnx_model(model))]
+    if all("=" in spec for spec in specs):
+        names = [spec.partition("=")[0] for spec in specs]
+    else:
+        names = [s.name for s in model_inputs(load_onnx_model(model))]
     return parse_input_specs(specs, names)
 
 

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -466,6 +467,7 @@ BAD_INPUTS = [  # (extra args, files to create, a phrase of the one-line error)
     (["--input", "MISSINGNPY"], {}, "cannot read input array"),
     (["--input", "F64"], {"F64": np.zeros((1, 2, 8, 8))}, "must be float32"),
     (["--input", "RANK"], {"RANK": np.zeros((2, 8, 8), np.float32)}, "has rank 4"),
+    (["--input", "z=GOOD"], {"GOOD": np.zeros((1, 2, 8, 8), np.float32)}, "--input names ['z']"),
     (["--streams", "0"], {}, "--streams"),
 ]
 
@@ -485,7 +487,7 @@ def test_bench_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.C
             Path(paths[key]).write_bytes(content)
         else:
             np.save(paths[key], content)
-    args = [paths.get(a, a) for a in extra]
+    args = [re.sub(r"[A-Z][A-Z0-9]{2,}", lambda m: paths.get(m[0], m[0]), a) for a in extra]
     model = [] if args[0] == paths["MISSING"] else [str(model_path)]
     code = main(["bench", *model, *args, "--no-memory", "--rounds", "1", "--json",
                  str(json_path)])
