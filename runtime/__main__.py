@@ -2,12 +2,13 @@
 
     python -m runtime run MODEL.onnx --input x.npy --output y.npy [--threads T]
     python -m runtime run MODEL.onnx --input images=x.npy --input scale=s.npy --output out.npz
-    python -m runtime bench MODEL.onnx [--batch 1,32] [--threads 1,2] [--json FILE]
+    python -m runtime bench MODEL.onnx [--batch 1,32] [--threads 1,2] [-t SECONDS] [--streams N]
+        [--shape name=1x3x640x640] [--input name=x.npy | --seed S] [--profile] [--json FILE]
     python -m runtime describe MODEL.onnx [--batch N] [--shape name=1x3x640x640] [--json FILE]
 
 A model with several outputs writes them all to one ``.npz`` (by output name). ``run`` and
 ``describe`` print the coverage (nodes and MACs run natively vs by ONNX Runtime). Parsing only;
-the work lives in :class:`runtime.Engine`, :mod:`runtime.describe` and :mod:`runtime.bench`.
+the work lives in :class:`runtime.Engine`, :mod:`runtime.describe` and :mod:`runtime.bench_cli`.
 Bad input (missing files, unsupported models, wrong input arrays, unwritable outputs) prints
 one line to stderr and exits with code 2.
 """
@@ -25,19 +26,14 @@ EXIT_BAD_INPUT = 2
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    from runtime.cli import add_engine_option_arguments
+
     parser.add_argument("--threads", type=int, default=None, help="worker threads (default: all)")
-    parser.add_argument("--backend", choices=("auto", "native", "onnxruntime"), default=None,
-                        help="auto (default): ONNX Runtime for near-dense models, else native")
-    parser.add_argument("--strict", action="store_true",
-                        help="refuse models with operators the native engine lacks (no ONNX "
-                             "Runtime fallback)")
-    parser.add_argument("--isa", choices=("auto", "generic", "avx2", "avx512"), default=None,
-                        help="kernel variant (default: the widest this CPU runs)")
-    parser.add_argument("--no-jit", action="store_true", help="no generated conv code")
+    add_engine_option_arguments(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree; ``bench`` options come from runtime.bench when it is importable."""
+    """The argparse tree; ``bench`` options come from runtime.bench_cli when it is importable."""
     parser = argparse.ArgumentParser(prog="python -m runtime",
                                      description="featherdeploy sparse CPU inference engine")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(describe)
     bench = sub.add_parser("bench", help="time the engine against ONNX Runtime dense")
     try:
-        from runtime.bench import add_bench_arguments
+        from runtime.bench_cli import add_bench_arguments
     except ImportError as exc:  # keep `run` usable if the benchmark module is broken
         bench.set_defaults(bench_unavailable=str(exc))
         bench.add_argument("rest", nargs=argparse.REMAINDER)
@@ -69,27 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _engine(args: argparse.Namespace) -> Any:
+    from runtime.cli import engine_options_from_args
     from runtime.engine import Engine
-    from runtime.options import EngineOptions
 
-    overrides = {"fallback": False if args.strict else None, "isa": args.isa,
-                 "jit": False if args.no_jit else None}
-    options = EngineOptions.from_env(**overrides)
-    return Engine(args.model, threads=args.threads, backend=args.backend, options=options)
+    return Engine(args.model, threads=args.threads, options=engine_options_from_args(args))
 
 
 def _read_inputs(specs: list[str], names: list[str]) -> dict[str, Any]:
     import numpy as np
 
+    from runtime.cli import parse_input_specs
     from runtime.errors import InputError
 
     arrays = {}
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep:
-            if len(names) != 1 or len(specs) != 1:
-                raise InputError(f"the model has inputs {names}: pass --input NAME=FILE for each")
-            name, path = names[0], spec
+    for name, path in parse_input_specs(specs, names).items():
         try:
             arrays[name] = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -128,16 +117,9 @@ def _bad(message: str) -> Exception:
 
 def describe_command(args: argparse.Namespace) -> int:
     from runtime.atomic import atomic_write_json
+    from runtime.cli import parse_shape_specs
 
-    shapes = None
-    if args.shape:
-        shapes = {}
-        for spec in args.shape:
-            name, _, dims = spec.partition("=")
-            try:
-                shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
-            except ValueError:
-                raise _bad(f"--shape must be NAME=DxDxD, got {spec!r}") from None
+    shapes = parse_shape_specs(args.shape) if args.shape else None
     if args.batch < 1:
         raise _bad("--batch must be >= 1")
     report = _engine(args).describe(batch=args.batch, input_shapes=shapes)
@@ -180,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "bench_unavailable", None):
             print(f"error: bench is unavailable ({args.bench_unavailable})", file=sys.stderr)
             return EXIT_BAD_INPUT
-        from runtime.bench import run_bench
+        from runtime.bench_cli import run_bench
 
         return run_bench(args)
     except EngineError as exc:

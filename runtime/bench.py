@@ -1,24 +1,22 @@
-"""The shared timing harness and the ``python -m runtime bench`` subcommand (torch-free).
+"""The shared timing harness, the model facts every benchmark needs (MACs, inputs) and the two
+contenders of ``python -m runtime bench`` (torch-free; the subcommand is ``runtime.bench_cli``).
 
 Every benchmark in this project times through this module, so all figures mean the same thing:
-warm-up calls first, then per-call wall-clock samples (``time.perf_counter``), reported as median,
-p90 (linear interpolation between order statistics, like ``numpy.percentile``), mean and min.
-On this noisy shared VM absolute times drift between runs (docs/performance.md), so contenders are
-compared with :func:`compare_interleaved`, which alternates them round by round so that noise hits
-all alike, and quotes ratios of medians measured side by side.
-
-The bench subcommand times our engine (``runtime.Engine``) and ONNX Runtime dense (the baseline) on
-the same ONNX file and prints latency, throughput, speedup and the model's dense / sparse MACs
-(counted from its Conv / Gemm weights with :mod:`runtime.macs`).
+warm-up calls first, then per-call wall-clock samples (``time.perf_counter``), reported as mean,
+sample standard deviation, min, max and the p50 (median) / p90 / p99 percentiles (linear
+interpolation between order statistics, like ``numpy.percentile``). On this noisy shared VM
+absolute times drift between runs (docs/performance.md), so contenders are compared with
+:func:`compare_interleaved`, which alternates them round by round so that noise hits all alike,
+and quotes ratios of medians measured side by side; a fixed number of rounds, or rounds until a
+duration has passed (``duration_s``, the peers' time-based mode). docs/benchmarking.md relates
+these figures to what deepsparse.benchmark, benchmark_app and onnxruntime_perf_test print.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import math
 import os
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from runtime.atomic import atomic_write_json
 from runtime.macs import conv_macs, linear_macs, sparse_macs
 
 __all__ = [
@@ -47,19 +44,16 @@ __all__ = [
     "load_onnx_model",
     "input_shape_for_batch",
     "make_ort_session",
+    "ORT_SESSION_SETTINGS",
     "ort_reference",
     "load_engine",
-    "BenchRow",
-    "bench_model",
-    "format_table",
-    "add_bench_arguments",
-    "run_bench",
 ]
 
 DEFAULT_WARMUP = 3
 DEFAULT_MIN_RUNS = 10
 DEFAULT_MIN_SECONDS = 0.5
 DEFAULT_ROUNDS = 20
+DEFAULT_CALLS_PER_ROUND = 5  # 20 rounds x 5 calls = 100 samples, enough for a p99
 # Each contender's turn opens with an idle gap and untimed settling calls. The gap lets thread
 # pools that spin after returning stop (ONNX Runtime's spin ~30 ms on this VM: our engine at 2
 # threads, batch 32, ran 2x slower right after an ORT call, and so did DeepSparse); the settling
@@ -70,9 +64,6 @@ TURN_GAP_S = 0.1
 TURN_SETTLE_CALLS = 2
 TURN_SETTLE_S = 0.05
 INPUT_SEED = 0
-# The engine's output must match ORT's within this (float32, different summation orders).
-OUTPUT_ATOL = 1e-3
-OUTPUT_RTOL = 1e-3
 
 
 class BenchError(Exception):
@@ -87,17 +78,24 @@ class BenchError(Exception):
 class Timing:
     """Latency statistics of one contender, in milliseconds per call of ``batch`` images."""
 
-    median_ms: float
+    median_ms: float  # = p50
     p90_ms: float
+    p99_ms: float
     mean_ms: float
+    std_ms: float  # sample standard deviation (0 for a single sample)
     min_ms: float
+    max_ms: float
     runs: int
     batch: int
     throughput_ips: float  # images per second at the median latency
 
+    @property
+    def p50_ms(self) -> float:
+        return self.median_ms
+
     def to_dict(self) -> dict[str, float | int]:
         """Plain-dict form for JSON reports."""
-        return asdict(self)
+        return {**asdict(self), "p50_ms": self.median_ms}
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -116,13 +114,19 @@ def timing_from_samples(samples_ms: Sequence[float], *, batch: int) -> Timing:
     if batch < 1:
         raise BenchError(f"batch must be >= 1, got {batch}")
     ordered = sorted(float(s) for s in samples_ms)
+    count = len(ordered)
     median = _percentile(ordered, 50.0)
+    mean = sum(ordered) / count
+    variance = sum((s - mean) ** 2 for s in ordered) / (count - 1) if count > 1 else 0.0
     return Timing(
         median_ms=median,
         p90_ms=_percentile(ordered, 90.0),
-        mean_ms=sum(ordered) / len(ordered),
+        p99_ms=_percentile(ordered, 99.0),
+        mean_ms=mean,
+        std_ms=math.sqrt(variance),
         min_ms=ordered[0],
-        runs=len(ordered),
+        max_ms=ordered[-1],
+        runs=count,
         batch=batch,
         throughput_ips=batch * 1000.0 / median if median > 0 else math.inf,
     )
@@ -170,11 +174,14 @@ def compare_interleaved_samplers(samplers: Mapping[str, Sampler], *, batch: int,
                                  calls_per_round: int = 1,
                                  settle_calls: int = 0,
                                  gap_s: float = 0.0, settle_s: float = 0.0,
+                                 duration_s: float = 0.0,
                                  sleep: Callable[[float], None] = time.sleep,
                                  clock: Callable[[], float] = time.perf_counter
                                  ) -> dict[str, Timing]:
     """Time several contenders side by side (see :func:`compare_interleaved`), each given as a
-    :data:`Sampler`; warm-up samples are discarded.
+    :data:`Sampler`; warm-up samples are discarded. After ``rounds`` rounds, whole rounds go on
+    until ``duration_s`` seconds have passed since the first timed round began (the time-based
+    mode; gaps and settling calls count, so the phase takes about ``duration_s``).
 
     ``gap_s`` seconds of idle open every turn (see ``TURN_GAP_S``), then ``settle_calls``
     untimed calls, and more until ``settle_s`` seconds have passed: thread pools of the previous
@@ -184,10 +191,10 @@ def compare_interleaved_samplers(samplers: Mapping[str, Sampler], *, batch: int,
     if not samplers:
         raise BenchError("compare_interleaved needs at least one contender")
     if (rounds < 1 or calls_per_round < 1 or warmup < 0 or settle_calls < 0 or gap_s < 0
-            or settle_s < 0):
+            or settle_s < 0 or duration_s < 0):
         raise BenchError(f"need rounds >= 1, calls_per_round >= 1, warmup >= 0, "
-                         f"settle_calls >= 0, gap_s >= 0, got {rounds}, {calls_per_round}, "
-                         f"{warmup}, {settle_calls}, {gap_s}")
+                         f"settle_calls >= 0, gap_s >= 0, duration_s >= 0, got {rounds}, "
+                         f"{calls_per_round}, {warmup}, {settle_calls}, {gap_s}, {duration_s}")
     names = list(samplers)
     for name in names:
         if warmup:
@@ -195,8 +202,11 @@ def compare_interleaved_samplers(samplers: Mapping[str, Sampler], *, batch: int,
                 sleep(gap_s)
             samplers[name](warmup)
     samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(rounds):
+    began = clock()
+    round_index = 0
+    while round_index < rounds or clock() - began < duration_s:
         shift = round_index % len(names)
+        round_index += 1
         for name in names[shift:] + names[:shift]:
             if gap_s:
                 sleep(gap_s)
@@ -218,7 +228,7 @@ def compare_interleaved(fns: Mapping[str, Callable[[], Any]], *, batch: int,
                         calls_per_round: int = 1,
                         clock: Callable[[], float] = time.perf_counter,
                         gap_s: float = 0.0, settle_calls: int = 0,
-                        settle_s: float = 0.0) -> dict[str, Timing]:
+                        settle_s: float = 0.0, duration_s: float = 0.0) -> dict[str, Timing]:
     """Time several in-process callables side by side.
 
     Each contender gets ``warmup`` untimed calls; then in each of ``rounds`` rounds every contender
@@ -229,7 +239,7 @@ def compare_interleaved(fns: Mapping[str, Callable[[], Any]], *, batch: int,
     return compare_interleaved_samplers(
         {name: local_sampler(fn, clock) for name, fn in fns.items()}, batch=batch,
         rounds=rounds, warmup=warmup, calls_per_round=calls_per_round, gap_s=gap_s,
-        settle_calls=settle_calls, settle_s=settle_s, clock=clock)
+        settle_calls=settle_calls, settle_s=settle_s, duration_s=duration_s, clock=clock)
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,14 +348,21 @@ def _weight_tensors(model: Any) -> dict[str, tuple[tuple[int, ...], int]]:
     return weights
 
 
-def _inferred_shapes(model: Any) -> dict[str, tuple[int | None, ...]]:
-    """Shapes of all graph values after ONNX shape inference with the batch dim fixed to 1."""
+def _inferred_shapes(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None
+                     ) -> dict[str, tuple[int | None, ...]]:
+    """Shapes of all graph values after ONNX shape inference with the batch dim fixed to 1
+    (and the other dims of the inputs named in ``input_shapes`` set from there)."""
     import onnx
 
     fixed = onnx.ModelProto()
     fixed.CopyFrom(model)
     for value in _data_inputs(fixed):
         dims = value.type.tensor_type.shape.dim
+        given = (input_shapes or {}).get(value.name)
+        if given is not None and len(given) == len(dims):
+            for dim, size in zip(dims[1:], given[1:], strict=True):
+                dim.ClearField("dim_param")
+                dim.dim_value = int(size)
         if len(dims) > 0:
             dims[0].ClearField("dim_param")
             dims[0].dim_value = 1
@@ -405,14 +422,16 @@ def _node_dense_macs(node: Any, weight_shape: tuple[int, ...],
     return rows * linear_macs(weight_shape[1], weight_shape[0])
 
 
-def count_model_macs(model: Any) -> ModelMacs:
+def count_model_macs(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None
+                     ) -> ModelMacs:
     """Dense and sparse MACs per image from the weights of Conv, Gemm and MatMul nodes.
 
     Only nodes whose weight (input 1) is a stored tensor count; sparse MACs of a layer are its
-    dense MACs times its weight density (``runtime.macs.sparse_macs``).
+    dense MACs times its weight density (``runtime.macs.sparse_macs``). ``input_shapes`` sizes
+    dynamic dims other than the batch (e.g. a detector's image size).
     """
     weights = _weight_tensors(model)
-    shapes = _inferred_shapes(model)
+    shapes = _inferred_shapes(model, input_shapes)
     layers = []
     for node in model.graph.node:
         if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
@@ -437,6 +456,9 @@ def count_model_macs(model: Any) -> ModelMacs:
 # Contenders: ONNX Runtime dense and our engine
 # --------------------------------------------------------------------------------------------
 
+ORT_SESSION_SETTINGS = "intra_op=T, inter_op=1, sequential, ORT_ENABLE_ALL, CPU provider"
+
+
 def make_ort_session(path: str | os.PathLike[str], threads: int) -> Any:
     """ONNX Runtime CPU session, the dense baseline: ``threads`` intra-op threads, one inter-op
     thread, sequential execution, all graph optimizations."""
@@ -454,8 +476,10 @@ def make_ort_session(path: str | os.PathLike[str], threads: int) -> Any:
         raise BenchError(f"ONNX Runtime cannot load {path}: {exc}") from exc
 
 
-def load_engine(path: str | os.PathLike[str], threads: int) -> tuple[Any | None, str]:
-    """Our engine for ``path`` or ``(None, reason)`` when it is missing or refuses the model.
+def load_engine(path: str | os.PathLike[str], threads: int,
+                options: Any | None = None) -> tuple[Any | None, str]:
+    """Our engine for ``path`` (with these ``runtime.EngineOptions``, default: the environment's)
+    or ``(None, reason)`` when it is missing or refuses the model.
 
     The benchmark reports the reason in the engine column instead of any number.
     """
@@ -464,40 +488,9 @@ def load_engine(path: str | os.PathLike[str], threads: int) -> tuple[Any | None,
     except (ImportError, AttributeError) as exc:
         return None, f"engine not available ({type(exc).__name__}: {exc})"
     try:
-        return engine_class(str(path), threads=threads), ""
+        return engine_class(str(path), threads=threads, options=options), ""
     except Exception as exc:  # report any load failure in the table, never a fake number
         return None, f"engine failed to load ({type(exc).__name__}: {exc})"
-
-
-# --------------------------------------------------------------------------------------------
-# The bench subcommand
-# --------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class BenchRow:
-    """One (threads, batch) measurement: ORT dense vs our engine, side by side."""
-
-    threads: int
-    batch: int
-    ort: Timing
-    engine: Timing | None
-    engine_note: str  # why the engine has no numbers, or "" when it has
-    max_abs_diff: float | None  # engine vs ORT output on the same input
-    outputs_match: bool | None
-
-    @property
-    def speedup(self) -> float | None:
-        """ORT median / engine median, or None without engine numbers."""
-        if self.engine is None or self.engine.median_ms <= 0:
-            return None
-        return self.ort.median_ms / self.engine.median_ms
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form for JSON reports."""
-        return {"threads": self.threads, "batch": self.batch, "ort": self.ort.to_dict(),
-                "engine": self.engine.to_dict() if self.engine else None,
-                "engine_note": self.engine_note, "speedup": self.speedup,
-                "max_abs_diff": self.max_abs_diff, "outputs_match": self.outputs_match}
 
 
 def ort_reference(session: Any, input_name: str, x: np.ndarray) -> np.ndarray:
@@ -507,139 +500,3 @@ def ort_reference(session: Any, input_name: str, x: np.ndarray) -> np.ndarray:
     except Exception as exc:  # ORT raises its own exception types
         raise BenchError(f"ONNX Runtime cannot run the model on shape {x.shape}: {exc}") \
             from exc
-
-
-def _engine_output_check(engine: Any, expected: np.ndarray,
-                         x: np.ndarray) -> tuple[float, bool]:
-    """Largest |engine - ORT| on ``x`` and whether it is within the float tolerances."""
-    actual = np.asarray(engine.run(x))
-    if actual.shape != expected.shape:
-        return math.inf, False
-    diff = float(np.max(np.abs(actual - expected))) if actual.size else 0.0
-    return diff, bool(np.allclose(actual, expected, atol=OUTPUT_ATOL, rtol=OUTPUT_RTOL))
-
-
-def _bench_one(path: Path, model: Any, threads: int, batch: int, *, rounds: int,
-               warmup: int) -> BenchRow:
-    """Time ORT and (if available) the engine on one batch size and thread count."""
-    input_name, shape = input_shape_for_batch(model, batch)
-    x = np.random.default_rng(INPUT_SEED).standard_normal(shape, dtype=np.float32)
-    session = make_ort_session(path, threads)
-    engine, note = load_engine(path, threads)
-    contenders: dict[str, Callable[[], Any]] = {
-        "ort": lambda: session.run(None, {input_name: x})}
-    expected = ort_reference(session, input_name, x)
-    diff: float | None = None
-    match: bool | None = None
-    if engine is not None:
-        try:
-            diff, match = _engine_output_check(engine, expected, x)
-            contenders["engine"] = lambda: engine.run(x)
-        except Exception as exc:  # an engine that cannot run the model gets a note, not a number
-            engine, note = None, f"engine failed to run ({type(exc).__name__}: {exc})"
-    timings = compare_interleaved(contenders, batch=batch, rounds=rounds, warmup=warmup,
-                                  gap_s=TURN_GAP_S, settle_calls=TURN_SETTLE_CALLS,
-                                  settle_s=TURN_SETTLE_S)
-    return BenchRow(threads=threads, batch=batch, ort=timings["ort"],
-                    engine=timings.get("engine"), engine_note=note, max_abs_diff=diff,
-                    outputs_match=match)
-
-
-def bench_model(path: str | os.PathLike[str], *, batches: Sequence[int],
-                threads: Sequence[int], rounds: int = DEFAULT_ROUNDS,
-                warmup: int = DEFAULT_WARMUP) -> tuple[ModelMacs, list[BenchRow]]:
-    """Benchmark one ONNX file: MACs and one :class:`BenchRow` per (threads, batch)."""
-    model_path = Path(path)
-    model = load_onnx_model(model_path)
-    for batch in batches:
-        input_shape_for_batch(model, batch)  # fail early on an unusable input
-    macs = count_model_macs(model)
-    rows = [_bench_one(model_path, model, t, b, rounds=rounds, warmup=warmup)
-            for t in threads for b in batches]
-    return macs, rows
-
-
-def _cell(value: float | None, fmt: str, missing: str = "n/a") -> str:
-    """Format a number or say it is missing."""
-    return missing if value is None else format(value, fmt)
-
-
-def format_table(path: str | os.PathLike[str], macs: ModelMacs, rows: Sequence[BenchRow]) -> str:
-    """Human-readable report: MACs header and one line per (threads, batch)."""
-    lines = [
-        f"model: {path}",
-        f"MACs per image: dense {macs.dense:,}  sparse {macs.sparse:,}  "
-        f"(weight sparsity {macs.weight_sparsity:.1%}, ideal speedup "
-        f"{_cell(_ideal_speedup(macs), '.2f')}x)",
-        f"{'threads':>7} {'batch':>5} | {'ORT ms':>9} {'p90':>9} {'img/s':>9} | "
-        f"{'engine ms':>9} {'p90':>9} {'img/s':>9} | {'speedup':>7} | check",
-    ]
-    for row in rows:
-        engine = row.engine
-        check = ("ok" if row.outputs_match else
-                 f"MISMATCH max|diff|={row.max_abs_diff:.3g}") if engine else row.engine_note
-        lines.append(
-            f"{row.threads:>7} {row.batch:>5} | {row.ort.median_ms:>9.3f} {row.ort.p90_ms:>9.3f} "
-            f"{row.ort.throughput_ips:>9.1f} | "
-            f"{_cell(engine and engine.median_ms, '9.3f'):>9} "
-            f"{_cell(engine and engine.p90_ms, '9.3f'):>9} "
-            f"{_cell(engine and engine.throughput_ips, '9.1f'):>9} | "
-            f"{_cell(row.speedup, '6.2f') + ('x' if row.speedup else ''):>7} | {check}")
-    return "\n".join(lines)
-
-
-def _ideal_speedup(macs: ModelMacs) -> float | None:
-    """Dense MACs / sparse MACs: the speedup if time were proportional to useful work."""
-    return macs.dense / macs.sparse if macs.sparse else None
-
-
-def _int_list(text: str) -> list[int]:
-    """Parse '1,32' into [1, 32] (argparse type; positive integers only)."""
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") \
-            from exc
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``python -m runtime bench MODEL.onnx``."""
-    parser.add_argument("model", help="ONNX model file")
-    parser.add_argument("--batch", type=_int_list, default=[1, 32],
-                        help="comma-separated batch sizes (default 1,32)")
-    parser.add_argument("--threads", type=_int_list, default=[1, 2],
-                        help="comma-separated thread counts (default 1,2)")
-    parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
-                        help="interleaved timed rounds per contender (default %(default)s)")
-    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
-                        help="untimed calls per contender first (default %(default)s)")
-    parser.add_argument("--json", type=Path, default=None, help="also write results as JSON")
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    """Run the bench subcommand; returns the exit code (2 for bad input)."""
-    try:
-        if args.rounds < 1 or args.warmup < 0:
-            raise BenchError("--rounds must be >= 1 and --warmup >= 0")
-        macs, rows = bench_model(args.model, batches=args.batch, threads=args.threads,
-                                 rounds=args.rounds, warmup=args.warmup)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(format_table(args.model, macs, rows))
-    if args.json is None:
-        return 0
-    try:
-        atomic_write_json(args.json, {
-            "model": str(args.model), "macs": macs.to_dict(),
-            "ideal_speedup": _ideal_speedup(macs),
-            "settings": {"rounds": args.rounds, "warmup": args.warmup,
-                         "ort_threads": "intra_op=T, inter_op=1, sequential, ORT_ENABLE_ALL"},
-            "rows": [row.to_dict() for row in rows]})
-    except OSError as exc:
-        print(f"error: cannot write {args.json}: {exc}", file=sys.stderr)
-        return 2
-    return 0

@@ -32,6 +32,7 @@ from runtime.errors import EngineError, InputError
 from runtime.graph import Graph, TensorInfo, load_graph
 from runtime.options import EngineOptions
 from runtime.planner.batch import batch_separable, interleave_lanes
+from runtime.profile import DEFAULT_PROFILE_REPS, Profile, profile_program
 from runtime.program import Program, build_program, ort_session
 from runtime.tuning import SERIAL_PROBE_MAX_S, compare_streams
 
@@ -146,7 +147,7 @@ class Engine:
 
     def _run_native(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         shapes = _key(feeds)
-        batch = self._batch(feeds)
+        batch = self._batch(shapes)
         if batch == 1 or batch is None:
             program = self._single_image_program(shapes)
             plan = program.single_plan
@@ -338,6 +339,57 @@ class Engine:
         program = self._program_for_report(shapes, batch)
         return describe_program(program, self, shapes, choice)
 
+    def prepare(self, input_shapes: Mapping[str, Sequence[int]]) -> str:
+        """Builds every plan a run on inputs of these shapes uses, and makes the choices that
+        are timed (unless tuning is off), now instead of at that run; returns what will run.
+        Benchmarks call it to time plan building apart from the first inference."""
+        shapes = self._shapes_from(input_shapes)
+        if self._ort is not None:
+            return "the whole model runs on ONNX Runtime"
+        batch = self._batch(shapes)
+        if batch is None or batch == 1:
+            return self._choice(shapes, 1)
+        images = tuple((n, s[1:]) for n, s in shapes)
+        if self._is_separable(images):
+            lanes = self._lanes(images, batch)
+            for size in {lanes if batch >= lanes else 0, batch % lanes} - {0}:
+                self._program(_batched(images, size), interleave=size > 1)  # as _run_separable
+        else:
+            self._program(shapes)
+        return self._choice(shapes, batch)
+
+    def profile(self, inputs: np.ndarray | Mapping[str, np.ndarray],
+                reps: int = DEFAULT_PROFILE_REPS) -> Profile:
+        """Seconds per native step of the plan serving these inputs (runtime.profile.Profile:
+        each step alone on one thread, fastest of ``reps``). A batch that runs in groups is
+        profiled on its first group (one image when it runs image by image)."""
+        feeds = self._feeds(inputs)
+        if self._ort is not None:
+            raise EngineError("the whole model runs on ONNX Runtime: no native steps to profile")
+        shapes = _key(feeds)
+        program = self._program_for_report(shapes, self._batch(shapes) or 1)
+        planned = program.partition.shapes
+        sub = {n: x if tuple(x.shape) == tuple(planned[n]) else x[:planned[n][0]]
+               for n, x in feeds.items()}
+        return profile_program(program, sub, reps)
+
+    def _shapes_from(self, input_shapes: Mapping[str, Sequence[int]]) -> Shapes:
+        names = self.graph.input_names
+        if sorted(input_shapes) != sorted(names):
+            raise InputError(f"input shapes must name exactly the inputs {names}, got "
+                             f"{sorted(input_shapes)}")
+        shapes = []
+        for info in self.graph.inputs:
+            dims = tuple(int(d) for d in input_shapes[info.name])
+            declared = info.shape
+            fits = declared is None or (len(dims) == len(declared) and all(
+                w is None or d == w for d, w in zip(dims, declared, strict=True)))
+            if not fits or any(d < 1 for d in dims):
+                raise InputError(f"input {info.name!r} cannot have shape {dims} (declared "
+                                 f"{_shape_str(declared) if declared else 'unknown'})")
+            shapes.append((info.name, dims))
+        return tuple(shapes)
+
     def _program_for_report(self, shapes: Shapes, batch: int) -> Program:
         if batch == 1:
             return self._single_image_program(shapes)
@@ -363,13 +415,14 @@ class Engine:
             shapes.append((info.name, tuple(int(d) for d in dims)))
         return tuple(shapes)
 
-    def _batch(self, feeds: dict[str, np.ndarray]) -> int | None:
+    def _batch(self, shapes: Shapes) -> int | None:
         """The common batch size when every input has a dynamic leading dim, else None."""
+        by_name = dict(shapes)
         sizes = set()
         for info in self.graph.inputs:
             if info.shape is None or not info.shape or info.shape[0] is not None:
                 return None
-            sizes.add(feeds[info.name].shape[0])
+            sizes.add(by_name[info.name][0])
         return sizes.pop() if len(sizes) == 1 else None
 
     def _feeds(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,7 +1,7 @@
 """The packed-weights file (``weights.fdpack``): CSR and block-sparse (BSR) weights per layer.
 
-Compile writes it (``compile/pack.py``), the runtime engine reads it; both sides use only NumPy
-and the standard library, so nothing here imports torch.
+Compile writes it (``compile/pack.py``), the runtime engine reads it; both sides use only NumPy,
+scipy.sparse and the standard library, so nothing here imports torch.
 
 Matrix view of a weight
     A prunable layer's weight becomes a 2-D matrix ``[rows, cols]`` with one row per output
@@ -22,7 +22,8 @@ Encodings (every layer has a CSR one; BSR ones are optional, one per block shape
     - ``indices`` ``[nblocks]``: block-column index of each stored block, increasing per row.
     - ``values``  ``[nblocks, br, bc]``: the block contents, row-major inside a block.
 
-    CSR is the 1x1 case (``format == "csr"``), every other block shape is ``"bsr"``. Integer
+    CSR is the 1x1 case (``format == "csr"``), every other block shape is ``"bsr"``; the structure
+    is scipy.sparse's (``csr_array`` / ``bsr_array`` with sorted indices), found by scipy. Integer
     arrays use the smallest signed dtype of int8 / int16 / int32 / int64 that holds their largest
     value, chosen per array. In the file ``indptr`` is stored as ``row_counts = diff(indptr)``
     (``[block_rows]``, usually int8): for narrow layers such as depthwise 3x3 (9 columns) a
@@ -61,9 +62,11 @@ Reading (torch-free)::
     csr = layer.csr                      # SparseMatrix: indptr, indices, values (nnz, 1, 1)
     bsr = layer.bsr((4, 1))              # values (nblocks, 4, 1); KeyError lists what exists
     weight = layer.to_weight()           # dense float32, original shape
+    matrix = layer.to_scipy()            # scipy.sparse.csr_array, shape (out, in/groups*kh*kw)
+    blocks = layer.bsr((4, 4)).to_scipy()  # scipy.sparse.bsr_array over the padded matrix
 
-Reference: CSR/BSR as in scipy.sparse (``csr_array`` / ``bsr_array``); the magic + version +
-checksum header follows llm.c's checkpoint files.
+Reference: CSR/BSR as in scipy.sparse (``csr_array`` / ``bsr_array``), which encodes them; the
+magic + version + checksum header follows llm.c's checkpoint files.
 """
 
 from __future__ import annotations
@@ -180,6 +183,26 @@ class SparseMatrix:
         """Bytes the encoding costs in the file (row counts, indices, values; before alignment)."""
         return int(self.row_counts.nbytes + self.indices.nbytes + self.values.nbytes)
 
+    @property
+    def padded_shape(self) -> tuple[int, int]:
+        """``shape`` rounded up to whole blocks (the BSR matrix scipy sees)."""
+        (grid_r, grid_c), (br, bc) = self.block_grid, self.block_shape
+        return (grid_r * br, grid_c * bc)
+
+    def to_scipy(self) -> Any:
+        """This encoding as a scipy.sparse array: ``csr_array`` of ``shape`` for CSR, else
+        ``bsr_array`` of ``padded_shape`` (scipy's BSR holds whole blocks only; crop with
+        ``[:rows, :cols]`` for the unpadded matrix). The arrays are copies, so scipy's in-place
+        methods never touch a pack read from disk."""
+        from scipy import sparse  # lazy: importing runtime.formats stays cheap
+
+        indptr, indices = _scipy_index_arrays(self.indptr, self.indices)
+        if self.format == "csr":
+            return sparse.csr_array((self.values.reshape(-1).copy(), indices, indptr),
+                                    shape=self.shape)
+        return sparse.bsr_array((self.values.copy(), indices, indptr), shape=self.padded_shape,
+                                blocksize=self.block_shape)
+
     def to_dense(self) -> np.ndarray:
         """Rebuild the dense ``shape`` matrix (bit-exact for the stored values)."""
         (br, bc), (grid_r, grid_c) = self.block_shape, self.block_grid
@@ -237,6 +260,14 @@ class PackedLayer:
         """The dense weight tensor in its original shape, rebuilt from CSR."""
         return matrix_to_weight(self.csr.to_dense(), self.weight_shape, self.layout)
 
+    def to_scipy(self) -> Any:
+        """The weight as a ``scipy.sparse.csr_array`` of ``matrix_shape``: one row per output
+        channel, the rest of the weight flattened into columns as :func:`weight_to_matrix` does
+        (``OIHW``: ``weight.reshape(out, in/groups * kh * kw)``, so a depthwise 3x3 conv gives
+        ``(out, 9)``; ``OHWI``: columns ordered (kh, kw, in); ``OI``: the Gemm weight as is).
+        ``to_scipy().toarray()`` equals ``weight_to_matrix(to_weight(), layout)``."""
+        return self.csr.to_scipy()
+
 
 def smallest_index_dtype(max_value: int) -> np.dtype:
     """Smallest of int8 / int16 / int32 / int64 that can store ``max_value`` (>= 0)."""
@@ -285,25 +316,37 @@ def dense_to_sparse(matrix: np.ndarray, block_shape: tuple[int, int] = (1, 1)) -
         raise PackFormatError(f"expected float32 values, got {matrix.dtype}")
     if not np.isfinite(matrix).all():
         raise PackFormatError("matrix holds NaN or Inf")
+    from scipy import sparse  # lazy: importing runtime.formats stays cheap
+
     br, bc = _check_block_shape(block_shape)
     rows, cols = matrix.shape
     grid_r, grid_c = -(-rows // br), -(-cols // bc)
-    if (br, bc) == (1, 1):  # CSR: no padding or block reduction needed
-        block_rows, block_cols = np.nonzero(matrix)  # row-major order = CSR order
-        values = matrix[block_rows, block_cols].reshape(-1, 1, 1)
+    if (br, bc) == (1, 1):
+        encoded = sparse.csr_array(matrix)
+        encoded.sort_indices()
+        values = encoded.data.reshape(-1, 1, 1)
     else:
+        # scipy's BSR needs whole blocks, so the matrix is zero-padded first (ours, not scipy's).
         padded = np.zeros((grid_r * br, grid_c * bc), dtype=np.float32)
         padded[:rows, :cols] = matrix
-        blocks = padded.reshape(grid_r, br, grid_c, bc).transpose(0, 2, 1, 3)  # (gr, gc, br, bc)
-        keep = (blocks != 0).any(axis=(2, 3))  # (gr, gc)
-        block_rows, block_cols = np.nonzero(keep)
-        values = blocks[block_rows, block_cols]  # (nblocks, br, bc)
-    counts = np.bincount(block_rows, minlength=grid_r)
-    indptr = np.concatenate([[0], np.cumsum(counts)])
+        encoded = sparse.bsr_array(padded, blocksize=(br, bc))
+        encoded.sort_indices()  # scipy lists a block row's blocks in first-seen order
+        # scipy fills a kept block from its nonzeros, turning a -0.0 in it into +0.0; the
+        # blocks are read from the matrix instead so every stored entry keeps its bits.
+        block_rows = np.repeat(np.arange(grid_r), np.diff(encoded.indptr))
+        values = padded.reshape(grid_r, br, grid_c, bc)[block_rows, :, encoded.indices, :]
+    indptr = encoded.indptr
     return SparseMatrix(shape=(rows, cols), block_shape=(br, bc),
                         indptr=indptr.astype(smallest_index_dtype(int(indptr[-1]))),
-                        indices=block_cols.astype(smallest_index_dtype(max(grid_c - 1, 0))),
+                        indices=encoded.indices.astype(smallest_index_dtype(max(grid_c - 1, 0))),
                         values=np.ascontiguousarray(values, dtype=np.float32))
+
+
+def _scipy_index_arrays(indptr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The pack's (often int8 / int16) index arrays widened to the int32 or int64 scipy takes."""
+    largest = max(int(indptr[-1]), int(indices.max(initial=0)))
+    wide = np.int32 if largest <= np.iinfo(np.int32).max else np.int64
+    return indptr.astype(wide), indices.astype(wide)
 
 
 def _check_block_shape(block_shape: Iterable[int]) -> tuple[int, int]:

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime import bench
+from runtime import bench, bench_cli
 from runtime.bench import (
     BenchError,
     Timing,
@@ -26,6 +27,7 @@ from runtime.bench import (
     time_callable,
     timing_from_samples,
 )
+from runtime.errors import EngineError
 
 FLOAT_TOL = 1e-9  # pure float arithmetic on small numbers
 
@@ -61,7 +63,17 @@ def test_timing_from_samples_matches_numpy_percentiles() -> None:
     samples = list(np.random.default_rng(3).exponential(2.0, size=37))
     timing = timing_from_samples(samples, batch=1)
     assert timing.median_ms == pytest.approx(float(np.median(samples)), abs=FLOAT_TOL)
+    assert timing.p50_ms == timing.median_ms
     assert timing.p90_ms == pytest.approx(float(np.percentile(samples, 90)), abs=FLOAT_TOL)
+    assert timing.p99_ms == pytest.approx(float(np.percentile(samples, 99)), abs=FLOAT_TOL)
+    assert timing.std_ms == pytest.approx(float(np.std(samples, ddof=1)), abs=FLOAT_TOL)
+    assert timing.max_ms == max(samples) and timing.min_ms == min(samples)
+    assert timing.to_dict()["p50_ms"] == timing.median_ms
+
+
+def test_timing_of_one_sample_has_zero_spread() -> None:
+    timing = timing_from_samples([2.0], batch=1)
+    assert (timing.std_ms, timing.p99_ms, timing.max_ms) == (0.0, 2.0, 2.0)
 
 
 def test_timing_from_samples_rejects_empty_and_bad_batch() -> None:
@@ -145,6 +157,20 @@ def test_compare_interleaved_samplers_settle_calls_and_wrong_count() -> None:
     compare_interleaved_samplers({"s": slow}, batch=1, rounds=1, warmup=0, settle_calls=1,
                                  settle_s=0.035, sleep=lambda s: None, clock=clock)
     assert settles == [1, 1, 1, 1, 1]  # settle until 35 ms have passed (4 calls), then 1 timed
+    clock = FakeClock()
+    counted: list[int] = []
+
+    def five_ms(count: int) -> list[float]:
+        counted.append(count)
+        clock.advance_ms(5.0 * count)
+        return [5.0] * count
+
+    timings = compare_interleaved_samplers({"a": five_ms, "b": five_ms}, batch=1, rounds=1,
+                                           warmup=0, duration_s=0.1, sleep=lambda s: None,
+                                           clock=clock)
+    assert timings["a"].runs == timings["b"].runs == 10  # whole rounds of 10 ms until 100 ms
+    with pytest.raises(BenchError, match="duration_s >= 0"):
+        compare_interleaved_samplers({"a": five_ms}, batch=1, duration_s=-1.0)
     with pytest.raises(BenchError, match="returned 1 samples"):
         compare_interleaved_samplers({"bad": lambda count: [1.0]}, batch=1, rounds=1, warmup=0,
                                      calls_per_round=2)
@@ -233,7 +259,7 @@ def test_input_shape_for_batch() -> None:
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    bench.add_bench_arguments(parser)
+    bench_cli.add_bench_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -242,49 +268,270 @@ def _engine_importable() -> bool:
     return hasattr(importlib.import_module("runtime"), "Engine")
 
 
+def _sparse_two_input_model(path: Path) -> Path:
+    """x(N,4,H,W) -> Conv 3x3 p1 (8 out, 80% zeros) -> Relu -> + s(N,8,H,W) -> Conv 1x1
+    (80% zeros) -> Relu -> y: two inputs, dynamic image size, native on every op."""
+    rng = np.random.default_rng(0)
+
+    def sparse(shape: tuple[int, ...]) -> np.ndarray:
+        return (rng.standard_normal(shape) * (rng.random(shape) < 0.2)).astype(np.float32)
+
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Add", ["r1", "s"], ["a"], name="add"),
+             helper.make_node("Conv", ["a", "w2"], ["c2"], name="conv2"),
+             helper.make_node("Relu", ["c2"], ["y"], name="relu2")]
+    graph = helper.make_graph(
+        nodes, "two", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, "H", "W"]),
+                       helper.make_tensor_value_info("s", TensorProto.FLOAT, ["N", 8, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, "H", "W"])],
+        [numpy_helper.from_array(sparse((8, 4, 3, 3)), "w1"),
+         numpy_helper.from_array(sparse((8, 8, 1, 1)), "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+TWO_NODES = {"conv1", "relu1", "add", "conv2", "relu2"}
+STREAMS = 2
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One run with every option that adds a measurement (shapes for dynamic dims, two
+    batches, streams, profile, peak memory), on the native backend; its JSON."""
+    if not _engine_importable():
+        pytest.skip("the native engine is not built")
+    tmp = tmp_path_factory.mktemp("bench")
+    model = _sparse_two_input_model(tmp / "two.onnx")
+    json_path = tmp / "out" / "bench.json"
+    code = bench_cli.run_bench(_parse([
+        str(model), "--shape", "x=1x4x12x10", "--shape", "s=1x8x12x10", "--batch", "1,3",
+        "--threads", "1", "--rounds", "3", "--calls-per-round", "4", "--warmup", "1",
+        "--streams", str(STREAMS), "--profile", "--backend", "native", "--json",
+        str(json_path)]))
+    assert code == 0
+    return json.loads(json_path.read_text())
+
+
+def test_bench_json_names_machine_versions_and_options(full_report: dict) -> None:
+    from runtime import native_isa
+
+    assert (full_report["schema"], full_report["schema_version"]) == ("featherdeploy.bench", 2)
+    machine = full_report["machine"]
+    assert machine["cpu_model"] and machine["cores"] >= 1 and machine["isa"] == native_isa()
+    versions = full_report["versions"]
+    assert versions["onnxruntime"] and versions["numpy"] and versions["python"]
+    assert "featherdeploy" in versions
+    assert full_report["engine_options"]["backend"] == "native"
+    assert full_report["settings"]["streams"] == STREAMS
+    assert full_report["settings"]["shapes"] == {"x": [1, 4, 12, 10], "s": [1, 8, 12, 10]}
+    assert [i["name"] for i in full_report["inputs"]] == ["x", "s"]
+    assert full_report["macs"]["dense_macs"] == 8 * 4 * 9 * 120 + 8 * 8 * 120
+
+
+def test_bench_json_every_statistic_is_sane(full_report: dict) -> None:
+    rows = full_report["rows"]
+    assert [(r["threads"], r["batch"]) for r in rows] == [(1, 1), (1, 3)]
+    for row in rows:
+        assert row["input_shapes"] == {"x": [row["batch"], 4, 12, 10],
+                                       "s": [row["batch"], 8, 12, 10]}
+        assert row["engine_backend"] == "native" and row["outputs_match"] is True
+        for name in ("ort", "engine"):
+            latency = row[name]["latency"]
+            assert latency["runs"] == 3 * 4
+            assert 0 < latency["min_ms"] <= latency["p50_ms"] <= latency["p90_ms"] \
+                <= latency["p99_ms"] <= latency["max_ms"]
+            assert latency["mean_ms"] > 0 and latency["std_ms"] >= 0
+            startup = row[name]["startup"]
+            assert startup["load_ms"] > 0 and startup["first_run_ms"] > 0
+        assert row["ort"]["startup"]["plan_ms"] is None  # ORT plans inside session creation
+        assert row["engine"]["startup"]["plan_ms"] > 0
+        assert row["speedup"] == pytest.approx(row["ort"]["latency"]["median_ms"]
+                                               / row["engine"]["latency"]["median_ms"])
+        b = row["batch"]
+        assert row["peer_commands"]["deepsparse"].endswith(
+            f"-s sync -b {b} -ncores 1 -shapes [{b},4,12,10],[{b},8,12,10]")
+        assert f"-data_shape x[{b},4,12,10],s[{b},8,12,10]" in row["peer_commands"]["openvino"]
+        assert "-m times -r 12" in row["peer_commands"]["onnxruntime"]
+
+
+def test_bench_streams_report_throughput(full_report: dict) -> None:
+    for row in full_report["rows"]:
+        assert row["elapsed_s"]["streams"] > 0
+        for name in ("ort", "engine"):
+            streams = row[name]["streams"]
+            burst = streams["burst"]
+            assert streams["images_per_burst"] == row["batch"] * STREAMS * 4
+            assert streams["throughput_ips"] == pytest.approx(
+                streams["images_per_burst"] * 1000.0 / burst["median_ms"])
+            assert burst["runs"] == 3 and streams["throughput_ips"] > 0
+
+
+def test_bench_profile_shares_sum_to_one_and_name_plan_steps(full_report: dict) -> None:
+    for row in full_report["rows"]:
+        profile = row["profile"]
+        steps = profile["steps"]
+        assert sum(s["share"] for s in steps) == pytest.approx(1.0, abs=1e-9)
+        assert all(0 <= s["share"] <= 1 and s["ms"] >= 0 for s in steps)
+        assert {s["node"] for s in steps} - {""} <= TWO_NODES
+        assert {s["node"] for s in steps if s["step"].startswith("conv")} == {"conv1", "conv2"}
+
+
+def test_bench_peak_memory_per_contender(full_report: dict) -> None:
+    for row in full_report["rows"]:
+        for name in ("ort", "engine"):
+            memory = row[name]["memory"]
+            assert memory["peak_mb"] > 0 and memory["runs"] >= 1
+            if memory["hwm_reset"]:
+                assert 0 <= memory["delta_mb"] <= memory["peak_mb"]
+                assert memory["baseline_mb"] + memory["delta_mb"] == pytest.approx(
+                    memory["peak_mb"])
+
+
+def test_engine_profile_and_prepare(tmp_path: Path) -> None:
+    if not _engine_importable():
+        pytest.skip("the native engine is not built")
+    from runtime import Engine, EngineOptions
+
+    engine = Engine(_sparse_two_input_model(tmp_path / "two.onnx"),
+                    options=EngineOptions(backend="native", threads=1))
+    feeds = {"x": np.ones((2, 4, 6, 5), np.float32), "s": np.ones((2, 8, 6, 5), np.float32)}
+    assert engine.prepare({"x": (2, 4, 6, 5), "s": (2, 8, 6, 5)})
+    profile = engine.profile(feeds, reps=2)
+    plan = engine._program_for_report(tuple((n, x.shape) for n, x in feeds.items()), 2)
+    assert [s.step for s in profile.steps] == plan.single_plan.native.step_names()
+    assert sum(profile.shares()) == pytest.approx(1.0)
+    with pytest.raises(EngineError, match="input shapes must name"):
+        engine.prepare({"x": (2, 4, 6, 5)})
+    with pytest.raises(EngineError, match="cannot have shape"):
+        engine.prepare({"x": (2, 5, 6, 5), "s": (2, 8, 6, 5)})
+
+
+def test_bench_time_based_mode_runs_about_the_time_asked(tmp_path: Path) -> None:
+    import time
+
+    model_path, json_path = tmp_path / "tiny.onnx", tmp_path / "t.json"
+    _tiny_model(model_path)
+    start = time.perf_counter()
+    code = bench_cli.run_bench(_parse([str(model_path), "--batch", "1", "--threads", "1",
+                                       "-t", "1.0", "--no-memory", "--json", str(json_path)]))
+    wall = time.perf_counter() - start
+    assert code == 0
+    row = json.loads(json_path.read_text())["rows"][0]
+    # Generous bounds: a round is about 0.3 s of gaps and settling plus the calls; the whole
+    # run adds loading and checking on a shared machine.
+    assert 1.0 <= row["elapsed_s"]["latency"] <= 1.0 + 5.0
+    assert 1.0 <= wall <= 1.0 + 60.0
+    assert row["ort"]["latency"]["runs"] >= 5  # at least one round of 5 calls
+
+
+def test_bench_inputs_from_npy_files_cycled_to_each_batch(tmp_path: Path) -> None:
+    model_path, json_path = tmp_path / "tiny.onnx", tmp_path / "f.json"
+    _tiny_model(model_path)
+    np.save(tmp_path / "x.npy", np.random.default_rng(5).standard_normal((3, 2, 8, 8),
+                                                                        dtype=np.float32))
+    code = bench_cli.run_bench(_parse([str(model_path), "--input", f"x={tmp_path / 'x.npy'}",
+                                       "--batch", "1,5", "--threads", "1", "--rounds", "1",
+                                       "--no-memory", "--json", str(json_path)]))
+    assert code == 0
+    report = json.loads(json_path.read_text())
+    assert [r["input_shapes"]["x"][0] for r in report["rows"]] == [1, 5]
+    assert report["settings"]["input_files"] == {"x": str(tmp_path / "x.npy")}
+
+
+def test_make_feeds_seed_shapes_and_cycling() -> None:
+    from runtime.bench_inputs import InputSpec, make_feeds
+
+    specs = [InputSpec("x", np.dtype(np.float32), (None, 2, None)),
+             InputSpec("k", np.dtype(np.int64), (None, 3))]
+    shapes = {"x": (1, 2, 5)}
+    one = make_feeds(specs, 4, shapes=shapes, arrays={}, seed=1)
+    assert one["x"].shape == (4, 2, 5) and one["k"].shape == (4, 3)
+    assert one["k"].dtype == np.int64 and set(np.unique(one["k"])) <= {0, 1}
+    again = make_feeds(specs, 4, shapes=shapes, arrays={}, seed=1)
+    other = make_feeds(specs, 4, shapes=shapes, arrays={}, seed=2)
+    assert np.array_equal(one["x"], again["x"]) and not np.array_equal(one["x"], other["x"])
+    rows = np.arange(2 * 2 * 5, dtype=np.float32).reshape(2, 2, 5)
+    cycled = make_feeds(specs, 3, shapes=shapes, arrays={"x": rows}, seed=0)["x"]
+    assert np.array_equal(cycled, rows[[0, 1, 0]])
+    assert make_feeds(specs, None, shapes=shapes, arrays={"x": rows}, seed=0)["x"].shape[0] == 2
+
+
+BAD_INPUTS = [  # (extra args, files to create, a phrase of the one-line error)
+    (["MISSING"], {}, "model file not found"),
+    (["--shape", "x=1x2xbad"], {}, "--shape must be NAME=DxDxD"),
+    (["--shape", "nope=1x2x8x8"], {}, "the model's inputs are ['x']"),
+    (["--input", "NOTNPY"], {"NOTNPY": b"not an array"}, "cannot read input array"),
+    (["--input", "MISSINGNPY"], {}, "cannot read input array"),
+    (["--input", "F64"], {"F64": np.zeros((1, 2, 8, 8))}, "must be float32"),
+    (["--input", "RANK"], {"RANK": np.zeros((2, 8, 8), np.float32)}, "has rank 4"),
+    (["--input", "z=GOOD"], {"GOOD": np.zeros((1, 2, 8, 8), np.float32)}, "--input names ['z']"),
+    (["--streams", "0"], {}, "--streams"),
+]
+
+
+@pytest.mark.parametrize(("extra", "files", "phrase"), BAD_INPUTS,
+                         ids=[case[2][:20] for case in BAD_INPUTS])
+def test_bench_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                extra: list, files: dict, phrase: str) -> None:
+    from runtime.__main__ import main
+
+    model_path, json_path = tmp_path / "tiny.onnx", tmp_path / "bad.json"
+    _tiny_model(model_path)
+    paths = {"MISSING": str(tmp_path / "missing.onnx"), "MISSINGNPY": str(tmp_path / "no.npy")}
+    for key, content in files.items():
+        paths[key] = str(tmp_path / f"{key.lower()}.npy")
+        if isinstance(content, bytes):
+            Path(paths[key]).write_bytes(content)
+        else:
+            np.save(paths[key], content)
+    args = [re.sub(r"[A-Z][A-Z0-9]{2,}", lambda m: paths.get(m[0], m[0]), a) for a in extra]
+    model = [] if args[0] == paths["MISSING"] else [str(model_path)]
+    code = main(["bench", *model, *args, "--no-memory", "--rounds", "1", "--json",
+                 str(json_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and phrase in err and "Traceback" not in err
+    assert not json_path.exists() and not list(tmp_path.glob(".bad.json*"))
+
+
 def test_bench_cli_on_tiny_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model_path, json_path = tmp_path / "tiny.onnx", tmp_path / "out" / "bench.json"
     _tiny_model(model_path)
-    code = bench.run_bench(_parse([str(model_path), "--batch", "1,3", "--threads", "1",
-                                   "--rounds", "3", "--warmup", "1", "--json", str(json_path)]))
+    code = bench_cli.run_bench(_parse([str(model_path), "--batch", "1,3", "--threads", "1",
+                                       "--rounds", "3", "--calls-per-round", "1", "--warmup",
+                                       "1", "--no-memory", "--json", str(json_path)]))
     assert code == 0
     printed = capsys.readouterr().out
     assert f"dense {TINY_DENSE_MACS:,}" in printed and f"sparse {TINY_SPARSE_MACS:,}" in printed
+    assert "deepsparse.benchmark -s sync" in printed
     report = json.loads(json_path.read_text())
     assert report["macs"]["dense_macs"] == TINY_DENSE_MACS
     assert [(row["threads"], row["batch"]) for row in report["rows"]] == [(1, 1), (1, 3)]
     for row in report["rows"]:
-        assert row["ort"]["runs"] == 3 and row["ort"]["median_ms"] > 0
-        if row["engine"] is None:  # never a number without a reason
+        assert row["ort"]["latency"]["runs"] == 3 and row["ort"]["latency"]["median_ms"] > 0
+        assert row["ort"]["memory"] is None and row["profile"] is None
+        if row["engine"]["latency"] is None:  # never a number without a reason
             assert row["speedup"] is None
-            assert row["engine_note"].startswith("engine ")
+            assert row["engine"]["note"].startswith("engine ")
             assert "n/a" in printed
         else:
             assert row["outputs_match"] is True
             assert row["speedup"] == pytest.approx(
-                row["ort"]["median_ms"] / row["engine"]["median_ms"])
+                row["ort"]["latency"]["median_ms"] / row["engine"]["latency"]["median_ms"])
     if not _engine_importable():
-        assert all(row["engine_note"].startswith("engine not available")
+        assert all(row["engine"]["note"].startswith("engine not available")
                    for row in report["rows"])
-
-
-def test_bench_cli_bad_model_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    json_path = tmp_path / "bench.json"
-    missing = tmp_path / "missing.onnx"
-    assert bench.run_bench(_parse([str(missing), "--json", str(json_path)])) == 2
-    assert "model file not found" in capsys.readouterr().err
-    garbage = tmp_path / "garbage.onnx"
-    garbage.write_bytes(b"\x00not an onnx model\xff")
-    assert bench.run_bench(_parse([str(garbage), "--json", str(json_path)])) == 2
-    err = capsys.readouterr().err
-    assert "not a valid ONNX model" in err and "Traceback" not in err
-    assert not json_path.exists()
 
 
 def test_bench_cli_rejects_bad_lists() -> None:
     with pytest.raises(SystemExit) as exc:
         _parse(["m.onnx", "--batch", "0,2"])
     assert exc.value.code == 2
+    with pytest.raises(SystemExit):
+        _parse(["m.onnx", "--rounds", "3", "-t", "2"])  # one way to say how long
 
 
 # ------------------------------------------------------------------ engine-vs-peers pure parts
@@ -365,9 +612,9 @@ def test_bench_never_imports_torch(tmp_path: Path) -> None:
 
     model_path = tmp_path / "tiny.onnx"
     _tiny_model(model_path)
-    code = ("import sys; from runtime import bench; "
-            f"bench.bench_model({str(model_path)!r}, batches=[1], threads=[1], rounds=1, "
-            "warmup=0); print('torch' in sys.modules)")
+    code = ("import sys; from runtime import bench_cli; "
+            f"bench_cli.bench_model({str(model_path)!r}, bench_cli.BenchSettings(batches=(1,), "
+            "threads=(1,), rounds=1, warmup=0, memory=False)); print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, cwd=Path(__file__).resolve().parents[2])
     assert result.stdout.strip() == "False"
@@ -381,7 +628,8 @@ def test_python_m_runtime_bench_dispatch(tmp_path: Path,
     assert "model file not found" in capsys.readouterr().err
     model_path = tmp_path / "tiny.onnx"
     _tiny_model(model_path)
-    assert main(["bench", str(model_path), "--batch", "2", "--threads", "1", "--rounds", "2"]) == 0
+    assert main(["bench", str(model_path), "--batch", "2", "--threads", "1", "--rounds", "2",
+                 "--no-memory"]) == 0
     assert f"dense {TINY_DENSE_MACS:,}" in capsys.readouterr().out
 
 

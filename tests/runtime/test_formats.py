@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import sparse
 
 from runtime.formats import (
     FORMAT_VERSION,
@@ -25,6 +26,11 @@ from runtime.formats import (
 )
 
 BLOCK_SHAPES = [(1, 1), (1, 4), (4, 1), (4, 4), (2, 3)]
+DATA = Path(__file__).parent / "data"
+# Written by the encoder before CSR/BSR went through scipy.sparse (commit f026f7e), with the
+# dense weights it packed; pruned weights include -0.0 (a negative weight thresholded to zero).
+OLD_PACK = DATA / "pack_v1.fdpack"
+OLD_WEIGHTS = DATA / "pack_v1_weights.npz"
 SPARSITIES = [0.0, 0.5, 0.9, 0.99, 1.0]
 HEADER_MANIFEST_ALIGNMENT_BYTES = 2048  # fixed per-file cost of a one-layer pack
 MATRIX_SHAPES = [(1, 1), (7, 13), (16, 144), (33, 9), (64, 64)]
@@ -250,3 +256,75 @@ def test_written_pack_is_world_readable(tmp_path: Path) -> None:
     path = tmp_path / "w.fdpack"
     write_pack(path, make_layers())
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_negative_zero_inside_a_kept_block_keeps_its_bits() -> None:
+    matrix = np.array([[1.0, -0.0, 0.0]], dtype=np.float32)
+    bsr = dense_to_sparse(matrix, (1, 2))
+    assert bsr.indices.tolist() == [0]
+    assert bits(bsr.values).tolist() == [[[bits(np.float32(1.0)), 0x80000000]]]
+
+
+def test_pack_written_before_scipy_reads_back_and_rewrites_byte_identical(tmp_path: Path) -> None:
+    old = read_pack(OLD_PACK)
+    weights = np.load(OLD_WEIGHTS)
+    assert list(old) == list(weights.files)
+    rewritten = []
+    for fqn, layer in old.items():
+        assert np.array_equal(layer.to_weight(), weights[fqn])  # +-0 compare equal
+        assert layer.nnz == np.count_nonzero(weights[fqn])
+        rewritten.append(pack_weight(fqn, weights[fqn], op=layer.op, layout=layer.layout,
+                                     block_shapes=[s for s in layer.encodings if s != (1, 1)],
+                                     onnx_initializer=layer.onnx_initializer, conv=layer.conv,
+                                     extra=layer.extra))
+        for shape, encoding in layer.encodings.items():
+            assert np.array_equal(bits(encoding.values),
+                                  bits(rewritten[-1].bsr(shape).values))  # -0.0 kept
+    write_pack(tmp_path / "new.fdpack", rewritten)
+    assert (tmp_path / "new.fdpack").read_bytes() == OLD_PACK.read_bytes()
+
+
+SCIPY_CASES = [  # (weight shape, op, layout, conv groups)
+    ((16, 8, 3, 3), "Conv", "OIHW", 1),
+    ((12, 10, 1, 1), "Conv", "OIHW", 1),   # pointwise
+    ((8, 1, 3, 3), "Conv", "OIHW", 8),     # depthwise: a (8, 9) matrix
+    ((6, 5, 3, 3), "Conv", "OHWI", 1),
+    ((10, 7), "Gemm", "OI", 1),            # linear, 7 columns: no block shape divides it
+    ((1, 1), "Gemm", "OI", 1),
+]
+SCIPY_BLOCKS = [(1, 4), (4, 1), (4, 4), (3, 5)]
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.6, 0.95, 1.0])
+@pytest.mark.parametrize("case", SCIPY_CASES, ids=lambda c: "x".join(map(str, c[0])) + c[2])
+def test_to_scipy_equals_the_dense_weight_reshaped(case: tuple, sparsity: float) -> None:
+    shape, op, layout, groups = case
+    weight = sparse_random(shape, sparsity, seed=len(shape) * 100 + shape[0])
+    conv = ConvAttributes(shape[2:], groups=groups) if op == "Conv" else None
+    layer = pack_weight("w", weight, op=op, layout=layout, block_shapes=SCIPY_BLOCKS, conv=conv)
+    matrix = layer.to_scipy()
+    assert isinstance(matrix, sparse.csr_array)
+    assert matrix.shape == (shape[0], int(np.prod(shape[1:])))  # (out, in/groups * kh * kw)
+    assert matrix.has_sorted_indices and matrix.nnz == np.count_nonzero(weight)
+    assert np.array_equal(matrix.toarray(), weight_to_matrix(weight, layout))
+    if layout == "OIHW":
+        assert np.array_equal(matrix.toarray(), weight.reshape(shape[0], -1))
+    for block in SCIPY_BLOCKS:
+        encoding = layer.bsr(block)
+        blocks = encoding.to_scipy()
+        assert isinstance(blocks, sparse.bsr_array) and blocks.blocksize == block
+        assert blocks.shape == encoding.padded_shape
+        assert blocks.shape[0] % block[0] == 0 and blocks.shape[1] % block[1] == 0
+        assert blocks.nnz == encoding.nblocks * block[0] * block[1]
+        rows, cols = encoding.shape
+        assert np.array_equal(blocks.toarray()[:rows, :cols], matrix.toarray())
+        assert not blocks.toarray()[rows:].any() and not blocks.toarray()[:, cols:].any()
+
+
+def test_to_scipy_copies_so_scipy_cannot_change_a_read_pack(tmp_path: Path) -> None:
+    path = tmp_path / "w.fdpack"
+    write_pack(path, make_layers())
+    layer = read_pack(path)["features.0.weight"]
+    matrix = layer.to_scipy()
+    matrix.data[:] = 0.0
+    assert np.array_equal(layer.to_weight(), make_layers()[0].to_weight())
