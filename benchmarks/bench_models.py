@@ -15,6 +15,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ __all__ = [
     "randomize_batchnorm",
     "prunable_convs",
     "sparsify_convs",
+    "unfolded_batchnorms",
     "export_onnx",
     "bench_model_path",
 ]
@@ -142,8 +144,18 @@ def build_bench_torch_model(name: str, sparsity: float, *, seed: int = 0) -> nn.
     return model.eval()
 
 
+def unfolded_batchnorms(proto: Any) -> list[str]:
+    """Names of the BatchNormalization nodes that read a Conv's output: the exporter folds
+    those into the conv, so any left means folding failed. A BatchNorm after something else
+    (DenseNet's pre-activation BN after a Concat or a pooling) cannot be folded and stays."""
+    producers = {output: node.op_type for node in proto.graph.node for output in node.output}
+    return [node.name or node.output[0] for node in proto.graph.node
+            if node.op_type == "BatchNormalization" and producers.get(node.input[0]) == "Conv"]
+
+
 def export_onnx(model: nn.Module, input_chw: tuple[int, int, int], path: Path) -> None:
-    """Export with a dynamic batch dim, BN folded, opset 13, IR version 8; written atomically."""
+    """Export with a dynamic batch dim, BN folded into every conv it follows, opset 13, IR
+    version 8; written atomically."""
     import onnx
 
     buffer = io.BytesIO()
@@ -152,8 +164,10 @@ def export_onnx(model: nn.Module, input_chw: tuple[int, int, int], path: Path) -
                       dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
     proto = onnx.load_from_string(buffer.getvalue())
     proto.ir_version = ONNX_IR_VERSION
-    if any(node.op_type == "BatchNormalization" for node in proto.graph.node):
-        raise BenchModelError(f"BatchNorm was not folded when exporting {path.name}")
+    unfolded = unfolded_batchnorms(proto)
+    if unfolded:
+        raise BenchModelError(f"BatchNorm was not folded when exporting {path.name}: "
+                              f"{', '.join(unfolded[:5])}")
     onnx.checker.check_model(proto)
     atomic_write_bytes(path, proto.SerializeToString())
 

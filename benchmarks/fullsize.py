@@ -179,12 +179,13 @@ class _MnnFiles:
     def __init__(self, python: Path, log_dir: Path, rebuild: bool) -> None:
         self.python, self.log_dir, self.rebuild = python, log_dir, rebuild
         self.failures: dict[Path, WorkerError] = {}
+        self.converted: set[Path] = set()  # in this run (--rebuild converts each file once)
 
     def get(self, onnx_path: Path) -> Path:
         target = onnx_path.with_suffix(".mnn")
         if onnx_path in self.failures:
             raise self.failures[onnx_path]
-        if target.is_file() and not self.rebuild:
+        if target.is_file() and (not self.rebuild or onnx_path in self.converted):
             return target
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         log = self.log_dir / f"mnnconvert-{onnx_path.stem}.log"
@@ -199,6 +200,7 @@ class _MnnFiles:
                 raise WorkerError(f"MNN conversion of {onnx_path.name} failed (exit code {code}"
                                   f"): {tail}", missing=code == EXIT_MISSING)
             os.replace(tmp, target)
+            self.converted.add(onnx_path)
         except WorkerError as exc:
             tmp.unlink(missing_ok=True)
             self.failures[onnx_path] = exc
@@ -346,7 +348,9 @@ def run_suite(config: SuiteConfig, *, done: Mapping[tuple[Any, ...], SuiteRow] |
               on_row: Callable[[SuiteRow], None] | None = None,
               models: Mapping[str, FullsizeModelSpec] | None = None) -> list[SuiteRow]:
     """Every (model, sparsity, threads, batch) of ``config`` in that order; rows in ``done``
-    (same key) are reused, not measured again. ``on_row`` sees each row as it is finished."""
+    (same key) are reused, not measured again. ``on_row`` sees each row as it is finished.
+    All model files are built (or found in the cache) before anything is measured, so a model
+    that cannot be built stops the run at its start, not hours into it."""
     registry = FULLSIZE_MODELS if models is None else models
     for name in config.models:
         if name not in registry:
@@ -355,31 +359,38 @@ def run_suite(config: SuiteConfig, *, done: Mapping[tuple[Any, ...], SuiteRow] |
     mnn = (_MnnFiles(config.python_for("mnn"), log_dir, config.rebuild)
            if "mnn" in config.peers else None)
     done = done or {}
+    keys = {(name, sparsity): [_row_key(name, sparsity, b, t)
+                               for t in config.threads for b in config.batches]
+            for name in config.models for sparsity in config.sparsities}
+    paths = {}
+    for (name, sparsity), row_keys in keys.items():
+        if not all(key in done for key in row_keys):
+            print(f"model file: {name} at {sparsity:.0%}", file=sys.stderr, flush=True)
+            paths[name, sparsity] = fullsize_model_path(
+                name, sparsity, config.models_dir, seed=config.seed, rebuild=config.rebuild,
+                models=registry)
     rows = []
-    for name in config.models:
-        for sparsity in config.sparsities:
-            keys = [_row_key(name, sparsity, b, t) for t in config.threads for b in config.batches]
-            if all(key in done for key in keys):
-                rows.extend(done[key] for key in keys)
-                continue
-            path = fullsize_model_path(name, sparsity, config.models_dir, seed=config.seed,
-                                       rebuild=config.rebuild, models=registry)
-            proto = load_onnx_model(path)
-            macs = count_model_macs(proto)
-            for threads in config.threads:
-                for batch in config.batches:
-                    key = _row_key(name, sparsity, batch, threads)
-                    if key in done:
-                        rows.append(done[key])
-                        continue
-                    job = RowJob(name, sparsity, path,
-                                 _input_file(config.models_dir, proto, batch, config.seed),
-                                 batch, threads, log_dir)
-                    row = _measure_row(job, macs, config, mnn)
-                    print(_progress(row), file=sys.stderr, flush=True)
-                    rows.append(row)
-                    if on_row is not None:
-                        on_row(row)
+    for (name, sparsity), row_keys in keys.items():
+        if (name, sparsity) not in paths:
+            rows.extend(done[key] for key in row_keys)
+            continue
+        path = paths[name, sparsity]
+        proto = load_onnx_model(path)
+        macs = count_model_macs(proto)
+        for threads in config.threads:
+            for batch in config.batches:
+                key = _row_key(name, sparsity, batch, threads)
+                if key in done:
+                    rows.append(done[key])
+                    continue
+                job = RowJob(name, sparsity, path,
+                             _input_file(config.models_dir, proto, batch, config.seed),
+                             batch, threads, log_dir)
+                row = _measure_row(job, macs, config, mnn)
+                print(_progress(row), file=sys.stderr, flush=True)
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
     return rows
 
 

@@ -7,8 +7,10 @@ prunable-layer rule); the classifier stays dense. Then every BatchNorm gets a ra
 running statistics measured on N(0, 1) inputs through the pruned network (the model zoo's recipe,
 ``benchmarks.zoo.torch_prep``): with torchvision's default statistics MobileNetV2's logits are
 ~1e-9 and a relative output check would mean nothing. Export as in ``bench_models.export_onnx``:
-BN folded, opset 13, IR version 8 (DeepSparse 1.8 reads <= 8), dynamic batch, input ``input``,
-output ``output``. Files are written atomically and reused by name, so a killed run resumes.
+BN folded into every conv it follows (DenseNet's pre-activation BNs read a concat or a pooling,
+so they stay BatchNormalization nodes, as in any export of it), opset 13, IR version 8
+(DeepSparse 1.8 reads <= 8), dynamic batch, input ``input``, output ``output``. Files are
+written atomically and reused by name, so a killed run resumes.
 """
 
 from __future__ import annotations

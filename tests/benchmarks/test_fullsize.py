@@ -151,6 +151,22 @@ def test_one_prunable_layer_rule_skips_stem_and_depthwise() -> None:
     assert int((model.fc.weight == 0).sum()) == 0
 
 
+def test_only_batchnorms_after_a_conv_must_be_folded() -> None:
+    from onnx import TensorProto, helper
+
+    from benchmarks.bench_models import unfolded_batchnorms
+
+    def bn(name: str, source: str) -> object:
+        return helper.make_node("BatchNormalization", [source, "s", "b", "m", "v"], [name],
+                                name=name)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Concat", ["c", "x"], ["cat"], axis=1, name="cat"),
+             bn("after_conv", "c"), bn("after_concat", "cat"), bn("after_input", "x")]
+    value = helper.make_tensor_value_info("x", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "g", [value], [value])
+    assert unfolded_batchnorms(helper.make_model(graph)) == ["after_conv"]
+
+
 def test_degenerate_outputs_are_refused() -> None:
     check_not_degenerate(np.array([[1.0, 2.0], [1.5, 2.0]]), "ok")
     with pytest.raises(BenchModelError, match="degenerate"):
