@@ -279,7 +279,6 @@ def measure_contender(name: str, python: Path, job: RowJob, *, rounds: int, warm
     partial: dict[str, Any] = {}
     if not python.is_file():
         return ContenderResult(name, NOT_INSTALLED, note=f"{CONTENDER_LABELS[name]}: no {python}")
-    stage = "start"
     try:
         stage = "model conversion"
         model = job.onnx_path if model_file is None else model_file(job.onnx_path)
