@@ -9,7 +9,7 @@ CONFIG ?= configs/default.yaml
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup dataset train compile bench frontier ablation test lint clean
+.PHONY: setup dataset train compile bench frontier ablation fullsize test lint clean
 
 setup: $(STAMP) dataset
 
@@ -43,6 +43,12 @@ frontier: setup
 
 ablation: setup
 	$(PY) -m benchmarks.ablation
+
+# The full-size peer suite (issue 21; peers' venvs: docs/peers.md). Hours: run on a quiet machine.
+# RESUME=--resume continues an interrupted run of the same commit.
+fullsize: setup
+	$(PY) -m benchmarks.fullsize --json benchmarks/results/fullsize.json \
+	    --markdown benchmarks/results/fullsize.md $(RESUME)
 
 test: setup
 	$(PY) -m pytest -q

@@ -15,6 +15,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,9 @@ __all__ = [
     "ONNX_OPSET",
     "build_bench_torch_model",
     "randomize_batchnorm",
+    "prunable_convs",
     "sparsify_convs",
+    "unfolded_batchnorms",
     "export_onnx",
     "bench_model_path",
 ]
@@ -97,18 +100,32 @@ def _stem_name(model: nn.Module) -> str | None:
     return next((name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
 
 
+def _is_depthwise(conv: nn.Conv2d) -> bool:
+    """A depthwise conv: one group per input channel (channel multiplier 1 or more)."""
+    return conv.groups > 1 and conv.groups == conv.in_channels
+
+
+def prunable_convs(model: nn.Module, *, keep_stem_dense: bool,
+                   keep_depthwise_dense: bool = False) -> dict[str, nn.Conv2d]:
+    """The one rule of the benchmarks for which layers get sparsity: every Conv2d, except the
+    stem (the first Conv2d) when ``keep_stem_dense`` and depthwise convs when
+    ``keep_depthwise_dense``; Linear layers never. Module name -> conv, in registration order."""
+    stem = _stem_name(model) if keep_stem_dense else None
+    return {name: module for name, module in model.named_modules()
+            if isinstance(module, nn.Conv2d) and name != stem
+            and not (keep_depthwise_dense and _is_depthwise(module))}
+
+
 def sparsify_convs(model: nn.Module, sparsity: float, generator: torch.Generator, *,
-                   keep_stem_dense: bool) -> dict[str, int]:
-    """Zero exactly ``round(sparsity * numel)`` random weights of every Conv2d (the stem excepted
-    when ``keep_stem_dense``); Linear layers stay dense. Returns conv name -> zero count."""
+                   keep_stem_dense: bool, keep_depthwise_dense: bool = False) -> dict[str, int]:
+    """Zero exactly ``round(sparsity * numel)`` random weights of every conv that
+    :func:`prunable_convs` selects. Returns conv name -> zero count."""
     if not 0.0 <= sparsity < 1.0:
         raise BenchModelError(f"sparsity must be in [0, 1), got {sparsity}")
-    stem = _stem_name(model) if keep_stem_dense else None
     zeros: dict[str, int] = {}
     with torch.no_grad():
-        for name, module in model.named_modules():
-            if not isinstance(module, nn.Conv2d) or name == stem:
-                continue
+        for name, module in prunable_convs(model, keep_stem_dense=keep_stem_dense,
+                                           keep_depthwise_dense=keep_depthwise_dense).items():
             flat = module.weight.view(-1)
             count = int(round(sparsity * flat.numel()))
             flat[torch.randperm(flat.numel(), generator=generator)[:count]] = 0.0
@@ -127,8 +144,18 @@ def build_bench_torch_model(name: str, sparsity: float, *, seed: int = 0) -> nn.
     return model.eval()
 
 
+def unfolded_batchnorms(proto: Any) -> list[str]:
+    """Names of the BatchNormalization nodes that read a Conv's output: the exporter folds
+    those into the conv, so any left means folding failed. A BatchNorm after something else
+    (DenseNet's pre-activation BN after a Concat or a pooling) cannot be folded and stays."""
+    producers = {output: node.op_type for node in proto.graph.node for output in node.output}
+    return [node.name or node.output[0] for node in proto.graph.node
+            if node.op_type == "BatchNormalization" and producers.get(node.input[0]) == "Conv"]
+
+
 def export_onnx(model: nn.Module, input_chw: tuple[int, int, int], path: Path) -> None:
-    """Export with a dynamic batch dim, BN folded, opset 13, IR version 8; written atomically."""
+    """Export with a dynamic batch dim, BN folded into every conv it follows, opset 13, IR
+    version 8; written atomically."""
     import onnx
 
     buffer = io.BytesIO()
@@ -137,8 +164,10 @@ def export_onnx(model: nn.Module, input_chw: tuple[int, int, int], path: Path) -
                       dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
     proto = onnx.load_from_string(buffer.getvalue())
     proto.ir_version = ONNX_IR_VERSION
-    if any(node.op_type == "BatchNormalization" for node in proto.graph.node):
-        raise BenchModelError(f"BatchNorm was not folded when exporting {path.name}")
+    unfolded = unfolded_batchnorms(proto)
+    if unfolded:
+        raise BenchModelError(f"BatchNorm was not folded when exporting {path.name}: "
+                              f"{', '.join(unfolded[:5])}")
     onnx.checker.check_model(proto)
     atomic_write_bytes(path, proto.SerializeToString())
 

@@ -18,17 +18,14 @@ A contender that is missing or fails says "n/a" with the reason; no number is ev
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import select
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +35,7 @@ from benchmarks.bench_models import (
     BenchModelError,
     bench_model_path,
 )
+from benchmarks.workers import WorkerError, WorkerProcess
 from runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from runtime.bench import (
     TURN_GAP_S,
@@ -186,63 +184,25 @@ class PeerRow:
 # DeepSparse in its own venv
 # --------------------------------------------------------------------------------------------
 
-class DeepSparseWorker:
-    """A long-lived ``_deepsparse_worker.py`` subprocess speaking JSON lines (see its docstring)."""
+class DeepSparseWorker(WorkerProcess):
+    """A long-lived ``_deepsparse_worker.py`` subprocess speaking JSON lines (see its docstring);
+    its failures are :class:`PeersError`."""
 
     def __init__(self, python: Path, log_path: Path) -> None:
-        if not python.is_file() or not os.access(python, os.X_OK):
-            raise PeersError(f"--deepsparse-python is not an executable file: {python}")
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log_path = log_path
-        self._log: TextIO = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close)
-        env = dict(os.environ, NM_DISABLE_ANALYTICS="1")
-        self._proc = subprocess.Popen(
-            [str(python), str(WORKER_SCRIPT)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._log, text=True, env=env)
+        try:
+            super().__init__(python, WORKER_SCRIPT, log_path, label="DeepSparse",
+                             env=dict(os.environ, NM_DISABLE_ANALYTICS="1"),
+                             timeout_s=WORKER_TIMEOUT_S)
+        except WorkerError as exc:
+            raise PeersError(f"--deepsparse-python: {exc}") from exc
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send one request and wait for its reply; raises :class:`PeersError` if the worker
         died, timed out or answered with an error."""
-        assert self._proc.stdin is not None and self._proc.stdout is not None
         try:
-            self._proc.stdin.write(json.dumps(message) + "\n")
-            self._proc.stdin.flush()
-        except BrokenPipeError as exc:
-            raise PeersError(f"DeepSparse worker died: {self._log_tail()}") from exc
-        ready, _, _ = select.select([self._proc.stdout], [], [], WORKER_TIMEOUT_S)
-        line = self._proc.stdout.readline() if ready else ""
-        if not line:
-            self._proc.kill()  # a late reply would answer the wrong request: never reuse it
-            raise PeersError(f"DeepSparse worker gave no reply: {self._log_tail()}")
-        reply = json.loads(line)
-        if not reply.get("ok"):
-            raise PeersError(f"DeepSparse: {reply.get('error', 'unknown error')}")
-        return reply
-
-    def sampler(self) -> Sampler:
-        """A :data:`Sampler` whose samples DeepSparse measures in its own process."""
-        def sample(count: int) -> list[float]:
-            return [float(s) for s in self.request({"op": "time", "runs": count})["samples_ms"]]
-        return sample
-
-    def _log_tail(self, lines: int = 5) -> str:
-        """Last lines of the worker's stderr, for error messages."""
-        self._log.flush()
-        text = self._log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-        return " | ".join(text[-lines:]) or f"(no output; see {self._log_path})"
-
-    def close(self) -> None:
-        """Ask the worker to quit; kill it (by its own pid) if it does not."""
-        try:
-            if self._proc.poll() is None and self._proc.stdin is not None:
-                self._proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
-                self._proc.stdin.close()
-            self._proc.wait(timeout=30)
-        except (BrokenPipeError, subprocess.TimeoutExpired):
-            self._proc.kill()
-            self._proc.wait()
-        finally:
-            self._log.close()
+            return super().request(message)
+        except WorkerError as exc:
+            raise PeersError(str(exc)) from exc
 
 
 # --------------------------------------------------------------------------------------------
