@@ -117,7 +117,7 @@ class SuiteRow:
 
 
 def _timing_from_dict(data: Mapping[str, Any] | None) -> Timing | None:
-    return None if data is None else Timing(**data)
+    return None if data is None else Timing.from_dict(data)
 
 
 def row_from_dict(data: Mapping[str, Any]) -> SuiteRow:

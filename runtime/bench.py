@@ -19,7 +19,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,11 @@ class Timing:
     def to_dict(self) -> dict[str, float | int]:
         """Plain-dict form for JSON reports."""
         return {**asdict(self), "p50_ms": self.median_ms}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Timing:
+        """The inverse of :meth:`to_dict` (derived keys such as p50_ms are ignored)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:

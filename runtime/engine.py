@@ -321,14 +321,16 @@ class Engine:
 
     def describe(self, batch: int = 1, input_shapes: Mapping[str, Sequence[int]] | None = None
                  ) -> Any:
-        """What runs for this batch of the declared shape (or these input shapes): per node
-        the device (native / ONNX Runtime, with the reason), kernel family, layout, threads,
-        wavefront group and generated code, and the coverage by op type (runtime.describe)."""
+        """What runs for this batch of the declared shape (or these input shapes, whose batch
+        is their common leading dim): per node the device (native / ONNX Runtime, with the
+        reason), kernel family, layout, threads, wavefront group and generated code, and the
+        coverage by op type (runtime.describe)."""
         from runtime.describe import describe_program
 
         if input_shapes is not None:
             shapes = tuple((n, tuple(int(d) for d in input_shapes[n]))
                            for n in self.graph.input_names)
+            batch = self._batch(shapes) or 1
         else:
             shapes = self._declared_shapes(batch)
             if shapes is None:

@@ -100,7 +100,7 @@ def compare(actual: Sequence[np.ndarray], expected: Sequence[np.ndarray],
 def devices(engine: Engine, feeds: Mapping[str, np.ndarray]) -> dict[str, str]:
     """Node name -> device of the plan for these input shapes (folded nodes are absent)."""
     shapes = {k: v.shape for k, v in feeds.items()}
-    report = engine.describe(batch=engine._batch(dict(feeds)) or 1, input_shapes=shapes)
+    report = engine.describe(input_shapes=shapes)
     return {n.node: n.device for n in report.nodes}
 
 

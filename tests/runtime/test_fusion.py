@@ -35,7 +35,7 @@ def _conv(name: str, x: str, y: str, cin: int, cout: int, inits: dict, kernel: i
 
 def _steps(engine, feeds) -> dict[str, list[str]]:
     shapes = {k: v.shape for k, v in feeds.items()}
-    report = engine.describe(batch=engine._batch(dict(feeds)) or 1, input_shapes=shapes)
+    report = engine.describe(input_shapes=shapes)
     return {n.node: n.steps for n in report.nodes}
 
 
