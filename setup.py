@@ -65,6 +65,12 @@ class BuildWithIsaVariants(build_ext):
                 depends=ext.depends,
             )
         ext.extra_objects = list(ext.extra_objects or []) + objects
+        # setuptools decides to relink from the driver sources and headers only: an ISA object
+        # newer than the extension (a kernel source changed) must relink it too.
+        target = self.get_ext_fullpath(ext.name)
+        if os.path.exists(target) and any(
+                os.path.getmtime(o) > os.path.getmtime(target) for o in objects):
+            os.remove(target)
         super().build_extension(ext)
 
 

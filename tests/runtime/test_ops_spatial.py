@@ -6,10 +6,13 @@ batch-interleaved), folded from constants, and the configurations left to ONNX R
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
+from onnx import helper
 
+from runtime import Engine, EngineOptions
 from tests.runtime.onnx_cases import random_input
-from tests.runtime.op_harness import check_folded, check_op
+from tests.runtime.op_harness import check_folded, check_model, check_op, make_model
 
 X = [(1, 3, 5, 7), (3, 3, 5, 7)]
 
@@ -263,6 +266,42 @@ def test_global_pools(tmp_path, op):
     check_op(tmp_path, op, ["x"], [(1, 7, 9), (3, 7, 9)], device="onnxruntime")
     check_op(tmp_path, op, ["x"], [(1, 3, 2, 3, 4)], device="onnxruntime")
     check_folded(tmp_path, op, [const((2, 3, 4, 5))])
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
+@pytest.mark.parametrize("hw", [(7, 7), (14, 14), (1, 16), (3, 17), (56, 56), (9, 33)], ids=str)
+def test_global_pools_of_padded_and_compact_planes(tmp_path, op, hw):
+    """Planes narrower than a vector, a vector and one float, and wide ones; compact (the graph
+    input) and with zero borders (a 3x3 conv's output, laid out for the next 3x3 conv)."""
+    check_op(tmp_path, op, ["x"], [(1, 3, *hw), (2, 3, *hw)])
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((4, 3, 3, 3)) * (rng.random((4, 3, 3, 3)) < 0.5)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1] * 4),
+             helper.make_node(op, ["c"], ["p"], name="pool"),
+             helper.make_node("Conv", ["c", "w2"], ["y2"], name="conv2", pads=[1] * 4)]
+    w2 = rng.standard_normal((2, 4, 3, 3)).astype(np.float32)
+    model = make_model(nodes, {"x": ["N", 3, *hw]}, ["p", "y2"], {"w": w, "w2": w2})
+    feeds = [np.asarray(random_input((b, 3, *hw), seed=b)) for b in (1, 2)]
+    check_model(tmp_path, model, feeds, {"pool": "native"}, threads=(1, 2))
+
+
+@pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
+@pytest.mark.parametrize("hw", [(7, 19), (2, 40)], ids=str)
+def test_global_pools_propagate_nan(tmp_path, op, hw):
+    """NaN in, NaN out (NumPy's mean and max; ONNX Runtime's max drops NaN)."""
+    h, w = hw
+    x = np.asarray(random_input((1, 4, h, w), seed=1))
+    x[0, 1, 0, 0] = np.nan    # first vector: later maxima must not replace it
+    x[0, 2, h - 1, w - 1] = np.nan  # in a row's partial last vector
+    node = helper.make_node(op, ["x"], ["y"], name="pool")
+    path = tmp_path / "pool.onnx"
+    onnx.save(make_model([node], {"x": [1, 4, h, w]}, ["y"]), str(path))
+    reduce = np.mean if op == "GlobalAveragePool" else np.max
+    for threads in (1, 2):
+        engine = Engine(path, options=EngineOptions(backend="native", threads=threads))
+        y = engine.run(x).reshape(-1)
+        np.testing.assert_allclose(y, reduce(x, axis=(2, 3)).reshape(-1), rtol=1e-5)
+        assert np.isnan(y[1]) and np.isnan(y[2]) and not np.isnan(y[[0, 3]]).any()
 
 
 # ----------------------------------------------------------------------------- conv transpose

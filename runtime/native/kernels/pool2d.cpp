@@ -23,35 +23,41 @@ using simd::V;
 using simd::vf;
 
 // Sum (or max, NaN winning) of an H x W plane with contiguous rows of stride rs. Four vector
-// accumulators hide the add latency (a scalar chain runs at one add per 4 cycles); they rotate
-// over a row's vectors, so rows of a few vectors (56, 28, 14 floats) keep all four busy, and a
-// row's last partial vector is padded with the identity rather than summed in a scalar chain.
+// accumulators hide the add latency (a scalar chain runs at one add per 4 cycles) and rotate
+// over a row's vectors, so rows of a few vectors keep all four busy; a row's last partial
+// vector is a masked load filled with the identity. A plane without row padding (rs == W) is
+// one run of H * W floats: a 7 x 7 plane is 4 vectors, not 7 rows with a tail each.
 float reduce_plane(const float* x, int64_t H, int64_t W, int64_t rs, bool is_max) {
   const float init = is_max ? -std::numeric_limits<float>::infinity() : 0.0f;
+  if (rs == W) {
+    W *= H;
+    H = 1;
+  }
   const vf identity = simd::splat(init);
   vf acc[4] = {identity, identity, identity, identity};
+  // NaN sticks: vmax(v, a) returns a when either is NaN, and a NaN v is taken as is.
   auto combine = [is_max](vf a, vf v) {
-    return is_max ? simd::select(v != v, v, simd::vmax(a, v)) : a + v;
+    return is_max ? simd::select(v != v, v, simd::vmax(v, a)) : a + v;
   };
   int k = 0;
-  float part[V];
   for (int64_t h = 0; h < H; ++h) {
     const float* row = x + h * rs;
     int64_t w = 0;
     for (; w + V <= W; w += V, k = (k + 1) & 3) acc[k] = combine(acc[k], simd::loadu(row + w));
     if (w < W) {
-      for (int i = 0; i < V; ++i) part[i] = w + i < W ? row[w + i] : init;
-      acc[k] = combine(acc[k], simd::loadu(part));
+      acc[k] = combine(acc[k], simd::load_partial(row + w, W - w, init));
       k = (k + 1) & 3;
     }
   }
-  float lanes[4 * V];
-  for (int j = 0; j < 4; ++j) simd::storeu(lanes + j * V, acc[j]);
-  float result = init;
-  for (int i = 0; i < 4 * V; ++i)
-    result = is_max ? (lanes[i] != lanes[i] || lanes[i] > result ? lanes[i] : result)
-                    : result + lanes[i];
-  return result;
+  // Halving tree over the lanes (a chain through 64 lanes would cost more than a small plane).
+  float lanes[V];
+  simd::storeu(lanes, combine(combine(acc[0], acc[1]), combine(acc[2], acc[3])));
+  for (int half = V / 2; half >= 1; half /= 2)
+    for (int i = 0; i < half; ++i) {
+      const float a = lanes[i], b = lanes[i + half];
+      lanes[i] = is_max ? (a != a || b != b ? a + b : (a > b ? a : b)) : a + b;
+    }
+  return lanes[0];
 }
 
 namespace {

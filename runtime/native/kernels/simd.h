@@ -113,6 +113,17 @@ inline vf lanes_up(vf v) { return lanes_shifted(v, 1); }
 inline vf lanes_down(vf v) { return lanes_shifted(v, -1); }
 #endif
 
+// The first n (< V) floats at p, the other lanes `fill`; reads nothing past p + n.
+inline vf load_partial(const float* p, int64_t n, float fill) {
+#if defined(__AVX512F__) && FD_VLEN == 16
+  return (vf)_mm512_mask_loadu_ps(_mm512_set1_ps(fill), (__mmask16)((1u << n) - 1u), p);
+#else
+  float lanes[V];
+  for (int i = 0; i < V; ++i) lanes[i] = i < n ? p[i] : fill;
+  return loadu(lanes);
+#endif
+}
+
 // Keep lanes whose mask word is all ones, zero the others (a bitwise AND, so NaN garbage is dropped).
 inline vf keep(vf v, const uint32_t* mask) {
   vi m;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -19,14 +20,31 @@ namespace fd {
 
 namespace {
 
-// Pointer to the start of row r = (i0, i1, i2) of view v; also returns i1 (the channel).
-inline float* row_ptr(const Buffers& buf, const View& v, int64_t r, int64_t* channel) {
-  const int64_t i2 = r % v.dim[2];
-  const int64_t i01 = r / v.dim[2];
-  const int64_t i1 = i01 % v.dim[1], i0 = i01 / v.dim[1];
-  if (channel) *channel = i1;
-  return buf.at(v) + i0 * v.stride[0] + i1 * v.stride[1] + i2 * v.stride[2];
-}
+// Rows r = (i0, i1, i2) of a step's views (which share the destination's dims) from a first
+// row on: divisions once, then counters (a 7-float row cannot afford three divisions).
+class RowWalk {
+ public:
+  RowWalk(const View& dst, int64_t r) : d1_(dst.dim[1]), d2_(dst.dim[2]) {
+    i2_ = r % d2_;
+    const int64_t q = r / d2_;
+    i1_ = q % d1_;
+    i0_ = q / d1_;
+  }
+  float* at(const Buffers& buf, const View& v) const {
+    return buf.at(v) + i0_ * v.stride[0] + i1_ * v.stride[1] + i2_ * v.stride[2];
+  }
+  int64_t channel() const { return i1_; }
+  void next() {
+    if (++i2_ < d2_) return;
+    i2_ = 0;
+    if (++i1_ < d1_) return;
+    i1_ = 0;
+    ++i0_;
+  }
+
+ private:
+  int64_t d1_, d2_, i0_, i1_, i2_;
+};
 
 bool same_dims(const View& a, const View& b) {
   return std::equal(a.dim, a.dim + 4, b.dim);
@@ -37,6 +55,22 @@ bool broadcasts_to(const View& v, const View& dst) {
   for (int i = 0; i < 4; ++i)
     if (v.dim[i] != dst.dim[i] && !(v.dim[i] == 1 && v.stride[i] == 0)) return false;
   return true;
+}
+
+// Dims 2 and 3 of every view as one (rows of W floats become planes of H * W) when each view
+// steps from row to row exactly W elements on (compact planes, or broadcast over both dims):
+// steps on small planes (7 x 7, 14 x 14) then run a few long rows instead of many short ones,
+// each of which paid the row addressing and a scalar tail.
+void merge_plane_rows(const View& dst, std::initializer_list<View*> views) {
+  const int64_t W = dst.dim[3];
+  for (View* v : views)
+    if (v->stride[2] != W * v->stride[3] ||
+        (v->dim[2] * v->dim[3] != 1 && v->dim[2] != dst.dim[2]))
+      return;
+  for (View* v : views) {
+    v->dim[3] *= v->dim[2];
+    v->dim[2] = 1;
+  }
 }
 
 // Applies `act` to the w floats of a destination row (stride ds) of channel c.
@@ -58,6 +92,7 @@ class CopyStep final : public Step {
  public:
   CopyStep(const CopySpec& spec, const PlanContext&) : src_(spec.src), dst_(spec.dst) {
     require(broadcasts_to(src_, dst_), "copy: source and destination shapes differ");
+    if (!(dst_.stride[0] == 1 && dst_.dim[0] > 1)) merge_plane_rows(dst_, {&src_, &dst_});
   }
   const char* name() const override { return "copy"; }
   std::vector<View> views() const override { return {src_, dst_}; }
@@ -69,9 +104,9 @@ class CopyStep final : public Step {
     }
     int64_t r0, r1;
     split_range(dst_.rows(), tid, nth, &r0, &r1);
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* s = row_ptr(buf, src_, r, nullptr);
-      float* d = row_ptr(buf, dst_, r, nullptr);
+    for (RowWalk row(dst_, r0); r0 < r1; ++r0, row.next()) {
+      const float* s = row.at(buf, src_);
+      float* d = row.at(buf, dst_);
       if (ss == 1 && ds == 1) {
         std::memcpy(d, s, sizeof(float) * w);
       } else {
@@ -110,15 +145,17 @@ struct FillSpec {
 
 class FillStep final : public Step {
  public:
-  FillStep(const FillSpec& spec, const PlanContext&) : s_(spec) {}
+  FillStep(const FillSpec& spec, const PlanContext&) : s_(spec) {
+    merge_plane_rows(s_.dst, {&s_.dst});
+  }
   const char* name() const override { return "fill"; }
   std::vector<View> views() const override { return {s_.dst}; }
   void run(int, const Buffers& buf, int tid, int nth) const override {
     int64_t r0, r1;
     split_range(s_.dst.rows(), tid, nth, &r0, &r1);
     const int64_t w = s_.dst.dim[3], ds = s_.dst.stride[3];
-    for (int64_t r = r0; r < r1; ++r) {
-      float* d = row_ptr(buf, s_.dst, r, nullptr);
+    for (RowWalk row(s_.dst, r0); r0 < r1; ++r0, row.next()) {
+      float* d = row.at(buf, s_.dst);
       for (int64_t i = 0; i < w; ++i) d[i * ds] = s_.value;
     }
   }
@@ -145,6 +182,7 @@ class UnaryStep final : public Step {
             "unary: one shift per channel");
     s_.act.validate(channels, "unary");
     act_ = s_.act.view();
+    merge_plane_rows(s_.dst, {&s_.src, &s_.dst});
   }
   const char* name() const override { return "unary"; }
   std::string detail() const override {
@@ -157,10 +195,10 @@ class UnaryStep final : public Step {
     split_range(s_.dst.rows(), tid, nth, &r0, &r1);
     const int64_t w = s_.dst.dim[3], ss = s_.src.stride[3], ds = s_.dst.stride[3];
     const bool affine = !s_.scale.empty() || !s_.shift.empty();
-    for (int64_t r = r0; r < r1; ++r) {
-      int64_t c;
-      const float* src = row_ptr(buf, s_.src, r, &c);
-      float* d = row_ptr(buf, s_.dst, r, nullptr);
+    for (RowWalk row(s_.dst, r0); r0 < r1; ++r0, row.next()) {
+      const int64_t c = row.channel();
+      const float* src = row.at(buf, s_.src);
+      float* d = row.at(buf, s_.dst);
       if (!affine && act_.kind != kActClip && ss == 1 && ds == 1) {
         if (act_.kind == kActNone) {
           std::memmove(d, src, sizeof(float) * w);
@@ -218,6 +256,7 @@ class BinaryStep final : public Step {
             "binary: operands do not broadcast to the destination");
     s_.act.validate(s_.dst.dim[1], "binary");
     act_ = s_.act.view();
+    merge_plane_rows(s_.dst, {&s_.a, &s_.b, &s_.dst});
   }
   const char* name() const override { return kBinaryNames[s_.op]; }
   std::string detail() const override {
@@ -243,11 +282,11 @@ class BinaryStep final : public Step {
     split_range(s_.dst.rows(), tid, nth, &r0, &r1);
     const int64_t w = s_.dst.dim[3];
     const int64_t as = s_.a.stride[3], bs = s_.b.stride[3], ds = s_.dst.stride[3];
-    for (int64_t r = r0; r < r1; ++r) {
-      int64_t c;
-      const float* x = row_ptr(buf, s_.a, r, nullptr);
-      const float* y = row_ptr(buf, s_.b, r, nullptr);
-      float* d = row_ptr(buf, s_.dst, r, &c);
+    for (RowWalk row(s_.dst, r0); r0 < r1; ++r0, row.next()) {
+      const int64_t c = row.channel();
+      const float* x = row.at(buf, s_.a);
+      const float* y = row.at(buf, s_.b);
+      float* d = row.at(buf, s_.dst);
       if (as == 1 && bs == 1 && ds == 1) {
         for (int64_t i = 0; i < w; ++i) d[i] = binary<Op>(x[i], y[i]);
       } else if (as == 1 && bs == 0 && ds == 1) {
