@@ -250,18 +250,43 @@ def test_shared_model_equals_explicitly_duplicated_model():
 
 
 def test_sharing_under_feather_prunes_with_one_mask():
-    shared, _ = _pair()
+    shared, plain = _pair()
     share_resnet_weights(shared)
     sparsifier = FeatherSparsifier(shared, SparsityConfig(target=0.9))
     sparsifier.update(0.9)
     zeros, total = sparsifier.counts()
     assert total == sum(p.numel() for p in prunable_parameters(shared).values())
-    assert zeros == pruned_count(total, 0.9)
+    full = sum(p.numel() for p in prunable_parameters(plain).values())
+    assert total - zeros == full - pruned_count(full, 0.9)  # the unshared model's nonzeros
     model = sparsifier.finalize()
     materialize_shared_weights(model)
     source, copy = model.layer2[1].conv2.weight, model.layer2[2].conv2.weight
     assert torch.equal(source == 0, copy == 0)
     assert torch.equal(copy, source * 1.0)  # scale still 1
+
+
+@pytest.mark.parametrize("allocation", ["backbone", "erk"])
+@pytest.mark.parametrize("target", [0.99, 0.995, 0.999])
+def test_sharing_keeps_the_unshared_models_nonzero_count(allocation, target):
+    # EAST's code: adjusted_density = total_params * density / non_shared_params, i.e. the
+    # unique weights keep as many nonzeros as plain Feather keeps in the unshared model
+    # (ResNet-20 at 99.9 %: 271, not the 174 of pruning the unique weights to 99.9 %).
+    shared, plain = _pair()
+    share_resnet_weights(shared)
+    reference = FeatherSparsifier(plain, SparsityConfig(target=target, allocation=allocation))
+    sparsifier = FeatherSparsifier(shared, SparsityConfig(target=target, allocation=allocation))
+    full = sum(p.numel() for p in prunable_parameters(plain).values())
+    for k in (0.2, 0.5, 0.9, target):  # along the ramp: clipped at 0 pruned, then exact
+        reference.update(k)
+        sparsifier.update(k)
+        zeros, unique = sparsifier.counts()
+        ref_zeros, ref_total = reference.counts()
+        assert ref_total - ref_zeros == full - pruned_count(full, k)
+        assert unique - zeros == min(full - pruned_count(full, k), unique), k
+    if target == 0.999:
+        assert unique - zeros == 271
+    assert sparsifier.model_numel == full == reference.model_numel
+    assert sparsifier.shared_numel == full - unique > 0
 
 
 def test_sharing_refuses_models_without_stages():
