@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     east.add_argument("--dyrelu-phasing", action="store_const", const=True, default=None,
                       help="DyReLU-B activations phased linearly into ReLU")
     east.add_argument("--dyrelu-start", type=float, help="epoch where the phase-out starts (E/4)")
-    east.add_argument("--dyrelu-end", type=float, help="epoch from which it is plain ReLU (E/2)")
+    east.add_argument("--dyrelu-end", type=float, help="epoch from which it is plain ReLU (E/2-1)")
     east.add_argument("--weight-sharing", action="store_const", const=True, default=None,
                       help="ResNet blocks >= 2 of a stage reuse block 1's convs x a scalar")
     east.add_argument("--cyclic-sparsity", action="store_const", const=True, default=None,

@@ -150,6 +150,17 @@ def test_dyrelu_at_beta_zero_is_exactly_relu():
     assert all(p.grad is None for p in module.parameters())  # phased out: no gradient
 
 
+@pytest.mark.parametrize("epochs, window", [
+    (160, (40.0, 79.0)), (250, (62.5, 124.0)), (8, (2.0, 3.0)), (5, (1.25, 1.5)),
+    (4, (1.0, 1.5)), (2, (0.5, 0.75)),
+])
+def test_dyrelu_phase_out_ends_at_half_minus_one_epoch(epochs, window):
+    # EAST: beta goes 1 -> 0 from epoch E/4 to E/2 - 1 (authors' code: end_ghost_epoch =
+    # milestones[0] - 1); a run too short for that window ends halfway to E/2.
+    config = resolve_config(None, {"epochs": epochs, "dyrelu_phasing": True})
+    assert (config.dyrelu_start, config.dyrelu_end) == window
+
+
 def test_dyrelu_beta_schedule():
     assert [dyrelu_beta(t, 10, 20) for t in (0, 10, 15, 20, 25)] == [1.0, 1.0, 0.5, 0.0, 0.0]
     with pytest.raises(ValueError):
@@ -387,7 +398,7 @@ def test_bad_east_configs_are_one_clear_error(extra, message):
 
 def test_east_config_resolves_defaults_and_old_runs_still_resume():
     config = resolve_config(None, {"epochs": 8, "dyrelu_phasing": True, "init": "erk"})
-    assert (config.dyrelu_start, config.dyrelu_end) == (2.0, 4.0)
+    assert (config.dyrelu_start, config.dyrelu_end) == (2.0, 3.0)  # E/4, E/2 - 1
     assert config.allocation == "erk"
     assert resolve_config(None, {"cyclic_sparsity": True, "sparsity": 0.99}).allocation == "erk"
     plain = resolve_config(None, {}).to_dict()

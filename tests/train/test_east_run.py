@@ -83,12 +83,12 @@ def test_unique_weights_keep_the_unshared_models_nonzeros(east_run):
 def test_run_records_phasing_and_cycles(east_run):
     run, _ = east_run
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["dyrelu_beta"] for r in records] == [1.0, 0.0, 0.0, 0.0]  # E/4 = 1, E/2 = 2
+    assert [r["dyrelu_beta"] for r in records] == [1.0, 0.0, 0.0, 0.0]  # E/4 = 1, 3E/8 = 1.5
     assert sum(r["regrown"] for r in records) > 0
     assert records[-1]["target_k"] == TARGET
     saved = (run / "config.yaml").read_text()
     for line in ("init: erk", "dyrelu_phasing: true", "weight_sharing: true",
-                 "cyclic_sparsity: true", "dyrelu_start: 1.0", "dyrelu_end: 2.0"):
+                 "cyclic_sparsity: true", "dyrelu_start: 1.0", "dyrelu_end: 1.5"):
         assert line in saved
 
 
