@@ -147,8 +147,12 @@ class FeatherSparsifier:
         max(a' - a, 0) + round(death_fraction * a') pruned weights with the largest |grad|
         (``train.east.cyclic.regrow_layer``); the next ``update(k)`` prunes the weakest.
         Deterministic given weights and gradients, so every DDP rank lifts the same weights.
+        Regrows nothing when any gradient is not finite (a step the GradScaler skipped).
         """
         latents = self.latent_weights()
+        if any(w.grad is not None and not bool(torch.isfinite(w.grad).all())
+               for w in latents.values()):
+            return 0
         pruned = erk_pruned_counts({fqn: tuple(w.shape) for fqn, w in latents.items()},
                                    self.unique_k(k))
         lifted = 0
