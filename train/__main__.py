@@ -66,10 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     east.add_argument("--cyclic-multiple", type=float, help="peak density / target density (3)")
     east.add_argument("--cyclic-cycles", type=int, help="number of cosine cycles (2)")
     east.add_argument("--cyclic-period", type=int,
-                      help="iterations between density updates (default 100, fewer on short "
-                      "runs so each cycle gets >= 20 updates)")
+                      help="iterations between density updates (default: 20 per cycle, "
+                      "clipped to 25..100)")
     east.add_argument("--cyclic-end", type=float,
-                      help="fraction of iterations where the cycles end (0.8)")
+                      help="fraction of iterations where the cycles end (0.65)")
     add("--device", help="auto | cpu | cuda | cuda:N")
     add("--no-amp", dest="amp", action="store_const", const=False, default=None,
         help="disable mixed precision on CUDA")

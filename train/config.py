@@ -66,7 +66,7 @@ class TrainConfig:
     cyclic_multiple: float = 3.0
     cyclic_cycles: int = 2
     cyclic_period: int | None = None  # iterations between updates (None: 100 or >= 20 per cycle)
-    cyclic_end: float = 0.8  # fraction of iterations where the cycles end
+    cyclic_end: float = 0.65  # fraction of iterations where the cycles end (regrowth ends at 0.75)
     # execution
     device: str = "auto"
     amp: bool = True
