@@ -323,9 +323,11 @@ def test_cyclic_schedule_values():
     assert schedule.target_k(700) == 0.99 and schedule.target_k(999) == 0.99
     assert [schedule.is_update(t) for t in (500, 510, 525, 675, 700, 725, 740, 750)] == [
         False, False, True, True, True, True, False, False]
+    # r(t) = r0 (1 + cos(pi t / T)) / 2: decayed over the whole run, as the authors' CosineDecay.
     assert schedule.death_fraction(699) == 0.0
-    assert schedule.death_fraction(700) == pytest.approx(0.3)
-    assert schedule.death_fraction(725) == pytest.approx(0.15)
+    assert schedule.death_fraction(700) == pytest.approx(0.15 * (1 + math.cos(0.7 * math.pi)))
+    assert schedule.death_fraction(725) == pytest.approx(0.15 * (1 + math.cos(0.725 * math.pi)))
+    assert 0.05 < schedule.death_fraction(725) < schedule.death_fraction(700) < 0.07
     assert schedule.death_fraction(750) == 0.0
 
 
