@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         file_values = load_yaml_config(args.config)
         epochs = args.epochs or file_values.get("epochs")
         header = (f"## Extreme sparsity: per-option EAST ablation ({file_values.get('model')} on "
-                  f"{file_values.get('dataset')}, {epochs} epochs, train images: "
+                  f"{file_values.get('dataset')}, {epochs} epoch{'' if epochs == 1 else 's'}, "
+                  "train images: "
                   f"{args.limit_train or 'all'}, test images: {args.limit_test or 'all'}, "
                   f"seeds {', '.join(map(str, args.seeds))})")
 
