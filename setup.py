@@ -1,13 +1,16 @@
 """Build script: the native runtime extension `runtime._native` (pyproject.toml holds the metadata).
 
-All native build flags live here. The hot kernels (ISA_SOURCES) are compiled once per instruction
-set into their own C++ namespace (`isa_generic`, `isa_avx2`, `isa_avx512`); `runtime/native/isa.cpp`
-picks one at run time from the CPU it runs on. No `-march=native`: the wheel must run on the CPU it
+All native build flags live here. The hot kernels (`runtime/native/kernels/*.cpp`) are compiled once
+per instruction set into their own C++ namespace (`isa_generic`, `isa_avx2`, `isa_avx512`);
+`runtime/native/exec/isa.cpp` picks one at plan time (EngineOptions.isa, "auto" = the widest this
+CPU runs). Everything else (the executor, the steps with their bindings, the code generator) is
+compiled once. No `-march=native`: the wheel must run on the CPU it
 is deployed to. On aarch64 NEON is baseline, so only the generic variant is built.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import platform
 
@@ -18,10 +21,19 @@ from setuptools.command.build_ext import build_ext
 NATIVE_DIR = os.path.join("runtime", "native")
 COMMON_FLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-pthread"]
 LINK_FLAGS = ["-pthread"]
-DRIVER_SOURCES = ["module.cpp", "plan.cpp", "wavefront.cpp", "conv_step.cpp", "eltwise.cpp",
-                  "pool.cpp", "gemm.cpp", "isa.cpp", "jit_x86.cpp"]
-ISA_SOURCES = ["conv_csr.cpp", "conv_bsr.cpp", "phase_split.cpp", "segments.cpp", "conv_tiny.cpp",
-               "gemm_dot.cpp"]
+DRIVER_DIRS = ("exec", "steps", "jit")  # plus module.cpp
+ISA_DIR = "kernels"
+
+
+def _sources(*parts: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(NATIVE_DIR, *parts)))
+
+
+DRIVER_SOURCES = [os.path.join(NATIVE_DIR, "module.cpp")] + [
+    src for folder in DRIVER_DIRS for src in _sources(folder, "*.cpp")]
+ISA_SOURCES = _sources(ISA_DIR, "*.cpp")
+HEADERS = _sources("*.h") + [
+    h for folder in (*DRIVER_DIRS, ISA_DIR) for h in _sources(folder, "*.h")]
 # name -> (floats per vector, target flags)
 X86_VARIANTS = {
     "generic": (4, []),
@@ -45,7 +57,7 @@ class BuildWithIsaVariants(build_ext):
         for name, (vlen, flags) in isa_variants().items():
             out_dir = os.path.join(self.build_temp, f"isa_{name}")
             objects += self.compiler.compile(
-                [os.path.join(NATIVE_DIR, src) for src in ISA_SOURCES],
+                ISA_SOURCES,
                 output_dir=out_dir,
                 macros=[("FD_NS", f"isa_{name}"), ("FD_VLEN", str(vlen))],
                 include_dirs=ext.include_dirs + [NATIVE_DIR],
@@ -58,13 +70,11 @@ class BuildWithIsaVariants(build_ext):
 
 native = Pybind11Extension(
     "runtime._native",
-    sources=[os.path.join(NATIVE_DIR, src) for src in DRIVER_SOURCES],
+    sources=DRIVER_SOURCES,
     include_dirs=[NATIVE_DIR],
     extra_compile_args=COMMON_FLAGS,
     extra_link_args=LINK_FLAGS,
-    depends=[os.path.join(NATIVE_DIR, h) for h in
-             ("common.h", "simd.h", "conv_kernels.h", "conv_epilogue.h", "conv_step.h", "plan.h",
-              "jit_x86.h")],
+    depends=HEADERS,
     cxx_std=17,
 )
 

@@ -1,7 +1,7 @@
 """DeepSparse timing worker, run by the Python of a separate DeepSparse venv (a subprocess).
 
 DeepSparse 1.8 needs numpy < 2 and onnx 1.14, so it lives in its own venv and is only an optional
-benchmark peer, never a dependency (docs PERFORMANCE.md). This script imports nothing from the
+benchmark peer, never a dependency (docs/performance.md). This script imports nothing from the
 project. It speaks JSON lines: one request per stdin line, one reply per stdout line, so the parent
 (``benchmarks/engine_vs_peers.py``) can interleave DeepSparse rounds with its own contenders while
 DeepSparse times itself (no IPC overhead in the samples).

@@ -1,7 +1,7 @@
 """`make bench`: latency, throughput, MACs and deployed accuracy of one compiled artifact.
 
 For `artifacts/NAME/` (written by `python -m compile`) this measures, side by side in one run
-(PERFORMANCE.md: only ratios measured together mean something on a shared VM):
+(docs/performance.md: only ratios measured together mean something on a shared VM):
 
 - latency at batch 1 and throughput at batch 32, with 1 and 2 threads, of three contenders:
   ONNX Runtime on the dense `model.onnx`, ONNX Runtime on `model.sparse.onnx` (sparse

@@ -1,4 +1,4 @@
-"""Build the benchmark ONNX models of the engine-vs-peers benchmark (docs PERFORMANCE.md).
+"""Build the benchmark ONNX models of the engine-vs-peers benchmark (docs/performance.md).
 
 Models: ResNet-20x2 (widths 32/64/128, 3x32x32, 100 classes), the CIFAR MobileNetV1 (3x32x32) and
 ResNet-50's conv2_x stage (torchvision ``resnet50().layer1``: three bottlenecks 64->256 at 56x56,

@@ -5,7 +5,7 @@ ResNet-50 conv2_x; random unstructured sparsity on every conv but the stem; BN f
 opset 13) and, in one run, times ORT dense, our engine (``runtime.Engine``) and - when
 ``--deepsparse-python`` names a Python with deepsparse installed - DeepSparse, for each batch size
 and thread count. Contenders alternate round by round (``runtime.bench``) and medians are quoted,
-because this VM is noisy (docs PERFORMANCE.md). DeepSparse runs in its own venv as a subprocess
+because this VM is noisy (docs/performance.md). DeepSparse runs in its own venv as a subprocess
 (``benchmarks/_deepsparse_worker.py``) and times itself, so no IPC cost enters its figures.
 
 Target: our speedup >= 1.25x DeepSparse's at 90/95/98%; at 0% no slower than 1.5x ORT dense.

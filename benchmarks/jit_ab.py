@@ -1,8 +1,8 @@
 """Generated conv code against the CSR kernel, side by side in one process.
 
 For each benchmark model (``benchmarks/bench_models.py``), sparsity, batch and thread count, two
-engines on the same ONNX file: one planned with ``FEATHERDEPLOY_JIT=0`` (every conv on the CSR
-kernel) and one with the code generator on (``runtime/native/jit_x86.cpp``: convs of groups of
+engines on the same ONNX file: one planned with ``EngineOptions(jit=False)`` (every conv on the CSR
+kernel) and one with the code generator on (``runtime/native/jit/jit_x86.cpp``: convs of groups of
 16 images on x86-64 Linux AVX-512, where it pays). Calls alternate round by round
 (``runtime.bench.compare_interleaved``); the table gives both medians and their ratio, and the
 two outputs must be bit-identical.
@@ -13,7 +13,6 @@ two outputs must be bit-identical.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -21,32 +20,18 @@ import numpy as np
 
 from benchmarks.bench_models import bench_model_path
 from benchmarks.engine_vs_peers import DEFAULT_WORK_DIR
-from runtime import Engine
+from runtime import Engine, EngineOptions
 from runtime.bench import compare_interleaved
 
-JIT_ENV = "FEATHERDEPLOY_JIT"
 MODELS = ("resnet20x2", "mobilenet_v1", "resnet50_conv2x")
-
-
-def _first_run(engine: Engine, x: np.ndarray, jit: bool) -> np.ndarray:
-    """Runs ``x`` once with JIT_ENV set for the generator, which reads it when this first call
-    builds the engine's plans for the batch."""
-    previous = os.environ.get(JIT_ENV)
-    os.environ[JIT_ENV] = "1" if jit else "0"
-    try:
-        return engine.run(x)
-    finally:
-        if previous is None:
-            del os.environ[JIT_ENV]
-        else:
-            os.environ[JIT_ENV] = previous
 
 
 def measure(path: Path, batch: int, threads: int, rounds: int) -> tuple[float, float]:
     """Median ms of the CSR-only engine and of the generated-code engine."""
-    csr, jit = Engine(path, threads=threads), Engine(path, threads=threads)
-    x = np.random.default_rng(0).random((batch, *csr.graph.input_shape[1:]), dtype=np.float32)
-    if not np.array_equal(_first_run(csr, x, jit=False), _first_run(jit, x, jit=True)):
+    csr = Engine(path, options=EngineOptions(threads=threads, jit=False))
+    jit = Engine(path, options=EngineOptions(threads=threads, jit=True))
+    x = np.random.default_rng(0).random((batch, *csr.input_shape[1:]), dtype=np.float32)
+    if not np.array_equal(csr.run(x), jit.run(x)):
         raise SystemExit(f"error: {path.name}: generated code and CSR outputs differ")
     timings = compare_interleaved({"csr": lambda: csr.run(x), "jit": lambda: jit.run(x)},
                                   batch=batch, rounds=rounds, calls_per_round=3)

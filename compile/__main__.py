@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         values.update({key: getattr(args, key) for key in _OPTION_FLAGS
                        if getattr(args, key) is not None})
         result = compile_run(args.run, args.out, options_from_mapping(values))
-    except CompileError as exc:
+    except (CompileError, OSError) as exc:  # OSError: a file the pipeline did not expect
         message = " ".join(str(exc).split())  # one line, even if a library's text had several
         print(f"compile: error: {message}", file=sys.stderr)
         return 2

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,8 @@ from compile.verify import (
     verify_pack,
 )
 from runtime.formats import FORMAT_NAME, FORMAT_VERSION
+from train.artifact import non_finite_tensor
+from train.config import type_problem
 
 __all__ = ["CompileError", "CompileOptions", "CompileResult", "EvalData", "compile_run",
            "options_from_mapping",
@@ -93,6 +96,9 @@ class CompileOptions:
     layout: str = "OIHW"  # conv matrix column order in the pack: OIHW (in,kh,kw) or OHWI
 
     def __post_init__(self) -> None:
+        problem = type_problem(self)  # first: the checks below compare numbers
+        if problem is not None:
+            raise CompileError(problem)
         if self.layout not in ("OIHW", "OHWI"):
             raise CompileError(f"layout must be OIHW or OHWI, got {self.layout!r}")
         if self.opset < 13:
@@ -102,6 +108,11 @@ class CompileOptions:
                                f"{self.ir_version}")
         if self.verify_images < 1 or self.batch_size < 1:
             raise CompileError("verify_images and batch_size must be positive")
+        if self.seed < 0:
+            raise CompileError(f"seed must be >= 0, got {self.seed}")
+        if not self.block_shapes or min(min(shape) for shape in self.block_shapes) < 1:
+            raise CompileError(f"block_shapes must be RxC with positive ints, got "
+                               f"{self.block_shapes}")
 
 
 def options_from_mapping(values: Mapping[str, Any]) -> CompileOptions:
@@ -112,16 +123,27 @@ def options_from_mapping(values: Mapping[str, Any]) -> CompileOptions:
     if unknown:
         raise CompileError(f"unknown compile option(s) {unknown}; valid: {sorted(known)}")
     resolved = dict(values)
-    shapes = resolved.get("block_shapes")
-    if isinstance(shapes, str):
-        resolved["block_shapes"] = parse_block_shapes(shapes)
-    elif isinstance(shapes, (list, tuple)):
-        resolved["block_shapes"] = parse_block_shapes(",".join(
-            item if isinstance(item, str) else "x".join(map(str, item)) for item in shapes))
+    if "block_shapes" in resolved:
+        resolved["block_shapes"] = _block_shapes(resolved["block_shapes"])
     try:
         return CompileOptions(**resolved)
     except TypeError as exc:  # e.g. a string where a number belongs
         raise CompileError(f"bad compile options {dict(values)}: {exc}") from exc
+
+
+def _block_shapes(value: Any) -> tuple[tuple[int, int], ...]:
+    """``"1x1,4x1"`` or a list of ``"RxC"`` / ``[R, C]`` items -> ((R, C), ...)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    texts = []
+    for item in items:
+        if isinstance(item, (list, tuple)) and len(item) == 2:
+            item = "x".join(map(str, item))
+        if not isinstance(item, str):  # YAML turns unquoted 0x4 (hex) or 1:30 (base 60) to ints
+            raise CompileError(
+                f"block_shapes must be text like \"1x4,4x1\" or a list of \"RxC\", got "
+                f"{item!r} (YAML reads an unquoted 0x4 as the hex number 4): quote the shapes")
+        texts.append(item)
+    return parse_block_shapes(",".join(texts))
 
 
 @dataclass
@@ -221,13 +243,9 @@ def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
 
 
 def _check_finite(model: nn.Module) -> None:
-    # A float64 sum is NaN/Inf iff an entry is (|float32| < 3.4e38: no overflow), and is
-    # several times cheaper than an elementwise isfinite on ResNet-50's 25M weights.
-    with torch.no_grad():
-        for tensor_name, tensor in chain(model.named_parameters(), model.named_buffers()):
-            if tensor.is_floating_point() and not torch.isfinite(
-                    tensor.sum(dtype=torch.float64)):
-                raise CompileError(f"{tensor_name} holds NaN or Inf; refusing to compile")
+    bad = non_finite_tensor(model)
+    if bad is not None:
+        raise CompileError(f"{bad} holds NaN or Inf; refusing to compile")
 
 
 def _check_prunable(model: nn.Module, prunable: Sequence[str] | None) -> list[str]:
@@ -256,14 +274,52 @@ def _make_work_dir(out: Path) -> Path:
     if out.exists() and not out.is_dir():
         raise CompileError(f"output path {out} exists and is not a directory")
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    _remove_stale_siblings(out)
+    work = Path(tempfile.mkdtemp(prefix=_sibling_prefix(out, "tmp"), dir=out.parent))
     work.chmod(0o755)  # mkdtemp creates 0700; artifacts are meant to be shared
     return work
 
 
+def _sibling_prefix(out: Path, kind: str) -> str:
+    """``NAME.tmp-HOST.PID.`` (work folder) or ``NAME.old-HOST.PID.`` (replaced artifacts): the
+    owner is in the name, so a later compile can tell a killed compile's leftovers."""
+    return f"{out.name}.{kind}-{socket.gethostname()}.{os.getpid()}."
+
+
+def _remove_stale_siblings(out: Path) -> None:
+    """Delete the folders a compile of ``out`` killed on this host left behind (its pid is gone).
+
+    Only provably ours: named by :func:`_sibling_prefix` for this output and host (another host
+    sharing the folder has its own pids) and a real folder; ``.old-`` ones only while ``out``
+    exists (else they hold the last artifacts). Anything else is left alone.
+    """
+    owned = re.compile(re.escape(out.name) + r"\.(tmp|old)-" + re.escape(socket.gethostname())
+                       + r"\.(\d+)\.\w+")
+    try:
+        siblings = list(out.parent.iterdir())
+    except OSError:
+        return  # the compile's own mkdtemp will report the unusable folder
+    for entry in siblings:
+        match = owned.fullmatch(entry.name)
+        if (match and entry.is_dir() and not entry.is_symlink() and not _pid_alive(match[2])
+                and (match[1] == "tmp" or out.is_dir())):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _pid_alive(pid: str) -> bool:
+    """False only when no process has this pid (a reused pid counts as alive: never delete)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError, ValueError):  # EPERM: another user's process; absurd pids
+        return True
+    return True
+
+
 def _install(work: Path, out: Path) -> None:
     """Replace ``out`` by ``work``: rename the old one away, rename the new one in, delete old."""
-    old = out.parent / f"{out.name}.old-{uuid.uuid4().hex[:8]}"
+    old = out.parent / f"{_sibling_prefix(out, 'old')}{uuid.uuid4().hex[:8]}"
     had_old = out.exists()
     if had_old:
         os.rename(out, old)

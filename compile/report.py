@@ -1,6 +1,6 @@
 """``report.json`` / ``report.md``: per-layer sparsity, MACs and bytes, totals, files, checks.
 
-MACs follow ALGORITHMS.md section 6 through ``runtime/macs.py`` (Conv2d and Linear only; sparse
+MACs follow docs/algorithms.md section 6 through ``runtime/macs.py`` (Conv2d and Linear only; sparse
 MACs = dense MACs * nnz / numel), with output sizes taken from one forward pass of the model.
 """
 

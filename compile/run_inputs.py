@@ -89,7 +89,8 @@ def _load_test_set(dataset: str, data_dir: str | None) -> tuple[np.ndarray, np.n
     try:
         images, labels = load_test_arrays(dataset, data_dir)
     except (DatasetError, OSError, ValueError) as exc:  # missing or malformed files
-        raise CompileError(f"cannot load the {dataset} test set from {data_dir}: {exc}; "
+        raise CompileError(f"cannot load the {dataset} test set from {data_dir}: "
+                           f"{str(exc).rstrip('.')}; "
                            f"pass --data-dir DIR (or --inputs FILE.npy --no-accuracy)") from exc
     return np.ascontiguousarray(images, dtype=np.float32), np.asarray(labels)
 

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["Engine", "EngineError", "ModelLoadError", "UnsupportedOpError", "InputError",
-           "native_isa"]
+__all__ = ["Engine", "EngineOptions", "PlannerOptions", "OptionsError", "EngineError",
+           "ModelLoadError", "UnsupportedOpError", "InputError", "native_isa"]
 
 if TYPE_CHECKING:
     from runtime.engine import Engine
     from runtime.errors import EngineError, InputError, ModelLoadError, UnsupportedOpError
+    from runtime.options import EngineOptions, OptionsError, PlannerOptions
 
 _ERRORS = ("EngineError", "ModelLoadError", "UnsupportedOpError", "InputError")
 
 
-def native_isa() -> str:
-    """Kernel variant the native code uses on this CPU: "avx512", "avx2" or "generic"."""
+def native_isa(isa: str = "auto") -> str:
+    """Kernel variant the native code runs for ``isa`` on this CPU ("auto": the widest):
+    "avx512", "avx2" or "generic"."""
     from runtime import _native
 
-    return _native.native_isa()
+    return _native.native_isa(isa)
 
 
 def __getattr__(name: str) -> Any:
@@ -30,6 +32,10 @@ def __getattr__(name: str) -> Any:
         from runtime.engine import Engine
 
         return Engine
+    if name in ("EngineOptions", "PlannerOptions", "OptionsError"):
+        from runtime import options
+
+        return getattr(options, name)
     if name in _ERRORS:
         from runtime import errors
 

@@ -1,11 +1,15 @@
-"""Command line of the runtime: ``python -m runtime run|bench``.
+"""Command line of the runtime: ``python -m runtime run|bench|describe``.
 
     python -m runtime run MODEL.onnx --input x.npy --output y.npy [--threads T]
+    python -m runtime run MODEL.onnx --input images=x.npy --input scale=s.npy --output out.npz
     python -m runtime bench MODEL.onnx [--batch 1,32] [--threads 1,2] [--json FILE]
+    python -m runtime describe MODEL.onnx [--batch N] [--shape name=1x3x640x640] [--json FILE]
 
-Parsing only; the work lives in :class:`runtime.Engine` and :mod:`runtime.bench` (imported when its
-subcommand runs). Bad input (missing files, unsupported models, wrong input arrays) prints one
-line to stderr and exits with code 2.
+A model with several outputs writes them all to one ``.npz`` (by output name). ``run`` and
+``describe`` print the coverage (nodes and MACs run natively vs by ONNX Runtime). Parsing only;
+the work lives in :class:`runtime.Engine`, :mod:`runtime.describe` and :mod:`runtime.bench`.
+Bad input (missing files, unsupported models, wrong input arrays, unwritable outputs) prints
+one line to stderr and exits with code 2.
 """
 
 from __future__ import annotations
@@ -13,10 +17,23 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["build_parser", "main", "run_command"]
+__all__ = ["build_parser", "main", "run_command", "describe_command"]
 
 EXIT_BAD_INPUT = 2
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, default=None, help="worker threads (default: all)")
+    parser.add_argument("--backend", choices=("auto", "native", "onnxruntime"), default=None,
+                        help="auto (default): ONNX Runtime for near-dense models, else native")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse models with operators the native engine lacks (no ONNX "
+                             "Runtime fallback)")
+    parser.add_argument("--isa", choices=("auto", "generic", "avx2", "avx512"), default=None,
+                        help="kernel variant (default: the widest this CPU runs)")
+    parser.add_argument("--no-jit", action="store_true", help="no generated conv code")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,13 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m runtime",
                                      description="featherdeploy sparse CPU inference engine")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a model on one input array (.npy)")
+    run = sub.add_parser("run", help="run a model on input arrays (.npy)")
     run.add_argument("model", help="ONNX model (dense zeros or sparse initializers)")
-    run.add_argument("--input", required=True, help="input array, float32 .npy")
-    run.add_argument("--output", required=True, help="where to write the output .npy")
-    run.add_argument("--threads", type=int, default=None, help="worker threads (default: all)")
-    run.add_argument("--backend", choices=("auto", "native", "onnxruntime"), default=None,
-                     help="auto (default): ONNX Runtime for near-dense models, else native")
+    run.add_argument("--input", action="append", required=True,
+                     help="input array (.npy): FILE for a single-input model, else NAME=FILE "
+                          "(repeat per input)")
+    run.add_argument("--output", required=True,
+                     help="where to write the output: .npy (one output) or .npz (every output)")
+    _add_engine_options(run)
+    describe = sub.add_parser("describe", help="show what runs: per node device and kernel, "
+                                               "coverage by op type")
+    describe.add_argument("model", help="ONNX model")
+    describe.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
+    describe.add_argument("--shape", action="append", default=[],
+                          help="NAME=DxDxD input shape, for inputs with dynamic dims")
+    describe.add_argument("--json", default=None, help="also write the report as JSON")
+    _add_engine_options(describe)
     bench = sub.add_parser("bench", help="time the engine against ONNX Runtime dense")
     try:
         from runtime.bench import add_bench_arguments
@@ -42,31 +68,102 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """`run`: load, infer, write the output atomically."""
+def _engine(args: argparse.Namespace) -> Any:
+    from runtime.engine import Engine
+    from runtime.options import EngineOptions
+
+    overrides = {"fallback": False if args.strict else None, "isa": args.isa,
+                 "jit": False if args.no_jit else None}
+    options = EngineOptions.from_env(**overrides)
+    return Engine(args.model, threads=args.threads, backend=args.backend, options=options)
+
+
+def _read_inputs(specs: list[str], names: list[str]) -> dict[str, Any]:
     import numpy as np
 
-    from runtime.atomic import atomic_write_bytes
-    from runtime.engine import Engine
     from runtime.errors import InputError
 
-    try:
-        x = np.load(args.input, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read input array {args.input!r}: {exc}") from None
-    y = Engine(args.model, threads=args.threads, backend=args.backend).run(x)
-    atomic_write_bytes(args.output, _npy_bytes(y))
-    print(f"wrote {args.output}: shape {tuple(y.shape)} float32")
+    arrays = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            if len(names) != 1 or len(specs) != 1:
+                raise InputError(f"the model has inputs {names}: pass --input NAME=FILE for each")
+            name, path = names[0], spec
+        try:
+            arrays[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read input array {path!r}: {exc}") from None
+    return arrays
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`run`: load, infer, write the outputs atomically."""
+    from runtime.atomic import atomic_write_bytes, check_writable_target
+    from runtime.describe import coverage_line
+
+    check_writable_target(args.output)
+    engine = _engine(args)
+    inputs = _read_inputs(args.input, [t.name for t in engine.inputs])
+    names = [t.name for t in engine.outputs]
+    outputs = engine.run(inputs, output_names=names)
+    if args.output.endswith(".npz"):
+        data = _npz_bytes(dict(zip(names, outputs, strict=True)))
+    elif len(outputs) == 1:
+        data = _npy_bytes(outputs[0])
+    else:
+        raise _bad(f"the model has {len(outputs)} outputs {names}: write them to a .npz file")
+    atomic_write_bytes(args.output, data)
+    shapes = ", ".join(f"{n} {tuple(y.shape)}" for n, y in zip(names, outputs, strict=True))
+    print(f"wrote {args.output}: {shapes}")
+    print(coverage_line(engine))
     return 0
 
 
-def _npy_bytes(array) -> bytes:
+def _bad(message: str) -> Exception:
+    from runtime.errors import InputError
+
+    return InputError(message)
+
+
+def describe_command(args: argparse.Namespace) -> int:
+    from runtime.atomic import atomic_write_json
+
+    shapes = None
+    if args.shape:
+        shapes = {}
+        for spec in args.shape:
+            name, _, dims = spec.partition("=")
+            try:
+                shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
+            except ValueError:
+                raise _bad(f"--shape must be NAME=DxDxD, got {spec!r}") from None
+    if args.batch < 1:
+        raise _bad("--batch must be >= 1")
+    report = _engine(args).describe(batch=args.batch, input_shapes=shapes)
+    print(report.format())
+    if args.json:
+        atomic_write_json(args.json, report.to_dict())
+    return 0
+
+
+def _npy_bytes(array: Any) -> bytes:
     import io
 
     import numpy as np
 
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _npz_bytes(arrays: dict[str, Any]) -> bytes:
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
     return buffer.getvalue()
 
 
@@ -78,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return run_command(args)
+        if args.command == "describe":
+            return describe_command(args)
         if getattr(args, "bench_unavailable", None):
             print(f"error: bench is unavailable ({args.bench_unavailable})", file=sys.stderr)
             return EXIT_BAD_INPUT
@@ -86,6 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_bench(args)
     except EngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
         return EXIT_BAD_INPUT
 
 

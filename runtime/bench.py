@@ -3,7 +3,7 @@
 Every benchmark in this project times through this module, so all figures mean the same thing:
 warm-up calls first, then per-call wall-clock samples (``time.perf_counter``), reported as median,
 p90 (linear interpolation between order statistics, like ``numpy.percentile``), mean and min.
-On this noisy shared VM absolute times drift between runs (docs PERFORMANCE.md), so contenders are
+On this noisy shared VM absolute times drift between runs (docs/performance.md), so contenders are
 compared with :func:`compare_interleaved`, which alternates them round by round so that noise hits
 all alike, and quotes ratios of medians measured side by side.
 
@@ -224,7 +224,7 @@ def compare_interleaved(fns: Mapping[str, Callable[[], Any]], *, batch: int,
     Each contender gets ``warmup`` untimed calls; then in each of ``rounds`` rounds every contender
     makes ``calls_per_round`` timed calls, the order rotating by one each round so no contender
     always runs right after another (cache, turbo and scheduler effects are shared fairly).
-    This is how ratios are measured on this noisy VM (docs PERFORMANCE.md).
+    This is how ratios are measured on this noisy VM (docs/performance.md).
     """
     return compare_interleaved_samplers(
         {name: local_sampler(fn, clock) for name, fn in fns.items()}, batch=batch,
@@ -297,7 +297,7 @@ class LayerMacs:
 
 @dataclass(frozen=True)
 class ModelMacs:
-    """Dense and sparse MACs per image of a model (docs ALGORITHMS.md section 6)."""
+    """Dense and sparse MACs per image of a model (docs/algorithms.md section 6)."""
 
     dense: int
     sparse: int

@@ -1,61 +1,45 @@
-"""The engine users call: ``Engine(path, threads=None).run(x) -> y``.
+"""The engine users call: ``Engine(path).run(x)``.
 
-Backends: ``native`` runs the plan below; ``onnxruntime`` hands the whole model to ONNX Runtime's
-dense kernels; ``auto`` (the default, overridable with the FEATHERDEPLOY_BACKEND environment
-variable) picks ``onnxruntime`` only for near-dense models (weight density of Conv/Gemm weights
-above ``DENSE_DELEGATE_DENSITY``), where a dense GEMM library beats direct sparse kernels, and
-``native`` otherwise. The model is parsed and validated the same way whichever backend runs it.
+    engine = Engine("model.onnx", threads=2)             # or options=EngineOptions(...)
+    y = engine.run(x)                  # one input, one output: an array in, an array out
+    outs = engine.run({"images": x})   # by name; several outputs come back as a list
+    outs = engine.run(x, output_names=["boxes", "scores"])
 
-Load (once): parse and validate the ONNX (``runtime.graph``), fold BatchNormalization
-(``runtime.passes``), then plan for the model's declared input shape so that an unsupported or
-inconsistent model fails at load. Run: validate ``x``, fetch (or build, once per input shape) the
-native plan (``runtime.plan``) and execute it in one native call with the GIL released. Plans keep
-a pool of workspaces, so concurrent ``run`` calls from several threads are safe.
+Backends (``EngineOptions.backend``): ``native`` runs our kernels, with the operators they lack
+on ONNX Runtime in-process (``fallback``; strict mode refuses such models at load, listing
+every unsupported node); ``onnxruntime`` hands the whole model to ONNX Runtime; ``auto`` picks
+ONNX Runtime for near-dense models, whose dense GEMM libraries beat direct sparse kernels.
+
+Per set of input shapes the engine builds a program once (``runtime.program``: specialized,
+partitioned, planned) and keeps the most recently used ``plan_cache_size`` of them. A batch of
+independent images runs from a one-image plan, threads taking whole images or batch-interleaved
+groups (``runtime.planner.batch``); the choices that are timed are described in
+``runtime.tuning`` and reported by :meth:`Engine.describe`. ``run`` is thread-safe.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import threading
-import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from runtime.errors import EngineError, InputError
-from runtime.graph import Graph, load_graph
-from runtime.passes import prepare_graph
-from runtime.plan import CompiledPlan, batch_separable, build_plan, interleave_lanes
+from runtime.graph import Graph, TensorInfo, load_graph
+from runtime.options import EngineOptions
+from runtime.planner.batch import batch_separable, interleave_lanes
+from runtime.program import Program, build_program, ort_session
+from runtime.tuning import SERIAL_PROBE_MAX_S, compare_streams
 
-__all__ = ["BACKENDS", "DENSE_DELEGATE_DENSITY", "Engine", "default_threads", "weight_density"]
+__all__ = ["Engine", "weight_density", "COVERAGE_WARN_FRACTION"]
 
-BACKENDS = ("auto", "native", "onnxruntime")
-BACKEND_ENV = "FEATHERDEPLOY_BACKEND"
-# Above this fraction of nonzero Conv/Gemm weights, ORT's dense GEMM kernels are faster than our
-# direct sparse kernels (measured: native dense is 0.6-0.75x ORT at 0% sparsity).
-DENSE_DELEGATE_DENSITY = 0.6
-# Single-image plans faster than this (parallel) may run faster on one thread: stage hand-offs
-# cost more than they save (measured: a 5M-MAC model takes 0.18 ms on 1 thread, 0.19 ms on 2).
-# Such plans are timed both ways once, back to back as a stream of requests runs them (helpers
-# awake); the faster one serves batch-1 calls. (Isolated requests on this VM mostly measure how
-# fast an idle core wakes up; with work units claimed dynamically, a late helper costs little.)
-SERIAL_PROBE_MAX_S = 0.005
-# Batches: FEATHERDEPLOY_BATCH_LAYOUT=auto (time planar vs batch-interleaved once per batch size,
-# keep the faster), interleaved, or planar.
-BATCH_LAYOUTS = ("auto", "interleaved", "planar")
-BATCH_LAYOUT_ENV = "FEATHERDEPLOY_BATCH_LAYOUT"
-PROBE_RUNS = 5
-PROBE_ROUNDS = 3  # the two options' streams alternate (_compare_streams)
-PROBE_SETTLE_S = 0.02
+COVERAGE_WARN_FRACTION = 0.10  # warn once when more of the MACs than this are not native
 
-
-def default_threads() -> int:
-    """All cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+Shapes = tuple[tuple[str, tuple[int, ...]], ...]
 
 
 def weight_density(graph: Graph) -> float:
@@ -64,63 +48,55 @@ def weight_density(graph: Graph) -> float:
     for node in graph.nodes:
         if node.op in ("Conv", "Gemm", "MatMul") and len(node.inputs) > 1:
             weight = graph.constants.get(node.inputs[1])
-            if weight is not None:
+            if weight is not None and weight.ndim >= 2:
                 nnz += int(np.count_nonzero(weight))
                 total += weight.size
     return nnz / total if total else 1.0
 
 
-def _resolve_backend(requested: str | None, graph: Graph) -> str:
-    backend = requested or os.environ.get(BACKEND_ENV, "auto")
-    if backend not in BACKENDS:
-        raise EngineError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        dense = weight_density(graph) > DENSE_DELEGATE_DENSITY
-        return "onnxruntime" if dense else "native"
-    return backend
-
-
-def _ort_session(path: Path, threads: int):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own exception types
-        raise EngineError(f"ONNX Runtime cannot load {path}: {exc}") from None
-
-
-def _native_module():
-    from runtime import _native  # the compiled extension; imported on first use
-
-    return _native
-
-
 class Engine:
-    """Sparse CPU inference of one ONNX CNN (see module docstring)."""
+    """Sparse CPU inference of one ONNX model (see the module docstring)."""
 
-    def __init__(self, path: str | Path, threads: int | None = None,
-                 backend: str | None = None) -> None:
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
+    def __init__(self, path: str | Path, threads: int | None = None, backend: str | None = None,
+                 *, options: EngineOptions | None = None) -> None:
+        base = options if options is not None else EngineOptions.from_env()
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)):
             raise EngineError(f"threads must be a positive integer or None, got {threads!r}")
+        self.options = base.with_overrides(threads=threads, backend=backend)
+        self.threads = self.options.resolved_threads
         self.path = Path(path)
-        self.threads = threads or default_threads()
-        self.graph: Graph = prepare_graph(load_graph(self.path))
-        self.backend = _resolve_backend(backend, self.graph)
-        self._ort = _ort_session(self.path, self.threads) if self.backend == "onnxruntime" else None
-        self._native = _native_module()
-        self._plans: dict[tuple[tuple[int, ...], int, bool], CompiledPlan] = {}
-        self._lanes_known: dict[tuple[tuple[int, ...], int], int] = {}
-        self._separable: dict[tuple[int, ...], bool] = {}
-        self._single_threads: dict[tuple[int, ...], int] = {}
+        self.graph: Graph = load_graph(self.path)
+        self.backend = self._resolve_backend()
+        self._ort = (ort_session(str(self.path), self.threads, str(self.path))
+                     if self.backend == "onnxruntime" else None)
         self._lock = threading.RLock()
-        # Plan now when only the batch is dynamic, so an inconsistent model fails at load (with
-        # dynamic spatial dims there is no shape to plan for until the first input).
-        if all(d is not None for d in self.graph.input_shape[1:]):
-            self._plan_for(tuple(1 if d is None else d for d in self.graph.input_shape))
+        self._programs: OrderedDict[tuple, Program] = OrderedDict()
+        self._serial: dict[Shapes, int] = {}        # batch-1 shapes -> threads that serve them
+        self._interleaved: dict[tuple, bool] = {}   # (image shapes, lanes) -> interleave wins
+        self._separable: dict[Shapes, bool] = {}
+        self._warned = False
+        self._last: Program | None = None
+        declared = self._declared_shapes(batch=1)
+        if declared is not None and self._ort is None:
+            self._program(declared)  # an inconsistent or (strict mode) unsupported model fails now
+            if self.options.tuning == "load":
+                self.tune(self.options.tune_batches or (1,))
+
+    def _resolve_backend(self) -> str:
+        if self.options.backend != "auto":
+            return self.options.backend
+        dense = weight_density(self.graph) > self.options.dense_delegate_density
+        return "onnxruntime" if dense else "native"
+
+    # -- the model's interface
+    @property
+    def inputs(self) -> list[TensorInfo]:
+        """Declared inputs (None marks a dynamic dim), like ONNX Runtime's get_inputs()."""
+        return list(self.graph.inputs)
+
+    @property
+    def outputs(self) -> list[TensorInfo]:
+        return list(self.graph.outputs)
 
     @property
     def input_name(self) -> str:
@@ -128,169 +104,307 @@ class Engine:
 
     @property
     def input_shape(self) -> tuple[int | None, ...]:
-        """Declared input shape; None marks a dynamic dimension (usually the batch)."""
+        """Declared shape of the only input; None marks a dynamic dimension (usually the batch)."""
         return self.graph.input_shape
 
-    def kernel_choices(self) -> dict[str, str]:
-        """Conv node name -> "csr" / "bsr" as planned for the declared shape (batch 1)."""
-        shape = tuple(1 if d is None else d for d in self.graph.input_shape)
-        return dict(self._plan_for(shape).kernels)
+    # -- running
+    def run(self, inputs: np.ndarray | Mapping[str, np.ndarray],
+            output_names: Sequence[str] | None = None) -> np.ndarray | list[np.ndarray]:
+        """Outputs for ``inputs``: one array (single-input models) or a dict name -> array.
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """Outputs for input ``x`` (float32, declared rank, declared static dims)."""
-        x = self._check_input(x)
+        Returns the only output as an array, several outputs as a list in graph order, or the
+        outputs named by ``output_names`` as a list in that order."""
+        feeds = self._feeds(inputs)
         if self._ort is not None:
-            return self._ort.run(None, {self.graph.input_name: x})[0]
-        batch, image = x.shape[0], tuple(x.shape[1:])
-        if batch == 1:
-            plan = self._single_image_plan(tuple(x.shape))
-            y = np.empty(plan.output_shape, dtype=np.float32)
-            plan.native.run(x, y)
-            return y
-        if self._is_separable(image):
-            return self._run_separable(x)
-        plan = self._plan_for(tuple(x.shape))
-        y = np.empty(plan.output_shape, dtype=np.float32)
-        plan.native.run(x, y)
-        return y
+            outs = self._run_ort(feeds)
+        else:
+            outs = self._run_native(feeds)
+        if output_names is not None:
+            names = self.graph.output_names
+            unknown = [n for n in output_names if n not in names]
+            if unknown:
+                raise InputError(f"unknown outputs {unknown}; the model has {names}")
+            return [outs[names.index(n)] for n in output_names]
+        return outs[0] if len(outs) == 1 else outs
 
-    def _run_separable(self, x: np.ndarray) -> np.ndarray:
+    def _run_ort(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return list(self._ort.run(None, feeds))
+        except Exception as exc:  # ORT raises its own exception types
+            raise EngineError(f"ONNX Runtime failed: {' '.join(str(exc).split())[:400]}") from None
+
+    def _run_native(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        shapes = _key(feeds)
+        batch = self._batch(feeds)
+        if batch == 1 or batch is None:
+            program = self._single_image_program(shapes)
+            plan = program.single_plan
+            if plan is not None:
+                outs = plan.run([feeds[n] for n in plan.input_names])
+                named = dict(zip(plan.output_names, outs, strict=True))
+                return program.graph_outputs({**feeds, **named})
+            return program.run(feeds)
+        images = tuple((n, s[1:]) for n, s in shapes)
+        if self._is_separable(images):
+            return self._run_separable(feeds, images, batch)
+        return self._program(shapes).run(feeds)
+
+    def _run_separable(self, feeds: dict[str, np.ndarray], images: Shapes,
+                       batch: int) -> list[np.ndarray]:
         """Images never interact: threads take whole groups of ``lanes`` images, each group
         run by one batch-interleaved plan (one image per plan when interleaving does not pay)."""
-        batch, image = x.shape[0], tuple(x.shape[1:])
-        lanes = self._lanes(image, batch)
-        one = self._plan_for((1, *image))
-        first, *rest = one.output_shape
-        y = np.empty((batch * first, *rest), dtype=np.float32)
+        lanes = self._lanes(images, batch)
+        program = self._program(_batched(images, 1))
+        one = program.single_plan
+        assert one is not None  # _is_separable checked it
+        outputs = [np.empty((batch * s[0], *s[1:]), np.float32) for s in one.output_shapes]
         groups, tail = divmod(batch, lanes)
         done = groups * lanes
-        self._plan_for((lanes, *image), interleave=lanes > 1).native.run_images(
-            x[:done], y[:done * first], groups)
+        names = one.input_names
+        if groups:
+            plan = self._program(_batched(images, lanes), interleave=lanes > 1).single_plan
+            plan.native.run_images([feeds[n][:done] for n in names],  # type: ignore[union-attr]
+                                   [y[:done * s[0]] for y, s in zip(outputs, one.output_shapes,
+                                                                    strict=True)], groups)
         if tail:
-            plan = self._plan_for((tail, *image), interleave=tail > 1)
-            plan.native.run(x[done:], y[done * first:])
-        return y
+            plan = self._program(_batched(images, tail), interleave=tail > 1).single_plan
+            plan.native.run([feeds[n][done:] for n in names],  # type: ignore[union-attr]
+                            [y[done * s[0]:] for y, s in zip(outputs, one.output_shapes,
+                                                             strict=True)])
+        named = dict(zip(one.output_names, outputs, strict=True))
+        return program.graph_outputs({**feeds, **named})
 
-    def _lanes(self, image: tuple[int, ...], batch: int) -> int:
-        """Images per interleaved group for this batch size (1: planar, image by image)."""
-        key = (image, batch)
-        known = self._lanes_known.get(key)
-        if known is None:
-            with self._lock:
-                known = self._lanes_known.get(key)
-                if known is None:
-                    known = self._lanes_known[key] = self._choose_lanes(image, batch)
-        return known
+    # -- programs (bounded cache)
+    def _program(self, shapes: Shapes, threads: int | None = None,
+                 interleave: bool = False) -> Program:
+        key = (shapes, threads or self.threads, interleave)
+        with self._lock:
+            program = self._programs.get(key)
+            if program is not None:
+                self._programs.move_to_end(key)
+                self._last = program
+                return program
+            program = build_program(self.graph, dict(shapes), self.options, key[1], interleave)
+            self._programs[key] = program
+            while len(self._programs) > self.options.plan_cache_size:
+                self._programs.popitem(last=False)
+            self._warn_coverage(program)
+            self._last = program
+            return program
 
-    def _choose_lanes(self, image: tuple[int, ...], batch: int) -> int:
-        layout = os.environ.get(BATCH_LAYOUT_ENV, "auto")
-        if layout not in BATCH_LAYOUTS:
-            raise EngineError(f"{BATCH_LAYOUT_ENV} must be one of {BATCH_LAYOUTS}, got {layout!r}")
-        lanes = interleave_lanes(self.graph, image, batch) if layout != "planar" else 1
-        if lanes == 1 or layout == "interleaved":
-            return lanes
-        # Which layout wins depends on the model and the cache sizes (interleaving pays on small
-        # planes, costs L2 misses on big ones): time both once on whole groups, one per thread.
-        sample = max(1, min(batch // lanes, self.threads)) * lanes
-        one = self._plan_for((1, *image))
-        grouped = self._plan_for((lanes, *image), interleave=True).native
-        grouped_s, planar_s = _compare_streams(
-            lambda x, y: grouped.run_images(x, y, sample // lanes),
-            lambda x, y: one.native.run_images(x, y, sample),
-            np.zeros((sample, *image), np.float32),
-            np.empty(sample * math.prod(one.output_shape), np.float32))
-        return lanes if grouped_s < planar_s else 1
+    def _warn_coverage(self, program: Program) -> None:
+        if self._warned:
+            return
+        from runtime.describe import coverage
 
-    def _check_input(self, x: np.ndarray) -> np.ndarray:
-        if not isinstance(x, np.ndarray):
-            raise InputError(f"input must be a numpy.ndarray, got {type(x).__name__}")
-        if x.dtype != np.float32:
-            raise InputError(f"input dtype must be float32, got {x.dtype}")
-        declared = self.graph.input_shape
-        if x.ndim != len(declared):
-            raise InputError(f"input must have rank {len(declared)} (shape "
-                             f"{_shape_str(declared)}), got shape {x.shape}")
-        for axis, (got, want) in enumerate(zip(x.shape, declared, strict=True)):
-            if (want is not None and got != want) or got < 1:
-                raise InputError(f"input dim {axis} must be {want if want else '>= 1'} (shape "
-                                 f"{_shape_str(declared)}), got shape {x.shape}")
-        return np.ascontiguousarray(x)
+        report = coverage(program)
+        if report.ort_mac_fraction > COVERAGE_WARN_FRACTION:
+            self._warned = True
+            warnings.warn(f"{self.path.name}: {100 * report.ort_mac_fraction:.0f}% of the MACs "
+                          f"run on ONNX Runtime, not natively ({report.ort_summary()})",
+                          RuntimeWarning, stacklevel=3)
 
-    def _is_separable(self, image: tuple[int, ...]) -> bool:
-        known = self._separable.get(image)
-        if known is None:
-            known = self._separable[image] = batch_separable(self.graph, image)
-        return known
+    def _single_image_program(self, shapes: Shapes) -> Program:
+        """The program serving these (batch-1) shapes: all threads, or one when that measured
+        faster (or the threads chosen by tune())."""
+        with self._lock:
+            threads = self._serial.get(shapes)
+            if threads is None:
+                threads = self._serial[shapes] = self._choose_threads(shapes)
+        return self._program(shapes, threads)
 
-    def _plan_for(self, shape: tuple[int, ...], threads: int | None = None, *,
-                  interleave: bool = False) -> CompiledPlan:
-        key = (shape, threads or self.threads, interleave)
-        plan = self._plans.get(key)
-        if plan is None:
-            with self._lock:
-                plan = self._plans.get(key)
-                if plan is None:
-                    plan = build_plan(self.graph, shape, key[1], self._native,
-                                      interleave=interleave)
-                    self._plans[key] = plan
-        return plan
-
-    def _single_image_plan(self, shape: tuple[int, ...]) -> CompiledPlan:
-        """The plan serving batch-1 calls: all threads, or one when that measured faster."""
-        threads = self._single_threads.get(shape)
-        if threads is None:
-            with self._lock:
-                threads = self._single_threads.get(shape)
-                if threads is None:
-                    threads = self._single_threads[shape] = self._probe_threads(shape)
-        return self._plan_for(shape, threads)
-
-    def _probe_threads(self, shape: tuple[int, ...]) -> int:
-        parallel = self._plan_for(shape)
-        if self.threads == 1:
-            return 1
-        parallel_s, serial_s = _compare_streams(
-            parallel.native.run,
-            lambda x, y: self._plan_for(shape, 1).native.run(x, y),  # built only if timed
-            np.zeros(parallel.input_shape, dtype=np.float32),  # sparse kernels are data-blind
-            np.empty(parallel.output_shape, dtype=np.float32),
+    def _choose_threads(self, shapes: Shapes) -> int:
+        parallel = self._program(shapes)
+        plan = parallel.single_plan
+        if self.threads == 1 or plan is None or self.options.tuning == "off":
+            return self.threads
+        inputs = _zeros(plan.input_shapes)  # sparse kernels are data-blind
+        outputs = [np.empty(s, np.float32) for s in plan.output_shapes]
+        parallel_s, serial_s = compare_streams(
+            lambda: plan.native.run(inputs, outputs),
+            lambda: self._program(shapes, 1).single_plan.native.run(inputs, outputs),
             first_limit_s=SERIAL_PROBE_MAX_S)
         return 1 if serial_s < parallel_s else self.threads
 
+    def _is_separable(self, images: Shapes) -> bool:
+        with self._lock:
+            known = self._separable.get(images)
+            if known is None:
+                one = self._program(_batched(images, 1))
+                known = one.single_plan is not None and batch_separable(self.graph, dict(images))
+                self._separable[images] = known
+        return known
 
-def _compare_streams(first, second, x: np.ndarray, y: np.ndarray,
-                     first_limit_s: float = math.inf) -> tuple[float, float]:
-    """Median seconds of ``first(x, y)`` and ``second(x, y)``, each timed in streams of
-    back-to-back calls (as a stream of requests runs them: helper threads awake), the two
-    alternating over PROBE_ROUNDS so a noisy moment hits both. Stops early, second untimed (inf),
-    when ``first`` is slower than ``first_limit_s``."""
-    first_s: list[float] = []
-    second_s: list[float] = []
-    for _ in range(PROBE_ROUNDS):
-        first_s += _stream_seconds(first, x, y)
-        if np.median(first_s) > first_limit_s:
-            return float(np.median(first_s)), math.inf
-        second_s += _stream_seconds(second, x, y)
-    return float(np.median(first_s)), float(np.median(second_s))
+    def _lanes(self, images: Shapes, batch: int) -> int:
+        """Images per interleaved group for this batch size (1: planar, image by image)."""
+        layout = self.options.batch_layout
+        lanes = (interleave_lanes(self.graph, dict(images), batch, self.options.planner)
+                 if layout != "planar" else 1)
+        if lanes == 1 or layout == "interleaved" or self.options.tuning == "off":
+            return lanes
+        key = (images, lanes)
+        with self._lock:
+            wins = self._interleaved.get(key)
+            if wins is None:
+                wins = self._interleaved[key] = self._interleave_wins(images, batch, lanes)
+        return lanes if wins else 1
+
+    def _interleave_wins(self, images: Shapes, batch: int, lanes: int) -> bool:
+        """Times both layouts once on whole groups, one per thread."""
+        sample = max(1, min(batch // lanes, self.threads)) * lanes
+        one = self._program(_batched(images, 1)).single_plan
+        grouped = self._program(_batched(images, lanes), interleave=True).single_plan
+        inputs = [np.zeros((sample * s[0], *s[1:]), np.float32) for s in one.input_shapes]
+        outputs = [np.empty((sample * s[0], *s[1:]), np.float32) for s in one.output_shapes]
+        grouped_s, planar_s = compare_streams(
+            lambda: grouped.native.run_images(inputs, outputs, sample // lanes),
+            lambda: one.native.run_images(inputs, outputs, sample))
+        return grouped_s < planar_s
+
+    # -- tuning and reports
+    def coverage(self) -> Any:
+        """Nodes and MACs native vs ONNX Runtime (runtime.describe.Coverage) of the program
+        used last; None when the whole model runs on ONNX Runtime."""
+        from runtime.describe import coverage
+
+        if self._ort is not None:
+            return None
+        if self._last is None:
+            declared = self._declared_shapes(1)
+            if declared is None:
+                raise EngineError("no input shape known yet: run the model or describe() it "
+                                  "with input_shapes")
+            self._program(declared)
+        return coverage(self._last)
+
+    def tune(self, batch_sizes: Sequence[int] = (1,)) -> dict[int, str]:
+        """Times the engine's choices for these batch sizes of the declared input shape now
+        (instead of at their first run) and returns what each batch size will run."""
+        if self._ort is not None:
+            return {b: "onnxruntime" for b in batch_sizes}
+        result = {}
+        for batch in batch_sizes:
+            declared = self._declared_shapes(batch)
+            if declared is None or batch < 1:
+                raise EngineError(f"cannot tune batch {batch}: the model's input shape "
+                                  "is not fixed apart from the batch")
+            result[batch] = self._choice(declared, batch)
+        return result
+
+    def _choice(self, shapes: Shapes, batch: int) -> str:
+        if batch == 1:
+            program = self._single_image_program(shapes)
+            return f"one image, {program.threads} thread(s)"
+        images = tuple((n, s[1:]) for n, s in shapes)
+        if not self._is_separable(images):
+            return f"whole batch, {self.threads} thread(s)"
+        lanes = self._lanes(images, batch)
+        layout = f"interleaved groups of {lanes}" if lanes > 1 else "planar, image by image"
+        return f"{layout}, {self.threads} thread(s) taking whole groups"
+
+    def describe(self, batch: int = 1, input_shapes: Mapping[str, Sequence[int]] | None = None
+                 ) -> Any:
+        """What runs for this batch of the declared shape (or these input shapes): per node
+        the device (native / ONNX Runtime, with the reason), kernel family, layout, threads,
+        wavefront group and generated code, and the coverage by op type (runtime.describe)."""
+        from runtime.describe import describe_program
+
+        if input_shapes is not None:
+            shapes = tuple((n, tuple(int(d) for d in input_shapes[n]))
+                           for n in self.graph.input_names)
+        else:
+            shapes = self._declared_shapes(batch)
+            if shapes is None:
+                raise EngineError("the model's input shape has dynamic dims: pass input_shapes")
+        if self._ort is not None:
+            return describe_program(None, self, shapes, "the whole model runs on ONNX Runtime")
+        choice = self._choice(shapes, batch)
+        program = self._program_for_report(shapes, batch)
+        return describe_program(program, self, shapes, choice)
+
+    def _program_for_report(self, shapes: Shapes, batch: int) -> Program:
+        if batch == 1:
+            return self._single_image_program(shapes)
+        images = tuple((n, s[1:]) for n, s in shapes)
+        if self._is_separable(images):
+            lanes = self._lanes(images, batch)
+            return self._program(_batched(images, lanes), interleave=lanes > 1)
+        return self._program(shapes)
+
+    # -- inputs
+    def _declared_shapes(self, batch: int) -> Shapes | None:
+        """Declared input shapes with the leading dynamic dim set to ``batch``; None when any
+        other dim is dynamic."""
+        shapes = []
+        for info in self.graph.inputs:
+            if info.shape is None:
+                return None
+            dims = list(info.shape)
+            if dims and dims[0] is None:
+                dims[0] = batch
+            if any(d is None for d in dims):
+                return None
+            shapes.append((info.name, tuple(int(d) for d in dims)))
+        return tuple(shapes)
+
+    def _batch(self, feeds: dict[str, np.ndarray]) -> int | None:
+        """The common batch size when every input has a dynamic leading dim, else None."""
+        sizes = set()
+        for info in self.graph.inputs:
+            if info.shape is None or not info.shape or info.shape[0] is not None:
+                return None
+            sizes.add(feeds[info.name].shape[0])
+        return sizes.pop() if len(sizes) == 1 else None
+
+    def _feeds(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = self.graph.input_names
+        if isinstance(inputs, Mapping):
+            missing = [n for n in names if n not in inputs]
+            extra = [n for n in inputs if n not in names]
+            if missing or extra:
+                raise InputError(f"inputs must be {names}; missing {missing}, unknown {extra}")
+            given = dict(inputs)
+        elif len(names) == 1:
+            given = {names[0]: inputs}
+        else:
+            raise InputError(f"the model has {len(names)} inputs {names}: pass a dict "
+                             "name -> array")
+        return {info.name: _checked(info, given[info.name]) for info in self.graph.inputs}
 
 
-def _stream_seconds(fn, x: np.ndarray, y: np.ndarray) -> list[float]:
-    """Wall times of PROBE_RUNS back-to-back calls ``fn(x, y)`` after PROBE_SETTLE_S of untimed
-    calls (at least one): idle cores back to speed, helper threads awake. Timing the first calls
-    mostly measures how fast the second core wakes, which favours whichever option needs it
-    least (a noisy probe once served MobileNet's batch of 32 planar: 2.7x slower)."""
-    settle_until = time.perf_counter() + PROBE_SETTLE_S
-    while True:
-        fn(x, y)
-        if time.perf_counter() >= settle_until:
-            break
-    times = []
-    for _ in range(PROBE_RUNS):
-        start = time.perf_counter()
-        fn(x, y)
-        times.append(time.perf_counter() - start)
-    return times
+def _checked(info: TensorInfo, x: Any) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise InputError(f"input {info.name!r} must be a numpy.ndarray, got {type(x).__name__}")
+    if x.dtype != info.dtype:
+        raise InputError(f"input {info.name!r} dtype must be {np.dtype(info.dtype).name}, "
+                         f"got {x.dtype}")
+    declared = info.shape
+    if declared is not None:
+        if x.ndim != len(declared):
+            raise InputError(f"input {info.name!r} must have rank {len(declared)} (shape "
+                             f"{_shape_str(declared)}), got shape {x.shape}")
+        for axis, (got, want) in enumerate(zip(x.shape, declared, strict=True)):
+            if (want is not None and got != want) or got < 1:
+                raise InputError(f"input {info.name!r} dim {axis} must be "
+                                 f"{want if want else '>= 1'} (shape {_shape_str(declared)}), "
+                                 f"got shape {x.shape}")
+    elif x.size == 0:
+        raise InputError(f"input {info.name!r} is empty")
+    return np.ascontiguousarray(x)
+
+
+def _key(feeds: dict[str, np.ndarray]) -> Shapes:
+    return tuple((name, tuple(int(d) for d in x.shape)) for name, x in feeds.items())
+
+
+def _batched(images: Shapes, batch: int) -> Shapes:
+    return tuple((name, (batch, *shape)) for name, shape in images)
+
+
+def _zeros(shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    return [np.zeros(s, np.float32) for s in shapes]
 
 
 def _shape_str(shape: tuple[int | None, ...]) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+

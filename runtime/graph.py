@@ -1,84 +1,204 @@
-"""ONNX model -> typed graph (nodes in topological order, constants as NumPy), validation, shapes.
+"""ONNX model -> typed graph: nodes in topological order, constants as NumPy, declared inputs
+and outputs.
 
-Reads any standard ONNX CNN: dense initializers, COO ``sparse_initializer``s (as written by the
-compile stage's ``model.sparse.onnx``) and ``Constant`` nodes all become entries of
-``Graph.constants``. Every node is checked against the operator set the engine runs
-(``SUPPORTED_OPS``); anything else raises :class:`UnsupportedOpError` naming the op and the node.
-Shapes are inferred per concrete input shape (``infer_shapes``) with the ONNX operator semantics
-(https://onnx.ai/onnx/operators/), including auto_pad, ceil_mode and Reshape's 0 / -1.
+Reads any ONNX graph: dense initializers, COO ``sparse_initializer``s (as written by the compile
+stage's ``model.sparse.onnx``), ``Constant`` nodes, weights in external data files (resolved
+against the model's folder, never the current directory), any number of inputs and outputs of
+any dtype, and symbolic, ``0`` or ``-1`` dims (all "dynamic"). Structural faults (duplicate
+names, cycles, undefined inputs, unreadable tensors, a path that is not a regular file) raise
+:class:`ModelLoadError`. Which operators run natively is decided later
+(``runtime.partition``), so a model is never refused here for its operators.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runtime.errors import InputError, ModelLoadError, UnsupportedOpError
+from runtime.errors import ModelLoadError
 
-__all__ = [
-    "SUPPORTED_OPS",
-    "Node",
-    "Graph",
-    "ConvGeometry",
-    "PoolGeometry",
-    "load_graph",
-    "parse_model_bytes",
-    "conv_geometry",
-    "pool_geometry",
-    "infer_shapes",
-]
+__all__ = ["ONNX_DOMAINS", "MAX_MODEL_BYTES", "TensorInfo", "Node", "Graph", "load_graph",
+           "parse_model_bytes", "topological_order"]
 
-SUPPORTED_OPS = frozenset({
-    "Conv", "Gemm", "MatMul", "Relu", "Clip", "Add", "MaxPool", "AveragePool",
-    "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape", "Concat", "BatchNormalization",
-    "Identity", "Dropout", "Softmax", "Constant",
-})
-_ONNX_DOMAINS = ("", "ai.onnx")
+ONNX_DOMAINS = ("", "ai.onnx")
+MAX_MODEL_BYTES = 2**31 - 1  # protobuf's limit for one message (bigger weights: external data)
+_ELEM_TYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 4: np.uint16, 5: np.int16, 6: np.int32,
+               7: np.int64, 9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32,
+               13: np.uint64}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """A graph input or output: name, element type and declared shape (None: dynamic dim)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...] | None  # None: rank unknown
+
+    def describe(self) -> str:
+        dims = "?" if self.shape is None else ", ".join(
+            "?" if d is None else str(d) for d in self.shape)
+        return f"{self.name}: {np.dtype(self.dtype).name} ({dims})"
 
 
 @dataclass
 class Node:
-    """One ONNX node; ``inputs`` keeps "" for omitted optional inputs."""
+    """One ONNX node; ``inputs`` keeps "" for omitted optional inputs. ``proto`` is the original
+    NodeProto (None for nodes a rewrite made), which ONNX Runtime segments reuse verbatim."""
 
     op: str
     name: str
     inputs: list[str]
     outputs: list[str]
     attrs: dict[str, Any] = field(default_factory=dict)
+    domain: str = ""
+    proto: Any = None
 
     def describe(self) -> str:
         """'Conv node "layer1.0.conv1"' - how errors name a node."""
-        return f'{self.op} node "{self.name}"'
+        op = self.op if self.domain in ONNX_DOMAINS else f"{self.domain}.{self.op}"
+        return f'{op} node "{self.name}"'
+
+    def input(self, index: int) -> str:
+        """Name of input ``index`` ("" when omitted)."""
+        return self.inputs[index] if index < len(self.inputs) else ""
+
+    # Typed attribute access: a wrong ONNX attribute type is a model error, never a crash.
+    def attr_int(self, name: str, default: int) -> int:
+        value = self.attrs.get(name, default)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise ModelLoadError(f"{self.describe()}: attribute {name} must be an int")
+        return int(value)
+
+    def attr_float(self, name: str, default: float) -> float:
+        value = self.attrs.get(name, default)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(
+                value, (int, float, np.integer, np.floating)):
+            raise ModelLoadError(f"{self.describe()}: attribute {name} must be a float")
+        return float(value)
+
+    def attr_ints(self, name: str, default: tuple[int, ...] | None = None
+                  ) -> tuple[int, ...] | None:
+        value = self.attrs.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, (list, tuple)) or any(
+                isinstance(v, bool) or not isinstance(v, (int, np.integer)) for v in value):
+            raise ModelLoadError(f"{self.describe()}: attribute {name} must be a list of ints")
+        return tuple(int(v) for v in value)
+
+    def attr_floats(self, name: str, default: tuple[float, ...] | None = None
+                    ) -> tuple[float, ...] | None:
+        value = self.attrs.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, (list, tuple)) or any(
+                isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+            raise ModelLoadError(f"{self.describe()}: attribute {name} must be a list of floats")
+        return tuple(float(v) for v in value)
+
+    def attr_str(self, name: str, default: str) -> str:
+        value = self.attrs.get(name, default)
+        if not isinstance(value, str):
+            raise ModelLoadError(f"{self.describe()}: attribute {name} must be a string")
+        return value
+
+    def attr_tensor(self, name: str) -> np.ndarray | None:
+        value = self.attrs.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, np.ndarray):
+            raise ModelLoadError(f"{self.describe()}: attribute {name} must be a tensor")
+        return value
 
 
 @dataclass
 class Graph:
-    """A validated single-input, single-output graph."""
+    """A validated graph: nodes in topological order, constants, declared inputs / outputs."""
 
     nodes: list[Node]
     constants: dict[str, np.ndarray]
-    input_name: str
-    input_shape: tuple[int | None, ...]  # None = symbolic (e.g. dynamic batch)
-    output_name: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
     opset: int
+    opsets: dict[str, int] = field(default_factory=dict)  # every imported domain's version
+    ir_version: int = 8
+    # Rewrites record which node each removed node went into (first output -> first output),
+    # so reports can say where a fused node runs.
+    merged: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    # Single-input, single-output conveniences (most CNNs; kernel tests build such graphs).
+    @property
+    def input_name(self) -> str:
+        return self._only(self.inputs, "input").name
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...]:
+        shape = self._only(self.inputs, "input").shape
+        if shape is None:
+            raise ModelLoadError(f"input {self.input_name!r} has no declared shape")
+        return shape
+
+    @property
+    def output_name(self) -> str:
+        return self._only(self.outputs, "output").name
+
+    @staticmethod
+    def _only(infos: list[TensorInfo], what: str) -> TensorInfo:
+        if len(infos) != 1:
+            raise ModelLoadError(f"the graph has {len(infos)} {what}s, not one")
+        return infos[0]
+
+    @classmethod
+    def simple(cls, nodes: list[Node], constants: dict[str, np.ndarray], input_name: str,
+               input_shape: tuple[int | None, ...], output_name: str, opset: int = 13) -> Graph:
+        """A float32 single-input, single-output graph (tests, kernel plans)."""
+        return cls(nodes, constants, [TensorInfo(input_name, np.dtype(np.float32), input_shape)],
+                   [TensorInfo(output_name, np.dtype(np.float32), None)], opset)
 
 
 def load_graph(path: str | Path) -> Graph:
-    """Read and validate the ONNX file at ``path``."""
+    """Read and validate the ONNX file at ``path`` (external data next to it)."""
+    path = Path(path)
+    data = _read_model_file(path)
+    return parse_model_bytes(data, source=str(path), base_dir=path.parent)
+
+
+def _read_model_file(path: Path) -> bytes:
+    """The file's bytes; only regular files of at most MAX_MODEL_BYTES (a FIFO would block, a
+    device such as /dev/zero would never end)."""
     try:
-        data = Path(path).read_bytes()
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ModelLoadError(f"model path {str(path)!r} is not a regular file")
+        if info.st_size > MAX_MODEL_BYTES:
+            raise ModelLoadError(f"model file {str(path)!r} is larger than 2 GB; store its "
+                                 "weights as ONNX external data")
+        return path.read_bytes()
     except OSError as exc:
         reason = exc.strerror or exc
         raise ModelLoadError(f"cannot read model file {str(path)!r}: {reason}") from None
-    return parse_model_bytes(data, source=str(path))
 
 
-def parse_model_bytes(data: bytes, source: str = "<bytes>") -> Graph:
-    """Parse serialized ONNX bytes into a validated :class:`Graph`."""
+def parse_model_bytes(data: bytes, source: str = "<bytes>", base_dir: Path | None = None
+                      ) -> Graph:
+    """Parse serialized ONNX bytes into a validated :class:`Graph`; external data is read from
+    ``base_dir`` (a model given as bytes without one may not use external data)."""
     import onnx  # lazy: keeps `import runtime` cheap
 
     try:
@@ -87,344 +207,243 @@ def parse_model_bytes(data: bytes, source: str = "<bytes>") -> Graph:
         raise ModelLoadError(f"{source} is not a valid ONNX model ({type(exc).__name__})") from None
     if not model.HasField("graph") or len(model.graph.node) == 0:
         raise ModelLoadError(f"{source} is not a valid ONNX model (no graph or no nodes)")
-    opset = next((o.version for o in model.opset_import if o.domain in _ONNX_DOMAINS), None)
+    opsets = {o.domain or "": int(o.version) for o in model.opset_import}
+    opset = next((v for d, v in opsets.items() if d in ONNX_DOMAINS), None)
     if opset is None:
         raise ModelLoadError(f"{source} declares no default-domain opset")
+    _load_external_data(model, source, base_dir)
     constants = _read_initializers(model.graph, source)
-    nodes = [_read_node(n, i) for i, n in enumerate(model.graph.node)]
-    for node in nodes:
-        _check_supported(node)
-    nodes, constants = _extract_constant_nodes(nodes, constants)
-    inputs = [i for i in model.graph.input if i.name not in constants]
-    if len(inputs) != 1 or len(model.graph.output) != 1:
-        raise ModelLoadError(
-            f"{source}: the engine runs graphs with exactly one input and one output "
-            f"(found {len(inputs)} inputs, {len(model.graph.output)} outputs)")
-    input_name, input_shape = _read_input(inputs[0], source)
-    nodes = _topological_order(nodes, {input_name, *constants}, source)
-    output_name = model.graph.output[0].name
-    produced = {o for n in nodes for o in n.outputs} | {input_name}
-    if output_name not in produced:
-        raise ModelLoadError(f"{source}: graph output {output_name!r} is produced by no node")
-    return Graph(nodes, constants, input_name, input_shape, output_name, opset)
+    nodes = [_read_node(n, i, source) for i, n in enumerate(model.graph.node)]
+    nodes, constants = _extract_constant_nodes(nodes, constants, source)
+    inputs = [_tensor_info(v, source, "input") for v in model.graph.input
+              if v.name not in constants]
+    outputs = [_tensor_info(v, source, "output") for v in model.graph.output]
+    _check_names(nodes, constants, inputs, outputs, source)
+    nodes = topological_order(nodes, {t.name for t in inputs} | set(constants), source)
+    return Graph(nodes, constants, inputs, outputs, opset, opsets, int(model.ir_version))
+
+
+def _load_external_data(model: Any, source: str, base_dir: Path | None) -> None:
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    tensors = [*model.graph.initializer, *(s.values for s in model.graph.sparse_initializer),
+               *(s.indices for s in model.graph.sparse_initializer)]
+    if not any(uses_external_data(t) for t in tensors):
+        return
+    if base_dir is None:
+        raise ModelLoadError(f"{source} stores weights as external data; load it from its file")
+    base = base_dir.resolve()
+    for tensor in tensors:
+        if not uses_external_data(tensor):
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (base / location).resolve()
+        if not location or os.path.isabs(location) or base not in target.parents:
+            raise ModelLoadError(f"{source}: external data of {tensor.name!r} must be a file "
+                                 f"inside the model's folder, got {location!r}")
+        if not target.is_file():
+            raise ModelLoadError(f"{source}: external data file {str(target)!r} of "
+                                 f"{tensor.name!r} is missing")
+    try:
+        load_external_data_for_model(model, str(base))
+    except Exception as exc:  # onnx raises OSError, ValueError, ... for bad offsets / files
+        raise ModelLoadError(f"{source}: unreadable external data ({exc})") from None
 
 
 def _read_initializers(graph: Any, source: str) -> dict[str, np.ndarray]:
-    from onnx import numpy_helper
-
     constants: dict[str, np.ndarray] = {}
     try:
         for init in graph.initializer:
-            constants[init.name] = numpy_helper.to_array(init)
+            _add_constant(constants, init.name, _tensor_array(init), source)
         for sparse in graph.sparse_initializer:
-            constants[sparse.values.name] = _sparse_to_dense(sparse)
+            _add_constant(constants, sparse.values.name, _sparse_to_dense(sparse), source)
+    except ModelLoadError:
+        raise
     except Exception as exc:
         raise ModelLoadError(f"{source}: unreadable initializer ({exc})") from None
     return constants
 
 
-def _sparse_to_dense(sparse: Any) -> np.ndarray:
-    """COO SparseTensorProto -> dense array (indices are linear [nnz] or per-dim [nnz, rank])."""
+def _add_constant(constants: dict[str, np.ndarray], name: str, value: np.ndarray,
+                  source: str) -> None:
+    if not name:
+        raise ModelLoadError(f"{source}: an initializer has no name")
+    if name in constants:
+        raise ModelLoadError(f"{source}: initializer {name!r} is defined twice")
+    constants[name] = value
+
+
+def _tensor_array(tensor: Any) -> np.ndarray:
+    """A TensorProto as a NumPy array, after checking its dims (ONNX's reader trusts them)."""
     from onnx import numpy_helper
 
+    dims = tuple(int(d) for d in tensor.dims)
+    if any(d < 0 for d in dims):
+        raise ModelLoadError(f"tensor {tensor.name!r} has negative dims {dims}")
+    if math.prod(dims) > MAX_MODEL_BYTES:
+        raise ModelLoadError(f"tensor {tensor.name!r} has {math.prod(dims)} elements")
+    array = numpy_helper.to_array(tensor)
+    if array.shape != dims:
+        raise ModelLoadError(f"tensor {tensor.name!r} holds {array.size} values for dims {dims}")
+    return array
+
+
+def _sparse_to_dense(sparse: Any) -> np.ndarray:
+    """COO SparseTensorProto -> dense array (indices are linear [nnz] or per-dim [nnz, rank])."""
     dims = tuple(int(d) for d in sparse.dims)
-    values = numpy_helper.to_array(sparse.values)
-    indices = numpy_helper.to_array(sparse.indices).astype(np.int64)
-    dense = np.zeros(int(np.prod(dims)), dtype=values.dtype)
-    linear = indices if indices.ndim == 1 else np.ravel_multi_index(indices.T, dims)
+    name = sparse.values.name
+    if any(d < 0 for d in dims) or math.prod(dims) > MAX_MODEL_BYTES:
+        raise ModelLoadError(f"sparse initializer {name!r} has bad dims {dims}")
+    values = _tensor_array(sparse.values).reshape(-1)
+    indices = _tensor_array(sparse.indices).astype(np.int64)
+    dense = np.zeros(math.prod(dims), dtype=values.dtype)
+    if indices.ndim == 2 and indices.shape == (values.size, len(dims)):
+        if indices.size and ((indices < 0).any() or (indices >= np.array(dims)).any()):
+            raise ModelLoadError(f"sparse initializer {name!r} has out-of-range indices")
+        linear = np.ravel_multi_index(indices.T, dims) if indices.size else indices[:, 0]
+    elif indices.ndim == 1 and indices.size == values.size:
+        linear = indices
+    else:
+        raise ModelLoadError(f"sparse initializer {name!r}: indices of shape {indices.shape} "
+                             f"for {values.size} values")
     if linear.size and (linear.min() < 0 or linear.max() >= dense.size):
-        raise ValueError(f"sparse initializer {sparse.values.name!r} has out-of-range indices")
+        raise ModelLoadError(f"sparse initializer {name!r} has out-of-range indices")
+    if np.unique(linear).size != linear.size:
+        raise ModelLoadError(f"sparse initializer {name!r} has repeated indices")
     dense[linear] = values
     return dense.reshape(dims)
 
 
-def _read_node(proto: Any, index: int) -> Node:
-    from onnx import helper
+def _read_node(proto: Any, index: int, source: str) -> Node:
+    from onnx import AttributeProto
 
     node = Node(proto.op_type, proto.name or f"{proto.op_type}_{index}", list(proto.input),
-                list(proto.output))
-    if proto.domain not in _ONNX_DOMAINS:
-        raise UnsupportedOpError(
-            f"unsupported operator {proto.domain}.{proto.op_type} ({node.describe()})")
+                list(proto.output), domain=proto.domain or "", proto=proto)
+    if not proto.op_type or not any(node.outputs):
+        raise ModelLoadError(f"{source}: node {index} has no operator type or no output")
     for attr in proto.attribute:
-        value = helper.get_attribute_value(attr)
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", "replace")
-        node.attrs[attr.name] = value
+        try:
+            node.attrs[attr.name] = _attribute_value(attr, AttributeProto)
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"{source}: {node.describe()}: unreadable attribute "
+                                 f"{attr.name!r} ({exc})") from None
     return node
 
 
-def _check_supported(node: Node) -> None:
-    if node.op not in SUPPORTED_OPS:
-        raise UnsupportedOpError(f"unsupported operator {node.op} ({node.describe()})")
-    if node.op in ("MaxPool", "BatchNormalization", "Dropout") and len(node.outputs) > 1 and any(
-            node.outputs[1:]):
-        raise UnsupportedOpError(f"{node.describe()}: only the first output is supported")
+def _attribute_value(attr: Any, kinds: Any) -> Any:
+    """Python value of an attribute: int, float, str, tensor (NumPy), or a list of those;
+    graphs (control flow) stay protos, which only ONNX Runtime segments use."""
+    kind = attr.type
+    if kind == kinds.INT:
+        return int(attr.i)
+    if kind == kinds.FLOAT:
+        return float(attr.f)
+    if kind == kinds.STRING:
+        return attr.s.decode("utf-8", "replace")
+    if kind == kinds.TENSOR:
+        return _tensor_array(attr.t)
+    if kind == kinds.INTS:
+        return [int(v) for v in attr.ints]
+    if kind == kinds.FLOATS:
+        return [float(v) for v in attr.floats]
+    if kind == kinds.STRINGS:
+        return [s.decode("utf-8", "replace") for s in attr.strings]
+    return attr  # GRAPH(S), SPARSE_TENSOR(S), TYPE_PROTO(S): kept as the proto
 
 
-def _extract_constant_nodes(nodes: list[Node], constants: dict[str, np.ndarray]
+def _extract_constant_nodes(nodes: list[Node], constants: dict[str, np.ndarray], source: str
                             ) -> tuple[list[Node], dict[str, np.ndarray]]:
-    """Constant nodes become constants (torch exports Clip bounds and Reshape shapes this way)."""
-    from onnx import numpy_helper
-
+    """Constant nodes of the default domain become constants (exporters write Clip bounds and
+    Reshape shapes this way)."""
     kept = []
     for node in nodes:
-        if node.op != "Constant":
+        if node.op != "Constant" or node.domain not in ONNX_DOMAINS:
             kept.append(node)
             continue
-        if "value" not in node.attrs:
-            raise UnsupportedOpError(f"{node.describe()}: only the 'value' attribute is supported")
-        constants[node.outputs[0]] = numpy_helper.to_array(node.attrs["value"])
+        _add_constant(constants, node.outputs[0], _constant_value(node), source)
     return kept, constants
 
 
-def _read_input(value_info: Any, source: str) -> tuple[str, tuple[int | None, ...]]:
+def _constant_value(node: Node) -> np.ndarray:
+    tensor = node.attr_tensor("value")
+    if tensor is not None:
+        return tensor
+    for name, dtype in (("value_float", np.float32), ("value_floats", np.float32),
+                        ("value_int", np.int64), ("value_ints", np.int64)):
+        if name in node.attrs:
+            return np.asarray(node.attrs[name], dtype=dtype)
+    raise ModelLoadError(f"{node.describe()}: a Constant needs a value (tensor, float(s) or "
+                         "int(s))")
+
+
+def _tensor_info(value_info: Any, source: str, what: str) -> TensorInfo:
+    if not value_info.name:
+        raise ModelLoadError(f"{source}: a graph {what} has no name")
     ttype = value_info.type.tensor_type
-    if ttype.elem_type != 1:  # TensorProto.FLOAT
-        raise ModelLoadError(f"{source}: input {value_info.name!r} must be float32")
-    if not ttype.HasField("shape"):
-        raise ModelLoadError(f"{source}: input {value_info.name!r} has no declared shape")
-    dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in ttype.shape.dim)
-    return value_info.name, dims
+    dtype = _ELEM_TYPES.get(ttype.elem_type)
+    if dtype is None:
+        if what == "input":
+            raise ModelLoadError(f"{source}: {what} {value_info.name!r} has unsupported element "
+                                 f"type {ttype.elem_type}")
+        dtype = np.float32  # outputs: the producing node decides
+    shape = None
+    if ttype.HasField("shape"):
+        shape = tuple(int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None
+                      for d in ttype.shape.dim)
+    return TensorInfo(value_info.name, np.dtype(dtype), shape)
 
 
-def _topological_order(nodes: list[Node], available: set[str], source: str) -> list[Node]:
-    """Kahn's order; an input no node or initializer defines is a load error."""
+def _check_names(nodes: list[Node], constants: dict[str, np.ndarray], inputs: list[TensorInfo],
+                 outputs: list[TensorInfo], source: str) -> None:
+    """Every tensor has one producer (graph input, constant or node output)."""
+    defined: set[str] = set()
+    for name in [*(t.name for t in inputs), *constants]:
+        if name in defined:
+            raise ModelLoadError(f"{source}: tensor {name!r} is defined twice")
+        defined.add(name)
+    for node in nodes:
+        for name in node.outputs:
+            if name and name in defined:
+                raise ModelLoadError(f"{source}: tensor {name!r} ({node.describe()}) is "
+                                     "defined twice")
+            defined.add(name)
+    for out in outputs:
+        if out.name not in defined:
+            raise ModelLoadError(f"{source}: graph output {out.name!r} is produced by no node")
+    if not inputs and not nodes:
+        raise ModelLoadError(f"{source}: the graph computes nothing")
+
+
+def topological_order(nodes: list[Node], available: set[str], source: str) -> list[Node]:
+    """Kahn's order, stable; an input no node or initializer defines is a load error."""
     producers = {o: n for n in nodes for o in n.outputs if o}
-    ordered: list[Node] = []
     done = set(available)
-    pending = list(nodes)
-    while pending:
-        ready = [n for n in pending if all(i == "" or i in done for i in n.inputs)]
-        if not ready:
-            node = pending[0]
-            missing = [i for i in node.inputs if i and i not in done and i not in producers]
-            what = f"undefined input {missing[0]!r}" if missing else "a cycle"
-            raise ModelLoadError(f"{source}: {node.describe()} has {what}")
-        for n in ready:
-            ordered.append(n)
-            done.update(o for o in n.outputs if o)
-        pending = [n for n in pending if n not in ready]
+    waiting: dict[str, list[int]] = {}
+    missing_count = []
+    for i, node in enumerate(nodes):
+        missing = {name for name in node.inputs if name and name not in done}
+        for name in missing:
+            if name not in producers:
+                raise ModelLoadError(f"{source}: {node.describe()} has undefined input {name!r}")
+            waiting.setdefault(name, []).append(i)
+        missing_count.append(len(missing))
+    ready = [i for i, count in enumerate(missing_count) if count == 0]
+    heapq.heapify(ready)
+    ordered: list[Node] = []
+    while ready:
+        i = heapq.heappop(ready)  # lowest index first: keeps the file's order where it is valid
+        ordered.append(nodes[i])
+        for name in nodes[i].outputs:
+            if not name or name in done:
+                continue
+            done.add(name)
+            for j in waiting.pop(name, []):
+                missing_count[j] -= 1
+                if missing_count[j] == 0:
+                    heapq.heappush(ready, j)
+    if len(ordered) != len(nodes):
+        stuck = next(n for n, c in zip(nodes, missing_count, strict=True) if c > 0)
+        raise ModelLoadError(f"{source}: {stuck.describe()} is part of a cycle")
     return ordered
-
-
-# ----------------------------------------------------------------------------- geometry
-
-
-@dataclass(frozen=True)
-class ConvGeometry:
-    """Resolved 2-D convolution geometry (pads as begin/end per axis)."""
-
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    dilation: tuple[int, int]
-    pad_begin: tuple[int, int]
-    pad_end: tuple[int, int]
-    group: int
-    out_hw: tuple[int, int]
-
-
-@dataclass(frozen=True)
-class PoolGeometry:
-    """Resolved 2-D pooling window (output sizes include ceil_mode)."""
-
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    dilation: tuple[int, int]
-    pad_begin: tuple[int, int]
-    pad_end: tuple[int, int]
-    out_hw: tuple[int, int]
-
-
-def _pair(node: Node, name: str, default: int) -> tuple[int, int]:
-    value = node.attrs.get(name)
-    if value is None:
-        return (default, default)
-    value = tuple(int(v) for v in value)
-    if len(value) != 2:
-        raise UnsupportedOpError(f"{node.describe()}: only 2-D {name} is supported, got {value}")
-    return value  # type: ignore[return-value]
-
-
-def _resolve_pads(node: Node, hw: tuple[int, int], kernel: tuple[int, int],
-                  stride: tuple[int, int], dilation: tuple[int, int]
-                  ) -> tuple[tuple[int, int], tuple[int, int]]:
-    auto_pad = node.attrs.get("auto_pad", "NOTSET")
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        begin, end = [], []
-        for size, k, s, d in zip(hw, kernel, stride, dilation, strict=True):
-            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
-            small, large = total // 2, total - total // 2
-            begin.append(small if auto_pad == "SAME_UPPER" else large)
-            end.append(large if auto_pad == "SAME_UPPER" else small)
-        return (begin[0], begin[1]), (end[0], end[1])
-    if auto_pad == "VALID":
-        return (0, 0), (0, 0)
-    if auto_pad != "NOTSET":
-        raise UnsupportedOpError(f"{node.describe()}: unknown auto_pad {auto_pad!r}")
-    pads = tuple(int(p) for p in node.attrs.get("pads", (0, 0, 0, 0)))
-    if len(pads) != 4:
-        raise UnsupportedOpError(f"{node.describe()}: only 2-D pads are supported, got {pads}")
-    if min(pads) < 0:
-        raise ModelLoadError(f"{node.describe()}: negative pads {pads}")
-    return (pads[0], pads[1]), (pads[2], pads[3])
-
-
-def conv_geometry(node: Node, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> ConvGeometry:
-    """Geometry of a Conv node for input (N, C, H, W) and weight (OC, C/group, KH, KW)."""
-    if len(x_shape) != 4 or len(w_shape) != 4:
-        raise UnsupportedOpError(
-            f"{node.describe()}: only 2-D convolution (4-D tensors) is supported")
-    kernel = (int(w_shape[2]), int(w_shape[3]))
-    if "kernel_shape" in node.attrs and tuple(node.attrs["kernel_shape"]) != kernel:
-        raise ModelLoadError(f"{node.describe()}: kernel_shape disagrees with the weight shape")
-    stride, dilation = _pair(node, "strides", 1), _pair(node, "dilations", 1)
-    group = int(node.attrs.get("group", 1))
-    hw = (int(x_shape[2]), int(x_shape[3]))
-    if group < 1 or x_shape[1] != w_shape[1] * group or w_shape[0] % group:
-        raise ModelLoadError(
-            f"{node.describe()}: input channels {x_shape[1]} do not match weight {tuple(w_shape)} "
-            f"with group={group}")
-    if min(stride) < 1 or min(dilation) < 1:
-        raise ModelLoadError(f"{node.describe()}: strides and dilations must be positive")
-    pad_begin, pad_end = _resolve_pads(node, hw, kernel, stride, dilation)
-    out = tuple((hw[i] + pad_begin[i] + pad_end[i] - dilation[i] * (kernel[i] - 1) - 1)
-                // stride[i] + 1 for i in range(2))
-    if min(out) < 1:
-        raise InputError(f"{node.describe()}: input {hw[0]}x{hw[1]} is smaller than the kernel")
-    return ConvGeometry(kernel, stride, dilation, pad_begin, pad_end, group, out)  # type: ignore[arg-type]
-
-
-def pool_geometry(node: Node, x_shape: tuple[int, ...]) -> PoolGeometry:
-    """Geometry of a MaxPool / AveragePool node.
-
-    With ceil_mode a last window that would start inside the end padding is dropped (ONNX Runtime
-    and PyTorch agree on this rule).
-    """
-    if len(x_shape) != 4:
-        raise UnsupportedOpError(f"{node.describe()}: only 2-D pooling (4-D tensors) is supported")
-    kernel = _pair(node, "kernel_shape", 0)
-    if min(kernel) < 1:
-        raise ModelLoadError(f"{node.describe()}: kernel_shape is required")
-    stride, dilation = _pair(node, "strides", 1), _pair(node, "dilations", 1)
-    hw = (int(x_shape[2]), int(x_shape[3]))
-    pad_begin, pad_end = _resolve_pads(node, hw, kernel, stride, dilation)
-    ceil_mode = int(node.attrs.get("ceil_mode", 0))
-    out = []
-    for i in range(2):
-        span = hw[i] + pad_begin[i] + pad_end[i] - dilation[i] * (kernel[i] - 1) - 1
-        size = (-(-span // stride[i]) if ceil_mode else span // stride[i]) + 1
-        if ceil_mode and (size - 1) * stride[i] >= hw[i] + pad_begin[i]:
-            size -= 1
-        out.append(size)
-    if min(out) < 1:
-        raise InputError(f"{node.describe()}: input {hw[0]}x{hw[1]} is smaller than the window")
-    return PoolGeometry(kernel, stride, dilation, pad_begin, pad_end, (out[0], out[1]))
-
-
-# ----------------------------------------------------------------------------- shapes
-
-
-def infer_shapes(graph: Graph, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    """Shape of every tensor for a concrete input shape (constants included)."""
-    shapes: dict[str, tuple[int, ...]] = {k: tuple(v.shape) for k, v in graph.constants.items()}
-    shapes[graph.input_name] = tuple(input_shape)
-    for node in graph.nodes:
-        ins = [shapes[i] if i else () for i in node.inputs]
-        out = _node_shape(node, ins, graph)
-        shapes[node.outputs[0]] = out
-    return shapes
-
-
-def _const(graph: Graph, node: Node, index: int, what: str) -> np.ndarray:
-    name = node.inputs[index] if index < len(node.inputs) else ""
-    if not name or name not in graph.constants:
-        raise UnsupportedOpError(f"{node.describe()}: {what} must be a constant")
-    return graph.constants[name]
-
-
-def _broadcast(node: Node, a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
-    try:
-        return tuple(np.broadcast_shapes(a, b))
-    except ValueError:
-        raise ModelLoadError(f"{node.describe()}: shapes {a} and {b} do not broadcast") from None
-
-
-def _node_shape(node: Node, ins: list[tuple[int, ...]], graph: Graph) -> tuple[int, ...]:
-    op, x = node.op, ins[0]
-    if op == "Conv":
-        geo = conv_geometry(node, x, ins[1])
-        return (x[0], ins[1][0], *geo.out_hw)
-    if op in ("MaxPool", "AveragePool"):
-        return (x[0], x[1], *pool_geometry(node, x).out_hw)
-    if op in ("GlobalAveragePool", "GlobalMaxPool"):
-        if len(x) != 4:
-            raise UnsupportedOpError(f"{node.describe()}: only 4-D inputs are supported")
-        return (x[0], x[1], 1, 1)
-    if op in ("Relu", "Clip", "Identity", "Dropout", "BatchNormalization", "Softmax"):
-        return x
-    if op == "Add":
-        return _broadcast(node, x, ins[1])
-    if op == "Gemm":
-        return _gemm_shape(node, x, ins[1])
-    if op == "MatMul":
-        return _matmul_shape(node, x, ins[1])
-    if op == "Flatten":
-        axis = int(node.attrs.get("axis", 1))
-        axis = axis + len(x) if axis < 0 else axis
-        return (math.prod(x[:axis]), math.prod(x[axis:]))
-    if op == "Reshape":
-        return _reshape_shape(node, x, _const(graph, node, 1, "the shape input"))
-    if op == "Concat":
-        return _concat_shape(node, ins)
-    raise UnsupportedOpError(f"unsupported operator {op} ({node.describe()})")
-
-
-def _gemm_shape(node: Node, a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
-    if len(a) != 2 or len(b) != 2:
-        raise ModelLoadError(f"{node.describe()}: Gemm needs 2-D inputs, got {a} and {b}")
-    m, k = (a[1], a[0]) if node.attrs.get("transA", 0) else a
-    kb, n = (b[1], b[0]) if node.attrs.get("transB", 0) else b
-    if k != kb:
-        raise ModelLoadError(f"{node.describe()}: inner dimensions {k} and {kb} differ")
-    return (m, n)
-
-
-def _matmul_shape(node: Node, a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
-    if len(a) < 2 or len(b) != 2:
-        raise UnsupportedOpError(
-            f"{node.describe()}: MatMul is supported for A of rank >= 2 and a 2-D B, got {a}, {b}")
-    if a[-1] != b[0]:
-        raise ModelLoadError(f"{node.describe()}: inner dimensions {a[-1]} and {b[0]} differ")
-    return (*a[:-1], b[1])
-
-
-def _reshape_shape(node: Node, x: tuple[int, ...], target: np.ndarray) -> tuple[int, ...]:
-    allow_zero = int(node.attrs.get("allowzero", 0))
-    dims = [int(d) for d in np.asarray(target).reshape(-1)]
-    out = [x[i] if d == 0 and not allow_zero and i < len(x) else d for i, d in enumerate(dims)]
-    if out.count(-1) > 1:
-        raise ModelLoadError(f"{node.describe()}: more than one -1 in shape {dims}")
-    total = math.prod(x)
-    if -1 in out:
-        known = math.prod(d for d in out if d != -1)
-        if known == 0 or total % known:
-            raise InputError(f"{node.describe()}: cannot reshape {x} to {dims}")
-        out[out.index(-1)] = total // known
-    if math.prod(out) != total or min(out, default=1) < 0:
-        raise InputError(f"{node.describe()}: cannot reshape {x} to {dims}")
-    return tuple(out)
-
-
-def _concat_shape(node: Node, ins: list[tuple[int, ...]]) -> tuple[int, ...]:
-    rank = len(ins[0])
-    axis = int(node.attrs.get("axis", 1))
-    axis = axis + rank if axis < 0 else axis
-    if not 0 <= axis < rank:
-        raise ModelLoadError(f"{node.describe()}: axis out of range for rank {rank}")
-    for s in ins[1:]:
-        if len(s) != rank or any(s[i] != ins[0][i] for i in range(rank) if i != axis):
-            raise InputError(f"{node.describe()}: shapes {ins} cannot be concatenated on {axis}")
-    out = list(ins[0])
-    out[axis] = sum(s[axis] for s in ins)
-    return tuple(out)

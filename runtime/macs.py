@@ -1,6 +1,6 @@
 """Multiply-accumulate (MAC) counting, the one definition every stage uses.
 
-Rules (ALGORITHMS.md section 6, as the Feather / ST-3 / EAST papers count): only Conv and
+Rules (docs/algorithms.md section 6, as the Feather / ST-3 / EAST papers count): only Conv and
 Gemm/Linear layers count; one multiply-add is one MAC (FLOPs ~= 2 x MACs); BN, activations,
 pooling and additions are ignored. Sparse MACs scale dense MACs by the layer's density.
 

@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from train.artifact import ArtifactError
     from train.config import ConfigError, load_yaml_config, resolve_config
     from train.data_arrays import DatasetError
+    from train.loop import RunWriteError, TrainingDivergedError, run_training
     from train.models import ModelError
 
     overrides = {k: v for k, v in vars(args).items()
@@ -94,10 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         file_values = load_yaml_config(args.config) if args.config else {}
         config = resolve_config(file_values, overrides)
-        from train.loop import run_training
-
         result = run_training(config, resume=args.resume, overwrite=args.overwrite)
-    except (ConfigError, DatasetError, ModelError, ArtifactError) as exc:
+    except (ConfigError, DatasetError, ModelError, ArtifactError, TrainingDivergedError,
+            RunWriteError, OSError) as exc:  # OSError: a file the core did not expect
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"run {result.run_dir}: test accuracy {result.test_acc:.4f}, "

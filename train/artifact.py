@@ -10,6 +10,7 @@ A plain dict (no pickled classes, loads with ``torch.load(weights_only=True)``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from torch import nn
 from runtime.atomic import atomic_writer
 
 __all__ = ["ARTIFACT_FORMAT", "ARTIFACT_VERSION", "ArtifactError", "ModelMeta",
-           "atomic_torch_save", "save_model_artifact", "load_model_artifact"]
+           "atomic_torch_save", "non_finite_tensor", "save_model_artifact", "load_model_artifact"]
 
 ARTIFACT_FORMAT = "featherdeploy.model"
 ARTIFACT_VERSION = 1
@@ -49,7 +50,23 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         torch.save(obj, handle)
 
 
+def non_finite_tensor(model: nn.Module) -> str | None:
+    """The name of the first float parameter or buffer holding NaN or Inf, or None."""
+    # A float64 sum is NaN/Inf iff an entry is (|float32| < 3.4e38: no overflow), and is
+    # several times cheaper than an elementwise isfinite on ResNet-50's 25M weights.
+    with torch.no_grad():
+        for name, tensor in chain(model.named_parameters(), model.named_buffers()):
+            if tensor.is_floating_point() and not torch.isfinite(
+                    tensor.sum(dtype=torch.float64)):
+                return name
+    return None
+
+
 def save_model_artifact(path: str | Path, model: nn.Module, meta: ModelMeta) -> None:
+    """Write model.pt atomically; a model with NaN/Inf weights is refused (ArtifactError)."""
+    bad = non_finite_tensor(model)
+    if bad is not None:
+        raise ArtifactError(f"{bad} holds NaN or Inf; refusing to write {path}")
     payload = {
         "format": ARTIFACT_FORMAT,
         "version": ARTIFACT_VERSION,

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = ["ConfigError", "TrainConfig", "load_yaml_config", "resolve_config", "to_yaml",
-           "INITS", "SHARING_MODELS"]
+           "type_problem", "INITS", "SHARING_MODELS", "MAX_SEED"]
 
 INITS: tuple[str, ...] = ("none", "erk")
 SHARING_MODELS: tuple[str, ...] = ("resnet20", "resnet50")
+# numpy's classic seed range; the loop derives per-epoch seeds as seed * 100_003 + epoch, which
+# stays far below torch.manual_seed's 2**64 limit for any seed in it.
+MAX_SEED = 2**32 - 1
 
 
 class ConfigError(ValueError):
@@ -78,15 +83,13 @@ class TrainConfig:
         return Path(self.runs_dir) / self.name
 
     def validate(self) -> TrainConfig:
-        """Raise ConfigError for any value outside its domain; return self."""
+        """Raise ConfigError for any value of the wrong type or outside its domain; return self."""
         from train.backbones import BACKBONES
         from train.feather import OPERATORS
-        from train.models import MODEL_NAMES
 
-        _check(bool(self.name) and "/" not in self.name, f"bad run name {self.name!r}")
-        _check(self.model in MODEL_NAMES,
-               f"unknown model {self.model!r}; choose from {', '.join(MODEL_NAMES)}")
-        _check(isinstance(self.model_kwargs, dict), "model_kwargs must be a mapping")
+        problem = type_problem(self)
+        _check(problem is None, str(problem))  # first: the range checks below compare numbers
+        self._validate_names()
         _check(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}")
         _check(self.backbone in BACKBONES, f"backbone must be one of {BACKBONES}")
         _check(self.operator in OPERATORS, f"operator must be one of {OPERATORS}")
@@ -97,16 +100,40 @@ class TrainConfig:
                "need 0 <= prune_start < prune_end <= 1")
         _check(self.epochs >= 1 and self.batch_size >= 1 and self.eval_batch_size >= 1,
                "epochs and batch sizes must be >= 1")
-        _check(self.lr > 0 and math.isfinite(self.lr), f"lr must be positive, got {self.lr}")
-        _check(self.weight_decay >= 0 and 0 <= self.momentum < 1, "bad weight_decay/momentum")
-        _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing must be in [0, 1)")
-        _check(self.grad_clip is None or self.grad_clip > 0, "grad_clip must be positive")
+        self._validate_optimizer()
+        _check(0 <= self.seed <= MAX_SEED, f"seed must be in [0, 2**32 - 1], got {self.seed}")
         _check(self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda"),
                f"device must be auto, cpu or cuda[:N], got {self.device!r}")
         for limit in (self.limit_train, self.limit_test):
             _check(limit is None or limit >= 1, "limits must be >= 1")
         self._validate_east()
         return self
+
+    def _validate_names(self) -> None:
+        from train.data_arrays import DATASET_NAMES
+        from train.models import MODEL_NAMES
+
+        # The name is one folder under runs_dir: "..", "." or "a/b" would write elsewhere.
+        _check(bool(self.name) and "/" not in self.name and self.name not in (".", "..")
+               and "\0" not in self.name, f"bad run name {self.name!r}")
+        for path in (self.runs_dir, self.data_dir or ""):
+            _check("\0" not in path, f"path {path!r} holds a NUL byte")
+        _check(self.dataset in DATASET_NAMES,
+               f"unknown dataset {self.dataset!r}; choose from {', '.join(DATASET_NAMES)}")
+        _check(self.model in MODEL_NAMES,
+               f"unknown model {self.model!r}; choose from {', '.join(MODEL_NAMES)}")
+
+    def _validate_optimizer(self) -> None:
+        # Finiteness is the type check's; these are the ranges where SGD means something.
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        _check(0 <= self.warmup_epochs <= self.epochs,
+               f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
+        _check(0.0 <= self.label_smoothing < 1.0,
+               f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        _check(self.grad_clip is None or self.grad_clip > 0,
+               f"grad_clip must be > 0 (or null), got {self.grad_clip}")
 
     def _validate_east(self) -> None:
         _check(self.init in INITS, f"init must be one of {INITS}, got {self.init!r}")
@@ -156,15 +183,76 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def type_problem(instance: Any) -> str | None:
+    """What is wrong with the first field of dataclass ``instance`` whose value does not fit its
+    annotation, or None. YAML and JSON hand over whatever the user typed, so this is stricter
+    than isinstance: a bool is no int, 2.5 is no int, a float must be finite (an int is a fine
+    float). The one type check of every config dataclass (TrainConfig, CompileOptions)."""
+    hints = typing.get_type_hints(type(instance))
+    for item in dataclasses.fields(instance):
+        value, expected = getattr(instance, item.name), hints[item.name]
+        if not _fits(value, expected):
+            return (f"{item.name} must be {_describe(expected)}, got {value!r} "
+                    f"({type(value).__name__}{_text_hint(value, expected)})")
+    return None
+
+
+def _fits(value: Any, expected: Any) -> bool:
+    origin, args = typing.get_origin(expected), typing.get_args(expected)
+    if expected is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, option) for option in args)
+    if expected is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if expected in (bool, str, type(None)):
+        return isinstance(value, expected)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(key, args[0]) for key in value)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        items = args[:1] * len(value) if args[1:] == (Ellipsis,) else args
+        return len(items) == len(value) and all(
+            _fits(v, t) for v, t in zip(value, items, strict=True))
+    raise TypeError(f"type_problem cannot check {expected!r}; teach _fits")  # a new field type
+
+
+_TYPE_NAMES = {float: "a finite number", int: "an integer", bool: "true or false",
+               str: "a string", type(None): "null"}
+
+
+def _describe(expected: Any) -> str:
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(option) for option in typing.get_args(expected))
+    if origin is dict:
+        return "a mapping"
+    if origin is tuple:
+        return "a list"
+    return _TYPE_NAMES.get(expected, str(expected))
+
+
+def _text_hint(value: Any, expected: Any) -> str:
+    """Why a number may have arrived as text: PyYAML (YAML 1.1) reads 5e-4 without a dot as a
+    string, and quotes make any number one."""
+    if not isinstance(value, str) or not _fits(0.0, expected):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return "; YAML reads quoted numbers and exponents without a dot as text: write 5.0e-4"
+
+
 def _coerce(name: str, value: Any) -> Any:
-    """Normalise a raw YAML/CLI value for field ``name`` (theta 'auto' or float, ints as floats)."""
-    if name == "theta":
-        if isinstance(value, str) and value.strip().lower() == "auto":
-            return "auto"
-        try:
-            return float(value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"theta must be 'auto' or a number, got {value!r}") from exc
+    """Normalise a raw YAML/CLI value for field ``name``: theta 'auto' in any case, ints as floats
+    for float fields. Everything else is left as typed for the type check to judge."""
+    if name == "theta" and isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
     float_fields = {f.name for f in dataclasses.fields(TrainConfig) if "float" in str(f.type)}
     if name in float_fields and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -206,7 +294,10 @@ def resolve_config(file_values: dict[str, Any] | None = None,
         raise ConfigError(str(exc)) from exc
     if config.dyrelu_phasing:  # record the epochs actually used, not "default"
         config.dyrelu_start, config.dyrelu_end = config.dyrelu_window
-    return config.validate()
+    config.validate()
+    if config.data_dir is not None:  # model.pt is compiled and benchmarked from other folders
+        config.data_dir = str(Path(config.data_dir).absolute())
+    return config
 
 
 def to_yaml(config: TrainConfig) -> str:

@@ -188,8 +188,8 @@ def build_datasets(name: str, data_dir: PathLike | None, *, augment: bool = True
                    download: bool = True) -> tuple[Dataset, Dataset, DatasetInfo]:
     """(train dataset, test dataset, DatasetInfo) for `name`.
 
-    A missing Fashion-MNIST (not in `data_dir` nor the Debian package's folder) is downloaded with
-    torchvision into `data_dir` when `download` and a `data_dir` is given; if that fails (e.g.
+    A Fashion-MNIST missing from a given `data_dir` (the Debian package's folder is only read
+    without one) is downloaded with torchvision into it when `download`; if that fails (e.g.
     offline) DatasetNotFoundError says where the files were looked for and how to get them.
     CIFAR (170 MB) is never downloaded implicitly: the error says where to put it.
     `seed` only affects `synthetic`.

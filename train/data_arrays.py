@@ -203,17 +203,17 @@ def _find_idx_file(folder: Path, stem: str) -> Path | None:
 
 def _fashion_mnist_candidates(data_dir: PathLike | None) -> list[Path]:
     """Folders searched for the idx files, in order of preference."""
-    folders = []
-    if data_dir is not None:
-        folders += [Path(data_dir), Path(data_dir) / TORCHVISION_FASHION_MNIST_SUBDIR]
-    return folders + [SYSTEM_FASHION_MNIST_DIR]
+    if data_dir is None:
+        return [SYSTEM_FASHION_MNIST_DIR]
+    # A given folder is what the user wants read: never silently another copy instead.
+    return [Path(data_dir), Path(data_dir) / TORCHVISION_FASHION_MNIST_SUBDIR]
 
 
 def resolve_fashion_mnist_dir(data_dir: PathLike | None) -> Path | None:
     """The first folder holding all four Fashion-MNIST idx files (`.gz` or raw), or None.
 
-    Searched: `data_dir`, `data_dir/FashionMNIST/raw` (torchvision's download layout) and the
-    Debian package's `/usr/share/datasets/fashion-mnist`.
+    Searched: `data_dir` and `data_dir/FashionMNIST/raw` (torchvision's download layout) when
+    `data_dir` is given, else the Debian package's `/usr/share/datasets/fashion-mnist`.
     """
     for folder in _fashion_mnist_candidates(data_dir):
         if all(_find_idx_file(folder, stem) for stem in FASHION_MNIST_FILES.values()):
@@ -225,9 +225,11 @@ def fashion_mnist_not_found(data_dir: PathLike | None) -> DatasetNotFoundError:
     """The one error message for a missing Fashion-MNIST, with how to get it."""
     where = ", ".join(str(folder) for folder in _fashion_mnist_candidates(data_dir))
     files = ", ".join(f"{stem}.gz" for stem in FASHION_MNIST_FILES.values())
-    return DatasetNotFoundError(
-        f"Fashion-MNIST not found: looked for {files} in {where}. Install it with "
-        "'sudo apt-get install dataset-fashion-mnist', or put the four idx files in --data-dir.")
+    how = ("put the four idx files (.gz or raw) there, or leave out --data-dir to use the "
+           "system copy ('sudo apt-get install dataset-fashion-mnist')" if data_dir is not None
+           else "install it with 'sudo apt-get install dataset-fashion-mnist', or put the four "
+           "idx files in --data-dir")
+    return DatasetNotFoundError(f"Fashion-MNIST not found: looked for {files} in {where}; {how}.")
 
 
 def _read_fashion_mnist(folder: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:

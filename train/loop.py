@@ -22,8 +22,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from runtime.atomic import atomic_write_json, atomic_write_text
-from train.artifact import ModelMeta, atomic_torch_save, save_model_artifact
+from train.artifact import ModelMeta, atomic_torch_save, non_finite_tensor, save_model_artifact
 from train.config import ConfigError, TrainConfig, to_yaml
 from train.east.cyclic import CyclicSchedule
 from train.east.dyrelu import dyrelu_beta, set_dyrelu_beta
@@ -44,16 +47,43 @@ from train.prunable import prunable_parameters
 from train.schedule import cubic_sparsity
 from train.sparsify import FeatherSparsifier, SparsityConfig
 
-__all__ = ["RunExistsError", "TrainResult", "run_training", "select_device", "cosine_lr"]
+__all__ = ["RunExistsError", "RunWriteError", "TrainingDivergedError", "TrainResult",
+           "run_training", "select_device", "cosine_lr", "epoch_divergence"]
 
 CHECKPOINT_FORMAT = "featherdeploy.checkpoint"
 CHECKPOINT_VERSION = 1
-# Config fields that may differ between a run and its resumption.
-RESUMABLE_DIFFERENCES = {"progress", "device", "data_dir"}
+# Config fields that may differ between a run and its resumption: how it runs and where its
+# folder and data are, not what it trains (so a moved or renamed run folder resumes).
+RESUMABLE_DIFFERENCES = {"progress", "device", "data_dir", "name", "runs_dir"}
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "model.pt", "sparsity.json",
+             "summary.json")
+# What a run has written before its first checkpoint is in place (config.yaml, an empty
+# metrics.jsonl, maybe a checkpoint's unfinished temp file): nothing a restart could lose.
+BEFORE_FIRST_CHECKPOINT = frozenset({"config.yaml", "metrics.jsonl", "checkpoint.pt"})
+# The temp file runtime.atomic writes beside TARGET before renaming it: .TARGET.XXXXXXXX.tmp
+_ATOMIC_TEMP = re.compile(r"\.(?P<target>.+)\.\w+\.tmp")
 
 
 class RunExistsError(ConfigError):
     """The run directory already holds a run and neither resume nor overwrite was asked for."""
+
+
+class RunWriteError(Exception):
+    """A run file could not be written (disk full, no permission, a file where a folder goes).
+    Every write is atomic, so the files written before are intact."""
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an OSError of the writes inside into one RunWriteError naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        raise RunWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+class TrainingDivergedError(Exception):
+    """The loss or the weights became NaN/Inf; nothing of the diverged epoch was saved."""
 
 
 @dataclass
@@ -284,6 +314,7 @@ class _Trainer:
                 group["lr"] = lr
             logits, loss = self._step(images, labels)
             self.after_step(step)
+            self._check_step_loss(float(loss), step)
             loss_sum += float(loss) * labels.numel()
             correct += float((logits.argmax(1) == labels).sum())
             count += labels.numel()
@@ -298,6 +329,24 @@ class _Trainer:
             set_dyrelu_beta(self.model, self.beta(step))
         loss_sum, correct, count = _reduce([loss_sum, correct, count], self.device, self.ctx)
         return {"train_loss": loss_sum / count, "train_acc": correct / count, "lr": lr}
+
+    def _check_step_loss(self, loss: float, step: int) -> None:
+        """Stop at the first NaN/Inf loss instead of training on for the rest of the epoch.
+
+        Not under DDP (a rank that stopped alone would leave the others waiting in all-reduce:
+        the epoch-end check sees the reduced loss on every rank) nor AMP (the grad scaler skips
+        a batch whose fp16 forward overflowed; only the weights tell whether the run is lost).
+        """
+        if math.isfinite(loss) or self.ctx.distributed or self.use_amp:
+            return
+        raise self.diverged(f"the training loss is {loss} at step "
+                            f"{step % self.steps_per_epoch + 1}/{self.steps_per_epoch}")
+
+    def diverged(self, what: str) -> TrainingDivergedError:
+        config = self.config
+        return TrainingDivergedError(
+            f"training diverged: {what} of epoch {self.epoch + 1}; lower --lr ({config.lr:g}) or "
+            f"--weight-decay ({config.weight_decay:g}). Nothing of this epoch was saved")
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor):
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.use_amp):
@@ -315,6 +364,23 @@ class _Trainer:
         # The scaler lowers its scale exactly when it skipped the step (inf/NaN gradients).
         self.step_skipped = self.cyclic is not None and self.scaler.get_scale() < scale
         return logits.detach(), loss.detach()
+
+
+def epoch_divergence(model: nn.Module, train_loss: float, test_loss: float, *,
+                     check_train_loss: bool) -> str | None:
+    """What is non-finite after an epoch (None: all finite); checked before the checkpoint.
+
+    ``check_train_loss`` is False under AMP, where a skipped overflowing batch may leave an
+    infinite mean training loss behind healthy weights.
+    """
+    bad = non_finite_tensor(model)
+    if bad is not None:
+        return f"{bad} holds NaN or Inf at the end"
+    if check_train_loss and not math.isfinite(train_loss):
+        return f"the training loss is {train_loss} at the end"
+    if not math.isfinite(test_loss):
+        return f"the test loss is {test_loss} at the end"
+    return None
 
 
 def _cyclic_schedule(config: TrainConfig, total_steps: int) -> CyclicSchedule | None:
@@ -336,18 +402,57 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any]) -> None:
         raise ConfigError(f"cannot resume: the config changed ({detail})")
 
 
-def _prepare_run_dir(config: TrainConfig, resume: bool, overwrite: bool) -> Path | None:
-    """Return the checkpoint to resume from (or None); refuse to clobber an existing run."""
+def _prepare_run_dir(config: TrainConfig, resume: bool, overwrite: bool,
+                     is_main: bool = True) -> Path | None:
+    """Return the checkpoint to resume from (or None); refuse to clobber an existing run.
+
+    A run stopped before its first checkpoint starts again, with or without --resume. Only
+    the main process tidies up (the unfinished temp files of killed atomic writes).
+    """
     run_dir = config.run_dir
     checkpoint = run_dir / "checkpoint.pt"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunExistsError(f"run directory {run_dir} exists and is not a directory")
+    if _stopped_before_first_checkpoint(run_dir):
+        if is_main:
+            print(f"note: run {run_dir} was stopped before its first checkpoint; starting it "
+                  "again", file=sys.stderr)
+            _remove_temp_files(run_dir)
+        return None
     if resume:
         if not checkpoint.is_file():
             raise ConfigError(f"--resume: no checkpoint at {checkpoint}")
+        if is_main:
+            _remove_temp_files(run_dir)
         return checkpoint
     if run_dir.exists() and any(run_dir.iterdir()) and not overwrite:
         raise RunExistsError(f"run directory {run_dir} is not empty; pass --resume to continue "
                              "it or --overwrite to start again")
     return None
+
+
+def _temp_target(name: str) -> str | None:
+    """The run file a leftover atomic-write temp file was meant to become, or None."""
+    match = _ATOMIC_TEMP.fullmatch(name)
+    return match["target"] if match and match["target"] in RUN_FILES else None
+
+
+def _stopped_before_first_checkpoint(run_dir: Path) -> bool:
+    """config.yaml, an empty metrics.jsonl, perhaps an unfinished checkpoint temp file: no more."""
+    try:
+        names = [entry.name for entry in run_dir.iterdir()]
+    except OSError:  # no folder yet
+        return False
+    metrics = run_dir / "metrics.jsonl"
+    return ("config.yaml" in names
+            and all((_temp_target(n) or n) in BEFORE_FIRST_CHECKPOINT for n in names)
+            and (not metrics.is_file() or metrics.stat().st_size == 0))
+
+
+def _remove_temp_files(run_dir: Path) -> None:
+    for entry in run_dir.iterdir():
+        if _temp_target(entry.name) and entry.is_file():
+            entry.unlink(missing_ok=True)
 
 
 def _epoch_record(trainer: _Trainer, train_stats: dict[str, float], test_loss: float,
@@ -365,7 +470,15 @@ def _epoch_record(trainer: _Trainer, train_stats: dict[str, float], test_loss: f
 
 
 def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+    path = run_dir / "metrics.jsonl"
+    with _writing(path):
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in history))
+
+
+def _write_checkpoint(trainer: _Trainer) -> None:
+    path = trainer.config.run_dir / "checkpoint.pt"
+    with _writing(path):
+        atomic_torch_save(trainer.state(), path)
 
 
 def _finish(trainer: _Trainer, seconds: float) -> TrainResult:
@@ -388,15 +501,18 @@ def _finish(trainer: _Trainer, seconds: float) -> TrainResult:
                      input_shape=input_shape, num_classes=info.num_classes,
                      dataset=config.dataset, data_dir=config.data_dir, mean=tuple(info.mean),
                      std=tuple(info.std), prunable=fqns, config=config.to_dict())
-    save_model_artifact(run_dir / "model.pt", cpu_model, meta)
-    atomic_write_json(run_dir / "sparsity.json", report)
+    with _writing(run_dir / "model.pt"):
+        save_model_artifact(run_dir / "model.pt", cpu_model, meta)
+    with _writing(run_dir / "sparsity.json"):
+        atomic_write_json(run_dir / "sparsity.json", report)
     totals = report["totals"]
     summary = {"test_acc": test_acc, "test_loss": test_loss, "sparsity": totals["sparsity"],
                "dense_macs": totals["dense_macs"], "sparse_macs": totals["sparse_macs"],
                "seconds": seconds, "epochs": config.epochs,
                "wrapped_test_acc": trainer.history[-1]["test_acc"],
                "unique_sparsity": unique_zeros / unique_numel, "unique_numel": unique_numel}
-    atomic_write_json(run_dir / "summary.json", summary)
+    with _writing(run_dir / "summary.json"):  # last: sweeps take it for a finished run
+        atomic_write_json(run_dir / "summary.json", summary)
     return TrainResult(run_dir, test_acc, test_loss, totals["sparsity"], config.epochs, seconds,
                        cpu_model)
 
@@ -412,14 +528,15 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
 
     device = select_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
     ctx = _init_distributed(device)
-    checkpoint = _prepare_run_dir(config, resume, overwrite)
+    checkpoint = _prepare_run_dir(config, resume, overwrite, ctx.is_main)
     trainer = _Trainer(config, device, ctx)
     run_dir = config.run_dir
     if checkpoint is not None:
         trainer.load(checkpoint)
     if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", to_yaml(config))
+        with _writing(run_dir / "config.yaml"):
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run_dir / "config.yaml", to_yaml(config))
         _write_history(run_dir, trainer.history)  # drop lines written after the checkpoint
     elapsed = sum(r["seconds"] for r in trainer.history)
     while trainer.epoch < config.epochs:
@@ -431,13 +548,17 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
             progress.set_postfix(loss=f"{train_stats['train_loss']:.3f}",
                                  test_acc=f"{test_acc:.4f}",
                                  sparsity=f"{trainer.sparsifier.sparsity():.4f}")
+        problem = epoch_divergence(trainer.model, train_stats["train_loss"], test_loss,
+                                   check_train_loss=not trainer.use_amp)
+        if problem is not None:  # every rank sees the same reduced losses and weights
+            raise trainer.diverged(problem)
         seconds = time.perf_counter() - start
         elapsed += seconds
         trainer.epoch += 1
         record = _epoch_record(trainer, train_stats, test_loss, test_acc, seconds)
         trainer.history.append(record)
         if ctx.is_main:
-            atomic_torch_save(trainer.state(), run_dir / "checkpoint.pt")
+            _write_checkpoint(trainer)
             _write_history(run_dir, trainer.history)
         if on_epoch_end is not None:
             on_epoch_end(record)

@@ -1,7 +1,7 @@
 """Describe the machine a benchmark ran on (CPU model, core count), for every table we publish.
 
 Latency numbers mean nothing without the machine, so bench.json, the frontier and the ablation
-reports all carry this record (PERFORMANCE.md: compare ratios measured in one run).
+reports all carry this record (docs/performance.md: compare ratios measured in one run).
 """
 
 from __future__ import annotations

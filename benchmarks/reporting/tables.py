@@ -2,7 +2,7 @@
 
 CSV cells carry the raw values unchanged (`str(value)`, so floats round-trip exactly); Markdown and
 HTML cells go through each column's formatter. Costs are always counted in MACs (one multiply-add
-= 1 MAC; FLOPs ~= 2 x MACs), as ALGORITHMS.md section 6 prescribes.
+= 1 MAC; FLOPs ~= 2 x MACs), as docs/algorithms.md section 6 prescribes.
 """
 
 from __future__ import annotations

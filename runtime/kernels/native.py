@@ -1,9 +1,10 @@
 """The native kernels behind the engine, one at a time (signatures of ``kernels.reference``).
 
 Each function builds a one-node graph and plans it with the engine's own planner
-(``runtime.plan.build_plan``), so what is tested here is exactly what a model runs: the padded
-layouts, the weight packing, the fused epilogue and the native step. The first operand is the
-plan's input; other operands enter as constants (the plan copies them into its arena).
+(``runtime.specialize``, ``runtime.passes``, ``runtime.planner.build_plan``), so what is tested
+here is exactly what a model runs: the padded layouts, the weight packing, the fused epilogue and
+the native step. The first operand is the plan's input; other operands enter as constants.
+Options (kernel variant, generated code, planner tunables) come from :func:`use_options`.
 """
 
 from __future__ import annotations
@@ -16,14 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from runtime.engine import default_threads
 from runtime.graph import Graph, Node
-from runtime.passes import ACT_KEY, RESIDUAL_KEY
-from runtime.plan import KERNEL_KEY, build_plan
+from runtime.ops.fusion import ACT_KEY, KERNEL_KEY, RESIDUAL_KEY, FusedActivation
+from runtime.options import EngineOptions
+from runtime.passes import run_passes
+from runtime.planner import CompiledPlan, build_plan
+from runtime.specialize import specialize
 
-__all__ = ["batch_interleaved", "inner_output", "conv2d", "conv2d_plan", "run_plan", "pool2d",
-           "global_pool", "affine", "add", "softmax", "gemm", "concat", "to_segments",
-           "from_segments"]
+__all__ = ["use_options", "batch_interleaved", "inner_output", "conv2d", "conv2d_plan",
+           "plan_graph", "run_plan", "pool2d", "global_pool", "affine", "add", "softmax", "gemm",
+           "concat", "to_segments", "from_segments"]
 
 Pads = tuple[int, int, int, int]
 Clamp = tuple[float, float] | None
@@ -31,6 +34,22 @@ Clamp = tuple[float, float] | None
 
 _INTERLEAVE: ContextVar[bool] = ContextVar("fd_interleave", default=False)
 _INNER: ContextVar[bool] = ContextVar("fd_inner", default=False)
+_OPTIONS: ContextVar[EngineOptions | None] = ContextVar("fd_options", default=None)
+
+
+@contextmanager
+def use_options(options: EngineOptions) -> Iterator[None]:
+    """Within this block every kernel is planned with ``options`` (kernel variant, generated
+    code, planner tunables; threads when the call does not give them)."""
+    token = _OPTIONS.set(options)
+    try:
+        yield
+    finally:
+        _OPTIONS.reset(token)
+
+
+def _options() -> EngineOptions:
+    return _OPTIONS.get() or EngineOptions()
 
 
 @contextmanager
@@ -48,7 +67,8 @@ def batch_interleaved() -> Iterator[None]:
 def inner_output() -> Iterator[None]:
     """Within this block the kernel's output is an inner tensor of its plan (an Identity
     copies it out), as in a model: a batch-1 conv there may run on column segments
-    (plan.py _segment_tensor), where a plan's last conv writes the caller's array directly."""
+    (runtime/planner/layout.py segment_tensor), where a plan's last conv writes the caller's
+    array directly."""
     token = _INNER.set(True)
     try:
         yield
@@ -56,25 +76,34 @@ def inner_output() -> Iterator[None]:
         _INNER.reset(token)
 
 
-def _plan(node: Node, shape: tuple[int, ...], constants: dict[str, np.ndarray],
-          opset: int = 13, threads: int | None = None) -> Any:
-    from runtime import _native
+def plan_graph(graph: Graph, shape: tuple[int, ...], threads: int | None = None,
+               interleave: bool | None = None) -> CompiledPlan:
+    """A native plan of a single-input graph whose nodes all run natively (specialized to
+    ``shape``, passes applied)."""
+    options = _options()
+    spec = specialize(graph, {graph.input_name: tuple(shape)})
+    shapes = {k: v for k, v in spec.shapes.items() if v is not None}
+    fused = run_passes(spec.graph, shapes, lambda node: True)
+    shapes.update({k: tuple(v.shape) for k, v in fused.constants.items() if k not in shapes})
+    return build_plan(fused, shapes, threads or options.resolved_threads, options,
+                      interleave=_INTERLEAVE.get() if interleave is None else interleave)
 
+
+def _plan(node: Node, shape: tuple[int, ...], constants: dict[str, np.ndarray],
+          opset: int = 13, threads: int | None = None) -> CompiledPlan:
     nodes = [node]
     node.outputs = ["y"]
     if _INNER.get():
         node.outputs = ["inner"]
         nodes.append(Node("Identity", "out", ["inner"], ["y"]))
-    graph = Graph(nodes, {k: np.asarray(v) for k, v in constants.items()}, "x", shape, "y", opset)
-    return build_plan(graph, shape, threads or default_threads(), _native,
-                      interleave=_INTERLEAVE.get())
+    graph = Graph.simple(nodes, {k: np.asarray(v) for k, v in constants.items()}, "x", shape, "y",
+                         opset)
+    return plan_graph(graph, shape, threads)
 
 
-def run_plan(plan: Any, x: np.ndarray) -> np.ndarray:
+def run_plan(plan: CompiledPlan, x: np.ndarray) -> np.ndarray:
     """Runs a plan of this module on ``x`` (the shape it was planned for)."""
-    y = np.empty(plan.output_shape, np.float32)
-    plan.native.run(np.ascontiguousarray(x, dtype=np.float32), y)
-    return y
+    return plan.run([np.ascontiguousarray(x, dtype=np.float32)])[0]
 
 
 def _run(node: Node, x: np.ndarray, constants: dict[str, np.ndarray],
@@ -84,7 +113,7 @@ def _run(node: Node, x: np.ndarray, constants: dict[str, np.ndarray],
 
 def _with_clamp(attrs: dict[str, Any], clamp: Clamp) -> dict[str, Any]:
     if clamp is not None:
-        attrs[ACT_KEY] = (float(clamp[0]), float(clamp[1]))
+        attrs[ACT_KEY] = FusedActivation("clip", lo=float(clamp[0]), hi=float(clamp[1]))
     return attrs
 
 
@@ -103,7 +132,7 @@ def conv2d_plan(shape: tuple[int, ...], weight: np.ndarray, bias: np.ndarray | N
                 stride: tuple[int, int] = (1, 1), pads: Pads = (0, 0, 0, 0),
                 dilation: tuple[int, int] = (1, 1), group: int = 1,
                 residual: np.ndarray | None = None, clamp: Clamp = None, kernel: str = "auto",
-                threads: int | None = None) -> Any:
+                threads: int | None = None) -> CompiledPlan:
     """The plan ``conv2d`` runs, for an input of ``shape`` (its steps can be inspected, and
     ``run_plan`` runs it); ``threads`` defaults to the engine's."""
     attrs: dict[str, Any] = {"strides": list(stride), "pads": list(pads),
@@ -191,24 +220,26 @@ def concat(xs: list[np.ndarray], axis: int) -> np.ndarray:
     return _run(Node("Concat", "concat", inputs, [], {"axis": axis}), xs[0], constants)
 
 
-def _segment_lanes(lanes: int) -> None:
+def _segment_lanes(lanes: int) -> str:
     from runtime import _native
 
-    if lanes != _native.vector_floats():
-        raise ValueError(f"the native build has {_native.vector_floats()} lanes, not {lanes}")
+    isa = _options().isa
+    if lanes != _native.vector_floats(isa):
+        raise ValueError(f"the native build has {_native.vector_floats(isa)} lanes, not {lanes}")
+    return isa
 
 
 def to_segments(rows: np.ndarray, lanes: int) -> np.ndarray:
     """Image rows -> column-segment rows with halos (segments.cpp; lanes = the build's)."""
     from runtime import _native
 
-    _segment_lanes(lanes)
-    return _native.segment_rows(np.ascontiguousarray(rows, np.float32), True)
+    isa = _segment_lanes(lanes)
+    return _native.segment_rows(np.ascontiguousarray(rows, np.float32), True, isa)
 
 
 def from_segments(segments: np.ndarray) -> np.ndarray:
     """Column-segment rows -> image rows (segments.cpp)."""
     from runtime import _native
 
-    _segment_lanes(segments.shape[-1])
-    return _native.segment_rows(np.ascontiguousarray(segments, np.float32), False)
+    isa = _segment_lanes(segments.shape[-1])
+    return _native.segment_rows(np.ascontiguousarray(segments, np.float32), False, isa)

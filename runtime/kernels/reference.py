@@ -1,8 +1,10 @@
 """NumPy references of the native kernels (same signatures as ``runtime.kernels.native``).
 
 Written for clarity, not speed: each follows the ONNX operator definition
-(https://onnx.ai/onnx/operators/) directly. ``conv2d`` is itself a direct sparse convolution: it
-visits only the nonzero weights and adds each one times a shifted (strided, dilated) input window.
+(https://onnx.ai/onnx/operators/) directly. They compute in float64 and return float32 for
+float32 inputs (float64 for float64 inputs: a float64 run of a model is its exact reference).
+``conv2d`` is itself a direct sparse convolution: it visits only the nonzero weights and adds
+each one times a shifted (strided, dilated) input window.
 """
 
 from __future__ import annotations
@@ -46,7 +48,13 @@ def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *,
         y += np.asarray(bias, np.float64)[None, :, None, None]
     if residual is not None:
         y += residual
-    return _clamp(y, clamp).astype(np.float32)
+    return _clamp(y, clamp).astype(_out_dtype(x, weight))
+
+
+def _out_dtype(*arrays: np.ndarray) -> np.dtype:
+    """float64 when any input is float64, else float32."""
+    return np.dtype(np.float64 if any(np.asarray(a).dtype == np.float64 for a in arrays)
+                    else np.float32)
 
 
 def pool2d(x: np.ndarray, *, kind: str, kernel: tuple[int, int], stride: tuple[int, int] = (1, 1),
@@ -75,7 +83,7 @@ def pool2d(x: np.ndarray, *, kind: str, kernel: tuple[int, int], stride: tuple[i
             padded = sum(1 for r in hs for q in ws
                          if -begin[0] <= r < h + end[0] and -begin[1] <= q < w + end[1])
             y[:, :, i, j] = values.sum(axis=-1) / (padded if count_include_pad else len(inside))
-    return y.astype(np.float32)
+    return y.astype(_out_dtype(x))
 
 
 def global_pool(x: np.ndarray, *, kind: str) -> np.ndarray:
@@ -125,8 +133,8 @@ def concat(xs: list[np.ndarray], axis: int) -> np.ndarray:
 
 
 def to_segments(rows: np.ndarray, lanes: int) -> np.ndarray:
-    """(n, P * lanes) image rows -> (n, P + 2, lanes) column-segment rows (runtime/plan.py
-    _segment_tensor): lane i of position p (1..P) holds column i * P + p - 1; position 0 holds
+    """(n, P * lanes) image rows -> (n, P + 2, lanes) column-segment rows (runtime/planner/layout.py
+    segment_tensor): lane i of position p (1..P) holds column i * P + p - 1; position 0 holds
     column i * P - 1 and position P + 1 column (i + 1) * P (the halos; 0 past the row's ends)."""
     n, width = rows.shape
     positions = width // lanes

@@ -1,65 +1,70 @@
-// Shared vocabulary of the plan executor: tensor views, buffer spaces, activations, steps.
+// Shared vocabulary of the plan executor: tensor views, buffer spaces, steps.
 //
 // Every tensor the plan touches is addressed through a View: a 4-D strided window
 // (dims d0..d3, strides in floats) whose element (i0, i1, i2, i3) lives at
-//     base(space) + origin + i0*s0 + i1*s1 + i2*s2 + i3*s3.
+//     base(space, slot) + origin + i0*s0 + i1*s1 + i2*s2 + i3*s3.
 // Rank-4 activations are stored as padded NCHW planes (origin skips the zero border), lower ranks
 // are compact with leading unit dims, broadcast operands use stride 0. The Python planner
-// (runtime/plan.py) computes every origin and stride; native code never guesses a layout.
+// (runtime/planner/) computes every origin and stride; native code never guesses a layout.
 #pragma once
 
 #include <cstdint>
-#include <limits>
 #include <memory>
+#include <stdexcept>
+#include <string>
 #include <vector>
+
+#include "activation.h"
 
 namespace fd {
 
-// Where a view's floats live: the per-call workspace arena, the plan's constants, or the
-// caller's input / output arrays.
+// Where a view's floats live: the per-call workspace arena, the plan's constants, or one of the
+// caller's input / output arrays (`slot` says which).
 enum Space : int { kArena = 0, kConst = 1, kInput = 2, kOutput = 3 };
 
 struct View {
   int space = kArena;
+  int slot = 0;
   int64_t origin = 0;
   int64_t dim[4] = {1, 1, 1, 1};
   int64_t stride[4] = {0, 0, 0, 0};
   int64_t rows() const { return dim[0] * dim[1] * dim[2]; }
+  int64_t numel() const { return dim[0] * dim[1] * dim[2] * dim[3]; }
+  // Offsets of the first and one past the last float the view reaches (strides may be 0).
+  int64_t first() const {
+    int64_t lo = origin;
+    for (int i = 0; i < 4; ++i)
+      if (stride[i] < 0) lo += (dim[i] - 1) * stride[i];
+    return lo;
+  }
+  int64_t end() const {
+    int64_t hi = origin;
+    for (int i = 0; i < 4; ++i)
+      if (stride[i] > 0) hi += (dim[i] - 1) * stride[i];
+    return hi + 1;
+  }
 };
 
-// Base pointers of the four spaces for one call.
+// Base pointers of the spaces for one call.
 struct Buffers {
   float* arena = nullptr;
   const float* consts = nullptr;
-  const float* input = nullptr;
-  float* output = nullptr;
-  float* base(int space) const {
-    switch (space) {
+  const float* const* inputs = nullptr;
+  float* const* outputs = nullptr;
+  float* base(const View& v) const {
+    switch (v.space) {
       case kArena: return arena;
       case kConst: return const_cast<float*>(consts);
-      case kInput: return const_cast<float*>(input);
-      default: return output;
+      case kInput: return const_cast<float*>(inputs[v.slot]);
+      default: return outputs[v.slot];
     }
   }
-  float* at(const View& v) const { return base(v.space) + v.origin; }
+  float* at(const View& v) const { return base(v) + v.origin; }
 };
 
-// Fused activation: none, or clamp to [lo, hi] (ReLU = [0, +inf), ReLU6 = [0, 6]).
-enum Act : int { kActNone = 0, kActClip = 1 };
-struct Activation {
-  int kind = kActNone;
-  float lo = -std::numeric_limits<float>::infinity();
-  float hi = std::numeric_limits<float>::infinity();
-  float apply(float x) const {
-    if (kind == kActNone) return x;
-    x = x < lo ? lo : x;
-    return x > hi ? hi : x;
-  }
-};
-
-// Row wavefront (Plan::execute_serial, wavefront.cpp): consecutive steps of one group run row
-// by row, each as far as the rows it reads allow, so a row is read again soon after it was
-// written. Indices are positions within the group (plan.py _Builder.mark_wavefronts).
+// Row wavefront (Plan::execute_serial, exec/wavefront.cpp): consecutive steps of one group run
+// row by row, each as far as the rows it reads allow, so a row is read again soon after it was
+// written. Indices are positions within the group (runtime/planner/wavefront.py).
 struct WaveInfo {
   int64_t group = -1;      // < 0: not part of a wavefront
   int in_from = -1;        // the member whose output this step reads (-1: written before)
@@ -94,12 +99,16 @@ class Step {
     for (int64_t u = 0; u < n; ++u) run(stage, buf, static_cast<int>(u), static_cast<int>(n));
   }
   virtual const char* name() const = 0;
+  // What runs, for Engine.describe(): e.g. the kernel's layout and thread split.
+  virtual std::string detail() const { return ""; }
   // Light steps (copies, pooling, the classifier) at the start or end of a plan are run by the
   // calling thread alone: splitting them would cost more in synchronisation than it saves.
   virtual bool light() const { return true; }
   // Wavefront members (serial runs only) describe their rows and compute any range of them.
   virtual const WaveInfo* wave() const { return nullptr; }
   virtual void run_rows(const Buffers& /*buf*/, int64_t /*r0*/, int64_t /*r1*/) const {}
+  // Every view the step reads or writes (Plan::add checks them against the spaces' sizes).
+  virtual std::vector<View> views() const = 0;
 };
 
 // Runs one wavefront group's members (in plan order) on the calling thread.
@@ -111,20 +120,11 @@ inline void split_range(int64_t total, int tid, int nth, int64_t* begin, int64_t
   *end = total * (tid + 1) / nth;
 }
 
-using StepPtr = std::unique_ptr<Step>;
+// A spec that fails validation: the step constructors throw this (Python sees ValueError).
+inline void require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument(what);
+}
 
-// Step factories (one kernel family per source file).
-StepPtr make_copy_step(const View& src, const View& dst);
-StepPtr make_affine_step(const View& src, const View& dst, std::vector<float> scale,
-                         std::vector<float> shift, Activation act);
-StepPtr make_add_step(const View& a, const View& b, const View& dst, Activation act);
-StepPtr make_softmax_step(const View& src, const View& dst, int axis);
-StepPtr make_gemm_step(const View& a, const View& b, const View* c, const View& y, float alpha,
-                       float beta);
-StepPtr make_pool_step(bool is_max, const View& src, const View& dst, const int64_t kernel[2],
-                       const int64_t stride[2], const int64_t dilation[2],
-                       const int64_t pad_begin[2], const int64_t pad_end[2],
-                       bool count_include_pad);
-StepPtr make_global_pool_step(bool is_max, const View& src, const View& dst);
+using StepPtr = std::unique_ptr<Step>;
 
 }  // namespace fd

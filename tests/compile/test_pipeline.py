@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +24,7 @@ from compile.pipeline import (
     compile_run,
     options_from_mapping,
 )
+from compile.pipeline import _make_work_dir as make_work_dir
 from runtime.formats import FORMAT_NAME, FORMAT_VERSION, read_pack
 from tests.compile.helpers import TinyNet, randomize_batchnorm_, sparsify_
 from train.artifact import ModelMeta, save_model_artifact
@@ -357,3 +363,116 @@ def test_cli_reads_yaml_config_and_flags_override_it(tmp_path: Path,
     (tmp_path / "bad.yaml").write_text("- not a mapping\n")
     assert main([str(tmp_path / "run"), "--out", str(out), "--config",
                  str(tmp_path / "bad.yaml")]) == 2
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"batch_size": 2.5}, r"batch_size must be an integer, got 2.5"),
+    ({"batch_size": True}, r"batch_size must be an integer, got True"),
+    ({"verify_images": "8"}, r"verify_images must be an integer, got '8'"),
+    ({"opset": 13.0}, r"opset must be an integer"),
+    ({"accuracy": 1}, r"accuracy must be true or false"),
+    ({"inputs": 5}, r"inputs must be a string or null"),
+    ({"seed": -1}, r"seed must be >= 0"),
+    ({"block_shapes": 4}, r"block_shapes .* 4 .*quote"),
+    ({"block_shapes": ["1x4", 4]}, r"block_shapes .* 4 .*quote"),
+    ({"block_shapes": [[1, 4.5]]}, r"block shape"),
+])
+def test_option_types_are_checked(values: dict, message: str) -> None:
+    with pytest.raises(CompileError, match=message):
+        options_from_mapping(values)
+
+
+def test_yaml_hex_block_shape_is_a_clear_cli_error(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    make_run(tmp_path / "run")
+    for text in ("block_shapes: 0x4\n", "block_shapes: [1x4, 0x4]\n", "batch_size: 2.5\n"):
+        (tmp_path / "c.yaml").write_text(text)
+        code, err = run_cli([str(tmp_path / "run"), "--out", str(tmp_path / "art"), "--config",
+                             str(tmp_path / "c.yaml"), "--no-accuracy"], capsys)
+        assert code == 2 and err.startswith("compile: error: ") and err.count("\n") == 1, err
+        assert "0x4" in err or "batch_size" in err, err
+    assert not (tmp_path / "art").exists()
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_disk_full_and_bad_out_paths_are_one_line_and_keep_old_artifacts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    make_run(tmp_path / "run")
+    out = tmp_path / "art"
+    args = [str(tmp_path / "run"), "--no-accuracy", "--verify-images", "4"]
+    assert main([*args, "--out", str(out)]) == 0
+    before = _snapshot(out)
+
+    def disk_full(directory: Path, report: object) -> None:
+        (directory / "report.json").write_text("{")  # a partial write, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with monkeypatch.context() as patch:
+        patch.setattr("compile.pipeline.write_report_files", disk_full)
+        code, err = run_cli([*args, "--out", str(out)], capsys)
+    assert code == 2 and "No space left on device" in err and err.count("\n") == 1, err
+    assert _snapshot(out) == before and leftovers(tmp_path) == []
+    for bad_out in ("/dev/null", str(tmp_path / "run" / "config.yaml"),
+                    str(tmp_path / "run" / "config.yaml" / "art")):
+        code, err = run_cli([*args, "--out", bad_out], capsys)
+        assert code == 2 and err.startswith("compile: error: ") and err.count("\n") == 1, err
+    assert (tmp_path / "run" / "config.yaml").read_text() == "seed: 0\n"
+
+
+def _killed_compile_work_dir(out: Path) -> Path:
+    """The work folder of a compile of ``out`` SIGKILLed mid-way (a real, now dead, pid)."""
+    code = ("import os, signal, sys; from pathlib import Path; "
+            "from compile.pipeline import _make_work_dir; "
+            "print(_make_work_dir(Path(sys.argv[1])), flush=True); "
+            "os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True,
+                          text=True, cwd=Path(__file__).resolve().parents[2], timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    work = Path(proc.stdout.strip())
+    (work / "model.onnx").write_bytes(b"half")
+    return work
+
+
+def test_a_killed_compiles_work_dir_is_removed_by_the_next_compile(tmp_path: Path) -> None:
+    out = tmp_path / "art"
+    stale = _killed_compile_work_dir(out)
+    assert stale.is_dir() and stale.name.startswith("art.tmp-")
+    other_output = _killed_compile_work_dir(tmp_path / "other")  # another output's: not ours
+    foreign = tmp_path / "art.tmp-notours"  # no pid: cannot prove it is stale
+    foreign.mkdir()
+    live = make_work_dir(out)  # this (live) process's: a compile still running
+    # Killed between renaming the old artifacts away and installing the new ones: while `art`
+    # does not exist this folder is the only copy of the last artifacts and must stay.
+    stale_old = tmp_path / stale.name.replace(".tmp-", ".old-")
+    stale_old.mkdir()
+    compile_model(tiny_model(), (1, 12, 12), out, QUICK)
+    assert not stale.exists() and stale_old.is_dir()
+    assert other_output.is_dir() and foreign.is_dir() and live.is_dir()
+    assert {p.name for p in out.iterdir()} == ARTIFACT_FILES
+    compile_model(tiny_model(), (1, 12, 12), out, QUICK)
+    assert not stale_old.exists() and live.is_dir()
+
+
+def test_empty_data_dir_is_an_error_not_the_system_dataset(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_run(tmp_path / "run")  # trained on the system Fashion-MNIST
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = run_cli([str(tmp_path / "run"), "--out", str(tmp_path / "art"), "--data-dir",
+                         str(empty), "--no-accuracy", "--verify-images", "4"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert "Fashion-MNIST not found" in err and f"in {empty}, {empty}/FashionMNIST/raw;" in err
+    assert not (tmp_path / "art").exists()
+
+
+def test_an_unexpected_os_error_is_still_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    def unreadable(*args: object) -> None:  # e.g. a run folder another user made unreadable
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "run"))
+    monkeypatch.setattr("compile.pipeline.compile_run", unreadable)
+    code, err = run_cli([str(tmp_path / "run"), "--out", str(tmp_path / "art")], capsys)
+    assert code == 2 and err.startswith("compile: error: ") and "Permission denied" in err
+    assert err.count("\n") == 1

@@ -16,7 +16,7 @@ from benchmarks.reporting.plots import PNG_MAGIC
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 CHANNELS, CLASSES, SIZE = 4, 3, 12  # the synthetic dataset is 1 x 12 x 12, 10 classes
-IR_VERSION = 8  # onnxruntime accepts at most 13 (PERFORMANCE.md: set it explicitly)
+IR_VERSION = 8  # onnxruntime accepts at most 13 (docs/performance.md: set it explicitly)
 
 
 def _weights(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

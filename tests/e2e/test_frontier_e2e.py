@@ -12,7 +12,7 @@ import pytest
 from benchmarks import ablation, frontier
 
 EXIT_OK = 0
-# Global magnitude pruning hits the target up to ties and rounding (ALGORITHMS.md section 2).
+# Global magnitude pruning hits the target up to ties and rounding (docs/algorithms.md section 2).
 SPARSITY_TOLERANCE = 1e-3
 TINY_TRAIN = {"dataset": "synthetic", "model": "resnet20", "model_kwargs": {"width": 1},
               "epochs": 1, "batch_size": 64, "limit_train": 256, "limit_test": 128,

@@ -13,17 +13,18 @@ def _native_backend(monkeypatch):
 
 @pytest.fixture
 def conv_specs(monkeypatch):
-    """The spec dict of every conv the planner emits, in order (the same objects the plan is
-    built from, so later planner decisions on them show too)."""
-    import runtime.plan
+    """The native ConvSpec of every conv the planner emits, in order (the objects the plan is
+    built from, so later planner decisions on them show too; their arrays move into the plan)."""
+    from runtime import _native
+    from runtime.planner.builder import Builder
 
     specs = []
-    original = runtime.plan._Builder.emit
+    original = Builder.emit
 
-    def emit(self, method, *args):
-        if method == "add_conv":
-            specs.append(args[0])
-        return original(self, method, *args)
+    def emit(self, spec, **kwargs):
+        if isinstance(spec, _native.ConvSpec):
+            specs.append(spec)
+        return original(self, spec, **kwargs)
 
-    monkeypatch.setattr(runtime.plan._Builder, "emit", emit)
+    monkeypatch.setattr(Builder, "emit", emit)
     return specs

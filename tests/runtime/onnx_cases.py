@@ -9,7 +9,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 __all__ = ["ATOL", "RTOL", "assert_close", "graph_model", "single_node_model", "save_model",
-           "ort_run", "random_input"]
+           "ort_run", "random_input", "conv_kernels"]
 
 # The engine must match ONNX Runtime within |a - b| <= ATOL + RTOL * |b| (float32, different
 # summation orders).
@@ -66,10 +66,27 @@ def save_model(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def ort_run(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
+def ort_run(path: Path, x: np.ndarray | dict[str, np.ndarray], threads: int = 1,
+            output: str | None = None) -> np.ndarray:
+    """ONNX Runtime's first output (or the output named ``output``) for one input array or a
+    dict of inputs."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {session.get_inputs()[0].name: x})[0]
+    feeds = x if isinstance(x, dict) else {session.get_inputs()[0].name: x}
+    return session.run([output] if output else None, feeds)[0]
+
+
+def conv_kernels(engine, batch: int = 1) -> dict[str, str]:
+    """Conv node name -> the kernel family its last native step runs ("csr", "bsr", "tiny",
+    "direct", "jit"), from Engine.describe()."""
+    families = {"conv_bsr": "bsr", "conv_tiny": "tiny", "conv_csr_direct": "direct",
+                "conv_jit": "jit", "conv_csr": "csr", "conv_csr_strided": "csr"}
+    kinds = {}
+    for node in engine.describe(batch=batch).nodes:
+        if node.op == "Conv" and node.steps:
+            name = node.steps[-1].split(":")[0]
+            kinds[node.node] = families.get(name, name)
+    return kinds

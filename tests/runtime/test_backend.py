@@ -6,8 +6,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime.engine import DENSE_DELEGATE_DENSITY, Engine, weight_density
+from runtime.engine import Engine, weight_density
 from runtime.errors import EngineError, UnsupportedOpError
+from runtime.options import EngineOptions
+from runtime.tuning import compare_streams
 
 TOL = 1e-4
 
@@ -39,7 +41,7 @@ def test_auto_backend_by_density(tmp_path, monkeypatch, sparsity, expected):
     density = _conv_model(path, sparsity)
     engine = Engine(path, threads=1)
     assert weight_density(engine.graph) == pytest.approx(density)
-    assert (density > DENSE_DELEGATE_DENSITY) == (expected == "onnxruntime")
+    assert (density > EngineOptions().dense_delegate_density) == (expected == "onnxruntime")
     assert engine.backend == expected
     x = np.random.default_rng(1).standard_normal((3, 4, 10, 10)).astype(np.float32)
     np.testing.assert_allclose(engine.run(x), _ort(path, x), rtol=TOL, atol=TOL)
@@ -55,32 +57,48 @@ def test_explicit_backends_agree(tmp_path):
     np.testing.assert_allclose(native.run(x), delegated.run(x), rtol=TOL, atol=TOL)
 
 
-def test_bad_backend_and_validation_before_delegation(tmp_path):
+def test_bad_backend_and_unsupported_ops(tmp_path):
     path = tmp_path / "m.onnx"
-    _conv_model(path, 0.0)
+    _conv_model(path, 0.9)
     with pytest.raises(EngineError, match="backend"):
         Engine(path, backend="gpu")
     model = onnx.load(path)
-    model.graph.node.append(helper.make_node("Erf", ["y"], ["z"], name="erf"))
+    model.graph.node.append(helper.make_node("Sin", ["y"], ["z"], name="sin"))
     model.graph.output[0].name = "z"
     onnx.save(model, path)
-    with pytest.raises(UnsupportedOpError, match="Erf"):
-        Engine(path, backend="onnxruntime")  # the graph is validated whichever backend runs it
+    x = np.random.default_rng(4).standard_normal((2, 4, 10, 10)).astype(np.float32)
+    expected = _ort(path, x)
+    for backend in ("onnxruntime", "native"):  # native: Sin runs on ONNX Runtime
+        np.testing.assert_allclose(Engine(path, backend=backend).run(x), expected, rtol=TOL,
+                                   atol=TOL)
+    with pytest.raises(UnsupportedOpError, match='Sin: "sin"'):
+        Engine(path, options=EngineOptions(backend="native", fallback=False))
 
 
-def test_batch_one_thread_probe(tmp_path, monkeypatch):
-    import runtime.engine as engine_module
-
+def test_batch_one_thread_choice(tmp_path):
     path = tmp_path / "m.onnx"
     _conv_model(path, 0.9)
     x = np.random.default_rng(3).standard_normal((1, 4, 10, 10)).astype(np.float32)
     engine = Engine(path, threads=2, backend="native")
     got = engine.run(x)
-    assert engine._single_threads[(1, 4, 10, 10)] in (1, 2)
+    assert engine.tune([1])[1] in ("one image, 1 thread(s)", "one image, 2 thread(s)")
     np.testing.assert_allclose(got, _ort(path, x), rtol=TOL, atol=TOL)
-    # A plan slower than the probe limit keeps every thread without being probed serially.
-    monkeypatch.setattr(engine_module, "SERIAL_PROBE_MAX_S", 0.0)
-    parallel_only = Engine(path, threads=2, backend="native")
-    np.testing.assert_array_equal(parallel_only.run(x), got)
-    assert parallel_only._single_threads[(1, 4, 10, 10)] == 2
-    assert ((1, 4, 10, 10), 1, False) not in parallel_only._plans
+    # Without tuning every thread serves, and the answer is the same.
+    untuned = Engine(path, options=EngineOptions(threads=2, backend="native", tuning="off"))
+    np.testing.assert_array_equal(untuned.run(x), got)
+    assert untuned.tune([1]) == {1: "one image, 2 thread(s)"}
+
+
+def test_probe_stops_when_the_first_option_is_slow():
+    calls = {"first": 0, "second": 0}
+
+    def first():
+        calls["first"] += 1
+
+    def second():
+        calls["second"] += 1
+
+    first_s, second_s = compare_streams(first, second, first_limit_s=-1.0)
+    assert second_s == float("inf") and calls["second"] == 0 and calls["first"] > 0
+    first_s, second_s = compare_streams(first, second)
+    assert calls["second"] > 0 and second_s < float("inf")

@@ -1,5 +1,5 @@
 """Interleaved CSR convs with wide input windows run input-channel block by block, partial sums
-in a per-thread scratch (plan.py _input_channel_blocks, ConvKernelArgs::blocks)."""
+in a per-thread scratch (planner/conv_select.py input_channel_blocks, ConvKernelArgs::blocks)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import onnx
 import pytest
 from onnx import helper
 
-from runtime import _native
 from runtime.graph import load_graph
-from runtime.passes import prepare_graph
-from runtime.plan import build_plan, channel_block_ptr
+from runtime.kernels.native import plan_graph, run_plan
+from runtime.options import PlannerOptions
+from runtime.planner.conv_select import channel_block_ptr, input_channel_blocks
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
 
@@ -47,13 +47,11 @@ def test_channel_blocked_convs_equal_ort(tmp_path, conv_specs, channels, stride,
     path = tmp_path / "blocks.onnx"
     onnx.save(_block_model(channels, stride), str(path))
     x = random_input((16, channels, 12, 12), seed=channels)
-    plan = build_plan(prepare_graph(load_graph(path)), x.shape, threads, _native, interleave=True)
-    blocked = [s["blocks"] for s in conv_specs if s.get("blocks", 1) > 1]
+    plan = plan_graph(load_graph(path), x.shape, threads, interleave=True)
+    blocked = [s.blocks for s in conv_specs if s.blocks > 1]
     assert len(blocked) >= 2 and min(blocked) >= 3  # both 3x3 convs (the projection at 123 KB)
-    y = np.empty(plan.output_shape, np.float32)
     for _ in range(3):
-        plan.native.run(x, y)
-        assert_close(y, ort_run(path, x))
+        assert_close(run_plan(plan, x), ort_run(path, x))
 
 
 def test_channel_block_ptr_marks_where_each_block_starts():
@@ -77,11 +75,10 @@ def test_channel_block_ptr_marks_where_each_block_starts():
 
 
 def test_few_taps_per_block_stay_unblocked():
-    """A block must keep MIN_BLOCK_TAPS taps per output channel on average (else the partial
+    """A block must keep min_block_taps taps per output channel on average (else the partial
     sums cost more than L1 saves), and small windows stay whole."""
-    from runtime.plan import MIN_BLOCK_TAPS, _input_channel_blocks
-
-    assert _input_channel_blocks(64, 3, 3, 1, 16, 16, 57.6) > 1
-    blocks = _input_channel_blocks(64, 3, 3, 1, 16, 16, 57.6)
-    assert _input_channel_blocks(64, 3, 3, 1, 16, 16, MIN_BLOCK_TAPS * blocks - 1) == 1
-    assert _input_channel_blocks(32, 3, 3, 1, 16, 16, 1000.0) == 1  # 61 KB window: whole
+    opts = PlannerOptions()
+    assert input_channel_blocks(64, 3, 3, 1, 16, 16, 57.6, opts) > 1
+    blocks = input_channel_blocks(64, 3, 3, 1, 16, 16, 57.6, opts)
+    assert input_channel_blocks(64, 3, 3, 1, 16, 16, opts.min_block_taps * blocks - 1, opts) == 1
+    assert input_channel_blocks(32, 3, 3, 1, 16, 16, 1000.0, opts) == 1  # 61 KB window: whole

@@ -13,7 +13,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime import Engine, EngineError, InputError, ModelLoadError, UnsupportedOpError
+from runtime import (
+    Engine,
+    EngineError,
+    EngineOptions,
+    InputError,
+    ModelLoadError,
+    PlannerOptions,
+    UnsupportedOpError,
+)
 from runtime.__main__ import main
 from tests.runtime.onnx_cases import assert_close, ort_run, random_input, save_model
 
@@ -109,16 +117,21 @@ def _with_node(small_model: Path, tmp_path: Path, node) -> Path:
     return save_model(model, tmp_path / "extra.onnx")
 
 
-def test_unsupported_op_names_op_and_node(tmp_path, small_model):
-    path = _with_node(small_model, tmp_path, helper.make_node("Sigmoid", ["y"], ["z"], name="sig"))
-    with pytest.raises(UnsupportedOpError, match=r'Sigmoid.*"sig"'):
-        Engine(path)
+def test_unsupported_op_runs_on_ort_or_fails_in_strict_mode(tmp_path, small_model):
+    path = _with_node(small_model, tmp_path, helper.make_node("Sin", ["y"], ["z"], name="sin"))
+    x = random_input((2, 3, 10, 10))
+    assert_close(Engine(path).run(x), ort_run(path, x))
+    with pytest.raises(UnsupportedOpError, match=r'Sin: "sin"'):
+        Engine(path, options=EngineOptions(backend="native", fallback=False))
 
 
-def test_custom_domain_op_is_unsupported(tmp_path, small_model):
+def test_custom_domain_op_is_named(tmp_path, small_model):
     node = helper.make_node("FusedThing", ["y"], ["z"], name="custom", domain="com.example")
-    with pytest.raises(UnsupportedOpError, match="com.example.FusedThing"):
-        Engine(_with_node(small_model, tmp_path, node))
+    path = _with_node(small_model, tmp_path, node)
+    with pytest.raises(UnsupportedOpError, match='FusedThing: "custom"'):
+        Engine(path, options=EngineOptions(backend="native", fallback=False))
+    with pytest.raises(EngineError, match="ONNX Runtime cannot load"):
+        Engine(path)  # nobody runs it: one clear error
 
 
 def test_undefined_input_is_a_load_error(tmp_path, small_model):
@@ -207,7 +220,8 @@ def test_cli_run_writes_output(tmp_path, small_model, capsys):
     assert main(["run", str(small_model), "--input", str(tmp_path / "x.npy"),
                  "--output", str(out), "--threads", "1"]) == 0
     assert_close(np.load(out), ort_run(small_model, x))
-    assert "shape (2, 10)" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "y (2, 10)" in out_text and "coverage: 10 of 10 nodes" in out_text
 
 
 def test_cli_bad_inputs_exit_2(tmp_path, small_model, capsys):
@@ -258,69 +272,74 @@ def test_dynamic_spatial_dims_plan_per_input(tmp_path):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_batches_run_in_interleaved_groups_and_a_tail(tmp_path, threads, monkeypatch):
+def test_batches_run_in_interleaved_groups_and_a_tail(tmp_path, threads):
     """37 images: two batch-interleaved groups of 16 and an interleaved tail of 5; every image's
     output equals ONNX Runtime's and the engine's own batch-1 result."""
-    from runtime.plan import MAX_LANES
-
-    monkeypatch.setenv("FEATHERDEPLOY_BATCH_LAYOUT", "interleaved")
     path = _small_cnn(tmp_path / "m.onnx")
-    engine = Engine(path, threads=threads, backend="native")
+    engine = Engine(path, options=EngineOptions(threads=threads, backend="native",
+                                                batch_layout="interleaved"))
     x = random_input((37, 3, 10, 10), seed=4)
     got = engine.run(x)
-    assert engine._lanes((3, 10, 10), 37) == MAX_LANES == 16
+    assert engine.tune([37])[37].startswith("interleaved groups of 16")
     assert_close(got, ort_run(path, x))
     singles = np.concatenate([engine.run(x[i:i + 1]) for i in range(0, 37, 6)])
     assert_close(got[::6], singles)
-    interleaved = [key for key in engine._plans if key[2]]
-    assert {key[0][0] for key in interleaved} == {16, 5}
+    interleaved = [key for key in engine._programs if key[2]]
+    assert {key[0][0][1][0] for key in interleaved} == {16, 5}
 
 
-def test_interleave_lanes_rule(tmp_path, monkeypatch):
-    """Powers of two up to the batch and MAX_LANES, within the activation budget."""
-    import runtime.plan as plan_module
+def test_interleave_lanes_rule(tmp_path):
+    """Powers of two up to the batch and max_lanes, within the activation budget."""
     from runtime.graph import load_graph
-    from runtime.passes import prepare_graph
+    from runtime.planner.batch import interleave_lanes
 
-    graph = prepare_graph(load_graph(_small_cnn(tmp_path / "m.onnx")))
-    lanes = plan_module.interleave_lanes
-    assert [lanes(graph, (3, 10, 10), b) for b in (1, 2, 3, 7, 8, 32)] == [1, 2, 2, 4, 8, 16]
+    graph = load_graph(_small_cnn(tmp_path / "m.onnx"))
+    images = {"x": (3, 10, 10)}
+    opts = PlannerOptions()
+    assert [interleave_lanes(graph, images, b, opts) for b in (1, 2, 3, 7, 8, 32)] == [
+        1, 2, 2, 4, 8, 16]
     largest_bytes = 8 * 10 * 10 * 4  # conv1's output per image
-    monkeypatch.setattr(plan_module, "LANES_BUDGET_BYTES", 4 * largest_bytes)
-    assert lanes(graph, (3, 10, 10), 32) == 4
-    monkeypatch.setattr(plan_module, "LANES_BUDGET_BYTES", largest_bytes)
-    assert lanes(graph, (3, 10, 10), 32) == 1
+    assert interleave_lanes(graph, images, 32,
+                            PlannerOptions(lanes_budget_bytes=4 * largest_bytes)) == 4
+    assert interleave_lanes(graph, images, 32,
+                            PlannerOptions(lanes_budget_bytes=largest_bytes)) == 1
 
 
-@pytest.mark.parametrize("layout,expect_lanes", [("planar", 1), ("auto", None)])
-def test_batch_layout_choice(tmp_path, monkeypatch, layout, expect_lanes):
-    """planar never interleaves; auto times both layouts once per batch size and keeps one.
+@pytest.mark.parametrize("layout", ["planar", "auto"])
+def test_batch_layout_choice(tmp_path, layout):
+    """planar never interleaves; auto times both layouts once per group size and keeps one.
     Both give ORT's results."""
-    monkeypatch.setenv("FEATHERDEPLOY_BATCH_LAYOUT", layout)
     path = _small_cnn(tmp_path / "m.onnx")
-    engine = Engine(path, threads=2, backend="native")
+    engine = Engine(path, options=EngineOptions(threads=2, backend="native",
+                                                batch_layout=layout))
     x = random_input((9, 3, 10, 10), seed=6)
     assert_close(engine.run(x), ort_run(path, x))
-    chosen = engine._lanes_known[((3, 10, 10), 9)]
-    assert chosen == expect_lanes if expect_lanes else chosen in (1, 8)
+    choice = engine.tune([9])[9]
+    if layout == "planar":
+        assert choice.startswith("planar")
+    else:
+        assert choice.startswith(("planar", "interleaved groups of 8"))
 
 
-def test_bad_batch_layout_is_one_clear_error(tmp_path, monkeypatch):
+def test_bad_options_are_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("FEATHERDEPLOY_BATCH_LAYOUT", "diagonal")
-    engine = Engine(_small_cnn(tmp_path / "m.onnx"), backend="native")
-    with pytest.raises(EngineError, match="FEATHERDEPLOY_BATCH_LAYOUT"):
-        engine.run(random_input((4, 3, 10, 10)))
+    with pytest.raises(EngineError, match="batch_layout must be one of"):
+        Engine(_small_cnn(tmp_path / "m.onnx"), backend="native")
+    with pytest.raises(EngineError, match="threads must be in"):
+        EngineOptions(threads=10000)
+    with pytest.raises(EngineError, match="jit must be bool"):
+        EngineOptions(jit=1)
 
 
 def test_interleave_lanes_count_activations_not_weights(tmp_path):
     """A big 1x1 weight (4 MB) on a tiny plane: only activations bound the group size."""
     from runtime.graph import load_graph
-    from runtime.passes import prepare_graph
-    from runtime.plan import MAX_LANES, interleave_lanes
+    from runtime.planner.batch import interleave_lanes
     from tests.runtime.onnx_cases import single_node_model
 
     weight = np.zeros((1024, 1024, 1, 1), np.float32)
     weight[::7, ::5] = 1.0
     model = single_node_model("Conv", ("n", 1024, 2, 2), initializers={"w": weight})
-    graph = prepare_graph(load_graph(save_model(model, tmp_path / "m.onnx")))
-    assert interleave_lanes(graph, (1024, 2, 2), 32) == MAX_LANES
+    graph = load_graph(save_model(model, tmp_path / "m.onnx"))
+    opts = PlannerOptions()
+    assert interleave_lanes(graph, {"x": (1024, 2, 2)}, 32, opts) == opts.max_lanes

@@ -1,5 +1,6 @@
 """A conv with a fused residual writes its output over the residual when nothing reads the
-residual later (plan.py output_over_residual); planes start their interiors on cache lines."""
+residual later (planner Builder.output_over_residual); planes start their interiors on cache
+lines."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ import onnx
 import pytest
 from onnx import helper
 
-import runtime.plan
-from runtime import _native
 from runtime.graph import load_graph
-from runtime.passes import prepare_graph
-from runtime.plan import VMAX, _spatial_tensor, build_plan
+from runtime.kernels.native import plan_graph, run_plan, use_options
+from runtime.options import EngineOptions, PlannerOptions
+from runtime.planner.builder import Builder
+from runtime.planner.layout import VMAX, spatial_tensor
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
 
@@ -46,31 +47,28 @@ def _bottleneck(reuse_residual_later: bool) -> onnx.ModelProto:
 @pytest.mark.parametrize("batch", [1, 5, 16])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_output_over_residual_equals_ort(tmp_path, monkeypatch, reuse_later, batch, threads):
-    """Planar (threads split the stream by whole vectors: ROW_SPLIT_MIN_BYTES = 0), interleaved
+    """Planar (threads split the stream by whole vectors: row_split_min_bytes = 0), interleaved
     groups of 16 (row kernels) and of 5 (general epilogue, overlapping row tails): the output
     goes over the residual only when nothing reads the residual later, and equals ORT."""
-    monkeypatch.setattr(runtime.plan, "ROW_SPLIT_MIN_BYTES", 0)
     reused = []
-    original = runtime.plan._Builder.output_over_residual
+    original = Builder.output_over_residual
 
     def spy(self, *args):
         result = original(self, *args)
         reused.append(result is not None)
         return result
 
-    monkeypatch.setattr(runtime.plan._Builder, "output_over_residual", spy)
+    monkeypatch.setattr(Builder, "output_over_residual", spy)
     path = tmp_path / "bottleneck.onnx"
     onnx.save(_bottleneck(reuse_later), str(path))
     x = random_input((batch, 8, 20, 20), seed=batch)
-    plan = build_plan(prepare_graph(load_graph(path)), x.shape, threads, _native,
-                      interleave=batch > 1)
+    with use_options(EngineOptions(planner=PlannerOptions(row_split_min_bytes=0))):
+        plan = plan_graph(load_graph(path), x.shape, threads, interleave=batch > 1)
     # c2's output goes over `a` unless the final Add reads `a` later (that Add, fused into c3,
     # may then write over `a` itself when c3's output is not the caller's array).
     assert reused[0] is (not reuse_later)
-    y = np.empty(plan.output_shape, np.float32)
     for _ in range(3):  # the residual must be intact at every call, whichever thread ran what
-        plan.native.run(x, y)
-        assert_close(y, ort_run(path, x))
+        assert_close(run_plan(plan, x), ort_run(path, x))
 
 
 @pytest.mark.parametrize("shape,pad", [((1, 64, 56, 56), 1), ((1, 32, 32, 32), 1),
@@ -78,7 +76,7 @@ def test_output_over_residual_equals_ort(tmp_path, monkeypatch, reuse_later, bat
 def test_plane_interiors_start_cache_lines(shape, pad):
     """Planes at least a vector wide: every (image, channel) plane's first interior float is
     64-byte aligned, so 1x1 convs load and every conv stores whole lines."""
-    t = _spatial_tensor(shape, pad)
+    t = spatial_tensor(shape, pad, PlannerOptions())
     for n in range(shape[0]):
         for c in range(shape[1]):
             assert (t.origin + n * t.ss + c * t.cs) % VMAX == 0

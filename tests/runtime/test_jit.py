@@ -1,8 +1,8 @@
-"""Weight-specialised machine-code conv tiles (runtime/native/jit_x86.cpp): on batch-interleaved
+"""Weight-specialised machine-code conv tiles (runtime/native/jit/jit_x86.cpp): on batch-interleaved
 groups of 16 images on AVX-512, a conv whose input loads feed enough FMAs runs as "conv_jit".
 Its outputs must equal the CSR kernel's bit for bit (each channel adds its taps in CSR order)
 and the NumPy reference within the kernel tolerance, for every geometry, epilogue and thread
-split; FEATHERDEPLOY_JIT=0 turns it off."""
+split; EngineOptions(jit=False) turns it off."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from runtime import _native
 from runtime.kernels import native as nat
 from runtime.kernels import reference as ref
+from runtime.options import EngineOptions
 from tests.runtime.onnx_cases import assert_close, random_input
 
 pytestmark = pytest.mark.skipif(
@@ -29,8 +30,8 @@ def _weight(shape, density, seed=3):
     return (rng.standard_normal(shape) * (rng.random(shape) < density)).astype(np.float32)
 
 
-def _plan(x, w, b, geometry, residual, clamp, threads):
-    with nat.batch_interleaved():
+def _plan(x, w, b, geometry, residual, clamp, threads, jit=True):
+    with nat.batch_interleaved(), nat.use_options(EngineOptions(jit=jit)):
         return nat.conv2d_plan(x.shape, w, b, **geometry, residual=residual, clamp=clamp,
                                kernel="csr", threads=threads)
 
@@ -51,7 +52,7 @@ GEOMETRIES = [
 @pytest.mark.parametrize("density", [0.5, 0.1])
 @pytest.mark.parametrize("epilogue", ["none", "relu6+residual", "relu"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_jit_equals_csr_and_reference(monkeypatch, geometry, channels, kernel, density,
+def test_jit_equals_csr_and_reference(geometry, channels, kernel, density,
                                       epilogue, threads):
     cin, cout = channels
     group = geometry.get("group", 1)
@@ -65,8 +66,7 @@ def test_jit_equals_csr_and_reference(monkeypatch, geometry, channels, kernel, d
     jit_plan = _plan(x, w, b, geometry, residual, clamp, threads)
     if channels == (8, 24) and density == 0.5:  # >= 8 taps per channel, loads shared by ~12
         assert "conv_jit" in jit_plan.native.step_names()
-    monkeypatch.setenv("FEATHERDEPLOY_JIT", "0")
-    csr_plan = _plan(x, w, b, geometry, residual, clamp, threads)
+    csr_plan = _plan(x, w, b, geometry, residual, clamp, threads, jit=False)
     assert "conv_jit" not in csr_plan.native.step_names()
     y_jit, y_csr = nat.run_plan(jit_plan, x), nat.run_plan(csr_plan, x)
     np.testing.assert_array_equal(y_jit, y_csr)

@@ -11,6 +11,7 @@ import pytest
 from runtime.kernels import KERNEL_NAMES
 from runtime.kernels import native as nat
 from runtime.kernels import reference as ref
+from runtime.options import EngineOptions, PlannerOptions
 from tests.runtime.onnx_cases import assert_close, random_input
 
 # Both sides accumulate in a different order (the reference in float64).
@@ -73,9 +74,10 @@ def test_conv2d_native_equals_reference(kernel, density, geometry):
 ], ids=str)
 @pytest.mark.parametrize("ksize", [1, 3])
 def test_conv2d_wide_planes(kernel, geometry, ksize):
-    """Planes wider than a vector: aligned plane interiors (plan.py _spatial_tensor) and the
-    vectorised stride-2 phase split with its scalar tail (phase_split.cpp). (The output over
-    the residual needs a conv that is not the graph output: test_in_place.py.)"""
+    """Planes wider than a vector: aligned plane interiors (runtime/planner/layout.py
+    spatial_tensor) and the vectorised stride-2 phase split with its scalar tail
+    (phase_split.cpp). (The output over the residual needs a conv that is not the graph output:
+    test_in_place.py.)"""
     x = random_input((2, 8, 21, 37))
     w = _sparse_weight((12, 8, ksize, ksize), 0.3)
     b = np.linspace(-1, 1, 12, dtype=np.float32)
@@ -199,7 +201,7 @@ def test_concat_native_equals_reference(axis):
     np.testing.assert_array_equal(nat.concat(xs, axis), ref.concat(xs, axis))
 
 
-def test_generic_isa_equals_native_isa(monkeypatch):
+def test_generic_isa_equals_native_isa():
     """The portable kernel build computes the same as the CPU-specific one."""
     from runtime import native_isa
 
@@ -208,20 +210,21 @@ def test_generic_isa_equals_native_isa(monkeypatch):
     w = _sparse_weight((16, 16, 3, 3), 0.2)
     results = {}
     for isa in ("generic", chosen):
-        monkeypatch.setenv("FEATHERDEPLOY_ISA", isa)
-        assert native_isa() == isa
-        results[isa] = [nat.conv2d(x, w, pads=(1, 1, 1, 1), kernel=k, clamp=(0.0, np.inf))
-                        for k in ("csr", "bsr")]
+        assert native_isa(isa) == isa
+        with nat.use_options(EngineOptions(isa=isa)):
+            results[isa] = [nat.conv2d(x, w, pads=(1, 1, 1, 1), kernel=k, clamp=(0.0, np.inf))
+                            for k in ("csr", "bsr")]
     for fast, portable in zip(results[chosen], results["generic"], strict=True):
         assert_close(fast, portable.astype(np.float64), KERNEL_ATOL, KERNEL_RTOL)
 
 
-def test_unknown_isa_is_rejected(monkeypatch):
-    from runtime import native_isa
+def test_unknown_isa_is_rejected():
+    from runtime import EngineError, native_isa
 
-    monkeypatch.setenv("FEATHERDEPLOY_ISA", "sse9")
-    with pytest.raises(RuntimeError, match="FEATHERDEPLOY_ISA"):
-        native_isa()
+    with pytest.raises(ValueError, match="isa must be"):
+        native_isa("sse9")
+    with pytest.raises(EngineError, match="isa must be one of"):
+        EngineOptions(isa="sse9")
 
 
 @pytest.mark.parametrize("hw", [(2, 2), (4, 4), (5, 7)])
@@ -256,12 +259,9 @@ def test_conv2d_tiny_plane_dense_1x1_gemm(hw):
     ((17, 17), dict(stride=(1, 1), pads=(0, 0, 0, 0))),  # planar in -> interleaved copy
     ((15, 15), dict(stride=(1, 1), pads=(2, 2, 2, 2))),  # interleaved in -> planar copy
 ], ids=str)
-def test_conv2d_across_the_interleave_threshold(kernel, hw, geometry, monkeypatch):
-    """Input and output planes on both sides of INTERLEAVE_MAX_PIXELS (set to 256 here): in the
+def test_conv2d_across_the_interleave_threshold(kernel, hw, geometry):
+    """Input and output planes on both sides of interleave_max_pixels (set to 256 here): in the
     interleaved layout the conv switches layouts on the way (phase-split gather or a relayout)."""
-    import runtime.plan
-
-    monkeypatch.setattr(runtime.plan, "INTERLEAVE_MAX_PIXELS", 256)
     INTERLEAVE_MAX_PIXELS = 256
 
     x = random_input((3, 8, *hw))
@@ -272,7 +272,10 @@ def test_conv2d_across_the_interleave_threshold(kernel, hw, geometry, monkeypatc
     b = np.linspace(-1, 1, 12, dtype=np.float32)
     r = random_input((3, 12, *out_hw), seed=5)
     kw = dict(geometry, kernel=kernel, residual=r, clamp=(0.0, 6.0))
-    assert_close(nat.conv2d(x, w, b, **kw), ref.conv2d(x, w, b, **kw), KERNEL_ATOL, KERNEL_RTOL)
+    options = EngineOptions(planner=PlannerOptions(interleave_max_pixels=INTERLEAVE_MAX_PIXELS))
+    with nat.use_options(options):
+        got = nat.conv2d(x, w, b, **kw)
+    assert_close(got, ref.conv2d(x, w, b, **kw), KERNEL_ATOL, KERNEL_RTOL)
 
 
 STRIDED_GEOMETRIES = [
@@ -294,9 +297,7 @@ STRIDED_GEOMETRIES = [
 def test_conv2d_strided_in_place_on_interleaved_planes(layout, images, hw, geometry):
     """Interleaved positions are whole vectors, so convs compute only valid positions and read
     their taps in place at any stride (conv_csr_strided); equal to the reference."""
-    from runtime import _native
     from runtime.graph import Graph, Node
-    from runtime.plan import build_plan
 
     x = random_input((images, 8, *hw))
     group = geometry.get("group", 1)
@@ -308,8 +309,9 @@ def test_conv2d_strided_in_place_on_interleaved_planes(layout, images, hw, geome
     assert_close(nat.conv2d(x, w, b, **kw), ref.conv2d(x, w, b, **kw), KERNEL_ATOL, KERNEL_RTOL)
     attrs = {"strides": list(geometry["stride"]), "pads": list(geometry["pads"]),
              "dilations": list(geometry.get("dilation", (1, 1))), "group": group}
-    graph = Graph([Node("Conv", "conv", ["x", "w"], ["y"], attrs)], {"w": w}, "x", x.shape, "y", 13)
-    plan = build_plan(graph, x.shape, 1, _native, interleave=layout == "interleaved")
+    graph = Graph.simple([Node("Conv", "conv", ["x", "w"], ["y"], attrs)], {"w": w}, "x",
+                         x.shape, "y")
+    plan = nat.plan_graph(graph, x.shape, 1, interleave=layout == "interleaved")
     strided = {"conv_csr_strided", "conv_jit"} & set(plan.native.step_names())
     assert bool(strided) == (layout == "interleaved")
 
@@ -317,11 +319,9 @@ def test_conv2d_strided_in_place_on_interleaved_planes(layout, images, hw, geome
 @pytest.mark.parametrize("hw", [(9, 9), (4, 4), (32, 32)])
 @pytest.mark.parametrize("stride,pads", [((2, 2), (1, 1, 1, 1)), ((3, 2), (0, 1, 2, 0))])
 def test_conv2d_direct_strided_for_tap_sparse_convs(layout, hw, stride, pads):
-    """Planar strided convs with <= DIRECT_MAX_TAPS taps per output channel skip the phase
+    """Planar strided convs with <= direct_max_taps taps per output channel skip the phase
     split (conv_csr_direct); equal to the reference with bias, residual and clamp."""
-    from runtime import _native
     from runtime.graph import Graph, Node
-    from runtime.plan import build_plan
 
     x = random_input((2, 16, *hw))
     w = _sparse_weight((16, 1, 3, 3), 0.15)
@@ -332,6 +332,7 @@ def test_conv2d_direct_strided_for_tap_sparse_convs(layout, hw, stride, pads):
     kw = dict(geometry, residual=r, clamp=(0.0, 6.0))
     assert_close(nat.conv2d(x, w, b, **kw), ref.conv2d(x, w, b, **kw), KERNEL_ATOL, KERNEL_RTOL)
     attrs = {"strides": list(stride), "pads": list(pads), "group": 16}
-    graph = Graph([Node("Conv", "conv", ["x", "w"], ["y"], attrs)], {"w": w}, "x", x.shape, "y", 13)
-    plan = build_plan(graph, x.shape, 1, _native, interleave=layout == "interleaved")
+    graph = Graph.simple([Node("Conv", "conv", ["x", "w"], ["y"], attrs)], {"w": w}, "x",
+                         x.shape, "y")
+    plan = nat.plan_graph(graph, x.shape, 1, interleave=layout == "interleaved")
     assert ("conv_csr_direct" in plan.native.step_names()) == (layout == "planar")

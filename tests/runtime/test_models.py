@@ -9,6 +9,7 @@ matrix costs one export per family.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from runtime import Engine
-from tests.runtime.onnx_cases import assert_close, ort_run, random_input
+from runtime import Engine, EngineOptions
+from tests.runtime.onnx_cases import assert_close, conv_kernels, ort_run, random_input
 
 torch = pytest.importorskip("torch", reason="model tests export torch models")
 
@@ -115,9 +116,7 @@ def to_sparse_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def test_sparse_initializer_model_equals_dense(exported, tmp_path, monkeypatch):
-    # One batch layout for both engines (auto times both per engine; they round differently).
-    monkeypatch.setenv("FEATHERDEPLOY_BATCH_LAYOUT", "interleaved")
+def test_sparse_initializer_model_equals_dense(exported, tmp_path):
     dense = sparsify(exported["resnet20x2"], 0.95)
     dense_path, sparse_path = tmp_path / "dense.onnx", tmp_path / "sparse.onnx"
     onnx.save(dense, str(dense_path))
@@ -126,41 +125,42 @@ def test_sparse_initializer_model_equals_dense(exported, tmp_path, monkeypatch):
     onnx.save(sparse, str(sparse_path))
     x = random_input((2, *IMAGE))
     expected = ort_run(dense_path, x)
-    got = Engine(sparse_path, threads=2).run(x)
+    # One batch layout for both engines (auto times both per engine; they round differently).
+    options = EngineOptions(threads=2, backend="native", batch_layout="interleaved")
+    got = Engine(sparse_path, options=options).run(x)
     assert_close(got, expected)
-    np.testing.assert_array_equal(got, Engine(dense_path, threads=2).run(x))
+    np.testing.assert_array_equal(got, Engine(dense_path, options=options).run(x))
 
 
 def test_kernel_choice_follows_density(exported, tmp_path):
     for sparsity, expected in ((0.0, "bsr"), (0.95, "csr")):
         path = tmp_path / f"m{sparsity}.onnx"
         onnx.save(sparsify(exported["resnet20x2"], sparsity), str(path))
-        choices = Engine(path, threads=1).kernel_choices()
+        choices = conv_kernels(Engine(path, threads=1))
         kinds = list(choices.values())
         assert len(kinds) == 21  # the stem, 18 block convs, 2 shortcut 1x1 convs
         assert kinds.count(expected) >= len(kinds) - 1, choices  # the dense stem may differ
 
 
 @pytest.mark.parametrize("family", ["resnet20x2", "mobilenet_v1"])
-def test_generated_conv_code_in_batch_groups_matches_ort(exported, tmp_path, monkeypatch, family):
+def test_generated_conv_code_in_batch_groups_matches_ort(exported, tmp_path, family):
     """Batches of 16+ images run as interleaved groups of 16, whose convs run on code generated
-    for their weights (runtime/native/jit_x86.cpp) where it pays: equal to ONNX Runtime, and bit
-    for bit equal to the CSR kernel (FEATHERDEPLOY_JIT=0)."""
+    for their weights (runtime/native/jit/jit_x86.cpp) where it pays: equal to ONNX Runtime, and
+    bit for bit equal to the CSR kernel (EngineOptions(jit=False))."""
     from runtime import _native
 
-    monkeypatch.setenv("FEATHERDEPLOY_BATCH_LAYOUT", "interleaved")
     x = random_input((33, *IMAGE), seed=3)  # two groups of 16 and one image on its own
     for sparsity in (0.9, 0.95):
         path = tmp_path / f"{family}_{sparsity}.onnx"
         onnx.save(sparsify(exported[family], sparsity), str(path))
         expected = ort_run(path, x)
         for threads in THREADS:
-            monkeypatch.delenv("FEATHERDEPLOY_JIT", raising=False)
-            engine = Engine(path, threads=threads)
+            options = EngineOptions(threads=threads, backend="native",
+                                    batch_layout="interleaved")
+            engine = Engine(path, options=options)
             got = engine.run(x)
             assert_close(got, expected)
-            steps = engine._plan_for((16, *IMAGE), interleave=True).native.step_names()
             generates = _native.native_isa() == "avx512" and sys.platform.startswith("linux")
-            assert ("conv_jit" in steps) == generates
-            monkeypatch.setenv("FEATHERDEPLOY_JIT", "0")
-            np.testing.assert_array_equal(Engine(path, threads=threads).run(x), got)
+            assert ("jit" in conv_kernels(engine, batch=33).values()) == generates
+            csr = Engine(path, options=replace(options, jit=False))
+            np.testing.assert_array_equal(csr.run(x), got)

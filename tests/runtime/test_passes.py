@@ -11,8 +11,10 @@ import pytest
 from onnx import helper
 
 from runtime import Engine
-from runtime.graph import infer_shapes, load_graph
-from runtime.passes import RESIDUAL_KEY, SKIP_EMPTY_KEY, fuse_for_shapes, prepare_graph
+from runtime.graph import load_graph
+from runtime.ops.fusion import RESIDUAL_KEY, SKIP_EMPTY_KEY
+from runtime.partition import partition
+from runtime.specialize import specialize
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
 EMPTY = (0, 3, 5)  # depthwise channels without a nonzero weight
@@ -58,8 +60,7 @@ def _check(model: onnx.ModelProto, tmp_path: Path, batch: int = 2) -> Engine:
 def _fused(model: onnx.ModelProto, tmp_path: Path):
     path = tmp_path / "m.onnx"
     onnx.save(model, str(path))
-    graph = prepare_graph(load_graph(path))
-    return fuse_for_shapes(graph, infer_shapes(graph, (2, 8, 7, 7)))
+    return partition(specialize(load_graph(path), {"x": (2, 8, 7, 7)})).graph
 
 
 @pytest.mark.parametrize("activation", ["relu", "clip"])

@@ -1,5 +1,5 @@
-"""Threads split big convs by output rows (plan.ROW_SPLIT_MIN_BYTES, ConvSpec::row_units) or by
-channels; both equal ONNX Runtime, on planar images and interleaved groups."""
+"""Threads split big convs by output rows (PlannerOptions.row_split_min_bytes, ConvSpec::row_units)
+or by channels; both equal ONNX Runtime, on planar images and interleaved groups."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import onnx
 import pytest
 from onnx import helper
 
-from runtime import _native
 from runtime.graph import Graph, Node, load_graph
-from runtime.passes import prepare_graph
-from runtime.plan import build_plan
+from runtime.kernels.native import plan_graph, run_plan, use_options
+from runtime.options import EngineOptions, PlannerOptions
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
 
@@ -34,44 +33,40 @@ def _chain_model(batch_dim) -> onnx.ModelProto:
 
 @pytest.mark.parametrize("min_bytes", [0, 10**12])
 @pytest.mark.parametrize("batch", [1, 16])
-def test_threads_split_rows_or_channels_equal_ort(tmp_path, monkeypatch, min_bytes, batch):
-    """Two threads split big convs (every conv here with ROW_SPLIT_MIN_BYTES = 0) by output rows,
+def test_threads_split_rows_or_channels_equal_ort(tmp_path, min_bytes, batch):
+    """Two threads split big convs (every conv here with row_split_min_bytes = 0) by output rows,
     or all by channels, on a planar image and on an interleaved group."""
-    import runtime.plan
-
-    monkeypatch.setattr(runtime.plan, "ROW_SPLIT_MIN_BYTES", min_bytes)
     path = tmp_path / "chain.onnx"
     onnx.save(_chain_model("N"), str(path))
     x = random_input((batch, 8, 20, 20))
-    graph = prepare_graph(load_graph(path))
-    plan = build_plan(graph, x.shape, 2, _native, interleave=batch > 1)
+    with use_options(EngineOptions(planner=PlannerOptions(row_split_min_bytes=min_bytes))):
+        plan = plan_graph(load_graph(path), x.shape, 2, interleave=batch > 1)
     assert bool({"conv_csr_strided", "conv_jit"} & set(plan.native.step_names())) == (batch > 1)
-    y = np.empty(plan.output_shape, np.float32)
     for _ in range(3):  # helpers claim different units each time
-        plan.native.run(x, y)
-        assert_close(y, ort_run(path, x))
+        assert_close(run_plan(plan, x), ort_run(path, x))
 
 
 def test_row_units_rejected_where_rows_cannot_be_split(monkeypatch):
     """A conv that cannot compute row ranges (stride 2 on planar planes: phase split) refuses
     row units in the native plan rather than computing garbage."""
-    import runtime.plan
+    from runtime import _native
+    from runtime.planner.builder import Builder
 
     w = random_input((4, 3, 3, 3))
     spec_seen = []
-    original = runtime.plan._Builder.emit
+    original = Builder.emit
 
-    def emit(self, method, *args):
-        if method == "add_conv":
-            args[0]["row_units"] = 2
-            spec_seen.append(args[0])
-        return original(self, method, *args)
+    def emit(self, spec, **kwargs):
+        if isinstance(spec, _native.ConvSpec):
+            spec.row_units = 2
+            spec_seen.append(spec)
+        return original(self, spec, **kwargs)
 
-    graph = Graph([Node("Conv", "c", ["x", "w"], ["y"], {"strides": [2, 2], "pads": [1, 1, 1, 1]})],
-                  {"w": w}, "x", (1, 3, 16, 16), "y", 13)
-    monkeypatch.setattr(runtime.plan._Builder, "emit", emit)
+    node = Node("Conv", "c", ["x", "w"], ["y"], {"strides": [2, 2], "pads": [1, 1, 1, 1]})
+    graph = Graph.simple([node], {"w": w}, "x", (1, 3, 16, 16), "y")
+    monkeypatch.setattr(Builder, "emit", emit)
     with pytest.raises(ValueError, match="row_units"):
-        build_plan(graph, (1, 3, 16, 16), 2, _native)
+        plan_graph(graph, (1, 3, 16, 16), 2)
     assert spec_seen
 
 
@@ -95,21 +90,16 @@ def _pointwise_depthwise_model() -> onnx.ModelProto:
 @pytest.mark.parametrize(("model", "split_rows"), [
     (_chain_model("N"), [True, True, True]),
     (_pointwise_depthwise_model(), [False, False, False])])
-def test_small_convs_split_rows_only_in_chains(tmp_path, monkeypatch, conv_specs, model,
-                                               split_rows):
-    """Below ROW_SPLIT_MIN_BYTES (here: every conv), a conv splits rows only when a group-1 conv
+def test_small_convs_split_rows_only_in_chains(tmp_path, conv_specs, model, split_rows):
+    """Below row_split_min_bytes (here: every conv), a conv splits rows only when a group-1 conv
     that can split rows writes its input or reads its output: the chain of 3x3 convs does,
     pointwise convs between depthwise ones do not. Both equal ORT on two threads."""
-    import runtime.plan
-
-    monkeypatch.setattr(runtime.plan, "ROW_SPLIT_MIN_BYTES", 10**12)
-    monkeypatch.setattr(runtime.plan, "ROW_SPLIT_CHAIN_BYTES", 0)
     path = tmp_path / "model.onnx"
     onnx.save(model, str(path))
     x = random_input((1, 8, 20, 20))
-    plan = build_plan(prepare_graph(load_graph(path)), x.shape, 2, _native)
-    assert ["row_units" in spec for spec in conv_specs] == split_rows
-    y = np.empty(plan.output_shape, np.float32)
+    opts = PlannerOptions(row_split_min_bytes=10**12, row_split_chain_bytes=0)
+    with use_options(EngineOptions(planner=opts)):
+        plan = plan_graph(load_graph(path), x.shape, 2)
+    assert [spec.row_units > 0 for spec in conv_specs] == split_rows
     for _ in range(3):
-        plan.native.run(x, y)
-        assert_close(y, ort_run(path, x))
+        assert_close(run_plan(plan, x), ort_run(path, x))

@@ -1,5 +1,6 @@
-"""Batch-1 convs on column segments (plan.py _segment_tensor): lane i of a position holds column
-i * P + p of its row, so the batch-interleaved conv kernel runs one image with aligned loads.
+"""Batch-1 convs on column segments (planner/layout.py segment_tensor): lane i of a position
+holds column i * P + p of its row, so the batch-interleaved conv kernel runs one image with
+aligned loads.
 
 What can go wrong is in the halos (each row's positions -1 and P hold the neighbouring segments'
 edge columns): written by the planar -> segments copy (segments.cpp, P = 1, 2, 4 as vector
@@ -9,18 +10,21 @@ checks that segments were really used."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import onnx
 import pytest
 from onnx import helper
 
-import runtime.plan
+import runtime.ops.conv
 from runtime import _native, native_isa
 from runtime.graph import load_graph
 from runtime.kernels import native as nat
 from runtime.kernels import reference as ref
-from runtime.passes import prepare_graph
-from runtime.plan import build_plan, segment_positions
+from runtime.options import EngineOptions
+from runtime.planner.layout import segment_positions
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
 
@@ -39,27 +43,30 @@ def _record(monkeypatch, decide) -> list[bool]:
         calls.append(decide(*args))
         return calls[-1]
 
-    monkeypatch.setattr(runtime.plan, "_segment_conv", spy)
+    monkeypatch.setattr(runtime.ops.conv, "_segment_conv", spy)
     return calls
 
 
 @pytest.fixture
 def segment_calls(monkeypatch):
     """Records _segment_conv's verdict for every conv planned."""
-    return _record(monkeypatch, runtime.plan._segment_conv)
+    return _record(monkeypatch, runtime.ops.conv._segment_conv)
 
 
 @pytest.fixture
 def fit_calls(monkeypatch):
     """Every conv that fits segments runs on them (even alone), recorded."""
-    return _record(monkeypatch, runtime.plan._segments_fit)
+    return _record(monkeypatch, runtime.ops.conv._segments_fit)
 
 
-def _vector_floats(isa: str | None, monkeypatch) -> int:
-    if isa is not None:
-        monkeypatch.setenv("FEATHERDEPLOY_ISA", isa)
-        assert native_isa() == isa
-    return _native.vector_floats()
+@contextmanager
+def _kernels(isa: str | None) -> Iterator[int]:
+    """Plans within use kernel build ``isa`` (None: the CPU's own); yields its vector width."""
+    isa = isa or "auto"
+    if isa != "auto":
+        assert native_isa(isa) == isa
+    with nat.use_options(EngineOptions(isa=isa)):
+        yield _native.vector_floats(isa)
 
 
 # Kernel builds to check: the CPU's own, AVX2 when that is a narrower x86 build here, generic.
@@ -70,11 +77,15 @@ ISAS = [None, *(["avx2"] if native_isa() == "avx512" else []), "generic"]
 @pytest.mark.parametrize("positions", [1, 2, 3, 4])
 @pytest.mark.parametrize("stride,kernel,pads", [(1, 3, 1), (1, 1, 0), (2, 3, 1), (2, 1, 0)])
 @pytest.mark.parametrize("residual", [False, True])
-def test_segment_conv_equals_reference(monkeypatch, fit_calls, isa, positions, stride,
-                                       kernel, pads, residual):
+def test_segment_conv_equals_reference(fit_calls, isa, positions, stride, kernel, pads,
+                                       residual):
     """One conv (bias, ReLU, optional residual) on segments of 1-4 positions per lane equals
     the NumPy reference, on every kernel build (16, 8 and 4 lanes)."""
-    lanes = _vector_floats(isa, monkeypatch)
+    with _kernels(isa) as lanes:
+        _check_segment_conv(fit_calls, lanes, positions, stride, kernel, pads, residual)
+
+
+def _check_segment_conv(fit_calls, lanes, positions, stride, kernel, pads, residual):
     width = positions * lanes
     x = random_input((1, 12, 5, width), seed=positions)
     w = _sparse((10, 12, kernel, kernel), 0.3, seed=kernel)
@@ -94,17 +105,17 @@ def test_segment_conv_equals_reference(monkeypatch, fit_calls, isa, positions, s
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("positions", [1, 2, 3, 4, 5])
-def test_segment_rows_equal_reference(monkeypatch, isa, positions):
+def test_segment_rows_equal_reference(isa, positions):
     """segments.cpp both ways (vector (de-)interleaves for 1, 2, 4 positions, element by
     element otherwise) equals the NumPy reference, halos included."""
-    lanes = _vector_floats(isa, monkeypatch)
-    rows = random_input((3, positions * lanes), seed=positions)
-    segments = nat.to_segments(rows, lanes)
-    np.testing.assert_array_equal(segments, ref.to_segments(rows, lanes))
-    np.testing.assert_array_equal(nat.from_segments(segments), rows)
-    np.testing.assert_array_equal(ref.from_segments(segments), rows)
-    with pytest.raises(ValueError, match="lanes"):
-        nat.to_segments(rows, 2 * lanes)
+    with _kernels(isa) as lanes:
+        rows = random_input((3, positions * lanes), seed=positions)
+        segments = nat.to_segments(rows, lanes)
+        np.testing.assert_array_equal(segments, ref.to_segments(rows, lanes))
+        np.testing.assert_array_equal(nat.from_segments(segments), rows)
+        np.testing.assert_array_equal(ref.from_segments(segments), rows)
+        with pytest.raises(ValueError, match="lanes"):
+            nat.to_segments(rows, 2 * lanes)
 
 
 def _chain(width: int) -> onnx.ModelProto:
@@ -137,11 +148,9 @@ def test_segment_chain_equals_ort(tmp_path, segment_calls, width, threads):
     path = tmp_path / "chain.onnx"
     onnx.save(_chain(width), str(path))
     x = random_input((1, 8, 7, width), seed=width)
-    plan = build_plan(prepare_graph(load_graph(path)), x.shape, threads, _native)
+    plan = nat.plan_graph(load_graph(path), x.shape, threads)
     segments = threads == 1 and segment_positions(width, _native.vector_floats()) > 0
     assert sum(segment_calls) >= 2 if segments else not any(segment_calls)
     assert ("segment_copy" in plan.native.step_names()) == segments
-    y = np.empty(plan.output_shape, np.float32)
     for _ in range(2):  # halos and residuals intact on every call
-        plan.native.run(x, y)
-        assert_close(y, ort_run(path, x))
+        assert_close(nat.run_plan(plan, x), ort_run(path, x))

@@ -1,4 +1,4 @@
-"""Row wavefronts (plan.py WAVEFRONT_LAYERS, native wavefront.cpp): runs of consecutive convs
+"""Row wavefronts (PlannerOptions.wavefront_layers, native exec/wavefront.cpp): runs of convs
 compute a few rows at a time, each behind the rows it reads: batch-interleaved strided convs row
 by row, planar convs of one image in ranges of whole vectors (the last running into the next row).
 
@@ -15,11 +15,14 @@ import onnx
 import pytest
 from onnx import helper
 
-import runtime.plan
-from runtime import Engine, _native
+import runtime.ops.conv
+import runtime.planner.wavefront as wavefront
+from runtime import Engine
 from runtime.graph import load_graph
-from runtime.passes import prepare_graph
-from runtime.plan import SymView, _views_disjoint_or_equal, build_plan
+from runtime.kernels.native import plan_graph, run_plan, use_options
+from runtime.options import EngineOptions, PlannerOptions
+from runtime.planner.layout import SymView
+from runtime.planner.wavefront import views_disjoint_or_equal
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
 
@@ -65,23 +68,20 @@ def _resnet(width: int = 8, size: int = 16) -> onnx.ModelProto:
     return graph_model(nodes, ["N", 3, size, size], inits, name="resnet")
 
 
-def _plan(path, shape, threads=1):
-    graph = prepare_graph(load_graph(path))
-    return build_plan(graph, shape, threads, _native, interleave=shape[0] > 1)
+def _plan(path, shape, layers=3, threads=1):
+    with use_options(EngineOptions(planner=PlannerOptions(wavefront_layers=layers))):
+        return plan_graph(load_graph(path), shape, threads, interleave=shape[0] > 1)
 
 
 def _run(plan, x: np.ndarray) -> np.ndarray:
-    y = np.empty(plan.output_shape, np.float32)
-    plan.native.run(x, y)
-    return y
+    return run_plan(plan, x)
 
 
-def _assert_exact(monkeypatch, path, wave, x: np.ndarray) -> np.ndarray:
+def _assert_exact(path, wave, x: np.ndarray) -> np.ndarray:
     """The wavefront plan's output is bit-identical to the same plan layer by layer, and equals
     ONNX Runtime. Returns the layer-by-layer output."""
     result = _run(wave, x)
-    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 0)
-    plain = _plan(path, x.shape)
+    plain = _plan(path, x.shape, layers=0)
     assert plain.wavefronts == []
     expected = _run(plain, x)
     np.testing.assert_array_equal(result, expected)
@@ -101,18 +101,24 @@ def resnet_path(tmp_path):
 LAYOUTS = [(16, 16), (1, 44)]
 
 
+def _wave_fields(record) -> dict:
+    wave, spec = record.spec.wave, record.spec
+    return {"wave_in": wave.in_from, "wave_res": wave.res_from,
+            "wave_guard_in": list(wave.guard_in), "wave_guard_res": list(wave.guard_res),
+            "wave_step": wave.step, "wave_overhang": wave.overhang, "halo": spec.halo}
+
+
 @pytest.fixture
 def marked(monkeypatch):
     """The wave fields of every marked member, group by group."""
     groups: list[list[dict]] = []
-    original = runtime.plan._mark_group
+    original = wavefront._mark_group
 
-    def spy(specs, *args):
-        original(specs, *args)
-        groups.append([{k: v for k, v in s.items() if k.startswith("wave_") or k == "halo"}
-                       for s in specs])
+    def spy(members, *args):
+        original(members, *args)
+        groups.append([_wave_fields(r) for r in members])
 
-    monkeypatch.setattr(runtime.plan, "_mark_group", spy)
+    monkeypatch.setattr(wavefront, "_mark_group", spy)
     return groups
 
 
@@ -126,8 +132,7 @@ def test_wavefront_equals_layer_by_layer_and_ort(tmp_path, monkeypatch, marked, 
     resnet_path = tmp_path / "resnet.onnx"
     onnx.save(_resnet(size=size), str(resnet_path))
     x = random_input((batch, 3, size, size), seed=layers)
-    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", layers)
-    wave = _plan(resnet_path, x.shape)
+    wave = _plan(resnet_path, x.shape, layers)
     # Nine convs in one run when interleaved; planar stride-2 convs read stride phases and
     # are no members, which leaves runs of 4 and 3.
     longest = 9 if batch > 1 else 4
@@ -140,7 +145,7 @@ def test_wavefront_equals_layer_by_layer_and_ort(tmp_path, monkeypatch, marked, 
     if layers == 5:  # a residual written by an earlier member
         assert any(m["wave_res"] >= 0 for m in members)
     first = _run(wave, x)  # the arena is reused between calls: both calls must be exact
-    np.testing.assert_array_equal(first, _assert_exact(monkeypatch, resnet_path, wave, x))
+    np.testing.assert_array_equal(first, _assert_exact(resnet_path, wave, x))
 
 
 def test_wavefront_guards_reused_storage(resnet_path, monkeypatch, marked):
@@ -148,13 +153,12 @@ def test_wavefront_guards_reused_storage(resnet_path, monkeypatch, marked):
     block's hidden tensor into the storage of this block's hidden tensor, which the second
     member is still reading; its guard on the second member is what keeps the result exact."""
     x = random_input((16, 3, 16, 16), seed=7)
-    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 3)
-    wave = _plan(resnet_path, x.shape)
+    wave = _plan(resnet_path, x.shape, 3)
     first = marked[0]
     assert [m["wave_in"] for m in first] == [-1, 0, 1]
     assert first[1]["wave_guard_in"] == [0]  # block output over the residual conv a still reads
     assert first[2]["wave_guard_in"] == [1]  # next hidden tensor over the one conv b reads
-    _assert_exact(monkeypatch, resnet_path, wave, x)
+    _assert_exact(resnet_path, wave, x)
 
 
 def _branches(size: int) -> onnx.ModelProto:
@@ -188,14 +192,13 @@ def test_guard_keeps_reused_storage_until_read(tmp_path, monkeypatch, marked, ba
     path = tmp_path / "branches.onnx"
     onnx.save(_branches(size), str(path))
     x = random_input((batch, 3, size, size), seed=11)
-    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 6)
-    wave = _plan(path, x.shape)
+    wave = _plan(path, x.shape, 6)
     assert [len(g) for g in wave.wavefronts] == [6]
     members = marked[0]  # planned order: p, p2, p3, q, r, s
     assert [m["wave_in"] for m in members] == [-1, 0, 0, -1, 2, 3]
     assert [m["wave_res"] for m in members] == [-1, -1, -1, 1, -1, 4]
     assert members[4]["wave_guard_in"] == [0, 3]  # r after p and q, the readers of t
-    _assert_exact(monkeypatch, path, wave, x)
+    _assert_exact(path, wave, x)
 
 
 def _wide_chain() -> onnx.ModelProto:
@@ -221,11 +224,10 @@ def test_planar_ranges_wait_for_the_row_they_run_into(tmp_path, monkeypatch, mar
     path = tmp_path / "wide.onnx"
     onnx.save(_wide_chain(), str(path))
     x = random_input((1, 3, 12, 300), seed=2)
-    monkeypatch.setattr(runtime.plan, "WAVEFRONT_LAYERS", 3)
-    wave = _plan(path, x.shape)
+    wave = _plan(path, x.shape, 3)
     assert [len(g) for g in wave.wavefronts] == [3]
     assert [(m["wave_step"], m["wave_overhang"]) for m in marked[0]] == [(1, 1)] * 3
-    _assert_exact(monkeypatch, path, wave, x)
+    _assert_exact(path, wave, x)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -235,7 +237,8 @@ def test_engine_batches_run_wavefronts(resnet_path, threads):
     engine = Engine(resnet_path, threads=threads, backend="native")
     x = random_input((37, 3, 16, 16), seed=threads)
     assert_close(engine.run(x), ort_run(resnet_path, x))
-    assert engine._plan_for((16, 3, 16, 16), interleave=True).wavefronts
+    program = engine._program((("x", (16, 3, 16, 16)),), interleave=True)
+    assert program.single_plan.wavefronts
 
 
 def test_short_rows_and_column_segments_stay_layer_by_layer(tmp_path, monkeypatch, marked):
@@ -248,8 +251,8 @@ def test_short_rows_and_column_segments_stay_layer_by_layer(tmp_path, monkeypatc
     big = tmp_path / "big.onnx"
     onnx.save(_resnet(), str(big))
     segment_calls = []
-    original = runtime.plan._segment_conv
-    monkeypatch.setattr(runtime.plan, "_segment_conv",
+    original = runtime.ops.conv._segment_conv
+    monkeypatch.setattr(runtime.ops.conv, "_segment_conv",
                         lambda *a: segment_calls.append(original(*a)) or segment_calls[-1])
     plan = _plan(big, (1, 3, 16, 16))
     assert any(segment_calls) and plan.wavefronts
@@ -259,16 +262,16 @@ def test_short_rows_and_column_segments_stay_layer_by_layer(tmp_path, monkeypatc
 def test_member_referring_forward_is_refused(resnet_path, monkeypatch):
     """A wavefront member whose producer is not an earlier member is refused when the native
     plan is built (it would wait for ever), as is a guard on a later member."""
-    original = runtime.plan._mark_group
+    original = wavefront._mark_group
 
     def forward(key):
-        def spy(specs, *args):
-            original(specs, *args)
-            specs[0][key] = [1] if key.startswith("wave_guard") else 1
+        def spy(members, *args):
+            original(members, *args)
+            setattr(members[0].spec.wave, key, [1] if key.startswith("guard") else 1)
         return spy
 
-    for key in ("wave_in", "wave_res", "wave_guard_in", "wave_guard_res"):
-        monkeypatch.setattr(runtime.plan, "_mark_group", forward(key))
+    for key in ("in_from", "res_from", "guard_in", "guard_res"):
+        monkeypatch.setattr(wavefront, "_mark_group", forward(key))
         with pytest.raises(ValueError, match="wavefront member"):
             _plan(resnet_path, (16, 3, 16, 16))
 
@@ -277,11 +280,11 @@ def _view(origin: int, dims: tuple, strides: tuple) -> SymView:
     return SymView(None, 0, origin, dims, strides)
 
 
-def test_views_disjoint_or_equal():
+def testviews_disjoint_or_equal():
     """Same view twice, or views that share no float: fine; any partial overlap is not."""
     a = _view(0, (1, 2, 3, 4), (0, 16, 4, 1))  # floats [0, 28)
     b = _view(28, (1, 2, 3, 4), (0, 16, 4, 1))
     channel_slice = _view(16, (1, 1, 3, 4), (0, 16, 4, 1))
-    assert _views_disjoint_or_equal([a, a, b])
-    assert not _views_disjoint_or_equal([a, channel_slice])
-    assert not _views_disjoint_or_equal([a, _view(0, (1, 1, 3, 4), (0, 16, 4, 1))])
+    assert views_disjoint_or_equal([a, a, b])
+    assert not views_disjoint_or_equal([a, channel_slice])
+    assert not views_disjoint_or_equal([a, _view(0, (1, 1, 3, 4), (0, 16, 4, 1))])

@@ -387,3 +387,19 @@ def test_in_memory_dataset_rejects_float_images() -> None:
     with pytest.raises(ValueError, match="uint8"):
         InMemoryImageDataset(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.int64),
                              dataset_info("synthetic"), None)
+
+
+def test_given_data_dir_never_falls_back_to_the_system_copy(
+        tiny_fashion_mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data_arrays, "SYSTEM_FASHION_MNIST_DIR", tiny_fashion_mnist_dir)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert resolve_fashion_mnist_dir(None) == tiny_fashion_mnist_dir  # no --data-dir: system
+    assert resolve_fashion_mnist_dir(empty) is None
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_test_arrays("fashion-mnist", empty)
+    message = str(info.value)
+    assert f"in {empty}, {empty}/FashionMNIST/raw;" in message
+    assert "t10k-images-idx3-ubyte.gz" in message and str(tiny_fashion_mnist_dir) not in message
+    with pytest.raises(DatasetNotFoundError, match=f"in {empty}"):
+        build_datasets("fashion-mnist", empty, download=False)

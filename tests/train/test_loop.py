@@ -1,6 +1,8 @@
 """The training loop end to end on synthetic data: outputs, exact resume, bad input, DDP."""
 
+import errno
 import json
+import math
 import os
 import socket
 import subprocess
@@ -12,9 +14,9 @@ import torch
 import yaml
 
 from train.__main__ import main as train_main
-from train.artifact import load_model_artifact
-from train.config import resolve_config
-from train.loop import run_training
+from train.artifact import ArtifactError, ModelMeta, load_model_artifact, save_model_artifact
+from train.config import ConfigError, resolve_config
+from train.loop import RunExistsError, RunWriteError, epoch_divergence, run_training
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"dataset": "synthetic", "model": "resnet20", "batch_size": 64, "progress": False,
@@ -161,3 +163,176 @@ def test_two_process_ddp_run_agrees_before_the_broadcast_on_disjoint_shards(tmp_
     assert (run / "model.pt").is_file()
     summary = json.loads((run / "summary.json").read_text())
     assert summary["sparsity"] >= 0.9 - 1e-5
+
+
+def test_diverging_run_exits_2_and_writes_no_model(tmp_path, capsys):
+    code = train_main(["--name", "nan", "--runs-dir", str(tmp_path), "--dataset", "synthetic",
+                       "--epochs", "2", "--lr", "1e30", "--no-progress", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: training diverged") and err.count("\n") == 1, err
+    assert "lr" in err
+    left = sorted(p.name for p in (tmp_path / "nan").iterdir())
+    assert left == ["config.yaml", "metrics.jsonl"]  # no checkpoint, model or summary of NaNs
+
+
+def test_epoch_end_check_catches_non_finite_weights_and_losses():
+    model = torch.nn.Linear(2, 2)
+    assert epoch_divergence(model, 0.5, 0.7, check_train_loss=True) is None
+    assert "test loss is inf" in epoch_divergence(model, 0.5, math.inf, check_train_loss=True)
+    assert "training loss is nan" in epoch_divergence(model, math.nan, 0.7, check_train_loss=True)
+    # Under AMP an overflowing batch is skipped by the grad scaler: only the weights count.
+    assert epoch_divergence(model, math.nan, 0.7, check_train_loss=False) is None
+    with torch.no_grad():
+        model.bias[1] = math.nan
+    assert "bias holds NaN or Inf" in epoch_divergence(model, 0.5, 0.7, check_train_loss=True)
+
+
+def test_model_artifact_refuses_non_finite_weights(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight[0, 0] = math.inf
+    meta = ModelMeta(model_name="x", model_kwargs={}, input_shape=(1, 1, 2), num_classes=2,
+                     dataset="synthetic", data_dir=None, mean=(0.0,), std=(1.0,),
+                     prunable=["weight"])
+    with pytest.raises(ArtifactError, match="weight holds NaN or Inf"):
+        save_model_artifact(tmp_path / "model.pt", model, meta)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _disk_full_after(monkeypatch, flag: dict):
+    """Every fsync fails with ENOSPC once ``flag["full"]`` is set (the atomic writer's fsync)."""
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if flag["full"]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_disk_full_mid_run_is_one_error_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    flag, saved = {"full": False}, {}
+    _disk_full_after(monkeypatch, flag)
+
+    def fill_disk(record):
+        saved["checkpoint"] = (tmp_path / "full" / "checkpoint.pt").read_bytes()
+        saved["metrics"] = (tmp_path / "full" / "metrics.jsonl").read_bytes()
+        flag["full"] = True
+    with pytest.raises(RunWriteError, match=r"cannot write .*checkpoint.pt: No space left"):
+        run_training(_config(tmp_path, "full", epochs=2), on_epoch_end=fill_disk)
+    run = tmp_path / "full"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml",
+                                                     "metrics.jsonl"]  # no temp files
+    assert (run / "checkpoint.pt").read_bytes() == saved["checkpoint"]
+    assert (run / "metrics.jsonl").read_bytes() == saved["metrics"]
+
+
+def test_cli_environment_errors_exit_2_with_one_line(tmp_path, monkeypatch, capsys):
+    base = ["--dataset", "synthetic", "--epochs", "1", "--no-progress", "--device", "cpu"]
+    (tmp_path / "file").write_text("not a folder")
+    code = train_main(["--name", "x", "--runs-dir", str(tmp_path / "file"), *base])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: cannot write") and err.count("\n") == 1, err
+    assert "Not a directory" in err
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "taken").write_text("a file where the run folder goes")
+    code = train_main(["--name", "taken", "--runs-dir", str(tmp_path / "runs"), *base])
+    err = capsys.readouterr().err
+    assert code == 2 and "is not a directory" in err and err.count("\n") == 1, err
+
+    def no_permission(self, *args, **kwargs):  # the tests may run as root, who may write anywhere
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "mkdir", no_permission)
+        code = train_main(["--name", "x", "--runs-dir", str(tmp_path / "ro"), *base])
+    err = capsys.readouterr().err
+    assert code == 2 and "Permission denied" in err and err.count("\n") == 1, err
+    _disk_full_after(monkeypatch, {"full": True})
+    code = train_main(["--name", "x", "--runs-dir", str(tmp_path / "runs"), *base])
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and err.count("\n") == 1, err
+    assert list((tmp_path / "runs" / "x").iterdir()) == []  # nothing half-written
+
+
+def test_empty_data_dir_is_an_error_not_the_system_dataset(tmp_path, monkeypatch, capsys):
+    import torchvision.datasets
+
+    def offline(root, **kwargs):
+        raise OSError("offline")
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = train_main(["--name", "x", "--runs-dir", str(tmp_path / "runs"), "--data-dir",
+                       str(empty), "--epochs", "1", "--batch-size", "32", "--limit-train", "32",
+                       "--limit-test", "32", "--no-progress", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: Fashion-MNIST not found: looked for ") and str(empty) in err
+    assert not (tmp_path / "runs" / "x").exists()
+
+
+SHORT = {"epochs": 1, "limit_train": 128, "limit_test": 64}  # two steps per epoch
+
+
+def _killed_in_first_epoch(runs_dir: Path, name: str, monkeypatch) -> Path:
+    """A run SIGKILLed before its first checkpoint: config.yaml, an empty metrics.jsonl and the
+    temp file of a checkpoint write that never finished."""
+    def killed(*args, **kwargs):
+        raise _Killed
+    with monkeypatch.context() as patch:
+        patch.setattr("train.loop.evaluate", killed)
+        with pytest.raises(_Killed):
+            run_training(_config(runs_dir, name, **SHORT))
+    run = runs_dir / name
+    (run / ".checkpoint.pt.k1ll3d00.tmp").write_bytes(b"half a checkpoint")
+    return run
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_run_killed_before_its_first_checkpoint_starts_again(tmp_path, monkeypatch, capsys,
+                                                             resume):
+    run = _killed_in_first_epoch(tmp_path, "early", monkeypatch)
+    assert sorted(p.name for p in run.iterdir()) == [".checkpoint.pt.k1ll3d00.tmp",
+                                                     "config.yaml", "metrics.jsonl"]
+    capsys.readouterr()
+    run_training(_config(tmp_path, "early", **SHORT), resume=resume)
+    assert "stopped before its first checkpoint; starting it again" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint.pt", "config.yaml", "metrics.jsonl", "model.pt", "sparsity.json",
+        "summary.json"]
+
+
+def test_a_folder_with_other_files_is_never_taken_for_an_incomplete_run(tmp_path, monkeypatch):
+    run = _killed_in_first_epoch(tmp_path, "mine", monkeypatch)
+    (run / "notes.txt").write_text("the user's")
+    with pytest.raises(RunExistsError, match="not empty"):
+        run_training(_config(tmp_path, "mine", **SHORT))
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        run_training(_config(tmp_path, "mine", **SHORT), resume=True)
+    assert (run / "notes.txt").read_text() == "the user's"
+
+
+def test_a_moved_and_renamed_run_folder_resumes(tmp_path):
+    with pytest.raises(_Killed):
+        run_training(_config(tmp_path / "runs", "orig", **{**SHORT, "epochs": 2}),
+                     on_epoch_end=_kill_after(1))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "runs" / "orig").rename(tmp_path / "elsewhere" / "renamed")
+    run_training(_config(tmp_path / "elsewhere", "renamed", **{**SHORT, "epochs": 2}),
+                 resume=True)
+    run = tmp_path / "elsewhere" / "renamed"
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]  # continued, not restarted
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert (saved["name"], saved["runs_dir"]) == ("renamed", str(tmp_path / "elsewhere"))
+    assert (run / "model.pt").is_file() and not (tmp_path / "runs" / "orig").exists()
+
+
+def test_an_unexpected_os_error_is_still_one_line(tmp_path, monkeypatch, capsys):
+    def unreadable(*args, **kwargs):  # e.g. a dataset file another user made unreadable
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "data"))
+    monkeypatch.setattr("train.loop.run_training", unreadable)
+    code = train_main(["--name", "x", "--runs-dir", str(tmp_path), "--dataset", "synthetic"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "Permission denied" in err
+    assert err.count("\n") == 1

@@ -1,0 +1,125 @@
+// The executable plan: an ordered list of steps, run in one native call per inference.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common.h"
+#include "kernels/conv_kernels.h"
+
+namespace fd {
+
+// What the Python side decides for a whole plan (runtime/options.py EngineOptions).
+struct PlanOptions {
+  int threads = 1;
+  std::string isa = "auto";  // kernel variant: auto | generic | avx2 | avx512
+  bool jit = true;           // machine code generated per conv where it pays (jit/jit_x86.h)
+};
+
+// What every step of a plan is built with: the chosen kernel variant and switches.
+struct PlanContext {
+  KernelTable kernels;
+  bool jit = true;
+  int threads = 1;
+};
+
+// Per-call scratch: the activation arena (64-byte aligned, zero-initialised once so that padded
+// borders start at zero; steps never write non-zero values into a border).
+class Workspace {
+ public:
+  explicit Workspace(int64_t floats);
+  ~Workspace();
+  Workspace(const Workspace&) = delete;
+  Workspace& operator=(const Workspace&) = delete;
+  float* data() const { return data_; }
+
+ private:
+  float* data_ = nullptr;
+};
+
+struct Job;
+
+class Plan {
+ public:
+  // Sizes in floats of the arena, of every input and of every output (per call; per image for
+  // run_images).
+  Plan(const PlanOptions& options, int64_t arena_floats, std::vector<float> consts,
+       std::vector<int64_t> input_floats, std::vector<int64_t> output_floats);
+  ~Plan();
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+  const PlanContext& context() const { return context_; }
+  // Appends a step. Every view must lie inside its space, and a wavefront member (Step::wave)
+  // must only refer to earlier members of its group (std::invalid_argument otherwise).
+  void add(StepPtr step);
+  // Runs every step for one set of inputs; safe to call from several threads at once (each call
+  // takes its own workspace from a pool). The caller releases the GIL.
+  void run(const std::vector<const float*>& inputs, const std::vector<float*>& outputs);
+  // Runs `images` independent input sets through a plan built for one image (input k of image i
+  // at inputs[k] + i * input_floats[k]): every thread claims whole images (no synchronisation
+  // between layers; each image stays in one core's cache).
+  void run_images(const std::vector<const float*>& inputs, const std::vector<float*>& outputs,
+                  int64_t images);
+  int threads() const { return context_.threads; }
+  const std::vector<int64_t>& input_floats() const { return input_floats_; }
+  const std::vector<int64_t>& output_floats() const { return output_floats_; }
+  int64_t arena_floats() const { return arena_floats_; }
+  const std::vector<StepPtr>& steps() const { return steps_; }
+  // Development aid: min seconds per step over `reps` single-threaded runs (robust to noise).
+  std::vector<double> profile(const std::vector<const float*>& inputs,
+                              const std::vector<float*>& outputs, int reps);
+
+ private:
+  friend struct Job;
+  struct Stage {
+    const Step* step;
+    int stage;
+    int64_t units;
+  };
+  std::unique_ptr<Workspace> acquire();
+  void release(std::unique_ptr<Workspace> ws);
+  void check_view(const View& v, const char* step) const;
+  void execute_serial(const Buffers& buf) const;
+  void run_stages_serial(const Buffers& buf, size_t begin, size_t end) const;
+  void run_job(const std::shared_ptr<Job>& job);
+  int64_t participate(Job& job);  // returns the units (or images) it completed
+  void helper_loop();
+  void start_helpers();
+  const std::vector<Stage>& stage_list();
+
+  PlanContext context_;
+  int64_t arena_floats_;
+  std::vector<float> consts_;
+  std::vector<int64_t> input_floats_, output_floats_;
+  std::vector<StepPtr> steps_;
+  // Serial order (execute_serial): one entry per step, or per wavefront group (its members,
+  // plan order), built as steps are added.
+  std::vector<std::vector<const Step*>> serial_;
+  std::mutex pool_mutex_;
+  std::vector<std::unique_ptr<Workspace>> pool_;
+  // Flattened (step, stage, units) list, built at the first run.
+  std::once_flag stages_once_;
+  std::vector<Stage> stages_;
+  size_t parallel_begin_ = 0, parallel_end_ = 0;  // stages outside run on the caller alone
+  // Helper threads (threads - 1), started at the first multi-threaded run. They only assist:
+  // the calling thread can always finish a job alone, so a descheduled helper never stalls it.
+  std::once_flag helpers_once_;
+  std::vector<std::thread> helpers_;
+  std::mutex job_mutex_;
+  std::condition_variable job_cv_;
+  std::shared_ptr<Job> current_job_;
+  std::atomic<uint64_t> job_generation_{0};
+  std::atomic<bool> stopping_{false};
+
+ public:
+  // Work units (or images) completed by helper threads since construction (tests, tuning).
+  std::atomic<int64_t> helper_units{0};
+};
+
+}  // namespace fd

@@ -1,0 +1,76 @@
+// Weight-specialised conv tiles: x86-64 AVX-512 machine code emitted at plan time for one conv
+// on the batch-interleaved layout of 16 images (one vector per position).
+//
+// For one output position, a tile of up to kJitTile output channels keeps one accumulator
+// register per channel. Every input offset that any channel of the tile stores a tap at is
+// loaded once and feeds all of those channels:
+//   acc[k] = bias[k]
+//   for each offset o in ascending order, x = load(in + o):
+//     acc[k] = fma(x, broadcast(w[k, o]), acc[k])   for each channel k with a tap at o
+//   (+ residual, clamp, store)
+// Offsets are displacements and weights embedded-broadcast operands (vfmadd231ps with {1to16}),
+// so there is no per-tap index arithmetic, and at 90% sparsity one 64-byte load feeds ~2 FMAs
+// where the CSR kernel (conv_csr.cpp run_pair) spends one load per FMA. Each channel adds its
+// taps in CSR order, so results equal the CSR kernel's bit for bit. ResNet-20x2 at batch 32
+// runs 6-9% faster at 90% and 95% sparsity (benchmarks/jit_ab.py).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "activation.h"
+
+namespace fd {
+
+// The tile function: input origin of the position, output and residual origins of channel 0 at
+// the position (residual may be null when the conv has none), and the constant table.
+using JitTileFn = void (*)(const float* in, float* out, const float* table, const float* res);
+
+struct JitTile {
+  int64_t first = 0, count = 0;  // output channels [first, first + count)
+  JitTileFn fn = nullptr;
+};
+
+// What a conv needs for its tiles: CSR weights (per channel ascending offsets, in floats from
+// the position's input origin), the thread ranges tiles must not straddle, and the epilogue.
+struct JitConvSpec {
+  const int32_t* ptr = nullptr;
+  const int32_t* off = nullptr;
+  const float* val = nullptr;
+  const float* bias = nullptr;  // may be null
+  int64_t channels = 0;
+  std::vector<int64_t> bounds;
+  bool skip_empty = false;      // channels without taps are not written (ConvKernelArgs)
+  bool has_res = false;
+  int64_t out_cs = 0, res_cs = 0;
+  // A clamp is emitted into the tiles; other kinds run after each tile (ConvStep::run_jit).
+  Activation act;
+};
+
+class JitConv {
+ public:
+  // Null when this build, CPU or conv does not qualify (not x86-64 Linux, too little input
+  // reuse, too few taps per channel, too much code, offsets beyond 32 bits, or no executable
+  // memory). The plan decides whether to ask at all (EngineOptions.jit).
+  static std::unique_ptr<JitConv> build(const JitConvSpec& spec);
+  ~JitConv();
+  JitConv(const JitConv&) = delete;
+  JitConv& operator=(const JitConv&) = delete;
+
+  // True when no tile straddles channels [u0, u1), i.e. the range is whole tiles (thread
+  // ranges always are; anything else runs the CSR kernel).
+  bool covers(int64_t u0, int64_t u1) const;
+  const std::vector<JitTile>& tiles() const { return tiles_; }
+  const float* table() const { return table_.data(); }
+
+ private:
+  JitConv() = default;
+  std::vector<JitTile> tiles_;
+  std::vector<float> table_;
+  void* code_ = nullptr;
+  size_t code_bytes_ = 0;
+};
+
+}  // namespace fd

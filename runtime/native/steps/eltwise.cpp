@@ -1,0 +1,377 @@
+// Element-wise and data-movement steps on strided 4-D views: copy (any strides: also transposes,
+// slices and layout changes), fill (a constant: Pad's border), unary (per-channel affine, then an activation: BatchNormalization,
+// Relu, Sigmoid, ...), binary (add, sub, mul, div, max, min, pow with broadcasting through
+// stride-0 views, then an activation), softmax along one axis.
+//
+// Loop structure: the "rows" (i0, i1, i2) of the destination are split evenly across threads; each
+// row is a run of d3 elements, contiguous in the common case (stride 1), which the compiler
+// vectorises; activations other than a clamp run per row through the ISA kernel
+// (kernels/activation.cpp). References: runtime/ops/ (each op's NumPy reference).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "steps/bind.h"
+
+namespace fd {
+
+namespace {
+
+// Pointer to the start of row r = (i0, i1, i2) of view v; also returns i1 (the channel).
+inline float* row_ptr(const Buffers& buf, const View& v, int64_t r, int64_t* channel) {
+  const int64_t i2 = r % v.dim[2];
+  const int64_t i01 = r / v.dim[2];
+  const int64_t i1 = i01 % v.dim[1], i0 = i01 / v.dim[1];
+  if (channel) *channel = i1;
+  return buf.at(v) + i0 * v.stride[0] + i1 * v.stride[1] + i2 * v.stride[2];
+}
+
+bool same_dims(const View& a, const View& b) {
+  return std::equal(a.dim, a.dim + 4, b.dim);
+}
+
+// A view broadcast to `dims`: each of its dims equals dims[i] or is 1 with stride 0.
+bool broadcasts_to(const View& v, const View& dst) {
+  for (int i = 0; i < 4; ++i)
+    if (v.dim[i] != dst.dim[i] && !(v.dim[i] == 1 && v.stride[i] == 0)) return false;
+  return true;
+}
+
+// Applies `act` to the w floats of a destination row (stride ds) of channel c.
+void activate_row(const KernelTable& k, float* d, int64_t w, int64_t ds, const Activation& act,
+                  int64_t c) {
+  if (act.kind == kActNone) return;
+  if (ds == 1) {
+    k.activate_row(d, d, w, act, c);
+    return;
+  }
+  for (int64_t i = 0; i < w; ++i) d[i * ds] = act.apply(d[i * ds], c);
+}
+
+struct CopySpec {
+  View src, dst;
+};
+
+class CopyStep final : public Step {
+ public:
+  CopyStep(const CopySpec& spec, const PlanContext&) : src_(spec.src), dst_(spec.dst) {
+    require(broadcasts_to(src_, dst_), "copy: source and destination shapes differ");
+  }
+  const char* name() const override { return "copy"; }
+  std::vector<View> views() const override { return {src_, dst_}; }
+  void run(int, const Buffers& buf, int tid, int nth) const override {
+    const int64_t w = dst_.dim[3], ss = src_.stride[3], ds = dst_.stride[3];
+    if (dst_.stride[0] == 1 && dst_.dim[0] > 1 && ss == 1 && src_.dim[0] == dst_.dim[0]) {
+      interleave(buf, tid, nth);
+      return;
+    }
+    int64_t r0, r1;
+    split_range(dst_.rows(), tid, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* s = row_ptr(buf, src_, r, nullptr);
+      float* d = row_ptr(buf, dst_, r, nullptr);
+      if (ss == 1 && ds == 1) {
+        std::memcpy(d, s, sizeof(float) * w);
+      } else {
+        for (int64_t i = 0; i < w; ++i) d[i * ds] = s[i * ss];
+      }
+    }
+  }
+
+ private:
+  // Planar rows into a batch-interleaved destination (the images of a position adjacent): per
+  // (channel, row), position by position, the images' values are written as one contiguous run
+  // (rows of the image-major copy scatter every float to its own cache line: 3x slower).
+  void interleave(const Buffers& buf, int tid, int nth) const {
+    const int64_t N = dst_.dim[0], C = dst_.dim[1], H = dst_.dim[2], W = dst_.dim[3];
+    int64_t r0, r1;
+    split_range(C * H, tid, nth, &r0, &r1);
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t c = r / H, h = r % H;
+      const float* s = buf.at(src_) + c * src_.stride[1] + h * src_.stride[2];
+      float* d = buf.at(dst_) + c * dst_.stride[1] + h * dst_.stride[2];
+      for (int64_t x = 0; x < W; ++x) {
+        float* out = d + x * dst_.stride[3];
+        for (int64_t n = 0; n < N; ++n) out[n] = s[n * src_.stride[0] + x];
+      }
+    }
+  }
+
+  View src_, dst_;
+};
+
+// Every element of dst = value.
+struct FillSpec {
+  View dst;
+  float value = 0.0f;
+};
+
+class FillStep final : public Step {
+ public:
+  FillStep(const FillSpec& spec, const PlanContext&) : s_(spec) {}
+  const char* name() const override { return "fill"; }
+  std::vector<View> views() const override { return {s_.dst}; }
+  void run(int, const Buffers& buf, int tid, int nth) const override {
+    int64_t r0, r1;
+    split_range(s_.dst.rows(), tid, nth, &r0, &r1);
+    const int64_t w = s_.dst.dim[3], ds = s_.dst.stride[3];
+    for (int64_t r = r0; r < r1; ++r) {
+      float* d = row_ptr(buf, s_.dst, r, nullptr);
+      for (int64_t i = 0; i < w; ++i) d[i * ds] = s_.value;
+    }
+  }
+
+ private:
+  FillSpec s_;
+};
+
+// dst = act(src * scale[c] + shift[c]) with c the dim-1 index (empty scale / shift: 1 / 0).
+struct UnarySpec {
+  View src, dst;
+  std::vector<float> scale, shift;
+  ActivationSpec act;
+};
+
+class UnaryStep final : public Step {
+ public:
+  UnaryStep(UnarySpec spec, const PlanContext& ctx) : s_(std::move(spec)), k_(ctx.kernels) {
+    const int64_t channels = s_.dst.dim[1];
+    require(same_dims(s_.src, s_.dst), "unary: source and destination shapes differ");
+    require(s_.scale.empty() || static_cast<int64_t>(s_.scale.size()) >= channels,
+            "unary: one scale per channel");
+    require(s_.shift.empty() || static_cast<int64_t>(s_.shift.size()) >= channels,
+            "unary: one shift per channel");
+    s_.act.validate(channels, "unary");
+    act_ = s_.act.view();
+  }
+  const char* name() const override { return "unary"; }
+  std::string detail() const override {
+    return std::string("act=") + kActivationNames[s_.act.kind] +
+           (s_.scale.empty() && s_.shift.empty() ? "" : " affine");
+  }
+  std::vector<View> views() const override { return {s_.src, s_.dst}; }
+  void run(int, const Buffers& buf, int tid, int nth) const override {
+    int64_t r0, r1;
+    split_range(s_.dst.rows(), tid, nth, &r0, &r1);
+    const int64_t w = s_.dst.dim[3], ss = s_.src.stride[3], ds = s_.dst.stride[3];
+    const bool affine = !s_.scale.empty() || !s_.shift.empty();
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t c;
+      const float* src = row_ptr(buf, s_.src, r, &c);
+      float* d = row_ptr(buf, s_.dst, r, nullptr);
+      if (!affine && act_.kind != kActClip && ss == 1 && ds == 1) {
+        if (act_.kind == kActNone) {
+          std::memmove(d, src, sizeof(float) * w);
+        } else {
+          k_.activate_row(src, d, w, act_, c);
+        }
+        continue;
+      }
+      const float a = s_.scale.empty() ? 1.0f : s_.scale[c];
+      const float b = s_.shift.empty() ? 0.0f : s_.shift[c];
+      if (act_.kind == kActClip) {
+        for (int64_t i = 0; i < w; ++i) d[i * ds] = act_.apply(src[i * ss] * a + b, c);
+        continue;
+      }
+      for (int64_t i = 0; i < w; ++i) d[i * ds] = src[i * ss] * a + b;
+      activate_row(k_, d, w, ds, act_, c);
+    }
+  }
+
+ private:
+  UnarySpec s_;
+  KernelTable k_;
+  Activation act_;
+};
+
+enum BinaryOp : int { kAdd = 0, kSub = 1, kMul = 2, kDiv = 3, kMax = 4, kMin = 5, kPow = 6,
+                      kBinaryOps = 7 };
+constexpr const char* kBinaryNames[kBinaryOps] = {"add", "sub", "mul", "div", "max", "min",
+                                                  "pow"};
+
+// dst = act(a op b), a and b broadcast to dst through stride-0 dims.
+struct BinarySpec {
+  View a, b, dst;
+  int op = kAdd;
+  ActivationSpec act;
+};
+
+template <int Op>
+inline float binary(float x, float y) {
+  if constexpr (Op == kAdd) return x + y;
+  if constexpr (Op == kSub) return x - y;
+  if constexpr (Op == kMul) return x * y;
+  if constexpr (Op == kDiv) return x / y;
+  // NaN in either operand gives NaN (ONNX Max / Min).
+  if constexpr (Op == kMax) return (x != x || y != y) ? x + y : (x > y ? x : y);
+  if constexpr (Op == kMin) return (x != x || y != y) ? x + y : (x < y ? x : y);
+  return std::pow(x, y);
+}
+
+class BinaryStep final : public Step {
+ public:
+  BinaryStep(BinarySpec spec, const PlanContext& ctx) : s_(std::move(spec)), k_(ctx.kernels) {
+    require(s_.op >= 0 && s_.op < kBinaryOps, "binary: unknown operation");
+    require(broadcasts_to(s_.a, s_.dst) && broadcasts_to(s_.b, s_.dst),
+            "binary: operands do not broadcast to the destination");
+    s_.act.validate(s_.dst.dim[1], "binary");
+    act_ = s_.act.view();
+  }
+  const char* name() const override { return kBinaryNames[s_.op]; }
+  std::string detail() const override {
+    return s_.act.kind == kActNone ? "" : std::string("act=") + kActivationNames[s_.act.kind];
+  }
+  std::vector<View> views() const override { return {s_.a, s_.b, s_.dst}; }
+  void run(int, const Buffers& buf, int tid, int nth) const override {
+    switch (s_.op) {
+      case kAdd: rows<kAdd>(buf, tid, nth); break;
+      case kSub: rows<kSub>(buf, tid, nth); break;
+      case kMul: rows<kMul>(buf, tid, nth); break;
+      case kDiv: rows<kDiv>(buf, tid, nth); break;
+      case kMax: rows<kMax>(buf, tid, nth); break;
+      case kMin: rows<kMin>(buf, tid, nth); break;
+      default: rows<kPow>(buf, tid, nth); break;
+    }
+  }
+
+ private:
+  template <int Op>
+  void rows(const Buffers& buf, int tid, int nth) const {
+    int64_t r0, r1;
+    split_range(s_.dst.rows(), tid, nth, &r0, &r1);
+    const int64_t w = s_.dst.dim[3];
+    const int64_t as = s_.a.stride[3], bs = s_.b.stride[3], ds = s_.dst.stride[3];
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t c;
+      const float* x = row_ptr(buf, s_.a, r, nullptr);
+      const float* y = row_ptr(buf, s_.b, r, nullptr);
+      float* d = row_ptr(buf, s_.dst, r, &c);
+      if (as == 1 && bs == 1 && ds == 1) {
+        for (int64_t i = 0; i < w; ++i) d[i] = binary<Op>(x[i], y[i]);
+      } else if (as == 1 && bs == 0 && ds == 1) {
+        const float yv = y[0];
+        for (int64_t i = 0; i < w; ++i) d[i] = binary<Op>(x[i], yv);
+      } else if (as == 0 && bs == 1 && ds == 1) {
+        const float xv = x[0];
+        for (int64_t i = 0; i < w; ++i) d[i] = binary<Op>(xv, y[i]);
+      } else {
+        for (int64_t i = 0; i < w; ++i) d[i * ds] = binary<Op>(x[i * as], y[i * bs]);
+      }
+      if (act_.kind == kActClip) {
+        for (int64_t i = 0; i < w; ++i) d[i * ds] = act_.apply(d[i * ds], c);
+      } else {
+        activate_row(k_, d, w, ds, act_, c);
+      }
+    }
+  }
+
+  BinarySpec s_;
+  KernelTable k_;
+  Activation act_;
+};
+
+// Softmax along `axis` of a 4-D view: the other three axes are "lines", split across threads.
+struct SoftmaxSpec {
+  View src, dst;
+  int axis = 3;
+};
+
+class SoftmaxStep final : public Step {
+ public:
+  SoftmaxStep(const SoftmaxSpec& spec, const PlanContext&)
+      : src_(spec.src), dst_(spec.dst), axis_(spec.axis) {
+    require(axis_ >= 0 && axis_ <= 3, "softmax: axis must be in [0, 3]");
+    require(same_dims(src_, dst_), "softmax: source and destination shapes differ");
+  }
+  const char* name() const override { return "softmax"; }
+  std::vector<View> views() const override { return {src_, dst_}; }
+  void run(int, const Buffers& buf, int tid, int nth) const override {
+    int other[3], k = 0;
+    for (int d = 0; d < 4; ++d)
+      if (d != axis_) other[k++] = d;
+    const int64_t lines = dst_.dim[other[0]] * dst_.dim[other[1]] * dst_.dim[other[2]];
+    const int64_t len = dst_.dim[axis_];
+    const int64_t ss = src_.stride[axis_], ds = dst_.stride[axis_];
+    int64_t l0, l1;
+    split_range(lines, tid, nth, &l0, &l1);
+    for (int64_t l = l0; l < l1; ++l) {
+      int64_t rem = l, so = 0, doff = 0;
+      for (int j = 2; j >= 0; --j) {
+        const int d = other[j];
+        const int64_t i = rem % dst_.dim[d];
+        rem /= dst_.dim[d];
+        so += i * src_.stride[d];
+        doff += i * dst_.stride[d];
+      }
+      const float* s = buf.at(src_) + so;
+      float* o = buf.at(dst_) + doff;
+      float mx = -INFINITY;
+      bool nan = false;
+      for (int64_t i = 0; i < len; ++i) {
+        nan |= s[i * ss] != s[i * ss];
+        mx = std::max(mx, s[i * ss]);
+      }
+      if (nan) mx = NAN;  // NaN anywhere in the line: every output of it is NaN
+      double sum = 0.0;
+      for (int64_t i = 0; i < len; ++i) {
+        const float e = std::exp(s[i * ss] - mx);
+        o[i * ds] = e;
+        sum += e;
+      }
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int64_t i = 0; i < len; ++i) o[i * ds] *= inv;
+    }
+  }
+
+ private:
+  View src_, dst_;
+  int axis_;
+};
+
+}  // namespace
+
+FD_BIND_STEPS(m, plan) {
+  py::class_<CopySpec>(m, "CopySpec")
+      .def(py::init<>())
+      .def_readwrite("src", &CopySpec::src)
+      .def_readwrite("dst", &CopySpec::dst);
+  plan.def("add", &add_step<CopyStep, CopySpec>);
+
+  py::class_<FillSpec>(m, "FillSpec")
+      .def(py::init<>())
+      .def_readwrite("dst", &FillSpec::dst)
+      .def_readwrite("value", &FillSpec::value);
+  plan.def("add", &add_step<FillStep, FillSpec>);
+
+  py::class_<UnarySpec> unary(m, "UnarySpec");
+  unary.def(py::init<>())
+      .def_readwrite("src", &UnarySpec::src)
+      .def_readwrite("dst", &UnarySpec::dst)
+      .def_readwrite("act", &UnarySpec::act);
+  def_array(unary, "scale", &UnarySpec::scale);
+  def_array(unary, "shift", &UnarySpec::shift);
+  plan.def("add", &add_step<UnaryStep, UnarySpec>);
+
+  py::class_<BinarySpec>(m, "BinarySpec")
+      .def(py::init<>())
+      .def_readwrite("a", &BinarySpec::a)
+      .def_readwrite("b", &BinarySpec::b)
+      .def_readwrite("dst", &BinarySpec::dst)
+      .def_readwrite("op", &BinarySpec::op)
+      .def_readwrite("act", &BinarySpec::act);
+  py::dict ops;
+  for (int op = 0; op < kBinaryOps; ++op) ops[kBinaryNames[op]] = op;
+  m.attr("BINARY_OPS") = ops;
+  plan.def("add", &add_step<BinaryStep, BinarySpec>);
+
+  py::class_<SoftmaxSpec>(m, "SoftmaxSpec")
+      .def(py::init<>())
+      .def_readwrite("src", &SoftmaxSpec::src)
+      .def_readwrite("dst", &SoftmaxSpec::dst)
+      .def_readwrite("axis", &SoftmaxSpec::axis);
+  plan.def("add", &add_step<SoftmaxStep, SoftmaxSpec>);
+}
+
+}  // namespace fd

@@ -1,0 +1,103 @@
+"""Pooling: MaxPool, AveragePool (kernel, stride, dilation, pads, ceil_mode, count_include_pad)
+and GlobalAveragePool / GlobalMaxPool, on 4-D tensors (steps/pool.cpp)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from runtime.errors import ModelLoadError
+from runtime.graph import Node
+from runtime.kernels import reference
+from runtime.ops.geometry import nd_output_dims, pool_geometry
+from runtime.ops.registry import OpContext, OpDef, Output, register
+from runtime.planner.layout import native
+
+if TYPE_CHECKING:
+    from runtime.planner.builder import Builder
+
+
+def _infer(node: Node, ctx: OpContext) -> list[Output]:
+    x = ctx.shape(node, 0)
+    if len(x) != 4:  # 1-D and 3-D pools run on ONNX Runtime
+        if len(x) < 3:
+            raise ModelLoadError(f"{node.describe()}: needs (N, C, spatial...) input, got {x}")
+        kernel = node.attr_ints("kernel_shape")
+        if kernel is None:
+            raise ModelLoadError(f"{node.describe()}: kernel_shape is required")
+        out = (x[0], x[1], *nd_output_dims(node, x, tuple(kernel),
+                                           ceil_mode=bool(node.attr_int("ceil_mode", 0))))
+    else:
+        out = (x[0], x[1], *pool_geometry(node, x).out_hw)
+    extra = [(out, np.dtype(np.int64))] * (len(node.outputs) - 1)  # MaxPool's Indices
+    return [(out, ctx.dtype(node, 0)), *extra]
+
+
+def _evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> list[np.ndarray]:
+    if len(node.outputs) > 1:
+        raise ModelLoadError(f"{node.describe()}: Indices are computed by ONNX Runtime only")
+    x = values[0]
+    if x.ndim != 4:
+        return []  # not folded: ONNX Runtime computes it
+    geo = pool_geometry(node, x.shape)
+    return [reference.pool2d(x, kind="max" if node.op == "MaxPool" else "avg",
+                             kernel=geo.kernel, stride=geo.stride,
+                             pads=(*geo.pad_begin, *geo.pad_end), dilation=geo.dilation,
+                             ceil_mode=bool(node.attr_int("ceil_mode", 0)),
+                             count_include_pad=bool(node.attr_int("count_include_pad", 0)))]
+
+
+def _native(node: Node, ctx: OpContext) -> str | None:
+    if len(ctx.shape(node, 0)) != 4:
+        return "only 2-D pooling runs natively"
+    if any(node.outputs[1:]):
+        return "MaxPool's Indices output"
+    if node.op == "MaxPool" and node.attr_int("storage_order", 0):
+        return "storage_order 1"
+    return None
+
+
+def _emit(b: Builder, node: Node) -> None:
+    x = b.tensor(node.inputs[0])
+    geo = pool_geometry(node, x.shape)
+    y = b.new_tensor(node.outputs[0], b.shapes[node.outputs[0]])
+    spec = native().PoolSpec()
+    spec.is_max = node.op == "MaxPool"
+    spec.kernel, spec.stride, spec.dilation = geo.kernel, geo.stride, geo.dilation
+    spec.pad_begin, spec.pad_end = geo.pad_begin, geo.pad_end
+    spec.count_include_pad = bool(node.attr_int("count_include_pad", 0))
+    b.emit(spec, src=x.view(), dst=y.view())
+
+
+def _global_infer(node: Node, ctx: OpContext) -> list[Output]:
+    x = ctx.shape(node, 0)
+    if len(x) < 3:
+        raise ModelLoadError(f"{node.describe()}: needs (N, C, spatial...) input, got {x}")
+    return [((x[0], x[1], *([1] * (len(x) - 2))), ctx.dtype(node, 0))]
+
+
+def _global_evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> list[np.ndarray]:
+    x = values[0]
+    axes = tuple(range(2, x.ndim))
+    reduce = np.max if node.op == "GlobalMaxPool" else np.mean
+    return [reduce(x.astype(np.float64), axis=axes, keepdims=True).astype(x.dtype)]
+
+
+def _global_native(node: Node, ctx: OpContext) -> str | None:
+    return None if len(ctx.shape(node, 0)) == 4 else "only 4-D inputs run natively"
+
+
+def _global_emit(b: Builder, node: Node) -> None:
+    x = b.tensor(node.inputs[0])
+    y = b.new_tensor(node.outputs[0], b.shapes[node.outputs[0]])
+    spec = native().GlobalPoolSpec()
+    spec.is_max = node.op == "GlobalMaxPool"
+    b.emit(spec, src=x.view(), dst=y.view())
+
+
+register(OpDef("MaxPool", _infer, _evaluate, _emit, _native, outputs=(1, 2)),
+         OpDef("AveragePool", _infer, _evaluate, _emit, _native),
+         OpDef("GlobalAveragePool", _global_infer, _global_evaluate, _global_emit,
+               _global_native),
+         OpDef("GlobalMaxPool", _global_infer, _global_evaluate, _global_emit, _global_native))

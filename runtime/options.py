@@ -1,0 +1,202 @@
+"""Every option of the engine, in one place: ``EngineOptions`` (what a user sets) and
+``PlannerOptions`` (the planner's tunables, with the measurements behind their defaults in
+docs/performance.md).
+
+Environment variables only supply defaults, read once by :meth:`EngineOptions.from_env` when an
+``Engine`` is made without explicit options:
+
+    FEATHERDEPLOY_BACKEND       auto | native | onnxruntime
+    FEATHERDEPLOY_BATCH_LAYOUT  auto | interleaved | planar
+    FEATHERDEPLOY_JIT           1 | 0
+    FEATHERDEPLOY_ISA           auto | generic | avx2 | avx512
+    FEATHERDEPLOY_TUNING        lazy | load | off
+    FEATHERDEPLOY_FALLBACK      1 | 0
+
+The planner and the native plan receive these objects; nothing below them reads the environment.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from runtime.errors import EngineError
+
+__all__ = ["BACKENDS", "BATCH_LAYOUTS", "ISAS", "TUNINGS", "MAX_THREADS", "EngineOptions",
+           "PlannerOptions", "OptionsError", "default_threads"]
+
+BACKENDS = ("auto", "native", "onnxruntime")
+BATCH_LAYOUTS = ("auto", "interleaved", "planar")
+ISAS = ("auto", "generic", "avx2", "avx512")
+TUNINGS = ("lazy", "load", "off")
+MAX_THREADS = 1024  # the native plan's limit (exec/plan.cpp kMaxThreads)
+
+
+class OptionsError(EngineError):
+    """An option of the wrong type or out of range."""
+
+
+def default_threads() -> int:
+    """All cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class PlannerOptions:
+    """Tunables of the planner. The defaults are measured (docs/performance.md, "planner
+    tunables"); tests and benchmarks set them to exercise or compare paths."""
+
+    # Conv work units per thread (channel ranges or output bands).
+    units_per_thread: int = 1
+    # Input-channel blocks of the interleaved CSR kernel: about L1 each, and only while every
+    # block keeps this many taps per output channel.
+    ic_block_bytes: int = 48 * 1024
+    min_block_taps: int = 10
+    # Consecutive convs run as one row wavefront when a plan runs serially (0 or 1: never).
+    wavefront_layers: int = 3
+    # Threads split a conv's output rows instead of its channels from this output size, or from
+    # the smaller one when the conv is part of a chain of such convs.
+    row_split_min_bytes: int = 512 * 1024
+    row_split_chain_bytes: int = 64 * 1024
+    # In an interleaved plan only planes of at most this many pixels are interleaved.
+    interleave_max_pixels: int = 1024
+    # A planar strided conv with at most this many taps per output channel skips the phase split.
+    direct_max_taps: float = 2.0
+    # Batch-1 one-thread plans may store rows as column segments (aligned loads).
+    segment_layout: bool = True
+    # Dense 1x1 convs on planes up to this many pixels run as a GEMM over output channels.
+    gemm_pixels: int = 64
+    # Planes of at most this many pixels get no shared border (it would waste most lanes).
+    small_plane: int = 16
+    # Batch interleaving: at most this many images per group, and a group's largest activation
+    # within this many bytes.
+    max_lanes: int = 16
+    lanes_budget_bytes: int = 4 << 20
+    # Conv kernel cost model (relative time per stored weight; per output channel overhead).
+    csr_cost_per_nnz: float = 1.0
+    bsr_cost_per_weight: float = 0.55
+    unit_overhead: float = 4.0
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "PlannerOptions")
+        for name in ("units_per_thread", "max_lanes"):
+            if getattr(self, name) < 1:
+                raise OptionsError(f"PlannerOptions.{name} must be >= 1")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                    value < 0 or not math.isfinite(value)):
+                raise OptionsError(f"PlannerOptions.{f.name} must be finite and >= 0, "
+                                   f"got {value!r}")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What a user can choose; see the module docstring for the environment defaults.
+
+    - ``threads``: worker threads (None: every core this process may use).
+    - ``backend``: ``native`` (our kernels, with ONNX Runtime for what they lack when
+      ``fallback``), ``onnxruntime`` (the whole model on ORT), ``auto`` (ORT for near-dense
+      models, whose Conv/Gemm weights are more than ``dense_delegate_density`` nonzero, else
+      native).
+    - ``fallback``: operators the engine lacks run on ONNX Runtime, in-process; False is strict
+      mode (loading fails with every unsupported operator and node listed).
+    - ``batch_layout``: how batches run: ``interleaved`` (groups of up to 16 images stored
+      position-major), ``planar`` (image by image) or ``auto`` (timed, see ``tuning``).
+    - ``jit``: machine code generated per conv where it pays (x86-64 Linux, AVX-512).
+    - ``isa``: kernel variant (``auto`` = the widest this CPU runs).
+    - ``tuning``: when choices that are timed get timed (batch-1 threads, batch layout):
+      ``lazy`` at the first run of each new shape, ``load`` when the engine is made (for the
+      declared shape and ``tune_batches``), ``off`` never (fixed rules, no timing: results are
+      the same in every process).
+    - ``plan_cache_size``: plans kept per engine (least recently used evicted).
+    """
+
+    threads: int | None = None
+    backend: str = "auto"
+    fallback: bool = True
+    batch_layout: str = "auto"
+    jit: bool = True
+    isa: str = "auto"
+    tuning: str = "lazy"
+    tune_batches: tuple[int, ...] = ()
+    plan_cache_size: int = 8
+    dense_delegate_density: float = 0.6
+    planner: PlannerOptions = field(default_factory=PlannerOptions)
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "EngineOptions")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise OptionsError(f"threads must be in [1, {MAX_THREADS}] or None, "
+                               f"got {self.threads!r}")
+        for name, allowed in (("backend", BACKENDS), ("batch_layout", BATCH_LAYOUTS),
+                              ("isa", ISAS), ("tuning", TUNINGS)):
+            if getattr(self, name) not in allowed:
+                raise OptionsError(f"{name} must be one of {allowed}, "
+                                   f"got {getattr(self, name)!r}")
+        if self.plan_cache_size < 1:
+            raise OptionsError(f"plan_cache_size must be >= 1, got {self.plan_cache_size}")
+        if any(not isinstance(b, int) or isinstance(b, bool) or b < 1
+               for b in self.tune_batches):
+            raise OptionsError(f"tune_batches must be positive integers, got {self.tune_batches}")
+        if not 0.0 <= self.dense_delegate_density <= 1.0:
+            raise OptionsError("dense_delegate_density must be in [0, 1]")
+
+    @property
+    def resolved_threads(self) -> int:
+        return self.threads or default_threads()
+
+    def with_overrides(self, **overrides: Any) -> EngineOptions:
+        """A copy with the given (non-None) fields replaced."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = set(given) - {f.name for f in fields(self)}
+        if unknown:
+            raise OptionsError(f"unknown engine options {sorted(unknown)}")
+        return replace(self, **given)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> EngineOptions:
+        """Defaults from the FEATHERDEPLOY_* variables (read now, once), then ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, key in (("backend", "FEATHERDEPLOY_BACKEND"),
+                          ("batch_layout", "FEATHERDEPLOY_BATCH_LAYOUT"),
+                          ("isa", "FEATHERDEPLOY_ISA"), ("tuning", "FEATHERDEPLOY_TUNING")):
+            if env.get(key):
+                values[name] = env[key]
+        for name, key in (("jit", "FEATHERDEPLOY_JIT"), ("fallback", "FEATHERDEPLOY_FALLBACK")):
+            if env.get(key):
+                values[name] = _env_flag(key, env[key])
+        return cls(**values).with_overrides(**overrides)
+
+
+def _env_flag(key: str, value: str) -> bool:
+    if value in ("1", "true", "on", "yes"):
+        return True
+    if value in ("0", "false", "off", "no"):
+        return False
+    raise OptionsError(f"{key} must be 1 or 0, got {value!r}")
+
+
+_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
+          "int | None": (int, type(None)), "tuple[int, ...]": (tuple,),
+          "PlannerOptions": (PlannerOptions,)}
+
+
+def _check_fields(obj: Any, owner: str) -> None:
+    """Every field has its declared type (bools are not ints; ints are accepted as floats)."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        allowed = _TYPES[str(f.type)]
+        if isinstance(value, bool) and bool not in allowed:
+            ok = False
+        else:
+            ok = isinstance(value, allowed)
+        if not ok:
+            raise OptionsError(f"{owner}.{f.name} must be {f.type}, got {value!r}")

@@ -1,0 +1,35 @@
+"""Graph rewrites before planning, one pass per module, run in order by :func:`run_passes`.
+
+Every pass takes the graph, the tensors' shapes and the set of nodes that will run natively,
+and returns a new graph; only native nodes are fused (ONNX Runtime segments keep their nodes
+as the file has them). Fused attributes live under the keys of ``runtime.ops.fusion``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from runtime.graph import Graph, Node
+from runtime.passes.activation_fusion import fuse_activation
+from runtime.passes.batchnorm import fold_batchnorm
+from runtime.passes.common import consumers, reads
+from runtime.passes.constant_channels import fold_constant_channels
+from runtime.passes.conv_add import fuse_conv_add
+from runtime.passes.conv_transpose import expand_conv_transpose
+from runtime.passes.identities import drop_identities
+
+__all__ = ["PASSES", "run_passes", "reads", "consumers"]
+
+Shapes = dict[str, tuple[int, ...]]
+Pass = Callable[[Graph, Shapes, Callable[[Node], bool]], Graph]
+
+# In order: renames first, then folds that need the conv's plain weights, ConvTranspose into
+# phase convs, then fusions.
+PASSES: tuple[Pass, ...] = (drop_identities, fold_batchnorm, expand_conv_transpose,
+                            fuse_conv_add, fuse_activation, fold_constant_channels)
+
+
+def run_passes(graph: Graph, shapes: Shapes, native: Callable[[Node], bool]) -> Graph:
+    for rewrite in PASSES:
+        graph = rewrite(graph, shapes, native)
+    return graph

@@ -1,0 +1,98 @@
+"""Activations fuse into the conv before them, and x * gate(x) becomes one activation.
+
+- Conv (possibly with a fused residual) -> activation: the conv's epilogue activation. Any
+  operator ``runtime/ops/activation.py`` maps to a native kind fuses.
+- Self-gating: Mul(x, Sigmoid(x)) is SiLU and Mul(x, HardSigmoid(x)) is HardSwish (exporters
+  write HardSwish this way below opset 14). When x is a conv's output the kind fuses into the
+  conv; otherwise the pair becomes one internal Activation node (one pass over the tensor
+  instead of two, and no intermediate tensor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from runtime.graph import Graph, Node
+from runtime.ops.activation import ACTIVATION_OP, activation_of
+from runtime.ops.conv_transpose import INTERNAL_DOMAIN
+from runtime.ops.fusion import ACT_KEY, FusedActivation
+from runtime.ops.registry import OpContext
+from runtime.passes.common import consumers, producers
+
+__all__ = ["fuse_activation"]
+
+Native = Callable[[Node], bool]
+
+
+def fuse_activation(graph: Graph, shapes: dict, native: Native) -> Graph:
+    reads = consumers(graph.nodes)
+    producer = producers(graph.nodes)
+    ctx = OpContext(graph.opset, shapes, {}, graph.constants)
+    replaced: dict[int, Node] = {}
+    removed: set[int] = set()
+    merged = dict(graph.merged)
+    for node in graph.nodes:
+        if not native(node) or id(node) in removed:
+            continue
+        gated = _self_gated(node, ctx, reads, producer, native, graph)
+        if gated is not None:
+            source, gate, act = gated
+            if _plain_conv(source, reads, native, graph, limit=2) and id(source) not in removed:
+                replaced[id(node)] = _with_activation(source, act, node)
+                removed.update((id(source), id(gate)))
+                merged[source.outputs[0]] = node.outputs[0]
+            else:
+                replaced[id(node)] = Node(ACTIVATION_OP, node.name, [gate.inputs[0]],
+                                          list(node.outputs), {"activation": act},
+                                          domain=INTERNAL_DOMAIN)
+                removed.add(id(gate))
+            merged[gate.outputs[0]] = node.outputs[0]
+            continue
+        act = activation_of(node, ctx)
+        conv = producer.get(node.input(0))
+        if (act is not None and _plain_conv(conv, reads, native, graph, limit=1)
+                and id(conv) not in removed):
+            replaced[id(node)] = _with_activation(conv, act, node)
+            removed.add(id(conv))
+            merged[conv.outputs[0]] = node.outputs[0]
+    nodes = [replaced.get(id(n), n) for n in graph.nodes if id(n) not in removed]
+    return replace(graph, nodes=nodes, merged=merged)
+
+
+def _with_activation(conv: Node, act: FusedActivation, last: Node) -> Node:
+    attrs = dict(conv.attrs)
+    attrs[ACT_KEY] = act
+    return replace(conv, outputs=list(last.outputs), attrs=attrs, proto=None)
+
+
+def _plain_conv(conv: Node | None, reads: dict, native: Native, graph: Graph,
+                limit: int) -> bool:
+    """A native conv without a fused activation whose output is read ``limit`` times and is
+    not a graph output."""
+    return (conv is not None and conv.op == "Conv" and native(conv) and ACT_KEY not in conv.attrs
+            and reads[conv.outputs[0]] == limit and conv.outputs[0] not in graph.output_names)
+
+
+# gate op -> the fused kind of x * gate(x)
+_GATED = {"Sigmoid": "silu", "HardSigmoid": "hard_swish"}
+
+
+def _self_gated(node: Node, ctx: OpContext, reads: dict, producer: dict, native: Native,
+                graph: Graph) -> tuple[Node | None, Node, FusedActivation] | None:
+    """(x's producer, the gate node, the fused activation) when ``node`` is Mul(x, G(x)) in
+    either order, G a Sigmoid or HardSigmoid read only by this Mul."""
+    if node.op != "Mul" or len(node.inputs) != 2 or node.inputs[0] == node.inputs[1]:
+        return None
+    for k in (0, 1):
+        x, gated = node.inputs[k], node.inputs[1 - k]
+        gate = producer.get(gated)
+        if (gate is None or gate.op not in _GATED or not native(gate) or gate.inputs[0] != x
+                or reads[gated] != 1 or gated in graph.output_names):
+            continue
+        act = activation_of(gate, ctx)
+        if act is None:
+            continue
+        return producer.get(x), gate, FusedActivation(_GATED[gate.op], alpha=act.alpha,
+                                                      beta=act.beta)
+    return None

@@ -1,0 +1,358 @@
+"""The plan builder: op emitters add typed native step specs with symbolic views; once every
+node is emitted, buffers are placed, row splits and wavefronts chosen, views resolved and the
+native plan built.
+
+Each op's emitter lives with its op (``runtime/ops/``); this module holds the bookkeeping they
+share: where each activation is stored, copies between layouts, the constants table and the
+plan's inputs and outputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import ModelLoadError, UnsupportedOpError
+from runtime.graph import Graph, Node
+from runtime.ops.fusion import RESIDUAL_KEY
+from runtime.ops.registry import get_op
+from runtime.options import EngineOptions, PlannerOptions
+from runtime.planner.layout import (
+    CONST,
+    INPUT,
+    OUTPUT,
+    VMAX,
+    Buf,
+    SymOffset,
+    SymView,
+    Tensor,
+    as4,
+    compact_strides,
+    flat_tensor,
+    native,
+    round_up,
+    segment_tensor,
+    spatial_tensor,
+    tensor_lanes,
+)
+from runtime.planner.memory import place_buffers
+from runtime.planner.pads import assign_pads, plan_phase_layouts
+from runtime.planner.threads import RowSplitCandidate, choose_row_splits
+from runtime.planner.wavefront import mark_wavefronts
+
+__all__ = ["StepRecord", "CompiledPlan", "Builder", "build_plan"]
+
+
+@dataclass
+class StepRecord:
+    """One emitted native step: the node it serves, its spec and the spec fields that are set
+    from symbolic views once buffers are placed."""
+
+    node: str | None
+    op: str
+    spec: Any
+    views: dict[str, SymView | SymOffset]
+    wave_reach_rows: int = 0  # convs: input rows a row reads below its first (kernel reach)
+
+
+@dataclass
+class CompiledPlan:
+    """A native plan for one set of input shapes, with what the engine needs around it."""
+
+    native: Any
+    input_names: list[str]
+    input_shapes: list[tuple[int, ...]]
+    output_names: list[str]
+    output_shapes: list[tuple[int, ...]]
+    records: list[StepRecord] = field(default_factory=list)
+    wavefronts: list[list[int]] = field(default_factory=list)  # step indices of each group
+    interleave: bool = False
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        """Outputs for C-contiguous float32 inputs of the planned shapes."""
+        outputs = [np.empty(shape, np.float32) for shape in self.output_shapes]
+        self.native.run(inputs, outputs)
+        return outputs
+
+    def steps(self) -> list[tuple[StepRecord, str, str]]:
+        """(record, native step name, native detail) of every step, in order."""
+        return list(zip(self.records, self.native.step_names(), self.native.step_details(),
+                        strict=True))
+
+
+class Builder:
+    """Emits steps with symbolic buffers, then places buffers and builds the native plan."""
+
+    def __init__(self, graph: Graph, shapes: dict[str, tuple[int, ...]], threads: int,
+                 options: EngineOptions, interleave: bool = False) -> None:
+        self.graph, self.shapes, self.threads = graph, shapes, threads
+        self.options: EngineOptions = options
+        self.opts: PlannerOptions = options.planner
+        self.interleave = interleave
+        self.vector_floats = int(native().vector_floats(options.isa))
+        self.pads = assign_pads(graph, shapes, self.opts, interleave)
+        self.phase_layouts = plan_phase_layouts(graph, shapes, self.pads, self.opts, interleave)
+        self.relayouts: dict[tuple[str, int | str], Tensor] = {}
+        self.tensors: dict[str, Tensor] = {}
+        self.records: list[StepRecord] = []
+        self.bufs: list[Buf] = []
+        self.consts: list[np.ndarray] = []
+        self.const_size = 0
+        self.outputs_written: set[str] = set()
+        self.node: Node | None = None  # the node being emitted
+        self.node_index = -1
+        self.readers = _readers(graph)
+        # Index of the last node reading each tensor (a fused residual counts as a read).
+        self.last_read = {name: i for i, n in enumerate(graph.nodes) for name in reads(n)}
+        self.row_split_candidates: dict[str, RowSplitCandidate] = {}  # by output name
+
+    # -- tensors
+    def new_tensor(self, name: str, shape: tuple[int, ...], segments: bool = False) -> Tensor:
+        if segments:
+            t = segment_tensor(shape, max(1, self.pads.get(name, 0)), self.vector_floats)
+        elif len(shape) == 4:
+            t = spatial_tensor(shape, self.pads.get(name, 0), self.opts,
+                               tensor_lanes(shape, self.interleave, self.opts))
+        else:
+            t = flat_tensor(shape)
+        self.bufs.append(t.buf)
+        self.tensors[name] = t
+        return t
+
+    def output_over_residual(self, name: str, shape: tuple[int, ...], res_name: str,
+                             input_name: str, segments: bool = False) -> Tensor | None:
+        """The fused residual's tensor, reused as the storage of output ``name``, when nothing
+        reads the residual later, the conv's input is other storage (other output channels'
+        taps read every input position) and both share one layout: the epilogue then reads each
+        residual vector and overwrites it with the output (the store hits the line the load
+        just brought in, instead of fetching a fresh output line). None otherwise."""
+        res, x = self.tensors.get(res_name), self.tensors.get(input_name)
+        if (res is None or x is None or x.buf is res.buf or res_name in self.graph.output_names
+                or len(shape) != 4 or self.last_read.get(res_name) != self.node_index):
+            return None
+        pad = self.pads.get(name, 0)
+        fresh = (segment_tensor(shape, max(1, pad), self.vector_floats) if segments
+                 else spatial_tensor(shape, pad, self.opts,
+                                     tensor_lanes(shape, self.interleave, self.opts)))
+        if replace(fresh, buf=res.buf) != res:
+            return None
+        self.tensors[name] = res
+        return res
+
+    def new_buf(self, key: tuple, size: int) -> Buf:
+        buf = Buf(key, size)
+        self.bufs.append(buf)
+        return buf
+
+    def const_view(self, array: np.ndarray, dims: tuple[int, ...] | None = None) -> SymView:
+        data = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
+        origin = self.const_size
+        self.consts.append(data)
+        padded = round_up(max(data.size, 1), VMAX)
+        if padded > data.size:
+            self.consts.append(np.zeros(padded - data.size, dtype=np.float32))
+        self.const_size += padded
+        d = as4(tuple(array.shape) if dims is None else dims)
+        return SymView(None, CONST, origin, d, compact_strides(d))  # type: ignore[arg-type]
+
+    def emit(self, spec: Any, *, wave_reach_rows: int = 0,
+             **views: SymView | SymOffset) -> StepRecord:
+        """Appends a native step; ``views`` are the spec fields set once buffers are placed."""
+        index = len(self.records)
+        for value in views.values():
+            buf = value.buf
+            if buf is not None:
+                buf.first = index if buf.first < 0 else min(buf.first, index)
+                buf.last = max(buf.last, index)
+        node = self.node
+        record = StepRecord(node.name if node else None, node.op if node else "io", spec,
+                            views, wave_reach_rows)
+        self.records.append(record)
+        return record
+
+    def copy(self, src: SymView, dst: SymView) -> None:
+        self.emit(native().CopySpec(), src=src, dst=dst)
+
+    def tensor(self, name: str) -> Tensor:
+        """Storage of activation ``name``; a constant used as an activation is copied in once;
+        a column-segment tensor is seen through a planar copy (made once)."""
+        if name not in self.tensors:
+            if name not in self.graph.constants:
+                raise ModelLoadError(f"tensor {name!r} is used before it is produced")
+            value = np.asarray(self.graph.constants[name], np.float32)
+            t = self.new_tensor(name, tuple(value.shape))
+            self.copy(self.const_view(value, as4(t.shape)), t.view())
+        t = self.tensors[name]
+        if t.segments:
+            key = (name, "planar")
+            if key not in self.relayouts:
+                planar = spatial_tensor(t.shape, self.pads.get(name, 0), self.opts)
+                self.bufs.append(planar.buf)
+                spec = native().SegmentCopySpec()
+                spec.to_segments = False
+                self.emit(spec, planar=planar.view(), segments=t.stream_view())
+                self.relayouts[key] = planar
+            return self.relayouts[key]
+        return t
+
+    def segment_tensor(self, name: str, pad: int) -> Tensor:
+        """Activation ``name`` in the column-segment layout with at least ``pad`` (>= 1) pad
+        rows: itself, or a copy of its planar storage with the halos filled (made once)."""
+        t = self.tensors.get(name)
+        if t is not None and t.segments and t.pad >= pad:
+            return t
+        key = (name, "segments")
+        if key not in self.relayouts or self.relayouts[key].pad < pad:
+            x = self.tensor(name)
+            seg = segment_tensor(x.shape, max(1, pad, x.pad), self.vector_floats)
+            self.bufs.append(seg.buf)
+            spec = native().SegmentCopySpec()
+            spec.to_segments = True
+            self.emit(spec, planar=x.view(), segments=seg.stream_view())
+            self.relayouts[key] = seg
+        return self.relayouts[key]
+
+    def relayout(self, name: str, lanes: int, pad: int) -> Tensor:
+        """A copy of 4-D activation ``name`` in the other layout (planar <-> interleaved), for
+        the rare conv whose input and output planes fall on different sides of
+        ``interleave_max_pixels`` without a stride-phase split to convert on the way."""
+        key = (name, lanes)
+        if key not in self.relayouts:
+            x = self.tensor(name)
+            t = spatial_tensor(x.shape, max(pad, x.pad), self.opts, lanes)
+            self.bufs.append(t.buf)
+            self.copy(x.view(), t.view())
+            self.relayouts[key] = t
+        return self.relayouts[key]
+
+    def flat(self, name: str) -> Tensor:
+        """Compact copy of a 4-D padded tensor (or the tensor itself if already compact)."""
+        t = self.tensor(name)
+        if not t.spatial:
+            return t
+        if t.compact:
+            return Tensor(t.shape, t.buf)  # already compact: the same storage, seen flat
+        flat = flat_tensor(t.shape)
+        self.bufs.append(flat.buf)
+        self.copy(t.view(), flat.compact_view(as4(t.shape)))
+        return flat
+
+    def flat_scratch(self, shape: tuple[int, ...]) -> Tensor:
+        """A compact buffer of ``shape`` for a step whose output is then copied elsewhere."""
+        flat = flat_tensor(shape)
+        self.bufs.append(flat.buf)
+        return flat
+
+    def compact_output(self, name: str) -> tuple[Tensor, Tensor]:
+        """(where a step writing row-major output writes, the tensor ``name``): the same
+        when ``name``'s storage is compact; else a scratch that finish_compact copies over."""
+        y = self.new_tensor(name, self.shapes[name])
+        return (y if y.compact else self.flat_scratch(y.shape)), y
+
+    def finish_compact(self, written: Tensor, y: Tensor) -> None:
+        if written is not y:
+            self.copy(written.compact_view(as4(y.shape)), y.view())
+
+    def view(self, name: str) -> SymView:
+        """A 4-D view of any activation (rank > 4: a compact copy seen as one row)."""
+        t = self.tensor(name)
+        if t.spatial or len(t.shape) <= 4:
+            return t.view()
+        return t.compact_view(as4(t.shape))
+
+    # -- graph boundary
+    def emit_inputs(self) -> None:
+        for slot, name in enumerate(self.graph.input_names):
+            t = self.new_tensor(name, self.shapes[name])
+            dims = as4(t.shape)
+            src = SymView(None, INPUT, 0, dims, compact_strides(dims), slot)  # type: ignore[arg-type]
+            dst = t.view() if t.spatial or len(t.shape) <= 4 else t.compact_view(dims)
+            self.copy(src, dst)
+
+    def output_slot(self, name: str) -> int | None:
+        """The output array a producer may write directly: ``name`` is a graph output (once),
+        4-D, read by no node, and the plan is not interleaved."""
+        names = self.graph.output_names
+        if (names.count(name) != 1 or self.readers.get(name) or len(self.shapes[name]) != 4
+                or self.interleave):
+            return None
+        return names.index(name)
+
+    def output_view(self, name: str) -> SymView | None:
+        """The caller's output array for ``name`` (compact), when its producer may write it
+        directly (see output_slot); marks the output as written."""
+        slot = self.output_slot(name)
+        if slot is None:
+            return None
+        shape = self.shapes[name]
+        self.outputs_written.add(name)
+        return SymView(None, OUTPUT, 0, shape, compact_strides(shape), slot)  # type: ignore[arg-type]
+
+    def emit_outputs(self) -> None:
+        self.node = None
+        for slot, name in enumerate(self.graph.output_names):
+            if name in self.outputs_written:
+                continue
+            dims = as4(self.shapes[name])
+            dst = SymView(None, OUTPUT, 0, dims, compact_strides(dims), slot)  # type: ignore[arg-type]
+            self.copy(self.view(name), dst)
+
+    # -- finish
+    def build_native(self) -> CompiledPlan:
+        choose_row_splits(self.row_split_candidates)
+        arena = place_buffers(self.bufs, len(self.records))
+        # Marked in every plan; the native plan uses them only when it runs serially.
+        wavefronts = mark_wavefronts(self.records, self.opts.wavefront_layers, self.vector_floats)
+        consts = np.concatenate(self.consts) if self.consts else np.zeros(VMAX, np.float32)
+        n = native()
+        options = n.PlanOptions()
+        options.threads, options.isa, options.jit = self.threads, self.options.isa, self.options.jit
+        ins = [math.prod(self.shapes[k]) for k in self.graph.input_names]
+        outs = [math.prod(self.shapes[k]) for k in self.graph.output_names]
+        plan = n.Plan(options, arena, consts, ins, outs)
+        for record in self.records:
+            for field_name, value in record.views.items():
+                setattr(record.spec, field_name, value.resolve())
+            plan.add(record.spec)
+        return CompiledPlan(plan, self.graph.input_names,
+                            [self.shapes[k] for k in self.graph.input_names],
+                            self.graph.output_names,
+                            [self.shapes[k] for k in self.graph.output_names],
+                            self.records, wavefronts, self.interleave)
+
+
+def reads(node: Node) -> list[str]:
+    """The tensors ``node`` reads, a fused residual input included."""
+    return [i for i in (*node.inputs, node.attrs.get(RESIDUAL_KEY)) if i]
+
+
+def _readers(graph: Graph) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for node in graph.nodes:
+        for name in reads(node):
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def build_plan(graph: Graph, shapes: dict[str, tuple[int, ...]], threads: int,
+               options: EngineOptions, *, interleave: bool = False) -> CompiledPlan:
+    """Plan a native graph (every node natively supported, passes applied, shapes of every
+    tensor known) whose inputs and outputs are the plan's.
+
+    ``interleave`` stores every 4-D activation batch-interleaved (the images of a position
+    adjacent), so each conv runs the whole batch as one long stream: short streams of small
+    planes fill the vectors and every weight is loaded once per batch instead of once per image.
+    """
+    builder = Builder(graph, shapes, threads, options, interleave)
+    builder.emit_inputs()
+    for builder.node_index, node in enumerate(graph.nodes):
+        op = get_op(node)
+        if op is None or op.emit is None:
+            raise UnsupportedOpError(f"no native kernel for {node.describe()}")
+        builder.node = node
+        op.emit(builder, node)
+    builder.emit_outputs()
+    return builder.build_native()

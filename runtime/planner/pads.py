@@ -1,0 +1,119 @@
+"""Zero borders of 4-D activations and the stride-phase layouts strided convs read.
+
+The border of a tensor is the largest padding any stride-1 conv reading it needs, unified across
+each conv's input, output and residual when they share a spatial size, so the conv epilogue can
+store its output stream contiguously straight into the next layer's padded layout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from runtime.graph import Graph
+from runtime.ops.fusion import RESIDUAL_KEY
+from runtime.ops.geometry import conv_geometry
+from runtime.options import PlannerOptions
+from runtime.planner.layout import Buf, round_up, tensor_lanes
+
+__all__ = ["assign_pads", "PhaseLayout", "plan_phase_layouts", "reads_padded_copy",
+           "direct_strided"]
+
+
+def reads_padded_copy(stride: tuple[int, int]) -> bool:
+    """True when a conv reads stride-phase copies of its input instead of the input itself."""
+    return stride != (1, 1)
+
+
+def direct_strided(stride: tuple[int, int], weight: np.ndarray, lanes: int,
+                   opts: PlannerOptions) -> bool:
+    """True when a planar strided conv skips the stride-phase split: it has at most
+    ``direct_max_taps`` stored taps per output channel (e.g. a depthwise conv above ~80%
+    sparsity), and splitting the input would cost more than reading its few taps."""
+    if lanes > 1 or not reads_padded_copy(stride):
+        return False
+    return np.count_nonzero(weight) <= opts.direct_max_taps * weight.shape[0]
+
+
+def _convs(graph: Graph) -> list[Any]:
+    return [n for n in graph.nodes if n.op == "Conv" and n.inputs[0] not in graph.constants]
+
+
+def assign_pads(graph: Graph, shapes: dict[str, tuple[int, ...]], opts: PlannerOptions,
+                interleave: bool = False) -> dict[str, int]:
+    """Border width per 4-D tensor (see the module docstring). With ``interleave`` a plane
+    holds every image of the batch, so no plane counts as tiny."""
+    parent: dict[str, str] = {}
+
+    def find(a: str) -> str:
+        while parent.setdefault(a, a) != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def union(a: str, b: str) -> None:
+        parent[find(a)] = find(b)
+
+    need: dict[str, int] = {}
+    for node in _convs(graph):
+        x, y = node.inputs[0], node.outputs[0]
+        geo = conv_geometry(node, shapes[x], shapes[node.inputs[1]])
+        res = node.attrs.get(RESIDUAL_KEY)
+        if res:
+            union(res, y)
+        lanes = tensor_lanes(shapes[x], interleave, opts)
+        if (reads_padded_copy(geo.stride) and lanes == 1
+                and not direct_strided(geo.stride, graph.constants[node.inputs[1]], lanes, opts)):
+            continue  # the stride-phase split pads (interleaved planes are read in place)
+        need[x] = max(need.get(x, 0), *geo.pad_begin, *geo.pad_end)
+        if (shapes[x][2:] == shapes[y][2:]
+                and math.prod(shapes[x][2:]) * lanes > opts.small_plane):
+            union(x, y)
+    group_pad: dict[str, int] = {}
+    for name, pad in need.items():
+        root = find(name)
+        group_pad[root] = max(group_pad.get(root, 0), pad)
+    return {name: group_pad.get(find(name), 0) for name, shape in shapes.items()
+            if shape is not None and len(shape) == 4}
+
+
+@dataclass
+class PhaseLayout:
+    """Stride-phase planes of one input tensor, shared by its convs of one stride."""
+
+    pad_top: int
+    pad_left: int
+    rows: int
+    rs: int
+    plane: int
+    buf: Buf | None = None
+
+
+def plan_phase_layouts(graph: Graph, shapes: dict[str, tuple[int, ...]], pads: dict[str, int],
+                       opts: PlannerOptions, interleave: bool = False
+                       ) -> dict[tuple[str, int, int, int], PhaseLayout]:
+    """(input, stride_h, stride_w, output lanes) -> one phase layout covering every such conv's
+    taps. The row stride also covers each conv's output row stride (so its epilogue stays
+    contiguous)."""
+    groups: dict[tuple[str, int, int, int], list[tuple[Any, Any]]] = {}
+    for node in _convs(graph):
+        geo = conv_geometry(node, shapes[node.inputs[0]], shapes[node.inputs[1]])
+        if reads_padded_copy(geo.stride):
+            lanes = tensor_lanes(shapes[node.outputs[0]], interleave, opts)
+            groups.setdefault((node.inputs[0], *geo.stride, lanes), []).append((node, geo))
+    layouts = {}
+    for key, convs in groups.items():
+        _, sh, sw, _ = key
+        top = max(g.pad_begin[0] for _, g in convs)
+        left = max(g.pad_begin[1] for _, g in convs)
+        rows = rs = 0
+        for node, g in convs:
+            (kh, kw), (dh, dw), (oh, ow) = g.kernel, g.dilation, g.out_hw
+            rows = max(rows, oh + ((kh - 1) * dh + top - g.pad_begin[0]) // sh)
+            rs = max(rs, ow + ((kw - 1) * dw + left - g.pad_begin[1]) // sw,
+                     ow + 2 * pads.get(node.outputs[0], 0))
+        layouts[key] = PhaseLayout(top, left, rows, rs, round_up(rows * rs, 4))
+    return layouts

@@ -1,0 +1,131 @@
+"""Row wavefronts (native exec/wavefront.cpp): when a plan runs serially (one thread, or each
+thread on its own images), runs of up to ``PlannerOptions.wavefront_layers`` consecutive convs
+are computed in sweeps, each as far as the rows it reads exist, so the rows a conv writes are read
+by the next one moments later, from cache. Results are bit-identical to layer by layer.
+
+Members: batch-interleaved strided convs (one row per sweep; rows shorter than a kernel chunk
+stay layer by layer) and stride-1 planar CSR convs of one image in the contiguous ("fast")
+layout (enough rows per sweep for a chunk, ranges cut at whole vectors).
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+
+from runtime.planner.layout import ARENA, SymView, native, pair_chunk_vectors
+
+if TYPE_CHECKING:
+    from runtime.planner.builder import StepRecord
+
+__all__ = ["wavefront_runs", "mark_wavefronts", "views_disjoint_or_equal"]
+
+
+def _conv_views(record: StepRecord) -> list[SymView]:
+    return [v for v in (record.views.get("input"), record.views.get("output"),
+                        record.views.get("residual")) if isinstance(v, SymView)]
+
+
+def _member(record: StepRecord, vector_floats: int) -> bool:
+    """True when a step can join a row wavefront: a conv on arena tensors only that is either
+    batch-interleaved and strided (no stride-phase scratch, no column-segment halos) with output
+    rows at least a chunk long (shorter rows are computed a few at a time, which row-by-row calls
+    would undo), or a stride-1 planar CSR conv of one image whose output (and residual) share
+    its stream's layout, computed in whole vectors (ConvStep::by_vectors)."""
+    spec = record.spec
+    if not isinstance(spec, native().ConvSpec):
+        return False
+    if spec.phase_split or spec.gather or spec.direct or spec.halo:
+        return False
+    out = record.views["output"]
+    if spec.strided:
+        if out.dims[3] // vector_floats < pair_chunk_vectors(vector_floats):
+            return False
+    elif not (spec.lanes == 1 and not spec.bsr and spec.fast
+              and (spec.stride_h, spec.stride_w) == (1, 1) and out.dims[0] == 1):
+        return False
+    return all(v.space == ARENA and v.buf is not None for v in _conv_views(record))
+
+
+def wavefront_runs(records: list[StepRecord], layers: int, vector_floats: int
+                   ) -> list[list[int]]:
+    """Step indices of the row wavefronts to try: runs of consecutive member-capable convs cut
+    into groups of at most ``layers``."""
+    if layers < 2:
+        return []
+    groups: list[list[int]] = []
+    run: list[int] = []
+    for index, record in enumerate([*records, None]):
+        capable = record is not None and _member(record, vector_floats)
+        if capable and run and len(run) < layers:
+            run.append(index)
+            continue
+        if len(run) >= 2:
+            groups.append(run)
+        run = [index] if capable else []
+    return groups
+
+
+def _view_id(view: SymView | None) -> tuple | None:
+    """Where a placed arena view's floats are: same id = same memory, same layout."""
+    if view is None:
+        return None
+    return view.offset(), view.dims, view.strides
+
+
+def views_disjoint_or_equal(views: list[SymView]) -> bool:
+    """True when any two placed views either are the same view or share no float."""
+    spans = {}
+    for view in views:
+        first = view.offset()
+        reach = sum((d - 1) * s for d, s in zip(view.dims, view.strides, strict=True))
+        spans[_view_id(view)] = (first, first + reach + 1)
+    ordered = sorted(spans.values())
+    return all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(ordered))
+
+
+def mark_wavefronts(records: list[StepRecord], layers: int, vector_floats: int
+                    ) -> list[list[int]]:
+    """Once buffers are placed: mark the specs of every wavefront run whose views are whole
+    tensors that either coincide or do not overlap in memory (native WaveInfo, common.h), and
+    return the marked runs. Storage reused within a run is then always a tensor of the same
+    layout, so row r of one is row r of the other and the members' guards keep a row from being
+    overwritten before every earlier member has read it."""
+    marked = []
+    for group in wavefront_runs(records, layers, vector_floats):
+        members = [records[i] for i in group]
+        if views_disjoint_or_equal([v for r in members for v in _conv_views(r)]):
+            _mark_group(members, len(marked), vector_floats)
+            marked.append(group)
+    return marked
+
+
+def _mark_group(members: list[StepRecord], number: int, vector_floats: int) -> None:
+    """Each member's producers and guards, as positions in the group, and its rows per sweep
+    (WaveInfo): one for strided convs (their chunks are rows); for planar ones enough rows for
+    one kernel chunk, cut at whole vectors (the last runs into the next row)."""
+    outs = [_view_id(r.views["output"]) for r in members]
+    chunk_floats = 2 * pair_chunk_vectors(vector_floats) * vector_floats
+
+    def last_writer(view: SymView | None, before: int) -> int:
+        return max((j for j in range(before) if outs[j] == _view_id(view)), default=-1)
+
+    def view(record: StepRecord, name: str) -> Any:
+        return record.views.get(name)
+
+    for i, record in enumerate(members):
+        spec = record.spec
+        planar = not spec.strided
+        wave = native().WaveInfo()
+        wave.group = number
+        wave.in_from = last_writer(view(record, "input"), i)
+        wave.res_from = last_writer(view(record, "residual"), i)
+        # Earlier members reading what this one overwrites: its residual, or the storage of a
+        # tensor that died within the group.
+        wave.guard_in = [k for k in range(i) if _view_id(view(members[k], "input")) == outs[i]]
+        wave.guard_res = [k for k in range(i)
+                          if _view_id(view(members[k], "residual")) == outs[i]]
+        wave.reach_rows = record.wave_reach_rows
+        wave.step = -(-chunk_floats // spec.stream_rs) if planar else 1
+        wave.overhang = int(planar)
+        spec.wave = wave

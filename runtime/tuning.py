@@ -1,0 +1,63 @@
+"""The choices the engine times rather than guesses, and how they are timed.
+
+Two choices depend on the machine more than any rule captures: whether a single image runs
+faster on all threads or on one (stage hand-offs cost more than they save on small models), and
+whether a batch runs faster batch-interleaved or image by image (interleaving pays on small
+planes, costs L2 misses on big ones). Each is timed once, in streams of back-to-back calls as a
+stream of requests runs them (helper threads awake), the two options alternating so a noisy
+moment hits both. With ``EngineOptions.tuning = "off"`` nothing is timed: all threads, and
+interleaved groups whenever they fit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+__all__ = ["PROBE_RUNS", "PROBE_ROUNDS", "PROBE_SETTLE_S", "SERIAL_PROBE_MAX_S",
+           "compare_streams"]
+
+PROBE_RUNS = 5
+PROBE_ROUNDS = 3
+PROBE_SETTLE_S = 0.02
+# Single-image plans slower than this on all threads are not timed on one (measured: a 5M-MAC
+# model takes 0.18 ms on 1 thread, 0.19 ms on 2; big models always win with more threads).
+SERIAL_PROBE_MAX_S = 0.005
+
+Call = Callable[[], object]
+
+
+def compare_streams(first: Call, second: Call, first_limit_s: float = math.inf
+                    ) -> tuple[float, float]:
+    """Median seconds of ``first()`` and ``second()``, each timed in streams of back-to-back
+    calls, alternating over PROBE_ROUNDS. Stops early, second untimed (inf), when ``first`` is
+    slower than ``first_limit_s``."""
+    first_s: list[float] = []
+    second_s: list[float] = []
+    for _ in range(PROBE_ROUNDS):
+        first_s += _stream_seconds(first)
+        if np.median(first_s) > first_limit_s:
+            return float(np.median(first_s)), math.inf
+        second_s += _stream_seconds(second)
+    return float(np.median(first_s)), float(np.median(second_s))
+
+
+def _stream_seconds(fn: Call) -> list[float]:
+    """Wall times of PROBE_RUNS back-to-back calls after PROBE_SETTLE_S of untimed calls (at
+    least one): idle cores back to speed, helper threads awake. Timing the first calls mostly
+    measures how fast the second core wakes, which favours whichever option needs it least (a
+    noisy probe once served MobileNet's batch of 32 planar: 2.7x slower)."""
+    settle_until = time.perf_counter() + PROBE_SETTLE_S
+    while True:
+        fn()
+        if time.perf_counter() >= settle_until:
+            break
+    times = []
+    for _ in range(PROBE_RUNS):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
