@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     east.add_argument("--dyrelu-phasing", action="store_const", const=True, default=None,
                       help="DyReLU-B activations phased linearly into ReLU")
     east.add_argument("--dyrelu-start", type=float, help="epoch where the phase-out starts (E/4)")
-    east.add_argument("--dyrelu-end", type=float, help="epoch from which it is plain ReLU (E/2)")
+    east.add_argument("--dyrelu-end", type=float, help="epoch from which it is plain ReLU (E/2-1)")
     east.add_argument("--weight-sharing", action="store_const", const=True, default=None,
                       help="ResNet blocks >= 2 of a stage reuse block 1's convs x a scalar")
     east.add_argument("--cyclic-sparsity", action="store_const", const=True, default=None,
@@ -66,10 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     east.add_argument("--cyclic-multiple", type=float, help="peak density / target density (3)")
     east.add_argument("--cyclic-cycles", type=int, help="number of cosine cycles (2)")
     east.add_argument("--cyclic-period", type=int,
-                      help="iterations between density updates (default 100, fewer on short "
-                      "runs so each cycle gets >= 20 updates)")
+                      help="iterations between density updates (default: 20 per cycle, "
+                      "clipped to 25..100)")
     east.add_argument("--cyclic-end", type=float,
-                      help="fraction of iterations where the cycles end (0.8)")
+                      help="fraction of iterations where the cycles end (0.65)")
     add("--device", help="auto | cpu | cuda | cuda:N")
     add("--no-amp", dest="amp", action="store_const", const=False, default=None,
         help="disable mixed precision on CUDA")

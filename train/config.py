@@ -65,13 +65,13 @@ class TrainConfig:
     init: str = "none"  # "erk": per-layer ERK allocation instead of the backbone's
     dyrelu_phasing: bool = False
     dyrelu_start: float | None = None  # epoch where DyReLU starts phasing out (None: E/4)
-    dyrelu_end: float | None = None  # epoch from which it is plain ReLU (None: E/2)
+    dyrelu_end: float | None = None  # epoch from which it is plain ReLU (None: E/2 - 1)
     weight_sharing: bool = False
     cyclic_sparsity: bool = False
     cyclic_multiple: float = 3.0
     cyclic_cycles: int = 2
     cyclic_period: int | None = None  # iterations between updates (None: 100 or >= 20 per cycle)
-    cyclic_end: float = 0.8  # fraction of iterations where the cycles end
+    cyclic_end: float = 0.65  # fraction of iterations where the cycles end (regrowth ends at 0.75)
     # execution
     device: str = "auto"
     amp: bool = True
@@ -166,9 +166,12 @@ class TrainConfig:
 
     @property
     def dyrelu_window(self) -> tuple[float, float]:
-        """(start, end) epochs of the DyReLU phase-out: the given values or (E/4, E/2)."""
-        start = self.epochs / 4 if self.dyrelu_start is None else self.dyrelu_start
-        end = self.epochs / 2 if self.dyrelu_end is None else self.dyrelu_end
+        """(start, end) epochs of the DyReLU phase-out: the given values or (E/4, E/2 - 1)."""
+        from train.east.dyrelu import default_window
+
+        default_start, default_end = default_window(self.epochs)
+        start = default_start if self.dyrelu_start is None else self.dyrelu_start
+        end = default_end if self.dyrelu_end is None else self.dyrelu_end
         return start, end
 
     def to_dict(self) -> dict[str, Any]:

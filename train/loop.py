@@ -245,6 +245,7 @@ class _Trainer:
                              max(math.floor(end * self.steps_per_epoch),
                                  math.floor(start * self.steps_per_epoch) + 1))
         self.regrown = 0  # weights regrown by cyclic sparsity in the current epoch
+        self.step_skipped = False  # the GradScaler skipped the last optimizer step
 
     # --- schedule -------------------------------------------------------------------------
     def target_k(self, step: int) -> float:
@@ -264,9 +265,13 @@ class _Trainer:
             set_dyrelu_beta(self.model, self.beta(step))
 
     def after_step(self, step: int) -> None:
-        """Cyclic regrowth for the next iteration, with this step's fresh gradients."""
+        """Cyclic regrowth for the next iteration, with this step's fresh gradients.
+
+        Not after a step the GradScaler skipped: its gradients hold inf/NaN (all of them once
+        clipped), so a choice by |grad| would be arbitrary; that update then regrows nothing.
+        """
         nxt = step + 1
-        if self.cyclic is not None and self.cyclic.is_update(nxt):
+        if self.cyclic is not None and self.cyclic.is_update(nxt) and not self.step_skipped:
             self.regrown += self.sparsifier.regrow(self.target_k(nxt),
                                                    self.cyclic.death_fraction(nxt))
 
@@ -353,8 +358,11 @@ class _Trainer:
         if self.config.grad_clip is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        scale = self.scaler.get_scale() if self.cyclic is not None else 0.0
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        # The scaler lowers its scale exactly when it skipped the step (inf/NaN gradients).
+        self.step_skipped = self.cyclic is not None and self.scaler.get_scale() < scale
         return logits.detach(), loss.detach()
 
 

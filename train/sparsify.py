@@ -9,6 +9,14 @@ Allocation: ``allocation="backbone"`` lets the backbone choose tau (global, FLOP
 uniform); ``allocation="erk"`` gives each layer its own threshold at its ERK share of the target
 (``train.east.erk``, exact integer counts). ``regrow`` implements EAST's gradient regrowth on top of
 the thresholds (``train.east.cyclic`` explains the mapping).
+
+Weight sharing (``train.east.weight_sharing``): a shared conv reuses its source's weight, so the
+model has N = U + H weights of which only U are unique (H: the weights its shared convs reuse).
+Every sparsity k passed to ``update`` / ``regrow`` is the sparsity of the unshared model, and the
+unique weights keep its nonzero count, as EAST's code does (``adjusted_density = total_params *
+density / non_shared_params``): U - P_u = N - P(N, k) with P(N, k) = floor((N - 1) k) + 1, the
+pruned count of an N-weight model. ``unique_k`` maps k to the sparsity of the unique weights that
+prunes exactly P_u = max(P(N, k) - H, 0) of them. Without sharing it is the identity.
 """
 
 from __future__ import annotations
@@ -22,7 +30,8 @@ from torch.nn.utils import parametrize
 
 from train.backbones import compute_thresholds
 from train.east.cyclic import regrow_layer
-from train.east.erk import erk_pruned_counts, erk_thresholds
+from train.east.erk import erk_pruned_counts, erk_thresholds, pruned_count
+from train.east.weight_sharing import SharedConv2d
 from train.feather import FeatherWeight, auto_theta
 from train.prunable import prunable_modules, weight_fqn
 
@@ -63,6 +72,11 @@ class FeatherSparsifier:
         if not self.modules:
             raise ValueError("model has no prunable (Conv2d/Linear) layers")
         self.current_k = 0.0
+        self.unique_numel = sum(m.weight.numel() for m in self.modules.values())
+        # Weights that shared convs reuse from a prunable source (each copy counts once).
+        sources = {id(m) for m in self.modules.values()}
+        self.shared_numel = sum(m.source.weight.numel() for m in model.modules()
+                                if isinstance(m, SharedConv2d) and id(m.source) in sources)
         for module in self.modules.values():
             parametrize.register_parametrization(
                 module, "weight",
@@ -85,16 +99,41 @@ class FeatherSparsifier:
         return {weight_fqn(name): float(self._parametrization(m).tau)
                 for name, m in self.modules.items()}
 
+    @property
+    def model_numel(self) -> int:
+        """N: prunable weights of the unshared model (unique + reused by shared convs)."""
+        return self.unique_numel + self.shared_numel
+
+    def unique_k(self, k: float) -> float:
+        """Sparsity of the unique weights that keeps the unshared model's nonzeros at k.
+
+        Prunes P_u = max(P(N, k) - H, 0) unique weights: (P_u - 1/2) / (U - 1) puts the
+        linear-quantile rule (global backbone and ERK counts) halfway between the P_u-th and the
+        (P_u + 1)-th smallest magnitude, so exactly P_u are pruned (no rounding at the boundary).
+        """
+        if self.shared_numel == 0 or k <= 0.0:
+            return k
+        pruned = pruned_count(self.model_numel, k) - self.shared_numel
+        if pruned <= 0:
+            return 0.0
+        return min((pruned - 0.5) / max(self.unique_numel - 1, 1), 1.0)
+
+    @torch.no_grad()
+    def local_thresholds(self, k: float) -> Tensor:
+        """This process's taus for sparsity k (of the unshared model), in ``modules`` order."""
+        unique_k = self.unique_k(k)
+        if self.config.allocation == "erk":
+            taus = erk_thresholds(self.latent_weights(), unique_k)
+        else:
+            taus = compute_thresholds(self.config.backbone, self.latent_weights(), unique_k,
+                                      self.config.alpha)
+        return torch.stack([taus[weight_fqn(name)].float() for name in self.modules])
+
     @torch.no_grad()
     def update(self, k: float) -> None:
         """Recompute every tau for sparsity ratio k (same value on every DDP rank)."""
         self.current_k = k
-        if self.config.allocation == "erk":
-            taus = erk_thresholds(self.latent_weights(), k)
-        else:
-            taus = compute_thresholds(self.config.backbone, self.latent_weights(), k,
-                                      self.config.alpha)
-        stacked = torch.stack([taus[weight_fqn(name)].float() for name in self.modules])
+        stacked = self.local_thresholds(k)
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(stacked, src=0)  # rank 0's thresholds are everyone's
         for tau, module in zip(stacked, self.modules.values(), strict=True):
@@ -108,9 +147,14 @@ class FeatherSparsifier:
         max(a' - a, 0) + round(death_fraction * a') pruned weights with the largest |grad|
         (``train.east.cyclic.regrow_layer``); the next ``update(k)`` prunes the weakest.
         Deterministic given weights and gradients, so every DDP rank lifts the same weights.
+        Regrows nothing when any gradient is not finite (a step the GradScaler skipped).
         """
         latents = self.latent_weights()
-        pruned = erk_pruned_counts({fqn: tuple(w.shape) for fqn, w in latents.items()}, k)
+        if any(w.grad is not None and not bool(torch.isfinite(w.grad).all())
+               for w in latents.values()):
+            return 0
+        pruned = erk_pruned_counts({fqn: tuple(w.shape) for fqn, w in latents.items()},
+                                   self.unique_k(k))
         lifted = 0
         for name, module in self.modules.items():
             latent = latents[weight_fqn(name)]

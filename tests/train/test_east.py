@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.config import ConfigError, resolve_config
-from train.east.cyclic import CyclicSchedule, auto_period, regrow_layer
+from train.east.cyclic import MAX_PERIOD, MIN_PERIOD, CyclicSchedule, auto_period, regrow_layer
 from train.east.dyrelu import (
     DyReLUB,
     attach_dyrelu,
@@ -150,6 +150,17 @@ def test_dyrelu_at_beta_zero_is_exactly_relu():
     assert all(p.grad is None for p in module.parameters())  # phased out: no gradient
 
 
+@pytest.mark.parametrize("epochs, window", [
+    (160, (40.0, 79.0)), (250, (62.5, 124.0)), (8, (2.0, 3.0)), (5, (1.25, 1.5)),
+    (4, (1.0, 1.5)), (2, (0.5, 0.75)),
+])
+def test_dyrelu_phase_out_ends_at_half_minus_one_epoch(epochs, window):
+    # EAST: beta goes 1 -> 0 from epoch E/4 to E/2 - 1 (authors' code: end_ghost_epoch =
+    # milestones[0] - 1); a run too short for that window ends halfway to E/2.
+    config = resolve_config(None, {"epochs": epochs, "dyrelu_phasing": True})
+    assert (config.dyrelu_start, config.dyrelu_end) == window
+
+
 def test_dyrelu_beta_schedule():
     assert [dyrelu_beta(t, 10, 20) for t in (0, 10, 15, 20, 25)] == [1.0, 1.0, 0.5, 0.0, 0.0]
     with pytest.raises(ValueError):
@@ -250,18 +261,43 @@ def test_shared_model_equals_explicitly_duplicated_model():
 
 
 def test_sharing_under_feather_prunes_with_one_mask():
-    shared, _ = _pair()
+    shared, plain = _pair()
     share_resnet_weights(shared)
     sparsifier = FeatherSparsifier(shared, SparsityConfig(target=0.9))
     sparsifier.update(0.9)
     zeros, total = sparsifier.counts()
     assert total == sum(p.numel() for p in prunable_parameters(shared).values())
-    assert zeros == pruned_count(total, 0.9)
+    full = sum(p.numel() for p in prunable_parameters(plain).values())
+    assert total - zeros == full - pruned_count(full, 0.9)  # the unshared model's nonzeros
     model = sparsifier.finalize()
     materialize_shared_weights(model)
     source, copy = model.layer2[1].conv2.weight, model.layer2[2].conv2.weight
     assert torch.equal(source == 0, copy == 0)
     assert torch.equal(copy, source * 1.0)  # scale still 1
+
+
+@pytest.mark.parametrize("allocation", ["backbone", "erk"])
+@pytest.mark.parametrize("target", [0.99, 0.995, 0.999])
+def test_sharing_keeps_the_unshared_models_nonzero_count(allocation, target):
+    # EAST's code: adjusted_density = total_params * density / non_shared_params, i.e. the
+    # unique weights keep as many nonzeros as plain Feather keeps in the unshared model
+    # (ResNet-20 at 99.9 %: 271, not the 174 of pruning the unique weights to 99.9 %).
+    shared, plain = _pair()
+    share_resnet_weights(shared)
+    reference = FeatherSparsifier(plain, SparsityConfig(target=target, allocation=allocation))
+    sparsifier = FeatherSparsifier(shared, SparsityConfig(target=target, allocation=allocation))
+    full = sum(p.numel() for p in prunable_parameters(plain).values())
+    for k in (0.2, 0.5, 0.9, target):  # along the ramp: clipped at 0 pruned, then exact
+        reference.update(k)
+        sparsifier.update(k)
+        zeros, unique = sparsifier.counts()
+        ref_zeros, ref_total = reference.counts()
+        assert ref_total - ref_zeros == full - pruned_count(full, k)
+        assert unique - zeros == min(full - pruned_count(full, k), unique), k
+    if target == 0.999:
+        assert unique - zeros == 271
+    assert sparsifier.model_numel == full == reference.model_numel
+    assert sparsifier.shared_numel == full - unique > 0
 
 
 def test_sharing_refuses_models_without_stages():
@@ -273,35 +309,55 @@ def test_sharing_refuses_models_without_stages():
 # ---------------------------------------------------------------------- cyclic schedule
 
 def test_cyclic_schedule_values():
-    # T = 1000, t2 = 500, t3 = 900: two cycles of 200 steps, period 10, d = 0.01, m = 3.
-    schedule = CyclicSchedule(1000, 0.99, multiple=3.0, cycles=2, period=10, cycle_end=0.9)
-    assert schedule.bounds == (500, 900)
+    # T = 1000, t2 = 500, t3 = 700, t4 = 750: two cycles of 100 steps, period 25, d = 0.01, m = 3.
+    schedule = CyclicSchedule(1000, 0.99, multiple=3.0, cycles=2, period=25, cycle_end=0.7)
+    assert schedule.bounds == (500, 700) and schedule.update_stop == 750
     assert schedule.target_k(250) == cubic_sparsity(250, 1000, 0.99)
     assert schedule.density(500) == pytest.approx(0.01)
-    assert schedule.density(550) == pytest.approx(0.02)  # quarter cycle: swing 1/2
-    assert schedule.density(600) == pytest.approx(0.03)  # peak m * d
-    assert schedule.density(609) == pytest.approx(0.03)  # held for the period
-    assert schedule.density(700) == pytest.approx(0.01)
-    assert schedule.density(800) == pytest.approx(0.03)
-    assert schedule.target_k(900) == 0.99 and schedule.target_k(999) == 0.99
-    assert [schedule.is_update(t) for t in (500, 505, 510, 950, 1000)] == [
-        False, False, True, True, False]
-    assert schedule.death_fraction(899) == 0.0
-    assert schedule.death_fraction(900) == pytest.approx(0.3)
-    assert schedule.death_fraction(950) == pytest.approx(0.15)
+    assert schedule.density(525) == pytest.approx(0.02)  # quarter cycle: swing 1/2
+    assert schedule.density(550) == pytest.approx(0.03)  # peak m * d
+    assert schedule.density(559) == pytest.approx(0.03)  # held for the period
+    assert schedule.density(600) == pytest.approx(0.01)
+    assert schedule.density(650) == pytest.approx(0.03)
+    assert schedule.last_cycle_update == 675  # its density holds 25 steps, up to t3
+    assert schedule.target_k(700) == 0.99 and schedule.target_k(999) == 0.99
+    assert [schedule.is_update(t) for t in (500, 510, 525, 675, 700, 725, 740, 750)] == [
+        False, False, True, True, True, True, False, False]
+    # r(t) = r0 (1 + cos(pi t / T)) / 2: decayed over the whole run, as the authors' CosineDecay.
+    assert schedule.death_fraction(699) == 0.0
+    assert schedule.death_fraction(700) == pytest.approx(0.15 * (1 + math.cos(0.7 * math.pi)))
+    assert schedule.death_fraction(725) == pytest.approx(0.15 * (1 + math.cos(0.725 * math.pi)))
+    assert 0.05 < schedule.death_fraction(725) < schedule.death_fraction(700) < 0.07
+    assert schedule.death_fraction(750) == 0.0
 
 
 def test_cyclic_period_rule_and_validation():
-    assert auto_period(400, 40) == 10
-    assert auto_period(100_000, 40) == 100
-    assert auto_period(5, 40) == 1
-    auto = CyclicSchedule(1000, 0.99, cycle_end=0.9)  # cycles 500..900, settling 900..1000
-    assert auto.resolved_period == 10  # 2 cycles x 20 updates in 400 steps
-    assert auto.death_period == 25  # 4 death + regrowth updates in 100 steps
-    assert [auto.is_update(t) for t in (890, 900, 910, 925, 930)] == [
-        True, True, False, True, False]
+    assert auto_period(4000, 40) == 100
+    assert auto_period(1600, 40) == 40
+    assert auto_period(400, 40) == MIN_PERIOD == 25  # floored: 10 would be too frequent
+    assert auto_period(5, 40) == 25
+    auto = CyclicSchedule(1000, 0.99)  # cycles 500..650, death + regrowth 650..750
+    assert auto.bounds == (500, 650) and auto.update_stop == 750
+    assert auto.resolved_period == 25 and auto.death_period == 25
+    assert auto.last_cycle_update == 625
+    assert [auto.is_update(t) for t in (600, 625, 650, 675, 725, 740, 750, 775)] == [
+        True, True, True, True, True, False, False, False]
     with pytest.raises(ValueError, match="multiple"):
         CyclicSchedule(100, 0.5, multiple=3.0)
+
+
+@pytest.mark.parametrize("total", [234, 468, 2340, 23_400])
+def test_cyclic_updates_are_spaced_and_end_by_three_quarters(total):
+    # A regrown weight needs steps to grow before the next update (period floor), and the last
+    # topology change leaves the last quarter (cosine LR near 0 there; BatchNorm statistics then
+    # follow the final topology): RigL stops at 75 %.
+    schedule = CyclicSchedule(total, 0.999)
+    updates = [t for t in range(total) if schedule.is_update(t)]
+    assert updates and max(updates) < 0.75 * total
+    gaps = [b - a for a, b in zip(updates, updates[1:], strict=False)]
+    # (the last density of the cycles holds P to 2P - 1 steps, up to t3)
+    assert all(MIN_PERIOD <= gap < 2 * MAX_PERIOD for gap in gaps), gaps
+    assert all(schedule.target_k(t) == 0.999 for t in range(math.ceil(0.75 * total), total))
 
 
 def test_regrow_lifts_largest_gradient_and_kills_weakest():
@@ -362,7 +418,7 @@ def test_bad_east_configs_are_one_clear_error(extra, message):
 
 def test_east_config_resolves_defaults_and_old_runs_still_resume():
     config = resolve_config(None, {"epochs": 8, "dyrelu_phasing": True, "init": "erk"})
-    assert (config.dyrelu_start, config.dyrelu_end) == (2.0, 4.0)
+    assert (config.dyrelu_start, config.dyrelu_end) == (2.0, 3.0)  # E/4, E/2 - 1
     assert config.allocation == "erk"
     assert resolve_config(None, {"cyclic_sparsity": True, "sparsity": 0.99}).allocation == "erk"
     plain = resolve_config(None, {}).to_dict()

@@ -7,7 +7,8 @@ DyReLU-B (Chen et al., "Dynamic ReLU", ECCV 2020), channel-wise with k = 2 piece
     y     = max(a1 * x + b1, a2 * x + b2)
 
 EAST phases DyReLU out during training: coefs <- beta * coefs + (1 - beta) * [1, 0, 0, 0] with beta
-going linearly from 1 to 0 between two steps (default epochs E/4 and E/2). At beta = 0 the
+going linearly from 1 to 0 between two steps (default epochs E/4 and E/2 - 1, as the paper and the
+authors' code: ``default_window``). At beta = 0 the
 coefficients are exactly (1, 0, 0, 0), so y = max(x, 0) = ReLU(x); the module then calls F.relu
 directly and its own parameters receive no gradient. ``remove_dyrelu`` swaps every DyReLU back to
 the ``nn.ReLU`` it replaced, so the finalized model is the original network and exports to an
@@ -25,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DyReLUB", "attach_dyrelu", "dyrelu_beta", "set_dyrelu_beta", "remove_dyrelu"]
+__all__ = ["DyReLUB", "attach_dyrelu", "default_window", "dyrelu_beta", "set_dyrelu_beta",
+           "remove_dyrelu"]
 
 PIECES = 2  # k: max of two linear functions
 REDUCTION = 4
@@ -89,6 +91,18 @@ class DyReLUB(nn.Module):
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, beta={self._beta:.4f}"
+
+
+def default_window(epochs: float) -> tuple[float, float]:
+    """(start, end) epochs of the phase-out: (E/4, E/2 - 1), EAST's default.
+
+    The authors' code starts at half the first LR milestone (E/4) and ends one epoch before it
+    (E/2 - 1), so the last epoch before the milestone already trains plain ReLU. For E <= 4 that
+    window is empty (E/2 - 1 <= E/4); it then ends at 3E/8, halfway to E/2 (the same end, 1.5, as
+    E = 5 gets from E/2 - 1).
+    """
+    start, end = epochs / 4, epochs / 2 - 1
+    return (start, end) if end > start else (start, 3 * epochs / 8)
 
 
 def dyrelu_beta(step: int, start_step: int, end_step: int) -> float:

@@ -10,8 +10,11 @@ The shared block's conv is replaced by a :class:`SharedConv2d`, which is not a C
 source conv by plain reference (not as a registered sub-module), so the source weight is one
 storage, appears once in ``parameters()`` / ``state_dict()`` and is counted once by
 ``train.prunable``. Pruning the source (a Feather parametrization on its weight) therefore prunes
-every block that shares it with the same mask, and sparsity targets count unique weights. The
-scalar is a 0-d parameter: never pruned and, being < 2-D, given no weight decay by the loop.
+every block that shares it with the same mask. The density is corrected as in EAST's code
+(``adjusted_density = total_params * density / non_shared_params``): the unique weights keep as
+many nonzeros as the unshared model keeps at the target (``FeatherSparsifier.unique_k``), so
+sharing spends the budget of the removed copies on the unique weights. The scalar is a 0-d
+parameter: never pruned and, being < 2-D, given no weight decay by the loop.
 
 ``materialize_shared_weights`` turns each SharedConv2d back into a plain ``nn.Conv2d`` whose weight
 is s_i * W_{r-1} (the exact product the forward pass computed), so the finalized model has the
