@@ -140,7 +140,6 @@ def test_sparse_initializer_model_equals_dense(exported, tmp_path):
     np.testing.assert_array_equal(got, Engine(dense_path, options=options).run(x))
 
 
-@pytest.mark.aarch64
 def test_kernel_choice_follows_density(exported, tmp_path):
     for sparsity, expected in ((0.0, "bsr"), (0.95, "csr")):
         path = tmp_path / f"m{sparsity}.onnx"
