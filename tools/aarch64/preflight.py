@@ -16,13 +16,13 @@ import onnx
 from onnx import numpy_helper
 
 import runtime
-from runtime import Engine, _native
+from runtime import Engine, EngineOptions, _native
 
 
 def batch_group_steps(model: str, sparsity: float = 0.9) -> set[str]:
-    """Step names of the plan of a batch group of 16 (batch-interleaved) for ``model`` with
-    ``sparsity`` of every non-stem conv weight zeroed: the plan that runs on generated code on
-    x86-64 AVX-512 (as in test_models.py test_generated_conv_code_in_batch_groups_matches_ort)."""
+    """Native step names (Engine.describe) of a batch of 16, batch-interleaved, for ``model``
+    with ``sparsity`` of every non-stem conv weight zeroed: where x86-64 AVX-512 runs generated
+    code (as in test_models.py test_generated_conv_code_in_batch_groups_matches_ort)."""
     proto = onnx.load(model)
     convs = {n.input[1] for n in proto.graph.node if n.op_type == "Conv"}
     rng = np.random.default_rng(0)
@@ -34,9 +34,10 @@ def batch_group_steps(model: str, sparsity: float = 0.9) -> set[str]:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "sparse.onnx"
         onnx.save(proto, str(path))
-        engine = Engine(path, threads=1, backend="native")
-        image = tuple(engine.graph.input_shape[1:])
-        return set(engine._plan_for((16, *image), interleave=True).native.step_names())
+        options = EngineOptions(threads=1, backend="native", batch_layout="interleaved")
+        report = Engine(path, options=options).describe(batch=16)
+    return {step.split(":")[0] for node in report.nodes for step in node.steps
+            if not step.startswith("fused into")}
 
 
 def main(model: str) -> int:
