@@ -11,6 +11,8 @@ import pytest
 from tests.runtime.onnx_cases import random_input
 from tests.runtime.op_harness import check_folded, check_op
 
+pytestmark = pytest.mark.aarch64  # native spatial ops vs ORT, also on aarch64 (make test-aarch64)
+
 X = [(1, 3, 5, 7), (3, 3, 5, 7)]
 
 
