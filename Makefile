@@ -1,6 +1,8 @@
 # One-command entry points. A fresh clone needs nothing else: every target runs `setup` first.
 #   make train compile bench   -> runs/$(NAME), artifacts/$(NAME), bench report
 #   make test                  -> the full test suite (what CI runs)
+#   make test-aarch64          -> build the native engine for aarch64, run the `aarch64` tests
+#                                 under qemu emulation (tools/aarch64/test.sh; needs root once)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +11,7 @@ CONFIG ?= configs/default.yaml
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup dataset train compile bench frontier ablation fullsize test lint clean
+.PHONY: setup dataset train compile bench frontier ablation fullsize test test-aarch64 lint clean
 
 setup: $(STAMP) dataset
 
@@ -52,6 +54,9 @@ fullsize: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+test-aarch64: setup
+	PY=$(PY) bash tools/aarch64/test.sh
 
 lint: setup
 	$(PY) -m ruff check .

@@ -18,6 +18,8 @@ from tests.runtime.onnx_cases import (
     save_model,
 )
 
+pytestmark = pytest.mark.aarch64  # the SIMD activations, also on aarch64 (make test-aarch64)
+
 # op -> (attributes, extra initializers by input position) with non-default parameters.
 ACTIVATIONS = {
     "Relu": ({}, {}),

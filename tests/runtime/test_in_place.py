@@ -16,6 +16,8 @@ from runtime.planner.builder import Builder
 from runtime.planner.layout import VMAX, spatial_tensor
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
+pytestmark = pytest.mark.aarch64  # native in-place outputs, also on aarch64 (make test-aarch64)
+
 
 def _bottleneck(reuse_residual_later: bool) -> onnx.ModelProto:
     """1x1 -> relu (a) -> 3x3 -> relu -> 1x1 (+ a) -> relu -> 1x1, 8 channels at 20x20; with

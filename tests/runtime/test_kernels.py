@@ -14,6 +14,8 @@ from runtime.kernels import reference as ref
 from runtime.options import EngineOptions, PlannerOptions
 from tests.runtime.onnx_cases import assert_close, random_input
 
+pytestmark = pytest.mark.aarch64  # every kernel, also on aarch64 (make test-aarch64)
+
 # Both sides accumulate in a different order (the reference in float64).
 KERNEL_ATOL = 1e-5
 KERNEL_RTOL = 1e-5

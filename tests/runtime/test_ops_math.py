@@ -18,6 +18,8 @@ from tests.runtime.op_harness import (
     tensor,
 )
 
+pytestmark = pytest.mark.aarch64  # native math ops vs ORT, also on aarch64 (make test-aarch64)
+
 X4 = [(1, 3, 4, 5), (3, 3, 4, 5)]
 
 

@@ -14,6 +14,8 @@ from runtime import Engine, EngineOptions
 from tests.runtime.onnx_cases import random_input
 from tests.runtime.op_harness import check_folded, check_model, check_op, make_model
 
+pytestmark = pytest.mark.aarch64  # native spatial ops vs ORT, also on aarch64 (make test-aarch64)
+
 X = [(1, 3, 5, 7), (3, 3, 5, 7)]
 
 

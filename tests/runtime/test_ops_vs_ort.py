@@ -15,6 +15,8 @@ from tests.runtime.onnx_cases import (
     single_node_model,
 )
 
+pytestmark = pytest.mark.aarch64  # every operator option, also on aarch64 (make test-aarch64)
+
 
 def _check(tmp_path, model, x, threads=(1, 2)):
     path = save_model(model, tmp_path / "m.onnx")

@@ -13,6 +13,8 @@ from runtime.kernels.native import plan_graph, run_plan, use_options
 from runtime.options import EngineOptions, PlannerOptions
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
+pytestmark = pytest.mark.aarch64  # native row/channel splits, also on aarch64 (make test-aarch64)
+
 
 def _chain_model(batch_dim) -> onnx.ModelProto:
     """conv3x3 -> relu -> conv3x3 (+ first output) -> relu -> conv1x1, 12 channels at 20x20."""

@@ -27,6 +27,8 @@ from runtime.options import EngineOptions
 from runtime.planner.layout import segment_positions
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
+pytestmark = pytest.mark.aarch64  # native column segments, also on aarch64 (make test-aarch64)
+
 
 def _sparse(shape: tuple[int, ...], density: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
