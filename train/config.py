@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """Every knob of a run. Defaults follow Feather's CIFAR recipe (ALGORITHMS.md section 3)."""
+    """Every knob of a run. Defaults follow Feather's CIFAR recipe (docs/algorithms.md section 3)."""
 
     name: str = "default"
     runs_dir: str = "runs"
@@ -61,7 +61,7 @@ class TrainConfig:
     prune_start: float = 0.0
     prune_end: float = 0.5
     keep_first_conv_dense: bool = False
-    # EAST tricks for extreme sparsity (ALGORITHMS.md section 5; train/east/)
+    # EAST tricks for extreme sparsity (docs/algorithms.md section 5; train/east/)
     init: str = "none"  # "erk": per-layer ERK allocation instead of the backbone's
     dyrelu_phasing: bool = False
     dyrelu_start: float | None = None  # epoch where DyReLU starts phasing out (None: E/4)

@@ -13,7 +13,7 @@ from torchvision.models import resnet50
 from train.flops import layer_macs, sparsity_report
 from train.models import build_model
 
-RESNET50_DENSE_MACS = 4_089_184_256  # ALGORITHMS.md section 6
+RESNET50_DENSE_MACS = 4_089_184_256  # docs/algorithms.md section 6
 CIFAR100 = dict(in_channels=3, num_classes=100, image_size=32)
 
 

@@ -7,7 +7,7 @@ Layout: 3x3 stem conv (32 channels, stride 1) -> 13 depthwise-separable blocks (
 Variant choice: with a stride-1 stem and the four stride-2 blocks above (the usual CIFAR port of
 the ImageNet network, whose stem stride 2 is dropped) the count at 3x32x32 / 100 classes is
 3,287,488 conv/linear weights and 46.4M MACs, the numbers the paper reports
-(ALGORITHMS.md section 3); the spatial sizes are 32 -> 16 -> 8 -> 4 -> 2.
+(docs/algorithms.md section 3); the spatial sizes are 32 -> 16 -> 8 -> 4 -> 2.
 """
 
 from __future__ import annotations
