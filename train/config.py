@@ -30,7 +30,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class TrainConfig:
-    """Every knob of a run. Defaults follow Feather's CIFAR recipe (docs/algorithms.md section 3)."""
+    """Every knob of a run. Defaults: Feather's CIFAR recipe (docs/algorithms.md section 3)."""
 
     name: str = "default"
     runs_dir: str = "runs"

@@ -1,7 +1,7 @@
 """Per-layer dense and sparse MACs of a torch model, counted the way the papers count them.
 
 Only Conv2d and Linear count; one multiply-add is one MAC (FLOPs ~= 2 x MACs); BN, activations,
-pooling and additions are ignored (docs/algorithms.md section 6). The formulas live in `runtime.macs`
+pooling and additions are ignored (docs/algorithms.md sec. 6). The formulas live in `runtime.macs`
 (the single definition); this module only measures each layer's output size with forward hooks on
 one dummy input (batch 1, eval mode, no grad) and reads each weight's zeros.
 

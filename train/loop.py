@@ -1,11 +1,11 @@
 """The training loop: epochs of Feather sparse training, evaluation, checkpoints and outputs.
 
-Recipe (docs/algorithms.md section 3): SGD with momentum, cosine learning rate per iteration to 0 (with
+Recipe (docs/algorithms.md sec. 3): SGD with momentum, cosine learning rate per iteration to 0 (with
 optional linear warm-up), grad-norm clipping, cross-entropy (optional label smoothing), weight decay
 on conv/linear weights only (the dense latent weights; biases and BN get none). The threshold is
 recomputed before every iteration's forward pass and once more after each epoch's last step.
 
-EAST options (docs/algorithms.md section 5, ``train.east``): weight sharing and DyReLU-B are applied to
+EAST options (docs/algorithms.md sec. 5, ``train.east``): weight sharing and DyReLU-B are applied to
 the built model before Feather wraps it and undone when it is finalized (shared weights
 materialized, DyReLU swapped back to ReLU once its phase-out weight beta has reached 0); ERK
 allocation and cyclic sparsity choose the per-layer thresholds, and cyclic runs regrow pruned
