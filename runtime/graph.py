@@ -6,8 +6,11 @@ stage's ``model.sparse.onnx``), ``Constant`` nodes, weights in external data fil
 against the model's folder, never the current directory), any number of inputs and outputs of
 any dtype, and symbolic, ``0`` or ``-1`` dims (all "dynamic"). Structural faults (duplicate
 names, cycles, undefined inputs, unreadable tensors, a path that is not a regular file) raise
-:class:`ModelLoadError`. Which operators run natively is decided later
-(``runtime.partition``), so a model is never refused here for its operators.
+:class:`ModelLoadError`, and so does what ONNX Runtime refuses at load: a node that breaks its
+operator's schema (unknown or repeated attributes, wrong attribute types, input counts) or a
+type ONNX's strict type and shape inference rejects (``check_onnx_rules``). Which operators
+run natively is decided later (``runtime.partition``), so a model is never refused here for its
+operators.
 """
 
 from __future__ import annotations
@@ -208,6 +211,7 @@ def parse_model_bytes(data: bytes, source: str = "<bytes>", base_dir: Path | Non
     opset = next((v for d, v in opsets.items() if d in ONNX_DOMAINS), None)
     if opset is None:
         raise ModelLoadError(f"{source} declares no default-domain opset")
+    check_onnx_rules(model, source)
     _load_external_data(model, source, base_dir)
     constants = _read_initializers(model.graph, source)
     nodes = [_read_node(n, i, source) for i, n in enumerate(model.graph.node)]
@@ -218,6 +222,118 @@ def parse_model_bytes(data: bytes, source: str = "<bytes>", base_dir: Path | Non
     _check_names(nodes, constants, inputs, outputs, source)
     nodes = topological_order(nodes, {t.name for t in inputs} | set(constants), source)
     return Graph(nodes, constants, inputs, outputs, opset, opsets, int(model.ir_version))
+
+
+def check_onnx_rules(model: Any, source: str = "<model>") -> None:
+    """The checks ONNX Runtime makes when it loads a model, so that a model it refuses is refused
+    here too instead of getting invented semantics: every node against its operator's schema at
+    the imported opset (known attributes of the right type, none twice, required ones present,
+    input and output counts), then ONNX's type and shape inference in strict mode (type
+    constraints, attribute sizes such as pads, declared output and value_info types).
+    Operators of other domains pass (ONNX Runtime decides)."""
+    import onnx
+    from onnx import checker
+
+    if not 3 <= model.ir_version <= onnx.IR_VERSION:
+        raise ModelLoadError(f"{source}: unsupported IR version {model.ir_version}")
+    ctx = checker.C.CheckerContext()
+    ctx.ir_version = model.ir_version
+    ctx.opset_imports = _opset_imports(model)
+    local = {(f.domain, f.name) for f in model.functions}
+    for node in model.graph.node:
+        if node.domain not in ONNX_DOMAINS or (node.domain, node.op_type) in local:
+            continue
+        try:
+            checker.check_node(_checkable(node), ctx)
+        except Exception as exc:  # checker.ValidationError and friends
+            name = node.name or node.op_type
+            raise ModelLoadError(f"{source}: node {name!r} ({node.op_type}) is invalid: "
+                                 f"{_first_line(exc)}") from None
+    try:
+        onnx.shape_inference.infer_shapes(_without_weights(model), check_type=True,
+                                          strict_mode=True)
+    except Exception as exc:  # InferenceError, ValidationError
+        raise ModelLoadError(f"{source}: ONNX type and shape inference fails: "
+                             f"{_first_line(exc)}") from None
+
+
+def _opset_imports(model: Any) -> dict[str, int]:
+    """Imported opsets by domain; "" and "ai.onnx" name the same domain (ONNX Runtime reads a
+    node of either with the other's import)."""
+    imports = {o.domain or "": int(o.version) for o in model.opset_import}
+    for a, b in (("", "ai.onnx"), ("ai.onnx", "")):
+        if a in imports and b not in imports:
+            imports[b] = imports[a]
+    return imports
+
+
+def _first_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _checkable(node: Any) -> Any:
+    """``node`` as the checker should see it: domain "ai.onnx" as "", every graph attribute
+    emptied (the checker would judge a subgraph's references to outer tensors without the
+    outer scope)."""
+    from onnx import AttributeProto, GraphProto
+
+    if node.domain != "ai.onnx" and not any(
+            a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute):
+        return node
+    copy = type(node)()
+    copy.CopyFrom(node)
+    if copy.domain == "ai.onnx":
+        copy.domain = ""
+    for attr in copy.attribute:
+        if attr.type == AttributeProto.GRAPH:
+            attr.g.CopyFrom(GraphProto(name=attr.g.name))
+        elif attr.type == AttributeProto.GRAPHS:
+            for graph in attr.graphs:
+                graph.CopyFrom(GraphProto(name=graph.name))
+    return copy
+
+
+_KEEP_VALUES = 64  # initializers up to this many elements keep their values for inference
+
+
+def _without_weights(model: Any) -> Any:
+    """A copy of ``model`` for inference: big initializers keep their type and dims but no values
+    (sparse initializers appear as such dense ones), outputs and value_info their types only."""
+    from onnx import ModelProto, TensorProto, helper
+
+    graph = model.graph
+    copy = ModelProto(ir_version=model.ir_version, functions=model.functions)
+    imports = _opset_imports(model)
+    for node in graph.node:  # other domains' nodes without an import: ONNX Runtime decides
+        imports.setdefault(node.domain, 1)
+    copy.opset_import.extend(helper.make_opsetid(d, v) for d, v in imports.items())
+    copy.graph.name = graph.name
+    copy.graph.node.extend(graph.node)
+    for node in copy.graph.node:
+        if node.domain == "ai.onnx":
+            node.domain = ""
+    copy.graph.input.extend(graph.input)
+    # Declared shapes of outputs and intermediate tensors are hints (ONNX Runtime uses the
+    # inferred ones when they differ); their element types must hold.
+    for field_name in ("output", "value_info"):
+        for value in getattr(graph, field_name):
+            kept = getattr(copy.graph, field_name).add()
+            kept.CopyFrom(value)
+            if kept.type.HasField("tensor_type"):
+                kept.type.tensor_type.ClearField("shape")
+    for init in graph.initializer:
+        small = math.prod(init.dims) <= _KEEP_VALUES and init.data_location != TensorProto.EXTERNAL
+        if small:
+            copy.graph.initializer.append(init)
+        else:
+            copy.graph.initializer.append(TensorProto(name=init.name, data_type=init.data_type,
+                                                      dims=init.dims))
+    for sparse in graph.sparse_initializer:
+        copy.graph.initializer.append(TensorProto(name=sparse.values.name,
+                                                  data_type=sparse.values.data_type,
+                                                  dims=sparse.dims))
+    return copy
 
 
 def _load_external_data(model: Any, source: str, base_dir: Path | None) -> None:

@@ -324,6 +324,13 @@ BAD_MODELS = {
         "auto_pad", "VALID")),
     "negative initializer dims": lambda m: next(
         t for t in m.graph.initializer if t.name == "c4.b").dims.__setitem__(0, -16),
+    "unknown attribute": lambda m: _set_attr(m, "relu1", helper.make_attribute("alpha", 0.5)),
+    "attribute twice": lambda m: _node(m, "conv1").attribute.append(
+        helper.make_attribute("pads", [1, 1, 1, 1])),
+    "opset 5 (Clip with 3 inputs)": lambda m: m.opset_import[0].__setattr__("version", 5),
+    "int32 conv weight": lambda m: _init(m, "c1.w", np.ones((8, 3, 3, 3), np.int32)),
+    "output declared int8": lambda m: m.graph.output[0].type.tensor_type.__setattr__(
+        "elem_type", TensorProto.INT8),
 }
 
 
@@ -341,6 +348,24 @@ def test_invalid_models_are_one_clean_error(tmp_path, what):
         with pytest.raises(EngineError) as info:
             Engine(path, options=EngineOptions(backend=backend, threads=1)).run(feeds)
         assert str(info.value).strip()
+
+
+def test_opset10_clip_reads_its_attributes(tmp_path):
+    """Clip-6 (opsets 6..10) bounds are attributes; its inputs beyond the first are invalid."""
+    seed = seed_by_name("depthwise")
+    model = copy.deepcopy(seed.model)
+    model.opset_import[0].version = 10
+    clip = _node(model, "relu6")
+    del clip.input[1:]
+    clip.attribute.extend([helper.make_attribute("min", 0.5), helper.make_attribute("max", 2.0)])
+    path = _write(seed, tmp_path, model)
+    feeds = _feeds(seed)
+    assert_close(Engine(path, threads=1).run(feeds), _ort(path, feeds)[0])
+    clip.input.extend(["", "six"])  # min / max as inputs at opset 10
+    path = _write(seed, tmp_path, model)
+    assert _refuses(path)
+    with pytest.raises(ModelLoadError):
+        Engine(path)
 
 
 def test_ort_run_time_errors_are_engine_errors(tmp_path):
@@ -388,6 +413,17 @@ def test_duplicate_initializer_is_refused_though_ort_runs_it(tmp_path):
     path.write_bytes(data)
     with pytest.raises(ModelLoadError, match="defined twice"):
         Engine(path)
+
+
+def test_declared_output_shapes_are_hints(tmp_path):
+    """A stale declared output shape (ORT accepts it) does not make the model invalid."""
+    seed = seed_by_name("cnn")
+    model = copy.deepcopy(seed.model)
+    for dim, value in zip(model.graph.output[0].type.tensor_type.shape.dim, (7, 3), strict=True):
+        dim.dim_value = value
+    path = _write(seed, tmp_path, model)
+    feeds = _feeds(seed)
+    assert_close(Engine(path, threads=1).run(feeds), _ort(path, feeds)[0])
 
 
 # ----------------------------------------------------------------------------- 12: endless paths
