@@ -5,12 +5,12 @@ Reads any ONNX graph: dense initializers, COO ``sparse_initializer``s (as writte
 stage's ``model.sparse.onnx``), ``Constant`` nodes, weights in external data files (resolved
 against the model's folder, never the current directory), any number of inputs and outputs of
 any dtype, and symbolic, ``0`` or ``-1`` dims (all "dynamic"). Structural faults (duplicate
-names, cycles, undefined inputs, unreadable tensors, a path that is not a regular file) raise
-:class:`ModelLoadError`, and so does what ONNX Runtime refuses at load: a node that breaks its
-operator's schema (unknown or repeated attributes, wrong attribute types, input counts) or a
-type ONNX's strict type and shape inference rejects (``check_onnx_rules``). Which operators
-run natively is decided later (``runtime.partition``), so a model is never refused here for its
-operators.
+names, cycles, undefined inputs, unreadable tensors, a path that is not a regular file, a name
+that is not UTF-8) raise :class:`ModelLoadError`, and so does what ONNX Runtime refuses at load:
+a node that breaks its operator's schema (unknown or repeated attributes, wrong attribute types,
+input counts) or a type ONNX's strict type and shape inference rejects (``check_onnx_rules``).
+Which operators run natively is decided later (``runtime.partition``), so a model is never
+refused here for its operators.
 """
 
 from __future__ import annotations
@@ -207,6 +207,7 @@ def parse_model_bytes(data: bytes, source: str = "<bytes>", base_dir: Path | Non
         raise ModelLoadError(f"{source} is not a valid ONNX model ({type(exc).__name__})") from None
     if not model.HasField("graph") or len(model.graph.node) == 0:
         raise ModelLoadError(f"{source} is not a valid ONNX model (no graph or no nodes)")
+    _check_text(model, source)
     opsets = {o.domain or "": int(o.version) for o in model.opset_import}
     opset = next((v for d, v in opsets.items() if d in ONNX_DOMAINS), None)
     if opset is None:
@@ -222,6 +223,22 @@ def parse_model_bytes(data: bytes, source: str = "<bytes>", base_dir: Path | Non
     _check_names(nodes, constants, inputs, outputs, source)
     nodes = topological_order(nodes, {t.name for t in inputs} | set(constants), source)
     return Graph(nodes, constants, inputs, outputs, opset, opsets, int(model.ir_version))
+
+
+def _check_text(model: Any, source: str) -> None:
+    """Every name is text: protobuf hands out a string field holding invalid UTF-8 as bytes."""
+    graph = model.graph
+    names = [o.domain for o in model.opset_import]
+    for node in graph.node:
+        names += [node.op_type, node.name, node.domain, *node.input, *node.output,
+                  *(a.name for a in node.attribute)]
+    for tensor in [*graph.initializer, *(s.values for s in graph.sparse_initializer)]:
+        names += [tensor.name, *(e.key for e in tensor.external_data),
+                  *(e.value for e in tensor.external_data)]
+    names += [v.name for v in (*graph.input, *graph.output, *graph.value_info)]
+    bad = next((n for n in names if not isinstance(n, str)), None)
+    if bad is not None:
+        raise ModelLoadError(f"{source}: a name is not valid UTF-8 text ({bad[:40]!r})")
 
 
 def check_onnx_rules(model: Any, source: str = "<model>") -> None:
@@ -350,7 +367,12 @@ def _load_external_data(model: Any, source: str, base_dir: Path | None) -> None:
         if not uses_external_data(tensor):
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (base / location).resolve()
+        if not isinstance(location, str):  # protobuf hands out invalid UTF-8 as bytes
+            location = ""
+        try:
+            target = (base / location).resolve()
+        except (OSError, ValueError):  # a NUL byte, a loop of links
+            target = base
         if not location or os.path.isabs(location) or base not in target.parents:
             raise ModelLoadError(f"{source}: external data of {tensor.name!r} must be a file "
                                  f"inside the model's folder, got {location!r}")

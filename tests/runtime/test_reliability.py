@@ -107,7 +107,7 @@ def test_external_data_without_its_file_is_a_load_error(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("location", ["/etc/passwd", "../weights.bin", "sub/../../weights.bin",
-                                      "", ".", "/dev/zero"])
+                                      "", "weights.bin\0x", ".", "/dev/zero"])
 def test_external_data_outside_the_model_folder_is_refused(tmp_path, location):
     seed = seed_by_name("external")
     model = copy.deepcopy(seed.model)
@@ -117,6 +117,15 @@ def test_external_data_outside_the_model_folder_is_refused(tmp_path, location):
     path = _write(seed, tmp_path / "model", model)
     (tmp_path / "weights.bin").write_bytes(seed.files[EXTERNAL_FILE])
     with pytest.raises(ModelLoadError, match="external data"):
+        Engine(path)
+
+
+def test_external_data_location_of_invalid_utf8_is_refused(tmp_path):
+    seed = seed_by_name("external")
+    data = seed.model.SerializeToString().replace(EXTERNAL_FILE.encode(), b"\xff\xfeights.bin")
+    path = tmp_path / "model.onnx"
+    path.write_bytes(data)
+    with pytest.raises(ModelLoadError, match="UTF-8"):
         Engine(path)
 
 
