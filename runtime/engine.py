@@ -15,10 +15,18 @@ partitioned, planned) and keeps the most recently used ``plan_cache_size`` of th
 independent images runs from a one-image plan, threads taking whole images or batch-interleaved
 groups (``runtime.planner.batch``); the choices that are timed are described in
 ``runtime.tuning`` and reported by :meth:`Engine.describe`. ``run`` is thread-safe.
+
+NaN in, NaN out, as ONNX Runtime: a sparse kernel never multiplies by a pruned (zero) weight, so
+a NaN or Inf activation does not spread through it the way ``0 * NaN = NaN`` spreads it through
+dense arithmetic. When an input holds NaN, Inf or values so large their squares overflow, or
+the native answer holds NaN or Inf, the answer comes from ONNX Runtime (dense); a model whose
+weights hold such values runs on ONNX Runtime throughout. Finite inputs of ordinary size cost
+one dot product per array for the check.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from collections import OrderedDict
@@ -35,7 +43,7 @@ from runtime.planner.batch import batch_separable, interleave_lanes
 from runtime.program import Program, build_program, ort_session
 from runtime.tuning import SERIAL_PROBE_MAX_S, compare_streams
 
-__all__ = ["Engine", "weight_density", "COVERAGE_WARN_FRACTION"]
+__all__ = ["Engine", "weight_density", "extreme", "extreme_constants", "COVERAGE_WARN_FRACTION"]
 
 COVERAGE_WARN_FRACTION = 0.10  # warn once when more of the MACs than this are not native
 
@@ -76,6 +84,12 @@ class Engine:
         self._separable: dict[Shapes, bool] = {}
         self._warned = False
         self._last: Program | None = None
+        self._dense: Any = None  # ONNX Runtime session for non-finite values (False: refused)
+        self._extreme_weights = self._ort is None and extreme_constants(self.graph)
+        if self._extreme_weights:
+            warnings.warn(f"{self.path.name}: weights hold NaN, Inf or values near float32's "
+                          "limit; the model runs on ONNX Runtime (dense arithmetic)",
+                          RuntimeWarning, stacklevel=2)
         declared = self._declared_shapes(batch=1)
         if declared is not None and self._ort is None:
             self._program(declared)  # an inconsistent or (strict mode) unsupported model fails now
@@ -117,8 +131,12 @@ class Engine:
         feeds = self._feeds(inputs)
         if self._ort is not None:
             outs = self._run_ort(feeds)
+        elif self._extreme_weights or any(map(extreme, feeds.values())):
+            outs = self._run_dense(feeds, None)
         else:
             outs = self._run_native(feeds)
+            if any(map(extreme, outs)):
+                outs = self._run_dense(feeds, outs)
         if output_names is not None:
             names = self.graph.output_names
             unknown = [n for n in output_names if n not in names]
@@ -132,6 +150,23 @@ class Engine:
             return list(self._ort.run(None, feeds))
         except Exception as exc:  # ORT raises its own exception types
             raise EngineError(f"ONNX Runtime failed: {' '.join(str(exc).split())[:400]}") from None
+
+    def _run_dense(self, feeds: dict[str, np.ndarray],
+                   native: list[np.ndarray] | None) -> list[np.ndarray]:
+        """ONNX Runtime's answer (dense arithmetic: NaN and Inf spread as in ONNX); the native one
+        when ONNX Runtime cannot load or run the model."""
+        with self._lock:
+            if self._dense is None:
+                try:
+                    self._dense = ort_session(str(self.path), self.threads, str(self.path))
+                except EngineError:
+                    self._dense = False
+        if self._dense is not False:
+            try:
+                return list(self._dense.run(None, feeds))
+            except Exception:  # noqa: BLE001 - ORT's own types; the native answer stands
+                pass
+        return native if native is not None else self._run_native(feeds)
 
     def _run_native(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         shapes = _key(feeds)
@@ -370,6 +405,26 @@ class Engine:
             raise InputError(f"the model has {len(names)} inputs {names}: pass a dict "
                              "name -> array")
         return {info.name: _checked(info, given[info.name]) for info in self.graph.inputs}
+
+
+def extreme(x: np.ndarray) -> bool:
+    """True when the float array ``x`` holds NaN, Inf or values whose squares overflow (its
+    sum of squares is not finite): one dot product, no temporary."""
+    if x.dtype.kind != "f" or x.size == 0:
+        return False
+    flat = x.reshape(-1)
+    if flat.dtype == np.float16:
+        flat = flat.astype(np.float32)
+    with np.errstate(all="ignore"):
+        return not math.isfinite(float(np.dot(flat, flat)))
+
+
+def extreme_constants(graph: Graph) -> bool:
+    """Some float constant (other than a scalar such as a Clip bound) that a node reads is
+    extreme (see :func:`extreme`)."""
+    read = {name for node in graph.nodes for name in node.inputs if name}
+    return any(extreme(np.asarray(value)) for name, value in graph.constants.items()
+               if name in read and np.asarray(value).size > 1)
 
 
 def _checked(info: TensorInfo, x: Any) -> np.ndarray:

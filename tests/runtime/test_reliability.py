@@ -25,6 +25,7 @@ from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from runtime import Engine, EngineError, EngineOptions, InputError, ModelLoadError
 from runtime.__main__ import main
+from runtime.engine import extreme
 from tests.fuzz.seeds import EXTERNAL_FILE, Seed, seed_by_name
 from tests.runtime.onnx_cases import assert_close
 
@@ -146,6 +147,72 @@ def _assert_same_as_ort(got: list[np.ndarray], expected: list[np.ndarray]) -> No
         np.testing.assert_array_equal(np.isinf(g), np.isinf(e))
         finite = np.isfinite(e)
         assert_close(np.where(finite, g, 0).astype(np.float32), np.where(finite, e, 0))
+
+
+@pytest.mark.parametrize("options", NAN_OPTIONS)
+@pytest.mark.parametrize("name", ["cnn", "depthwise", "multi_output", "sparse_init"])
+@pytest.mark.parametrize("where", ["all", "pixel", "channel"])
+def test_nan_in_nan_out_as_onnx_runtime(tmp_path, name, where, options):
+    """A pruned conv skips its zero weights, so 0 * NaN never happens natively; the answer is
+    still ONNX Runtime's (NaN wherever dense arithmetic spreads it)."""
+    seed = seed_by_name(name)
+    path = _write(seed, tmp_path)
+    batch = 16 if seed.model.graph.input[0].type.tensor_type.shape.dim[0].dim_param else None
+    feeds = _feeds(seed, batch)
+    x = feeds["x"]
+    if where == "all":
+        x[...] = np.nan
+    elif where == "pixel":
+        x[0, 1, 2, 3] = np.nan
+    else:
+        x[-1, 0] = np.nan
+    engine = Engine(path, options=EngineOptions(backend="native", tuning="off", **options))
+    expected = _ort(path, feeds)
+    got = _run(engine, feeds)
+    _assert_same_as_ort(got, expected)
+    if where == "all":
+        assert all(np.isnan(g).any() for g in got)
+    # The same engine still answers finite inputs natively and right.
+    clean = _feeds(seed, batch, rng=1)
+    for g, e in zip(_run(engine, clean), _ort(path, clean), strict=True):
+        assert_close(g, e)
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, 3e38, -3e38])
+def test_infinite_and_huge_inputs_as_onnx_runtime(tmp_path, value):
+    seed = seed_by_name("cnn")
+    path = _write(seed, tmp_path)
+    feeds = _feeds(seed, 4)
+    feeds["x"][1, :, 3] = value
+    engine = Engine(path, options=EngineOptions(backend="native", threads=2, tuning="off"))
+    _assert_same_as_ort(_run(engine, feeds), _ort(path, feeds))
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -3e38])
+def test_non_finite_weights_as_onnx_runtime(tmp_path, value):
+    seed = seed_by_name("multi_output")
+    model = copy.deepcopy(seed.model)
+    init = next(t for t in model.graph.initializer if t.name == "c1.w")
+    w = numpy_helper.to_array(init).copy()
+    w[0, 0, 1, 1] = value
+    init.CopyFrom(numpy_helper.from_array(w, "c1.w"))
+    path = _write(seed, tmp_path, model)
+    feeds = _feeds(seed)
+    with pytest.warns(RuntimeWarning, match="weights hold NaN, Inf"):
+        engine = Engine(path, options=EngineOptions(backend="native", threads=1))
+    _assert_same_as_ort(_run(engine, feeds), _ort(path, feeds))
+
+
+def test_extreme_detects_nan_inf_and_overflowing_values():
+    assert not extreme(np.ones((2, 3), np.float32))
+    assert not extreme(np.arange(5))  # integers are never extreme
+    assert not extreme(np.zeros(0, np.float32))
+    for value in (np.nan, np.inf, -np.inf, 1e30):
+        x = np.ones(100, np.float32)
+        x[17] = value
+        assert extreme(x), value
+    assert not extreme(np.full(4, 60000, np.float16))  # squared in float32
+    assert extreme(np.array([1.0, np.nan], np.float16))
 
 
 # ----------------------------------------------------------------------------- 3, 4: CLI
