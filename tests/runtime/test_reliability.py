@@ -557,3 +557,41 @@ def test_input_arrays_of_the_wrong_kind_are_input_errors(tmp_path):
 
 
 # ----------------------------------------------------------------------------- found by fuzzing
+
+
+@pytest.mark.parametrize("lo, hi", [(None, np.nan), (np.nan, 6.0), (3.0, 1.0)])
+def test_clip_bounds_nan_or_crossed_as_onnx_runtime(tmp_path, lo, hi):
+    """Clip(min > max) is max everywhere (ONNX); NaN bounds: whatever ORT does. The native
+    clamp needs lo <= hi, so such a Clip runs on ONNX Runtime (it was a raw ValueError)."""
+    seed = seed_by_name("depthwise")
+    model = copy.deepcopy(seed.model)
+    clip = _node(model, "relu6")
+    model.graph.initializer.append(numpy_helper.from_array(np.array(hi, np.float32), "hi"))
+    clip.input[2] = "hi"
+    if lo is not None:
+        model.graph.initializer.append(numpy_helper.from_array(np.array(lo, np.float32), "lo"))
+        clip.input[1] = "lo"
+    path = _write(seed, tmp_path, model)
+    feeds = _feeds(seed)
+    _assert_same_as_ort(_run(Engine(path, threads=1), feeds), _ort(path, feeds))
+
+
+@pytest.mark.parametrize("epsilon, scale_shape", [(-1.0, (16,)), (-3e38, (16,)),
+                                                  (1e-5, (1, 1)), (1e-5, (1, 16))])
+def test_layer_norm_odd_epsilon_and_scale_as_onnx_runtime(tmp_path, epsilon, scale_shape):
+    """A negative epsilon (NaN where var + eps < 0) and a scale of more dims than the
+    normalized shape: ONNX Runtime computes them (they were a raw ValueError natively)."""
+    seed = seed_by_name("decoder")
+    model = copy.deepcopy(seed.model)
+    ln = _node(model, "ln")
+    _set_attr(model, "ln", helper.make_attribute("epsilon", epsilon))
+    _init(model, "ln.g", np.linspace(0.5, 1.5, int(np.prod(scale_shape)),
+                                     dtype=np.float32).reshape(scale_shape))
+    assert ln.op_type == "LayerNormalization"
+    path = _write(seed, tmp_path, model)
+    feeds = _feeds(seed)
+    if _refuses(path, feeds):
+        with pytest.raises(EngineError):
+            Engine(path, threads=1).run(feeds)
+        return
+    _assert_same_as_ort(_run(Engine(path, threads=1), feeds), _ort(path, feeds))
