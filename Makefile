@@ -1,6 +1,7 @@
 # One-command entry points. A fresh clone needs nothing else: every target runs `setup` first.
 #   make train compile bench   -> runs/$(NAME), artifacts/$(NAME), bench report
 #   make test                  -> the full test suite (what CI runs)
+#   make fuzz                  -> 10,000 fuzz cases vs ONNX Runtime (~15 min) -> reports/fuzz/report.json
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +10,7 @@ CONFIG ?= configs/default.yaml
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup dataset train compile bench frontier ablation test lint clean
+.PHONY: setup dataset train compile bench frontier ablation test fuzz lint clean
 
 setup: $(STAMP) dataset
 
@@ -46,6 +47,9 @@ ablation: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+fuzz: setup
+	$(PY) -m tests.fuzz.harness --cases 10000 --out reports/fuzz
 
 lint: setup
 	$(PY) -m ruff check .
