@@ -367,7 +367,10 @@ def _proto_mutation(model: onnx.ModelProto, files: dict[str, bytes],
     weights = np.array([PROTO_MUTATIONS[n][1] for n in names], float)
     for _ in range(20):
         name = str(rng.choice(names, p=weights / weights.sum()))
-        described = PROTO_MUTATIONS[name][0](model, files, rng)
+        try:
+            described = PROTO_MUTATIONS[name][0](model, files, rng)
+        except (AttributeError, IndexError, KeyError, ValueError, TypeError):
+            described = None  # an earlier mutation left nothing this one applies to
         if described is not None:
             return f"{name}: {described}"
     return "none applicable"
@@ -641,6 +644,8 @@ def m_init_reshape(model, files, rng):
 
 def m_input_shape(model, files, rng):
     value = _pick(rng, model.graph.input)
+    if value is None:
+        return None
     tt = value.type.tensor_type
     how = int(rng.integers(5))
     if how == 0 or not tt.HasField("shape") or not tt.shape.dim:
@@ -662,6 +667,8 @@ def m_input_shape(model, files, rng):
 
 def m_io_dtype(model, files, rng):
     value = _pick(rng, [*model.graph.input, *model.graph.output])
+    if value is None:
+        return None
     value.type.tensor_type.elem_type = int(_pick(rng, DTYPES))
     return f"{value.name} elem_type {value.type.tensor_type.elem_type}"
 
