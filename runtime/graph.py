@@ -209,10 +209,7 @@ def parse_model_bytes(data: bytes, source: str = "<bytes>", base_dir: Path | Non
         raise ModelLoadError(f"{source} is not a valid ONNX model (no graph or no nodes)")
     _check_text(model, source)
     opsets = {o.domain or "": int(o.version) for o in model.opset_import}
-    opset = next((v for d, v in opsets.items() if d in ONNX_DOMAINS), None)
-    if opset is None:
-        raise ModelLoadError(f"{source} declares no default-domain opset")
-    check_onnx_rules(model, source)
+    opset = _default_opset(model, opsets, source)
     _load_external_data(model, source, base_dir)
     constants = _read_initializers(model.graph, source)
     nodes = [_read_node(n, i, source) for i, n in enumerate(model.graph.node)]
@@ -222,7 +219,25 @@ def parse_model_bytes(data: bytes, source: str = "<bytes>", base_dir: Path | Non
     outputs = [_tensor_info(v, source, "output") for v in model.graph.output]
     _check_names(nodes, constants, inputs, outputs, source)
     nodes = topological_order(nodes, {t.name for t in inputs} | set(constants), source)
+    check_onnx_rules(model, source)
     return Graph(nodes, constants, inputs, outputs, opset, opsets, int(model.ir_version))
+
+
+def _default_opset(model: Any, opsets: dict[str, int], source: str) -> int:
+    """The default domain's opset: imported once ("" and "ai.onnx" alike) and not newer than
+    the ONNX this runs with knows (ONNX Runtime refuses those too)."""
+    from onnx.defs import onnx_opset_version
+
+    versions = {int(o.version) for o in model.opset_import if (o.domain or "") in ONNX_DOMAINS}
+    if not versions:
+        raise ModelLoadError(f"{source} declares no default-domain opset")
+    if len(versions) > 1:
+        raise ModelLoadError(f"{source} imports the default domain twice, at opsets "
+                             f"{sorted(versions)}")
+    opset = versions.pop()
+    if not 1 <= opset <= onnx_opset_version():
+        raise ModelLoadError(f"{source}: opset {opset} is outside 1..{onnx_opset_version()}")
+    return opset
 
 
 def _check_text(model: Any, source: str) -> None:
@@ -251,7 +266,7 @@ def check_onnx_rules(model: Any, source: str = "<model>") -> None:
     import onnx
     from onnx import checker
 
-    if not 3 <= model.ir_version <= onnx.IR_VERSION:
+    if not 0 <= model.ir_version <= onnx.IR_VERSION:
         raise ModelLoadError(f"{source}: unsupported IR version {model.ir_version}")
     ctx = checker.C.CheckerContext()
     ctx.ir_version = model.ir_version
@@ -326,7 +341,7 @@ def _without_weights(model: Any) -> Any:
         imports.setdefault(node.domain, 1)
     copy.opset_import.extend(helper.make_opsetid(d, v) for d, v in imports.items())
     copy.graph.name = graph.name
-    copy.graph.node.extend(graph.node)
+    copy.graph.node.extend(_sorted_nodes(graph))  # ONNX Runtime sorts them; inference does not
     for node in copy.graph.node:
         if node.domain == "ai.onnx":
             node.domain = ""
@@ -353,6 +368,29 @@ def _without_weights(model: Any) -> Any:
     return copy
 
 
+def _sorted_nodes(graph: Any) -> list[Any]:
+    """The graph's NodeProtos in a topological order (file order where it is one)."""
+    nodes = list(graph.node)
+    done = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {
+        s.values.name for s in graph.sparse_initializer} | {""}
+    ordered, waiting = [], nodes
+    while waiting:
+        left = []
+        for node in waiting:
+            if all(name in done for name in node.input):
+                ordered.append(node)
+                done.update(node.output)
+            else:
+                left.append(node)
+        if len(left) == len(waiting):  # not a DAG of explicit inputs: keep the rest as is
+            return ordered + left
+        waiting = left
+    return ordered
+
+
+_EXTERNAL_KEYS = ("location", "offset", "length", "checksum")
+
+
 def _load_external_data(model: Any, source: str, base_dir: Path | None) -> None:
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
@@ -366,14 +404,19 @@ def _load_external_data(model: Any, source: str, base_dir: Path | None) -> None:
     for tensor in tensors:
         if not uses_external_data(tensor):
             continue
+        unknown = [e.key for e in tensor.external_data if e.key not in _EXTERNAL_KEYS]
+        if unknown:
+            raise ModelLoadError(f"{source}: external data of {tensor.name!r} has unknown keys "
+                                 f"{unknown}")
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        if not isinstance(location, str):  # protobuf hands out invalid UTF-8 as bytes
-            location = ""
         try:
             target = (base / location).resolve()
-        except (OSError, ValueError):  # a NUL byte, a loop of links
+        except (OSError, ValueError, TypeError):  # a NUL byte, a loop of links
             target = base
-        if not location or os.path.isabs(location) or base not in target.parents:
+        # ".." leaves the folder, or needs a folder that may not exist ("sub/../w.bin" opens
+        # only when sub/ does, whatever the path arithmetic says)
+        if (not location or os.path.isabs(location) or ".." in Path(location).parts
+                or base not in target.parents):
             raise ModelLoadError(f"{source}: external data of {tensor.name!r} must be a file "
                                  f"inside the model's folder, got {location!r}")
         if not target.is_file():
@@ -519,7 +562,8 @@ def _tensor_info(value_info: Any, source: str, what: str) -> TensorInfo:
     ttype = value_info.type.tensor_type
     dtype = _ELEM_TYPES.get(ttype.elem_type)
     if dtype is None:
-        if what == "input":
+        if what == "input" or (value_info.type.HasField("tensor_type") and not ttype.elem_type):
+            # (an output declared a tensor of no element type: ONNX Runtime refuses it too)
             raise ModelLoadError(f"{source}: {what} {value_info.name!r} has unsupported element "
                                  f"type {ttype.elem_type}")
         dtype = np.float32  # outputs: the producing node decides
@@ -544,6 +588,8 @@ def _check_names(nodes: list[Node], constants: dict[str, np.ndarray], inputs: li
                 raise ModelLoadError(f"{source}: tensor {name!r} ({node.describe()}) is "
                                      "defined twice")
             defined.add(name)
+    if not outputs:
+        raise ModelLoadError(f"{source}: the graph has no outputs")
     for out in outputs:
         if out.name not in defined:
             raise ModelLoadError(f"{source}: graph output {out.name!r} is produced by no node")

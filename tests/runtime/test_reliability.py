@@ -23,7 +23,13 @@ import onnxruntime as ort
 import pytest
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
-from runtime import Engine, EngineError, EngineOptions, InputError, ModelLoadError
+from runtime import (
+    Engine,
+    EngineError,
+    EngineOptions,
+    InputError,
+    ModelLoadError,
+)
 from runtime.__main__ import main
 from runtime.engine import extreme
 from tests.fuzz.seeds import EXTERNAL_FILE, Seed, seed_by_name
@@ -595,3 +601,68 @@ def test_layer_norm_odd_epsilon_and_scale_as_onnx_runtime(tmp_path, epsilon, sca
             Engine(path, threads=1).run(feeds)
         return
     _assert_same_as_ort(_run(Engine(path, threads=1), feeds), _ort(path, feeds))
+
+
+def _ai_onnx_twice(m):
+    m.opset_import.append(helper.make_opsetid("ai.onnx", 1))
+
+
+def _external_key(m, key, value):
+    entry = m.graph.initializer[1].external_data.add()
+    entry.key, entry.value = key, value
+
+
+def _location(m, value):
+    next(e for e in m.graph.initializer[1].external_data if e.key == "location").value = value
+
+
+REFUSED_BY_BOTH = {  # (seed, mutation): ORT refuses at load or at its first run, so must we
+    "no graph outputs": ("cnn", lambda m: m.graph.ClearField("output")),
+    "default domain imported twice": ("sparse_init", _ai_onnx_twice),
+    "opset 1000": ("cnn", lambda m: m.opset_import[0].__setattr__("version", 1000)),
+    "output of element type 0": ("depthwise", lambda m: m.graph.output[0].type.tensor_type
+                                 .__setattr__("elem_type", 0)),
+    "unknown external data key": ("external", lambda m: _external_key(m, "ldngth", "8")),
+    "external data through a missing folder": ("external",
+                                               lambda m: _location(m, "sub/../weights.bin")),
+}
+
+
+@pytest.mark.parametrize("what", list(REFUSED_BY_BOTH))
+def test_models_ort_refuses_are_refused(tmp_path, what):
+    """Found by fuzzing: each of these ran natively, with invented semantics."""
+    name, mutate = REFUSED_BY_BOTH[what]
+    seed = seed_by_name(name)
+    model = copy.deepcopy(seed.model)
+    mutate(model)
+    path = _write(seed, tmp_path, model)
+    feeds = _feeds(seed)
+    assert _refuses(path, feeds), what
+    with pytest.raises(EngineError) as info:
+        Engine(path, options=EngineOptions(backend="native", threads=1)).run(feeds)
+    assert str(info.value).strip()
+
+
+ACCEPTED_BY_BOTH = {  # ORT runs these; they are valid enough, so the engine answers too
+    "nodes out of topological order": ("cnn", lambda m: m.graph.node.reverse()),
+    "IR version 0": ("cnn", lambda m: m.__setattr__("ir_version", 0)),
+    "IR version 2": ("multi_output", lambda m: m.__setattr__("ir_version", 2)),
+    "node of domain ai.onnx": ("decoder", lambda m: _node(m, "mul").__setattr__("domain",
+                                                                               "ai.onnx")),
+    "stale value_info shape": ("fallback", lambda m: m.graph.value_info.append(
+        helper.make_tensor_value_info("w", TensorProto.FLOAT, [1, 2]))),
+}
+
+
+@pytest.mark.parametrize("what", list(ACCEPTED_BY_BOTH))
+def test_models_ort_accepts_run(tmp_path, what):
+    name, mutate = ACCEPTED_BY_BOTH[what]
+    seed = seed_by_name(name)
+    model = copy.deepcopy(seed.model)
+    mutate(model)
+    path = _write(seed, tmp_path, model)
+    feeds = _feeds(seed)
+    expected = _ort(path, feeds)
+    got = _run(Engine(path, options=EngineOptions(backend="native", threads=1)), feeds)
+    for g, e in zip(got, expected, strict=True):
+        assert_close(g, e)
