@@ -9,6 +9,7 @@ Backends (``EngineOptions.backend``): ``native`` runs our kernels, with the oper
 on ONNX Runtime in-process (``fallback``; strict mode refuses such models at load, listing
 every unsupported node); ``onnxruntime`` hands the whole model to ONNX Runtime; ``auto`` picks
 ONNX Runtime for near-dense models, whose dense GEMM libraries beat direct sparse kernels.
+Models of opsets before 7 (legacy operator semantics) run on ONNX Runtime whatever the backend.
 
 Per set of input shapes the engine builds a program once (``runtime.program``: specialized,
 partitioned, planned) and keeps the most recently used ``plan_cache_size`` of them. A batch of
@@ -36,16 +37,20 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import EngineError, InputError
+from runtime.errors import EngineError, InputError, UnsupportedOpError
 from runtime.graph import Graph, TensorInfo, load_graph
 from runtime.options import EngineOptions
 from runtime.planner.batch import batch_separable, interleave_lanes
 from runtime.program import Program, build_program, ort_session
 from runtime.tuning import SERIAL_PROBE_MAX_S, compare_streams
 
-__all__ = ["Engine", "weight_density", "extreme", "extreme_constants", "COVERAGE_WARN_FRACTION"]
+__all__ = ["Engine", "weight_density", "extreme", "extreme_constants", "COVERAGE_WARN_FRACTION",
+           "MIN_NATIVE_OPSET"]
 
 COVERAGE_WARN_FRACTION = 0.10  # warn once when more of the MACs than this are not native
+# Models of older opsets run on ONNX Runtime, which implements their legacy operators where it
+# still does (Mul-6 broadcasts only with broadcast=1, Relu-1 ...) and refuses the others.
+MIN_NATIVE_OPSET = 7
 
 Shapes = tuple[tuple[str, tuple[int, ...]], ...]
 
@@ -97,6 +102,12 @@ class Engine:
                 self.tune(self.options.tune_batches or (1,))
 
     def _resolve_backend(self) -> str:
+        if self.graph.opset < MIN_NATIVE_OPSET:
+            if not self.options.fallback:
+                raise UnsupportedOpError(f"{self.path.name}: opset {self.graph.opset} models "
+                                         f"(before {MIN_NATIVE_OPSET}) run on ONNX Runtime only "
+                                         "(strict mode, fallback=False)")
+            return "onnxruntime"
         if self.options.backend != "auto":
             return self.options.backend
         dense = weight_density(self.graph) > self.options.dense_delegate_density

@@ -29,6 +29,7 @@ from runtime import (
     EngineOptions,
     InputError,
     ModelLoadError,
+    UnsupportedOpError,
 )
 from runtime.__main__ import main
 from runtime.engine import extreme
@@ -625,6 +626,8 @@ REFUSED_BY_BOTH = {  # (seed, mutation): ORT refuses at load or at its first run
     "unknown external data key": ("external", lambda m: _external_key(m, "ldngth", "8")),
     "external data through a missing folder": ("external",
                                                lambda m: _location(m, "sub/../weights.bin")),
+    "Mul-6 broadcasting without broadcast=1": ("multi_output", lambda m: m.opset_import[0]
+                                               .__setattr__("version", 6)),
 }
 
 
@@ -666,3 +669,22 @@ def test_models_ort_accepts_run(tmp_path, what):
     got = _run(Engine(path, options=EngineOptions(backend="native", threads=1)), feeds)
     for g, e in zip(got, expected, strict=True):
         assert_close(g, e)
+
+
+def test_opset6_models_run_on_onnx_runtime(tmp_path, capsys):
+    """Legacy operators (before opset 7) are ONNX Runtime's: what it implements runs there,
+    strict mode refuses the model."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 7])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    graph = helper.make_graph([helper.make_node("Clip", ["x"], ["y"], min=-0.2, max=0.4)],
+                              "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)])
+    model.ir_version = 8
+    path = tmp_path / "clip6.onnx"
+    path.write_bytes(model.SerializeToString())
+    feeds = {"x": np.linspace(-1, 1, 14, dtype=np.float32).reshape(2, 7)}
+    engine = Engine(path, options=EngineOptions(backend="native", threads=1))
+    assert engine.backend == "onnxruntime"
+    assert_close(engine.run(feeds), _ort(path, feeds)[0])
+    with pytest.raises(UnsupportedOpError, match="opset 6"):
+        Engine(path, options=EngineOptions(backend="native", fallback=False))
