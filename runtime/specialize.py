@@ -76,6 +76,7 @@ def _fold(node: Node, ctx: OpContext) -> bool:
     else:
         return False
     op.check_arity(node)
+    _call(node, lambda: _checked(op, node, ctx))  # an invalid node is refused, not evaluated
     results = _call(node, lambda: op.evaluate(node, _positional(node, values), ctx))
     if len(results) != len(node.outputs) or any(
             r.nbytes > FOLD_MAX_BYTES for r in map(np.asarray, results)):

@@ -35,7 +35,11 @@ def reduce_axes(node: Node, ctx: OpContext, rank: int) -> tuple[int, ...]:
         if node.input(1) and value is None:
             from runtime.errors import ModelLoadError
             raise ModelLoadError(f"{node.describe()}: axes must be a constant")
-        axes = None if value is None else [int(a) for a in value.reshape(-1)]
+        if value is not None and (value.ndim != 1 or value.dtype.kind not in "iu"):
+            from runtime.errors import ModelLoadError
+            raise ModelLoadError(f"{node.describe()}: axes must be a 1-D integer tensor, got "
+                                 f"{value.dtype} {value.shape}")
+        axes = None if value is None else [int(a) for a in value]
     else:
         axes = node.attr_ints("axes")
     if not axes:

@@ -626,6 +626,11 @@ REFUSED_BY_BOTH = {  # (seed, mutation): ORT refuses at load or at its first run
     "unknown external data key": ("external", lambda m: _external_key(m, "ldngth", "8")),
     "external data through a missing folder": ("external",
                                                lambda m: _location(m, "sub/../weights.bin")),
+    "GlobalAveragePool of a 1-D constant": ("sparse_init", lambda m: _node(m, "gap").input
+                                            .__setitem__(0, "b2")),
+    "ReduceMean axes of rank 2": ("decoder", lambda m: _init(m, "axes",
+                                                             np.ones((2, 3), np.int64))),
+    "Gemm C of rank 4": ("cnn", lambda m: _init(m, "fc.b", np.ones((8, 3, 1, 1), np.float32))),
     "Mul-6 broadcasting without broadcast=1": ("multi_output", lambda m: m.opset_import[0]
                                                .__setattr__("version", 6)),
 }
