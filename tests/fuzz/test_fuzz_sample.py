@@ -122,3 +122,22 @@ def test_reproducer_round_trip(tmp_path):
     again = load_reproducer(folder)
     assert again.model == case.model and again.files == case.files
     assert again.mutations == case.mutations and again.options == case.options
+
+
+def test_float64_arbiter_runs_the_seed_models(tmp_path):
+    """The arbiter of differing cases computes what ORT computes, in float64, on every seed
+    (sparse initializers included)."""
+    from tests.fuzz.harness import _float64_child, _ort_child, _write_case
+    from tests.fuzz.mutate import Case
+    from tests.fuzz.seeds import build_seeds
+
+    rng = np.random.default_rng(0)
+    for seed in build_seeds():
+        feeds = {k: rng.standard_normal(v).astype(np.float32)
+                 for k, v in seed.feed_shapes.items()}
+        case = Case(0, seed.name, "baseline", [], seed.model.SerializeToString(), seed.files,
+                    feeds, {}, {})
+        path = _write_case(case, tmp_path / seed.name)
+        reference, ort = _float64_child(path, case), _ort_child(path, case)
+        assert reference.status == "ok", (seed.name, reference.message)
+        assert compare_outputs(ort, reference) is None, seed.name
