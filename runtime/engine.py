@@ -19,10 +19,10 @@ groups (``runtime.planner.batch``); the choices that are timed are described in
 
 NaN in, NaN out, as ONNX Runtime: a sparse kernel never multiplies by a pruned (zero) weight, so
 a NaN or Inf activation does not spread through it the way ``0 * NaN = NaN`` spreads it through
-dense arithmetic. When an input holds NaN, Inf or values so large their squares overflow, or
-the native answer holds NaN or Inf, the answer comes from ONNX Runtime (dense); a model whose
-weights hold such values runs on ONNX Runtime throughout. Finite inputs of ordinary size cost
-one dot product per array for the check.
+dense arithmetic. When an input or the native answer holds NaN, Inf or values so large their
+squares overflow float32 (about 1e19), the answer comes from ONNX Runtime (dense); a model whose
+weights hold such values runs on ONNX Runtime throughout. The check costs one dot product per
+input and output array; a model whose ordinary answers hold Inf (a Log of zero) runs twice.
 """
 
 from __future__ import annotations
