@@ -9,16 +9,25 @@ Backends (``EngineOptions.backend``): ``native`` runs our kernels, with the oper
 on ONNX Runtime in-process (``fallback``; strict mode refuses such models at load, listing
 every unsupported node); ``onnxruntime`` hands the whole model to ONNX Runtime; ``auto`` picks
 ONNX Runtime for near-dense models, whose dense GEMM libraries beat direct sparse kernels.
+Models of opsets before 7 (legacy operator semantics) run on ONNX Runtime whatever the backend.
 
 Per set of input shapes the engine builds a program once (``runtime.program``: specialized,
 partitioned, planned) and keeps the most recently used ``plan_cache_size`` of them. A batch of
 independent images runs from a one-image plan, threads taking whole images or batch-interleaved
 groups (``runtime.planner.batch``); the choices that are timed are described in
 ``runtime.tuning`` and reported by :meth:`Engine.describe`. ``run`` is thread-safe.
+
+NaN in, NaN out, as ONNX Runtime: a sparse kernel never multiplies by a pruned (zero) weight, so
+a NaN or Inf activation does not spread through it the way ``0 * NaN = NaN`` spreads it through
+dense arithmetic. When an input or the native answer holds NaN, Inf or values so large their
+squares overflow float32 (about 1e19), the answer comes from ONNX Runtime (dense); a model whose
+weights hold such values runs on ONNX Runtime throughout. The check costs one dot product per
+input and output array; a model whose ordinary answers hold Inf (a Log of zero) runs twice.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from collections import OrderedDict
@@ -28,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import EngineError, InputError
+from runtime.errors import EngineError, InputError, UnsupportedOpError
 from runtime.graph import Graph, TensorInfo, load_graph
 from runtime.options import EngineOptions
 from runtime.planner.batch import batch_separable, interleave_lanes
@@ -36,9 +45,13 @@ from runtime.profile import DEFAULT_PROFILE_REPS, Profile, profile_program
 from runtime.program import Program, build_program, ort_session
 from runtime.tuning import SERIAL_PROBE_MAX_S, compare_streams
 
-__all__ = ["Engine", "weight_density", "COVERAGE_WARN_FRACTION"]
+__all__ = ["Engine", "weight_density", "extreme", "extreme_constants", "COVERAGE_WARN_FRACTION",
+           "MIN_NATIVE_OPSET"]
 
 COVERAGE_WARN_FRACTION = 0.10  # warn once when more of the MACs than this are not native
+# Models of older opsets run on ONNX Runtime, which implements their legacy operators where it
+# still does (Mul-6 broadcasts only with broadcast=1, Relu-1 ...) and refuses the others.
+MIN_NATIVE_OPSET = 7
 
 Shapes = tuple[tuple[str, tuple[int, ...]], ...]
 
@@ -77,6 +90,12 @@ class Engine:
         self._separable: dict[Shapes, bool] = {}
         self._warned = False
         self._last: Program | None = None
+        self._dense: Any = None  # ONNX Runtime session for non-finite values (False: refused)
+        self._extreme_weights = self._ort is None and extreme_constants(self.graph)
+        if self._extreme_weights:
+            warnings.warn(f"{self.path.name}: weights hold NaN, Inf or values near float32's "
+                          "limit; the model runs on ONNX Runtime (dense arithmetic)",
+                          RuntimeWarning, stacklevel=2)
         declared = self._declared_shapes(batch=1)
         if declared is not None and self._ort is None:
             if self._check_declared(declared) and self.options.tuning == "load":
@@ -95,6 +114,12 @@ class Engine:
         return True
 
     def _resolve_backend(self) -> str:
+        if self.graph.opset < MIN_NATIVE_OPSET:
+            if not self.options.fallback:
+                raise UnsupportedOpError(f"{self.path.name}: opset {self.graph.opset} models "
+                                         f"(before {MIN_NATIVE_OPSET}) run on ONNX Runtime only "
+                                         "(strict mode, fallback=False)")
+            return "onnxruntime"
         if self.options.backend != "auto":
             return self.options.backend
         dense = weight_density(self.graph) > self.options.dense_delegate_density
@@ -129,8 +154,12 @@ class Engine:
         feeds = self._feeds(inputs)
         if self._ort is not None:
             outs = self._run_ort(feeds)
+        elif self._extreme_weights or any(map(extreme, feeds.values())):
+            outs = self._run_dense(feeds, None)
         else:
             outs = self._run_native(feeds)
+            if any(map(extreme, outs)):
+                outs = self._run_dense(feeds, outs)
         if output_names is not None:
             names = self.graph.output_names
             unknown = [n for n in output_names if n not in names]
@@ -144,6 +173,23 @@ class Engine:
             return list(self._ort.run(None, feeds))
         except Exception as exc:  # ORT raises its own exception types
             raise EngineError(f"ONNX Runtime failed: {' '.join(str(exc).split())[:400]}") from None
+
+    def _run_dense(self, feeds: dict[str, np.ndarray],
+                   native: list[np.ndarray] | None) -> list[np.ndarray]:
+        """ONNX Runtime's answer (dense arithmetic: NaN and Inf spread as in ONNX); the native one
+        when ONNX Runtime cannot load or run the model."""
+        with self._lock:
+            if self._dense is None:
+                try:
+                    self._dense = ort_session(str(self.path), self.threads, str(self.path))
+                except EngineError:
+                    self._dense = False
+        if self._dense is not False:
+            try:
+                return list(self._dense.run(None, feeds))
+            except Exception:  # noqa: BLE001 - ORT's own types; the native answer stands
+                pass
+        return native if native is not None else self._run_native(feeds)
 
     def _run_native(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         shapes = _key(feeds)
@@ -441,6 +487,26 @@ class Engine:
             raise InputError(f"the model has {len(names)} inputs {names}: pass a dict "
                              "name -> array")
         return {info.name: _checked(info, given[info.name]) for info in self.graph.inputs}
+
+
+def extreme(x: np.ndarray) -> bool:
+    """True when the float array ``x`` holds NaN, Inf or values whose squares overflow (its
+    sum of squares is not finite): one dot product, no temporary."""
+    if x.dtype.kind != "f" or x.size == 0:
+        return False
+    flat = x.reshape(-1)
+    if flat.dtype == np.float16:
+        flat = flat.astype(np.float32)
+    with np.errstate(all="ignore"):
+        return not math.isfinite(float(np.dot(flat, flat)))
+
+
+def extreme_constants(graph: Graph) -> bool:
+    """Some float constant (other than a scalar such as a Clip bound) that a node reads is
+    extreme (see :func:`extreme`)."""
+    read = {name for node in graph.nodes for name in node.inputs if name}
+    return any(extreme(np.asarray(value)) for name, value in graph.constants.items()
+               if name in read and np.asarray(value).size > 1)
 
 
 def _checked(info: TensorInfo, x: Any) -> np.ndarray:

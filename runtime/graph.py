@@ -5,9 +5,12 @@ Reads any ONNX graph: dense initializers, COO ``sparse_initializer``s (as writte
 stage's ``model.sparse.onnx``), ``Constant`` nodes, weights in external data files (resolved
 against the model's folder, never the current directory), any number of inputs and outputs of
 any dtype, and symbolic, ``0`` or ``-1`` dims (all "dynamic"). Structural faults (duplicate
-names, cycles, undefined inputs, unreadable tensors, a path that is not a regular file) raise
-:class:`ModelLoadError`. Which operators run natively is decided later
-(``runtime.partition``), so a model is never refused here for its operators.
+names, cycles, undefined inputs, unreadable tensors, a path that is not a regular file, a name
+that is not UTF-8) raise :class:`ModelLoadError`, and so does what ONNX Runtime refuses at load:
+a node that breaks its operator's schema (unknown or repeated attributes, wrong attribute types,
+input counts) or a type ONNX's strict type and shape inference rejects (``check_onnx_rules``).
+Which operators run natively is decided later (``runtime.partition``), so a model is never
+refused here for its operators.
 """
 
 from __future__ import annotations
@@ -207,10 +210,9 @@ def parse_model_bytes(data: bytes, source: str = "<bytes>", base_dir: Path | Non
         raise ModelLoadError(f"{source} is not a valid ONNX model ({type(exc).__name__})") from None
     if not model.HasField("graph") or len(model.graph.node) == 0:
         raise ModelLoadError(f"{source} is not a valid ONNX model (no graph or no nodes)")
+    _check_text(model, source)
     opsets = {o.domain or "": int(o.version) for o in model.opset_import}
-    opset = next((v for d, v in opsets.items() if d in ONNX_DOMAINS), None)
-    if opset is None:
-        raise ModelLoadError(f"{source} declares no default-domain opset")
+    opset = _default_opset(model, opsets, source)
     _load_external_data(model, source, base_dir)
     constants = _read_initializers(model.graph, source)
     nodes = [_read_node(n, i, source) for i, n in enumerate(model.graph.node)]
@@ -220,7 +222,176 @@ def parse_model_bytes(data: bytes, source: str = "<bytes>", base_dir: Path | Non
     outputs = [_tensor_info(v, source, "output") for v in model.graph.output]
     _check_names(nodes, constants, inputs, outputs, source)
     nodes = topological_order(nodes, {t.name for t in inputs} | set(constants), source)
+    check_onnx_rules(model, source)
     return Graph(nodes, constants, inputs, outputs, opset, opsets, int(model.ir_version))
+
+
+def _default_opset(model: Any, opsets: dict[str, int], source: str) -> int:
+    """The default domain's opset: imported once ("" and "ai.onnx" alike) and not newer than
+    the ONNX this runs with knows (ONNX Runtime refuses those too)."""
+    from onnx.defs import onnx_opset_version
+
+    versions = {int(o.version) for o in model.opset_import if (o.domain or "") in ONNX_DOMAINS}
+    if not versions:
+        raise ModelLoadError(f"{source} declares no default-domain opset")
+    if len(versions) > 1:
+        raise ModelLoadError(f"{source} imports the default domain twice, at opsets "
+                             f"{sorted(versions)}")
+    opset = versions.pop()
+    if not 1 <= opset <= onnx_opset_version():
+        raise ModelLoadError(f"{source}: opset {opset} is outside 1..{onnx_opset_version()}")
+    return opset
+
+
+def _check_text(model: Any, source: str) -> None:
+    """Every name is text: protobuf hands out a string field holding invalid UTF-8 as bytes."""
+    graph = model.graph
+    names = [o.domain for o in model.opset_import]
+    for node in graph.node:
+        names += [node.op_type, node.name, node.domain, *node.input, *node.output,
+                  *(a.name for a in node.attribute)]
+    for tensor in [*graph.initializer, *(s.values for s in graph.sparse_initializer)]:
+        names += [tensor.name, *(e.key for e in tensor.external_data),
+                  *(e.value for e in tensor.external_data)]
+    names += [v.name for v in (*graph.input, *graph.output, *graph.value_info)]
+    bad = next((n for n in names if not isinstance(n, str)), None)
+    if bad is not None:
+        raise ModelLoadError(f"{source}: a name is not valid UTF-8 text ({bad[:40]!r})")
+
+
+def check_onnx_rules(model: Any, source: str = "<model>") -> None:
+    """The checks ONNX Runtime makes when it loads a model, so that a model it refuses is refused
+    here too instead of getting invented semantics: every node against its operator's schema at
+    the imported opset (known attributes of the right type, none twice, required ones present,
+    input and output counts), then ONNX's type and shape inference in strict mode (type
+    constraints, attribute sizes such as pads, declared output and value_info types).
+    Operators of other domains pass (ONNX Runtime decides)."""
+    import onnx
+    from onnx import checker
+
+    if not 0 <= model.ir_version <= onnx.IR_VERSION:
+        raise ModelLoadError(f"{source}: unsupported IR version {model.ir_version}")
+    ctx = checker.C.CheckerContext()
+    ctx.ir_version = model.ir_version
+    ctx.opset_imports = _opset_imports(model)
+    local = {(f.domain, f.name) for f in model.functions}
+    for node in model.graph.node:
+        if node.domain not in ONNX_DOMAINS or (node.domain, node.op_type) in local:
+            continue
+        try:
+            checker.check_node(_checkable(node), ctx)
+        except Exception as exc:  # checker.ValidationError and friends
+            name = node.name or node.op_type
+            raise ModelLoadError(f"{source}: node {name!r} ({node.op_type}) is invalid: "
+                                 f"{_first_line(exc)}") from None
+    try:
+        onnx.shape_inference.infer_shapes(_without_weights(model), check_type=True,
+                                          strict_mode=True)
+    except Exception as exc:  # InferenceError, ValidationError
+        raise ModelLoadError(f"{source}: ONNX type and shape inference fails: "
+                             f"{_first_line(exc)}") from None
+
+
+def _opset_imports(model: Any) -> dict[str, int]:
+    """Imported opsets by domain; "" and "ai.onnx" name the same domain (ONNX Runtime reads a
+    node of either with the other's import)."""
+    imports = {o.domain or "": int(o.version) for o in model.opset_import}
+    for a, b in (("", "ai.onnx"), ("ai.onnx", "")):
+        if a in imports and b not in imports:
+            imports[b] = imports[a]
+    return imports
+
+
+def _first_line(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def _checkable(node: Any) -> Any:
+    """``node`` as the checker should see it: domain "ai.onnx" as "", every graph attribute
+    emptied (the checker would judge a subgraph's references to outer tensors without the
+    outer scope)."""
+    from onnx import AttributeProto, GraphProto
+
+    if node.domain != "ai.onnx" and not any(
+            a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS) for a in node.attribute):
+        return node
+    copy = type(node)()
+    copy.CopyFrom(node)
+    if copy.domain == "ai.onnx":
+        copy.domain = ""
+    for attr in copy.attribute:
+        if attr.type == AttributeProto.GRAPH:
+            attr.g.CopyFrom(GraphProto(name=attr.g.name))
+        elif attr.type == AttributeProto.GRAPHS:
+            for graph in attr.graphs:
+                graph.CopyFrom(GraphProto(name=graph.name))
+    return copy
+
+
+_KEEP_VALUES = 64  # initializers up to this many elements keep their values for inference
+
+
+def _without_weights(model: Any) -> Any:
+    """A copy of ``model`` for inference: big initializers keep their type and dims but no values
+    (sparse initializers appear as such dense ones), outputs and value_info their types only."""
+    from onnx import ModelProto, TensorProto, helper
+
+    graph = model.graph
+    copy = ModelProto(ir_version=model.ir_version, functions=model.functions)
+    imports = _opset_imports(model)
+    for node in graph.node:  # other domains' nodes without an import: ONNX Runtime decides
+        imports.setdefault(node.domain, 1)
+    copy.opset_import.extend(helper.make_opsetid(d, v) for d, v in imports.items())
+    copy.graph.name = graph.name
+    copy.graph.node.extend(_sorted_nodes(graph))  # ONNX Runtime sorts them; inference does not
+    for node in copy.graph.node:
+        if node.domain == "ai.onnx":
+            node.domain = ""
+    copy.graph.input.extend(graph.input)
+    # Declared shapes of outputs and intermediate tensors are hints (ONNX Runtime uses the
+    # inferred ones when they differ); their element types must hold.
+    for field_name in ("output", "value_info"):
+        for value in getattr(graph, field_name):
+            kept = getattr(copy.graph, field_name).add()
+            kept.CopyFrom(value)
+            if kept.type.HasField("tensor_type"):
+                kept.type.tensor_type.ClearField("shape")
+    for init in graph.initializer:
+        small = math.prod(init.dims) <= _KEEP_VALUES and init.data_location != TensorProto.EXTERNAL
+        if small:
+            copy.graph.initializer.append(init)
+        else:
+            copy.graph.initializer.append(TensorProto(name=init.name, data_type=init.data_type,
+                                                      dims=init.dims))
+    for sparse in graph.sparse_initializer:
+        copy.graph.initializer.append(TensorProto(name=sparse.values.name,
+                                                  data_type=sparse.values.data_type,
+                                                  dims=sparse.dims))
+    return copy
+
+
+def _sorted_nodes(graph: Any) -> list[Any]:
+    """The graph's NodeProtos in a topological order (file order where it is one)."""
+    nodes = list(graph.node)
+    done = {v.name for v in graph.input} | {t.name for t in graph.initializer} | {
+        s.values.name for s in graph.sparse_initializer} | {""}
+    ordered, waiting = [], nodes
+    while waiting:
+        left = []
+        for node in waiting:
+            if all(name in done for name in node.input):
+                ordered.append(node)
+                done.update(node.output)
+            else:
+                left.append(node)
+        if len(left) == len(waiting):  # not a DAG of explicit inputs: keep the rest as is
+            return ordered + left
+        waiting = left
+    return ordered
+
+
+_EXTERNAL_KEYS = ("location", "offset", "length", "checksum")
 
 
 def _load_external_data(model: Any, source: str, base_dir: Path | None) -> None:
@@ -236,9 +407,19 @@ def _load_external_data(model: Any, source: str, base_dir: Path | None) -> None:
     for tensor in tensors:
         if not uses_external_data(tensor):
             continue
+        unknown = [e.key for e in tensor.external_data if e.key not in _EXTERNAL_KEYS]
+        if unknown:
+            raise ModelLoadError(f"{source}: external data of {tensor.name!r} has unknown keys "
+                                 f"{unknown}")
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (base / location).resolve()
-        if not location or os.path.isabs(location) or base not in target.parents:
+        try:
+            target = (base / location).resolve()
+        except (OSError, ValueError, TypeError):  # a NUL byte, a loop of links
+            target = base
+        # ".." leaves the folder, or needs a folder that may not exist ("sub/../w.bin" opens
+        # only when sub/ does, whatever the path arithmetic says)
+        if (not location or os.path.isabs(location) or ".." in Path(location).parts
+                or base not in target.parents):
             raise ModelLoadError(f"{source}: external data of {tensor.name!r} must be a file "
                                  f"inside the model's folder, got {location!r}")
         if not target.is_file():
@@ -384,7 +565,8 @@ def _tensor_info(value_info: Any, source: str, what: str) -> TensorInfo:
     ttype = value_info.type.tensor_type
     dtype = _ELEM_TYPES.get(ttype.elem_type)
     if dtype is None:
-        if what == "input":
+        if what == "input" or (value_info.type.HasField("tensor_type") and not ttype.elem_type):
+            # (an output declared a tensor of no element type: ONNX Runtime refuses it too)
             raise ModelLoadError(f"{source}: {what} {value_info.name!r} has unsupported element "
                                  f"type {ttype.elem_type}")
         dtype = np.float32  # outputs: the producing node decides
@@ -409,6 +591,8 @@ def _check_names(nodes: list[Node], constants: dict[str, np.ndarray], inputs: li
                 raise ModelLoadError(f"{source}: tensor {name!r} ({node.describe()}) is "
                                      "defined twice")
             defined.add(name)
+    if not outputs:
+        raise ModelLoadError(f"{source}: the graph has no outputs")
     for out in outputs:
         if out.name not in defined:
             raise ModelLoadError(f"{source}: graph output {out.name!r} is produced by no node")

@@ -79,6 +79,7 @@ def _fold(node: Node, ctx: OpContext, max_bytes: int) -> bool:
     else:
         return False
     op.check_arity(node)
+    _call(node, lambda: _checked(op, node, ctx))  # an invalid node is refused, not evaluated
     results = _call(node, lambda: op.evaluate(node, _positional(node, values), ctx))
     if len(results) != len(node.outputs) or any(
             r.nbytes > max_bytes for r in map(np.asarray, results)):

@@ -215,8 +215,11 @@ def _evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> list[np.n
 
 
 def _native(node: Node, ctx: OpContext) -> str | None:
-    if activation_of(node, ctx) is None:
+    act = activation_of(node, ctx)
+    if act is None:
         return "its parameters are not constants of a native form"
+    if act.kind == "clip" and not act.lo <= act.hi:
+        return "Clip bounds are NaN or min > max"
     return None
 
 

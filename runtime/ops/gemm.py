@@ -29,11 +29,13 @@ def _gemm_infer(node: Node, ctx: OpContext) -> list[Output]:
     if k != kb:
         raise ModelLoadError(f"{node.describe()}: inner dimensions {k} and {kb} differ")
     if node.input(2):
-        try:
-            np.broadcast_shapes(ctx.shape(node, 2), (m, n))
+        try:  # unidirectional: C takes the output's shape, never widens it
+            fits = np.broadcast_shapes(ctx.shape(node, 2), (m, n)) == (m, n)
         except ValueError:
+            fits = False
+        if not fits:
             raise ModelLoadError(f"{node.describe()}: C {ctx.shape(node, 2)} does not "
-                                 f"broadcast to {(m, n)}") from None
+                                 f"broadcast to {(m, n)}")
     return [((m, n), ctx.dtype(node, 0))]
 
 

@@ -130,10 +130,17 @@ def _ln_evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> list[n
 def _ln_native(node: Node, ctx: OpContext) -> str | None:
     if any(ctx.const(node, i) is None for i in (1, 2) if node.input(i)):
         return "scale and bias must be constants"
+    normalized = tuple(ctx.shape(node, 0)[_ln_axis(node, len(ctx.shape(node, 0))):])
+    if any(np.broadcast_shapes(ctx.shape(node, i), normalized) != normalized
+           for i in (1, 2) if node.input(i)):
+        return "scale or bias of more dims than the normalized shape"
     if any(node.outputs[1:]):
         return "the Mean and InvStdDev outputs"
     if node.attr_int("stash_type", 1) != 1:
         return "stash_type other than float"
+    epsilon = node.attr_float("epsilon", 1e-5)
+    if not 0.0 <= epsilon < math.inf:  # ONNX Runtime computes the NaN a negative one gives
+        return "epsilon negative or not finite"
     return None
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.errors import DataDependentShapeError
+from runtime.errors import DataDependentShapeError, ModelLoadError
 from runtime.graph import Node
 from runtime.ops.registry import OpContext, OpDef, Output, register
 from runtime.ops.shape_ops import normalize_axis
@@ -35,7 +35,10 @@ def reduce_axes(node: Node, ctx: OpContext, rank: int) -> tuple[int, ...]:
         value = ctx.const(node, 1) if node.input(1) else None
         if node.input(1) and value is None:
             raise DataDependentShapeError(f"{node.describe()}: axes must be a constant")
-        axes = None if value is None else [int(a) for a in value.reshape(-1)]
+        if value is not None and (value.ndim != 1 or value.dtype.kind not in "iu"):
+            raise ModelLoadError(f"{node.describe()}: axes must be a 1-D integer tensor, got "
+                                 f"{value.dtype} {value.shape}")
+        axes = None if value is None else [int(a) for a in value]
     else:
         axes = node.attr_ints("axes")
     if not axes:
