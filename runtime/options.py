@@ -66,6 +66,9 @@ class PlannerOptions:
     row_split_chain_bytes: int = 64 * 1024
     # In an interleaved plan only planes of at most this many pixels are interleaved.
     interleave_max_pixels: int = 1024
+    # A Gemm / MatMul whose constant weight has at most this fraction of nonzeros runs as a
+    # sparse 1x1 conv (runtime/passes/sparse_gemm.py); denser ones on the dense GEMM.
+    sparse_gemm_density: float = 0.35
     # A planar strided conv with at most this many taps per output channel skips the phase split.
     direct_max_taps: float = 2.0
     # Batch-1 one-thread plans may store rows as column segments (aligned loads).

@@ -20,6 +20,7 @@ import numpy as np
 from runtime.errors import DataDependentShapeError, UnsupportedOpError
 from runtime.graph import Graph, Node
 from runtime.ops.registry import OpContext, get_op
+from runtime.options import PlannerOptions
 from runtime.passes import reads, run_passes
 from runtime.specialize import Specialized
 
@@ -96,7 +97,8 @@ def _reason(node: Node, spec: Specialized, ctx: OpContext) -> str | None:
         return "an attribute input is computed at run time"
 
 
-def partition(spec: Specialized, strict: bool = False) -> Partition:
+def partition(spec: Specialized, strict: bool = False,
+              opts: PlannerOptions | None = None) -> Partition:
     """Segments of ``spec`` (see the module docstring); fusion passes run on native nodes."""
     reasons = native_reasons(spec)
     if strict and reasons:
@@ -109,7 +111,7 @@ def partition(spec: Specialized, strict: bool = False) -> Partition:
         return key in native_keys or key not in original
 
     known = {k: v for k, v in spec.shapes.items() if v is not None}
-    graph = run_passes(spec.graph, known, is_native)
+    graph = run_passes(spec.graph, known, is_native, opts)
     shapes, dtypes = dict(spec.shapes), dict(spec.dtypes)
     for name, shape in known.items():  # tensors the passes made (all float32)
         if name not in shapes:

@@ -99,7 +99,7 @@ def build_program(graph: Graph, input_shapes: dict[str, tuple[int, ...]],
                   options: EngineOptions, threads: int, interleave: bool = False) -> Program:
     """Specialize, partition and plan ``graph`` for these input shapes."""
     spec = specialize(graph, input_shapes)
-    part = partition(spec, strict=not options.fallback)
+    part = partition(spec, strict=not options.fallback, opts=options.planner)
     runners: list[NativeSegment | OrtSegment] = []
     for segment in part.segments:
         if segment.kind == NATIVE:

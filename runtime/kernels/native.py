@@ -83,7 +83,7 @@ def plan_graph(graph: Graph, shape: tuple[int, ...], threads: int | None = None,
     options = _options()
     spec = specialize(graph, {graph.input_name: tuple(shape)})
     shapes = {k: v for k, v in spec.shapes.items() if v is not None}
-    fused = run_passes(spec.graph, shapes, lambda node: True)
+    fused = run_passes(spec.graph, shapes, lambda node: True, options.planner)
     shapes.update({k: tuple(v.shape) for k, v in fused.constants.items() if k not in shapes})
     return build_plan(fused, shapes, threads or options.resolved_threads, options,
                       interleave=_INTERLEAVE.get() if interleave is None else interleave)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from runtime.graph import Graph, Node
+from runtime.options import PlannerOptions
 from runtime.passes.activation_fusion import fuse_activation
 from runtime.passes.batchnorm import fold_batchnorm
 from runtime.passes.common import consumers, reads
@@ -17,19 +18,23 @@ from runtime.passes.constant_channels import fold_constant_channels
 from runtime.passes.conv_add import fuse_conv_add
 from runtime.passes.conv_transpose import expand_conv_transpose
 from runtime.passes.identities import drop_identities
+from runtime.passes.sparse_gemm import sparse_gemm_as_conv
 
 __all__ = ["PASSES", "run_passes", "reads", "consumers"]
 
 Shapes = dict[str, tuple[int, ...]]
-Pass = Callable[[Graph, Shapes, Callable[[Node], bool]], Graph]
+Pass = Callable[[Graph, Shapes, Callable[[Node], bool], PlannerOptions], Graph]
 
 # In order: renames first, then folds that need the conv's plain weights, ConvTranspose into
-# phase convs, then fusions.
+# phase convs, sparse classifiers into convs, then fusions.
 PASSES: tuple[Pass, ...] = (drop_identities, fold_batchnorm, expand_conv_transpose,
-                            fuse_conv_add, fuse_activation, fold_constant_channels)
+                            sparse_gemm_as_conv, fuse_conv_add, fuse_activation,
+                            fold_constant_channels)
 
 
-def run_passes(graph: Graph, shapes: Shapes, native: Callable[[Node], bool]) -> Graph:
+def run_passes(graph: Graph, shapes: Shapes, native: Callable[[Node], bool],
+               opts: PlannerOptions | None = None) -> Graph:
+    """The rewritten graph; ``shapes`` gains the shapes of the tensors the passes make."""
     for rewrite in PASSES:
-        graph = rewrite(graph, shapes, native)
+        graph = rewrite(graph, shapes, native, opts or PlannerOptions())
     return graph

@@ -19,6 +19,7 @@ from runtime.ops.activation import ACTIVATION_OP, activation_of
 from runtime.ops.conv_transpose import INTERNAL_DOMAIN
 from runtime.ops.fusion import ACT_KEY, FusedActivation
 from runtime.ops.registry import OpContext
+from runtime.options import PlannerOptions
 from runtime.passes.common import consumers, producers
 
 __all__ = ["fuse_activation"]
@@ -26,7 +27,8 @@ __all__ = ["fuse_activation"]
 Native = Callable[[Node], bool]
 
 
-def fuse_activation(graph: Graph, shapes: dict, native: Native) -> Graph:
+def fuse_activation(graph: Graph, shapes: dict, native: Native,
+                    opts: PlannerOptions) -> Graph:
     reads = consumers(graph.nodes)
     producer = producers(graph.nodes)
     ctx = OpContext(graph.opset, shapes, {}, graph.constants)

@@ -12,6 +12,7 @@ import numpy as np
 from runtime.errors import ModelLoadError
 from runtime.graph import Graph, Node
 from runtime.ops.normalization import batchnorm_affine
+from runtime.options import PlannerOptions
 from runtime.passes.common import consumers, producers
 
 __all__ = ["fold_batchnorm", "conv_bias"]
@@ -24,7 +25,8 @@ def conv_bias(node: Node, constants: dict[str, np.ndarray], channels: int) -> np
     return np.zeros(channels)
 
 
-def fold_batchnorm(graph: Graph, shapes: dict, native: Callable[[Node], bool]) -> Graph:
+def fold_batchnorm(graph: Graph, shapes: dict, native: Callable[[Node], bool],
+                   opts: PlannerOptions) -> Graph:
     """Fold each native BatchNormalization into the native Conv that feeds only it (constant
     weights and statistics required)."""
     reads = consumers(graph.nodes)

@@ -19,13 +19,15 @@ import numpy as np
 from runtime.graph import Graph, Node
 from runtime.ops.activation import apply_activation
 from runtime.ops.fusion import ACT_KEY, CLAMP_NONE, RESIDUAL_KEY, SKIP_EMPTY_KEY
+from runtime.options import PlannerOptions
 from runtime.passes.batchnorm import conv_bias
 from runtime.passes.common import reads
 
 __all__ = ["fold_constant_channels"]
 
 
-def fold_constant_channels(graph: Graph, shapes: dict, native: Callable[[Node], bool]) -> Graph:
+def fold_constant_channels(graph: Graph, shapes: dict, native: Callable[[Node], bool],
+                           opts: PlannerOptions) -> Graph:
     readers: dict[str, list[Node]] = {}
     for node in graph.nodes:
         for name in reads(node):

@@ -8,12 +8,14 @@ from dataclasses import replace
 
 from runtime.graph import Graph, Node
 from runtime.ops.fusion import ACT_KEY, RESIDUAL_KEY
+from runtime.options import PlannerOptions
 from runtime.passes.common import consumers, producers
 
 __all__ = ["fuse_conv_add"]
 
 
-def fuse_conv_add(graph: Graph, shapes: dict, native: Callable[[Node], bool]) -> Graph:
+def fuse_conv_add(graph: Graph, shapes: dict, native: Callable[[Node], bool],
+                  opts: PlannerOptions) -> Graph:
     reads = consumers(graph.nodes)
     producer = producers(graph.nodes)
     replaced: dict[int, Node] = {}

@@ -18,11 +18,13 @@ import numpy as np
 from runtime.graph import Graph, Node
 from runtime.ops.conv_transpose import INTERNAL_DOMAIN, PHASE_INTERLEAVE
 from runtime.ops.geometry import conv_transpose_geometry, transpose_phases
+from runtime.options import PlannerOptions
 
 __all__ = ["expand_conv_transpose"]
 
 
-def expand_conv_transpose(graph: Graph, shapes: dict, native: Callable[[Node], bool]) -> Graph:
+def expand_conv_transpose(graph: Graph, shapes: dict, native: Callable[[Node], bool],
+                          opts: PlannerOptions) -> Graph:
     constants = dict(graph.constants)
     nodes: list[Node] = []
     for node in graph.nodes:

@@ -6,11 +6,13 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from runtime.graph import Graph, Node
+from runtime.options import PlannerOptions
 
 __all__ = ["drop_identities"]
 
 
-def drop_identities(graph: Graph, shapes: dict, native: Callable[[Node], bool]) -> Graph:
+def drop_identities(graph: Graph, shapes: dict, native: Callable[[Node], bool],
+                    opts: PlannerOptions) -> Graph:
     """Remove native Identity / Dropout nodes by renaming their output to their input (a graph
     output keeps its node: its name is the caller's)."""
     rename: dict[str, str] = {}

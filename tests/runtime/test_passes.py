@@ -120,3 +120,51 @@ def test_activation_not_fused_into_a_conv_whose_output_is_a_residual(tmp_path):
              helper.make_node("Conv", ["r", "w2"], ["d"], name="conv2", pads=[1, 1, 1, 1]),
              helper.make_node("Add", ["d", "c"], ["y"], name="add")]
     _check(_model(nodes, inits), tmp_path)
+
+
+# ----------------------------------------------------------------------------- sparse Gemm
+
+
+def _sparse(shape: tuple[int, ...], density: float, seed: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) * (rng.random(shape) < density)).astype(np.float32)
+
+
+GEMMS = [  # (op, attributes, C shape or None, input from global pooling)
+    ("Gemm", {"transB": 1}, (11,), True),
+    ("Gemm", {"transB": 0, "alpha": 0.5, "beta": 2.0}, (1, 11), True),
+    ("Gemm", {"transB": 1}, (), False),
+    ("Gemm", {"transB": 1}, None, False),
+    ("MatMul", {}, None, True),
+    ("MatMul", {}, None, False),
+]
+
+
+@pytest.mark.parametrize("op,attrs,c_shape,pooled", GEMMS, ids=str)
+@pytest.mark.parametrize("density", [0.1, 0.9])
+def test_sparse_gemm_runs_as_a_conv(tmp_path, op, attrs, c_shape, pooled, density):
+    """A classifier with a sparse constant weight runs on the conv kernels (a dense one on the
+    GEMM), equal to ONNX Runtime at batch 1 and 3, on 1 and 2 threads."""
+    from tests.runtime.op_harness import check_model, make_model
+
+    k, m = 13, 11
+    b_shape = (m, k) if attrs.get("transB") else (k, m)
+    inits = {"B": _sparse(b_shape, density)}
+    if pooled:
+        nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"], name="pool"),
+                 helper.make_node("Flatten", ["p"], ["a"], name="flatten")]
+        x_shape: list = ["N", k, 4, 5]
+    else:
+        nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu")]
+        x_shape = ["N", k]
+    inputs = ["a", "B"]
+    if c_shape is not None:
+        inits["C"] = np.asarray(_sparse(c_shape or (1,), 1.0, seed=4).reshape(c_shape))
+        inputs.append("C")
+    nodes.append(helper.make_node(op, inputs, ["y"], name="fc", **attrs))
+    feeds = [np.asarray(random_input((b, *x_shape[1:]), seed=b)) for b in (1, 3)]
+    engine = check_model(tmp_path, make_model(nodes, {"x": x_shape}, ["y"], inits), feeds,
+                         {"fc": "native"}, threads=(1, 2))
+    steps = {n.node: n.steps for n in engine.describe(
+        input_shapes={"x": feeds[0].shape}).nodes}
+    assert any(s.startswith("conv_") for s in steps["fc"]) == (density < 0.35), steps
