@@ -1,12 +1,9 @@
 # One-command entry points. A fresh clone needs nothing else: every target runs `setup` first.
 #   make train compile bench   -> runs/$(NAME), artifacts/$(NAME), bench report
 #   make test                  -> the full test suite (what CI runs)
-<<<<<<< HEAD
 #   make test-aarch64          -> build the native engine for aarch64, run the `aarch64` tests
 #                                 under qemu emulation (tools/aarch64/test.sh; needs root once)
-=======
 #   make fuzz                  -> 10,000 fuzz cases vs ONNX Runtime (~15 min) -> reports/fuzz/report.json
->>>>>>> fuzz
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -15,11 +12,7 @@ CONFIG ?= configs/default.yaml
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-<<<<<<< HEAD
-.PHONY: setup dataset train compile bench frontier ablation fullsize test test-aarch64 lint clean
-=======
-.PHONY: setup dataset train compile bench frontier ablation test fuzz lint clean
->>>>>>> fuzz
+.PHONY: setup dataset train compile bench frontier ablation fullsize test test-aarch64 fuzz lint clean
 
 setup: $(STAMP) dataset
 
@@ -63,13 +56,11 @@ fullsize: setup
 test: setup
 	$(PY) -m pytest -q
 
-<<<<<<< HEAD
 test-aarch64: setup
 	PY=$(PY) bash tools/aarch64/test.sh
-=======
+
 fuzz: setup
 	$(PY) -m tests.fuzz.harness --cases 10000 --out reports/fuzz
->>>>>>> fuzz
 
 lint: setup
 	$(PY) -m ruff check .
