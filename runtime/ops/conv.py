@@ -20,6 +20,7 @@ from runtime.macs import conv_macs, sparse_macs
 from runtime.ops.fusion import (
     ACT_KEY,
     CLAMP_NONE,
+    GATE_KEY,
     KERNEL_KEY,
     RESIDUAL_KEY,
     SKIP_EMPTY_KEY,
@@ -224,6 +225,8 @@ def _emit_stream_conv(b: Builder, node: Node, weight: np.ndarray, bias: np.ndarr
                                   if b.threads > 1 else 1)
     spec.window_planes, spec.window_reach, spec.halo = window_planes, reach, segments
     spec.act = fused_activation(node).to_native(out_shape[1])
+    if GATE_KEY in node.attrs:
+        views["val_origin"] = _gated_weights(b, node, packed.val, packed.val_channel)
     if strided and geo.group == 1:
         blocks = input_channel_blocks(cg, (kh - 1) * dh + 1, (kw - 1) * dw + 1, sw, lanes,
                                       b.vector_floats, len(packed.val) / max(1, packed.units),
@@ -234,6 +237,20 @@ def _emit_stream_conv(b: Builder, node: Node, weight: np.ndarray, bias: np.ndarr
                                                blocks)
     _row_split_candidate(b, node, spec, geo, y_rs, lanes, n)
     b.emit(spec, wave_reach_rows=(kh - 1) * dh, **views)
+
+
+def _gated_weights(b: Builder, node: Node, val: np.ndarray, channel: np.ndarray) -> SymOffset:
+    """Emits the ScaleWeights step that writes ``val`` times the node's input gate (per input
+    channel, ``channel`` aligned with ``val``) into an arena buffer; its offset, for the conv's
+    spec (runtime/passes/channel_gate.py)."""
+    gate = b.view(node.attrs[GATE_KEY])
+    buf = b.new_buf(("gated_weights", node.name), round_up(max(len(val), 1), VMAX))
+    spec = native().ScaleWeightsSpec()
+    spec.src = np.ascontiguousarray(val, np.float32)
+    spec.channel = np.ascontiguousarray(channel, np.int32)
+    dst = SymView(buf, ARENA, 0, (1, 1, 1, len(val)), (0, 0, 0, 1))
+    b.emit(spec, gate=gate, dst=dst)
+    return SymOffset(buf)
 
 
 def _row_split_candidate(b: Builder, node: Node, spec: Any, geo: ConvGeometry, y_rs: int,
@@ -279,7 +296,10 @@ def _emit_tiny(b: Builder, node: Node, weight: np.ndarray, bias: np.ndarray | No
     spec.wt, spec.bias, spec.wt_stride = wt, bias16, padded
     spec.bounds = balanced_bounds(np.ones(padded // 16), units)
     spec.act = fused_activation(node).to_native(oc)
-    views = {"input": x.stream_view(), "output": y_view}
+    views: dict[str, Any] = {"input": x.stream_view(), "output": y_view}
+    if GATE_KEY in node.attrs:  # wt[block][c][16]: input channel c of every stored weight
+        channel = np.broadcast_to(np.arange(ic)[None, :, None], (padded // 16, ic, 16))
+        views["wt_origin"] = _gated_weights(b, node, wt.reshape(-1), channel.reshape(-1))
     if res is not None:
         views["residual"] = res.stream_view()
         spec.has_residual = True

@@ -13,6 +13,7 @@ from runtime.graph import Graph, Node
 from runtime.options import PlannerOptions
 from runtime.passes.activation_fusion import fuse_activation
 from runtime.passes.batchnorm import fold_batchnorm
+from runtime.passes.channel_gate import fold_channel_gate
 from runtime.passes.common import consumers, reads
 from runtime.passes.constant_channels import fold_constant_channels
 from runtime.passes.conv_add import fuse_conv_add
@@ -26,10 +27,11 @@ Shapes = dict[str, tuple[int, ...]]
 Pass = Callable[[Graph, Shapes, Callable[[Node], bool], PlannerOptions], Graph]
 
 # In order: renames first, then folds that need the conv's plain weights, ConvTranspose into
-# phase convs, sparse classifiers into convs, then fusions.
+# phase convs, sparse classifiers into convs, then fusions; gates last (after constant channels
+# are folded: a gated conv's bias must not absorb them).
 PASSES: tuple[Pass, ...] = (drop_identities, fold_batchnorm, expand_conv_transpose,
                             sparse_gemm_as_conv, fuse_conv_add, fuse_activation,
-                            fold_constant_channels)
+                            fold_constant_channels, fold_channel_gate)
 
 
 def run_passes(graph: Graph, shapes: Shapes, native: Callable[[Node], bool],

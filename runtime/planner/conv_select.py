@@ -27,6 +27,7 @@ class ConvWeights:
     off: np.ndarray  # int32 [taps]
     val: np.ndarray  # float32 [taps] (CSR) or [taps * BSR_BLOCK] (BSR)
     units: int
+    val_channel: np.ndarray  # int32, aligned with val: input channel (in its group) of each
     unit_cost: np.ndarray  # float64 [units], for balancing threads
 
 
@@ -70,6 +71,7 @@ def pack_conv_weights(weight: np.ndarray, group: int, tap_offsets: np.ndarray, g
     oc = weight.shape[0]
     ocg = oc // group
     flat = weight.reshape(oc, -1).astype(np.float32)
+    taps_per_channel = int(np.prod(weight.shape[2:]))
     if bsr:
         nb = round_up(oc, BSR_BLOCK) // BSR_BLOCK
         padded = np.zeros((nb * BSR_BLOCK, flat.shape[1]), dtype=np.float32)
@@ -78,12 +80,14 @@ def pack_conv_weights(weight: np.ndarray, group: int, tap_offsets: np.ndarray, g
         rows, cols = np.nonzero((blocks != 0).any(axis=1))
         offsets = tap_offsets[cols] + (rows * BSR_BLOCK // ocg) * group_stride
         values = blocks[rows, :, cols].reshape(-1)
+        channel = np.repeat(cols // taps_per_channel, BSR_BLOCK)
         units = nb
         per_unit = np.bincount(rows, minlength=nb) * (BSR_BLOCK * opts.bsr_cost_per_weight)
     else:
         rows, cols = np.nonzero(flat)
         offsets = tap_offsets[cols] + (rows // ocg) * group_stride
         values = flat[rows, cols]
+        channel = cols // taps_per_channel
         units, per_unit = oc, np.bincount(rows, minlength=oc) * opts.csr_cost_per_nnz
     counts = np.bincount(rows, minlength=units)
     ptr = np.concatenate([[0], np.cumsum(counts)])
@@ -91,6 +95,7 @@ def pack_conv_weights(weight: np.ndarray, group: int, tap_offsets: np.ndarray, g
         raise InputError("tensor too large for the engine's 32-bit offsets")
     return ConvWeights(bsr, ptr.astype(np.int32), offsets.astype(np.int32),
                        np.ascontiguousarray(values, dtype=np.float32), units,
+                       np.ascontiguousarray(channel, dtype=np.int32),
                        per_unit.astype(np.float64) + opts.unit_overhead)
 
 

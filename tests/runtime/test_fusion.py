@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
+from runtime import Engine, EngineOptions
 from tests.runtime.onnx_cases import random_input
 from tests.runtime.op_harness import check_model, make_model
 
@@ -199,6 +200,42 @@ def test_squeeze_excitation_batch_interleaved(tmp_path):
     _fused_vs_unfused(tmp_path, nodes, inits, 3, (8, 8), ["q", "e"],
                       {"relu": "squeeze", "gate": "excite"}, batches=(16, 3),
                       batch_layout="interleaved")
+
+
+@pytest.mark.parametrize("projection,hw", [("csr", (7, 7)), ("csr", (12, 11)), ("bsr", (12, 11)),
+                                           ("tiny", (7, 7)), ("3x3", (7, 7)), ("3x3", (12, 11))],
+                         ids=str)
+def test_gate_folds_into_the_projection_conv(tmp_path, projection, hw):
+    """x * gate (per channel) read only by a conv: the conv reads x with its weights scaled by
+    the gate each run (ScaleWeights), for every kernel family; equal to the Mul then the conv,
+    at batch 1 and 3 (each image its own gate)."""
+    channels = 8
+    inits: dict = {}
+    nodes = [_conv("dw", "x", "b", channels, channels, inits, group=channels, seed=1),
+             helper.make_node("GlobalAveragePool", ["b"], ["p"], name="gap"),
+             _conv("excite", "p", "e", channels, channels, inits, kernel=1, seed=3),
+             helper.make_node("Sigmoid", ["e"], ["g"], name="gate"),
+             helper.make_node("Mul", ["b", "g"], ["m"], name="scale")]
+    kernel = 3 if projection == "3x3" else 1
+    nodes.append(_conv("proj", "m", "y", channels, 6, inits, kernel=kernel, seed=5))
+    if projection in ("bsr", "tiny"):  # dense weights: BSR stream, or the GEMM of small planes
+        inits["proj_w"] = np.random.default_rng(9).standard_normal(
+            inits["proj_w"].shape).astype(np.float32)
+    # (planar: a batch runs image by image; interleaved groups keep the Mul, one gate per lane)
+    _fused_vs_unfused(tmp_path, nodes, inits, channels, hw, ["m"],
+                      {"scale": "proj", "gate": "excite"}, blocked_fused={"gate": "excite"},
+                      batch_layout="planar")
+    engine = Engine(tmp_path / "a" / "model.onnx",
+                    options=EngineOptions(backend="native", tuning="off"))
+    steps = {n.node: n.steps for n in engine.describe(input_shapes={
+        "x": (1, channels, *hw)}).nodes}
+    family = {"csr": "conv_csr", "bsr": "conv_bsr", "tiny": "conv_tiny", "3x3": "conv_"}
+    assert steps["proj"][0] == "scale_weights", steps["proj"]
+    assert steps["proj"][1].startswith(family[projection]), steps["proj"]
+    model = make_model(nodes, {"x": ["N", channels, *hw]}, ["y"], inits)
+    (tmp_path / "c").mkdir()
+    check_model(tmp_path / "c", model, [np.asarray(random_input((16, channels, *hw), seed=7))],
+                {"scale": "native"}, threads=(1, 2), batch_layout="interleaved")
 
 
 @pytest.mark.parametrize("act", ["Relu", "Clip"])

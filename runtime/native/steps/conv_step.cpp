@@ -47,7 +47,7 @@ class ConvStep final : public Step {
     // Interleaved convs of 16 images on AVX-512 (one vector per position) may run on tiles of
     // machine code made for their weights (jit/jit_x86.h); JitConv::build says whether they pay.
     if (ctx.jit && s_.strided && !s_.bsr && !s_.halo && k_.vector_floats == 16 &&
-        s_.lanes == 16) {
+        s_.lanes == 16 && s_.val_origin < 0) {
       JitConvSpec j;
       j.ptr = s_.ptr.data();
       j.off = s_.off.data();
@@ -94,6 +94,7 @@ class ConvStep final : public Step {
     std::vector<View> v = {s_.output, read_view_};
     if (!s_.phase_split || s_.split_here) v.push_back(s_.input);
     if (s_.has_residual) v.push_back(s_.residual);
+    if (s_.val_origin >= 0) v.push_back(span_view(kArena, 0, s_.val_origin, s_.val.size()));
     return v;
   }
 
@@ -188,6 +189,10 @@ class ConvStep final : public Step {
     read_view_ = reach();
   }
 
+  const float* weights(const Buffers& buf) const {
+    return s_.val_origin >= 0 ? buf.arena + s_.val_origin : s_.val.data();
+  }
+
   // The floats the kernel may read from its input (or the phase planes): from the stream origin
   // to the largest tap offset plus the positions it sweeps (whole vectors).
   View reach() const {
@@ -270,7 +275,7 @@ class ConvStep final : public Step {
     a.act = act_;
     a.ptr = s_.ptr.data();
     a.off = s_.off.data();
-    a.val = s_.val.data();
+    a.val = weights(buf);
     a.block = s_.bsr ? kBsrBlock : 1;
     a.row_taps = row_taps_;
     a.skip_empty = s_.skip_empty && !s_.bsr;
@@ -371,7 +376,7 @@ class ConvStep final : public Step {
     a.act = act_;
     a.ptr = s_.ptr.data();
     a.off = s_.off.data();
-    a.val = s_.val.data();
+    a.val = weights(buf);
     a.skip_empty = s_.skip_empty;
     a.channels = s_.output.dim[1];
     k_.conv_direct(a, c0, c1);
@@ -449,6 +454,7 @@ class TinyConvStep final : public Step {
   std::vector<View> views() const override {
     std::vector<View> v = {s_.input, s_.output};
     if (s_.has_residual) v.push_back(s_.residual);
+    if (s_.wt_origin >= 0) v.push_back(span_view(kArena, 0, s_.wt_origin, s_.wt.size()));
     return v;
   }
   int64_t units(int, int64_t) const override {
@@ -462,7 +468,7 @@ class TinyConvStep final : public Step {
     g.in_channels = s_.input.dim[1];
     g.positions = s_.input.dim[2] * s_.input.dim[3];
     g.width = s_.output.dim[3];
-    g.wt = s_.wt.data();
+    g.wt = s_.wt_origin >= 0 ? buf.arena + s_.wt_origin : s_.wt.data();
     g.wt_stride = s_.wt_stride;
     g.out_channels = s_.output.dim[1];
     g.bias = s_.bias.data();
@@ -564,7 +570,8 @@ FD_BIND_STEPS(m, plan) {
       .def_readwrite("window_reach", &ConvSpec::window_reach)
       .def_readwrite("halo", &ConvSpec::halo)
       .def_readwrite("act", &ConvSpec::act)
-      .def_readwrite("wave", &ConvSpec::wave);
+      .def_readwrite("wave", &ConvSpec::wave)
+      .def_readwrite("val_origin", &ConvSpec::val_origin);
   def_array(conv, "ptr", &ConvSpec::ptr);
   def_array(conv, "off", &ConvSpec::off);
   def_array(conv, "block_ptr", &ConvSpec::block_ptr);
@@ -581,6 +588,7 @@ FD_BIND_STEPS(m, plan) {
       .def_readwrite("residual", &TinyConvSpec::residual)
       .def_readwrite("has_residual", &TinyConvSpec::has_residual)
       .def_readwrite("wt_stride", &TinyConvSpec::wt_stride)
+      .def_readwrite("wt_origin", &TinyConvSpec::wt_origin)
       .def_readwrite("act", &TinyConvSpec::act);
   def_array(tiny, "wt", &TinyConvSpec::wt);
   def_array(tiny, "bias", &TinyConvSpec::bias);

@@ -40,6 +40,10 @@ struct ConvSpec {
   int64_t blocks = 1;
   std::vector<int32_t> block_ptr;
   std::vector<float> val, bias;
+  // >= 0: the weights the kernels read are `val` scaled per input channel by a run-time gate,
+  // written to the arena at this offset by a ScaleWeights step before this one (a squeeze-and-
+  // excitation gate folded into the conv reading the gated tensor; runtime/passes/channel_gate.py).
+  int64_t val_origin = -1;
   std::vector<uint32_t> mask;
   // Work split: units (channels for CSR, blocks for BSR) [bounds[t], bounds[t+1]) for thread t,
   // balanced by nonzeros in Python.
@@ -62,6 +66,7 @@ struct TinyConvSpec {
   bool has_residual = false;
   std::vector<float> wt, bias;  // [wt_stride / 16][in_channels][16], [wt_stride]
   int64_t wt_stride = 0;
+  int64_t wt_origin = -1;       // >= 0: gated weights in the arena (ConvSpec::val_origin)
   std::vector<int64_t> bounds;  // block ranges
   ActivationSpec act;
 };
