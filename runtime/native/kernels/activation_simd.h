@@ -19,9 +19,15 @@ namespace simd {
 inline vf exp(vf x) {
   x = vmin(splat(88.0f), x);
   x = vmax(splat(-87.33654475f), x);
+#if defined(__AVX512F__) && FD_VLEN == 16
+  // n = round(x / ln2) in one rounding instruction; 2^n applied by vscalefps below.
+  const vf n = (vf)_mm512_maskz_roundscale_ps(0xFFFF, (__m512)(x * splat(1.44269504088896341f)),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
   // n = round(x / ln2): adding and subtracting 1.5 * 2^23 rounds to an integer.
   const vf magic = splat(12582912.0f);
   const vf n = (x * splat(1.44269504088896341f) + magic) - magic;
+#endif
   const vf r = (x - n * splat(0.693359375f)) - n * splat(-2.12194440e-4f);
   vf p = splat(1.9875691500e-4f);
   p = p * r + splat(1.3981999507e-3f);
@@ -30,29 +36,33 @@ inline vf exp(vf x) {
   p = p * r + splat(1.6666665459e-1f);
   p = p * r + splat(5.0000001201e-1f);
   p = p * (r * r) + r + splat(1.0f);
+#if defined(__AVX512F__) && FD_VLEN == 16
+  return (vf)_mm512_maskz_scalef_ps(0xFFFF, (__m512)p, (__m512)n);
+#else
   const vi pow2n = (__builtin_convertvector(n, vi) + 127) << 23;
   return p * (vf)pow2n;
+#endif
 }
 
 // 1 / d from the hardware estimate and one Newton step (relative error ~1e-7 after the step,
 // against a division that costs several times the whole exp on 512-bit vectors). Inf -> 0,
 // 0 -> inf and NaN -> NaN as with the division.
-inline vf recip(vf d) {
+// 1 / d for d in [1, FLT_MAX] or NaN (no zero or infinite d, whose estimates the Newton step
+// would turn into NaN): the sigmoid's 1 + e^-x.
+inline vf recip_of_at_least_one(vf d) {
 #if defined(__AVX512F__) && FD_VLEN == 16
   const vf r = (vf)_mm512_maskz_rcp14_ps(0xFFFF, (__m512)d);
+  return r * (splat(2.0f) - d * r);
 #elif defined(__AVX__) && FD_VLEN == 8
   const vf r = (vf)_mm256_rcp_ps((__m256)d);
+  return r * (splat(2.0f) - d * r);
 #else
   return splat(1.0f) / d;
 #endif
-#if (defined(__AVX512F__) && FD_VLEN == 16) || (defined(__AVX__) && FD_VLEN == 8)
-  const vf refined = r * (splat(2.0f) - d * r);
-  // The Newton step turns the estimate's exact 0 (d = inf) and inf (d = 0) into NaN: keep them.
-  return select((r == splat(0.0f)) | (d == splat(0.0f)), r, refined);
-#endif
 }
 
-inline vf sigmoid(vf x) { return recip(splat(1.0f) + exp(-x)); }
+// e^-x <= e^88 after exp's clamp, so 1 + e^-x is finite and >= 1.
+inline vf sigmoid(vf x) { return recip_of_at_least_one(splat(1.0f) + exp(-x)); }
 
 // erf by Abramowitz and Stegun 7.1.26 (absolute error <= 1.5e-7), odd in x.
 inline vf erf(vf x) {
@@ -109,7 +119,7 @@ inline vf activate(vf v, const Activation& act, int64_t channel) {
       // tanh(log(1 + t)) = n / (n + 2) with n = t (t + 2), t = e^x; past x = 20 the ratio is 1.
       const vf t = exp(vmin(splat(20.0f), v));
       const vf n = t * (t + splat(2.0f));
-      return v * n * recip(n + splat(2.0f));
+      return v * n * recip_of_at_least_one(n + splat(2.0f));
     }
     default: return v;
   }
