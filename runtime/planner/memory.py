@@ -278,10 +278,11 @@ def zero_positions(needs: Sequence[ZeroNeed], keep_together: Sequence[Sequence[i
     (consecutive step indices) unless a need's window lies wholly inside one."""
     inside = {q for run in keep_together for q in range(run[0] + 1, run[-1] + 1)}
     positions: dict[int, list[ZeroNeed]] = {}
-    current = -1
     for need in sorted(needs, key=lambda n: (n.latest, n.earliest)):
-        if not need.earliest <= current <= need.latest:
-            current = next((q for q in range(need.latest, need.earliest - 1, -1)
-                            if q not in inside), need.latest)
-        positions.setdefault(current, []).append(need)
+        window = range(need.latest, need.earliest - 1, -1)
+        allowed = next((q for q in window if q not in inside), None)
+        taken = [q for q in positions if need.earliest <= q <= need.latest
+                 and (q not in inside or allowed is None)]
+        q = max(taken) if taken else need.latest if allowed is None else allowed
+        positions.setdefault(q, []).append(need)
     return positions
