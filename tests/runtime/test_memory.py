@@ -12,6 +12,9 @@ NaN (PlannerOptions.poison_arena), where any border the planner fails to zero sh
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -329,3 +332,40 @@ def test_packing_keeps_every_wavefront(tmp_path, name, batch, size):
     assert sorted(map(len, new.wavefronts)) == sorted(map(len, old.wavefronts))
     plain = _plan(path, x.shape, wavefront_layers=0)
     np.testing.assert_array_equal(run_plan(new, x), run_plan(plain, x))
+
+
+# ----------------------------------------------------------------------------- loading
+
+_LOAD_CHILD = """
+import sys
+from pathlib import Path
+from runtime.graph import load_graph
+
+def status(key):
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+before = status("VmRSS")
+graph = load_graph(sys.argv[1])
+print(status("VmRSS") - before, status("VmHWM") - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc")
+def test_loading_holds_the_weights_once(tmp_path):
+    """A fresh process loading a model with one 64 MiB initializer: the graph then holds it once
+    (nodes keep detached copies of their protos, not the parsed model), and the load peaks at
+    two copies (the file's bytes are released before the initializers are copied out)."""
+    weight = np.ones(1 << 24, np.float32)
+    mib = weight.nbytes / (1 << 20)
+    path = tmp_path / "big.onnx"
+    onnx.save(graph_model([helper.make_node("Add", ["x", "w"], ["y"], name="add")],
+                          [weight.size], {"w": weight}), str(path))
+    done = subprocess.run([sys.executable, "-c", _LOAD_CHILD, str(path)], capture_output=True,
+                          text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+    held, peak = map(float, done.stdout.split())
+    assert held < 1.5 * mib
+    assert peak < 2.5 * mib
