@@ -13,8 +13,10 @@ floats the zero steps clear per call. A batch runs on one workspace per thread w
 run one by one (every model here at 224 px: 16 images of its largest activation exceed the
 interleaving budget), so the arena counts once per thread there. Peak RSS is VmHWM of a fresh
 child process per contender (``runtime.peak_memory``: load, then 3 runs), which includes the
-weights, the interpreter and the libraries both children import. Memory, not time: a busy
-machine does not change it.
+weights, the interpreter and the libraries both children import; the engine with its default
+options (lazy tuning: a batch-1 shape on several threads also builds and times the one-thread
+program, so two programs and two workspaces exist at the peak) and with tuning off. Memory, not
+time: a busy machine does not change it (which program wins a timed choice may vary).
 
     python -m benchmarks.memory --models-dir /tmp/fd-memory-models
     python -m benchmarks.memory --models-dir DIR --models resnet18 --batches 1 --threads 1
@@ -54,6 +56,7 @@ class MemoryConfig:
     sparsity: float = 0.9
     seed: int = 0
     runs: int = 3
+    image: tuple[int, int, int] = IMAGE  # (C, H, W) of one input image
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,8 @@ class MemoryRow:
     model: str
     batch: int
     plans: dict[str, PlanMemory] = field(default_factory=dict)
-    rss_mib: dict[str, float] = field(default_factory=dict)  # engine:<policy>, ort
+    # "engine:<policy>" (default options), "engine:shared:untuned" (tuning off), "ort"
+    rss_mib: dict[str, float] = field(default_factory=dict)
 
 
 def model_path(name: str, config: MemoryConfig) -> Path:
@@ -103,7 +107,8 @@ def _options(policy: str, threads: int) -> EngineOptions:
                          planner=PlannerOptions(memory=policy))
 
 
-def plan_memory(path: Path, batch: int, threads: int, policy: str) -> PlanMemory:
+def plan_memory(path: Path, batch: int, threads: int, policy: str,
+                image: tuple[int, int, int] = IMAGE) -> PlanMemory:
     """Arena figures of the native plan serving ``batch`` images: the one-image plan, run by
     each thread on its own images, when they run one by one (runtime.planner.batch), else the
     plan of the group or of the whole batch."""
@@ -114,11 +119,11 @@ def plan_memory(path: Path, batch: int, threads: int, policy: str) -> PlanMemory
     graph = load_graph(path)
     name = graph.input_names[0]
     options = _options(policy, threads)
-    images = {name: IMAGE}
+    images = {name: image}
     separable = batch > 1 and batch_separable(graph, images)
     lanes = interleave_lanes(graph, images, batch, options.planner) if separable else 1
     group = lanes if separable else batch
-    program = build_program(graph, {name: (group, *IMAGE)}, options, threads, lanes > 1)
+    program = build_program(graph, {name: (group, *image)}, options, threads, lanes > 1)
     plan = program.single_plan
     if plan is None:
         raise RuntimeError(f"{path.name}: the model does not run as one native plan")
@@ -136,12 +141,18 @@ def measure_row(name: str, batch: int, config: MemoryConfig) -> MemoryRow:
     path = model_path(name, config)
     row = MemoryRow(name, batch)
     feeds = {load_graph(path).input_names[0]:
-             np.random.default_rng(config.seed).standard_normal((batch, *IMAGE), np.float32)}
+             np.random.default_rng(config.seed).standard_normal((batch, *config.image),
+                                                                np.float32)}
     for policy in POLICIES:
-        row.plans[policy] = plan_memory(path, batch, config.threads, policy)
+        row.plans[policy] = plan_memory(path, batch, config.threads, policy, config.image)
         peak = measure_peak_memory("engine", path, config.threads, feeds, runs=config.runs,
                                    engine_overrides={"planner": {"memory": policy}})
         row.rss_mib[f"engine:{policy}"] = peak.peak_mb
+    # Without the timed choices, which build and run the one-thread program of a batch-1 shape
+    # beside the all-threads one (two sets of packed weights and two workspaces at the peak).
+    row.rss_mib["engine:shared:untuned"] = measure_peak_memory(
+        "engine", path, config.threads, feeds, runs=config.runs,
+        engine_overrides={"planner": {"memory": "shared"}, "tuning": "off"}).peak_mb
     row.rss_mib["ort"] = measure_peak_memory("ort", path, config.threads, feeds,
                                              runs=config.runs).peak_mb
     return row
@@ -149,20 +160,22 @@ def measure_row(name: str, batch: int, config: MemoryConfig) -> MemoryRow:
 
 def format_table(rows: Sequence[MemoryRow], config: MemoryConfig) -> str:
     """A markdown table of the rows, with the CPU and the setup above it."""
+    c, h, w = config.image
     lines = [f"CPU: {cpu_model_name()}; {config.threads} thread(s); models "
-             f"{config.sparsity:.0%} magnitude-pruned, 3x224x224; peak RSS = VmHWM of a child "
+             f"{config.sparsity:.0%} magnitude-pruned, {c}x{h}x{w}; peak RSS = VmHWM of a child "
              f"process after load + {config.runs} runs",
              "",
              "| model | batch | arena by_layout MiB | arena shared MiB | workspaces | "
              "peak live MiB | zeroed KiB/call | RSS engine by_layout MiB | RSS engine shared MiB "
-             "| RSS ORT dense MiB | shared <= ORT |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| RSS engine shared, tuning off MiB | RSS ORT dense MiB | shared <= ORT |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         old, new = row.plans["by_layout"], row.plans["shared"]
         engine, ort = row.rss_mib["engine:shared"], row.rss_mib["ort"]
         lines.append(f"| {row.model} | {row.batch} | {old.arena_mib:.1f} | {new.arena_mib:.1f} "
                      f"| {new.workspaces} | {new.peak_live_mib:.1f} | {new.zeroed_kib:.0f} | "
-                     f"{row.rss_mib['engine:by_layout']:.0f} | {engine:.0f} | {ort:.0f} | "
+                     f"{row.rss_mib['engine:by_layout']:.0f} | {engine:.0f} | "
+                     f"{row.rss_mib['engine:shared:untuned']:.0f} | {ort:.0f} | "
                      f"{'yes' if engine <= ort else 'NO'} |")
     return "\n".join(lines)
 
