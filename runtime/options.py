@@ -25,13 +25,14 @@ from typing import Any
 
 from runtime.errors import EngineError
 
-__all__ = ["BACKENDS", "BATCH_LAYOUTS", "ISAS", "TUNINGS", "MAX_THREADS", "EngineOptions",
-           "PlannerOptions", "OptionsError", "default_threads"]
+__all__ = ["BACKENDS", "BATCH_LAYOUTS", "ISAS", "TUNINGS", "MEMORY_POLICIES", "MAX_THREADS",
+           "EngineOptions", "PlannerOptions", "OptionsError", "default_threads"]
 
 BACKENDS = ("auto", "native", "onnxruntime")
 BATCH_LAYOUTS = ("auto", "interleaved", "planar")
 ISAS = ("auto", "generic", "avx2", "avx512")
 TUNINGS = ("lazy", "load", "off")
+MEMORY_POLICIES = ("shared", "by_layout")  # PlannerOptions.memory (runtime/planner/memory.py)
 MAX_THREADS = 1024  # the native plan's limit (exec/plan.cpp kMaxThreads)
 
 
@@ -85,9 +86,19 @@ class PlannerOptions:
     csr_cost_per_nnz: float = 1.0
     bsr_cost_per_weight: float = 0.55
     unit_overhead: float = 4.0
+    # Arena placement (runtime/planner/memory.py): "shared" packs buffers of any layouts into
+    # the same space (greedy by size, borders zeroed where needed); "by_layout" reuses a freed
+    # buffer only for a tensor of the same layout (the previous policy, far larger arenas).
+    memory: str = "shared"
+    # Debug aid: workspaces start as NaN instead of zeros (the planner then zeroes every
+    # border), so a read of memory no step wrote shows up in the outputs.
+    poison_arena: bool = False
 
     def __post_init__(self) -> None:
         _check_fields(self, "PlannerOptions")
+        if self.memory not in MEMORY_POLICIES:
+            raise OptionsError(f"PlannerOptions.memory must be one of {MEMORY_POLICIES}, "
+                               f"got {self.memory!r}")
         for name in ("units_per_thread", "max_lanes"):
             if getattr(self, name) < 1:
                 raise OptionsError(f"PlannerOptions.{name} must be >= 1")

@@ -61,7 +61,9 @@ def measure_peak_memory(contender: str, model: str | os.PathLike[str], threads: 
                         feeds: Mapping[str, np.ndarray], *, runs: int = 3,
                         engine_overrides: Mapping[str, Any] | None = None,
                         timeout_s: float = CHILD_TIMEOUT_S) -> PeakMemory:
-    """Peak RSS of ``contender`` ("engine" or "ort") loading ``model`` and running ``feeds``."""
+    """Peak RSS of ``contender`` ("engine" or "ort") loading ``model`` and running ``feeds``.
+    ``engine_overrides``: EngineOptions fields for the engine (``planner`` as a dict of
+    PlannerOptions fields: the request travels as JSON)."""
     if contender not in CONTENDERS:
         raise ValueError(f"contender must be one of {CONTENDERS}, got {contender!r}")
     with tempfile.TemporaryDirectory(prefix="fd-peak-") as tmp:
@@ -134,13 +136,16 @@ def _child(request: Mapping[str, Any]) -> dict[str, Any]:
         pass
     from runtime.bench import make_ort_session
     from runtime.engine import Engine
-    from runtime.options import EngineOptions
+    from runtime.options import EngineOptions, PlannerOptions
 
     feeds = {name: np.load(path, allow_pickle=False) for name, path in request["inputs"].items()}
     reset = _reset_peak()
     baseline = _status_mb("VmRSS")
     if request["contender"] == "engine":
-        options = EngineOptions.from_env(**request["engine_overrides"])
+        overrides = dict(request["engine_overrides"])
+        if "planner" in overrides:  # PlannerOptions fields, as a JSON object
+            overrides["planner"] = PlannerOptions(**overrides["planner"])
+        options = EngineOptions.from_env(**overrides)
         engine = Engine(request["model"], threads=request["threads"], options=options)
         for _ in range(request["runs"]):
             engine.run(feeds)

@@ -147,7 +147,8 @@ void bind_core(py::module_& m) {
       .def(py::init<>())
       .def_readwrite("threads", &PlanOptions::threads)
       .def_readwrite("isa", &PlanOptions::isa)
-      .def_readwrite("jit", &PlanOptions::jit);
+      .def_readwrite("jit", &PlanOptions::jit)
+      .def_readwrite("poison_arena", &PlanOptions::poison_arena);
 }
 
 void run(Plan& p, const std::vector<py::array>& inputs, const std::vector<py::array>& outputs,

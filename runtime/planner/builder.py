@@ -38,10 +38,17 @@ from runtime.planner.layout import (
     spatial_tensor,
     tensor_lanes,
 )
-from runtime.planner.memory import place_buffers
-from runtime.planner.pads import assign_pads, plan_phase_layouts
+from runtime.planner.memory import (
+    ZeroNeed,
+    border_zeroing,
+    free_from,
+    peak_live,
+    place_buffers,
+    zero_positions,
+)
+from runtime.planner.pads import assign_pads, border_reads, plan_phase_layouts
 from runtime.planner.threads import RowSplitCandidate, choose_row_splits
-from runtime.planner.wavefront import mark_wavefronts
+from runtime.planner.wavefront import mark_wavefronts, run_buffers, wavefront_runs
 
 __all__ = ["StepRecord", "CompiledPlan", "Builder", "build_plan"]
 
@@ -70,6 +77,10 @@ class CompiledPlan:
     records: list[StepRecord] = field(default_factory=list)
     wavefronts: list[list[int]] = field(default_factory=list)  # step indices of each group
     interleave: bool = False
+    # Memory (runtime/planner/memory.py): the most floats of buffers live at one step (a lower
+    # bound of the arena, native.arena_floats), and the border floats zero steps clear per call.
+    peak_live_floats: int = 0
+    zeroed_floats: int = 0
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Outputs for C-contiguous float32 inputs of the planned shapes."""
@@ -94,6 +105,9 @@ class Builder:
         self.interleave = interleave
         self.vector_floats = int(native().vector_floats(options.isa))
         self.pads = assign_pads(graph, shapes, self.opts, interleave)
+        # Tensors whose border a conv reads as its zero padding (Buf.border_read).
+        self.border_reads = {name for name, pad in border_reads(
+            graph, shapes, self.opts, interleave).items() if pad > 0}
         self.phase_layouts = plan_phase_layouts(graph, shapes, self.pads, self.opts, interleave)
         self.relayouts: dict[tuple[str, int | str], Tensor] = {}
         self.tensors: dict[str, Tensor] = {}
@@ -118,6 +132,7 @@ class Builder:
                                tensor_lanes(shape, self.interleave, self.opts))
         else:
             t = flat_tensor(shape)
+        t.buf.border_read = name in self.border_reads
         self.bufs.append(t.buf)
         self.tensors[name] = t
         return t
@@ -139,6 +154,7 @@ class Builder:
                                      tensor_lanes(shape, self.interleave, self.opts)))
         if replace(fresh, buf=res.buf) != res:
             return None
+        res.buf.border_read |= name in self.border_reads
         self.tensors[name] = res
         return res
 
@@ -190,6 +206,7 @@ class Builder:
             key = (name, "planar")
             if key not in self.relayouts:
                 planar = spatial_tensor(t.shape, self.pads.get(name, 0), self.opts)
+                planar.buf.border_read = name in self.border_reads
                 self.bufs.append(planar.buf)
                 spec = native().SegmentCopySpec()
                 spec.to_segments = False
@@ -203,6 +220,7 @@ class Builder:
         rows: itself, or a copy of its planar storage with the halos filled (made once)."""
         t = self.tensors.get(name)
         if t is not None and t.segments and t.pad >= pad:
+            t.buf.border_read |= pad > 0
             return t
         key = (name, "segments")
         if key not in self.relayouts or self.relayouts[key].pad < pad:
@@ -213,7 +231,9 @@ class Builder:
             spec.to_segments = True
             self.emit(spec, planar=x.view(), segments=seg.stream_view())
             self.relayouts[key] = seg
-        return self.relayouts[key]
+        copy = self.relayouts[key]
+        copy.buf.border_read |= pad > 0
+        return copy
 
     def relayout(self, name: str, lanes: int, pad: int) -> Tensor:
         """A copy of 4-D activation ``name`` in the other layout (planar <-> interleaved), for
@@ -226,7 +246,9 @@ class Builder:
             self.bufs.append(t.buf)
             self.copy(x.view(), t.view())
             self.relayouts[key] = t
-        return self.relayouts[key]
+        copy = self.relayouts[key]
+        copy.buf.border_read |= pad > 0
+        return copy
 
     def flat(self, name: str) -> Tensor:
         """Compact copy of a 4-D padded tensor (or the tensor itself if already compact)."""
@@ -301,15 +323,70 @@ class Builder:
             self.copy(self.view(name), dst)
 
     # -- finish
+    def place_memory(self) -> tuple[int, int]:
+        """Places the buffers and inserts the zero steps their borders need (memory.py), kept
+        out of runs of convs that may form a row wavefront. Returns (arena floats, floats
+        zeroed per call)."""
+        runs = wavefront_runs(self.records, self.opts.wavefront_layers, self.vector_floats)
+        arena = place_buffers(self.bufs, len(self.records), self.opts.memory,
+                              run_buffers(self.records, runs))
+        needs = border_zeroing(self.bufs, arena_zeroed=not self.opts.poison_arena)
+        for need in needs:
+            need.views = self.unwritten_border(need.buf)
+        if self.opts.poison_arena:
+            needs += self.skipped_planes()
+        positions = zero_positions(needs, runs)
+        records: list[StepRecord] = []
+        zeroed = 0
+        for index, record in enumerate(self.records):
+            if index in positions:
+                views = [v for need in positions[index] for v in need.views]
+                zeroed += sum(math.prod(v.dims) for v in views)
+                spec = native().ZeroSpec()
+                spec.dst = [v.resolve() for v in views]
+                records.append(StepRecord(None, "zero", spec, {}))
+            records.append(record)
+        self.records = records
+        return arena, zeroed
+
+    def skipped_planes(self) -> list[ZeroNeed]:
+        """The output planes convs skip (ConvSpec.skip_empty: channels without taps, which
+        the readers weigh by 0), zeroed before the conv. Only in a poisoned arena: there
+        NaN * 0 would be NaN, while data another tensor left behind gives 0 as before."""
+        needs = []
+        for index, record in enumerate(self.records):
+            spec, out = record.spec, record.views.get("output")
+            if (isinstance(spec, native().ConvSpec) and spec.skip_empty and not spec.bsr
+                    and isinstance(out, SymView) and out.buf is not None):
+                planes = [out.shifted(1, int(c), 1) for c in np.flatnonzero(np.diff(spec.ptr) == 0)]
+                if planes:
+                    needs.append(ZeroNeed(out.buf, free_from(out.buf, self.bufs), index, planes))
+        return needs
+
+    def unwritten_border(self, buf: Buf) -> list[SymView]:
+        """The parts of ``buf``'s border its first step does not write: all of it, or only the
+        ends when that step is a conv storing the whole stream with masked zeros in the pad
+        columns (the "fast" layout, kernels/conv_kernels.h; not the strided and direct
+        kernels, which store valid positions only, nor one skipping empty channels)."""
+        border = buf.border
+        assert border is not None
+        spec = self.records[buf.first].spec
+        out = self.records[buf.first].views.get("output")
+        fast = (isinstance(spec, native().ConvSpec) and spec.fast and not spec.strided
+                and not spec.direct and not spec.skip_empty and isinstance(out, SymView)
+                and _same_floats(out, border.stream))
+        return border.ends if fast or border.gaps is None else [*border.ends, border.gaps]
+
     def build_native(self) -> CompiledPlan:
         choose_row_splits(self.row_split_candidates)
-        arena = place_buffers(self.bufs, len(self.records))
+        arena, zeroed = self.place_memory()
         # Marked in every plan; the native plan uses them only when it runs serially.
         wavefronts = mark_wavefronts(self.records, self.opts.wavefront_layers, self.vector_floats)
         consts = np.concatenate(self.consts) if self.consts else np.zeros(VMAX, np.float32)
         n = native()
         options = n.PlanOptions()
         options.threads, options.isa, options.jit = self.threads, self.options.isa, self.options.jit
+        options.poison_arena = self.opts.poison_arena
         ins = [math.prod(self.shapes[k]) for k in self.graph.input_names]
         outs = [math.prod(self.shapes[k]) for k in self.graph.output_names]
         plan = n.Plan(options, arena, consts, ins, outs)
@@ -321,7 +398,17 @@ class Builder:
                             [self.shapes[k] for k in self.graph.input_names],
                             self.graph.output_names,
                             [self.shapes[k] for k in self.graph.output_names],
-                            self.records, wavefronts, self.interleave)
+                            self.records, wavefronts, self.interleave,
+                            peak_live(self.bufs), zeroed)
+
+
+def _same_floats(view: SymView, stream: SymView) -> bool:
+    """True when a 4-D view covers exactly a border's stream (all planes cs apart; a planar
+    batch's images follow each other, ss = c * cs)."""
+    (n, c, h, w), (ss, cs, rs, ws) = view.dims, view.strides
+    return (view.buf is stream.buf and view.space == stream.space
+            and view.origin == stream.origin and (n == 1 or ss == c * cs)
+            and (n * c, h, w) == stream.dims[1:] and (cs, rs, ws) == stream.strides[1:])
 
 
 def reads(node: Node) -> list[str]:

@@ -22,7 +22,7 @@ import numpy as np
 from runtime.errors import ModelLoadError
 from runtime.options import PlannerOptions
 
-__all__ = ["VMAX", "BSR_BLOCK", "ARENA", "CONST", "INPUT", "OUTPUT", "Buf", "SymView",
+__all__ = ["VMAX", "BSR_BLOCK", "ARENA", "CONST", "INPUT", "OUTPUT", "Buf", "Border", "SymView",
            "SymOffset", "Tensor", "compact_strides", "as4", "round_up", "tensor_lanes",
            "spatial_tensor", "segment_tensor", "flat_tensor", "segment_positions",
            "pair_chunk_vectors", "stream_mask", "native"]
@@ -55,13 +55,32 @@ def pair_chunk_vectors(vector_floats: int) -> int:
 
 @dataclass(eq=False)
 class Buf:
-    """An arena region; ``key`` says which tensors may share it."""
+    """An arena region used from step ``first`` to step ``last``. ``key`` names its layout
+    (buffers of one key at one offset have the same border). ``border``: the zero border of a
+    padded tensor, which no step writes; when ``border_read`` (a conv reads it as its zero
+    padding) runtime.planner.memory keeps it zero where the buffer shares memory with another
+    layout."""
 
     key: tuple
     size: int
     first: int = -1
     last: int = -1
     offset: int = -1
+    border: Border | None = None
+    border_read: bool = False
+
+
+@dataclass
+class Border:
+    """Per plane of a padded tensor, the pad rows and columns around the rows its producers
+    write (views of its buffer, origins relative to it): ``ends``, the top rows with the first
+    row's left pad and the last row's right pad with the bottom rows; ``gaps``, the pad columns
+    between consecutive rows, which a conv storing the whole ``stream`` (ConvSpec.fast) writes
+    as masked zeros."""
+
+    ends: list[SymView]
+    gaps: SymView | None
+    stream: SymView
 
 
 @dataclass
@@ -200,8 +219,8 @@ def spatial_tensor(shape: tuple[int, ...], pad: int, opts: PlannerOptions,
     big = h * w * lanes > opts.small_plane
     cs = round_up((h + 2 * pad) * rs + (VMAX if big else 0), 4)
     if lanes > 1:
-        return Tensor(shape, Buf(("spatial", shape, pad, lanes), c * cs + VMAX), pad, rs, cs, 1,
-                      lanes)
+        return _with_border(Tensor(shape, Buf(("spatial", shape, pad, lanes), c * cs + VMAX), pad,
+                                   rs, cs, 1, lanes))
     if h * w == 1 and pad == 0:  # compact (N, C, 1, 1): a classifier reads it without a copy
         cs = 1
     lead = 0
@@ -213,8 +232,8 @@ def spatial_tensor(shape: tuple[int, ...], pad: int, opts: PlannerOptions,
         cs = round_up(cs, VMAX)
         lead = -pad * (rs + 1) % VMAX
     ss = c * cs
-    return Tensor(shape, Buf(("spatial", shape, pad), n * ss + lead + VMAX), pad, rs, cs, ss,
-                  lead=lead)
+    return _with_border(Tensor(shape, Buf(("spatial", shape, pad), n * ss + lead + VMAX), pad,
+                               rs, cs, ss, lead=lead))
 
 
 def segment_positions(width: int, vector_floats: int) -> int:
@@ -237,8 +256,37 @@ def segment_tensor(shape: tuple[int, ...], pad: int, vector_floats: int) -> Tens
     rs = (w // vector_floats + 2 * pad) * vector_floats
     cs = round_up((h + 2 * pad) * rs + VMAX, VMAX)
     lead = -pad * (rs + vector_floats) % VMAX
-    return Tensor(shape, Buf(("segments", shape, pad, vector_floats), c * cs + lead + VMAX), pad,
-                  rs, cs, c * cs, vector_floats, lead=lead, segments=True)
+    return _with_border(Tensor(shape, Buf(("segments", shape, pad, vector_floats),
+                                          c * cs + lead + VMAX),
+                               pad, rs, cs, c * cs, vector_floats, lead=lead, segments=True))
+
+
+def _with_border(t: Tensor) -> Tensor:
+    """``t`` with its buffer's ``border`` set: per plane, the pad rows and pad columns around
+    the rows its producers write, which convs read as the zero padding. (Column-segment rows
+    include their halo positions: producers write those. Plane slack, the lead and the
+    buffer's tail are only read for stream lanes the conv epilogue masks, so they may hold
+    anything.)"""
+    n, c, h, w = t.shape
+    if t.pad == 0:
+        return t
+    if t.segments:  # rows written with their halo positions -1 and P
+        planes, row, left = c, w + 2 * t.ws, (t.pad - 1) * t.ws
+    elif t.ws > 1:  # batch-interleaved: one plane per channel, rows of w positions * lanes
+        planes, row, left = c, w * t.ws, t.pad * t.ws
+    else:  # planar: the planes of all images are cs apart (ss == c * cs)
+        planes, row, left = n * c, w, t.pad
+    right, top = t.rs - left - row, t.pad * t.rs
+    first_row = t.lead + top + left  # where the first written row starts
+
+    def part(origin: int, rows: int, floats: int) -> SymView:
+        return SymView(t.buf, ARENA, origin, (1, planes, rows, floats), (0, t.cs, t.rs, 1))
+
+    ends = [part(t.lead, 1, top + left),
+            part(first_row + (h - 1) * t.rs + row, 1, right + top)]
+    gaps = part(first_row + row, h - 1, right + left) if h > 1 and right + left > 0 else None
+    t.buf.border = Border(ends, gaps, part(first_row, h, row))
+    return t
 
 
 def flat_tensor(shape: tuple[int, ...]) -> Tensor:

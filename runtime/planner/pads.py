@@ -8,6 +8,7 @@ store its output stream contiguously straight into the next layer's padded layou
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +20,8 @@ from runtime.ops.geometry import conv_geometry
 from runtime.options import PlannerOptions
 from runtime.planner.layout import Buf, round_up, tensor_lanes
 
-__all__ = ["assign_pads", "PhaseLayout", "plan_phase_layouts", "reads_padded_copy",
-           "direct_strided"]
+__all__ = ["assign_pads", "border_reads", "PhaseLayout", "plan_phase_layouts",
+           "reads_padded_copy", "direct_strided"]
 
 
 def reads_padded_copy(stride: tuple[int, int]) -> bool:
@@ -42,6 +43,32 @@ def _convs(graph: Graph) -> list[Any]:
     return [n for n in graph.nodes if n.op == "Conv" and n.inputs[0] not in graph.constants]
 
 
+def _conv_reads(graph: Graph, shapes: dict[str, tuple[int, ...]], opts: PlannerOptions,
+                interleave: bool) -> Iterator[tuple[Any, Any, int, bool]]:
+    """(node, geometry, input lanes, reads its input in place) of every conv; the others read
+    stride-phase copies, which the split pads (interleaved planes are read in place)."""
+    for node in _convs(graph):
+        x = node.inputs[0]
+        geo = conv_geometry(node, shapes[x], shapes[node.inputs[1]])
+        lanes = tensor_lanes(shapes[x], interleave, opts)
+        in_place = not (reads_padded_copy(geo.stride) and lanes == 1 and not direct_strided(
+            geo.stride, graph.constants[node.inputs[1]], lanes, opts))
+        yield node, geo, lanes, in_place
+
+
+def border_reads(graph: Graph, shapes: dict[str, tuple[int, ...]], opts: PlannerOptions,
+                 interleave: bool = False) -> dict[str, int]:
+    """Per 4-D tensor some conv reads in place: the widest padding such a conv needs. Where it
+    is > 0 the tensor's border is read as zeros (pads unified with other tensors may give a
+    border nothing reads)."""
+    need: dict[str, int] = {}
+    for node, geo, _, in_place in _conv_reads(graph, shapes, opts, interleave):
+        if in_place:
+            x = node.inputs[0]
+            need[x] = max(need.get(x, 0), *geo.pad_begin, *geo.pad_end)
+    return need
+
+
 def assign_pads(graph: Graph, shapes: dict[str, tuple[int, ...]], opts: PlannerOptions,
                 interleave: bool = False) -> dict[str, int]:
     """Border width per 4-D tensor (see the module docstring). With ``interleave`` a plane
@@ -57,19 +84,13 @@ def assign_pads(graph: Graph, shapes: dict[str, tuple[int, ...]], opts: PlannerO
     def union(a: str, b: str) -> None:
         parent[find(a)] = find(b)
 
-    need: dict[str, int] = {}
-    for node in _convs(graph):
+    need = border_reads(graph, shapes, opts, interleave)
+    for node, _, lanes, in_place in _conv_reads(graph, shapes, opts, interleave):
         x, y = node.inputs[0], node.outputs[0]
-        geo = conv_geometry(node, shapes[x], shapes[node.inputs[1]])
         res = node.attrs.get(RESIDUAL_KEY)
         if res:
             union(res, y)
-        lanes = tensor_lanes(shapes[x], interleave, opts)
-        if (reads_padded_copy(geo.stride) and lanes == 1
-                and not direct_strided(geo.stride, graph.constants[node.inputs[1]], lanes, opts)):
-            continue  # the stride-phase split pads (interleaved planes are read in place)
-        need[x] = max(need.get(x, 0), *geo.pad_begin, *geo.pad_end)
-        if (shapes[x][2:] == shapes[y][2:]
+        if (in_place and shapes[x][2:] == shapes[y][2:]
                 and math.prod(shapes[x][2:]) * lanes > opts.small_plane):
             union(x, y)
     group_pad: dict[str, int] = {}

@@ -13,12 +13,13 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from runtime.planner.layout import ARENA, SymView, native, pair_chunk_vectors
+from runtime.planner.layout import ARENA, Buf, SymView, native, pair_chunk_vectors
 
 if TYPE_CHECKING:
     from runtime.planner.builder import StepRecord
 
-__all__ = ["wavefront_runs", "mark_wavefronts", "views_disjoint_or_equal"]
+__all__ = ["wavefront_runs", "run_buffers", "mark_wavefronts", "views_disjoint_or_equal",
+           "buffers_disjoint_or_equal"]
 
 
 def _conv_views(record: StepRecord) -> list[SymView]:
@@ -66,6 +67,13 @@ def wavefront_runs(records: list[StepRecord], layers: int, vector_floats: int
     return groups
 
 
+def run_buffers(records: list[StepRecord], runs: list[list[int]]) -> list[list[Buf]]:
+    """The arena buffers each run's convs read or write (the memory planner keeps any two of
+    them coinciding or apart, so that the run can be marked once they are placed)."""
+    return [[v.buf for i in run for v in _conv_views(records[i]) if v.buf is not None]
+            for run in runs]
+
+
 def _view_id(view: SymView | None) -> tuple | None:
     """Where a placed arena view's floats are: same id = same memory, same layout."""
     if view is None:
@@ -84,17 +92,28 @@ def views_disjoint_or_equal(views: list[SymView]) -> bool:
     return all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(ordered))
 
 
+def buffers_disjoint_or_equal(bufs: list[Buf]) -> bool:
+    """True when any two placed buffers either hold one layout at one offset or share no
+    float. (Views alone do not say it: a conv's last masked store runs past its view into the
+    plane slack, and the memory planner may pack another layout there.)"""
+    spans = {(b.offset, b.key): (b.offset, b.offset + b.size) for b in bufs}
+    ordered = sorted(spans.values())
+    return all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(ordered))
+
+
 def mark_wavefronts(records: list[StepRecord], layers: int, vector_floats: int
                     ) -> list[list[int]]:
     """Once buffers are placed: mark the specs of every wavefront run whose views are whole
-    tensors that either coincide or do not overlap in memory (native WaveInfo, common.h), and
-    return the marked runs. Storage reused within a run is then always a tensor of the same
-    layout, so row r of one is row r of the other and the members' guards keep a row from being
-    overwritten before every earlier member has read it."""
+    tensors that either coincide or do not overlap in memory, buffers included (native
+    WaveInfo, common.h), and return the marked runs. Storage reused within a run is then always
+    a tensor of the same layout, so row r of one is row r of the other and the members' guards
+    keep a row from being overwritten before every earlier member has read it."""
     marked = []
     for group in wavefront_runs(records, layers, vector_floats):
         members = [records[i] for i in group]
-        if views_disjoint_or_equal([v for r in members for v in _conv_views(r)]):
+        views = [v for r in members for v in _conv_views(r)]
+        if (views_disjoint_or_equal(views)
+                and buffers_disjoint_or_equal([v.buf for v in views if v.buf is not None])):
             _mark_group(members, len(marked), vector_floats)
             marked.append(group)
     return marked

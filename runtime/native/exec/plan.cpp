@@ -11,9 +11,11 @@
 // costs at most the unit it holds, never a whole time slice per layer.
 #include "exec/plan.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <new>
 #include <stdexcept>
 
@@ -69,11 +71,15 @@ static float* allocate_arena(size_t bytes) {
   return static_cast<float*>(data);
 }
 
-Workspace::Workspace(int64_t floats) {
+Workspace::Workspace(int64_t floats, bool poison) {
   const size_t bytes = ((static_cast<size_t>(floats > 0 ? floats : 1) * sizeof(float) + 63) / 64) * 64;
   data_ = allocate_arena(bytes);
   if (!data_) throw std::bad_alloc();
-  std::memset(data_, 0, bytes);
+  if (poison) {
+    std::fill(data_, data_ + bytes / sizeof(float), std::numeric_limits<float>::quiet_NaN());
+  } else {
+    std::memset(data_, 0, bytes);
+  }
 }
 
 Workspace::~Workspace() { std::free(data_); }
@@ -81,6 +87,7 @@ Workspace::~Workspace() { std::free(data_); }
 Plan::Plan(const PlanOptions& options, int64_t arena_floats, std::vector<float> consts,
            std::vector<int64_t> input_floats, std::vector<int64_t> output_floats)
     : arena_floats_(arena_floats),
+      poison_arena_(options.poison_arena),
       consts_(std::move(consts)),
       input_floats_(std::move(input_floats)),
       output_floats_(std::move(output_floats)) {
@@ -113,7 +120,7 @@ std::unique_ptr<Workspace> Plan::acquire() {
       return ws;
     }
   }
-  return std::make_unique<Workspace>(arena_floats_);
+  return std::make_unique<Workspace>(arena_floats_, poison_arena_);
 }
 
 void Plan::release(std::unique_ptr<Workspace> ws) {

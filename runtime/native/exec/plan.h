@@ -20,6 +20,9 @@ struct PlanOptions {
   int threads = 1;
   std::string isa = "auto";  // kernel variant: auto | generic | avx2 | avx512
   bool jit = true;           // machine code generated per conv where it pays (jit/jit_x86.h)
+  // Debug aid: new workspaces start as NaN instead of zeros, so any read of arena memory that no
+  // step of the run wrote (a border the planner failed to zero) shows in the outputs.
+  bool poison_arena = false;
 };
 
 // What every step of a plan is built with: the chosen kernel variant and switches.
@@ -29,11 +32,12 @@ struct PlanContext {
   int threads = 1;
 };
 
-// Per-call scratch: the activation arena (64-byte aligned, zero-initialised once so that padded
-// borders start at zero; steps never write non-zero values into a border).
+// Per-call scratch: the activation arena (64-byte aligned, zero-initialised once, or NaN with
+// PlanOptions::poison_arena). Borders the planner cannot prove still zero are zeroed by "zero"
+// steps (steps/zero.cpp); steps never write non-zero values into a border.
 class Workspace {
  public:
-  explicit Workspace(int64_t floats);
+  Workspace(int64_t floats, bool poison);
   ~Workspace();
   Workspace(const Workspace&) = delete;
   Workspace& operator=(const Workspace&) = delete;
@@ -95,6 +99,7 @@ class Plan {
 
   PlanContext context_;
   int64_t arena_floats_;
+  bool poison_arena_ = false;
   std::vector<float> consts_;
   std::vector<int64_t> input_floats_, output_floats_;
   std::vector<StepPtr> steps_;
