@@ -10,7 +10,8 @@ made with ``isa="auto"`` (the default, so also those tests construct directly, w
 ``FEATHERDEPLOY_ISA``) gets that variant, and ``runtime.native_isa()`` /
 ``runtime._native.vector_floats()`` report it for "auto". ``generic`` has 4-float vectors, the
 width of aarch64's NEON build; ``avx2`` 8; ``avx512`` 16. Options that name another variant keep
-it. Applied before collection, so module-level choices (parametrize lists, constants) see it.
+it. Applied before collection, so module-level choices (parametrize lists, constants) see it;
+Python processes that tests start run this CPU's own variant.
 """
 
 from __future__ import annotations
