@@ -1,7 +1,17 @@
-"""Shared pytest fixtures: tiny on-disk datasets written by the tests themselves.
+"""Shared pytest fixtures: tiny on-disk datasets written by the tests themselves; the ``--isa``
+option.
 
 Imports numpy and the stdlib only (never torch), so tests that check the torch-free runtime see an
 honest `sys.modules`.
+
+``--isa generic|avx2|avx512`` runs the suite as a CPU whose widest kernels are that variant would
+(``pytest --isa avx2``, or ``PYTEST_ADDOPTS="--isa generic" make test``): every ``EngineOptions``
+made with ``isa="auto"`` (the default, so also those tests construct directly, which ignore
+``FEATHERDEPLOY_ISA``) gets that variant, and ``runtime.native_isa()`` /
+``runtime._native.vector_floats()`` report it for "auto". ``generic`` has 4-float vectors, the
+width of aarch64's NEON build; ``avx2`` 8; ``avx512`` 16. Options that name another variant keep
+it. Applied before collection, so module-level choices (parametrize lists, constants) see it;
+Python processes that tests start run this CPU's own variant.
 """
 
 from __future__ import annotations
@@ -21,6 +31,50 @@ _IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i2")
 TINY_FMNIST_TRAIN = 6
 TINY_FMNIST_TEST = 4
 TINY_CIFAR_PER_BATCH = 2
+FORCED_ISAS = ("generic", "avx2", "avx512")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--isa", choices=FORCED_ISAS, default=None,
+                     help="run the engine's kernels as a CPU whose widest variant is this one "
+                          "would (isa='auto' resolves to it)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    isa = config.getoption("isa")
+    if isa:
+        config.add_cleanup(force_isa(isa))
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    isa = config.getoption("isa")
+    return f"featherdeploy kernels: {isa} (forced by --isa)" if isa else None
+
+
+def force_isa(isa: str) -> Callable[[], None]:
+    """Make ``isa="auto"`` mean ``isa`` in this process (see the module docstring); returns the
+    undo. Fails when this CPU cannot run ``isa``."""
+    from runtime import _native
+    from runtime.options import EngineOptions
+
+    try:
+        _native.native_isa(isa)
+    except ValueError as exc:
+        raise pytest.UsageError(f"--isa {isa}: {exc}") from None
+    patch = pytest.MonkeyPatch()
+    post_init = EngineOptions.__post_init__
+
+    def forced_post_init(self: EngineOptions) -> None:
+        post_init(self)
+        if self.isa == "auto":
+            object.__setattr__(self, "isa", isa)  # frozen dataclass
+
+    patch.setattr(EngineOptions, "__post_init__", forced_post_init)
+    for name in ("native_isa", "vector_floats"):
+        original = getattr(_native, name)
+        patch.setattr(_native, name,
+                      lambda which="auto", _f=original: _f(isa if which == "auto" else which))
+    return patch.undo
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

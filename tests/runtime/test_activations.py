@@ -37,6 +37,8 @@ ACTIVATIONS = {
 # The first opset with every operator above (HardSwish 14, Mish 18, Gelu 20).
 OPSET = 20
 NATIVE_OPTIONS = EngineOptions(backend="native", batch_layout="interleaved")
+# Floats per vector of the kernels these options run (16 on AVX-512, 8 on AVX2, 4 on NEON/SSE2).
+VECTOR_FLOATS = _native.vector_floats(NATIVE_OPTIONS.isa)
 
 
 def _activation(op: str, x: str, y: str, channels: int, inits: dict) -> object:
@@ -78,10 +80,12 @@ def _conv_act(op: str, cin: int, cout: int, kernel: int, group: int = 1, stride:
     return model
 
 
-# (name, cin, cout, kernel, group, stride, density, batch, hw, threads)
+# (name, cin, cout, kernel, group, stride, density, batch, hw, threads); "segments": rows of two
+# vectors, which cut into column segments of 2 positions at every vector width (1 to
+# pair_chunk_vectors / 2 positions do: 4 at V = 16, 2 at V = 8 and 4).
 CONV_PATHS = [
     ("planar_1_thread", 8, 12, 3, 1, 1, 0.5, 1, (9, 13), 1),
-    ("segments", 8, 12, 3, 1, 1, 0.3, 1, (6, 32), 1),
+    ("segments", 8, 12, 3, 1, 1, 0.3, 1, (6, 2 * VECTOR_FLOATS), 1),
     ("planar_2_threads", 8, 12, 3, 1, 1, 0.5, 1, (20, 20), 2),
     ("interleaved_csr", 8, 12, 3, 1, 1, 0.15, 16, (6, 7), 1),
     ("interleaved_jit", 24, 32, 3, 1, 1, 0.5, 16, (6, 7), 2),

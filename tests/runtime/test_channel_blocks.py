@@ -8,9 +8,10 @@ import onnx
 import pytest
 from onnx import helper
 
+from runtime import _native
 from runtime.graph import load_graph
 from runtime.kernels.native import plan_graph, run_plan
-from runtime.options import PlannerOptions
+from runtime.options import EngineOptions, PlannerOptions
 from runtime.planner.conv_select import channel_block_ptr, input_channel_blocks
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
@@ -38,18 +39,29 @@ def _block_model(channels: int, stride: int) -> onnx.ModelProto:
     return graph_model(nodes, ["N", channels, 12, 12], inits, name="blocks")
 
 
-@pytest.mark.parametrize("channels,stride", [(64, 1), (128, 2)])
+# Channels (by vector width V, stride) whose 3x3 convs sweep an input window of more than twice
+# PlannerOptions.ic_block_bytes (96 KB) per chunk at 16 images per position. A chunk covers
+# pair_chunk_vectors(V) vectors: 8 positions at V = 16, 2 at V = 8, 1 at V = 4, so a window is
+# channels x 3 rows x ((positions - 1) * stride + 3) columns x 64 bytes: 64 channels at
+# V = 16 make 123 KB (3 blocks), where V = 8 and V = 4 need 192 (147 and 111 KB, 3 blocks).
+BLOCKED_CHANNELS = {(16, 1): 64, (16, 2): 128, (8, 1): 192, (8, 2): 192, (4, 1): 192,
+                    (4, 2): 192}
+
+
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_channel_blocked_convs_equal_ort(tmp_path, conv_specs, channels, stride, threads):
-    """Batch-interleaved groups of 16 (a position is one vector): the 3x3 convs run in
+def test_channel_blocked_convs_equal_ort(tmp_path, conv_specs, stride, threads):
+    """Batch-interleaved groups of 16 (a position is 16 / V vectors): the 3x3 convs run in
     input-channel blocks, with a residual and a clamp, on 1 and 2 threads (each thread its own
     scratch and channel range), and equal ONNX Runtime at every call."""
+    channels = BLOCKED_CHANNELS[_native.vector_floats(EngineOptions().isa), stride]
     path = tmp_path / "blocks.onnx"
     onnx.save(_block_model(channels, stride), str(path))
     x = random_input((16, channels, 12, 12), seed=channels)
     plan = plan_graph(load_graph(path), x.shape, threads, interleave=True)
     blocked = [s.blocks for s in conv_specs if s.blocks > 1]
-    assert len(blocked) >= 2 and min(blocked) >= 3  # both 3x3 convs (the projection at 123 KB)
+    # Both 3x3 convs (at V = 16 and stride 2 the projection too: 123 KB).
+    assert len(blocked) >= 2 and min(blocked) >= 3
     for _ in range(3):
         assert_close(run_plan(plan, x), ort_run(path, x))
 

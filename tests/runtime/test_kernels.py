@@ -290,17 +290,22 @@ STRIDED_GEOMETRIES = [
 ]
 
 
-# (7, 9): rows of <= 8 vectors go in chunks of 2/4/8 whole rows with tails; (6, 37): long rows
-# go in balanced pieces; 32 images: two vectors per position.
-@pytest.mark.parametrize("images,hw", [(16, (7, 9)), (16, (4, 4)), (16, (16, 16)),
-                                       (16, (13, 5)), (16, (6, 37)), (32, (7, 9)),
-                                       (32, (5, 12))], ids=str)
+# Images as vectors per position (V images: one; 2V: two), so every vector width runs the same
+# paths: with one vector per position rows of at most half a chunk (pair_chunk_vectors: 8
+# vectors at V = 16, 4 at V = 8 and 4) go in chunks of 2/4/8 whole rows with tails, longer rows
+# ((6, 37)) in balanced pieces, and stride 2 steps two vectors; two vectors per position take
+# the offset-table path at stride > 1.
+@pytest.mark.parametrize("position_vectors,hw", [(1, (7, 9)), (1, (4, 4)), (1, (16, 16)),
+                                                 (1, (13, 5)), (1, (6, 37)), (2, (7, 9)),
+                                                 (2, (5, 12))], ids=str)
 @pytest.mark.parametrize("geometry", STRIDED_GEOMETRIES, ids=str)
-def test_conv2d_strided_in_place_on_interleaved_planes(layout, images, hw, geometry):
+def test_conv2d_strided_in_place_on_interleaved_planes(layout, position_vectors, hw, geometry):
     """Interleaved positions are whole vectors, so convs compute only valid positions and read
     their taps in place at any stride (conv_csr_strided); equal to the reference."""
+    from runtime import _native
     from runtime.graph import Graph, Node
 
+    images = position_vectors * _native.vector_floats(EngineOptions().isa)
     x = random_input((images, 8, *hw))
     group = geometry.get("group", 1)
     w = _sparse_weight((8, 8 // group, 3, 3), 0.4)

@@ -17,11 +17,11 @@ from onnx import helper
 
 import runtime.ops.conv
 import runtime.planner.wavefront as wavefront
-from runtime import Engine
+from runtime import Engine, _native
 from runtime.graph import load_graph
 from runtime.kernels.native import plan_graph, run_plan, use_options
 from runtime.options import EngineOptions, PlannerOptions
-from runtime.planner.layout import SymView
+from runtime.planner.layout import SymView, pair_chunk_vectors
 from runtime.planner.wavefront import views_disjoint_or_equal
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
@@ -241,20 +241,33 @@ def test_engine_batches_run_wavefronts(resnet_path, threads):
     assert program.single_plan.wavefronts
 
 
-def test_short_rows_and_column_segments_stay_layer_by_layer(tmp_path, monkeypatch, marked):
+def test_short_rows_and_column_segments_stay_layer_by_layer(tmp_path, monkeypatch, marked,
+                                                           conv_specs):
     """Interleaved rows shorter than a kernel chunk (computed several rows per chunk) and
     batch-1 convs on column segments (their epilogue writes halos) join no wavefront; the
-    batch-1 plan's planar 8x8 convs do."""
+    batch-1 plan's planar convs do."""
+    # A chunk is pair_chunk_vectors(V) vectors: 8 at V = 16, 4 at V = 8 and V = 4.
+    vector_floats = _native.vector_floats(EngineOptions().isa)
+    chunk = pair_chunk_vectors(vector_floats)
+    # A group of V images (one vector per position) on 3x3 planes: rows of 3 vectors.
+    assert chunk > 3
     path = tmp_path / "small.onnx"
-    onnx.save(_resnet(size=4), str(path))
-    assert _plan(path, (16, 3, 4, 4)).wavefronts == []
+    onnx.save(_resnet(size=3), str(path))
+    assert _plan(path, (vector_floats, 3, 3, 3)).wavefronts == []
+    # Every conv but the dense stem (BSR) runs in place on the interleaved rows, as members do:
+    # only the row length keeps them out.
+    assert [s.strided for s in conv_specs] == [False] + [True] * 9
+    # One image of chunk * V columns: a row of `chunk` vectors is too long for column segments
+    # (at most chunk / 2 positions), so the first convs are planar; after the stride-2 block
+    # rows of chunk / 2 vectors go onto segments.
+    size = chunk * vector_floats
     big = tmp_path / "big.onnx"
-    onnx.save(_resnet(), str(big))
+    onnx.save(_resnet(size=size), str(big))
     segment_calls = []
     original = runtime.ops.conv._segment_conv
     monkeypatch.setattr(runtime.ops.conv, "_segment_conv",
                         lambda *a: segment_calls.append(original(*a)) or segment_calls[-1])
-    plan = _plan(big, (1, 3, 16, 16))
+    plan = _plan(big, (1, 3, size, size))
     assert any(segment_calls) and plan.wavefronts
     assert all(not m.get("halo") and m["wave_overhang"] == 1 for g in marked for m in g)
 

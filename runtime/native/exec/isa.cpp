@@ -21,6 +21,7 @@ namespace {
         ns::vector_floats()                                                                \
   }
 
+#if defined(__x86_64__) || defined(_M_X64)
 struct CpuFeatures {
   bool avx2 = false, avx512 = false;
 };
@@ -28,16 +29,15 @@ struct CpuFeatures {
 const CpuFeatures& cpu() {
   static const CpuFeatures features = [] {
     CpuFeatures f;
-#if defined(__x86_64__) || defined(_M_X64)
     __builtin_cpu_init();
     f.avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     f.avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-#endif
     return f;
   }();
   return features;
 }
+#endif
 
 }  // namespace
 

@@ -15,6 +15,7 @@
 
 namespace fd {
 
+#ifdef FD_JIT_X86
 namespace {
 
 // Output channels per tile: accumulators zmm0..zmm23, input vectors rotate over zmm24..zmm29,
@@ -157,6 +158,7 @@ bool emit_tile(const JitConvSpec& s, int64_t first, int64_t count, Emitter& e,
 }
 
 }  // namespace
+#endif  // FD_JIT_X86
 
 std::unique_ptr<JitConv> JitConv::build(const JitConvSpec& s) {
 #ifndef FD_JIT_X86
