@@ -25,8 +25,9 @@ A buffer (``Buf``) is live from its first to its last step (both included). Poli
   - a block first tries the offset of a placed block of its key that is free throughout its
     life, so same-shape tensors keep coinciding as with ``by_layout`` (wavefront guards then
     order the reuse within a run).
-- ``by_layout``: the previous policy, kept for comparison: a scan in step order in which a
-  freed buffer is reused only by a later buffer of the same key.
+  When ``by_layout`` gives an arena no larger, its placement is kept (it needs no zeroing).
+- ``by_layout``: a scan in step order in which a freed buffer is reused only by a later buffer
+  of the same key.
 
 Zero borders. Convs read the border of a padded tensor (``Buf.border``: pad rows and columns) as
 its zero padding, and no step writes a non-zero value into a border. The workspace starts zeroed
@@ -70,7 +71,15 @@ def place_buffers(bufs: Sequence[Buf], steps: int, policy: str = "shared",
         return _place_by_layout(used, steps)
     if policy != "shared":
         raise ValueError(f"unknown memory policy {policy!r}; expected one of {MEMORY_POLICIES}")
-    return _place_greedy_by_size(used, together)
+    shared = _place_greedy_by_size(used, together)
+    offsets = [buf.offset for buf in used]
+    # by_layout needs no border zeroing: it wins whenever it is no larger (small graphs with
+    # few layouts, where greedy by size can leave a hole the step-order scan fills)
+    if _place_by_layout(used, steps) <= shared:
+        return max((buf.offset + _span(buf) for buf in used), default=0)
+    for buf, offset in zip(used, offsets, strict=True):
+        buf.offset = offset
+    return shared
 
 
 def _place_by_layout(bufs: list[Buf], steps: int) -> int:

@@ -68,10 +68,12 @@ def wavefront_runs(records: list[StepRecord], layers: int, vector_floats: int
 
 
 def run_buffers(records: list[StepRecord], runs: list[list[int]]) -> list[list[Buf]]:
-    """The arena buffers each run's convs read or write (the memory planner keeps any two of
-    them coinciding or apart, so that the run can be marked once they are placed)."""
-    return [[v.buf for i in run for v in _conv_views(records[i]) if v.buf is not None]
-            for run in runs]
+    """The arena buffers each run's convs read or write, their activations and whatever else
+    they read from the arena (gated weights: runtime/ops/conv.py): the memory planner keeps any
+    two of them coinciding or apart, since a run's members execute interleaved and a buffer
+    whose last step is an early member is still read while a later member writes."""
+    return [[v.buf for i in run for v in records[i].views.values()
+             if getattr(v, "buf", None) is not None] for run in runs]
 
 
 def _view_id(view: SymView | None) -> tuple | None:
