@@ -158,6 +158,37 @@ def test_pool2d_native_equals_reference(kind, options):
 
 
 @pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("hw,kernel,stride,dilation,pads", [
+    ((37, 111), (3, 3), (2, 2), (1, 1), (0, 0, 0, 0)),  # SqueezeNet's stem pool, ceil mode
+    ((20, 33), (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),
+    ((17, 50), (2, 5), (3, 3), (1, 2), (1, 2, 0, 1)),
+    ((9, 16), (1, 7), (1, 2), (1, 3), (0, 3, 0, 3)),
+    ((5, 3), (5, 5), (2, 2), (1, 1), (2, 2, 2, 2)),  # rows and columns mostly padding
+], ids=str)
+@pytest.mark.parametrize("ceil_mode", [False, True])
+def test_planar_pool_rows_equal_reference(kind, hw, kernel, stride, dilation, pads, ceil_mode):
+    """One image's planes (rows combined, then columns, then every stride-th picked): planes
+    wider and narrower than a vector, strides 1-3, dilations, asymmetric pads, ceil mode."""
+    if kind == "avg":
+        dilation = (1, 1)
+    x = random_input((1, 3, *hw), seed=hw[1])
+    options = dict(kernel=kernel, stride=stride, dilation=dilation, pads=pads,
+                   ceil_mode=ceil_mode)
+    assert_close(nat.pool2d(x, kind=kind, **options), ref.pool2d(x, kind=kind, **options),
+                 KERNEL_ATOL, KERNEL_RTOL)
+
+
+def test_planar_max_pool_propagates_nan():
+    x = np.asarray(random_input((1, 2, 12, 40)))
+    x[0, 0, 4, 16] = np.nan  # on the border of 2 x 2 windows
+    got = np.asarray(nat.pool2d(x, kind="max", kernel=(3, 3), stride=(2, 2), ceil_mode=True))
+    want = np.asarray(ref.pool2d(x, kind="max", kernel=(3, 3), stride=(2, 2), ceil_mode=True))
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got).sum() == 4
+    np.testing.assert_array_equal(got[~np.isnan(got)], want[~np.isnan(want)])
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
 def test_global_pool_native_equals_reference(kind):
     x = random_input((3, 5, 6, 7))
     assert_close(nat.global_pool(x, kind=kind), ref.global_pool(x, kind=kind),

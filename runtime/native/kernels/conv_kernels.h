@@ -13,6 +13,7 @@
 // garbage lanes are zeroed with a mask, which keeps the destination's zero border intact.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -125,7 +126,19 @@ struct PoolRowArgs {
   const int64_t* row_count = nullptr;    // count_include_pad: padded-extent taps per output row
   const float* col_count = nullptr;      // taps per output column (inside, or padded extent)
 };
-// acc: scratch of OW * E floats.
+// Planar rows (E = 1) combine a padded input row first: its floats, a multiple of any vector
+// width with a vector of slack for the kw taps read past the last picked column.
+inline int64_t pool_row_width(const PoolRowArgs& a) {
+  constexpr int64_t v = kMaxVectorFloats;
+  const int64_t picked = (a.OW - 1) * a.sw + 1;
+  const int64_t reach = picked + v + (a.kw - 1) * a.dw;
+  const int64_t width = std::max(reach, a.pl + a.W);
+  return (width + v - 1) / v * v + v;
+}
+// acc: scratch of pool_row_scratch(a) floats.
+inline int64_t pool_row_scratch(const PoolRowArgs& a) {
+  return a.E == 1 ? 2 * pool_row_width(a) : a.OW * a.E;
+}
 using PoolRowFn = void (*)(const PoolRowArgs& a, const float* plane, float* out, int64_t oh,
                            float* acc);
 

@@ -73,7 +73,67 @@ inline void valid_columns(const PoolRowArgs& a, int64_t j, int64_t* lo, int64_t*
 
 }  // namespace
 
+namespace {
+
+// Max (NaN sticky, as reduce_plane) or sum of two vectors.
+inline vf combine(bool is_max, vf a, vf v) {
+  return is_max ? simd::select(v != v, v, simd::vmax(v, a)) : a + v;
+}
+
+// Planar rows (E = 1): a strided window reads every sw-th float, which no compiler vectorises
+// well (MaxPool 3x3/2 on 64x112x112 ran at 4.5 ns per tap). Separable instead: the window's
+// input rows are combined column by column into a padded row t (contiguous vectors; padding
+// holds the identity), then t's kw taps into h at every padded column (contiguous, unaligned
+// loads), and the output picks every sw-th float of h. Max is exact in any order; a sum adds
+// rows first, then columns.
+void pool_row_planar(const PoolRowArgs& a, const float* plane, float* out, int64_t oh,
+                     float* scratch) {
+  const float init = a.is_max ? -std::numeric_limits<float>::infinity() : 0.0f;
+  const int64_t tw = pool_row_width(a);
+  const int64_t picked = ((a.OW - 1) * a.sw + 1 + V - 1) / V * V;
+  float* t = scratch;
+  float* h = scratch + tw;
+  const vf identity = simd::splat(init);
+  for (int64_t w = 0; w < tw; w += V) simd::storeu(t + w, identity);
+  float* row = t + a.pl;
+  int64_t rows = 0;
+  for (int64_t i = 0; i < a.kh; ++i) {
+    const int64_t r = oh * a.sh + i * a.dh - a.pt;
+    if (r < 0 || r >= a.H) continue;
+    ++rows;
+    const float* in = plane + r * a.src_rs;
+    int64_t w = 0;
+    for (; w + V <= a.W; w += V)
+      simd::storeu(row + w, combine(a.is_max, simd::loadu(row + w), simd::loadu(in + w)));
+    for (; w < a.W; ++w) {
+      const float v = in[w];
+      row[w] = a.is_max ? (v != v || v > row[w] ? v : row[w]) : row[w] + v;
+    }
+  }
+  for (int64_t k = 0; k < picked; k += V) {
+    vf acc = simd::loadu(t + k);
+    for (int64_t j = 1; j < a.kw; ++j) acc = combine(a.is_max, acc, simd::loadu(t + k + j * a.dw));
+    simd::storeu(h + k, acc);
+  }
+  if (a.is_max) {
+    for (int64_t ow = 0; ow < a.OW; ++ow) out[ow * a.dst_ws] = h[ow * a.sw];
+    return;
+  }
+  const float row_count = a.include_pad ? static_cast<float>(a.row_count[oh])
+                                        : static_cast<float>(rows);
+  for (int64_t ow = 0; ow < a.OW; ++ow) {
+    const float count = row_count * a.col_count[ow];
+    out[ow * a.dst_ws] = count > 0.0f ? h[ow * a.sw] / count : 0.0f;
+  }
+}
+
+}  // namespace
+
 void pool_row(const PoolRowArgs& a, const float* plane, float* out, int64_t oh, float* acc) {
+  if (a.E == 1) {
+    pool_row_planar(a, plane, out, oh, acc);
+    return;
+  }
   const int64_t E = a.E, n = a.OW * E;
   const float init = a.is_max ? -std::numeric_limits<float>::infinity() : 0.0f;
   for (int64_t k = 0; k < n; ++k) acc[k] = init;

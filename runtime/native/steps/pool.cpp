@@ -108,7 +108,8 @@ class PoolStep final : public Step {
     a.row_count = row_count_.data();
     a.col_count = col_count_.data();
     thread_local std::vector<float> acc;
-    if (acc.size() < static_cast<size_t>(a.OW * E_)) acc.resize(a.OW * E_);
+    const auto scratch = static_cast<size_t>(pool_row_scratch(a));
+    if (acc.size() < scratch) acc.resize(scratch);
     const int64_t images = E_ > 1 ? 1 : dst_.dim[0], C = dst_.dim[1], OH = dst_.dim[2];
     int64_t r0, r1;
     split_range(images * C * OH, tid, nth, &r0, &r1);
