@@ -8,7 +8,9 @@
 Backends (``EngineOptions.backend``): ``native`` runs our kernels, with the operators they lack
 on ONNX Runtime in-process (``fallback``; strict mode refuses such models at load, listing
 every unsupported node); ``onnxruntime`` hands the whole model to ONNX Runtime; ``auto`` picks
-ONNX Runtime for near-dense models, whose dense GEMM libraries beat direct sparse kernels.
+ONNX Runtime for near-dense models, whose dense GEMM libraries beat direct sparse kernels, and
+for the input shapes where the native program measured slower than ONNX Runtime
+(``compare_ort_above_ms``, ``runtime.tuning``).
 Models of opsets before 7 (legacy operator semantics) run on ONNX Runtime whatever the backend.
 
 Per set of input shapes the engine builds a program once (``runtime.program``: specialized,
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -48,6 +51,7 @@ from runtime.tuning import SERIAL_PROBE_MAX_S, compare_streams
 __all__ = ["Engine", "weight_density", "extreme", "extreme_constants", "COVERAGE_WARN_FRACTION",
            "MIN_NATIVE_OPSET"]
 
+_ORT_CHOICE = "the whole model runs on ONNX Runtime: it measured faster for these shapes"
 COVERAGE_WARN_FRACTION = 0.10  # warn once when more of the MACs than this are not native
 # Models of older opsets run on ONNX Runtime, which implements their legacy operators where it
 # still does (Mul-6 broadcasts only with broadcast=1, Relu-1 ...) and refuses the others.
@@ -88,6 +92,7 @@ class Engine:
         self._serial: dict[Shapes, int] = {}        # batch-1 shapes -> threads that serve them
         self._interleaved: dict[tuple, bool] = {}   # (image shapes, lanes) -> interleave wins
         self._separable: dict[Shapes, bool] = {}
+        self._ort_wins: dict[Shapes, bool] = {}     # input shapes -> ONNX Runtime was faster
         self._warned = False
         self._last: Program | None = None
         self._dense: Any = None  # ONNX Runtime session for non-finite values (False: refused)
@@ -156,6 +161,8 @@ class Engine:
             outs = self._run_ort(feeds)
         elif self._extreme_weights or any(map(extreme, feeds.values())):
             outs = self._run_dense(feeds, None)
+        elif self._ort_faster(feeds):
+            outs = self._run_dense(feeds, None)
         else:
             outs = self._run_native(feeds)
             if any(map(extreme, outs)):
@@ -174,17 +181,21 @@ class Engine:
         except Exception as exc:  # ORT raises its own exception types
             raise EngineError(f"ONNX Runtime failed: {' '.join(str(exc).split())[:400]}") from None
 
-    def _run_dense(self, feeds: dict[str, np.ndarray],
-                   native: list[np.ndarray] | None) -> list[np.ndarray]:
-        """ONNX Runtime's answer (dense arithmetic: NaN and Inf spread as in ONNX); the native one
-        when ONNX Runtime cannot load or run the model."""
+    def _dense_session(self) -> Any:
+        """The ONNX Runtime session of the whole model (made once); False when ORT refuses it."""
         with self._lock:
             if self._dense is None:
                 try:
                     self._dense = ort_session(str(self.path), self.threads, str(self.path))
                 except EngineError:
                     self._dense = False
-        if self._dense is not False:
+            return self._dense
+
+    def _run_dense(self, feeds: dict[str, np.ndarray],
+                   native: list[np.ndarray] | None) -> list[np.ndarray]:
+        """ONNX Runtime's answer (dense arithmetic: NaN and Inf spread as in ONNX); the native one
+        when ONNX Runtime cannot load or run the model."""
+        if self._dense_session() is not False:
             try:
                 return list(self._dense.run(None, feeds))
             except Exception:  # noqa: BLE001 - ORT's own types; the native answer stands
@@ -231,6 +242,44 @@ class Engine:
                                                              strict=True)])
         named = dict(zip(one.output_names, outputs, strict=True))
         return program.graph_outputs({**feeds, **named})
+
+    def _ort_faster(self, feeds: dict[str, np.ndarray]) -> bool:
+        """True when these input shapes run faster on ONNX Runtime dense than natively (timed
+        once per shapes: ``compare_ort_above_ms``; never with an explicit backend or tuning
+        off)."""
+        opts = self.options
+        if opts.backend != "auto" or opts.tuning == "off" or math.isinf(opts.compare_ort_above_ms):
+            return False
+        shapes = _key(feeds)
+        with self._lock:
+            known = self._ort_wins.get(shapes)
+            if known is None:
+                known = self._ort_wins[shapes] = self._time_against_ort(feeds)
+        return known
+
+    def _time_against_ort(self, feeds: dict[str, np.ndarray]) -> bool:
+        self._run_native(feeds)  # builds and tunes the plans; then the run itself is timed
+        start = time.perf_counter()
+        self._run_native(feeds)
+        if 1e3 * (time.perf_counter() - start) <= self.options.compare_ort_above_ms:
+            return False
+        had_session = self._dense is not None
+        session = self._dense_session()
+        if session is False:
+            return False
+        try:
+            session.run(None, feeds)
+        except Exception:  # noqa: BLE001 - ORT's own types: it cannot serve these inputs
+            return False
+        native_s, ort_s = compare_streams(lambda: self._run_native(feeds),
+                                          lambda: session.run(None, feeds))
+        if native_s <= ort_s and not had_session:
+            self._dense = None  # not kept in memory for a backend that lost
+        return ort_s < native_s
+
+    def _zero_feeds(self, shapes: Shapes) -> dict[str, np.ndarray]:
+        dtypes = {info.name: info.dtype for info in self.graph.inputs}
+        return {name: np.zeros(shape, dtypes[name]) for name, shape in shapes}
 
     # -- programs (bounded cache)
     def _program(self, shapes: Shapes, threads: int | None = None,
@@ -351,7 +400,8 @@ class Engine:
             if declared is None or batch < 1:
                 raise EngineError(f"cannot tune batch {batch}: the model's input shape "
                                   "is not fixed apart from the batch")
-            result[batch] = self._choice(declared, batch)
+            result[batch] = (_ORT_CHOICE if self._ort_faster(self._zero_feeds(declared))
+                             else self._choice(declared, batch))
         return result
 
     def _choice(self, shapes: Shapes, batch: int) -> str:
@@ -383,6 +433,8 @@ class Engine:
                 raise EngineError("the model's input shape has dynamic dims: pass input_shapes")
         if self._ort is not None:
             return describe_program(None, self, shapes, "the whole model runs on ONNX Runtime")
+        if self._ort_wins.get(shapes):
+            return describe_program(None, self, shapes, _ORT_CHOICE)
         choice = self._choice(shapes, batch)
         program = self._program_for_report(shapes, batch)
         return describe_program(program, self, shapes, choice)
@@ -394,6 +446,8 @@ class Engine:
         shapes = self._shapes_from(input_shapes)
         if self._ort is not None:
             return "the whole model runs on ONNX Runtime"
+        if self._ort_faster(self._zero_feeds(shapes)):
+            return _ORT_CHOICE
         batch = self._batch(shapes)
         if batch is None or batch == 1:
             return self._choice(shapes, 1)

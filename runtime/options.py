@@ -130,6 +130,9 @@ class EngineOptions:
       declared shape and ``tune_batches``), ``off`` never (fixed rules, no timing: results are
       the same in every process).
     - ``plan_cache_size``: plans kept per engine (least recently used evicted).
+    - ``compare_ort_above_ms``: with ``backend="auto"`` and tuning on, a shape whose native run
+      takes longer than this is also timed on ONNX Runtime (dense), once, and runs on whichever
+      was faster (``inf``: never compared). Smaller runs are not worth the probe.
     """
 
     threads: int | None = None
@@ -142,6 +145,7 @@ class EngineOptions:
     tune_batches: tuple[int, ...] = ()
     plan_cache_size: int = 8
     dense_delegate_density: float = 0.6
+    compare_ort_above_ms: float = 1.0
     planner: PlannerOptions = field(default_factory=PlannerOptions)
 
     def __post_init__(self) -> None:
@@ -161,6 +165,9 @@ class EngineOptions:
             raise OptionsError(f"tune_batches must be positive integers, got {self.tune_batches}")
         if not 0.0 <= self.dense_delegate_density <= 1.0:
             raise OptionsError("dense_delegate_density must be in [0, 1]")
+        if not self.compare_ort_above_ms >= 0.0:  # (NaN fails too)
+            raise OptionsError(f"compare_ort_above_ms must be >= 0, got "
+                               f"{self.compare_ort_above_ms!r}")
 
     @property
     def resolved_threads(self) -> int:

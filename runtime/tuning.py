@@ -1,12 +1,15 @@
 """The choices the engine times rather than guesses, and how they are timed.
 
-Two choices depend on the machine more than any rule captures: whether a single image runs
-faster on all threads or on one (stage hand-offs cost more than they save on small models), and
+Three choices depend on the machine more than any rule captures: whether a single image runs
+faster on all threads or on one (stage hand-offs cost more than they save on small models),
 whether a batch runs faster batch-interleaved or image by image (interleaving pays on small
-planes, costs L2 misses on big ones). Each is timed once, in streams of back-to-back calls as a
-stream of requests runs them (helper threads awake), the two options alternating so a noisy
-moment hits both. With ``EngineOptions.tuning = "off"`` nothing is timed: all threads, and
-interleaved groups whenever they fit.
+planes, costs L2 misses on big ones), and, for ``backend="auto"``, whether the native program
+beats ONNX Runtime dense on the whole model at all (a model whose time goes to operators the
+sparse kernels do not speed up, or to ONNX Runtime segments and the hand-offs between them, may
+not; then it runs on ONNX Runtime for those shapes). Each is timed once, in streams of
+back-to-back calls as a stream of requests runs them (helper threads awake), the two options
+alternating so a noisy moment hits both. With ``EngineOptions.tuning = "off"`` nothing is
+timed: all threads, interleaved groups whenever they fit, native whatever ONNX Runtime does.
 """
 
 from __future__ import annotations

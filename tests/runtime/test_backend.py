@@ -8,7 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from runtime.engine import Engine, weight_density
 from runtime.errors import EngineError, UnsupportedOpError
-from runtime.options import EngineOptions
+from runtime.options import EngineOptions, OptionsError
 from runtime.tuning import compare_streams
 
 TOL = 1e-4
@@ -102,3 +102,56 @@ def test_probe_stops_when_the_first_option_is_slow():
     assert second_s == float("inf") and calls["second"] == 0 and calls["first"] > 0
     first_s, second_s = compare_streams(first, second)
     assert calls["second"] > 0 and second_s < float("inf")
+
+
+@pytest.mark.parametrize("ort_faster", [True, False])
+def test_auto_runs_shapes_ort_measured_faster_on_ort(tmp_path, monkeypatch, ort_faster):
+    """backend=auto times the native program against ONNX Runtime dense once per input shapes
+    (above compare_ort_above_ms) and runs those shapes on the faster; describe() says which."""
+    import runtime.engine as engine_module
+
+    path = tmp_path / "m.onnx"
+    _conv_model(path, 0.9)
+    calls = []
+
+    def timed(native, ort_run):
+        calls.append((native(), ort_run()))
+        return (2.0, 1.0) if ort_faster else (1.0, 2.0)
+
+    monkeypatch.setattr(engine_module, "compare_streams", timed)
+    # (one thread, planar batches: no other choice is timed)
+    engine = Engine(path, options=EngineOptions(threads=1, batch_layout="planar",
+                                                compare_ort_above_ms=0.0))
+    x = np.random.default_rng(3).standard_normal((2, 4, 10, 10)).astype(np.float32)
+    for _ in range(2):
+        np.testing.assert_allclose(engine.run(x), _ort(path, x), rtol=TOL, atol=TOL)
+    assert len(calls) == 1  # once per shapes
+    report = engine.describe(input_shapes={"x": (2, 4, 10, 10)}).format()
+    assert ("measured faster" in report) == ort_faster
+    assert (engine._dense is not None) == ort_faster  # a losing ORT session is not kept
+    engine.run(x[:1])
+    assert len(calls) == 2  # new shapes, timed again
+
+
+@pytest.mark.parametrize("options", [dict(backend="native"), dict(tuning="off"),
+                                     dict(compare_ort_above_ms=float("inf")), {}], ids=str)
+def test_no_ort_comparison_when_fixed_or_small(tmp_path, monkeypatch, options):
+    """An explicit backend, tuning off, an infinite threshold, or (default threshold) a run
+    shorter than compare_ort_above_ms: nothing is compared and no ORT session is made."""
+    import runtime.engine as engine_module
+
+    def fail(*_):
+        raise AssertionError("compared with ONNX Runtime")
+
+    monkeypatch.setattr(engine_module, "compare_streams", fail)
+    path = tmp_path / "m.onnx"
+    _conv_model(path, 0.9)
+    engine = Engine(path, options=EngineOptions(threads=1, **options))
+    x = np.random.default_rng(4).standard_normal((1, 4, 10, 10)).astype(np.float32)
+    np.testing.assert_allclose(engine.run(x), _ort(path, x), rtol=TOL, atol=TOL)
+    assert engine._dense is None
+
+
+def test_compare_threshold_is_validated():
+    with pytest.raises(OptionsError, match="compare_ort_above_ms"):
+        EngineOptions(compare_ort_above_ms=float("nan"))
