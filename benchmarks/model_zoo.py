@@ -106,6 +106,7 @@ def _rel_error(actual: list[np.ndarray], expected: list[np.ndarray]) -> float:
 
 def _check(path: Path, engine: Any, session: Any, feeds: dict[str, np.ndarray]) -> str:
     """"ok" when every output matches ORT, else the errors against ORT and a float64 run."""
+    from runtime.errors import EngineError
     from runtime.graph import load_graph
     from runtime.specialize import reference_outputs
 
@@ -115,7 +116,10 @@ def _check(path: Path, engine: Any, session: Any, feeds: dict[str, np.ndarray]) 
     error = _rel_error(got, expected)
     if error <= MATCH_RTOL:
         return "ok"
-    exact = reference_outputs(load_graph(path), feeds)
+    try:
+        exact = reference_outputs(load_graph(path), feeds)
+    except EngineError as exc:  # (float64 widening breaks quantize ops' dtype rules)
+        return f"{error:.1e} vs ORT (no float64 reference: {' '.join(str(exc).split())[:80]})"
     if exact is None:
         return f"{error:.1e} vs ORT (no float64 reference)"
     exact = [exact[[o.name for o in engine.outputs].index(n)] for n in names]
