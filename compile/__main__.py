@@ -14,11 +14,13 @@ from compile.errors import CompileError
 
 __all__ = ["build_parser", "main"]
 
+PROG = "python -m compile"
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The CLI's argument parser (option defaults live in CompileOptions, not here)."""
     parser = argparse.ArgumentParser(
-        prog="python -m compile",
+        prog=prog,
         description="Compile a trained run into model.onnx, model.sparse.onnx, weights.fdpack "
                     "and report.json/.md, verified against torch with ONNX Runtime.")
     parser.add_argument("run", help="run directory from `python -m train` (or its model.pt)")
@@ -59,9 +61,9 @@ def _read_yaml(path: str) -> dict[str, Any]:
         raise CompileError(f"compile config: {exc}") from exc
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Parse, compile, print a summary; returns 0, or 2 on bad input / failed verification."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     from compile.pipeline import compile_run, options_from_mapping
 
     try:

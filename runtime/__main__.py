@@ -23,6 +23,7 @@ from typing import Any
 __all__ = ["build_parser", "main", "run_command", "describe_command"]
 
 EXIT_BAD_INPUT = 2
+PROG = "python -m runtime"
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
@@ -32,9 +33,10 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     add_engine_option_arguments(parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree; ``bench`` options come from runtime.bench_cli when it is importable."""
-    parser = argparse.ArgumentParser(prog="python -m runtime",
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The argparse tree; ``bench`` options come from runtime.bench_cli when it is importable.
+    ``prog``: how usage lines name the command (a wrapping CLI passes its own)."""
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="featherdeploy sparse CPU inference engine")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a model on input arrays (.npy)")
@@ -149,11 +151,11 @@ def _npz_bytes(arrays: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Entry point; returns the process exit code."""
     from runtime.errors import EngineError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         if args.command == "run":
             return run_command(args)

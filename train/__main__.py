@@ -9,6 +9,7 @@ import sys
 __all__ = ["main", "build_parser"]
 
 EXIT_BAD_INPUT = 2
+PROG = "python -m train"
 
 
 def _theta(value: str) -> str | float:
@@ -21,9 +22,9 @@ def _theta(value: str) -> str | float:
         raise argparse.ArgumentTypeError(message) from exc
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m train",
+        prog=prog,
         description="Feather sparse training. Flags override values from --config (YAML).")
     add = parser.add_argument
     add("--config", help="YAML file with TrainConfig fields (e.g. configs/default.yaml)")
@@ -82,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
     from train.artifact import ArtifactError
     from train.config import ConfigError, load_yaml_config, resolve_config
     from train.data_arrays import DatasetError

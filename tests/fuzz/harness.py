@@ -251,7 +251,7 @@ def _engine_child(model_path: Path, case: Case) -> Outcome:
 def _cli_child(model_path: Path, case: Case) -> Outcome:
     """``python -m runtime run`` in-process: exit 2 with a message is a clean error, an
     exception out of main() or another exit code is not."""
-    from runtime.__main__ import main
+    from runtime.__main__ import PROG, main
 
     for option in ("batch_layout", "isa", "tuning"):  # what the CLI reads from the environment
         os.environ[f"FEATHERDEPLOY_{option.upper()}"] = str(case.options[option])
@@ -277,7 +277,7 @@ def _cli_child(model_path: Path, case: Case) -> Outcome:
         return Outcome("error", error_type=type(exc).__name__, message=str(exc), stage="cli",
                        traceback=traceback.format_exc())
     message = err.getvalue().strip()
-    usage = message.splitlines()[-1].startswith("python -m runtime run: error:") if message \
+    usage = message.splitlines()[-1].startswith(f"{PROG} run: error:") if message \
         else False  # argparse: usage, then one error line
     if code == 2 and (message.startswith("error: ") or usage) and not os.path.exists(out):
         return Outcome("error", error_type="cli exit 2", message=message, engine_error=True,
