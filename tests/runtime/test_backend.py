@@ -6,10 +6,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime.engine import Engine, weight_density
-from runtime.errors import EngineError, UnsupportedOpError
-from runtime.options import EngineOptions
-from runtime.tuning import compare_streams
+from featherdeploy.runtime.engine import Engine, weight_density
+from featherdeploy.runtime.errors import EngineError, UnsupportedOpError
+from featherdeploy.runtime.options import EngineOptions
+from featherdeploy.runtime.tuning import compare_streams
 
 TOL = 1e-4
 
