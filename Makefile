@@ -7,6 +7,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+FD     := $(VENV)/bin/featherdeploy
 NAME   ?= default
 CONFIG ?= configs/default.yaml
 STAMP  := $(VENV)/.installed
@@ -33,10 +34,10 @@ dataset:
 	fi
 
 train: setup
-	$(PY) -m train --config $(CONFIG) --name $(NAME)
+	$(FD) train --config $(CONFIG) --name $(NAME)
 
 compile: setup
-	$(PY) -m compile runs/$(NAME) --out artifacts/$(NAME)
+	$(FD) compile runs/$(NAME) --out artifacts/$(NAME)
 
 bench: setup
 	$(PY) -m benchmarks.bench artifacts/$(NAME)
