@@ -121,8 +121,8 @@ def check_commands(work: Path, model: Path, x: np.ndarray) -> None:
     if "featherdeploy[train]" not in command(fd, "compile", str(work / "no-run"), "--out",
                                              str(work / "artifacts"), expect=2):
         fail("`featherdeploy compile` without torch does not say to install the train extra")
-    if "Conv" not in command(fd, "describe", str(model)):
-        fail("`featherdeploy describe` does not show the model's Conv nodes")
+    if "| Conv | native |" not in command(fd, "describe", str(model), "--backend", "native"):
+        fail("`featherdeploy describe` does not show native Conv nodes")
     np.save(work / "x.npy", x)
     command(fd, "run", str(model), "--input", str(work / "x.npy"), "--output",
             str(work / "y.npy"), "--backend", "native", "--threads", "1")
