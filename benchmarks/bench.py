@@ -310,7 +310,12 @@ def measure_timings(runner_factories: dict[str, Callable[[int], RunFn]], images:
     `runner_factories[key](threads)` builds a runner for that thread count (sessions are built
     once per thread count and reused for every batch size).
     """
-    from featherdeploy.runtime.bench import TURN_GAP_S, TURN_SETTLE_CALLS, TURN_SETTLE_S, compare_interleaved
+    from featherdeploy.runtime.bench import (
+        TURN_GAP_S,
+        TURN_SETTLE_CALLS,
+        TURN_SETTLE_S,
+        compare_interleaved,
+    )
 
     rows: list[TimingRow] = []
     for threads in settings.threads:

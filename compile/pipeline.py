@@ -46,7 +46,13 @@ from featherdeploy.compile.pack import (
     parse_block_shapes,
     write_weights_pack,
 )
-from featherdeploy.compile.report import REPORT_FORMAT, REPORT_VERSION, dense_layer_macs, layer_rows, totals
+from featherdeploy.compile.report import (
+    REPORT_FORMAT,
+    REPORT_VERSION,
+    dense_layer_macs,
+    layer_rows,
+    totals,
+)
 from featherdeploy.compile.report import write_report as write_report_files
 from featherdeploy.compile.run_inputs import (
     EvalData,

@@ -13,7 +13,12 @@ __all__ = ["Engine", "EngineOptions", "PlannerOptions", "OptionsError", "EngineE
 
 if TYPE_CHECKING:
     from featherdeploy.runtime.engine import Engine
-    from featherdeploy.runtime.errors import EngineError, InputError, ModelLoadError, UnsupportedOpError
+    from featherdeploy.runtime.errors import (
+        EngineError,
+        InputError,
+        ModelLoadError,
+        UnsupportedOpError,
+    )
     from featherdeploy.runtime.options import EngineOptions, OptionsError, PlannerOptions
 
 _ERRORS = ("EngineError", "ModelLoadError", "UnsupportedOpError", "InputError")

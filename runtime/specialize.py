@@ -19,7 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from featherdeploy.runtime.errors import DataDependentShapeError, EngineError, InputError, ModelLoadError
+from featherdeploy.runtime.errors import (
+    DataDependentShapeError,
+    EngineError,
+    InputError,
+    ModelLoadError,
+)
 from featherdeploy.runtime.graph import Graph, Node
 from featherdeploy.runtime.ops.registry import OpContext, OpDef, get_op
 

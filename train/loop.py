@@ -38,7 +38,12 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from featherdeploy.runtime.atomic import atomic_write_json, atomic_write_text
-from featherdeploy.train.artifact import ModelMeta, atomic_torch_save, non_finite_tensor, save_model_artifact
+from featherdeploy.train.artifact import (
+    ModelMeta,
+    atomic_torch_save,
+    non_finite_tensor,
+    save_model_artifact,
+)
 from featherdeploy.train.config import ConfigError, TrainConfig, to_yaml
 from featherdeploy.train.east.cyclic import CyclicSchedule
 from featherdeploy.train.east.dyrelu import dyrelu_beta, set_dyrelu_beta

@@ -17,7 +17,11 @@ import numpy as np
 from featherdeploy.runtime.errors import ModelLoadError
 from featherdeploy.runtime.graph import Node
 from featherdeploy.runtime.macs import sparse_macs
-from featherdeploy.runtime.ops.geometry import conv_transpose_geometry, nd_output_dims, transpose_phases
+from featherdeploy.runtime.ops.geometry import (
+    conv_transpose_geometry,
+    nd_output_dims,
+    transpose_phases,
+)
 from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, register
 from featherdeploy.runtime.planner.layout import SymView
 

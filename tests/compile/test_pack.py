@@ -14,8 +14,8 @@ from featherdeploy.compile.pack import parse_block_shapes
 from featherdeploy.compile.pipeline import CompileOptions, compile_model
 from featherdeploy.compile.verify import verify_pack
 from featherdeploy.runtime.formats import ConvAttributes, pack_weight, read_pack, write_pack
-from tests.compile.helpers import TinyNet, randomize_batchnorm_, sparsify_
 from featherdeploy.train.prunable import prunable_parameters
+from tests.compile.helpers import TinyNet, randomize_batchnorm_, sparsify_
 
 
 def test_parse_block_shapes() -> None:

@@ -26,11 +26,11 @@ from featherdeploy.compile.pipeline import (
 )
 from featherdeploy.compile.pipeline import _make_work_dir as make_work_dir
 from featherdeploy.runtime.formats import FORMAT_NAME, FORMAT_VERSION, read_pack
-from tests.compile.helpers import TinyNet, randomize_batchnorm_, sparsify_
 from featherdeploy.train.artifact import ModelMeta, save_model_artifact
 from featherdeploy.train.flops import sparsity_report
 from featherdeploy.train.models import build_model
 from featherdeploy.train.prunable import prunable_parameters
+from tests.compile.helpers import TinyNet, randomize_batchnorm_, sparsify_
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 ARTIFACT_FILES = {"model.onnx", "model.sparse.onnx", "weights.fdpack", "report.json", "report.md"}

@@ -15,8 +15,12 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 import featherdeploy.train.data_arrays as data_arrays
-from tests.conftest import TINY_CIFAR_PER_BATCH, TINY_FMNIST_TEST, TINY_FMNIST_TRAIN
-from featherdeploy.train.data import AugmentSpec, InMemoryImageDataset, build_datasets, iterate_batches
+from featherdeploy.train.data import (
+    AugmentSpec,
+    InMemoryImageDataset,
+    build_datasets,
+    iterate_batches,
+)
 from featherdeploy.train.data_arrays import (
     DatasetError,
     DatasetFormatError,
@@ -28,6 +32,7 @@ from featherdeploy.train.data_arrays import (
     resolve_fashion_mnist_dir,
     synthetic_arrays,
 )
+from tests.conftest import TINY_CIFAR_PER_BATCH, TINY_FMNIST_TEST, TINY_FMNIST_TRAIN
 
 # float32 normalisation computed two ways (x * scale + shift vs (x / 255 - mean) / std).
 NORMALIZE_ATOL = 1e-5

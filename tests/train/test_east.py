@@ -8,7 +8,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from featherdeploy.train.config import ConfigError, resolve_config
-from featherdeploy.train.east.cyclic import MAX_PERIOD, MIN_PERIOD, CyclicSchedule, auto_period, regrow_layer
+from featherdeploy.train.east.cyclic import (
+    MAX_PERIOD,
+    MIN_PERIOD,
+    CyclicSchedule,
+    auto_period,
+    regrow_layer,
+)
 from featherdeploy.train.east.dyrelu import (
     DyReLUB,
     attach_dyrelu,

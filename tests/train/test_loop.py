@@ -14,7 +14,12 @@ import torch
 import yaml
 
 from featherdeploy.train.__main__ import main as train_main
-from featherdeploy.train.artifact import ArtifactError, ModelMeta, load_model_artifact, save_model_artifact
+from featherdeploy.train.artifact import (
+    ArtifactError,
+    ModelMeta,
+    load_model_artifact,
+    save_model_artifact,
+)
 from featherdeploy.train.config import ConfigError, resolve_config
 from featherdeploy.train.loop import RunExistsError, RunWriteError, epoch_divergence, run_training
 
