@@ -108,6 +108,8 @@ native = Pybind11Extension(
 )
 
 # The runtime reads no data files at run time (the C++ sources are compiled into the
-# extension), so there is no package_data to ship.
-setup(packages=stage_packages(), package_dir=STAGES, ext_modules=[native],
-      cmdclass={"build_ext": BuildWithIsaVariants})
+# extension): no package data. Without include_package_data=False setuptools would copy the
+# sources under runtime/native/ into the wheel as data of featherdeploy.runtime (and warn that
+# those folders look like packages). The sdist still carries them (extension sources/depends).
+setup(packages=stage_packages(), package_dir=STAGES, include_package_data=False,
+      ext_modules=[native], cmdclass={"build_ext": BuildWithIsaVariants})
