@@ -1,18 +1,22 @@
 # One-command entry points. A fresh clone needs nothing else: every target runs `setup` first.
 #   make train compile bench   -> runs/$(NAME), artifacts/$(NAME), bench report
-#   make test                  -> the full test suite (what CI runs)
+#   make test                  -> the full test suite, then test-wheel (what CI runs)
+#   make test-wheel            -> build the wheel, install it alone in a fresh venv (no torch) and
+#                                 run the engine and the `featherdeploy` command from it (~6 min)
 #   make test-aarch64          -> build the native engine for aarch64, run the `aarch64` tests
 #                                 under qemu emulation (tools/aarch64/test.sh; needs root once)
 #   make fuzz                  -> 10,000 fuzz cases vs ONNX Runtime (~15 min) -> reports/fuzz/report.json
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+FD     := $(VENV)/bin/featherdeploy
 NAME   ?= default
 CONFIG ?= configs/default.yaml
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup dataset train compile bench frontier ablation fullsize test test-aarch64 fuzz lint clean
+.PHONY: setup dataset train compile bench frontier ablation fullsize test test-wheel test-aarch64 \
+	fuzz lint clean
 
 setup: $(STAMP) dataset
 
@@ -33,10 +37,10 @@ dataset:
 	fi
 
 train: setup
-	$(PY) -m train --config $(CONFIG) --name $(NAME)
+	$(FD) train --config $(CONFIG) --name $(NAME)
 
 compile: setup
-	$(PY) -m compile runs/$(NAME) --out artifacts/$(NAME)
+	$(FD) compile runs/$(NAME) --out artifacts/$(NAME)
 
 bench: setup
 	$(PY) -m benchmarks.bench artifacts/$(NAME)
@@ -55,6 +59,12 @@ fullsize: setup
 
 test: setup
 	$(PY) -m pytest -q
+	$(MAKE) test-wheel
+
+# The installed layout (featherdeploy.* only, core dependencies only) is not what the tests above
+# import from the checkout: check it from a wheel (tools/wheel_check.sh).
+test-wheel: setup
+	PY=$(PY) bash tools/wheel_check.sh
 
 test-aarch64: setup
 	PY=$(PY) bash tools/aarch64/test.sh

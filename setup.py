@@ -1,4 +1,10 @@
-"""Build script: the native runtime extension `runtime._native` (pyproject.toml holds the metadata).
+"""Build script: the package layout and the native runtime extension `featherdeploy.runtime._native`
+(pyproject.toml holds the metadata).
+
+Layout: the repository keeps its stage folders at the top (train/, compile/, runtime/); the
+distribution installs them as featherdeploy.train, featherdeploy.compile and
+featherdeploy.runtime (STAGES below), next to featherdeploy/ itself, and no top-level stage
+package. `build_ext --inplace` puts the extension into runtime/ (package_dir maps it there).
 
 All native build flags live here. The hot kernels (`runtime/native/kernels/*.cpp`) are compiled once
 per instruction set into their own C++ namespace (`isa_generic`, `isa_avx2`, `isa_avx512`);
@@ -13,11 +19,17 @@ from __future__ import annotations
 import glob
 import os
 import platform
+from pathlib import Path
 
 from pybind11.setup_helpers import Pybind11Extension
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
+PACKAGE = "featherdeploy"
+# package name -> repository folder; subpackages follow their folders (featherdeploy.runtime.ops ->
+# runtime/ops).
+STAGES = {PACKAGE: "featherdeploy", f"{PACKAGE}.train": "train",
+          f"{PACKAGE}.compile": "compile", f"{PACKAGE}.runtime": "runtime"}
 NATIVE_DIR = os.path.join("runtime", "native")
 COMMON_FLAGS = ["-O3", "-ffp-contract=fast", "-fno-math-errno", "-pthread"]
 LINK_FLAGS = ["-pthread"]
@@ -74,8 +86,19 @@ class BuildWithIsaVariants(build_ext):
         super().build_extension(ext)
 
 
+def stage_packages() -> list[str]:
+    """Every package of STAGES: each folder below a stage root that has an __init__.py."""
+    packages = []
+    for name, folder in STAGES.items():
+        for init in sorted(Path(folder).rglob("__init__.py")):
+            parts = init.parent.relative_to(folder).parts
+            packages.append(".".join((name, *parts)))
+    return packages
+
+
+# The PyInit symbol is the name's last component (PyInit__native): module.cpp is unchanged.
 native = Pybind11Extension(
-    "runtime._native",
+    f"{PACKAGE}.runtime._native",
     sources=DRIVER_SOURCES,
     include_dirs=[NATIVE_DIR],
     extra_compile_args=COMMON_FLAGS,
@@ -84,4 +107,9 @@ native = Pybind11Extension(
     cxx_std=17,
 )
 
-setup(ext_modules=[native], cmdclass={"build_ext": BuildWithIsaVariants})
+# The runtime reads no data files at run time (the C++ sources are compiled into the
+# extension): no package data. Without include_package_data=False setuptools would copy the
+# sources under runtime/native/ into the wheel as data of featherdeploy.runtime (and warn that
+# those folders look like packages). The sdist still carries them (extension sources/depends).
+setup(packages=stage_packages(), package_dir=STAGES, include_package_data=False,
+      ext_modules=[native], cmdclass={"build_ext": BuildWithIsaVariants})

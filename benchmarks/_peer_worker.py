@@ -91,7 +91,7 @@ def _load_ort(model: str, x: np.ndarray, threads: int) -> Loaded:
 
 def _load_engine(model: str, x: np.ndarray, threads: int) -> Loaded:
     """Our engine (``runtime.Engine``) with its default options."""
-    runtime = _import("runtime")
+    runtime = _import("featherdeploy.runtime")
     engine = runtime.Engine(model, threads=threads)
     return Loaded(lambda: engine.run(x), "this checkout")  # the parent names the commit
 

@@ -5,10 +5,10 @@
 - STE-scale study (paper Fig. 3): theta in {0, 0.25, 0.5, 0.75, 1} at 95 and 99 % with the
   feather operator.
 
-Each (operator, sparsity, theta, seed) is one training run (`python -m train` as a subprocess, a
-short schedule set in `configs/sweeps/ablation.yaml`); points shared by both studies (feather,
-theta 1, 95 / 99 %) run once. The sweep is resumable and parallel-safe: each point holds a lock
-while it runs and stores its result atomically, so several `make ablation` processes can share
+Each (operator, sparsity, theta, seed) is one training run (`python -m featherdeploy.train` as a
+subprocess, a short schedule set in `configs/sweeps/ablation.yaml`); points shared by both studies
+(feather, theta 1, 95 / 99 %) run once. The sweep is resumable and parallel-safe: each point holds a
+lock while it runs and stores its result atomically, so several `make ablation` processes can share
 the work and a killed one can simply be restarted (`benchmarks.reporting.sweep`).
 
 Outputs in `reports/ablation/`: `ablation.csv`, `ablation.md`, `fig2_operators.png`,

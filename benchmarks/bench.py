@@ -1,6 +1,6 @@
 """`make bench`: latency, throughput, MACs and deployed accuracy of one compiled artifact.
 
-For `artifacts/NAME/` (written by `python -m compile`) this measures, side by side in one run
+For `artifacts/NAME/` (written by `featherdeploy compile`) this measures, side by side in one run
 (docs/performance.md: only ratios measured together mean something on a shared VM):
 
 - latency at batch 1 and throughput at batch 32, with 1 and 2 threads, of three contenders:
@@ -40,7 +40,7 @@ from benchmarks.reporting.tables import (
     fmt_speedup,
     markdown_table,
 )
-from runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from featherdeploy.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 __all__ = [
     "BenchSettings",
@@ -310,7 +310,12 @@ def measure_timings(runner_factories: dict[str, Callable[[int], RunFn]], images:
     `runner_factories[key](threads)` builds a runner for that thread count (sessions are built
     once per thread count and reused for every batch size).
     """
-    from runtime.bench import TURN_GAP_S, TURN_SETTLE_CALLS, TURN_SETTLE_S, compare_interleaved
+    from featherdeploy.runtime.bench import (
+        TURN_GAP_S,
+        TURN_SETTLE_CALLS,
+        TURN_SETTLE_S,
+        compare_interleaved,
+    )
 
     rows: list[TimingRow] = []
     for threads in settings.threads:
@@ -328,7 +333,7 @@ def measure_timings(runner_factories: dict[str, Callable[[int], RunFn]], images:
 
 def _ort_factory(path: Path) -> Callable[[int], RunFn]:
     def build(threads: int) -> RunFn:
-        from runtime.bench import make_ort_session
+        from featherdeploy.runtime.bench import make_ort_session
 
         session = make_ort_session(path, threads)
         input_name = session.get_inputs()[0].name
@@ -338,7 +343,7 @@ def _ort_factory(path: Path) -> Callable[[int], RunFn]:
 
 def _engine_factory(path: Path) -> Callable[[int], RunFn]:
     def build(threads: int) -> RunFn:
-        from runtime.bench import load_engine
+        from featherdeploy.runtime.bench import load_engine
 
         engine, reason = load_engine(path, threads)
         if engine is None:
@@ -359,7 +364,7 @@ def _runner_factories(directory: Path, settings: BenchSettings) -> dict[str, Cal
 def bench_artifact(directory: str | Path, images: np.ndarray, labels: np.ndarray,
                    settings: BenchSettings = BenchSettings()) -> BenchResult:
     """Measure one artifact directory on the given test images (see the module docstring)."""
-    from runtime.bench import BenchError, count_model_macs, load_onnx_model
+    from featherdeploy.runtime.bench import BenchError, count_model_macs, load_onnx_model
 
     settings.validate()
     info = read_artifact_info(directory)
@@ -501,7 +506,7 @@ def _settings_from_args(args: argparse.Namespace) -> BenchSettings:
 def load_test_set(info: ArtifactInfo, dataset: str | None, data_dir: str | None,
                   limit: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Test images and labels of the artifact's dataset (torch-free loader of train/)."""
-    from train.data_arrays import DatasetError, load_test_arrays
+    from featherdeploy.train.data_arrays import DatasetError, load_test_arrays
 
     name = dataset or info.dataset
     if name is None:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.atomic import atomic_write_bytes
+from featherdeploy.runtime.atomic import atomic_write_bytes
 
 __all__ = [
     "BenchModelSpec",
@@ -59,13 +59,13 @@ class BenchModelSpec:
 
 def _resnet20x2() -> nn.Module:
     """CIFAR ResNet-20 with widths 32/64/128 (train.models registry)."""
-    from train.models import build_model
+    from featherdeploy.train.models import build_model
     return build_model("resnet20", in_channels=3, num_classes=100, image_size=32, width=2)
 
 
 def _mobilenet_v1() -> nn.Module:
     """CIFAR MobileNetV1 with its stride-1 stem (train.models registry)."""
-    from train.models import build_model
+    from featherdeploy.train.models import build_model
     return build_model("mobilenet_v1", in_channels=3, num_classes=100, image_size=32)
 
 

@@ -50,9 +50,9 @@ def magnitude_prune_(model: nn.Module, sparsity: float, fqns: Sequence[str]) -> 
 def time_resnet50_compile(sparsity: float = 0.95, image_size: int = 224,
                           seed: int = 0) -> CompileTiming:
     """Build ResNet-50, prune it, and time ``compile_model`` with default options."""
-    from compile.pipeline import CompileOptions, compile_model
-    from train.models import build_model
-    from train.prunable import prunable_parameters
+    from featherdeploy.compile.pipeline import CompileOptions, compile_model
+    from featherdeploy.train.models import build_model
+    from featherdeploy.train.prunable import prunable_parameters
 
     torch.manual_seed(seed)
     model = build_model("resnet50", in_channels=3, num_classes=1000, image_size=image_size)

@@ -36,8 +36,8 @@ from benchmarks.bench_models import (
     bench_model_path,
 )
 from benchmarks.workers import WorkerError, WorkerProcess
-from runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
-from runtime.bench import (
+from featherdeploy.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from featherdeploy.runtime.bench import (
     TURN_GAP_S,
     TURN_SETTLE_CALLS,
     TURN_SETTLE_S,

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.atomic import atomic_write_text
+from featherdeploy.runtime.atomic import atomic_write_text
 
 __all__ = ["VARIANTS", "LABELS", "Point", "Setting", "grid", "point_overrides", "run_point",
            "point_row", "results_markdown", "results_csv", "main"]
@@ -124,8 +124,8 @@ def point_overrides(point: Point, setting: Setting, runs_dir: Path) -> dict[str,
 
 def run_point(file_values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Train one point (or skip / resume it) and return its summary plus the deployed nnz."""
-    from train.config import resolve_config
-    from train.loop import run_training
+    from featherdeploy.train.config import resolve_config
+    from featherdeploy.train.loop import run_training
 
     config = resolve_config(file_values, overrides)
     summary_path = config.run_dir / "summary.json"
@@ -250,8 +250,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from train.config import ConfigError, load_yaml_config
-    from train.data_arrays import DatasetNotFoundError
+    from featherdeploy.train.config import ConfigError, load_yaml_config
+    from featherdeploy.train.data_arrays import DatasetNotFoundError
 
     setting = Setting(args.epochs, args.limit_train, args.limit_test, args.device)
     results: dict[Point, dict[str, Any]] = {}

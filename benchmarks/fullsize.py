@@ -55,8 +55,8 @@ from benchmarks.fullsize_report import (
 )
 from benchmarks.reporting.machine import machine_info
 from benchmarks.workers import WorkerError, WorkerProcess
-from runtime.atomic import atomic_write_json, atomic_write_text, atomic_writer
-from runtime.bench import (
+from featherdeploy.runtime.atomic import atomic_write_json, atomic_write_text, atomic_writer
+from featherdeploy.runtime.bench import (
     TURN_GAP_S,
     TURN_SETTLE_CALLS,
     TURN_SETTLE_S,

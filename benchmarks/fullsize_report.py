@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.bench import Timing
+from featherdeploy.runtime.bench import Timing
 
 __all__ = [
     "CONTENDERS",

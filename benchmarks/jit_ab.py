@@ -20,8 +20,8 @@ import numpy as np
 
 from benchmarks.bench_models import bench_model_path
 from benchmarks.engine_vs_peers import DEFAULT_WORK_DIR
-from runtime import Engine, EngineOptions
-from runtime.bench import compare_interleaved
+from featherdeploy.runtime import Engine, EngineOptions
+from featherdeploy.runtime.bench import compare_interleaved
 
 MODELS = ("resnet20x2", "mobilenet_v1", "resnet50_conv2x")
 

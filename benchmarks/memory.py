@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.machine import cpu_model_name
-from runtime.options import EngineOptions, PlannerOptions
+from featherdeploy.runtime.machine import cpu_model_name
+from featherdeploy.runtime.options import EngineOptions, PlannerOptions
 
 __all__ = ["MemoryConfig", "PlanMemory", "MemoryRow", "model_path", "plan_memory",
            "measure_row", "format_table", "main"]
@@ -92,7 +92,7 @@ def model_path(name: str, config: MemoryConfig) -> Path:
             pruned_torch_model,
             torch_spec,
         )
-        from runtime.atomic import atomic_write_bytes
+        from featherdeploy.runtime.atomic import atomic_write_bytes
 
         spec = torch_spec(name)
         model = prepare_torch_model(spec, config.seed)
@@ -112,9 +112,9 @@ def plan_memory(path: Path, batch: int, threads: int, policy: str,
     """Arena figures of the native plan serving ``batch`` images: the one-image plan, run by
     each thread on its own images, when they run one by one (runtime.planner.batch), else the
     plan of the group or of the whole batch."""
-    from runtime.graph import load_graph
-    from runtime.planner.batch import batch_separable, interleave_lanes
-    from runtime.program import build_program
+    from featherdeploy.runtime.graph import load_graph
+    from featherdeploy.runtime.planner.batch import batch_separable, interleave_lanes
+    from featherdeploy.runtime.program import build_program
 
     graph = load_graph(path)
     name = graph.input_names[0]
@@ -135,8 +135,8 @@ def plan_memory(path: Path, batch: int, threads: int, policy: str,
 
 def measure_row(name: str, batch: int, config: MemoryConfig) -> MemoryRow:
     """Arena figures and peak RSS (a child process each) of one model at one batch size."""
-    from runtime.graph import load_graph
-    from runtime.peak_memory import measure_peak_memory
+    from featherdeploy.runtime.graph import load_graph
+    from featherdeploy.runtime.peak_memory import measure_peak_memory
 
     path = model_path(name, config)
     row = MemoryRow(name, batch)

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.reporting.machine import machine_info
-from runtime.atomic import atomic_write_json, atomic_write_text
-from runtime.bench import (
+from featherdeploy.runtime.atomic import atomic_write_json, atomic_write_text
+from featherdeploy.runtime.bench import (
     TURN_GAP_S,
     TURN_SETTLE_CALLS,
     TURN_SETTLE_S,
@@ -106,9 +106,9 @@ def _rel_error(actual: list[np.ndarray], expected: list[np.ndarray]) -> float:
 
 def _check(path: Path, engine: Any, session: Any, feeds: dict[str, np.ndarray]) -> str:
     """"ok" when every output matches ORT, else the errors against ORT and a float64 run."""
-    from runtime.errors import EngineError
-    from runtime.graph import load_graph
-    from runtime.specialize import reference_outputs
+    from featherdeploy.runtime.errors import EngineError
+    from featherdeploy.runtime.graph import load_graph
+    from featherdeploy.runtime.specialize import reference_outputs
 
     names = [o.name for o in session.get_outputs()]
     expected = session.run(names, feeds)
@@ -147,7 +147,7 @@ def _time_cell(engine: Any, auto: Any, session: Any, feeds: dict[str, np.ndarray
 
 
 def _measure(entry: dict[str, Any], config: ZooConfig) -> ModelResult:
-    from runtime import Engine, EngineOptions
+    from featherdeploy.runtime import Engine, EngineOptions
 
     result = ModelResult(entry["name"], entry["kind"])
     path = config.zoo / entry["files"]["pruned"]["file"]

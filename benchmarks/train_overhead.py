@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.models import build_model
-from train.sparsify import FeatherSparsifier, SparsityConfig
+from featherdeploy.train.models import build_model
+from featherdeploy.train.sparsify import FeatherSparsifier, SparsityConfig
 
 __all__ = ["measure_overhead", "main"]
 

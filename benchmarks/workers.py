@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from runtime.bench import Sampler
+from featherdeploy.runtime.bench import Sampler
 
 __all__ = ["WorkerError", "WorkerProcess", "DEFAULT_REPLY_TIMEOUT_S"]
 

@@ -1,4 +1,5 @@
-"""``python -m compile RUN_DIR --out artifacts/NAME``: argparse only; the work is in pipeline.py.
+"""``featherdeploy compile RUN_DIR --out artifacts/NAME`` (or ``python -m featherdeploy.compile
+...``): argparse only; the work is in pipeline.py.
 
 Option precedence: CompileOptions defaults < ``--config FILE.yaml`` < flags given on the line.
 """
@@ -10,18 +11,20 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from compile.errors import CompileError
+from featherdeploy.compile.errors import CompileError
 
 __all__ = ["build_parser", "main"]
 
+PROG = "python -m featherdeploy.compile"
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The CLI's argument parser (option defaults live in CompileOptions, not here)."""
     parser = argparse.ArgumentParser(
-        prog="python -m compile",
+        prog=prog,
         description="Compile a trained run into model.onnx, model.sparse.onnx, weights.fdpack "
                     "and report.json/.md, verified against torch with ONNX Runtime.")
-    parser.add_argument("run", help="run directory from `python -m train` (or its model.pt)")
+    parser.add_argument("run", help="run directory from `featherdeploy train` (or its model.pt)")
     parser.add_argument("--out", required=True, help="artifacts directory (replaced atomically)")
     parser.add_argument("--config", help="YAML file with CompileOptions fields")
     parser.add_argument("--opset", type=int, help="ONNX opset (>= 13; default 13)")
@@ -51,7 +54,7 @@ _OPTION_FLAGS = ("opset", "ir_version", "block_shapes", "layout", "verify_images
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
-    from train.config import ConfigError, load_yaml_config
+    from featherdeploy.train.config import ConfigError, load_yaml_config
 
     try:
         return load_yaml_config(path)
@@ -59,10 +62,10 @@ def _read_yaml(path: str) -> dict[str, Any]:
         raise CompileError(f"compile config: {exc}") from exc
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Parse, compile, print a summary; returns 0, or 2 on bad input / failed verification."""
-    args = build_parser().parse_args(argv)
-    from compile.pipeline import compile_run, options_from_mapping
+    args = build_parser(prog).parse_args(argv)
+    from featherdeploy.compile.pipeline import compile_run, options_from_mapping
 
     try:
         values = _read_yaml(args.config) if args.config else {}

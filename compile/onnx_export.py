@@ -27,8 +27,8 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from compile.errors import CompileError
-from runtime.formats import ConvAttributes
+from featherdeploy.compile.errors import CompileError
+from featherdeploy.runtime.formats import ConvAttributes
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "export_onnx", "remove_initializer_identities",
            "weight_initializers", "map_weights_to_initializers", "conv_attributes", "save_onnx"]

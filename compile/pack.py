@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from compile.errors import CompileError
-from compile.onnx_export import conv_attributes
-from runtime.formats import PackedLayer, PackFormatError, pack_weight, write_pack
+from featherdeploy.compile.errors import CompileError
+from featherdeploy.compile.onnx_export import conv_attributes
+from featherdeploy.runtime.formats import PackedLayer, PackFormatError, pack_weight, write_pack
 
 __all__ = ["DEFAULT_BLOCK_SHAPES", "LayerSource", "parse_block_shapes", "build_pack_layers",
            "write_weights_pack"]

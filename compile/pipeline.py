@@ -29,9 +29,9 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from compile.errors import CompileError
-from compile.fold import FoldResult, fold_batchnorms
-from compile.onnx_export import (
+from featherdeploy.compile.errors import CompileError
+from featherdeploy.compile.fold import FoldResult, fold_batchnorms
+from featherdeploy.compile.onnx_export import (
     INPUT_NAME,
     OUTPUT_NAME,
     export_onnx,
@@ -39,16 +39,22 @@ from compile.onnx_export import (
     save_onnx,
     weight_initializers,
 )
-from compile.pack import (
+from featherdeploy.compile.pack import (
     DEFAULT_BLOCK_SHAPES,
     LayerSource,
     build_pack_layers,
     parse_block_shapes,
     write_weights_pack,
 )
-from compile.report import REPORT_FORMAT, REPORT_VERSION, dense_layer_macs, layer_rows, totals
-from compile.report import write_report as write_report_files
-from compile.run_inputs import (
+from featherdeploy.compile.report import (
+    REPORT_FORMAT,
+    REPORT_VERSION,
+    dense_layer_macs,
+    layer_rows,
+    totals,
+)
+from featherdeploy.compile.report import write_report as write_report_files
+from featherdeploy.compile.run_inputs import (
     EvalData,
     load_artifact,
     load_inputs,
@@ -56,8 +62,8 @@ from compile.run_inputs import (
     read_sparsity_json,
     run_eval_data,
 )
-from compile.sparse_onnx import with_sparse_initializers
-from compile.verify import (
+from featherdeploy.compile.sparse_onnx import with_sparse_initializers
+from featherdeploy.compile.verify import (
     ATOL,
     RTOL,
     ort_accuracy,
@@ -67,9 +73,9 @@ from compile.verify import (
     verify_agreement,
     verify_pack,
 )
-from runtime.formats import FORMAT_NAME, FORMAT_VERSION
-from train.artifact import non_finite_tensor
-from train.config import type_problem
+from featherdeploy.runtime.formats import FORMAT_NAME, FORMAT_VERSION
+from featherdeploy.train.artifact import non_finite_tensor
+from featherdeploy.train.config import type_problem
 
 __all__ = ["CompileError", "CompileOptions", "CompileResult", "EvalData", "compile_run",
            "options_from_mapping",
@@ -250,7 +256,7 @@ def _check_finite(model: nn.Module) -> None:
 
 def _check_prunable(model: nn.Module, prunable: Sequence[str] | None) -> list[str]:
     if prunable is None:
-        from train.prunable import prunable_parameters
+        from featherdeploy.train.prunable import prunable_parameters
 
         return list(prunable_parameters(model))
     modules = dict(model.named_modules())

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from runtime.formats import PackedLayer
-from runtime.macs import conv_macs, linear_macs, sparse_macs
+from featherdeploy.runtime.formats import PackedLayer
+from featherdeploy.runtime.macs import conv_macs, linear_macs, sparse_macs
 
 __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "LayerRow", "dense_layer_macs", "layer_rows",
            "totals", "write_report"]

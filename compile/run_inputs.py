@@ -1,9 +1,9 @@
 """Inputs of a compile taken from a training run: model.pt, sparsity.json and the images.
 
-A run directory (``python -m train``) holds ``model.pt`` (``train/artifact.py``), ``config.yaml``
-and ``sparsity.json`` (``train/flops.py``). Verification uses the first test images of the
-run's dataset (``train/data_arrays.py``, torch-free) or a user-given ``.npy``; accuracy uses the
-whole test set. Every failure becomes one :class:`CompileError`.
+A run directory (``featherdeploy train``) holds ``model.pt`` (``train/artifact.py``),
+``config.yaml`` and ``sparsity.json`` (``train/flops.py``). Verification uses the first test images
+of the run's dataset (``train/data_arrays.py``, torch-free) or a user-given ``.npy``; accuracy uses
+the whole test set. Every failure becomes one :class:`CompileError`.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from compile.errors import CompileError
+from featherdeploy.compile.errors import CompileError
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from compile.pipeline import CompileOptions
+    from featherdeploy.compile.pipeline import CompileOptions
 
 __all__ = ["EvalData", "model_pt_path", "load_artifact", "read_sparsity_json", "run_eval_data",
            "load_inputs"]
@@ -54,13 +54,13 @@ def model_pt_path(run: Path) -> Path:
     path = run / "model.pt" if run.is_dir() else run
     if not path.is_file():
         raise CompileError(f"no model.pt at {path}: pass a run directory made by "
-                           f"`python -m train` (or its model.pt)")
+                           f"`featherdeploy train` (or its model.pt)")
     return path
 
 
 def load_artifact(path: Path) -> tuple[nn.Module, Any]:
     """(eval-mode model, ModelMeta) from model.pt via ``train.artifact``."""
-    from train.artifact import ArtifactError, load_model_artifact
+    from featherdeploy.train.artifact import ArtifactError, load_model_artifact
 
     try:
         return load_model_artifact(path)
@@ -82,7 +82,7 @@ def run_eval_data(meta: Any, options: CompileOptions) -> EvalData:
 
 def _load_test_set(dataset: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     try:
-        from train.data_arrays import DatasetError, load_test_arrays
+        from featherdeploy.train.data_arrays import DatasetError, load_test_arrays
     except ImportError as exc:
         raise CompileError(f"cannot load test images ({exc}); pass --inputs FILE.npy "
                            f"and --no-accuracy") from exc

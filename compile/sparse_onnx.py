@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from compile.errors import CompileError
+from featherdeploy.compile.errors import CompileError
 
 __all__ = ["to_coo_sparse_tensor", "with_sparse_initializers"]
 

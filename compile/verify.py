@@ -16,9 +16,9 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from compile.errors import CompileError
-from compile.onnx_export import INPUT_NAME
-from runtime.formats import PackFormatError, read_pack
+from featherdeploy.compile.errors import CompileError
+from featherdeploy.compile.onnx_export import INPUT_NAME
+from featherdeploy.runtime.formats import PackFormatError, read_pack
 
 __all__ = ["ATOL", "RTOL", "Agreement", "ort_session", "run_ort", "run_torch", "compare",
            "verify_agreement", "ort_accuracy", "verify_pack"]

@@ -1,10 +1,11 @@
-"""Command line of the runtime: ``python -m runtime run|bench|describe``.
+"""Command line of the runtime: ``featherdeploy run|bench|describe`` (featherdeploy/cli.py hands
+these subcommands here; ``python -m featherdeploy.runtime run|bench|describe`` is the same).
 
-    python -m runtime run MODEL.onnx --input x.npy --output y.npy [--threads T]
-    python -m runtime run MODEL.onnx --input images=x.npy --input scale=s.npy --output out.npz
-    python -m runtime bench MODEL.onnx [--batch 1,32] [--threads 1,2] [-t SECONDS] [--streams N]
+    featherdeploy run MODEL.onnx --input x.npy --output y.npy [--threads T]
+    featherdeploy run MODEL.onnx --input images=x.npy --input scale=s.npy --output out.npz
+    featherdeploy bench MODEL.onnx [--batch 1,32] [--threads 1,2] [-t SECONDS] [--streams N]
         [--shape name=1x3x640x640] [--input name=x.npy | --seed S] [--profile] [--json FILE]
-    python -m runtime describe MODEL.onnx [--batch N] [--shape name=1x3x640x640] [--json FILE]
+    featherdeploy describe MODEL.onnx [--batch N] [--shape name=1x3x640x640] [--json FILE]
 
 A model with several outputs writes them all to one ``.npz`` (by output name). ``run`` and
 ``describe`` print the coverage (nodes and MACs run natively vs by ONNX Runtime). Parsing only;
@@ -23,18 +24,21 @@ from typing import Any
 __all__ = ["build_parser", "main", "run_command", "describe_command"]
 
 EXIT_BAD_INPUT = 2
+PROG = "python -m featherdeploy.runtime"
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
-    from runtime.cli import add_engine_option_arguments
+    from featherdeploy.runtime.cli import add_engine_option_arguments
 
     parser.add_argument("--threads", type=int, default=None, help="worker threads (default: all)")
     add_engine_option_arguments(parser)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree; ``bench`` options come from runtime.bench_cli when it is importable."""
-    parser = argparse.ArgumentParser(prog="python -m runtime",
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The argparse tree; ``bench`` options come from featherdeploy.runtime.bench_cli when it
+    is importable.
+    ``prog``: how usage lines name the command (the ``featherdeploy`` CLI passes its own)."""
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="featherdeploy sparse CPU inference engine")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a model on input arrays (.npy)")
@@ -55,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(describe)
     bench = sub.add_parser("bench", help="time the engine against ONNX Runtime dense")
     try:
-        from runtime.bench_cli import add_bench_arguments
+        from featherdeploy.runtime.bench_cli import add_bench_arguments
     except ImportError as exc:  # keep `run` usable if the benchmark module is broken
         bench.set_defaults(bench_unavailable=str(exc))
         bench.add_argument("rest", nargs=argparse.REMAINDER)
@@ -65,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _engine(args: argparse.Namespace) -> Any:
-    from runtime.cli import engine_options_from_args
-    from runtime.engine import Engine
+    from featherdeploy.runtime.cli import engine_options_from_args
+    from featherdeploy.runtime.engine import Engine
 
     return Engine(args.model, threads=args.threads, options=engine_options_from_args(args))
 
@@ -74,8 +78,8 @@ def _engine(args: argparse.Namespace) -> Any:
 def _read_inputs(specs: list[str], names: list[str]) -> dict[str, Any]:
     import numpy as np
 
-    from runtime.cli import parse_input_specs
-    from runtime.errors import InputError
+    from featherdeploy.runtime.cli import parse_input_specs
+    from featherdeploy.runtime.errors import InputError
 
     arrays = {}
     for name, path in parse_input_specs(specs, names).items():
@@ -88,8 +92,8 @@ def _read_inputs(specs: list[str], names: list[str]) -> dict[str, Any]:
 
 def run_command(args: argparse.Namespace) -> int:
     """`run`: load, infer, write the outputs atomically."""
-    from runtime.atomic import atomic_write_bytes, check_writable_target
-    from runtime.describe import coverage_line
+    from featherdeploy.runtime.atomic import atomic_write_bytes, check_writable_target
+    from featherdeploy.runtime.describe import coverage_line
 
     check_writable_target(args.output)
     engine = _engine(args)
@@ -110,14 +114,14 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _bad(message: str) -> Exception:
-    from runtime.errors import InputError
+    from featherdeploy.runtime.errors import InputError
 
     return InputError(message)
 
 
 def describe_command(args: argparse.Namespace) -> int:
-    from runtime.atomic import atomic_write_json
-    from runtime.cli import parse_shape_specs
+    from featherdeploy.runtime.atomic import atomic_write_json
+    from featherdeploy.runtime.cli import parse_shape_specs
 
     shapes = parse_shape_specs(args.shape) if args.shape else None
     if args.batch < 1:
@@ -149,11 +153,11 @@ def _npz_bytes(arrays: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """Entry point; returns the process exit code."""
-    from runtime.errors import EngineError
+    from featherdeploy.runtime.errors import EngineError
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         if args.command == "run":
             return run_command(args)
@@ -162,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "bench_unavailable", None):
             print(f"error: bench is unavailable ({args.bench_unavailable})", file=sys.stderr)
             return EXIT_BAD_INPUT
-        from runtime.bench_cli import run_bench
+        from featherdeploy.runtime.bench_cli import run_bench
 
         return run_bench(args)
     except EngineError as exc:

@@ -1,5 +1,5 @@
 """The shared timing harness, the model facts every benchmark needs (MACs, inputs) and the two
-contenders of ``python -m runtime bench`` (torch-free; the subcommand is ``runtime.bench_cli``).
+contenders of ``featherdeploy bench`` (torch-free; the subcommand is ``runtime.bench_cli``).
 
 Every benchmark in this project times through this module, so all figures mean the same thing:
 warm-up calls first, then per-call wall-clock samples (``time.perf_counter``), reported as mean,
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.macs import conv_macs, linear_macs, sparse_macs
+from featherdeploy.runtime.macs import conv_macs, linear_macs, sparse_macs
 
 __all__ = [
     "BenchError",
@@ -489,7 +489,7 @@ def load_engine(path: str | os.PathLike[str], threads: int,
     The benchmark reports the reason in the engine column instead of any number.
     """
     try:
-        engine_class = importlib.import_module("runtime").Engine
+        engine_class = importlib.import_module("featherdeploy.runtime").Engine
     except (ImportError, AttributeError) as exc:
         return None, f"engine not available ({type(exc).__name__}: {exc})"
     try:

@@ -1,4 +1,4 @@
-"""``python -m runtime bench``: our engine against ONNX Runtime dense on one ONNX file, with what
+"""``featherdeploy bench``: our engine against ONNX Runtime dense on one ONNX file, with what
 deepsparse.benchmark, OpenVINO's benchmark_app, onnxruntime_perf_test and TFLite's
 benchmark_model report (docs/benchmarking.md).
 
@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.atomic import atomic_write_json, check_writable_target
-from runtime.bench import (
+from featherdeploy.runtime.atomic import atomic_write_json, check_writable_target
+from featherdeploy.runtime.bench import (
     DEFAULT_CALLS_PER_ROUND,
     DEFAULT_ROUNDS,
     DEFAULT_WARMUP,
@@ -56,7 +56,7 @@ from runtime.bench import (
     load_onnx_model,
     make_ort_session,
 )
-from runtime.bench_inputs import (
+from featherdeploy.runtime.bench_inputs import (
     InputsError,
     InputSpec,
     batch_of,
@@ -64,7 +64,7 @@ from runtime.bench_inputs import (
     model_inputs,
     read_input_files,
 )
-from runtime.errors import EngineError
+from featherdeploy.runtime.errors import EngineError
 
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "BenchSettings", "Startup", "ContenderResult", "BenchRow",
            "BenchReport", "bench_model", "peer_commands", "format_report",
@@ -221,8 +221,8 @@ class BenchReport:
 def bench_model(path: str | os.PathLike[str], settings: BenchSettings | None = None
                 ) -> BenchReport:
     """Benchmark one ONNX file under ``settings``; :class:`BenchError` for bad input."""
-    from runtime.machine import machine_info, package_versions
-    from runtime.options import EngineOptions
+    from featherdeploy.runtime.machine import machine_info, package_versions
+    from featherdeploy.runtime.options import EngineOptions
 
     settings = (settings or BenchSettings()).validate()
     model = load_onnx_model(path)
@@ -259,7 +259,7 @@ def _initialize_libraries() -> None:
     from onnx import TensorProto, helper
 
     try:
-        importlib.import_module("runtime.engine")
+        importlib.import_module("featherdeploy.runtime.engine")
     except ImportError:
         pass  # load_engine reports it
     value = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
@@ -274,7 +274,7 @@ def _initialize_libraries() -> None:
 
 def _isa(isa: str) -> str:
     try:
-        from runtime import native_isa
+        from featherdeploy.runtime import native_isa
 
         return native_isa(isa)
     except Exception as exc:  # no native extension: say so rather than guess
@@ -413,7 +413,7 @@ def _profile(engine: Any, feeds: dict[str, np.ndarray], settings: BenchSettings
 
 def _memory(path: Path, threads: int, feeds: dict[str, np.ndarray], settings: BenchSettings,
             with_engine: bool) -> dict[str, tuple[Any, str]]:
-    from runtime.peak_memory import PeakMemoryError, measure_peak_memory
+    from featherdeploy.runtime.peak_memory import PeakMemoryError, measure_peak_memory
 
     result: dict[str, tuple[Any, str]] = {name: (None, "") for name in CONTENDERS}
     if not settings.memory:
@@ -565,8 +565,8 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of ``python -m runtime bench MODEL.onnx``."""
-    from runtime.cli import add_engine_option_arguments
+    """Flags of ``featherdeploy bench MODEL.onnx``."""
+    from featherdeploy.runtime.cli import add_engine_option_arguments
 
     parser.description = (
         "Time our engine against ONNX Runtime dense on one ONNX file: load, plan-build and "
@@ -621,7 +621,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> BenchSettings:
     """BenchSettings from the parsed flags; :class:`BenchError` for bad specs."""
-    from runtime.cli import engine_option_overrides, parse_shape_specs
+    from featherdeploy.runtime.cli import engine_option_overrides, parse_shape_specs
 
     try:
         shapes = parse_shape_specs(args.shape)
@@ -645,7 +645,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchSettings:
 def _input_files(specs: Sequence[str], model: str) -> dict[str, str]:
     """``--input`` specs by input name. Only a bare FILE needs the model's input names here
     (NAME=FILE names are checked against the model when it is loaded for the run)."""
-    from runtime.cli import parse_input_specs
+    from featherdeploy.runtime.cli import parse_input_specs
 
     if not specs:
         return {}

@@ -1,4 +1,4 @@
-"""Command-line pieces shared by ``python -m runtime run|describe|bench``: the engine option
+"""Command-line pieces shared by ``featherdeploy run|describe|bench``: the engine option
 flags (which only fill in :class:`runtime.options.EngineOptions`) and the ``NAME=DxDxD`` /
 ``NAME=FILE`` input specs. Parsing only; errors are :class:`runtime.errors.InputError` (one
 line, exit code 2 in every CLI).
@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from runtime.errors import InputError
-from runtime.options import EngineOptions
+from featherdeploy.runtime.errors import InputError
+from featherdeploy.runtime.options import EngineOptions
 
 __all__ = ["add_engine_option_arguments", "engine_option_overrides", "engine_options_from_args",
            "parse_shape_specs", "parse_input_specs"]

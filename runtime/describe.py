@@ -1,7 +1,7 @@
 """What actually runs: per node its device (native or ONNX Runtime, and why), and for native
 nodes the steps serving it (kernel family, layout, thread split, wavefront, generated code);
 and the coverage by op type (nodes and MACs native vs ONNX Runtime), like DeepSparse's fraction
-of supported ops. ``Engine.describe()`` and ``python -m runtime describe`` print it.
+of supported ops. ``Engine.describe()`` and ``featherdeploy describe`` print it.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from runtime.errors import EngineError
-from runtime.ops.registry import get_op
-from runtime.partition import NATIVE, node_key
+from featherdeploy.runtime.errors import EngineError
+from featherdeploy.runtime.ops.registry import get_op
+from featherdeploy.runtime.partition import NATIVE, node_key
 
 if TYPE_CHECKING:
-    from runtime.engine import Engine
-    from runtime.program import Program
+    from featherdeploy.runtime.engine import Engine
+    from featherdeploy.runtime.program import Program
 
 __all__ = ["NodeReport", "OpCoverage", "Coverage", "EngineReport", "coverage",
            "coverage_line", "describe_program"]
@@ -170,7 +170,7 @@ def describe_program(program: Program | None, engine: Engine,
                      shapes: tuple[tuple[str, tuple[int, ...]], ...], choice: str
                      ) -> EngineReport:
     """The report of ``program`` (None: the whole model on ONNX Runtime)."""
-    from runtime import _native
+    from featherdeploy.runtime import _native
 
     isa = _native.native_isa(engine.options.isa)
     if program is None:

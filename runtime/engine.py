@@ -40,13 +40,13 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import EngineError, InputError, UnsupportedOpError
-from runtime.graph import Graph, TensorInfo, load_graph
-from runtime.options import EngineOptions
-from runtime.planner.batch import batch_separable, interleave_lanes
-from runtime.profile import DEFAULT_PROFILE_REPS, Profile, profile_program
-from runtime.program import Program, build_program, ort_session
-from runtime.tuning import SERIAL_PROBE_MAX_S, compare_streams
+from featherdeploy.runtime.errors import EngineError, InputError, UnsupportedOpError
+from featherdeploy.runtime.graph import Graph, TensorInfo, load_graph
+from featherdeploy.runtime.options import EngineOptions
+from featherdeploy.runtime.planner.batch import batch_separable, interleave_lanes
+from featherdeploy.runtime.profile import DEFAULT_PROFILE_REPS, Profile, profile_program
+from featherdeploy.runtime.program import Program, build_program, ort_session
+from featherdeploy.runtime.tuning import SERIAL_PROBE_MAX_S, compare_streams
 
 __all__ = ["Engine", "weight_density", "extreme", "extreme_constants", "COVERAGE_WARN_FRACTION",
            "MIN_NATIVE_OPSET"]
@@ -302,7 +302,7 @@ class Engine:
     def _warn_coverage(self, program: Program) -> None:
         if self._warned:
             return
-        from runtime.describe import coverage
+        from featherdeploy.runtime.describe import coverage
 
         report = coverage(program)
         if report.ort_mac_fraction > COVERAGE_WARN_FRACTION:
@@ -377,7 +377,7 @@ class Engine:
     def coverage(self) -> Any:
         """Nodes and MACs native vs ONNX Runtime (runtime.describe.Coverage) of the program
         used last; None when the whole model runs on ONNX Runtime."""
-        from runtime.describe import coverage
+        from featherdeploy.runtime.describe import coverage
 
         if self._ort is not None:
             return None
@@ -421,7 +421,7 @@ class Engine:
         is their common leading dim): per node the device (native / ONNX Runtime, with the
         reason), kernel family, layout, threads, wavefront group and generated code, and the
         coverage by op type (runtime.describe)."""
-        from runtime.describe import describe_program
+        from featherdeploy.runtime.describe import describe_program
 
         if input_shapes is not None:
             shapes = tuple((n, tuple(int(d) for d in input_shapes[n]))

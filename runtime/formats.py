@@ -82,7 +82,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.atomic import atomic_write_bytes
+from featherdeploy.runtime.atomic import atomic_write_bytes
 
 __all__ = [
     "FORMAT_NAME",

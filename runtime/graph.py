@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import ModelLoadError
+from featherdeploy.runtime.errors import ModelLoadError
 
 __all__ = ["ONNX_DOMAINS", "MAX_MODEL_BYTES", "TensorInfo", "Node", "Graph", "load_graph",
            "parse_model_bytes", "topological_order"]

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 
-from runtime.options import default_threads
+from featherdeploy.runtime.options import default_threads
 
 __all__ = ["MachineInfo", "machine_info", "cpu_model_name", "widest_simd", "package_versions",
            "VERSIONED_PACKAGES"]

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from runtime.errors import EngineError
+from featherdeploy.runtime.errors import EngineError
 
 __all__ = ["BACKENDS", "BATCH_LAYOUTS", "ISAS", "TUNINGS", "MEMORY_POLICIES", "MAX_THREADS",
            "EngineOptions", "PlannerOptions", "OptionsError", "default_threads"]

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from runtime.errors import DataDependentShapeError, UnsupportedOpError
-from runtime.graph import Graph, Node
-from runtime.ops.registry import OpContext, get_op
-from runtime.options import PlannerOptions
-from runtime.passes import reads, run_passes
-from runtime.specialize import Specialized
+from featherdeploy.runtime.errors import DataDependentShapeError, UnsupportedOpError
+from featherdeploy.runtime.graph import Graph, Node
+from featherdeploy.runtime.ops.registry import OpContext, get_op
+from featherdeploy.runtime.options import PlannerOptions
+from featherdeploy.runtime.passes import reads, run_passes
+from featherdeploy.runtime.specialize import Specialized
 
 __all__ = ["NATIVE", "ORT", "Segment", "Partition", "node_key", "native_reasons", "partition"]
 

@@ -2,10 +2,10 @@
 
 A process's RSS high-water mark (``VmHWM`` in ``/proc/self/status``) only grows, so contenders
 sharing a process would hide each other's peaks. Each measurement therefore starts a fresh
-Python (``python -m runtime.peak_memory``) that imports the same modules whatever the contender
-(numpy, onnx, onnxruntime, the native engine), loads the inputs, resets the high-water mark to
-the current RSS (``/proc/self/clear_refs``, Linux >= 4.0) and reads it as the baseline; then it
-loads the contender, runs it ``runs`` times on one thread of calls and reads the high-water
+Python (``python -m featherdeploy.runtime.peak_memory``) that imports the same modules whatever the
+contender (numpy, onnx, onnxruntime, the native engine), loads the inputs, resets the high-water
+mark to the current RSS (``/proc/self/clear_refs``, Linux >= 4.0) and reads it as the baseline;
+then it loads the contender, runs it ``runs`` times on one thread of calls and reads the high-water
 mark again. ``peak_mb`` is the whole child (interpreter and libraries included), ``delta_mb``
 what loading and running the contender added on top of the baseline: the figure that compares
 contenders. Without ``/proc`` (not Linux) the peak comes from ``getrusage`` and there is no
@@ -75,11 +75,11 @@ def measure_peak_memory(contender: str, model: str | os.PathLike[str], threads: 
                    "inputs": inputs, "runs": runs,
                    "engine_overrides": {k: v for k, v in (engine_overrides or {}).items()
                                         if v is not None}}
-        root = str(Path(__file__).resolve().parents[1])  # this checkout, even uninstalled
+        root = _package_parent()
         env = {**os.environ,
                "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
         try:
-            done = subprocess.run([sys.executable, "-m", "runtime.peak_memory"],
+            done = subprocess.run([sys.executable, "-m", "featherdeploy.runtime.peak_memory"],
                                   input=json.dumps(request), capture_output=True, text=True,
                                   timeout=timeout_s, env=env, check=False)
         except subprocess.TimeoutExpired:
@@ -91,6 +91,15 @@ def measure_peak_memory(contender: str, model: str | os.PathLike[str], threads: 
     reply = json.loads(lines[-1])
     return PeakMemory(baseline_mb=reply["baseline_mb"], peak_mb=reply["peak_mb"], runs=runs,
                       hwm_reset=reply["hwm_reset"])
+
+
+def _package_parent() -> str:
+    """The folder holding the ``featherdeploy`` package this process imported: the checkout's
+    root (so the child runs this checkout, even uninstalled) or site-packages. Not this file's
+    parent folder: in a wheel that is featherdeploy/, which would make ``runtime`` top-level."""
+    import featherdeploy
+
+    return str(Path(featherdeploy.__file__).resolve().parents[1])
 
 
 # ------------------------------------------------------------------------------- the child
@@ -131,12 +140,12 @@ def _child(request: Mapping[str, Any]) -> dict[str, Any]:
     import onnxruntime  # noqa: F401
 
     try:
-        from runtime import _native  # noqa: F401
+        from featherdeploy.runtime import _native  # noqa: F401
     except ImportError:  # not built: ONNX Runtime can still be measured
         pass
-    from runtime.bench import make_ort_session
-    from runtime.engine import Engine
-    from runtime.options import EngineOptions, PlannerOptions
+    from featherdeploy.runtime.bench import make_ort_session
+    from featherdeploy.runtime.engine import Engine
+    from featherdeploy.runtime.options import EngineOptions, PlannerOptions
 
     feeds = {name: np.load(path, allow_pickle=False) for name, path in request["inputs"].items()}
     reset = _reset_peak()
@@ -158,7 +167,8 @@ def _child(request: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def main() -> int:
-    """``python -m runtime.peak_memory``: one JSON request on stdin, one JSON line out."""
+    """``python -m featherdeploy.runtime.peak_memory``: one JSON request on stdin, one JSON line
+    out."""
     print(json.dumps(_child(json.loads(sys.stdin.read()))))
     return 0
 

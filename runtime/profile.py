@@ -1,5 +1,5 @@
 """Where the time goes: seconds per native step of a program, like ONNX Runtime's per-node
-profile or DeepSparse's per-layer timings. ``Engine.profile()`` and ``python -m runtime bench
+profile or DeepSparse's per-layer timings. ``Engine.profile()`` and ``featherdeploy bench
 --profile`` report it.
 
 What is measured: the native plan's own timer (``Plan.profile`` in ``runtime/native/exec/``)
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from runtime.program import Program
+    from featherdeploy.runtime.program import Program
 
 __all__ = ["StepTime", "Profile", "profile_program", "DEFAULT_PROFILE_REPS"]
 
@@ -79,7 +79,7 @@ class Profile:
 def profile_program(program: Program, feeds: dict[str, np.ndarray],
                     reps: int = DEFAULT_PROFILE_REPS) -> Profile:
     """Time every step of ``program`` on ``feeds`` (arrays of the program's input shapes)."""
-    from runtime.program import NativeSegment
+    from featherdeploy.runtime.program import NativeSegment
 
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import EngineError
-from runtime.graph import Graph, Node, TensorInfo
-from runtime.options import EngineOptions
-from runtime.partition import NATIVE, Partition, Segment, partition
-from runtime.planner.builder import CompiledPlan, build_plan
-from runtime.specialize import Specialized, specialize
+from featherdeploy.runtime.errors import EngineError
+from featherdeploy.runtime.graph import Graph, Node, TensorInfo
+from featherdeploy.runtime.options import EngineOptions
+from featherdeploy.runtime.partition import NATIVE, Partition, Segment, partition
+from featherdeploy.runtime.planner.builder import CompiledPlan, build_plan
+from featherdeploy.runtime.specialize import Specialized, specialize
 
 __all__ = ["Program", "build_program", "ort_session"]
 
@@ -142,7 +142,7 @@ def _ort_segment(part: Partition, segment: Segment, threads: int,
 
 
 def _implicit(segment: Segment) -> list[str]:
-    from runtime.partition import _implicit_inputs
+    from featherdeploy.runtime.partition import _implicit_inputs
 
     return [i for n in segment.nodes for i in _implicit_inputs(n)]
 

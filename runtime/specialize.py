@@ -19,9 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import DataDependentShapeError, EngineError, InputError, ModelLoadError
-from runtime.graph import Graph, Node
-from runtime.ops.registry import OpContext, OpDef, get_op
+from featherdeploy.runtime.errors import (
+    DataDependentShapeError,
+    EngineError,
+    InputError,
+    ModelLoadError,
+)
+from featherdeploy.runtime.graph import Graph, Node
+from featherdeploy.runtime.ops.registry import OpContext, OpDef, get_op
 
 __all__ = ["Specialized", "specialize", "reference_outputs", "FOLD_MAX_BYTES"]
 

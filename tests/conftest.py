@@ -54,8 +54,8 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 def force_isa(isa: str) -> Callable[[], None]:
     """Make ``isa="auto"`` mean ``isa`` in this process (see the module docstring); returns the
     undo. Fails when this CPU cannot run ``isa``."""
-    from runtime import _native
-    from runtime.options import EngineOptions
+    from featherdeploy.runtime import _native
+    from featherdeploy.runtime.options import EngineOptions
 
     try:
         _native.native_isa(isa)

@@ -1,4 +1,5 @@
-"""CLI: ``python -m train [--config FILE] --name NAME [overrides]``; argparse only (see loop)."""
+"""CLI: ``featherdeploy train [--config FILE] --name NAME [overrides]`` (also ``python -m
+featherdeploy.train``, e.g. under torchrun); argparse only (see loop)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 __all__ = ["main", "build_parser"]
 
 EXIT_BAD_INPUT = 2
+PROG = "python -m featherdeploy.train"
 
 
 def _theta(value: str) -> str | float:
@@ -21,9 +23,9 @@ def _theta(value: str) -> str | float:
         raise argparse.ArgumentTypeError(message) from exc
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m train",
+        prog=prog,
         description="Feather sparse training. Flags override values from --config (YAML).")
     add = parser.add_argument
     add("--config", help="YAML file with TrainConfig fields (e.g. configs/default.yaml)")
@@ -82,13 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from train.artifact import ArtifactError
-    from train.config import ConfigError, load_yaml_config, resolve_config
-    from train.data_arrays import DatasetError
-    from train.loop import RunWriteError, TrainingDivergedError, run_training
-    from train.models import ModelError
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    args = build_parser(prog).parse_args(argv)
+    from featherdeploy.train.artifact import ArtifactError
+    from featherdeploy.train.config import ConfigError, load_yaml_config, resolve_config
+    from featherdeploy.train.data_arrays import DatasetError
+    from featherdeploy.train.loop import RunWriteError, TrainingDivergedError, run_training
+    from featherdeploy.train.models import ModelError
 
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("config", "resume", "overwrite") and v is not None}

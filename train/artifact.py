@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from runtime.atomic import atomic_writer
+from featherdeploy.runtime.atomic import atomic_writer
 
 __all__ = ["ARTIFACT_FORMAT", "ARTIFACT_VERSION", "ArtifactError", "ModelMeta",
            "atomic_torch_save", "non_finite_tensor", "save_model_artifact", "load_model_artifact"]
@@ -102,7 +102,7 @@ def _read_payload(path: Path) -> dict[str, Any]:
 
 def load_model_artifact(path: str | Path) -> tuple[nn.Module, ModelMeta]:
     """Rebuild the model from its name/kwargs and load the weights (eval mode, CPU)."""
-    from train.models import build_model
+    from featherdeploy.train.models import build_model
 
     path = Path(path)
     payload = _read_payload(path)

@@ -84,8 +84,8 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise ConfigError for any value of the wrong type or outside its domain; return self."""
-        from train.backbones import BACKBONES
-        from train.feather import OPERATORS
+        from featherdeploy.train.backbones import BACKBONES
+        from featherdeploy.train.feather import OPERATORS
 
         problem = type_problem(self)
         _check(problem is None, str(problem))  # first: the range checks below compare numbers
@@ -110,8 +110,8 @@ class TrainConfig:
         return self
 
     def _validate_names(self) -> None:
-        from train.data_arrays import DATASET_NAMES
-        from train.models import MODEL_NAMES
+        from featherdeploy.train.data_arrays import DATASET_NAMES
+        from featherdeploy.train.models import MODEL_NAMES
 
         # The name is one folder under runs_dir: "..", "." or "a/b" would write elsewhere.
         _check(bool(self.name) and "/" not in self.name and self.name not in (".", "..")
@@ -167,7 +167,7 @@ class TrainConfig:
     @property
     def dyrelu_window(self) -> tuple[float, float]:
         """(start, end) epochs of the DyReLU phase-out: the given values or (E/4, E/2 - 1)."""
-        from train.east.dyrelu import default_window
+        from featherdeploy.train.east.dyrelu import default_window
 
         default_start, default_end = default_window(self.epochs)
         start = default_start if self.dyrelu_start is None else self.dyrelu_start

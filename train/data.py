@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from train.data_arrays import (
+from featherdeploy.train.data_arrays import (
     TORCHVISION_FASHION_MNIST_SUBDIR,
     DatasetFormatError,
     DatasetInfo,

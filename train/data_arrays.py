@@ -399,7 +399,7 @@ def load_raw_split(name: str, data_dir: PathLike | None, *, train: bool,
         images, labels = synthetic_arrays(train, seed)
     elif name == "imagefolder":
         raise DatasetError("imagefolder images are decoded by torchvision: use "
-                           "train.data.build_datasets('imagefolder', data_dir)")
+                           "featherdeploy.train.data.build_datasets('imagefolder', data_dir)")
     else:
         raise DatasetError(f"unknown dataset {name!r}; valid datasets: {', '.join(DATASET_NAMES)}")
     _check_labels(name, labels, images.shape[0])

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from runtime.macs import conv_macs, linear_macs, sparse_macs
+from featherdeploy.runtime.macs import conv_macs, linear_macs, sparse_macs
 
 __all__ = ["LayerMacs", "layer_macs", "sparsity_report"]
 

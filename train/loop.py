@@ -37,15 +37,20 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from runtime.atomic import atomic_write_json, atomic_write_text
-from train.artifact import ModelMeta, atomic_torch_save, non_finite_tensor, save_model_artifact
-from train.config import ConfigError, TrainConfig, to_yaml
-from train.east.cyclic import CyclicSchedule
-from train.east.dyrelu import dyrelu_beta, set_dyrelu_beta
-from train.east.lifecycle import finalize_east_model, prepare_east_model
-from train.prunable import prunable_parameters
-from train.schedule import cubic_sparsity
-from train.sparsify import FeatherSparsifier, SparsityConfig
+from featherdeploy.runtime.atomic import atomic_write_json, atomic_write_text
+from featherdeploy.train.artifact import (
+    ModelMeta,
+    atomic_torch_save,
+    non_finite_tensor,
+    save_model_artifact,
+)
+from featherdeploy.train.config import ConfigError, TrainConfig, to_yaml
+from featherdeploy.train.east.cyclic import CyclicSchedule
+from featherdeploy.train.east.dyrelu import dyrelu_beta, set_dyrelu_beta
+from featherdeploy.train.east.lifecycle import finalize_east_model, prepare_east_model
+from featherdeploy.train.prunable import prunable_parameters
+from featherdeploy.train.schedule import cubic_sparsity
+from featherdeploy.train.sparsify import FeatherSparsifier, SparsityConfig
 
 __all__ = ["RunExistsError", "RunWriteError", "TrainingDivergedError", "TrainResult",
            "run_training", "select_device", "cosine_lr", "epoch_divergence"]
@@ -154,7 +159,7 @@ def _limit(dataset, limit: int | None):
 
 
 def _loaders(config: TrainConfig, ctx: DistContext, device: torch.device):
-    from train.data import build_datasets
+    from featherdeploy.train.data import build_datasets
 
     train_ds, test_ds, info = build_datasets(config.dataset, config.data_dir, augment=True,
                                              seed=config.seed)
@@ -203,7 +208,7 @@ class _Trainer:
     """Holds the state of one run; methods are the steps of the loop."""
 
     def __init__(self, config: TrainConfig, device: torch.device, ctx: DistContext) -> None:
-        from train.models import build_model
+        from featherdeploy.train.models import build_model
 
         self.config, self.device, self.ctx = config, device, ctx
         self.train_loader, self.sampler, self.test_loader, self.info = _loaders(config, ctx, device)
@@ -483,7 +488,7 @@ def _write_checkpoint(trainer: _Trainer) -> None:
 
 def _finish(trainer: _Trainer, seconds: float) -> TrainResult:
     """Finalize into a plain model, check it equals the wrapped one, write the outputs."""
-    from train.flops import sparsity_report
+    from featherdeploy.train.flops import sparsity_report
 
     config, run_dir = trainer.config, trainer.config.run_dir
     unique_zeros, unique_numel = trainer.sparsifier.counts()  # each shared tensor once

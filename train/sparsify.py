@@ -28,12 +28,12 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from train.backbones import compute_thresholds
-from train.east.cyclic import regrow_layer
-from train.east.erk import erk_pruned_counts, erk_thresholds, pruned_count
-from train.east.weight_sharing import SharedConv2d
-from train.feather import FeatherWeight, auto_theta
-from train.prunable import prunable_modules, weight_fqn
+from featherdeploy.train.backbones import compute_thresholds
+from featherdeploy.train.east.cyclic import regrow_layer
+from featherdeploy.train.east.erk import erk_pruned_counts, erk_thresholds, pruned_count
+from featherdeploy.train.east.weight_sharing import SharedConv2d
+from featherdeploy.train.feather import FeatherWeight, auto_theta
+from featherdeploy.train.prunable import prunable_modules, weight_fqn
 
 __all__ = ["ALLOCATIONS", "SparsityConfig", "FeatherSparsifier"]
 

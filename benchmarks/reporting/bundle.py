@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks.reporting.html import Heading, Image, Paragraph, Table, html_page
 from benchmarks.reporting.tables import Column, csv_text, markdown_table
-from runtime.atomic import atomic_write_bytes, atomic_write_text
+from featherdeploy.runtime.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = ["ReportBundle", "write_report_bundle"]
 

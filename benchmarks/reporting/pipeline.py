@@ -1,9 +1,9 @@
 """Per-point plumbing shared by the frontier and ablation sweeps.
 
 A sweep point is trained, compiled and benchmarked by the project's own CLIs run as subprocesses
-(`python -m train`, `python -m compile`, `python -m benchmarks.bench`); this module builds their
-command lines, writes each point's resolved train config, and reads back the JSON files the stages
-leave behind (`runs/NAME/summary.json`, `artifacts/NAME/bench.json`).
+(`python -m featherdeploy.train`, `python -m featherdeploy.compile`, `python -m benchmarks.bench`);
+this module builds their command lines, writes each point's resolved train config, and reads back
+the JSON files the stages leave behind (`runs/NAME/summary.json`, `artifacts/NAME/bench.json`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmarks.reporting.errors import BenchInputError
 from benchmarks.reporting.stages import Stage, python_module_argv, run_stage
-from runtime.atomic import atomic_write_text
+from featherdeploy.runtime.atomic import atomic_write_text
 
 __all__ = [
     "PointPaths",
@@ -59,7 +59,7 @@ class PointPaths:
 
 def load_yaml_mapping(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML file that must hold a mapping (train.config's reader); BenchInputError else."""
-    from train.config import ConfigError, load_yaml_config
+    from featherdeploy.train.config import ConfigError, load_yaml_config
 
     try:
         return load_yaml_config(path)
@@ -113,7 +113,7 @@ def merged_train_config(base_config: str | None, common: Mapping[str, Any],
 
 def validate_train_config(values: Mapping[str, Any], point_id: str) -> None:
     """Check a point's train config with the train stage's own validator (fail before running)."""
-    from train.config import ConfigError, resolve_config
+    from featherdeploy.train.config import ConfigError, resolve_config
 
     try:
         resolve_config(dict(values), {"name": point_id})
@@ -130,7 +130,8 @@ def write_point_config(path: Path, values: Mapping[str, Any]) -> Path:
 
 
 def train_stage(paths: PointPaths) -> Stage:
-    """`python -m train --config CFG --name ID --runs-dir DIR --no-progress [--resume]`.
+    """`python -m featherdeploy.train --config CFG --name ID --runs-dir DIR --no-progress
+    [--resume]`.
 
     A point killed after its first checkpoint resumes from it; one killed before (run directory
     not empty, no checkpoint) starts again with --overwrite.
@@ -141,12 +142,14 @@ def train_stage(paths: PointPaths) -> Stage:
         args.append("--resume")
     elif paths.run_dir.is_dir() and any(paths.run_dir.iterdir()):
         args.append("--overwrite")
-    return Stage("train", python_module_argv("train", *args), paths.run_dir / "summary.json")
+    return Stage("train", python_module_argv("featherdeploy.train", *args),
+                 paths.run_dir / "summary.json")
 
 
 def compile_stage(paths: PointPaths) -> Stage:
-    """`python -m compile runs/ID --out artifacts/ID`."""
-    argv = python_module_argv("compile", str(paths.run_dir), "--out", str(paths.artifact_dir))
+    """`python -m featherdeploy.compile runs/ID --out artifacts/ID`."""
+    argv = python_module_argv("featherdeploy.compile", str(paths.run_dir),
+                              "--out", str(paths.artifact_dir))
     return Stage("compile", argv, paths.artifact_dir / "report.json")
 
 

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from runtime.atomic import atomic_write_json
+from featherdeploy.runtime.atomic import atomic_write_json
 
 __all__ = [
     "SweepPoint",

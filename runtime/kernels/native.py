@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from runtime.graph import Graph, Node
-from runtime.ops.fusion import ACT_KEY, KERNEL_KEY, RESIDUAL_KEY, FusedActivation
-from runtime.options import EngineOptions
-from runtime.passes import run_passes
-from runtime.planner import CompiledPlan, build_plan
-from runtime.specialize import specialize
+from featherdeploy.runtime.graph import Graph, Node
+from featherdeploy.runtime.ops.fusion import ACT_KEY, KERNEL_KEY, RESIDUAL_KEY, FusedActivation
+from featherdeploy.runtime.options import EngineOptions
+from featherdeploy.runtime.passes import run_passes
+from featherdeploy.runtime.planner import CompiledPlan, build_plan
+from featherdeploy.runtime.specialize import specialize
 
 __all__ = ["use_options", "batch_interleaved", "inner_output", "conv2d", "conv2d_plan",
            "plan_graph", "run_plan", "pool2d", "global_pool", "affine", "add", "softmax", "gemm",
@@ -221,7 +221,7 @@ def concat(xs: list[np.ndarray], axis: int) -> np.ndarray:
 
 
 def _segment_lanes(lanes: int) -> str:
-    from runtime import _native
+    from featherdeploy.runtime import _native
 
     isa = _options().isa
     if lanes != _native.vector_floats(isa):
@@ -231,7 +231,7 @@ def _segment_lanes(lanes: int) -> str:
 
 def to_segments(rows: np.ndarray, lanes: int) -> np.ndarray:
     """Image rows -> column-segment rows with halos (segments.cpp; lanes = the build's)."""
-    from runtime import _native
+    from featherdeploy.runtime import _native
 
     isa = _segment_lanes(lanes)
     return _native.segment_rows(np.ascontiguousarray(rows, np.float32), True, isa)
@@ -239,7 +239,7 @@ def to_segments(rows: np.ndarray, lanes: int) -> np.ndarray:
 
 def from_segments(segments: np.ndarray) -> np.ndarray:
     """Column-segment rows -> image rows (segments.cpp)."""
-    from runtime import _native
+    from featherdeploy.runtime import _native
 
     isa = _segment_lanes(segments.shape[-1])
     return _native.segment_rows(np.ascontiguousarray(segments, np.float32), False, isa)

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.errors import ModelLoadError
-from runtime.graph import Node
-from runtime.ops.fusion import FusedActivation
-from runtime.ops.registry import OpContext, OpDef, Output, register
+from featherdeploy.runtime.errors import ModelLoadError
+from featherdeploy.runtime.graph import Node
+from featherdeploy.runtime.ops.fusion import FusedActivation
+from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, register
 
 if TYPE_CHECKING:
-    from runtime.planner.builder import Builder
+    from featherdeploy.runtime.planner.builder import Builder
 
 __all__ = ["Activation", "ACTIVATIONS", "ACTIVATION_OP", "activation_of", "apply_activation"]
 
@@ -224,7 +224,7 @@ def _native(node: Node, ctx: OpContext) -> str | None:
 
 
 def _emit(b: Builder, node: Node) -> None:
-    from runtime.ops.normalization import emit_unary
+    from featherdeploy.runtime.ops.normalization import emit_unary
 
     shape = b.shapes[node.outputs[0]]
     channels = shape[1] if len(shape) > 1 else 1

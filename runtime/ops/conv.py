@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtime.errors import ModelLoadError
-from runtime.graph import Node
-from runtime.kernels import reference
-from runtime.macs import conv_macs, sparse_macs
-from runtime.ops.fusion import (
+from featherdeploy.runtime.errors import ModelLoadError
+from featherdeploy.runtime.graph import Node
+from featherdeploy.runtime.kernels import reference
+from featherdeploy.runtime.macs import conv_macs, sparse_macs
+from featherdeploy.runtime.ops.fusion import (
     ACT_KEY,
     CLAMP_NONE,
     GATE_KEY,
@@ -26,16 +26,16 @@ from runtime.ops.fusion import (
     SKIP_EMPTY_KEY,
     FusedActivation,
 )
-from runtime.ops.geometry import ConvGeometry, conv_geometry, nd_output_dims
-from runtime.ops.registry import OpContext, OpDef, Output, register
-from runtime.planner.conv_select import (
+from featherdeploy.runtime.ops.geometry import ConvGeometry, conv_geometry, nd_output_dims
+from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, register
+from featherdeploy.runtime.planner.conv_select import (
     channel_block_ptr,
     choose_conv_kernel,
     conv_kernel_for,
     input_channel_blocks,
     pack_conv_weights,
 )
-from runtime.planner.layout import (
+from featherdeploy.runtime.planner.layout import (
     ARENA,
     VMAX,
     SymOffset,
@@ -47,11 +47,11 @@ from runtime.planner.layout import (
     stream_mask,
     tensor_lanes,
 )
-from runtime.planner.pads import direct_strided, reads_padded_copy
-from runtime.planner.threads import RowSplitCandidate, balanced_bounds
+from featherdeploy.runtime.planner.pads import direct_strided, reads_padded_copy
+from featherdeploy.runtime.planner.threads import RowSplitCandidate, balanced_bounds
 
 if TYPE_CHECKING:
-    from runtime.planner.builder import Builder
+    from featherdeploy.runtime.planner.builder import Builder
 
 __all__ = ["fused_activation", "conv_weight"]
 

@@ -14,15 +14,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.errors import ModelLoadError
-from runtime.graph import Node
-from runtime.macs import sparse_macs
-from runtime.ops.geometry import conv_transpose_geometry, nd_output_dims, transpose_phases
-from runtime.ops.registry import OpContext, OpDef, Output, register
-from runtime.planner.layout import SymView
+from featherdeploy.runtime.errors import ModelLoadError
+from featherdeploy.runtime.graph import Node
+from featherdeploy.runtime.macs import sparse_macs
+from featherdeploy.runtime.ops.geometry import (
+    conv_transpose_geometry,
+    nd_output_dims,
+    transpose_phases,
+)
+from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, register
+from featherdeploy.runtime.planner.layout import SymView
 
 if TYPE_CHECKING:
-    from runtime.planner.builder import Builder
+    from featherdeploy.runtime.planner.builder import Builder
 
 __all__ = ["INTERNAL_DOMAIN", "PHASE_INTERLEAVE"]
 

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.errors import ModelLoadError
-from runtime.graph import Node
-from runtime.ops.fusion import CLAMP_NONE
-from runtime.ops.registry import OpContext, OpDef, Output, register
-from runtime.planner.layout import SymView, as4, native
+from featherdeploy.runtime.errors import ModelLoadError
+from featherdeploy.runtime.graph import Node
+from featherdeploy.runtime.ops.fusion import CLAMP_NONE
+from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, register
+from featherdeploy.runtime.planner.layout import SymView, as4, native
 
 if TYPE_CHECKING:
-    from runtime.planner.builder import Builder
+    from featherdeploy.runtime.planner.builder import Builder
 
 __all__ = ["BINARY", "broadcast_view", "operand_view"]
 

@@ -42,7 +42,7 @@ class FusedActivation:
 
     def to_native(self, channels: int) -> object:
         """The native ActivationSpec (slopes for ``channels`` channels)."""
-        from runtime import _native
+        from featherdeploy.runtime import _native
 
         spec = _native.ActivationSpec()
         spec.kind = int(_native.ACTIVATION_KINDS[self.kind])

@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.errors import ModelLoadError
-from runtime.graph import Node
-from runtime.macs import linear_macs, sparse_macs
-from runtime.ops.eltwise import broadcast_view
-from runtime.ops.registry import OpContext, OpDef, Output, register
-from runtime.planner.layout import ARENA, CONST, SymView, as4, native
+from featherdeploy.runtime.errors import ModelLoadError
+from featherdeploy.runtime.graph import Node
+from featherdeploy.runtime.macs import linear_macs, sparse_macs
+from featherdeploy.runtime.ops.eltwise import broadcast_view
+from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, register
+from featherdeploy.runtime.planner.layout import ARENA, CONST, SymView, as4, native
 
 if TYPE_CHECKING:
-    from runtime.planner.builder import Builder
+    from featherdeploy.runtime.planner.builder import Builder
 
 
 def _gemm_infer(node: Node, ctx: OpContext) -> list[Output]:

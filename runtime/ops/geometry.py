@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from runtime.errors import InputError, ModelLoadError, UnsupportedOpError
-from runtime.graph import Node
+from featherdeploy.runtime.errors import InputError, ModelLoadError, UnsupportedOpError
+from featherdeploy.runtime.graph import Node
 
 __all__ = ["ConvGeometry", "PoolGeometry", "conv_geometry", "pool_geometry", "MAX_WINDOW",
            "nd_output_dims"]

@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtime.errors import ModelLoadError
-from runtime.graph import Node
-from runtime.ops.registry import OpContext, OpDef, Output, register
-from runtime.planner.layout import native
+from featherdeploy.runtime.errors import ModelLoadError
+from featherdeploy.runtime.graph import Node
+from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, register
+from featherdeploy.runtime.planner.layout import native
 
 if TYPE_CHECKING:
-    from runtime.planner.builder import Builder
+    from featherdeploy.runtime.planner.builder import Builder
 
 __all__ = ["emit_unary", "batchnorm_affine"]
 
@@ -84,7 +84,7 @@ def emit_unary(b: Builder, node: Node, act: Any, scale: np.ndarray | None = None
 
 
 def _emit(b: Builder, node: Node) -> None:
-    from runtime.ops.fusion import CLAMP_NONE
+    from featherdeploy.runtime.ops.fusion import CLAMP_NONE
 
     params = [b.graph.constants[name] for name in node.inputs[1:5]]
     scale, shift = batchnorm_affine(node, *params)

@@ -7,15 +7,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.errors import ModelLoadError
-from runtime.graph import Node
-from runtime.kernels import reference
-from runtime.ops.geometry import nd_output_dims, pool_geometry
-from runtime.ops.registry import OpContext, OpDef, Output, register
-from runtime.planner.layout import native
+from featherdeploy.runtime.errors import ModelLoadError
+from featherdeploy.runtime.graph import Node
+from featherdeploy.runtime.kernels import reference
+from featherdeploy.runtime.ops.geometry import nd_output_dims, pool_geometry
+from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, register
+from featherdeploy.runtime.planner.layout import native
 
 if TYPE_CHECKING:
-    from runtime.planner.builder import Builder
+    from featherdeploy.runtime.planner.builder import Builder
 
 
 def _infer(node: Node, ctx: OpContext) -> list[Output]:

@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.errors import DataDependentShapeError, ModelLoadError
-from runtime.graph import Node
-from runtime.ops.registry import OpContext, OpDef, Output, register
-from runtime.ops.shape_ops import normalize_axis
-from runtime.planner.layout import as4, native
+from featherdeploy.runtime.errors import DataDependentShapeError, ModelLoadError
+from featherdeploy.runtime.graph import Node
+from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, register
+from featherdeploy.runtime.ops.shape_ops import normalize_axis
+from featherdeploy.runtime.planner.layout import as4, native
 
 if TYPE_CHECKING:
-    from runtime.planner.builder import Builder
+    from featherdeploy.runtime.planner.builder import Builder
 
 __all__ = ["reduce_axes", "REDUCTIONS"]
 
@@ -75,7 +75,7 @@ def _native(node: Node, ctx: OpContext) -> str | None:
 
 
 def _emit(b: Builder, node: Node) -> None:
-    from runtime.ops.shape_ops import emit_reshape
+    from featherdeploy.runtime.ops.shape_ops import emit_reshape
 
     shape = b.shapes[node.inputs[0]]
     axes = reduce_axes(node, _ctx(b), len(shape))

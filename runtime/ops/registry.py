@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtime.errors import DataDependentShapeError, ModelLoadError
-from runtime.graph import ONNX_DOMAINS, Node
+from featherdeploy.runtime.errors import DataDependentShapeError, ModelLoadError
+from featherdeploy.runtime.graph import ONNX_DOMAINS, Node
 
 if TYPE_CHECKING:
-    from runtime.planner.builder import Builder
+    from featherdeploy.runtime.planner.builder import Builder
 
 __all__ = ["OpContext", "OpDef", "Output", "register", "get_op", "native_ops", "known_ops",
            "OP_MODULES"]
@@ -136,7 +136,7 @@ def _load() -> None:
     if not _LOADED:
         _LOADED = True
         for module in OP_MODULES:
-            importlib.import_module(f"runtime.ops.{module}")
+            importlib.import_module(f"featherdeploy.runtime.ops.{module}")
 
 
 def get_op(node: Node) -> OpDef | None:

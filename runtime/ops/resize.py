@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.errors import DataDependentShapeError, ModelLoadError
-from runtime.graph import Node
-from runtime.ops.registry import OpContext, OpDef, Output, register
-from runtime.ops.shape_ops import normalize_axis
-from runtime.planner.layout import native
+from featherdeploy.runtime.errors import DataDependentShapeError, ModelLoadError
+from featherdeploy.runtime.graph import Node
+from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, register
+from featherdeploy.runtime.ops.shape_ops import normalize_axis
+from featherdeploy.runtime.planner.layout import native
 
 if TYPE_CHECKING:
-    from runtime.planner.builder import Builder
+    from featherdeploy.runtime.planner.builder import Builder
 
 __all__ = ["resize_scales", "axis_table"]
 

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.errors import DataDependentShapeError, InputError, ModelLoadError
-from runtime.graph import Node
-from runtime.ops.registry import OpContext, OpDef, Output, register
-from runtime.planner.layout import as4
+from featherdeploy.runtime.errors import DataDependentShapeError, InputError, ModelLoadError
+from featherdeploy.runtime.graph import Node
+from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, register
+from featherdeploy.runtime.planner.layout import as4
 
 if TYPE_CHECKING:
-    from runtime.planner.builder import Builder
+    from featherdeploy.runtime.planner.builder import Builder
 
 __all__ = ["reshape_shape", "normalize_axis", "ONNX_DTYPES"]
 
@@ -360,7 +360,7 @@ def _expand_native(node: Node, ctx: OpContext) -> str | None:
 
 
 def _expand_emit(b: Builder, node: Node) -> None:
-    from runtime.ops.eltwise import broadcast_view, operand_view
+    from featherdeploy.runtime.ops.eltwise import broadcast_view, operand_view
 
     out_shape = b.shapes[node.outputs[0]]
     y = b.new_tensor(node.outputs[0], out_shape)
@@ -428,7 +428,7 @@ def _pad_native(node: Node, ctx: OpContext) -> str | None:
 
 
 def _pad_emit(b: Builder, node: Node) -> None:
-    from runtime import _native
+    from featherdeploy.runtime import _native
 
     x_shape = b.shapes[node.inputs[0]]
     rank = len(x_shape)

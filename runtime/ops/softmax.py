@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.errors import ModelLoadError
-from runtime.graph import Node
-from runtime.ops.registry import OpContext, OpDef, Output, register
-from runtime.planner.layout import native
+from featherdeploy.runtime.errors import ModelLoadError
+from featherdeploy.runtime.graph import Node
+from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, register
+from featherdeploy.runtime.planner.layout import native
 
 if TYPE_CHECKING:
-    from runtime.planner.builder import Builder
+    from featherdeploy.runtime.planner.builder import Builder
 
 
 def _axis(node: Node, rank: int, opset: int) -> int:

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.errors import ModelLoadError
-from runtime.graph import Node
-from runtime.ops.registry import OpContext, OpDef, Output, register
-from runtime.planner.layout import ARENA, SymView, as4, compact_strides
+from featherdeploy.runtime.errors import ModelLoadError
+from featherdeploy.runtime.graph import Node
+from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, register
+from featherdeploy.runtime.planner.layout import ARENA, SymView, as4, compact_strides
 
 if TYPE_CHECKING:
-    from runtime.planner.builder import Builder
+    from featherdeploy.runtime.planner.builder import Builder
 
 
 def _perm(node: Node, rank: int) -> tuple[int, ...]:

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from runtime.graph import Graph, Node
-from runtime.options import PlannerOptions
-from runtime.passes.activation_fusion import fuse_activation
-from runtime.passes.batchnorm import fold_batchnorm
-from runtime.passes.channel_gate import fold_channel_gate
-from runtime.passes.common import consumers, reads
-from runtime.passes.constant_channels import fold_constant_channels
-from runtime.passes.conv_add import fuse_conv_add
-from runtime.passes.conv_transpose import expand_conv_transpose
-from runtime.passes.identities import drop_identities
-from runtime.passes.sparse_gemm import sparse_gemm_as_conv
+from featherdeploy.runtime.graph import Graph, Node
+from featherdeploy.runtime.options import PlannerOptions
+from featherdeploy.runtime.passes.activation_fusion import fuse_activation
+from featherdeploy.runtime.passes.batchnorm import fold_batchnorm
+from featherdeploy.runtime.passes.channel_gate import fold_channel_gate
+from featherdeploy.runtime.passes.common import consumers, reads
+from featherdeploy.runtime.passes.constant_channels import fold_constant_channels
+from featherdeploy.runtime.passes.conv_add import fuse_conv_add
+from featherdeploy.runtime.passes.conv_transpose import expand_conv_transpose
+from featherdeploy.runtime.passes.identities import drop_identities
+from featherdeploy.runtime.passes.sparse_gemm import sparse_gemm_as_conv
 
 __all__ = ["PASSES", "run_passes", "reads", "consumers"]
 

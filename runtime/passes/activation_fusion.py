@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from runtime.graph import Graph, Node
-from runtime.ops.activation import ACTIVATION_OP, activation_of
-from runtime.ops.conv_transpose import INTERNAL_DOMAIN
-from runtime.ops.fusion import ACT_KEY, FusedActivation
-from runtime.ops.registry import OpContext
-from runtime.options import PlannerOptions
-from runtime.passes.common import consumers, producers
+from featherdeploy.runtime.graph import Graph, Node
+from featherdeploy.runtime.ops.activation import ACTIVATION_OP, activation_of
+from featherdeploy.runtime.ops.conv_transpose import INTERNAL_DOMAIN
+from featherdeploy.runtime.ops.fusion import ACT_KEY, FusedActivation
+from featherdeploy.runtime.ops.registry import OpContext
+from featherdeploy.runtime.options import PlannerOptions
+from featherdeploy.runtime.passes.common import consumers, producers
 
 __all__ = ["fuse_activation"]
 

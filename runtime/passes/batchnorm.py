@@ -9,11 +9,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from runtime.errors import ModelLoadError
-from runtime.graph import Graph, Node
-from runtime.ops.normalization import batchnorm_affine
-from runtime.options import PlannerOptions
-from runtime.passes.common import consumers, producers
+from featherdeploy.runtime.errors import ModelLoadError
+from featherdeploy.runtime.graph import Graph, Node
+from featherdeploy.runtime.ops.normalization import batchnorm_affine
+from featherdeploy.runtime.options import PlannerOptions
+from featherdeploy.runtime.passes.common import consumers, producers
 
 __all__ = ["fold_batchnorm", "conv_bias"]
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from runtime.graph import Graph, Node
-from runtime.ops.fusion import GATE_KEY
-from runtime.options import PlannerOptions
-from runtime.passes.common import consumers
+from featherdeploy.runtime.graph import Graph, Node
+from featherdeploy.runtime.ops.fusion import GATE_KEY
+from featherdeploy.runtime.options import PlannerOptions
+from featherdeploy.runtime.passes.common import consumers
 
 __all__ = ["fold_channel_gate"]
 

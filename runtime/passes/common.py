@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from runtime.graph import Node
-from runtime.ops.fusion import RESIDUAL_KEY
+from featherdeploy.runtime.graph import Node
+from featherdeploy.runtime.ops.fusion import RESIDUAL_KEY
 
 __all__ = ["reads", "consumers", "producers"]
 

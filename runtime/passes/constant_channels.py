@@ -16,12 +16,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from runtime.graph import Graph, Node
-from runtime.ops.activation import apply_activation
-from runtime.ops.fusion import ACT_KEY, CLAMP_NONE, RESIDUAL_KEY, SKIP_EMPTY_KEY
-from runtime.options import PlannerOptions
-from runtime.passes.batchnorm import conv_bias
-from runtime.passes.common import reads
+from featherdeploy.runtime.graph import Graph, Node
+from featherdeploy.runtime.ops.activation import apply_activation
+from featherdeploy.runtime.ops.fusion import ACT_KEY, CLAMP_NONE, RESIDUAL_KEY, SKIP_EMPTY_KEY
+from featherdeploy.runtime.options import PlannerOptions
+from featherdeploy.runtime.passes.batchnorm import conv_bias
+from featherdeploy.runtime.passes.common import reads
 
 __all__ = ["fold_constant_channels"]
 

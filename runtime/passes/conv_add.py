@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from runtime.graph import Graph, Node
-from runtime.ops.fusion import ACT_KEY, RESIDUAL_KEY
-from runtime.options import PlannerOptions
-from runtime.passes.common import consumers, producers
+from featherdeploy.runtime.graph import Graph, Node
+from featherdeploy.runtime.ops.fusion import ACT_KEY, RESIDUAL_KEY
+from featherdeploy.runtime.options import PlannerOptions
+from featherdeploy.runtime.passes.common import consumers, producers
 
 __all__ = ["fuse_conv_add"]
 

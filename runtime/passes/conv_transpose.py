@@ -15,10 +15,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from runtime.graph import Graph, Node
-from runtime.ops.conv_transpose import INTERNAL_DOMAIN, PHASE_INTERLEAVE
-from runtime.ops.geometry import conv_transpose_geometry, transpose_phases
-from runtime.options import PlannerOptions
+from featherdeploy.runtime.graph import Graph, Node
+from featherdeploy.runtime.ops.conv_transpose import INTERNAL_DOMAIN, PHASE_INTERLEAVE
+from featherdeploy.runtime.ops.geometry import conv_transpose_geometry, transpose_phases
+from featherdeploy.runtime.options import PlannerOptions
 
 __all__ = ["expand_conv_transpose"]
 

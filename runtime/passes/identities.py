@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from runtime.graph import Graph, Node
-from runtime.options import PlannerOptions
+from featherdeploy.runtime.graph import Graph, Node
+from featherdeploy.runtime.options import PlannerOptions
 
 __all__ = ["drop_identities"]
 

@@ -17,9 +17,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from runtime.graph import Graph, Node
-from runtime.options import PlannerOptions
-from runtime.passes.common import consumers, producers
+from featherdeploy.runtime.graph import Graph, Node
+from featherdeploy.runtime.options import PlannerOptions
+from featherdeploy.runtime.passes.common import consumers, producers
 
 __all__ = ["sparse_gemm_as_conv"]
 

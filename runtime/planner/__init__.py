@@ -6,6 +6,6 @@ Split by concern: ``layout`` (where tensors live), ``pads`` (zero borders, strid
 bookkeeping op emitters share). Each op's emitter lives with its op in ``runtime/ops/``.
 """
 
-from runtime.planner.builder import Builder, CompiledPlan, StepRecord, build_plan
+from featherdeploy.runtime.planner.builder import Builder, CompiledPlan, StepRecord, build_plan
 
 __all__ = ["Builder", "CompiledPlan", "StepRecord", "build_plan"]

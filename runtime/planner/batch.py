@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 
-from runtime.errors import EngineError
-from runtime.graph import Graph, Node
-from runtime.ops.registry import OpContext
-from runtime.options import PlannerOptions
-from runtime.specialize import specialize
+from featherdeploy.runtime.errors import EngineError
+from featherdeploy.runtime.graph import Graph, Node
+from featherdeploy.runtime.ops.registry import OpContext
+from featherdeploy.runtime.options import PlannerOptions
+from featherdeploy.runtime.specialize import specialize
 
 __all__ = ["batch_separable", "interleave_lanes"]
 

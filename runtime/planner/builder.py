@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import ModelLoadError, UnsupportedOpError
-from runtime.graph import Graph, Node
-from runtime.ops.fusion import RESIDUAL_KEY
-from runtime.ops.registry import get_op
-from runtime.options import EngineOptions, PlannerOptions
-from runtime.planner.layout import (
+from featherdeploy.runtime.errors import ModelLoadError, UnsupportedOpError
+from featherdeploy.runtime.graph import Graph, Node
+from featherdeploy.runtime.ops.fusion import RESIDUAL_KEY
+from featherdeploy.runtime.ops.registry import get_op
+from featherdeploy.runtime.options import EngineOptions, PlannerOptions
+from featherdeploy.runtime.planner.layout import (
     CONST,
     INPUT,
     OUTPUT,
@@ -38,7 +38,7 @@ from runtime.planner.layout import (
     spatial_tensor,
     tensor_lanes,
 )
-from runtime.planner.memory import (
+from featherdeploy.runtime.planner.memory import (
     ZeroNeed,
     border_zeroing,
     free_from,
@@ -46,9 +46,9 @@ from runtime.planner.memory import (
     place_buffers,
     zero_positions,
 )
-from runtime.planner.pads import assign_pads, border_reads, plan_phase_layouts
-from runtime.planner.threads import RowSplitCandidate, choose_row_splits
-from runtime.planner.wavefront import mark_wavefronts, run_buffers, wavefront_runs
+from featherdeploy.runtime.planner.pads import assign_pads, border_reads, plan_phase_layouts
+from featherdeploy.runtime.planner.threads import RowSplitCandidate, choose_row_splits
+from featherdeploy.runtime.planner.wavefront import mark_wavefronts, run_buffers, wavefront_runs
 
 __all__ = ["StepRecord", "CompiledPlan", "Builder", "build_plan"]
 

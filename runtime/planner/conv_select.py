@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runtime.errors import InputError, UnsupportedOpError
-from runtime.graph import Node
-from runtime.ops.fusion import KERNEL_KEY
-from runtime.options import PlannerOptions
-from runtime.planner.layout import BSR_BLOCK, pair_chunk_vectors, round_up
+from featherdeploy.runtime.errors import InputError, UnsupportedOpError
+from featherdeploy.runtime.graph import Node
+from featherdeploy.runtime.ops.fusion import KERNEL_KEY
+from featherdeploy.runtime.options import PlannerOptions
+from featherdeploy.runtime.planner.layout import BSR_BLOCK, pair_chunk_vectors, round_up
 
 __all__ = ["ConvWeights", "choose_conv_kernel", "conv_kernel_for", "pack_conv_weights",
            "channel_block_ptr", "input_channel_blocks"]

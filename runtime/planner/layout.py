@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import ModelLoadError
-from runtime.options import PlannerOptions
+from featherdeploy.runtime.errors import ModelLoadError
+from featherdeploy.runtime.options import PlannerOptions
 
 __all__ = ["VMAX", "BSR_BLOCK", "ARENA", "CONST", "INPUT", "OUTPUT", "Buf", "Border", "SymView",
            "SymOffset", "Tensor", "compact_strides", "as4", "round_up", "tensor_lanes",
@@ -30,7 +30,7 @@ __all__ = ["VMAX", "BSR_BLOCK", "ARENA", "CONST", "INPUT", "OUTPUT", "Buf", "Bor
 
 def native() -> Any:
     """The compiled extension (imported on first use)."""
-    from runtime import _native
+    from featherdeploy.runtime import _native
 
     return _native
 

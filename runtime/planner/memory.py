@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.options import MEMORY_POLICIES
-from runtime.planner.layout import VMAX, Buf, SymView, round_up
+from featherdeploy.runtime.options import MEMORY_POLICIES
+from featherdeploy.runtime.planner.layout import VMAX, Buf, SymView, round_up
 
 __all__ = ["ZeroNeed", "place_buffers", "peak_live", "border_zeroing", "free_from",
            "zero_positions"]

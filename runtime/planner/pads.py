@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from runtime.graph import Graph
-from runtime.ops.fusion import RESIDUAL_KEY
-from runtime.ops.geometry import conv_geometry
-from runtime.options import PlannerOptions
-from runtime.planner.layout import Buf, round_up, tensor_lanes
+from featherdeploy.runtime.graph import Graph
+from featherdeploy.runtime.ops.fusion import RESIDUAL_KEY
+from featherdeploy.runtime.ops.geometry import conv_geometry
+from featherdeploy.runtime.options import PlannerOptions
+from featherdeploy.runtime.planner.layout import Buf, round_up, tensor_lanes
 
 __all__ = ["assign_pads", "border_reads", "PhaseLayout", "plan_phase_layouts",
            "reads_padded_copy", "direct_strided"]

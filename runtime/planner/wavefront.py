@@ -13,10 +13,10 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
-from runtime.planner.layout import ARENA, Buf, SymView, native, pair_chunk_vectors
+from featherdeploy.runtime.planner.layout import ARENA, Buf, SymView, native, pair_chunk_vectors
 
 if TYPE_CHECKING:
-    from runtime.planner.builder import StepRecord
+    from featherdeploy.runtime.planner.builder import StepRecord
 
 __all__ = ["wavefront_runs", "run_buffers", "mark_wavefronts", "views_disjoint_or_equal",
            "buffers_disjoint_or_equal"]

@@ -34,7 +34,7 @@ from benchmarks.fullsize_report import (
     row_from_dict,
 )
 from benchmarks.workers import WorkerError, WorkerProcess
-from runtime.bench import timing_from_samples
+from featherdeploy.runtime.bench import timing_from_samples
 from tests.compile.helpers import TinyNet
 
 FLOAT_TOL = 1e-9
@@ -398,7 +398,7 @@ PEER_PYTHON_ENV = {"deepsparse": "FEATHERDEPLOY_DEEPSPARSE_PYTHON",
 @pytest.mark.parametrize("peer", sorted(PEER_PYTHON_ENV))
 def test_peer_round_trip_on_a_tiny_model(tmp_path: Path, peer: str) -> None:
     from benchmarks.fullsize import RowJob, _input_file, _MnnFiles, measure_contender
-    from runtime.bench import load_onnx_model
+    from featherdeploy.runtime.bench import load_onnx_model
 
     python = os.environ.get(PEER_PYTHON_ENV[peer])
     if not python:

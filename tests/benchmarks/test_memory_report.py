@@ -12,8 +12,8 @@ import pytest
 
 from benchmarks.memory import MemoryConfig, format_table, measure_row, plan_memory
 from benchmarks.zoo.common import pruned_filename
-from runtime.machine import cpu_model_name
-from runtime.peak_memory import PeakMemoryError, measure_peak_memory
+from featherdeploy.runtime.machine import cpu_model_name
+from featherdeploy.runtime.peak_memory import PeakMemoryError, measure_peak_memory
 from tests.runtime.test_memory import _densenet
 
 IMAGE = (3, 16, 16)
@@ -52,7 +52,8 @@ def test_row_and_table(config):
 
 
 def test_planner_options_reach_the_child(config):
-    """runtime.peak_memory builds PlannerOptions from the JSON object: a bad policy fails there."""
+    """featherdeploy.runtime.peak_memory builds PlannerOptions from the JSON object: a bad
+    policy fails there."""
     path = config.models_dir / pruned_filename("resnet18", 0.9)
     feeds = {"x": np.zeros((1, *IMAGE), np.float32)}
     with pytest.raises(PeakMemoryError, match="memory"):

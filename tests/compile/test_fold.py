@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from compile.fold import find_conv_bn_pairs, fold_batchnorms, fold_conv_bn
+from featherdeploy.compile.fold import find_conv_bn_pairs, fold_batchnorms, fold_conv_bn
 from tests.compile.helpers import TinyNet, randomize_batchnorm_, sparsify_
 
 FOLD_ATOL = 1e-5  # float32 rounding of one extra multiply-add per output

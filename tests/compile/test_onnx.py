@@ -11,11 +11,11 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from compile.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
-from compile.pipeline import CompileOptions, compile_model
-from compile.sparse_onnx import to_coo_sparse_tensor, with_sparse_initializers
+from featherdeploy.compile.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from featherdeploy.compile.pipeline import CompileOptions, compile_model
+from featherdeploy.compile.sparse_onnx import to_coo_sparse_tensor, with_sparse_initializers
+from featherdeploy.train.models import build_model
 from tests.compile.helpers import TinyNet, randomize_batchnorm_, sparsify_
-from train.models import build_model
 
 ATOL = 1e-4  # the compile contract: |a - b| <= ATOL + RTOL * |b|
 RTOL = 1e-4

@@ -9,13 +9,13 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from compile.errors import CompileError
-from compile.pack import parse_block_shapes
-from compile.pipeline import CompileOptions, compile_model
-from compile.verify import verify_pack
-from runtime.formats import ConvAttributes, pack_weight, read_pack, write_pack
+from featherdeploy.compile.errors import CompileError
+from featherdeploy.compile.pack import parse_block_shapes
+from featherdeploy.compile.pipeline import CompileOptions, compile_model
+from featherdeploy.compile.verify import verify_pack
+from featherdeploy.runtime.formats import ConvAttributes, pack_weight, read_pack, write_pack
+from featherdeploy.train.prunable import prunable_parameters
 from tests.compile.helpers import TinyNet, randomize_batchnorm_, sparsify_
-from train.prunable import prunable_parameters
 
 
 def test_parse_block_shapes() -> None:

@@ -15,22 +15,22 @@ import pytest
 import torch
 from torch import nn
 
-from compile.__main__ import main
-from compile.errors import CompileError
-from compile.pipeline import (
+from featherdeploy.compile.__main__ import main
+from featherdeploy.compile.errors import CompileError
+from featherdeploy.compile.pipeline import (
     CompileOptions,
     EvalData,
     compile_model,
     compile_run,
     options_from_mapping,
 )
-from compile.pipeline import _make_work_dir as make_work_dir
-from runtime.formats import FORMAT_NAME, FORMAT_VERSION, read_pack
+from featherdeploy.compile.pipeline import _make_work_dir as make_work_dir
+from featherdeploy.runtime.formats import FORMAT_NAME, FORMAT_VERSION, read_pack
+from featherdeploy.train.artifact import ModelMeta, save_model_artifact
+from featherdeploy.train.flops import sparsity_report
+from featherdeploy.train.models import build_model
+from featherdeploy.train.prunable import prunable_parameters
 from tests.compile.helpers import TinyNet, randomize_batchnorm_, sparsify_
-from train.artifact import ModelMeta, save_model_artifact
-from train.flops import sparsity_report
-from train.models import build_model
-from train.prunable import prunable_parameters
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 ARTIFACT_FILES = {"model.onnx", "model.sparse.onnx", "weights.fdpack", "report.json", "report.md"}
@@ -411,7 +411,7 @@ def test_disk_full_and_bad_out_paths_are_one_line_and_keep_old_artifacts(
         (directory / "report.json").write_text("{")  # a partial write, then the disk is full
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     with monkeypatch.context() as patch:
-        patch.setattr("compile.pipeline.write_report_files", disk_full)
+        patch.setattr("featherdeploy.compile.pipeline.write_report_files", disk_full)
         code, err = run_cli([*args, "--out", str(out)], capsys)
     assert code == 2 and "No space left on device" in err and err.count("\n") == 1, err
     assert _snapshot(out) == before and leftovers(tmp_path) == []
@@ -425,7 +425,7 @@ def test_disk_full_and_bad_out_paths_are_one_line_and_keep_old_artifacts(
 def _killed_compile_work_dir(out: Path) -> Path:
     """The work folder of a compile of ``out`` SIGKILLed mid-way (a real, now dead, pid)."""
     code = ("import os, signal, sys; from pathlib import Path; "
-            "from compile.pipeline import _make_work_dir; "
+            "from featherdeploy.compile.pipeline import _make_work_dir; "
             "print(_make_work_dir(Path(sys.argv[1])), flush=True); "
             "os.kill(os.getpid(), signal.SIGKILL)")
     proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True,
@@ -472,7 +472,7 @@ def test_an_unexpected_os_error_is_still_one_line(tmp_path: Path, monkeypatch: p
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     def unreadable(*args: object) -> None:  # e.g. a run folder another user made unreadable
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "run"))
-    monkeypatch.setattr("compile.pipeline.compile_run", unreadable)
+    monkeypatch.setattr("featherdeploy.compile.pipeline.compile_run", unreadable)
     code, err = run_cli([str(tmp_path / "run"), "--out", str(tmp_path / "art")], capsys)
     assert code == 2 and err.startswith("compile: error: ") and "Permission denied" in err
     assert err.count("\n") == 1

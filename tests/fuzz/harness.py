@@ -207,13 +207,13 @@ def _tail(log: Path, chars: int = 1500) -> str:
 
 def _engine_child(model_path: Path, case: Case) -> Outcome:
     """The engine on the case, through the API or the CLI."""
-    from runtime.errors import EngineError
+    from featherdeploy.runtime.errors import EngineError
 
     stage = "load"
     try:
         if case.driver == "cli":
             return _cli_child(model_path, case)
-        from runtime import Engine, EngineOptions, PlannerOptions
+        from featherdeploy.runtime import Engine, EngineOptions, PlannerOptions
 
         options = EngineOptions(**case.options, planner=PlannerOptions(**case.planner))
         engine = Engine(model_path, options=options)
@@ -249,9 +249,9 @@ def _engine_child(model_path: Path, case: Case) -> Outcome:
 
 
 def _cli_child(model_path: Path, case: Case) -> Outcome:
-    """``python -m runtime run`` in-process: exit 2 with a message is a clean error, an
-    exception out of main() or another exit code is not."""
-    from runtime.__main__ import main
+    """``featherdeploy run`` in-process: exit 2 with a message is a clean error, an exception out
+    of main() or another exit code is not."""
+    from featherdeploy.runtime.__main__ import PROG, main
 
     for option in ("batch_layout", "isa", "tuning"):  # what the CLI reads from the environment
         os.environ[f"FEATHERDEPLOY_{option.upper()}"] = str(case.options[option])
@@ -277,7 +277,7 @@ def _cli_child(model_path: Path, case: Case) -> Outcome:
         return Outcome("error", error_type=type(exc).__name__, message=str(exc), stage="cli",
                        traceback=traceback.format_exc())
     message = err.getvalue().strip()
-    usage = message.splitlines()[-1].startswith("python -m runtime run: error:") if message \
+    usage = message.splitlines()[-1].startswith(f"{PROG} run: error:") if message \
         else False  # argparse: usage, then one error line
     if code == 2 and (message.startswith("error: ") or usage) and not os.path.exists(out):
         return Outcome("error", error_type="cli exit 2", message=message, engine_error=True,
@@ -371,7 +371,7 @@ def _float64_child(model_path: Path, case: Case) -> Outcome:
     from onnx.external_data_helper import load_external_data_for_tensor, uses_external_data
     from onnx.reference import ReferenceEvaluator
 
-    from runtime.graph import _sparse_to_dense
+    from featherdeploy.runtime.graph import _sparse_to_dense
 
     try:
         model = onnx.load(str(model_path), load_external_data=False)
@@ -535,11 +535,11 @@ def _warm_imports() -> None:
     import onnx  # noqa: F401
     import onnxruntime  # noqa: F401
 
-    import runtime.__main__  # noqa: F401
-    import runtime.describe  # noqa: F401
-    import runtime.engine  # noqa: F401
-    from runtime import _native  # noqa: F401
-    from runtime.ops.registry import known_ops
+    import featherdeploy.runtime.__main__  # noqa: F401
+    import featherdeploy.runtime.describe  # noqa: F401
+    import featherdeploy.runtime.engine  # noqa: F401
+    from featherdeploy.runtime import _native  # noqa: F401
+    from featherdeploy.runtime.ops.registry import known_ops
 
     known_ops()
     with contextlib.suppress(ImportError):

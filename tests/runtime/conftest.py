@@ -15,8 +15,8 @@ def _native_backend(monkeypatch):
 def conv_specs(monkeypatch):
     """The native ConvSpec of every conv the planner emits, in order (the objects the plan is
     built from, so later planner decisions on them show too; their arrays move into the plan)."""
-    from runtime import _native
-    from runtime.planner.builder import Builder
+    from featherdeploy.runtime import _native
+    from featherdeploy.runtime.planner.builder import Builder
 
     specs = []
     original = Builder.emit

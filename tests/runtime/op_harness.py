@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime import Engine, EngineOptions
+from featherdeploy.runtime import Engine, EngineOptions
 from tests.runtime.onnx_cases import assert_close, random_input
 
 __all__ = ["make_model", "check_model", "check_folded", "check_op", "declared_shape",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from runtime import Engine, EngineOptions, _native
+from featherdeploy.runtime import Engine, EngineOptions, _native
 from tests.runtime.onnx_cases import (
     assert_close,
     graph_model,

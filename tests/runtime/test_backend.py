@@ -6,10 +6,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime.engine import Engine, weight_density
-from runtime.errors import EngineError, UnsupportedOpError
-from runtime.options import EngineOptions, OptionsError
-from runtime.tuning import compare_streams
+from featherdeploy.runtime.engine import Engine, weight_density
+from featherdeploy.runtime.errors import EngineError, UnsupportedOpError
+from featherdeploy.runtime.options import EngineOptions, OptionsError
+from featherdeploy.runtime.tuning import compare_streams
 
 TOL = 1e-4
 
@@ -108,7 +108,7 @@ def test_probe_stops_when_the_first_option_is_slow():
 def test_auto_runs_shapes_ort_measured_faster_on_ort(tmp_path, monkeypatch, ort_faster):
     """backend=auto times the native program against ONNX Runtime dense once per input shapes
     (above compare_ort_above_ms) and runs those shapes on the faster; describe() says which."""
-    import runtime.engine as engine_module
+    import featherdeploy.runtime.engine as engine_module
 
     path = tmp_path / "m.onnx"
     _conv_model(path, 0.9)
@@ -138,7 +138,7 @@ def test_auto_runs_shapes_ort_measured_faster_on_ort(tmp_path, monkeypatch, ort_
 def test_no_ort_comparison_when_fixed_or_small(tmp_path, monkeypatch, options):
     """An explicit backend, tuning off, an infinite threshold, or (default threshold) a run
     shorter than compare_ort_above_ms: nothing is compared and no ORT session is made."""
-    import runtime.engine as engine_module
+    import featherdeploy.runtime.engine as engine_module
 
     def fail(*_):
         raise AssertionError("compared with ONNX Runtime")

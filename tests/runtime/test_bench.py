@@ -16,8 +16,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime import bench, bench_cli
-from runtime.bench import (
+from featherdeploy.runtime import bench, bench_cli
+from featherdeploy.runtime.bench import (
     BenchError,
     Timing,
     compare_interleaved,
@@ -27,7 +27,7 @@ from runtime.bench import (
     time_callable,
     timing_from_samples,
 )
-from runtime.errors import EngineError
+from featherdeploy.runtime.errors import EngineError
 
 FLOAT_TOL = 1e-9  # pure float arithmetic on small numbers
 
@@ -265,7 +265,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def _engine_importable() -> bool:
     import importlib
-    return hasattr(importlib.import_module("runtime"), "Engine")
+    return hasattr(importlib.import_module("featherdeploy.runtime"), "Engine")
 
 
 def _sparse_two_input_model(path: Path) -> Path:
@@ -316,7 +316,7 @@ def full_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_bench_json_names_machine_versions_and_options(full_report: dict) -> None:
-    from runtime import native_isa
+    from featherdeploy.runtime import native_isa
 
     assert (full_report["schema"], full_report["schema_version"]) == ("featherdeploy.bench", 2)
     machine = full_report["machine"]
@@ -393,7 +393,7 @@ def test_bench_peak_memory_per_contender(full_report: dict) -> None:
 def test_engine_profile_and_prepare(tmp_path: Path) -> None:
     if not _engine_importable():
         pytest.skip("the native engine is not built")
-    from runtime import Engine, EngineOptions
+    from featherdeploy.runtime import Engine, EngineOptions
 
     engine = Engine(_sparse_two_input_model(tmp_path / "two.onnx"),
                     options=EngineOptions(backend="native", threads=1))
@@ -442,7 +442,7 @@ def test_bench_inputs_from_npy_files_cycled_to_each_batch(tmp_path: Path) -> Non
 
 
 def test_make_feeds_seed_shapes_and_cycling() -> None:
-    from runtime.bench_inputs import InputSpec, make_feeds
+    from featherdeploy.runtime.bench_inputs import InputSpec, make_feeds
 
     specs = [InputSpec("x", np.dtype(np.float32), (None, 2, None)),
              InputSpec("k", np.dtype(np.int64), (None, 3))]
@@ -476,7 +476,7 @@ BAD_INPUTS = [  # (extra args, files to create, a phrase of the one-line error)
                          ids=[case[2][:20] for case in BAD_INPUTS])
 def test_bench_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                 extra: list, files: dict, phrase: str) -> None:
-    from runtime.__main__ import main
+    from featherdeploy.runtime.__main__ import main
 
     model_path, json_path = tmp_path / "tiny.onnx", tmp_path / "bad.json"
     _tiny_model(model_path)
@@ -612,7 +612,7 @@ def test_bench_never_imports_torch(tmp_path: Path) -> None:
 
     model_path = tmp_path / "tiny.onnx"
     _tiny_model(model_path)
-    code = ("import sys; from runtime import bench_cli; "
+    code = ("import sys; from featherdeploy.runtime import bench_cli; "
             f"bench_cli.bench_model({str(model_path)!r}, bench_cli.BenchSettings(batches=(1,), "
             "threads=(1,), rounds=1, warmup=0, memory=False)); print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -622,7 +622,7 @@ def test_bench_never_imports_torch(tmp_path: Path) -> None:
 
 def test_python_m_runtime_bench_dispatch(tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from runtime.__main__ import main
+    from featherdeploy.runtime.__main__ import main
 
     assert main(["bench", str(tmp_path / "missing.onnx")]) == 2
     assert "model file not found" in capsys.readouterr().err

@@ -8,11 +8,11 @@ import onnx
 import pytest
 from onnx import helper
 
-from runtime import _native
-from runtime.graph import load_graph
-from runtime.kernels.native import plan_graph, run_plan
-from runtime.options import EngineOptions, PlannerOptions
-from runtime.planner.conv_select import channel_block_ptr, input_channel_blocks
+from featherdeploy.runtime import _native
+from featherdeploy.runtime.graph import load_graph
+from featherdeploy.runtime.kernels.native import plan_graph, run_plan
+from featherdeploy.runtime.options import EngineOptions, PlannerOptions
+from featherdeploy.runtime.planner.conv_select import channel_block_ptr, input_channel_blocks
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
 

@@ -13,7 +13,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime import (
+from featherdeploy.runtime import (
     Engine,
     EngineError,
     EngineOptions,
@@ -22,7 +22,7 @@ from runtime import (
     PlannerOptions,
     UnsupportedOpError,
 )
-from runtime.__main__ import main
+from featherdeploy.runtime.__main__ import main
 from tests.runtime.onnx_cases import assert_close, ort_run, random_input, save_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,7 +169,7 @@ def test_concurrent_runs_equal_sequential(small_model):
 
 
 def test_threads_argument_is_validated(small_model):
-    from runtime import EngineError
+    from featherdeploy.runtime import EngineError
 
     with pytest.raises(EngineError, match="threads"):
         Engine(small_model, threads=0)
@@ -188,8 +188,8 @@ def test_runtime_never_imports_torch(tmp_path, small_model):
                 return None
         sys.meta_path.insert(0, NoTorch())
         import numpy as np
-        import runtime
-        from runtime.__main__ import main
+        from featherdeploy import runtime
+        from featherdeploy.runtime.__main__ import main
         assert main(["run", {str(small_model)!r}, "--input", {str(x_path)!r},
                      "--output", {str(y_path)!r}, "--threads", "2"]) == 0
         runtime.Engine({str(small_model)!r}).run(np.load({str(x_path)!r}))
@@ -204,8 +204,8 @@ def test_runtime_never_imports_torch(tmp_path, small_model):
 
 
 def test_importing_runtime_is_cheap():
-    script = ("import sys, runtime, runtime.macs; "
-              "heavy = ('onnx', 'runtime._native', 'runtime.engine'); "
+    script = ("import sys, featherdeploy.runtime.macs; "
+              "heavy = ('onnx', 'featherdeploy.runtime._native', 'featherdeploy.runtime.engine'); "
               "print([m for m in heavy if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
                           text=True, timeout=60)
@@ -247,8 +247,9 @@ def test_cli_bench_is_dispatched(small_model, tmp_path, capsys):
 
 
 def test_python_m_runtime_entry_point(small_model, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "runtime", "run", str(small_model), "--input",
-                           str(tmp_path / "missing.npy"), "--output", str(tmp_path / "y.npy")],
+    done = subprocess.run([sys.executable, "-m", "featherdeploy.runtime", "run", str(small_model),
+                           "--input", str(tmp_path / "missing.npy"),
+                           "--output", str(tmp_path / "y.npy")],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and "error:" in done.stderr
@@ -290,8 +291,8 @@ def test_batches_run_in_interleaved_groups_and_a_tail(tmp_path, threads):
 
 def test_interleave_lanes_rule(tmp_path):
     """Powers of two up to the batch and max_lanes, within the activation budget."""
-    from runtime.graph import load_graph
-    from runtime.planner.batch import interleave_lanes
+    from featherdeploy.runtime.graph import load_graph
+    from featherdeploy.runtime.planner.batch import interleave_lanes
 
     graph = load_graph(_small_cnn(tmp_path / "m.onnx"))
     images = {"x": (3, 10, 10)}
@@ -333,8 +334,8 @@ def test_bad_options_are_one_clear_error(tmp_path, monkeypatch):
 
 def test_interleave_lanes_count_activations_not_weights(tmp_path):
     """A big 1x1 weight (4 MB) on a tiny plane: only activations bound the group size."""
-    from runtime.graph import load_graph
-    from runtime.planner.batch import interleave_lanes
+    from featherdeploy.runtime.graph import load_graph
+    from featherdeploy.runtime.planner.batch import interleave_lanes
     from tests.runtime.onnx_cases import single_node_model
 
     weight = np.zeros((1024, 1024, 1, 1), np.float32)

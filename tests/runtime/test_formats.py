@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from runtime.formats import (
+from featherdeploy.runtime.formats import (
     FORMAT_VERSION,
     ConvAttributes,
     PackFormatError,
@@ -248,7 +248,7 @@ def test_writer_refuses_duplicate_fqns_and_keeps_old_file(tmp_path: Path) -> Non
 
 
 def test_formats_module_does_not_import_torch() -> None:
-    code = "import sys, runtime.formats; sys.exit('torch' in sys.modules)"
+    code = "import sys, featherdeploy.runtime.formats; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from runtime import Engine, EngineOptions
+from featherdeploy.runtime import Engine, EngineOptions
 from tests.runtime.onnx_cases import random_input
 from tests.runtime.op_harness import check_model, make_model
 

@@ -9,11 +9,11 @@ import onnx
 import pytest
 from onnx import helper
 
-from runtime.graph import load_graph
-from runtime.kernels.native import plan_graph, run_plan, use_options
-from runtime.options import EngineOptions, PlannerOptions
-from runtime.planner.builder import Builder
-from runtime.planner.layout import VMAX, spatial_tensor
+from featherdeploy.runtime.graph import load_graph
+from featherdeploy.runtime.kernels.native import plan_graph, run_plan, use_options
+from featherdeploy.runtime.options import EngineOptions, PlannerOptions
+from featherdeploy.runtime.planner.builder import Builder
+from featherdeploy.runtime.planner.layout import VMAX, spatial_tensor
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
 pytestmark = pytest.mark.aarch64  # native in-place outputs, also on aarch64 (make test-aarch64)

@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from runtime import _native
-from runtime.kernels import native as nat
-from runtime.kernels import reference as ref
-from runtime.options import EngineOptions
+from featherdeploy.runtime import _native
+from featherdeploy.runtime.kernels import native as nat
+from featherdeploy.runtime.kernels import reference as ref
+from featherdeploy.runtime.options import EngineOptions
 from tests.runtime.onnx_cases import assert_close, random_input
 
 pytestmark = pytest.mark.skipif(

@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from runtime.kernels import KERNEL_NAMES
-from runtime.kernels import native as nat
-from runtime.kernels import reference as ref
-from runtime.options import EngineOptions, PlannerOptions
+from featherdeploy.runtime.kernels import KERNEL_NAMES
+from featherdeploy.runtime.kernels import native as nat
+from featherdeploy.runtime.kernels import reference as ref
+from featherdeploy.runtime.options import EngineOptions, PlannerOptions
 from tests.runtime.onnx_cases import assert_close, random_input
 
 pytestmark = pytest.mark.aarch64  # every kernel, also on aarch64 (make test-aarch64)
@@ -97,7 +97,7 @@ def test_conv2d_dense_rows_on_vector_wide_batches(hole, pads):
     of a dense BSR block read inputs one vector apart and the kernel loads each kernel row once
     (conv_bsr.cpp bsr_chunk_rows). A tap missing from one block (``hole``) breaks the runs: the
     plain path then runs that conv."""
-    from runtime import _native
+    from featherdeploy.runtime import _native
 
     x = random_input((_native.vector_floats(), 5, 9, 19))
     w = _sparse_weight((10, 5, 3, 3), 1.0)
@@ -236,7 +236,7 @@ def test_concat_native_equals_reference(axis):
 
 def test_generic_isa_equals_native_isa():
     """The portable kernel build computes the same as the CPU-specific one."""
-    from runtime import native_isa
+    from featherdeploy.runtime import native_isa
 
     chosen = native_isa()
     x = random_input((2, 16, 12, 12))
@@ -252,7 +252,7 @@ def test_generic_isa_equals_native_isa():
 
 
 def test_unknown_isa_is_rejected():
-    from runtime import EngineError, native_isa
+    from featherdeploy.runtime import EngineError, native_isa
 
     with pytest.raises(ValueError, match="isa must be"):
         native_isa("sse9")
@@ -333,8 +333,8 @@ STRIDED_GEOMETRIES = [
 def test_conv2d_strided_in_place_on_interleaved_planes(layout, position_vectors, hw, geometry):
     """Interleaved positions are whole vectors, so convs compute only valid positions and read
     their taps in place at any stride (conv_csr_strided); equal to the reference."""
-    from runtime import _native
-    from runtime.graph import Graph, Node
+    from featherdeploy.runtime import _native
+    from featherdeploy.runtime.graph import Graph, Node
 
     images = position_vectors * _native.vector_floats(EngineOptions().isa)
     x = random_input((images, 8, *hw))
@@ -359,7 +359,7 @@ def test_conv2d_strided_in_place_on_interleaved_planes(layout, position_vectors,
 def test_conv2d_direct_strided_for_tap_sparse_convs(layout, hw, stride, pads):
     """Planar strided convs with <= direct_max_taps taps per output channel skip the phase
     split (conv_csr_direct); equal to the reference with bias, residual and clamp."""
-    from runtime.graph import Graph, Node
+    from featherdeploy.runtime.graph import Graph, Node
 
     x = random_input((2, 16, *hw))
     w = _sparse_weight((16, 1, 3, 3), 0.15)

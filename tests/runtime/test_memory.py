@@ -21,19 +21,19 @@ import onnx
 import pytest
 from onnx import helper
 
-from runtime.graph import load_graph
-from runtime.kernels.native import plan_graph, run_plan, use_options
-from runtime.options import EngineOptions, OptionsError, PlannerOptions
-from runtime.planner.builder import CompiledPlan
-from runtime.planner.layout import VMAX, Buf, flat_tensor, native, spatial_tensor
-from runtime.planner.memory import (
+from featherdeploy.runtime.graph import load_graph
+from featherdeploy.runtime.kernels.native import plan_graph, run_plan, use_options
+from featherdeploy.runtime.options import EngineOptions, OptionsError, PlannerOptions
+from featherdeploy.runtime.planner.builder import CompiledPlan
+from featherdeploy.runtime.planner.layout import VMAX, Buf, flat_tensor, native, spatial_tensor
+from featherdeploy.runtime.planner.memory import (
     ZeroNeed,
     border_zeroing,
     peak_live,
     place_buffers,
     zero_positions,
 )
-from runtime.planner.wavefront import run_buffers
+from featherdeploy.runtime.planner.wavefront import run_buffers
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 from tests.runtime.test_wavefront import _resnet
 
@@ -391,7 +391,7 @@ def test_wavefront_members_never_overlap_live_memory(tmp_path, name):
 _LOAD_CHILD = """
 import sys
 from pathlib import Path
-from runtime.graph import load_graph
+from featherdeploy.runtime.graph import load_graph
 
 def status(key):
     for line in Path("/proc/self/status").read_text().splitlines():

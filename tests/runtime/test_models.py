@@ -18,7 +18,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from runtime import Engine, EngineOptions
+from featherdeploy.runtime import Engine, EngineOptions
 from tests.runtime.onnx_cases import assert_close, conv_kernels, ort_run, random_input
 
 # A folder of the families already exported (`{family}.onnx`, as _export writes them) replaces the
@@ -40,7 +40,7 @@ FAMILIES = {
 
 
 def _export(family: str, path: Path) -> Path:
-    from train.models import build_model
+    from featherdeploy.train.models import build_model
 
     name, kwargs = FAMILIES[family]
     torch.manual_seed(0)
@@ -160,7 +160,7 @@ def test_generated_conv_code_in_batch_groups_matches_ort(exported, tmp_path, fam
     """Batches of 16+ images run as interleaved groups of 16, whose convs run on code generated
     for their weights (runtime/native/jit/jit_x86.cpp) where it pays: equal to ONNX Runtime, and
     bit for bit equal to the CSR kernel (EngineOptions(jit=False))."""
-    from runtime import _native
+    from featherdeploy.runtime import _native
 
     x = random_input((33, *IMAGE), seed=3)  # two groups of 16 and one image on its own
     for sparsity in (0.9, 0.95):

@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from runtime import Engine, EngineOptions
+from featherdeploy.runtime import Engine, EngineOptions
 from tests.runtime.onnx_cases import random_input
 from tests.runtime.op_harness import (
     check_model,

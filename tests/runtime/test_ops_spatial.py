@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from runtime.kernels import native as native_kernels
-from runtime.kernels import reference
+from featherdeploy.runtime.kernels import native as native_kernels
+from featherdeploy.runtime.kernels import reference
 from tests.runtime.onnx_cases import random_input
 from tests.runtime.op_harness import check_folded, check_model, check_op, make_model
 
@@ -498,8 +498,8 @@ def test_pools_random_attributes(tmp_path):
 def test_conv_transpose_random_attributes(tmp_path):
     """Random kernels, strides, pads, output_padding, groups (fixed seed): natively where the
     phases are plain stride-1 convs, else on ONNX Runtime; equal to ONNX Runtime either way."""
-    from runtime.graph import Node
-    from runtime.ops.geometry import conv_transpose_geometry, transpose_phases
+    from featherdeploy.runtime.graph import Node
+    from featherdeploy.runtime.ops.geometry import conv_transpose_geometry, transpose_phases
 
     rng = np.random.default_rng(3)
     done = 0

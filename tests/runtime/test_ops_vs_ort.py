@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime import Engine
+from featherdeploy.runtime import Engine
 from tests.runtime.onnx_cases import (
     assert_close,
     conv_kernels,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from runtime import Engine, EngineOptions, UnsupportedOpError
+from featherdeploy.runtime import Engine, EngineOptions, UnsupportedOpError
 from tests.runtime.onnx_cases import random_input
 from tests.runtime.op_harness import check_model, make_model, tensor
 

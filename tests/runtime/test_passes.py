@@ -10,11 +10,11 @@ import onnx
 import pytest
 from onnx import helper
 
-from runtime import Engine
-from runtime.graph import load_graph
-from runtime.ops.fusion import RESIDUAL_KEY, SKIP_EMPTY_KEY
-from runtime.partition import partition
-from runtime.specialize import specialize
+from featherdeploy.runtime import Engine
+from featherdeploy.runtime.graph import load_graph
+from featherdeploy.runtime.ops.fusion import RESIDUAL_KEY, SKIP_EMPTY_KEY
+from featherdeploy.runtime.partition import partition
+from featherdeploy.runtime.specialize import specialize
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
 EMPTY = (0, 3, 5)  # depthwise channels without a nonzero weight

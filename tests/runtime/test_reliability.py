@@ -23,7 +23,7 @@ import onnxruntime as ort
 import pytest
 from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
-from runtime import (
+from featherdeploy.runtime import (
     Engine,
     EngineError,
     EngineOptions,
@@ -31,8 +31,8 @@ from runtime import (
     ModelLoadError,
     UnsupportedOpError,
 )
-from runtime.__main__ import main
-from runtime.engine import extreme
+from featherdeploy.runtime.__main__ import main
+from featherdeploy.runtime.engine import extreme
 from tests.fuzz.seeds import EXTERNAL_FILE, Seed, seed_by_name
 from tests.runtime.onnx_cases import assert_close
 
@@ -288,7 +288,7 @@ def test_cli_unwritable_output_folder(cli_model, tmp_path, capsys, monkeypatch):
     folder.mkdir()
     folder.chmod(0o500)
     if os.geteuid() == 0:  # root writes anyway: make the temp file creation fail as it would
-        import runtime.atomic as atomic
+        import featherdeploy.runtime.atomic as atomic
 
         def denied(*args, **kwargs):
             raise PermissionError(errno.EACCES, "Permission denied", str(folder))
@@ -305,7 +305,7 @@ def test_cli_unwritable_output_folder(cli_model, tmp_path, capsys, monkeypatch):
 
 def test_cli_disk_full_leaves_nothing(cli_model, tmp_path, capsys, monkeypatch):
     model, x = cli_model
-    import runtime.atomic as atomic
+    import featherdeploy.runtime.atomic as atomic
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -333,8 +333,8 @@ def test_cli_environment_errors_in_a_subprocess(cli_model, tmp_path):
     folder = tmp_path / "dir.npy"
     folder.mkdir()
     for output in (str(folder), "/proc/y.npy", "/dev/null"):
-        done = subprocess.run([sys.executable, "-m", "runtime", "run", str(model), "--input",
-                               str(x), "--output", output, "--threads", "1"], cwd=REPO,
+        done = subprocess.run([sys.executable, "-m", "featherdeploy.runtime", "run", str(model),
+                               "--input", str(x), "--output", output, "--threads", "1"], cwd=REPO,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 2, done.stderr
         assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr

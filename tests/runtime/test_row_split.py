@@ -8,9 +8,9 @@ import onnx
 import pytest
 from onnx import helper
 
-from runtime.graph import Graph, Node, load_graph
-from runtime.kernels.native import plan_graph, run_plan, use_options
-from runtime.options import EngineOptions, PlannerOptions
+from featherdeploy.runtime.graph import Graph, Node, load_graph
+from featherdeploy.runtime.kernels.native import plan_graph, run_plan, use_options
+from featherdeploy.runtime.options import EngineOptions, PlannerOptions
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
 pytestmark = pytest.mark.aarch64  # native row/channel splits, also on aarch64 (make test-aarch64)
@@ -51,8 +51,8 @@ def test_threads_split_rows_or_channels_equal_ort(tmp_path, min_bytes, batch):
 def test_row_units_rejected_where_rows_cannot_be_split(monkeypatch):
     """A conv that cannot compute row ranges (stride 2 on planar planes: phase split) refuses
     row units in the native plan rather than computing garbage."""
-    from runtime import _native
-    from runtime.planner.builder import Builder
+    from featherdeploy.runtime import _native
+    from featherdeploy.runtime.planner.builder import Builder
 
     w = random_input((4, 3, 3, 3))
     spec_seen = []

@@ -18,13 +18,13 @@ import onnx
 import pytest
 from onnx import helper
 
-import runtime.ops.conv
-from runtime import _native, native_isa
-from runtime.graph import load_graph
-from runtime.kernels import native as nat
-from runtime.kernels import reference as ref
-from runtime.options import EngineOptions
-from runtime.planner.layout import segment_positions
+import featherdeploy.runtime.ops.conv as conv_ops
+from featherdeploy.runtime import _native, native_isa
+from featherdeploy.runtime.graph import load_graph
+from featherdeploy.runtime.kernels import native as nat
+from featherdeploy.runtime.kernels import reference as ref
+from featherdeploy.runtime.options import EngineOptions
+from featherdeploy.runtime.planner.layout import segment_positions
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
 pytestmark = pytest.mark.aarch64  # native column segments, also on aarch64 (make test-aarch64)
@@ -45,20 +45,20 @@ def _record(monkeypatch, decide) -> list[bool]:
         calls.append(decide(*args))
         return calls[-1]
 
-    monkeypatch.setattr(runtime.ops.conv, "_segment_conv", spy)
+    monkeypatch.setattr(conv_ops, "_segment_conv", spy)
     return calls
 
 
 @pytest.fixture
 def segment_calls(monkeypatch):
     """Records _segment_conv's verdict for every conv planned."""
-    return _record(monkeypatch, runtime.ops.conv._segment_conv)
+    return _record(monkeypatch, conv_ops._segment_conv)
 
 
 @pytest.fixture
 def fit_calls(monkeypatch):
     """Every conv that fits segments runs on them (even alone), recorded."""
-    return _record(monkeypatch, runtime.ops.conv._segments_fit)
+    return _record(monkeypatch, conv_ops._segments_fit)
 
 
 @contextmanager

@@ -15,14 +15,14 @@ import onnx
 import pytest
 from onnx import helper
 
-import runtime.ops.conv
-import runtime.planner.wavefront as wavefront
-from runtime import Engine, _native
-from runtime.graph import load_graph
-from runtime.kernels.native import plan_graph, run_plan, use_options
-from runtime.options import EngineOptions, PlannerOptions
-from runtime.planner.layout import SymView, pair_chunk_vectors
-from runtime.planner.wavefront import views_disjoint_or_equal
+import featherdeploy.runtime.ops.conv as conv_ops
+import featherdeploy.runtime.planner.wavefront as wavefront
+from featherdeploy.runtime import Engine, _native
+from featherdeploy.runtime.graph import load_graph
+from featherdeploy.runtime.kernels.native import plan_graph, run_plan, use_options
+from featherdeploy.runtime.options import EngineOptions, PlannerOptions
+from featherdeploy.runtime.planner.layout import SymView, pair_chunk_vectors
+from featherdeploy.runtime.planner.wavefront import views_disjoint_or_equal
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
 
 
@@ -264,8 +264,8 @@ def test_short_rows_and_column_segments_stay_layer_by_layer(tmp_path, monkeypatc
     big = tmp_path / "big.onnx"
     onnx.save(_resnet(size=size), str(big))
     segment_calls = []
-    original = runtime.ops.conv._segment_conv
-    monkeypatch.setattr(runtime.ops.conv, "_segment_conv",
+    original = conv_ops._segment_conv
+    monkeypatch.setattr(conv_ops, "_segment_conv",
                         lambda *a: segment_calls.append(original(*a)) or segment_calls[-1])
     plan = _plan(big, (1, 3, size, size))
     assert any(segment_calls) and plan.wavefronts

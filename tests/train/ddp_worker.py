@@ -16,10 +16,10 @@ import sys
 import torch
 import torch.distributed as dist
 
-import train.sparsify
-from train.config import resolve_config
-from train.data import InMemoryImageDataset
-from train.loop import run_training
+import featherdeploy.train.sparsify as sparsify
+from featherdeploy.train.config import resolve_config
+from featherdeploy.train.data import InMemoryImageDataset
+from featherdeploy.train.loop import run_training
 
 CONFIG = {"name": "ddp", "dataset": "synthetic", "model": "resnet20", "epochs": 2,
           "batch_size": 64, "limit_train": 320, "limit_test": 128, "sparsity": 0.9,
@@ -39,7 +39,7 @@ def main() -> None:
         record["broadcasts"].append({"before": before, "after": tensor.tolist()})
         return result
 
-    update = train.sparsify.FeatherSparsifier.update
+    update = sparsify.FeatherSparsifier.update
 
     def recording_update(self, k):
         update(self, k)
@@ -53,8 +53,8 @@ def main() -> None:
         return getitems(self, indices)
 
     # Only the sparsifier's calls go through the recorder (DDP's own syncs use other paths).
-    train.sparsify.dist = _DistProxy(recording_broadcast)
-    train.sparsify.FeatherSparsifier.update = recording_update
+    sparsify.dist = _DistProxy(recording_broadcast)
+    sparsify.FeatherSparsifier.update = recording_update
     InMemoryImageDataset.__getitems__ = recording_getitems
 
     config = resolve_config(None, {**CONFIG, "runs_dir": runs_dir})

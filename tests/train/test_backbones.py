@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from train.backbones import (
+from featherdeploy.train.backbones import (
     compute_thresholds,
     flops_biased_thresholds,
     layer_constant,
     linear_quantile,
 )
-from train.schedule import cubic_sparsity, ramp_bounds
+from featherdeploy.train.schedule import cubic_sparsity, ramp_bounds
 
 
 def test_linear_quantile_interpolates():

@@ -5,8 +5,8 @@ import math
 import pytest
 import yaml
 
-from train.__main__ import main as train_main
-from train.config import ConfigError, TrainConfig, resolve_config, to_yaml
+from featherdeploy.train.__main__ import main as train_main
+from featherdeploy.train.config import ConfigError, TrainConfig, resolve_config, to_yaml
 
 
 @pytest.mark.parametrize("values, message", [

@@ -14,10 +14,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-import train.data_arrays as data_arrays
-from tests.conftest import TINY_CIFAR_PER_BATCH, TINY_FMNIST_TEST, TINY_FMNIST_TRAIN
-from train.data import AugmentSpec, InMemoryImageDataset, build_datasets, iterate_batches
-from train.data_arrays import (
+import featherdeploy.train.data_arrays as data_arrays
+from featherdeploy.train.data import (
+    AugmentSpec,
+    InMemoryImageDataset,
+    build_datasets,
+    iterate_batches,
+)
+from featherdeploy.train.data_arrays import (
     DatasetError,
     DatasetFormatError,
     DatasetNotFoundError,
@@ -28,6 +32,7 @@ from train.data_arrays import (
     resolve_fashion_mnist_dir,
     synthetic_arrays,
 )
+from tests.conftest import TINY_CIFAR_PER_BATCH, TINY_FMNIST_TEST, TINY_FMNIST_TRAIN
 
 # float32 normalisation computed two ways (x * scale + shift vs (x / 255 - mean) / std).
 NORMALIZE_ATOL = 1e-5
@@ -256,7 +261,7 @@ def test_build_imagefolder(tmp_path: Path) -> None:
 
 
 def test_data_arrays_does_not_import_torch() -> None:
-    code = "import sys, train.data_arrays; assert 'torch' not in sys.modules"
+    code = "import sys, featherdeploy.train.data_arrays; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

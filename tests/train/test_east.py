@@ -7,16 +7,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.config import ConfigError, resolve_config
-from train.east.cyclic import MAX_PERIOD, MIN_PERIOD, CyclicSchedule, auto_period, regrow_layer
-from train.east.dyrelu import (
+from featherdeploy.train.config import ConfigError, resolve_config
+from featherdeploy.train.east.cyclic import (
+    MAX_PERIOD,
+    MIN_PERIOD,
+    CyclicSchedule,
+    auto_period,
+    regrow_layer,
+)
+from featherdeploy.train.east.dyrelu import (
     DyReLUB,
     attach_dyrelu,
     dyrelu_beta,
     remove_dyrelu,
     set_dyrelu_beta,
 )
-from train.east.erk import (
+from featherdeploy.train.east.erk import (
     apportion_counts,
     count_threshold,
     erk_densities,
@@ -24,16 +30,16 @@ from train.east.erk import (
     erk_thresholds,
     pruned_count,
 )
-from train.east.weight_sharing import (
+from featherdeploy.train.east.weight_sharing import (
     SharedConv2d,
     materialize_shared_weights,
     share_resnet_weights,
 )
-from train.loop import _check_resumable
-from train.models import build_model
-from train.prunable import prunable_parameters
-from train.schedule import cubic_sparsity
-from train.sparsify import FeatherSparsifier, SparsityConfig
+from featherdeploy.train.loop import _check_resumable
+from featherdeploy.train.models import build_model
+from featherdeploy.train.prunable import prunable_parameters
+from featherdeploy.train.schedule import cubic_sparsity
+from featherdeploy.train.sparsify import FeatherSparsifier, SparsityConfig
 
 DENSITY_TOL = 1e-12
 OUTPUT_TOL = 1e-6

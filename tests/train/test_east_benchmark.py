@@ -76,7 +76,7 @@ def test_main_runs_every_variant_once_then_skips_finished_points(tmp_path, monke
     def no_training(*args, **kwargs):
         raise AssertionError("a finished point was trained again")
 
-    monkeypatch.setattr("train.loop.run_training", no_training)
+    monkeypatch.setattr("featherdeploy.train.loop.run_training", no_training)
     assert bench.main(argv) == 0
     assert out.read_text() == first
     assert bench.main([*argv, "--variants", "nope"]) == 2
@@ -90,9 +90,9 @@ def test_interrupted_point_resumes_from_its_checkpoint(tmp_path, monkeypatch):
             "--limit-train", "128", "--limit-test", "64", "--variants", "east",
             "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "t.md"),
             "--csv", str(tmp_path / "t.csv")]
-    import train.loop
+    import featherdeploy.train.loop as loop
 
-    real = train.loop.run_training
+    real = loop.run_training
     calls = []
 
     def killed_after_first_epoch(config, **kwargs):
@@ -103,7 +103,7 @@ def test_interrupted_point_resumes_from_its_checkpoint(tmp_path, monkeypatch):
             return real(config, on_epoch_end=stop, **kwargs)
         return real(config, **kwargs)
 
-    monkeypatch.setattr("train.loop.run_training", killed_after_first_epoch)
+    monkeypatch.setattr("featherdeploy.train.loop.run_training", killed_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         bench.main(argv)
     assert bench.main(argv) == 0

@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from train.artifact import load_model_artifact
-from train.config import resolve_config
-from train.east.erk import pruned_count
-from train.loop import run_training
-from train.models import build_model
-from train.sparsify import FeatherSparsifier, SparsityConfig
+from featherdeploy.train.artifact import load_model_artifact
+from featherdeploy.train.config import resolve_config
+from featherdeploy.train.east.erk import pruned_count
+from featherdeploy.train.loop import run_training
+from featherdeploy.train.models import build_model
+from featherdeploy.train.sparsify import FeatherSparsifier, SparsityConfig
 
 ONNX_ATOL = 1e-4
 ONNX_RTOL = 1e-4

@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from train.feather import FeatherWeight, auto_theta, feather_threshold, threshold_values
+from featherdeploy.train.feather import (
+    FeatherWeight,
+    auto_theta,
+    feather_threshold,
+    threshold_values,
+)
 
 TOL = 1e-6
 W = torch.tensor([-3.0, -1.0, 0.5, 1.0, 2.0, 4.0])

@@ -10,8 +10,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torchvision.models import resnet50
 
-from train.flops import layer_macs, sparsity_report
-from train.models import build_model
+from featherdeploy.train.flops import layer_macs, sparsity_report
+from featherdeploy.train.models import build_model
 
 RESNET50_DENSE_MACS = 4_089_184_256  # docs/algorithms.md section 6
 CIFAR100 = dict(in_channels=3, num_classes=100, image_size=32)

@@ -13,10 +13,15 @@ import pytest
 import torch
 import yaml
 
-from train.__main__ import main as train_main
-from train.artifact import ArtifactError, ModelMeta, load_model_artifact, save_model_artifact
-from train.config import ConfigError, resolve_config
-from train.loop import RunExistsError, RunWriteError, epoch_divergence, run_training
+from featherdeploy.train.__main__ import main as train_main
+from featherdeploy.train.artifact import (
+    ArtifactError,
+    ModelMeta,
+    load_model_artifact,
+    save_model_artifact,
+)
+from featherdeploy.train.config import ConfigError, resolve_config
+from featherdeploy.train.loop import RunExistsError, RunWriteError, epoch_divergence, run_training
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = {"dataset": "synthetic", "model": "resnet20", "batch_size": 64, "progress": False,
@@ -280,7 +285,7 @@ def _killed_in_first_epoch(runs_dir: Path, name: str, monkeypatch) -> Path:
     def killed(*args, **kwargs):
         raise _Killed
     with monkeypatch.context() as patch:
-        patch.setattr("train.loop.evaluate", killed)
+        patch.setattr("featherdeploy.train.loop.evaluate", killed)
         with pytest.raises(_Killed):
             run_training(_config(runs_dir, name, **SHORT))
     run = runs_dir / name
@@ -331,7 +336,7 @@ def test_a_moved_and_renamed_run_folder_resumes(tmp_path):
 def test_an_unexpected_os_error_is_still_one_line(tmp_path, monkeypatch, capsys):
     def unreadable(*args, **kwargs):  # e.g. a dataset file another user made unreadable
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(tmp_path / "data"))
-    monkeypatch.setattr("train.loop.run_training", unreadable)
+    monkeypatch.setattr("featherdeploy.train.loop.run_training", unreadable)
     code = train_main(["--name", "x", "--runs-dir", str(tmp_path), "--dataset", "synthetic"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "Permission denied" in err

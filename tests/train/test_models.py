@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from train.models import MODEL_NAMES, ModelError, build_model, model_kwargs
+from featherdeploy.train.models import MODEL_NAMES, ModelError, build_model, model_kwargs
 
 # float32 torch vs ONNX Runtime on the same graph: only summation order differs.
 ONNX_ATOL = 1e-4
@@ -159,7 +159,8 @@ def test_model_error_is_a_value_error() -> None:
 
 def test_registry_import_does_not_import_torch() -> None:
     # Config validation reads MODEL_NAMES without paying for (or needing) torch.
-    code = "import sys, train.models; assert 'torch' not in sys.modules, 'torch imported'"
+    code = ("import sys, featherdeploy.train.models; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

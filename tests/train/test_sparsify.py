@@ -5,8 +5,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from train.prunable import prunable_parameters
-from train.sparsify import FeatherSparsifier, SparsityConfig
+from featherdeploy.train.prunable import prunable_parameters
+from featherdeploy.train.sparsify import FeatherSparsifier, SparsityConfig
 
 OUTPUT_TOL = 1e-6
 

@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-import runtime
-from runtime import Engine, EngineOptions, _native
+from featherdeploy import runtime
+from featherdeploy.runtime import Engine, EngineOptions, _native
 
 
 def batch_group_steps(model: str, sparsity: float = 0.9) -> set[str]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# `make test-aarch64`: build runtime._native for aarch64 from the current working tree and run the
-# tests marked `aarch64` (pyproject.toml) under qemu-user emulation, on an x86-64 Debian machine,
-# from Debian and PyPI packages only. Needs root the first time (apt-get, mmdebstrap).
+# `make test-aarch64`: build featherdeploy.runtime._native for aarch64 from the current working
+# tree and run the tests marked `aarch64` (pyproject.toml) under qemu-user emulation, on an x86-64
+# Debian machine, from Debian and PyPI packages only. Needs root the first time (apt-get, mmdebstrap).
 #
 # How, without binfmt_misc, a chroot or a VM:
 #   - sysroot: Debian arm64 python3, its headers and libstdc++, extracted by mmdebstrap
@@ -115,7 +115,7 @@ PYTHONPATH_EXTRA="$WORK/src"
 # found last (-idirafter), after the cross toolchain's own headers. The compiler names come
 # first on PATH as ccache (which hashes each source with its headers and flags): unchanged
 # sources are not compiled again.
-say "build runtime._native for aarch64 (setup.py build_ext, aarch64-linux-gnu-g++)"
+say "build featherdeploy.runtime._native for aarch64 (setup.py build_ext, aarch64-linux-gnu-g++)"
 mkdir -p "$CACHE/ccache-bin"
 for cc in aarch64-linux-gnu-gcc aarch64-linux-gnu-g++; do
     ln -sf "$(command -v ccache)" "$CACHE/ccache-bin/$cc"

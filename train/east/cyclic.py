@@ -71,7 +71,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from train.schedule import cubic_sparsity, ramp_bounds
+from featherdeploy.train.schedule import cubic_sparsity, ramp_bounds
 
 __all__ = ["CyclicSchedule", "auto_period", "regrow_layer", "MAX_PERIOD", "MIN_PERIOD",
            "REGROW_FRACTION", "UPDATE_END"]

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from train.east.dyrelu import DyReLUB, attach_dyrelu, remove_dyrelu
-from train.east.weight_sharing import (
+from featherdeploy.train.east.dyrelu import DyReLUB, attach_dyrelu, remove_dyrelu
+from featherdeploy.train.east.weight_sharing import (
     SharedConv2d,
     materialize_shared_weights,
     share_resnet_weights,

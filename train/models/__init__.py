@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from train.models.errors import ModelError
+from featherdeploy.train.models.errors import ModelError
 
 if TYPE_CHECKING:  # importing the registry must not import torch (config validation uses it)
     from torch import nn
@@ -29,19 +29,19 @@ _REQUIRED = ("in_channels", "num_classes", "image_size")
 def _factory(name: str) -> Callable[..., nn.Module]:
     """The constructor of a model family; imported lazily so unused families cost nothing."""
     if name == "resnet20":
-        from train.models.resnet_cifar import resnet20
+        from featherdeploy.train.models.resnet_cifar import resnet20
         return resnet20
     if name == "mobilenet_v1":
-        from train.models.mobilenet_v1 import mobilenet_v1
+        from featherdeploy.train.models.mobilenet_v1 import mobilenet_v1
         return mobilenet_v1
     if name == "densenet40_24":
-        from train.models.densenet import densenet40_24
+        from featherdeploy.train.models.densenet import densenet40_24
         return densenet40_24
     if name == "resnet18":
-        from train.models.torchvision_resnet import resnet18
+        from featherdeploy.train.models.torchvision_resnet import resnet18
         return resnet18
     if name == "resnet50":
-        from train.models.torchvision_resnet import resnet50
+        from featherdeploy.train.models.torchvision_resnet import resnet50
         return resnet50
     raise ModelError(f"unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}")
 

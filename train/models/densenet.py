@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train.models._init import init_weights
+from featherdeploy.train.models._init import init_weights
 
 __all__ = ["Bottleneck", "DenseNetBC", "Transition", "densenet40_24"]
 

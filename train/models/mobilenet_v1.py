@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from train.models._init import init_weights
-from train.models.errors import ModelError
+from featherdeploy.train.models._init import init_weights
+from featherdeploy.train.models.errors import ModelError
 
 __all__ = ["BLOCK_SPEC", "DepthwiseSeparable", "MobileNetV1", "mobilenet_v1"]
 

@@ -16,7 +16,7 @@ from torchvision.models import ResNet
 from torchvision.models import resnet18 as tv_resnet18
 from torchvision.models import resnet50 as tv_resnet50
 
-from train.models.errors import ModelError
+from featherdeploy.train.models.errors import ModelError
 
 __all__ = ["SMALL_INPUT_LIMIT", "resnet18", "resnet50"]
 
