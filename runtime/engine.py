@@ -46,7 +46,13 @@ from featherdeploy.runtime.options import EngineOptions
 from featherdeploy.runtime.planner.batch import batch_separable, interleave_lanes
 from featherdeploy.runtime.profile import DEFAULT_PROFILE_REPS, Profile, profile_program
 from featherdeploy.runtime.program import Program, build_program, ort_session
-from featherdeploy.runtime.tuning import SERIAL_PROBE_MAX_S, compare_streams
+from featherdeploy.runtime.tuning import (
+    ORT_GEMM_SHARE,
+    ORT_MARGIN,
+    ORT_PROBE_GAP_S,
+    SERIAL_PROBE_MAX_S,
+    compare_streams,
+)
 
 __all__ = ["Engine", "weight_density", "extreme", "extreme_constants", "COVERAGE_WARN_FRACTION",
            "MIN_NATIVE_OPSET"]
@@ -261,7 +267,8 @@ class Engine:
         self._run_native(feeds)  # builds and tunes the plans; then the run itself is timed
         start = time.perf_counter()
         self._run_native(feeds)
-        if 1e3 * (time.perf_counter() - start) <= self.options.compare_ort_above_ms:
+        if (1e3 * (time.perf_counter() - start) <= self.options.compare_ort_above_ms
+                or not self._may_lose_to_ort()):
             return False
         had_session = self._dense is not None
         session = self._dense_session()
@@ -272,10 +279,26 @@ class Engine:
         except Exception:  # noqa: BLE001 - ORT's own types: it cannot serve these inputs
             return False
         native_s, ort_s = compare_streams(lambda: self._run_native(feeds),
-                                          lambda: session.run(None, feeds))
-        if native_s <= ort_s and not had_session:
+                                          lambda: session.run(None, feeds),
+                                          gap_s=ORT_PROBE_GAP_S)
+        ort_wins = ort_s < ORT_MARGIN * native_s
+        if not ort_wins and not had_session:
             self._dense = None  # not kept in memory for a backend that lost
-        return ort_s < native_s
+        return ort_wins
+
+    def _may_lose_to_ort(self) -> bool:
+        """The program just run has ONNX Runtime segments (hand-offs, operators ORT runs anyway)
+        or most of its MACs in MatMul / Gemm, which the native side runs on a dense GEMM when
+        their activations are not 2-D; a program of sparse convs is not compared (the
+        comparison holds a dense copy of the model in memory while it lasts)."""
+        from featherdeploy.runtime.describe import coverage
+
+        if self._last is None:
+            return True
+        report = coverage(self._last)
+        total = report.native_macs + report.ort_macs
+        gemm = sum(c.native_macs for op, c in report.by_op.items() if op in ("MatMul", "Gemm"))
+        return report.ort_nodes > 0 or (total > 0 and gemm >= ORT_GEMM_SHARE * total)
 
     def _zero_feeds(self, shapes: Shapes) -> dict[str, np.ndarray]:
         dtypes = {info.name: info.dtype for info in self.graph.inputs}

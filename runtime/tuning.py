@@ -21,7 +21,7 @@ from collections.abc import Callable
 import numpy as np
 
 __all__ = ["PROBE_RUNS", "PROBE_ROUNDS", "PROBE_SETTLE_S", "SERIAL_PROBE_MAX_S",
-           "compare_streams"]
+           "ORT_PROBE_GAP_S", "ORT_MARGIN", "ORT_GEMM_SHARE", "compare_streams"]
 
 PROBE_RUNS = 5
 PROBE_ROUNDS = 3
@@ -30,20 +30,34 @@ PROBE_SETTLE_S = 0.02
 # model takes 0.18 ms on 1 thread, 0.19 ms on 2; big models always win with more threads).
 SERIAL_PROBE_MAX_S = 0.005
 
+# Against ONNX Runtime: its intra-op threads spin for a while after a run, so a stream started
+# right after one shares the cores with them (EfficientNet-B0's native program, 1.6x faster,
+# measured slower that way); each stream then opens with this much idle.
+ORT_PROBE_GAP_S = 0.1
+# ONNX Runtime takes over only when it measured this much faster than the native program: a
+# wrong switch costs the native speedup, a wrong stay at most the margin.
+ORT_MARGIN = 0.95
+# Compared only when ONNX Runtime runs part of the program, or when at least this share of its
+# MACs is in MatMul / Gemm (ConvNeXt's channels-last linears: native 0.58x); programs of sparse
+# convs measured 1.15-5x ORT over the model zoo (docs/performance-log.md).
+ORT_GEMM_SHARE = 0.2
+
 Call = Callable[[], object]
 
 
-def compare_streams(first: Call, second: Call, first_limit_s: float = math.inf
-                    ) -> tuple[float, float]:
+def compare_streams(first: Call, second: Call, first_limit_s: float = math.inf,
+                    gap_s: float = 0.0) -> tuple[float, float]:
     """Median seconds of ``first()`` and ``second()``, each timed in streams of back-to-back
-    calls, alternating over PROBE_ROUNDS. Stops early, second untimed (inf), when ``first`` is
-    slower than ``first_limit_s``."""
+    calls, alternating over PROBE_ROUNDS, each stream after ``gap_s`` of idle. Stops early,
+    second untimed (inf), when ``first`` is slower than ``first_limit_s``."""
     first_s: list[float] = []
     second_s: list[float] = []
     for _ in range(PROBE_ROUNDS):
+        time.sleep(gap_s)
         first_s += _stream_seconds(first)
         if np.median(first_s) > first_limit_s:
             return float(np.median(first_s)), math.inf
+        time.sleep(gap_s)
         second_s += _stream_seconds(second)
     return float(np.median(first_s)), float(np.median(second_s))
 

@@ -29,6 +29,21 @@ def _conv_model(path, sparsity: float, seed: int = 0):
     return float(np.count_nonzero(weight)) / weight.size
 
 
+def _matmul_model(path):
+    """Channels-last linears (x: (N, 6, 16) @ (16, 16), 90% zero): the dense GEMM path."""
+    rng = np.random.default_rng(5)
+    weight = rng.standard_normal((16, 16)).astype(np.float32)
+    weight[rng.random(weight.shape) < 0.9] = 0.0
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="linear")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6, 16])],
+        [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
 def _ort(path, x):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None,
                                                                                   {"x": x})[0]
@@ -104,29 +119,31 @@ def test_probe_stops_when_the_first_option_is_slow():
     assert calls["second"] > 0 and second_s < float("inf")
 
 
-@pytest.mark.parametrize("ort_faster", [True, False])
-def test_auto_runs_shapes_ort_measured_faster_on_ort(tmp_path, monkeypatch, ort_faster):
+@pytest.mark.parametrize("seconds,ort_faster", [((2.0, 1.0), True), ((1.0, 2.0), False),
+                                                ((1.0, 0.97), False)], ids=str)
+def test_auto_runs_shapes_ort_measured_faster_on_ort(tmp_path, monkeypatch, seconds, ort_faster):
     """backend=auto times the native program against ONNX Runtime dense once per input shapes
-    (above compare_ort_above_ms) and runs those shapes on the faster; describe() says which."""
+    (above compare_ort_above_ms) and runs those shapes on ORT when it was faster by more than
+    the margin (tuning.ORT_MARGIN); describe() says which."""
     import featherdeploy.runtime.engine as engine_module
 
     path = tmp_path / "m.onnx"
-    _conv_model(path, 0.9)
+    _matmul_model(path)
     calls = []
 
-    def timed(native, ort_run):
+    def timed(native, ort_run, **_):
         calls.append((native(), ort_run()))
-        return (2.0, 1.0) if ort_faster else (1.0, 2.0)
+        return seconds
 
     monkeypatch.setattr(engine_module, "compare_streams", timed)
     # (one thread, planar batches: no other choice is timed)
     engine = Engine(path, options=EngineOptions(threads=1, batch_layout="planar",
                                                 compare_ort_above_ms=0.0))
-    x = np.random.default_rng(3).standard_normal((2, 4, 10, 10)).astype(np.float32)
+    x = np.random.default_rng(3).standard_normal((2, 6, 16)).astype(np.float32)
     for _ in range(2):
         np.testing.assert_allclose(engine.run(x), _ort(path, x), rtol=TOL, atol=TOL)
     assert len(calls) == 1  # once per shapes
-    report = engine.describe(input_shapes={"x": (2, 4, 10, 10)}).format()
+    report = engine.describe(input_shapes={"x": (2, 6, 16)}).format()
     assert ("measured faster" in report) == ort_faster
     assert (engine._dense is not None) == ort_faster  # a losing ORT session is not kept
     engine.run(x[:1])
@@ -134,10 +151,12 @@ def test_auto_runs_shapes_ort_measured_faster_on_ort(tmp_path, monkeypatch, ort_
 
 
 @pytest.mark.parametrize("options", [dict(backend="native"), dict(tuning="off"),
-                                     dict(compare_ort_above_ms=float("inf")), {}], ids=str)
+                                     dict(compare_ort_above_ms=float("inf")), {},
+                                     dict(compare_ort_above_ms=0.0)], ids=str)
 def test_no_ort_comparison_when_fixed_or_small(tmp_path, monkeypatch, options):
-    """An explicit backend, tuning off, an infinite threshold, or (default threshold) a run
-    shorter than compare_ort_above_ms: nothing is compared and no ORT session is made."""
+    """An explicit backend, tuning off, an infinite threshold, (default threshold) a run
+    shorter than compare_ort_above_ms, or a program of sparse convs without ONNX Runtime
+    segments: nothing is compared and no ORT session is made."""
     import featherdeploy.runtime.engine as engine_module
 
     def fail(*_):
