@@ -7,7 +7,8 @@ working set), the CSR kernel reads only the nonzeros and their offsets. Y = A @ 
 A (N, K), B' (K, M) and C broadcast along rows becomes Conv(A as (N, K, 1, 1), W = alpha B'^T
 as (M, K, 1, 1), bias = beta C) -> Flatten. A that is itself a Flatten / Reshape of an
 (N, K, 1, 1) tensor (global pooling before the classifier) is read as that tensor. Weights denser
-than ``PlannerOptions.sparse_gemm_density`` stay on the dense GEMM.
+than ``PlannerOptions.sparse_gemm_density``, and products of more than one row, stay on the
+dense GEMM.
 """
 
 from __future__ import annotations
@@ -52,7 +53,10 @@ def _sparse_weight(node: Node, graph: Graph, shapes: dict, native: Callable[[Nod
     if node.op not in ("Gemm", "MatMul") or not native(node) or len(node.inputs) < 2:
         return None
     a, b = shapes.get(node.inputs[0]), graph.constants.get(node.inputs[1])
-    if a is None or len(a) != 2 or b is None or b.ndim != 2 or b.size == 0:
+    # One row only: at batch 1 reading the weight is the whole cost; several rows amortize it
+    # on the dense GEMM, and a conv over several 1x1 images split by channels across threads
+    # wrote over its neighbours' outputs (fuzz cases 4171, 8441).
+    if a is None or len(a) != 2 or a[0] != 1 or b is None or b.ndim != 2 or b.size == 0:
         return None
     if np.count_nonzero(b) > opts.sparse_gemm_density * b.size:
         return None

@@ -168,3 +168,27 @@ def test_sparse_gemm_runs_as_a_conv(tmp_path, op, attrs, c_shape, pooled, densit
     steps = {n.node: n.steps for n in engine.describe(
         input_shapes={"x": feeds[0].shape}).nodes}
     assert any(s.startswith("conv_") for s in steps["fc"]) == (density < 0.35), steps
+
+
+@pytest.mark.parametrize("batch_layout", ["interleaved", "planar"])
+def test_sparse_gemm_batches_with_tiny_planes_on_the_general_path(tmp_path, batch_layout):
+    """Fuzz cases 4171 / 8441: a pooled classifier at batch 2 on two threads, 1x1 planes on
+    the general conv path (small_plane=0): equal to ONNX Runtime (several rows stay on the
+    GEMM; at batch 1 the conv runs)."""
+    from featherdeploy.runtime import Engine, EngineOptions, PlannerOptions
+    from tests.runtime.onnx_cases import assert_close, ort_run
+    from tests.runtime.op_harness import make_model
+
+    k, m = 16, 10
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["a"], name="flatten"),
+             helper.make_node("Gemm", ["a", "B", "C"], ["y"], name="fc", transB=1)]
+    inits = {"B": _sparse((m, k), 0.2), "C": _sparse((m,), 1.0, seed=5)}
+    path = tmp_path / "fc.onnx"
+    onnx.save(make_model(nodes, {"x": ["N", k, 4, 4]}, ["y"], inits), str(path))
+    options = EngineOptions(threads=2, backend="native", tuning="off",
+                            batch_layout=batch_layout, planner=PlannerOptions(small_plane=0))
+    engine = Engine(path, options=options)
+    for batch in (1, 2, 5):
+        x = np.asarray(random_input((batch, k, 4, 4), seed=batch))
+        assert_close(engine.run(x), ort_run(path, x))
