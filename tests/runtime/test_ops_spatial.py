@@ -271,11 +271,12 @@ def test_global_pools(tmp_path, op):
 
 
 @pytest.mark.parametrize("op", ["GlobalAveragePool", "GlobalMaxPool"])
-@pytest.mark.parametrize("hw", [(7, 3), (7, 7), (14, 14), (1, 16), (3, 17), (56, 56), (9, 33)],
-                         ids=str)
+@pytest.mark.parametrize("hw", [(1, 1), (2, 2), (1, 3), (7, 3), (7, 7), (14, 14), (1, 16),
+                                (3, 17), (56, 56), (9, 33)], ids=str)
 def test_global_pools_of_padded_and_compact_planes(tmp_path, op, hw):
-    """Planes narrower than a vector (3 columns: at every width; 7: from 8 floats), whole vectors
-    and one float (17), and wide ones; compact (the graph input) and with zero borders (a 3x3
+    """Planes of fewer floats than a vector (1x1, 2x2, 1x3: a scalar loop), narrower than a
+    vector (3 columns: at every width; 7: from 8 floats), whole vectors and one float (17), and
+    wide ones; compact (the graph input) and with zero borders (a 3x3
     conv's output, laid out for the next 3x3 conv)."""
     check_op(tmp_path, op, ["x"], [(1, 3, *hw), (2, 3, *hw)])
     rng = np.random.default_rng(3)

@@ -29,6 +29,15 @@ using simd::vf;
 // one run of H * W floats: a 7 x 7 plane is 4 vectors, not 7 rows with a tail each.
 float reduce_plane(const float* x, int64_t H, int64_t W, int64_t rs, bool is_max) {
   const float init = is_max ? -std::numeric_limits<float>::infinity() : 0.0f;
+  if (H * W < V) {  // less than a vector: the lane tree would cost more than the floats
+    float acc = init;
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t w = 0; w < W; ++w) {
+        const float v = x[h * rs + w];
+        acc = is_max ? (v != v || v > acc ? v : acc) : acc + v;  // NaN wins
+      }
+    return acc;
+  }
   if (rs == W) {
     W *= H;
     H = 1;
