@@ -256,16 +256,7 @@ class ConvStep final : public Step {
       a.in = buf.at(s_.input) - s_.pad_top * s_.input.stride[2] - s_.pad_left * s_.lanes;
       a.in_is = s_.input.stride[0];
     }
-    a.out = buf.at(s_.output);
-    a.out_is = s_.output.stride[0];
-    a.out_cs = s_.output.stride[1];
-    a.out_rs = s_.output.stride[2];
-    if (s_.has_residual) {
-      a.res = buf.at(s_.residual);
-      a.res_is = s_.residual.stride[0];
-      a.res_cs = s_.residual.stride[1];
-      a.res_rs = s_.residual.stride[2];
-    }
+    bind_output(buf, &a);
     a.len = s_.stream_len;
     a.rs = s_.stream_rs;
     a.width = s_.width;
@@ -349,6 +340,20 @@ class ConvStep final : public Step {
     if (a.res) a.res += r0 * a.res_rs;
   }
 
+  // Where the kernel stores: the output view, and the residual it adds (if any).
+  void bind_output(const Buffers& buf, ConvKernelArgs* a) const {
+    a->out = buf.at(s_.output);
+    a->out_is = s_.output.stride[0];
+    a->out_cs = s_.output.stride[1];
+    a->out_rs = s_.output.stride[2];
+    if (s_.has_residual) {
+      a->res = buf.at(s_.residual);
+      a->res_is = s_.residual.stride[0];
+      a->res_cs = s_.residual.stride[1];
+      a->res_rs = s_.residual.stride[2];
+    }
+  }
+
   // Output channels [c0, c1) of a direct strided conv: bias, then each tap's strided plane
   // accumulated into the output positions (border untouched), then residual and activation.
   // Few taps per channel (PlannerOptions.direct_max_taps): taps read the zero-bordered input
@@ -358,16 +363,7 @@ class ConvStep final : public Step {
     a.images = s_.output.dim[0];
     a.in = buf.at(s_.input) - s_.pad_top * s_.input.stride[2] - s_.pad_left;
     a.in_is = s_.input.stride[0];
-    a.out = buf.at(s_.output);
-    a.out_is = s_.output.stride[0];
-    a.out_cs = s_.output.stride[1];
-    a.out_rs = s_.output.stride[2];
-    if (s_.has_residual) {
-      a.res = buf.at(s_.residual);
-      a.res_is = s_.residual.stride[0];
-      a.res_cs = s_.residual.stride[1];
-      a.res_rs = s_.residual.stride[2];
-    }
+    bind_output(buf, &a);
     a.rows = s_.output.dim[2];
     a.positions = s_.output.dim[3];
     a.in_row_step = s_.stride_h * s_.input.stride[2];
