@@ -73,6 +73,28 @@ void merge_plane_rows(const View& dst, std::initializer_list<View*> views) {
   }
 }
 
+// Batch-interleaved views (the images of a position adjacent: dim 0 of stride 1) walked row by
+// row touch one float per cache line, image after image (DenseNet's standalone BatchNorm at 16
+// images: 25x slower per float than planar). When every view steps through dim 0 with stride 1
+// or broadcasts over it, their dims are reordered to (H, C, W, N), keeping dim 1 the channel
+// (per-channel parameters), so a row is the images of consecutive positions: merge_plane_rows
+// then makes each row one contiguous run.
+void images_innermost(std::initializer_list<View*> views) {
+  const View& dst = **views.begin();
+  if (dst.dim[0] < 2 || dst.stride[0] != 1) return;
+  for (const View* v : views)
+    if (v->stride[0] != 1 && !(v->stride[0] == 0 && v->dim[0] == 1)) return;
+  for (View* v : views) {
+    const View old = *v;
+    const int order[4] = {2, 1, 3, 0};
+    for (int i = 0; i < 4; ++i) {
+      v->dim[i] = old.dim[order[i]];
+      v->stride[i] = old.stride[order[i]];
+    }
+  }
+  merge_plane_rows(dst, views);
+}
+
 // Applies `act` to the w floats of a destination row (stride ds) of channel c.
 void activate_row(const KernelTable& k, float* d, int64_t w, int64_t ds, const Activation& act,
                   int64_t c) {
@@ -92,6 +114,7 @@ class CopyStep final : public Step {
  public:
   CopyStep(const CopySpec& spec, const PlanContext&) : src_(spec.src), dst_(spec.dst) {
     require(broadcasts_to(src_, dst_), "copy: source and destination shapes differ");
+    images_innermost({&dst_, &src_});
     if (!(dst_.stride[0] == 1 && dst_.dim[0] > 1)) merge_plane_rows(dst_, {&src_, &dst_});
   }
   const char* name() const override { return "copy"; }
@@ -146,6 +169,7 @@ struct FillSpec {
 class FillStep final : public Step {
  public:
   FillStep(const FillSpec& spec, const PlanContext&) : s_(spec) {
+    images_innermost({&s_.dst});
     merge_plane_rows(s_.dst, {&s_.dst});
   }
   const char* name() const override { return "fill"; }
@@ -182,6 +206,7 @@ class UnaryStep final : public Step {
             "unary: one shift per channel");
     s_.act.validate(channels, "unary");
     act_ = s_.act.view();
+    images_innermost({&s_.dst, &s_.src});
     merge_plane_rows(s_.dst, {&s_.src, &s_.dst});
   }
   const char* name() const override { return "unary"; }
@@ -256,6 +281,7 @@ class BinaryStep final : public Step {
             "binary: operands do not broadcast to the destination");
     s_.act.validate(s_.dst.dim[1], "binary");
     act_ = s_.act.view();
+    images_innermost({&s_.dst, &s_.a, &s_.b});
     merge_plane_rows(s_.dst, {&s_.a, &s_.b, &s_.dst});
   }
   const char* name() const override { return kBinaryNames[s_.op]; }
