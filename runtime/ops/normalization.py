@@ -13,6 +13,8 @@ import numpy as np
 
 from featherdeploy.runtime.errors import ModelLoadError
 from featherdeploy.runtime.graph import Node
+from featherdeploy.runtime.ops.activation import apply_activation
+from featherdeploy.runtime.ops.fusion import ACT_KEY, CLAMP_NONE
 from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, register
 from featherdeploy.runtime.planner.layout import native
 
@@ -53,8 +55,10 @@ def _evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> list[np.n
     x = values[0]
     scale, shift = batchnorm_affine(node, *values[1:5])
     shape = [1, -1] + [1] * (x.ndim - 2)
-    y = x.astype(np.float64) * scale.reshape(shape) + shift.reshape(shape)
-    return [y.astype(x.dtype), *values[3:5]][:len(node.outputs)]
+    y = (x.astype(np.float64) * scale.reshape(shape) + shift.reshape(shape)).astype(x.dtype)
+    if ACT_KEY in node.attrs:  # an activation fused by passes/activation_fusion.py
+        y = apply_activation(y, node.attrs[ACT_KEY])
+    return [y, *values[3:5]][:len(node.outputs)]
 
 
 def _native(node: Node, ctx: OpContext) -> str | None:
@@ -84,11 +88,10 @@ def emit_unary(b: Builder, node: Node, act: Any, scale: np.ndarray | None = None
 
 
 def _emit(b: Builder, node: Node) -> None:
-    from featherdeploy.runtime.ops.fusion import CLAMP_NONE
-
     params = [b.graph.constants[name] for name in node.inputs[1:5]]
     scale, shift = batchnorm_affine(node, *params)
-    emit_unary(b, node, CLAMP_NONE.to_native(len(scale)), scale, shift)
+    act = node.attrs.get(ACT_KEY, CLAMP_NONE)
+    emit_unary(b, node, act.to_native(len(scale)), scale, shift)
 
 
 def _ln_axis(node: Node, rank: int) -> int:

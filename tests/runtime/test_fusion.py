@@ -96,8 +96,33 @@ def test_conv_batchnorm(tmp_path, relu, cin, cout, group):
     if relu:
         nodes.append(helper.make_node("Relu", ["n"], ["y"], name="relu"))
         fused = {"bn": "conv", "relu": "conv"}
+    # with the conv's output exposed the BN stays a standalone step, which takes the Relu
     _fused_vs_unfused(tmp_path, nodes, inits, cin, (6, 7), ["c"], fused,
-                      epilogue={"conv": "act=clip"} if relu else None)
+                      epilogue={"conv": "act=clip"} if relu else None,
+                      blocked_fused={"relu": "bn"} if relu else None)
+
+
+@pytest.mark.parametrize(("act", "kind"), [("Relu", "clip"), ("Sigmoid", "sigmoid"),
+                                           ("PRelu", "prelu")])
+@pytest.mark.parametrize("layout", ["planar", "interleaved"])
+def test_standalone_batchnorm_takes_the_activation(tmp_path, act, kind, layout):
+    """DenseNet's pre-activation: Concat -> BatchNormalization -> activation -> conv. The BN
+    cannot fold into a conv, so it stays an affine step, and the activation runs in that same
+    step; batch-interleaved groups (16 images, and 19 with a tail) walk every element."""
+    channels = 7
+    inits: dict = {}
+    nodes = [_conv("stem", "x", "s", 3, 4, inits, seed=1),
+             helper.make_node("Concat", ["x", "s"], ["cat"], name="concat", axis=1),
+             _bn("bn", "cat", "n", channels, inits)]
+    act_inputs = ["n"]
+    if act == "PRelu":
+        inits["slope"] = np.linspace(-0.5, 0.5, channels, dtype=np.float32).reshape(-1, 1, 1)
+        act_inputs.append("slope")
+    nodes += [helper.make_node(act, act_inputs, ["r"], name="act"),
+              _conv("head", "r", "y", channels, 5, inits, seed=2)]
+    batches = (16, 19) if layout == "interleaved" else (1, 3)
+    _fused_vs_unfused(tmp_path, nodes, inits, 3, (9, 8), ["n"], {"act": "bn"},
+                      batches=batches, epilogue={"bn": f"act={kind}"}, batch_layout=layout)
 
 
 @pytest.mark.parametrize("act", [None, "Relu", "HardSigmoid"])
