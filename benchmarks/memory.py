@@ -9,14 +9,15 @@ built once and cached in ``--models-dir``.
 Arena columns come from the plans the engine runs (runtime/planner/memory.py): the arena of one
 workspace under ``by_layout`` (a freed buffer serves only a tensor of the same layout) and
 ``shared`` (the default), the peak of live buffers (a lower bound of any arena) and the border
-floats the zero steps clear per call. A batch runs on one workspace per thread when its images
-run one by one (every model here at 224 px: 16 images of its largest activation exceed the
-interleaving budget), so the arena counts once per thread there. Peak RSS is VmHWM of a fresh
-child process per contender (``runtime.peak_memory``: load, then 3 runs), which includes the
-weights, the interpreter and the libraries both children import; the engine with its default
-options (lazy tuning: a batch-1 shape on several threads also builds and times the one-thread
-program, so two programs and two workspaces exist at the peak) and with tuning off. Memory, not
-time: a busy machine does not change it (which program wins a timed choice may vary).
+floats the zero steps clear per call, for the layout a batch takes without timing
+(``PlannerOptions.untimed_lanes_budget_bytes``: every model here at 224 px runs its images one by
+one, one workspace per thread, so the arena counts once per thread there; with timing the engine may
+choose interleaved groups, which the peak RSS columns include). Peak RSS is VmHWM of a fresh child
+process per contender (``runtime.peak_memory``: load, then 3 runs), which includes the weights, the
+interpreter and the libraries both children import; the engine with its default options (lazy
+tuning: a batch-1 shape on several threads also builds and times the one-thread program, so two
+programs and two workspaces exist at the peak) and with tuning off. Memory, not time: a busy machine
+does not change it (which program wins a timed choice may vary).
 
     python -m benchmarks.memory --models-dir /tmp/fd-memory-models
     python -m benchmarks.memory --models-dir DIR --models resnet18 --batches 1 --threads 1
@@ -121,7 +122,7 @@ def plan_memory(path: Path, batch: int, threads: int, policy: str,
     options = _options(policy, threads)
     images = {name: image}
     separable = batch > 1 and batch_separable(graph, images)
-    lanes = interleave_lanes(graph, images, batch, options.planner) if separable else 1
+    lanes = interleave_lanes(graph, images, batch, options.planner, timed=False) if separable else 1
     group = lanes if separable else batch
     program = build_program(graph, {name: (group, *image)}, options, threads, lanes > 1)
     plan = program.single_plan

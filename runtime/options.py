@@ -65,8 +65,10 @@ class PlannerOptions:
     # the smaller one when the conv is part of a chain of such convs.
     row_split_min_bytes: int = 512 * 1024
     row_split_chain_bytes: int = 64 * 1024
-    # In an interleaved plan only planes of at most this many pixels are interleaved.
-    interleave_max_pixels: int = 1024
+    # In an interleaved plan only planes of at most this many pixels are interleaved. Every
+    # plane of a 224-px network: ResNet-18 at 16 images ran 143 ms interleaved throughout, 165
+    # with planes above 32x32 planar, 189 image by image (docs/performance-log.md, 2026-12-06).
+    interleave_max_pixels: int = 1 << 16
     # A Gemm / MatMul whose constant weight has at most this fraction of nonzeros runs as a
     # sparse 1x1 conv (runtime/passes/sparse_gemm.py); denser ones on the dense GEMM.
     sparse_gemm_density: float = 0.35
@@ -79,9 +81,13 @@ class PlannerOptions:
     # Planes of at most this many pixels get no shared border (it would waste most lanes).
     small_plane: int = 16
     # Batch interleaving: at most this many images per group, and a group's largest activation
-    # within this many bytes.
+    # within this many bytes. Whether a group interleaves is timed against image by image
+    # (EngineOptions.batch_layout "auto"), so the budget only bounds the memory a group may take.
     max_lanes: int = 16
-    lanes_budget_bytes: int = 4 << 20
+    lanes_budget_bytes: int = 64 << 20
+    # Without timing (EngineOptions.tuning "off") only groups within this budget interleave:
+    # small planes, where interleaving measured faster on every model tried.
+    untimed_lanes_budget_bytes: int = 4 << 20
     # Conv kernel cost model (relative time per stored weight; per output channel overhead).
     csr_cost_per_nnz: float = 1.0
     bsr_cost_per_weight: float = 0.55

@@ -94,18 +94,20 @@ def _same_folds(a: dict, b: dict, name: str) -> bool:
 
 
 def interleave_lanes(graph: Graph, images: dict[str, tuple[int, ...]], batch: int,
-                     opts: PlannerOptions) -> int:
+                     opts: PlannerOptions, timed: bool = True) -> int:
     """Images per batch-interleaved group for ``batch`` images (1: run images one by one).
 
     The largest power of two <= min(batch, max_lanes) whose group keeps the largest 4-D
-    activation within ``lanes_budget_bytes``.
+    activation within ``lanes_budget_bytes`` (``untimed_lanes_budget_bytes`` when no timing
+    will check that the group beats image by image).
     """
+    budget = opts.lanes_budget_bytes if timed else opts.untimed_lanes_budget_bytes
     spec = specialize(graph, _with_batch(graph, images, 1))
     activations = [spec.shapes.get(o) for node in spec.graph.nodes for o in node.outputs]
     largest = max((math.prod(s) for s in activations if s is not None and len(s) == 4),
                   default=0)
     lanes = 1
     while (lanes * 2 <= min(batch, opts.max_lanes)
-           and lanes * 2 * largest * 4 <= opts.lanes_budget_bytes):
+           and lanes * 2 * largest * 4 <= budget):
         lanes *= 2
     return lanes
