@@ -44,6 +44,7 @@ from featherdeploy.runtime.errors import EngineError, InputError, UnsupportedOpE
 from featherdeploy.runtime.graph import Graph, TensorInfo, load_graph
 from featherdeploy.runtime.options import EngineOptions
 from featherdeploy.runtime.planner.batch import batch_separable, interleave_lanes
+from featherdeploy.runtime.planner.layout import native
 from featherdeploy.runtime.profile import DEFAULT_PROFILE_REPS, Profile, profile_program
 from featherdeploy.runtime.program import Program, build_program, ort_session
 from featherdeploy.runtime.tuning import (
@@ -377,7 +378,8 @@ class Engine:
         """Images per interleaved group for this batch size (1: planar, image by image)."""
         layout = self.options.batch_layout
         timed = layout == "interleaved" or self.options.tuning != "off"
-        lanes = (interleave_lanes(self.graph, dict(images), batch, self.options.planner, timed)
+        lanes = (interleave_lanes(self.graph, dict(images), batch, self.options.planner, timed,
+                                  int(native().vector_floats(self.options.isa)))
                  if layout != "planar" else 1)
         if lanes == 1 or layout == "interleaved" or self.options.tuning == "off":
             return lanes

@@ -94,20 +94,29 @@ def _same_folds(a: dict, b: dict, name: str) -> bool:
 
 
 def interleave_lanes(graph: Graph, images: dict[str, tuple[int, ...]], batch: int,
-                     opts: PlannerOptions, timed: bool = True) -> int:
+                     opts: PlannerOptions, timed: bool = True, vector_floats: int = 1) -> int:
     """Images per batch-interleaved group for ``batch`` images (1: run images one by one).
 
     The largest power of two <= min(batch, max_lanes) whose group keeps the largest 4-D
-    activation within ``lanes_budget_bytes`` (``untimed_lanes_budget_bytes`` when no timing
-    will check that the group beats image by image).
+    activation within ``lanes_budget_bytes`` when timing will check that the group beats image
+    by image (``timed``) and the group fills whole vectors (``vector_floats`` images a
+    position: only then do the interleaved kernels run, conv_csr_strided and generated code,
+    which is what can make a large group win); else also within
+    ``untimed_lanes_budget_bytes``.
     """
-    budget = opts.lanes_budget_bytes if timed else opts.untimed_lanes_budget_bytes
     spec = specialize(graph, _with_batch(graph, images, 1))
     activations = [spec.shapes.get(o) for node in spec.graph.nodes for o in node.outputs]
     largest = max((math.prod(s) for s in activations if s is not None and len(s) == 4),
                   default=0)
+    large = _lanes_within(largest * 4, batch, opts.max_lanes, opts.lanes_budget_bytes)
+    if timed and large % vector_floats == 0:
+        return large
+    small = _lanes_within(largest * 4, batch, opts.max_lanes, opts.untimed_lanes_budget_bytes)
+    return min(large, small)
+
+
+def _lanes_within(image_bytes: int, batch: int, max_lanes: int, budget: int) -> int:
     lanes = 1
-    while (lanes * 2 <= min(batch, opts.max_lanes)
-           and lanes * 2 * largest * 4 <= budget):
+    while lanes * 2 <= min(batch, max_lanes) and lanes * 2 * image_bytes <= budget:
         lanes *= 2
     return lanes

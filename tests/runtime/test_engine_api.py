@@ -328,6 +328,11 @@ def test_interleave_lanes_rule(tmp_path):
     untimed = PlannerOptions(untimed_lanes_budget_bytes=2 * largest_bytes)
     assert interleave_lanes(graph, images, 32, untimed, timed=False) == 2
     assert interleave_lanes(graph, images, 32, untimed) == 16
+    # beyond the untimed budget a group must fill whole vectors per position
+    partial = PlannerOptions(lanes_budget_bytes=8 * largest_bytes,
+                             untimed_lanes_budget_bytes=2 * largest_bytes)
+    assert interleave_lanes(graph, images, 32, partial, vector_floats=16) == 2
+    assert interleave_lanes(graph, images, 32, partial, vector_floats=8) == 8
 
 
 @pytest.mark.parametrize("layout", ["planar", "auto"])
