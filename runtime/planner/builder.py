@@ -329,7 +329,8 @@ class Builder:
         zeroed per call)."""
         runs = wavefront_runs(self.records, self.opts.wavefront_layers, self.vector_floats)
         arena = place_buffers(self.bufs, len(self.records), self.opts.memory,
-                              run_buffers(self.records, runs))
+                              run_buffers(self.records, runs),
+                              self.opts.pack_arena_above_bytes // 4)
         needs = border_zeroing(self.bufs, arena_zeroed=not self.opts.poison_arena)
         for need in needs:
             need.views = self.unwritten_border(need.buf)

@@ -25,7 +25,8 @@ A buffer (``Buf``) is live from its first to its last step (both included). Poli
   - a block first tries the offset of a placed block of its key that is free throughout its
     life, so same-shape tensors keep coinciding as with ``by_layout`` (wavefront guards then
     order the reuse within a run).
-  When ``by_layout`` gives an arena no larger, its placement is kept (it needs no zeroing).
+  When ``by_layout`` gives an arena no larger, its placement is kept (it needs no zeroing),
+  and also when its arena is small (``PlannerOptions.pack_arena_above_bytes``).
 - ``by_layout``: a scan in step order in which a freed buffer is reused only by a later buffer
   of the same key.
 
@@ -61,25 +62,28 @@ def _span(buf: Buf) -> int:
 
 
 def place_buffers(bufs: Sequence[Buf], steps: int, policy: str = "shared",
-                  together: Sequence[Sequence[Buf]] = ()) -> int:
+                  together: Sequence[Sequence[Buf]] = (), pack_above_floats: int = 0) -> int:
     """Sets ``offset`` of every used buffer (``first`` >= 0); returns the arena size in floats.
     Each group of ``together`` is used by steps that may run interleaved (a row wavefront):
     any two of its buffers then either coincide (one key at one offset) or share no float,
-    whatever their live ranges."""
+    whatever their live ranges. ``shared`` keeps the ``by_layout`` placement when that arena
+    is at most ``pack_above_floats``."""
     used = [buf for buf in bufs if buf.first >= 0]
     if policy == "by_layout":
         return _place_by_layout(used, steps)
     if policy != "shared":
         raise ValueError(f"unknown memory policy {policy!r}; expected one of {MEMORY_POLICIES}")
-    shared = _place_greedy_by_size(used, together)
-    offsets = [buf.offset for buf in used]
+    by_layout = _place_by_layout(used, steps)
+    by_layout_offsets = [buf.offset for buf in used]
     # by_layout needs no border zeroing: it wins whenever it is no larger (small graphs with
     # few layouts, where greedy by size can leave a hole the step-order scan fills)
-    if _place_by_layout(used, steps) <= shared:
-        return max((buf.offset + _span(buf) for buf in used), default=0)
-    for buf, offset in zip(used, offsets, strict=True):
+    if by_layout > pack_above_floats:
+        shared = _place_greedy_by_size(used, together)
+        if shared < by_layout:
+            return shared
+    for buf, offset in zip(used, by_layout_offsets, strict=True):
         buf.offset = offset
-    return shared
+    return by_layout
 
 
 def _place_by_layout(bufs: list[Buf], steps: int) -> int:

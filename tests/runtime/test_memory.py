@@ -262,6 +262,9 @@ MODELS = {"densenet": _densenet, "resnet": _resnet, "mobilenet": _mobilenet, "ga
 
 
 def _plan(path, shape: tuple[int, ...], threads: int = 1, **planner) -> CompiledPlan:
+    """The plan with the shared arena packing however small the workspace (these test models
+    are, so the default keeps their by_layout placement), unless ``planner`` says otherwise."""
+    planner.setdefault("pack_arena_above_bytes", 0)
     with use_options(EngineOptions(planner=PlannerOptions(**planner))):
         return plan_graph(load_graph(path), shape, threads, interleave=shape[0] > 1)
 
@@ -421,3 +424,20 @@ def test_loading_holds_the_weights_once(tmp_path):
     held, peak = map(float, done.stdout.split())
     assert held < 1.5 * mib
     assert peak < 2.5 * mib
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenet"])
+def test_small_workspaces_keep_the_by_layout_placement(tmp_path, name):
+    """A workspace whose by_layout arena is at most ``pack_arena_above_bytes`` is not packed:
+    no zero steps, the by_layout arena; with the threshold at 0 the same model packs."""
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(MODELS[name](), str(path))
+    shape = (1, 3, 16, 16)
+    old = _plan(path, shape, memory="by_layout")
+    arena_bytes = old.native.arena_floats * 4
+    kept = _plan(path, shape, pack_arena_above_bytes=arena_bytes)
+    assert kept.native.arena_floats == old.native.arena_floats and _zero_steps(kept) == 0
+    packed = _plan(path, shape, pack_arena_above_bytes=arena_bytes - 4)
+    assert packed.native.arena_floats < old.native.arena_floats and _zero_steps(packed) > 0
+    x = random_input(shape, seed=8)
+    np.testing.assert_array_equal(run_plan(kept, x), run_plan(old, x))
