@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -103,23 +103,26 @@ def model_path(name: str, config: MemoryConfig) -> Path:
     return path
 
 
-def _options(policy: str, threads: int) -> EngineOptions:
+def _options(policy: str, threads: int, planner: PlannerOptions | None = None) -> EngineOptions:
+    base = planner if planner is not None else PlannerOptions()
     return EngineOptions(threads=threads, backend="native", tuning="off",
-                         planner=PlannerOptions(memory=policy))
+                         planner=replace(base, memory=policy))
 
 
 def plan_memory(path: Path, batch: int, threads: int, policy: str,
-                image: tuple[int, int, int] = IMAGE) -> PlanMemory:
+                image: tuple[int, int, int] = IMAGE,
+                planner: PlannerOptions | None = None) -> PlanMemory:
     """Arena figures of the native plan serving ``batch`` images: the one-image plan, run by
     each thread on its own images, when they run one by one (runtime.planner.batch), else the
-    plan of the group or of the whole batch."""
+    plan of the group or of the whole batch. ``planner`` (default options otherwise) with its
+    memory policy set to ``policy``."""
     from featherdeploy.runtime.graph import load_graph
     from featherdeploy.runtime.planner.batch import batch_separable, interleave_lanes
     from featherdeploy.runtime.program import build_program
 
     graph = load_graph(path)
     name = graph.input_names[0]
-    options = _options(policy, threads)
+    options = _options(policy, threads, planner)
     images = {name: image}
     separable = batch > 1 and batch_separable(graph, images)
     lanes = interleave_lanes(graph, images, batch, options.planner, timed=False) if separable else 1

@@ -13,6 +13,7 @@ import pytest
 from benchmarks.memory import MemoryConfig, format_table, measure_row, plan_memory
 from benchmarks.zoo.common import pruned_filename
 from featherdeploy.runtime.machine import cpu_model_name
+from featherdeploy.runtime.options import PlannerOptions
 from featherdeploy.runtime.peak_memory import PeakMemoryError, measure_peak_memory
 from tests.runtime.test_memory import _densenet
 
@@ -29,12 +30,16 @@ def config(tmp_path: Path) -> MemoryConfig:
 
 def test_plan_memory_follows_the_engine_plans(config):
     """Batch 1: one workspace; a batch of images run one by one or in groups: one workspace per
-    thread taking them; shared packs tighter than by_layout, never below the live peak."""
+    thread taking them; shared packs tighter than by_layout, never below the live peak, once the
+    workspace is above the planner's floor (this 16x16 model's is below it: kept as it is)."""
     path = config.models_dir / pruned_filename("resnet18", 0.9)
-    one = {p: plan_memory(path, 1, 2, p, IMAGE) for p in ("by_layout", "shared")}
+    packing = PlannerOptions(pack_arena_above_bytes=0)
+    one = {p: plan_memory(path, 1, 2, p, IMAGE, packing) for p in ("by_layout", "shared")}
     assert one["shared"].workspaces == 1
     assert one["by_layout"].arena_mib > one["shared"].arena_mib >= one["shared"].peak_live_mib
     assert one["shared"].zeroed_kib > 0 and one["by_layout"].zeroed_kib == 0
+    kept = plan_memory(path, 1, 2, "shared", IMAGE)
+    assert kept.arena_mib == one["by_layout"].arena_mib and kept.zeroed_kib == 0
     assert plan_memory(path, 64, 2, "shared", IMAGE).workspaces == 2
 
 
