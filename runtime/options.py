@@ -50,8 +50,8 @@ def default_threads() -> int:
 
 @dataclass(frozen=True)
 class PlannerOptions:
-    """Tunables of the planner. The defaults are measured (docs/performance.md, "planner
-    tunables"); tests and benchmarks set them to exercise or compare paths."""
+    """Tunables of the planner. The defaults are measured (each field's comment, docs/runtime.md
+    and docs/performance-log.md); tests and benchmarks set them to exercise or compare paths."""
 
     # Conv work units per thread (channel ranges or output bands).
     units_per_thread: int = 1

@@ -178,7 +178,11 @@ def _planner(rng: np.random.Generator) -> dict[str, Any]:
     }
     keys = list(choices)
     picked = rng.choice(len(keys), size=int(rng.integers(1, 5)), replace=False)
-    return {keys[i]: _item(rng, choices[keys[i]]) for i in picked}
+    tunables = {keys[i]: _item(rng, choices[keys[i]]) for i in picked}
+    # Fuzz models are small: by default their workspaces keep the by_layout placement, so the
+    # shared arena's packing and border zeroing would go unexercised without this.
+    tunables["pack_arena_above_bytes"] = _item(rng, [0, 2 << 20])
+    return tunables
 
 
 def _item(rng: np.random.Generator, values: list[Any]) -> Any:
