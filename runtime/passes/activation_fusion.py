@@ -80,11 +80,11 @@ TAKES_ACTIVATION = ("Conv", "BatchNormalization")
 
 def _takes_activation(source: Node | None, reads: dict, native: Native, graph: Graph,
                       limit: int) -> bool:
-    """A native conv or standalone BatchNormalization without a fused activation whose (one)
-    output is read ``limit`` times and is not a graph output."""
+    """A native conv or standalone BatchNormalization (native only with its one inference
+    output) without a fused activation whose output is read ``limit`` times and is not a
+    graph output."""
     return (source is not None and source.op in TAKES_ACTIVATION and native(source)
-            and ACT_KEY not in source.attrs and len([o for o in source.outputs if o]) == 1
-            and reads[source.outputs[0]] == limit
+            and ACT_KEY not in source.attrs and reads[source.outputs[0]] == limit
             and source.outputs[0] not in graph.output_names)
 
 
