@@ -66,8 +66,9 @@ class PlannerOptions:
     row_split_min_bytes: int = 512 * 1024
     row_split_chain_bytes: int = 64 * 1024
     # In an interleaved plan only planes of at most this many pixels are interleaved. Every
-    # plane of a 224-px network: ResNet-18 at 16 images ran 143 ms interleaved throughout, 165
-    # with planes above 32x32 planar, 189 image by image (docs/performance-log.md, 2026-12-06).
+    # plane of a 224-px network: ResNet-18 at 16 images, AMD EPYC Zen4, one thread, ran 143 ms
+    # interleaved throughout, 165 with planes above 32x32 planar, 189 image by image
+    # (docs/performance-log.md, 2026-12-06).
     interleave_max_pixels: int = 1 << 16
     # A Gemm / MatMul whose constant weight has at most this fraction of nonzeros runs as a
     # sparse 1x1 conv (runtime/passes/sparse_gemm.py); denser ones on the dense GEMM.
@@ -98,7 +99,7 @@ class PlannerOptions:
     memory: str = "shared"
     # "shared" packs only a workspace whose by_layout arena exceeds this: a smaller one fits L2
     # (1-2 MB) as it is, and packing would add border zero steps (MobileNetV1 at 32 px, batch
-    # 1, two threads: 0.356 ms packed, 0.330 not).
+    # 1, two threads, AMD EPYC Zen4: 0.396 ms packed, 0.356 not).
     pack_arena_above_bytes: int = 2 << 20
     # Debug aid: workspaces start as NaN instead of zeros (the planner then zeroes every
     # border), so a read of memory no step wrote shows up in the outputs.
