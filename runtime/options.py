@@ -73,8 +73,11 @@ class PlannerOptions:
     # A Gemm / MatMul whose constant weight has at most this fraction of nonzeros runs as a
     # sparse 1x1 conv (runtime/passes/sparse_gemm.py); denser ones on the dense GEMM.
     sparse_gemm_density: float = 0.35
-    # A planar strided conv with at most this many taps per output channel skips the phase split.
-    direct_max_taps: float = 2.0
+    # A planar strided conv with at most this many taps per output channel skips the phase split
+    # (a dense 3x3 depthwise conv has 9). MobileNetV2 at 224 px, one thread, AMD EPYC Zen4:
+    # batch 1 0.85-0.87x the time of 2 (90% / 95%), batch 16 0.84x; ResNet-18/50 unchanged;
+    # 25 made DenseNet-121 1.2x slower (docs/performance-log.md, 2026-12-06).
+    direct_max_taps: float = 9.0
     # Batch-1 one-thread plans may store rows as column segments (aligned loads).
     segment_layout: bool = True
     # Dense 1x1 convs on planes up to this many pixels run as a GEMM over output channels.

@@ -32,8 +32,9 @@ def reads_padded_copy(stride: tuple[int, int]) -> bool:
 def direct_strided(stride: tuple[int, int], weight: np.ndarray, lanes: int,
                    opts: PlannerOptions) -> bool:
     """True when a planar strided conv skips the stride-phase split: it has at most
-    ``direct_max_taps`` stored taps per output channel (e.g. a depthwise conv above ~80%
-    sparsity), and splitting the input would cost more than reading its few taps."""
+    ``direct_max_taps`` stored taps per output channel (a 3x3 depthwise conv, or a pruned
+    1x1 with few inputs), and splitting the input would move more memory than its few taps
+    compute."""
     if lanes > 1 or not reads_padded_copy(stride):
         return False
     return np.count_nonzero(weight) <= opts.direct_max_taps * weight.shape[0]

@@ -354,23 +354,36 @@ def test_conv2d_strided_in_place_on_interleaved_planes(layout, position_vectors,
     assert bool(strided) == (layout == "interleaved")
 
 
-@pytest.mark.parametrize("hw", [(9, 9), (4, 4), (32, 32)])
-@pytest.mark.parametrize("stride,pads", [((2, 2), (1, 1, 1, 1)), ((3, 2), (0, 1, 2, 0))])
-def test_conv2d_direct_strided_for_tap_sparse_convs(layout, hw, stride, pads):
+# Output widths around the direct kernel's register blocks (4 vectors, 1 vector, a partial one)
+# at every vector width: 2, 5, 16, 57 and 70 columns.
+DIRECT_HW = [(9, 9), (4, 4), (32, 32), (3, 113), (5, 140)]
+
+
+@pytest.mark.parametrize("hw", DIRECT_HW)
+@pytest.mark.parametrize("stride,pads", [((2, 2), (1, 1, 1, 1)), ((3, 2), (0, 1, 2, 0)),
+                                         ((1, 2), (1, 0, 1, 1)), ((2, 3), (1, 1, 1, 1))])
+@pytest.mark.parametrize("density", [0.15, 1.0])
+@pytest.mark.parametrize("isa", ["generic", "auto"])
+def test_conv2d_direct_strided_for_few_taps(layout, hw, stride, pads, density, isa):
     """Planar strided convs with <= direct_max_taps taps per output channel skip the phase
-    split (conv_csr_direct); equal to the reference with bias, residual and clamp."""
+    split (conv_csr_direct): a pruned depthwise conv, and a dense one under a limit of 9; on
+    the portable build (4-float vectors) and this CPU's; equal to the reference with bias,
+    residual and clamp."""
     from featherdeploy.runtime.graph import Graph, Node
 
     x = random_input((2, 16, *hw))
-    w = _sparse_weight((16, 1, 3, 3), 0.15)
+    w = _sparse_weight((16, 1, 3, 3), density)
     b = np.linspace(-1, 1, 16, dtype=np.float32)
     geometry = dict(stride=stride, pads=pads, group=16)
     out_hw = ref.conv2d(x, w, **geometry).shape[2:]
     r = random_input((2, 16, *out_hw), seed=5)
     kw = dict(geometry, residual=r, clamp=(0.0, 6.0))
-    assert_close(nat.conv2d(x, w, b, **kw), ref.conv2d(x, w, b, **kw), KERNEL_ATOL, KERNEL_RTOL)
-    attrs = {"strides": list(stride), "pads": list(pads), "group": 16}
-    graph = Graph.simple([Node("Conv", "conv", ["x", "w"], ["y"], attrs)], {"w": w}, "x",
-                         x.shape, "y")
-    plan = nat.plan_graph(graph, x.shape, 1, interleave=layout == "interleaved")
+    options = EngineOptions(isa=isa, planner=PlannerOptions(direct_max_taps=9.0))
+    with nat.use_options(options):
+        assert_close(nat.conv2d(x, w, b, **kw), ref.conv2d(x, w, b, **kw), KERNEL_ATOL,
+                     KERNEL_RTOL)
+        attrs = {"strides": list(stride), "pads": list(pads), "group": 16}
+        graph = Graph.simple([Node("Conv", "conv", ["x", "w"], ["y"], attrs)], {"w": w}, "x",
+                             x.shape, "y")
+        plan = nat.plan_graph(graph, x.shape, 1, interleave=layout == "interleaved")
     assert ("conv_csr_direct" in plan.native.step_names()) == (layout == "planar")

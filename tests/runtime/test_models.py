@@ -142,7 +142,7 @@ def test_sparse_initializer_model_equals_dense(exported, tmp_path):
 
 def test_kernel_choice_follows_density(exported, tmp_path):
     """Dense convs run BSR, sparse ones CSR (planner/conv_select.py choose_conv_kernel). The CSR
-    taps of a strided conv with <= 2 per output channel are read directly ("direct": at 95% a
+    taps of a strided conv with <= 9 per output channel are read directly ("direct": at 95% a
     1x1 shortcut with 32 input channels, unless its input is on column segments, which depends
     on the vector width)."""
     for sparsity, expected in ((0.0, "bsr"), (0.95, "csr")):
