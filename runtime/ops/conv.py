@@ -257,9 +257,10 @@ def _row_split_candidate(b: Builder, node: Node, spec: Any, geo: ConvGeometry, y
                          lanes: int, images: int) -> None:
     """Threads may split the output rows of big convs that can compute row ranges (ConvStep
     by_rows: interleaved strided convs; stride-1 planar CSR convs of one image reading in
-    place); Builder.build_native decides."""
-    in_place = not (spec.bsr or spec.direct or spec.gather or spec.phase_split)
-    by_rows = spec.strided or (lanes == 1 and images == 1 and geo.stride == (1, 1))
+    place; direct convs of one image); Builder.build_native decides."""
+    in_place = not (spec.bsr or spec.gather or spec.phase_split)
+    by_rows = spec.strided or (lanes == 1 and images == 1
+                               and (geo.stride == (1, 1) or spec.direct))
     out_shape = b.shapes[node.outputs[0]]
     oh = geo.out_hw[0]
     out_bytes = 4 * out_shape[1] * y_rs * oh

@@ -4,13 +4,15 @@ are computed in sweeps, each as far as the rows it reads exist, so the rows a co
 by the next one moments later, from cache. Results are bit-identical to layer by layer.
 
 Members: batch-interleaved strided convs (one row per sweep; rows shorter than a kernel chunk
-stay layer by layer) and stride-1 planar CSR convs of one image in the contiguous ("fast")
-layout (enough rows per sweep for a chunk, ranges cut at whole vectors).
+stay layer by layer), stride-1 planar CSR convs of one image in the contiguous ("fast")
+layout (enough rows per sweep for a chunk, ranges cut at whole vectors), and direct strided
+convs of one image (exact rows).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from typing import TYPE_CHECKING, Any
 
 from featherdeploy.runtime.planner.layout import ARENA, Buf, SymView, native, pair_chunk_vectors
@@ -31,15 +33,19 @@ def _member(record: StepRecord, vector_floats: int) -> bool:
     """True when a step can join a row wavefront: a conv on arena tensors only that is either
     batch-interleaved and strided (no stride-phase scratch, no column-segment halos) with output
     rows at least a chunk long (shorter rows are computed a few at a time, which row-by-row calls
-    would undo), or a stride-1 planar CSR conv of one image whose output (and residual) share
-    its stream's layout, computed in whole vectors (ConvStep::by_vectors)."""
+    would undo), a stride-1 planar CSR conv of one image whose output (and residual) share
+    its stream's layout, computed in whole vectors (ConvStep::by_vectors), or a direct strided
+    conv of one image (its rows are exact)."""
     spec = record.spec
     if not isinstance(spec, native().ConvSpec):
         return False
-    if spec.phase_split or spec.gather or spec.direct or spec.halo:
+    if spec.phase_split or spec.gather or spec.halo:
         return False
     out = record.views["output"]
-    if spec.strided:
+    if spec.direct:
+        if out.dims[0] != 1:
+            return False
+    elif spec.strided:
         if out.dims[3] // vector_floats < pair_chunk_vectors(vector_floats):
             return False
     elif not (spec.lanes == 1 and not spec.bsr and spec.fast
@@ -50,21 +56,64 @@ def _member(record: StepRecord, vector_floats: int) -> bool:
 
 def wavefront_runs(records: list[StepRecord], layers: int, vector_floats: int
                    ) -> list[list[int]]:
-    """Step indices of the row wavefronts to try: runs of consecutive member-capable convs cut
-    into groups of at most ``layers``."""
+    """Step indices of the row wavefronts to try: each run of consecutive member-capable convs
+    cut into groups of at most ``layers`` where the fewest floats cross a cut (_cut_groups)."""
     if layers < 2:
         return []
     groups: list[list[int]] = []
     run: list[int] = []
     for index, record in enumerate([*records, None]):
-        capable = record is not None and _member(record, vector_floats)
-        if capable and run and len(run) < layers:
+        if record is not None and _member(record, vector_floats):
             run.append(index)
             continue
-        if len(run) >= 2:
-            groups.append(run)
-        run = [index] if capable else []
+        groups += [g for g in _cut_groups(records, run, layers) if len(g) >= 2]
+        run = []
     return groups
+
+
+def _crossing_floats(records: list[StepRecord], run: list[int]) -> list[int]:
+    """Per cut after run position j: the floats of the tensors members up to j write and
+    members after j read. A tensor inside a group is read rows after it is written, from
+    cache; one crossing a cut goes out to memory and back (MobileNetV2's expanded 6C-channel
+    tensors, against the C-channel block outputs between blocks)."""
+    outputs = [records[i].views["output"] for i in run]
+    readers: dict[int, list[int]] = {}  # id(buf) -> positions of the members reading it
+    for pos, index in enumerate(run):
+        for name in ("input", "residual"):
+            view = records[index].views.get(name)
+            if isinstance(view, SymView) and view.buf is not None:
+                readers.setdefault(id(view.buf), []).append(pos)
+    cuts = [0] * (len(run) - 1)
+    for pos, out in enumerate(outputs):
+        # Read up to the next member writing the same storage (a residual written in place:
+        # that member still reads this tensor, later ones read its own).
+        rewrite = next((p for p in range(pos + 1, len(run)) if outputs[p].buf is out.buf),
+                       len(run))
+        last = max((p for p in readers.get(id(out.buf), []) if pos < p <= rewrite),
+                   default=pos)
+        for cut in range(pos, last):
+            cuts[cut] += math.prod(out.dims)
+    return cuts
+
+
+def _cut_groups(records: list[StepRecord], run: list[int], layers: int) -> list[list[int]]:
+    """``run`` cut into groups of at most ``layers`` with the fewest floats crossing the cuts
+    (ties: fewer groups), by dynamic programming over the cut positions."""
+    if not run:
+        return []
+    cuts = _crossing_floats(records, run)
+    best: list[tuple[int, int, int]] = [(0, 0, 0)]  # per prefix: (floats, groups, last start)
+    for end in range(1, len(run) + 1):
+        best.append(min((best[start][0] + (cuts[start - 1] if start else 0),
+                         best[start][1] + 1, start)
+                        for start in range(max(0, end - layers), end)))
+    groups: list[list[int]] = []
+    end = len(run)
+    while end:
+        start = best[end][2]
+        groups.append(run[start:end])
+        end = start
+    return groups[::-1]
 
 
 def run_buffers(records: list[StepRecord], runs: list[list[int]]) -> list[list[Buf]]:
@@ -124,7 +173,8 @@ def mark_wavefronts(records: list[StepRecord], layers: int, vector_floats: int
 def _mark_group(members: list[StepRecord], number: int, vector_floats: int) -> None:
     """Each member's producers and guards, as positions in the group, and its rows per sweep
     (WaveInfo): one for strided convs (their chunks are rows); for planar ones enough rows for
-    one kernel chunk, cut at whole vectors (the last runs into the next row)."""
+    one kernel chunk, cut at whole vectors (the last runs into the next row) except for direct
+    convs, whose ranges are exact rows."""
     outs = [_view_id(r.views["output"]) for r in members]
     chunk_floats = 2 * pair_chunk_vectors(vector_floats) * vector_floats
 
@@ -148,5 +198,5 @@ def _mark_group(members: list[StepRecord], number: int, vector_floats: int) -> N
                           if _view_id(view(members[k], "residual")) == outs[i]]
         wave.reach_rows = record.wave_reach_rows
         wave.step = -(-chunk_floats // spec.stream_rs) if planar else 1
-        wave.overhang = int(planar)
+        wave.overhang = int(planar and not spec.direct)
         spec.wave = wave

@@ -105,3 +105,30 @@ def test_small_convs_split_rows_only_in_chains(tmp_path, conv_specs, model, spli
     assert [spec.row_units > 0 for spec in conv_specs] == split_rows
     for _ in range(3):
         assert_close(run_plan(plan, x), ort_run(path, x))
+
+
+@pytest.mark.parametrize("size", [20, 45])
+def test_direct_strided_conv_splits_rows(tmp_path, conv_specs, size):
+    """A stride-2 depthwise conv read directly (conv_csr_direct) computes row ranges: with
+    row_split_min_bytes = 0 two threads split its output rows like the pointwise convs around
+    it (no switch to channel halves between them); equal to ORT on every call."""
+    rng = np.random.default_rng(2)
+    inits = {"p1": rng.standard_normal((16, 8, 1, 1)).astype(np.float32),
+             "d": rng.standard_normal((16, 1, 3, 3)).astype(np.float32),
+             "p2": rng.standard_normal((8, 16, 1, 1)).astype(np.float32)}
+    inits["p1"][rng.random((16, 8, 1, 1)) < 0.6] = 0.0
+    nodes = [helper.make_node("Conv", ["x", "p1"], ["a"], name="p1"),
+             helper.make_node("Conv", ["a", "d"], ["b"], group=16, strides=[2, 2],
+                              pads=[1, 1, 1, 1], name="d"),
+             helper.make_node("Relu", ["b"], ["rb"], name="rb"),
+             helper.make_node("Conv", ["rb", "p2"], ["y"], name="p2")]
+    path = tmp_path / "strided.onnx"
+    onnx.save(graph_model(nodes, ["N", 8, size, size], inits, name="strided"), str(path))
+    x = random_input((1, 8, size, size))
+    with use_options(EngineOptions(planner=PlannerOptions(row_split_min_bytes=0))):
+        plan = plan_graph(load_graph(path), x.shape, 2)
+    assert [(spec.direct, spec.row_units > 0) for spec in conv_specs][:2] == [(False, True),
+                                                                              (True, True)]
+    assert "conv_csr_direct" in plan.native.step_names()
+    for _ in range(3):
+        assert_close(run_plan(plan, x), ort_run(path, x))

@@ -105,7 +105,8 @@ def _wave_fields(record) -> dict:
     wave, spec = record.spec.wave, record.spec
     return {"wave_in": wave.in_from, "wave_res": wave.res_from,
             "wave_guard_in": list(wave.guard_in), "wave_guard_res": list(wave.guard_res),
-            "wave_step": wave.step, "wave_overhang": wave.overhang, "halo": spec.halo}
+            "wave_step": wave.step, "wave_overhang": wave.overhang, "halo": spec.halo,
+            "direct": spec.direct}
 
 
 @pytest.fixture
@@ -133,11 +134,16 @@ def test_wavefront_equals_layer_by_layer_and_ort(tmp_path, monkeypatch, marked, 
     onnx.save(_resnet(size=size), str(resnet_path))
     x = random_input((batch, 3, size, size), seed=layers)
     wave = _plan(resnet_path, x.shape, layers)
-    # Nine convs in one run when interleaved; planar stride-2 convs read stride phases and
-    # are no members, which leaves runs of 4 and 3.
+    # Nine convs in one run when interleaved; the planar stride-2 3x3 conv reads stride phases
+    # and is no member, which leaves runs of 4 and 4 (the 1x1 shortcut, read directly, joins).
     longest = 9 if batch > 1 else 4
     assert wave.wavefronts and max(len(g) for g in wave.wavefronts) == min(layers, longest)
-    assert {m["wave_overhang"] for g in marked for m in g} == {int(batch == 1)}
+    # Planar members run into the next row, except direct ones (exact rows).
+    overhangs = {(m["direct"], m["wave_overhang"]) for g in marked for m in g}
+    if batch > 1:
+        assert overhangs == {(False, 0)}
+    else:
+        assert {(False, 1)} <= overhangs <= {(False, 1), (True, 0)}
     members = [m for group in marked for m in group]
     assert any(m["wave_in"] >= 0 for m in members)
     # A block's second conv overwrites the residual its first conv still reads.
@@ -228,6 +234,68 @@ def test_planar_ranges_wait_for_the_row_they_run_into(tmp_path, monkeypatch, mar
     assert [len(g) for g in wave.wavefronts] == [3]
     assert [(m["wave_step"], m["wave_overhang"]) for m in marked[0]] == [(1, 1)] * 3
     _assert_exact(path, wave, x)
+
+
+def _inverted_residuals(strides: list[int], size: int) -> onnx.ModelProto:
+    """Dense stem to 8 channels, then one MobileNetV2-style block per stride: 1x1 expand to 48
+    channels and Relu, 3x3 depthwise at that stride and Relu, 1x1 project to 8 channels, plus
+    the block input when the stride is 1."""
+    rng = np.random.default_rng(13)
+    inits = {"w0": _sparse(rng, (8, 3, 3, 3), 1.0)}
+    same = {"pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["t0"], name="stem", **same)]
+    for k, stride in enumerate(strides):
+        x, e, d, p = f"t{k}", f"e{k}", f"d{k}", f"p{k}"
+        inits[f"we{k}"] = _sparse(rng, (48, 8, 1, 1), 0.4)
+        inits[f"wd{k}"] = _sparse(rng, (48, 1, 3, 3), 0.8)
+        inits[f"wp{k}"] = _sparse(rng, (8, 48, 1, 1), 0.4)
+        nodes += [helper.make_node("Conv", [x, f"we{k}"], [e], name=e),
+                  helper.make_node("Relu", [e], [f"{e}r"], name=f"{e}_relu"),
+                  helper.make_node("Conv", [f"{e}r", f"wd{k}"], [d], name=d, group=48,
+                                   strides=[stride, stride], **same),
+                  helper.make_node("Relu", [d], [f"{d}r"], name=f"{d}_relu")]
+        if stride == 1:
+            nodes += [helper.make_node("Conv", [f"{d}r", f"wp{k}"], [p], name=p),
+                      helper.make_node("Add", [p, x], [f"t{k + 1}"], name=f"add{k}")]
+        else:
+            nodes.append(helper.make_node("Conv", [f"{d}r", f"wp{k}"], [f"t{k + 1}"], name=p))
+    nodes.append(helper.make_node("GlobalAveragePool", [f"t{len(strides)}"], ["y"],
+                                  name="pool"))
+    return graph_model(nodes, ["N", 3, size, size], inits, name="inverted")
+
+
+@pytest.mark.parametrize("batch,size", LAYOUTS)
+def test_groups_cut_where_the_fewest_floats_cross(tmp_path, batch, size):
+    """A run of inverted-residual blocks is cut between blocks, where only the 8-channel
+    block output crosses: a cut inside a block would send a 48-channel tensor through memory.
+    (Cutting every 4 convs from the run's start lands on every position of a block.)"""
+    path = tmp_path / "inverted.onnx"
+    onnx.save(_inverted_residuals([1, 1, 1], size), str(path))
+    x = random_input((batch, 3, size, size), seed=4)
+    wave = _plan(path, x.shape, 4)
+    names = [[wave.records[i].node for i in group] for group in wave.wavefronts]
+    assert names == [[f"e{k}", f"d{k}", f"p{k}"] for k in range(3)]
+    _assert_exact(path, wave, x)
+
+
+@pytest.mark.parametrize("size", [44, 70])
+def test_direct_strided_conv_joins_its_block(tmp_path, marked, size):
+    """A stride-2 depthwise conv read directly (conv_csr_direct) computes exact row ranges:
+    it joins its block's wavefront between the expand conv it waits for and the project conv
+    waiting for it; exact against layer by layer and ORT, on both calls."""
+    path = tmp_path / "inverted.onnx"
+    onnx.save(_inverted_residuals([1, 2, 1], size), str(path))
+    x = random_input((1, 3, size, size), seed=size)
+    wave = _plan(path, x.shape, 3)
+    names = [[wave.records[i].node for i in group] for group in wave.wavefronts]
+    assert ["e1", "d1", "p1"] in names
+    group = wave.wavefronts[names.index(["e1", "d1", "p1"])]
+    assert wave.records[group[1]].spec.direct
+    member = marked[names.index(["e1", "d1", "p1"])][1]
+    assert (member["wave_in"], member["wave_overhang"]) == (0, 0)
+    assert marked[names.index(["e1", "d1", "p1"])][2]["wave_in"] == 1
+    first = _run(wave, x)
+    np.testing.assert_array_equal(first, _assert_exact(path, wave, x))
 
 
 @pytest.mark.parametrize("threads", [1, 2])

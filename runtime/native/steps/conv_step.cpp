@@ -127,9 +127,13 @@ class ConvStep final : public Step {
     compute(buf, s_.bounds.front(), s_.bounds.back());
   }
   const WaveInfo* wave() const override { return s_.wave.group >= 0 ? &s_.wave : nullptr; }
-  // Strided convs compute exactly rows [r0, r1); planar ones the whole vectors from the one
-  // holding row r0's first position to the one holding row r1's (WaveInfo::overhang).
+  // Strided and direct convs compute exactly rows [r0, r1); planar ones the whole vectors from
+  // the one holding row r0's first position to the one holding row r1's (WaveInfo::overhang).
   void run_rows(const Buffers& buf, int64_t r0, int64_t r1) const override {
+    if (s_.direct) {
+      compute_direct(buf, s_.bounds.front(), s_.bounds.back(), r0, r1);
+      return;
+    }
     if (s_.strided) {
       compute(buf, s_.bounds.front(), s_.bounds.back(), r0, r1);
       return;
@@ -176,9 +180,10 @@ class ConvStep final : public Step {
             me + ": channel blocks need a strided CSR conv and units * (blocks + 1) pointers");
     require(s_.row_units == 0 || (s_.row_units > 0 && by_rows()),
             me + ": row_units need a conv that computes output-row ranges");
-    require(s_.wave.group < 0 || s_.strided || by_vectors(),
-            me + ": a wavefront member must be a strided conv or a stride-1 planar conv of one "
-                 "image in the fast layout");
+    require(s_.wave.group < 0 || s_.strided || by_vectors() ||
+                (s_.direct && s_.output.dim[0] == 1),
+            me + ": a wavefront member must be a strided conv, a stride-1 planar conv of one "
+                 "image in the fast layout or a direct conv of one image");
     require(s_.wave.group < 0 || (s_.wave.step >= 1 && s_.wave.overhang >= 0 &&
                                   s_.wave.overhang <= 1),
             me + ": wavefront step must be >= 1 and overhang 0 or 1");
@@ -222,13 +227,13 @@ class ConvStep final : public Step {
   }
 
   // Convs that can compute a range of output rows (ConvSpec::row_units): stride-1 planar CSR
-  // convs of one image reading in place (stream rows shift with the output rows), and
-  // interleaved strided convs (conv_csr_strided rows).
+  // convs of one image reading in place (stream rows shift with the output rows), interleaved
+  // strided convs (conv_csr_strided rows) and direct convs of one image.
   bool by_rows() const {
     const bool planar = !s_.bsr && !s_.direct && !s_.phase_split && !s_.gather &&
                         s_.lanes == 1 && s_.stride_h == 1 && s_.stride_w == 1 &&
                         s_.output.dim[0] == 1;
-    return planar || s_.strided;
+    return planar || s_.strided || (s_.direct && s_.output.dim[0] == 1);
   }
 
   // Stride-1 planar convs whose output and residual share the stream's layout ("fast") split
@@ -244,7 +249,7 @@ class ConvStep final : public Step {
                int64_t p0 = 0, int64_t p1 = -1) const {
     if (u0 >= u1) return;
     if (s_.direct) {
-      compute_direct(buf, u0, u1);
+      compute_direct(buf, u0, u1, r0, r1);
       return;
     }
     ConvKernelArgs a;
@@ -358,7 +363,9 @@ class ConvStep final : public Step {
   // accumulated into the output positions (border untouched), then residual and activation.
   // Few taps per channel (PlannerOptions.direct_max_taps): taps read the zero-bordered input
   // directly at the conv's strides, no phase split.
-  void compute_direct(const Buffers& buf, int64_t c0, int64_t c1) const {
+  // Output rows [r0, r1) only when r1 >= 0 (a wavefront member).
+  void compute_direct(const Buffers& buf, int64_t c0, int64_t c1, int64_t r0 = 0,
+                      int64_t r1 = -1) const {
     ConvKernelArgs a;
     a.images = s_.output.dim[0];
     a.in = buf.at(s_.input) - s_.pad_top * s_.input.stride[2] - s_.pad_left;
@@ -367,6 +374,10 @@ class ConvStep final : public Step {
     a.rows = s_.output.dim[2];
     a.positions = s_.output.dim[3];
     a.in_row_step = s_.stride_h * s_.input.stride[2];
+    if (r1 >= 0) {
+      a.rows = r1 - r0;
+      shift_rows(a, r0, a.in_row_step);
+    }
     a.in_pos_step = s_.stride_w;
     a.bias = s_.bias.empty() ? nullptr : s_.bias.data();
     a.act = act_;
