@@ -51,6 +51,7 @@ from featherdeploy.runtime.tuning import (
     ORT_GEMM_SHARE,
     ORT_MARGIN,
     ORT_PROBE_GAP_S,
+    SERIAL_PLAN_MARGIN,
     SERIAL_PROBE_MAX_S,
     compare_streams,
 )
@@ -348,16 +349,24 @@ class Engine:
         return self._program(shapes, threads)
 
     def _choose_threads(self, shapes: Shapes) -> int:
-        parallel = self._program(shapes)
-        plan = parallel.single_plan
+        """All threads when the parallel plan is slow enough or clearly faster than itself on
+        one thread; else whichever of it and the one-thread program measures faster."""
+        plan = self._program(shapes).single_plan
         if self.threads == 1 or plan is None or self.options.tuning == "off":
             return self.threads
         inputs = _zeros(plan.input_shapes)  # sparse kernels are data-blind
         outputs = [np.empty(s, np.float32) for s in plan.output_shapes]
+
+        def parallel() -> None:
+            plan.native.run(inputs, outputs)
+
         parallel_s, serial_s = compare_streams(
-            lambda: plan.native.run(inputs, outputs),
-            lambda: self._program(shapes, 1).single_plan.native.run(inputs, outputs),
+            parallel, lambda: plan.native.run_serial(inputs, outputs),
             first_limit_s=SERIAL_PROBE_MAX_S)
+        if parallel_s < SERIAL_PLAN_MARGIN * serial_s:
+            return self.threads
+        parallel_s, serial_s = compare_streams(
+            parallel, lambda: self._program(shapes, 1).single_plan.native.run(inputs, outputs))
         return 1 if serial_s < parallel_s else self.threads
 
     def _is_separable(self, images: Shapes) -> bool:

@@ -21,7 +21,8 @@ from collections.abc import Callable
 import numpy as np
 
 __all__ = ["PROBE_RUNS", "PROBE_ROUNDS", "PROBE_SETTLE_S", "SERIAL_PROBE_MAX_S",
-           "ORT_PROBE_GAP_S", "ORT_MARGIN", "ORT_GEMM_SHARE", "compare_streams"]
+           "SERIAL_PLAN_MARGIN", "ORT_PROBE_GAP_S", "ORT_MARGIN", "ORT_GEMM_SHARE",
+           "compare_streams"]
 
 PROBE_RUNS = 5
 PROBE_ROUNDS = 3
@@ -29,6 +30,12 @@ PROBE_SETTLE_S = 0.02
 # Single-image plans slower than this on all threads are not timed on one (measured: a 5M-MAC
 # model takes 0.18 ms on 1 thread, 0.19 ms on 2; big models always win with more threads).
 SERIAL_PROBE_MAX_S = 0.005
+# A parallel plan at least this much faster than itself run on one thread keeps its threads
+# without a one-thread program built to compare (that program holds a second copy of the
+# packed weights and the arena: MobileNetV2 at batch 1 peaked 15 MiB above ONNX Runtime). The
+# one-thread program's own layouts make it at most ~10% faster than the parallel plan run
+# serially (column segments: ResNet-20x2 batch 1, 3-10%; MobileNetV2's steps sum to the same).
+SERIAL_PLAN_MARGIN = 0.8
 
 # Against ONNX Runtime: its intra-op threads spin for a while after a run, so a stream started
 # right after one shares the cores with them (EfficientNet-B0's native program, 1.6x faster,

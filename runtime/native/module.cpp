@@ -179,6 +179,15 @@ py::class_<Plan> bind_plan(py::module_& m) {
                      const std::vector<py::array>& outputs) { run(p, inputs, outputs, 1); },
            py::arg("inputs"), py::arg("outputs"),
            "Runs the plan once: one float32 array per input and per output (planned sizes).")
+      .def("run_serial", [](Plan& p, const std::vector<py::array>& inputs,
+                            const std::vector<py::array>& outputs) {
+             const auto in = data_pointers<const float*>(inputs, p.input_floats(), 1, "input", false);
+             const auto out = data_pointers<float*>(outputs, p.output_floats(), 1, "output", true);
+             py::gil_scoped_release release;
+             p.run(in, out, true);
+           },
+           py::arg("inputs"), py::arg("outputs"),
+           "Runs the plan once on the calling thread alone (what one thread would cost).")
       .def("run_images", &run, py::arg("inputs"), py::arg("outputs"), py::arg("images"),
            "Runs `images` independent input sets through a plan built for one image.")
       .def("profile", [](Plan& p, const std::vector<py::array>& inputs,

@@ -174,3 +174,50 @@ def test_no_ort_comparison_when_fixed_or_small(tmp_path, monkeypatch, options):
 def test_compare_threshold_is_validated():
     with pytest.raises(OptionsError, match="compare_ort_above_ms"):
         EngineOptions(compare_ort_above_ms=float("nan"))
+
+
+@pytest.mark.parametrize("seconds,one_thread_program,threads", [
+    ([(1.0, 2.0)], False, 2),
+    ([(1.0, 1.1), (1.0, 0.9)], True, 1),
+    ([(1.0, 1.1), (1.0, 1.2)], True, 2)], ids=["clearly-parallel", "close-serial",
+                                               "close-parallel"])
+def test_thread_choice_builds_a_one_thread_program_only_when_close(
+        tmp_path, monkeypatch, seconds, one_thread_program, threads):
+    """Batch 1 on 2 threads: the parallel plan is first timed against itself run on the
+    calling thread; clearly faster (tuning.SERIAL_PLAN_MARGIN), it serves without a one-thread
+    program in memory; otherwise the one-thread program is built and the faster one serves."""
+    import featherdeploy.runtime.engine as engine_module
+
+    timings = list(seconds)
+
+    def timed(first, second, **_):
+        first()
+        second()
+        return timings.pop(0)
+
+    monkeypatch.setattr(engine_module, "compare_streams", timed)
+    path = tmp_path / "m.onnx"
+    _conv_model(path, 0.9)
+    engine = Engine(path, options=EngineOptions(threads=2, backend="native"))
+    x = np.random.default_rng(5).standard_normal((1, 4, 10, 10)).astype(np.float32)
+    np.testing.assert_allclose(engine.run(x), _ort(path, x), rtol=TOL, atol=TOL)
+    assert timings == []
+    assert any(key[1] == 1 for key in engine._programs) == one_thread_program
+    assert engine.tune([1]) == {1: f"one image, {threads} thread(s)"}
+
+
+def test_run_serial_equals_run_on_the_calling_thread(tmp_path):
+    """Plan.run_serial (the thread choice's one-thread cost) gives the parallel run's result
+    bit for bit, and no helper thread takes part."""
+    path = tmp_path / "m.onnx"
+    _conv_model(path, 0.9)
+    engine = Engine(path, options=EngineOptions(threads=2, backend="native", tuning="off"))
+    x = np.random.default_rng(6).standard_normal((1, 4, 10, 10)).astype(np.float32)
+    plan = engine._program((("x", x.shape),)).single_plan
+    parallel = [np.empty(s, np.float32) for s in plan.output_shapes]
+    serial = [np.empty(s, np.float32) for s in plan.output_shapes]
+    plan.native.run([x], parallel)
+    helped = plan.native.helper_units
+    plan.native.run_serial([x], serial)
+    np.testing.assert_array_equal(serial[0], parallel[0])
+    assert plan.native.helper_units == helped

@@ -309,7 +309,8 @@ void Plan::run_job(const std::shared_ptr<Job>& job) {
   if (current_job_ == job) current_job_.reset();
 }
 
-void Plan::run(const std::vector<const float*>& inputs, const std::vector<float*>& outputs) {
+void Plan::run(const std::vector<const float*>& inputs, const std::vector<float*>& outputs,
+               bool serial) {
   require(inputs.size() == input_floats_.size() && outputs.size() == output_floats_.size(),
           "plan: wrong number of inputs or outputs");
   const auto& stages = stage_list();
@@ -319,7 +320,7 @@ void Plan::run(const std::vector<const float*>& inputs, const std::vector<float*
   buf.consts = consts_.data();
   buf.inputs = inputs.data();
   buf.outputs = outputs.data();
-  if (threads() == 1 || parallel_begin_ == parallel_end_) {
+  if (serial || threads() == 1 || parallel_begin_ == parallel_end_) {
     execute_serial(buf);
   } else {
     run_stages_serial(buf, 0, parallel_begin_);

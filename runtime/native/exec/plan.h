@@ -63,8 +63,11 @@ class Plan {
   // must only refer to earlier members of its group (std::invalid_argument otherwise).
   void add(StepPtr step);
   // Runs every step for one set of inputs; safe to call from several threads at once (each call
-  // takes its own workspace from a pool). The caller releases the GIL.
-  void run(const std::vector<const float*>& inputs, const std::vector<float*>& outputs);
+  // takes its own workspace from a pool). The caller releases the GIL. `serial`: on the calling
+  // thread alone, as a one-thread plan runs (what one thread would cost, without building a
+  // second plan).
+  void run(const std::vector<const float*>& inputs, const std::vector<float*>& outputs,
+           bool serial = false);
   // Runs `images` independent input sets through a plan built for one image (input k of image i
   // at inputs[k] + i * input_floats[k]): every thread claims whole images (no synchronisation
   // between layers; each image stays in one core's cache).
