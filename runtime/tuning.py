@@ -34,7 +34,8 @@ SERIAL_PROBE_MAX_S = 0.005
 # without a one-thread program built to compare (that program holds a second copy of the
 # packed weights and the arena: MobileNetV2 at batch 1 peaked 15 MiB above ONNX Runtime). The
 # one-thread program's own layouts make it at most ~10% faster than the parallel plan run
-# serially (column segments: ResNet-20x2 batch 1, 3-10%; MobileNetV2's steps sum to the same).
+# serially (column segments: ResNet-20x2 batch 1, 3-10% on Intel Xeon; MobileNetV2's steps sum
+# to the same on AMD EPYC Zen4).
 SERIAL_PLAN_MARGIN = 0.8
 
 # Against ONNX Runtime: its intra-op threads spin for a while after a run, so a stream started

@@ -151,14 +151,15 @@ void bind_core(py::module_& m) {
       .def_readwrite("poison_arena", &PlanOptions::poison_arena);
 }
 
+// One image set (serial: on the calling thread alone), or `images` independent ones.
 void run(Plan& p, const std::vector<py::array>& inputs, const std::vector<py::array>& outputs,
-         int64_t images) {
+         int64_t images, bool serial = false) {
   if (images < 1) throw std::invalid_argument("plan: images must be >= 1");
   const auto in = data_pointers<const float*>(inputs, p.input_floats(), images, "input", false);
   const auto out = data_pointers<float*>(outputs, p.output_floats(), images, "output", true);
   py::gil_scoped_release release;
   if (images == 1) {
-    p.run(in, out);
+    p.run(in, out, serial);
   } else {
     p.run_images(in, out, images);
   }
@@ -181,14 +182,15 @@ py::class_<Plan> bind_plan(py::module_& m) {
            "Runs the plan once: one float32 array per input and per output (planned sizes).")
       .def("run_serial", [](Plan& p, const std::vector<py::array>& inputs,
                             const std::vector<py::array>& outputs) {
-             const auto in = data_pointers<const float*>(inputs, p.input_floats(), 1, "input", false);
-             const auto out = data_pointers<float*>(outputs, p.output_floats(), 1, "output", true);
-             py::gil_scoped_release release;
-             p.run(in, out, true);
+             run(p, inputs, outputs, 1, true);
            },
            py::arg("inputs"), py::arg("outputs"),
            "Runs the plan once on the calling thread alone (what one thread would cost).")
-      .def("run_images", &run, py::arg("inputs"), py::arg("outputs"), py::arg("images"),
+      .def("run_images", [](Plan& p, const std::vector<py::array>& inputs,
+                            const std::vector<py::array>& outputs, int64_t images) {
+             run(p, inputs, outputs, images);
+           },
+           py::arg("inputs"), py::arg("outputs"), py::arg("images"),
            "Runs `images` independent input sets through a plan built for one image.")
       .def("profile", [](Plan& p, const std::vector<py::array>& inputs,
                          const std::vector<py::array>& outputs, int reps) {

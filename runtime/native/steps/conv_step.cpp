@@ -130,11 +130,7 @@ class ConvStep final : public Step {
   // Strided and direct convs compute exactly rows [r0, r1); planar ones the whole vectors from
   // the one holding row r0's first position to the one holding row r1's (WaveInfo::overhang).
   void run_rows(const Buffers& buf, int64_t r0, int64_t r1) const override {
-    if (s_.direct) {
-      compute_direct(buf, s_.bounds.front(), s_.bounds.back(), r0, r1);
-      return;
-    }
-    if (s_.strided) {
+    if (s_.strided || s_.direct) {
       compute(buf, s_.bounds.front(), s_.bounds.back(), r0, r1);
       return;
     }
@@ -363,7 +359,7 @@ class ConvStep final : public Step {
   // accumulated into the output positions (border untouched), then residual and activation.
   // Few taps per channel (PlannerOptions.direct_max_taps): taps read the zero-bordered input
   // directly at the conv's strides, no phase split.
-  // Output rows [r0, r1) only when r1 >= 0 (a wavefront member).
+  // Output rows [r0, r1) only when r1 >= 0 (a wavefront member, or a thread's band).
   void compute_direct(const Buffers& buf, int64_t c0, int64_t c1, int64_t r0 = 0,
                       int64_t r1 = -1) const {
     ConvKernelArgs a;
