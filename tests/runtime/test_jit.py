@@ -102,3 +102,30 @@ def test_jit_declines_depthwise_few_taps_and_oversized_code():
     plan = _plan(wide, dense, np.zeros(256, np.float32), {"pads": (1, 1, 1, 1)}, None, None, 1)
     assert "conv_jit" not in plan.native.step_names()
     assert "conv_csr_strided" in plan.native.step_names()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_jit_large_layer_on_long_rows_runs_in_runs(threads):
+    """A layer of ~290 KB of code (over the 64 KB any row length may take) on rows of 9
+    positions runs on generated code, tile runs of ~32 KB each sweeping the row; equal to the
+    CSR kernel bit for bit and to the reference (residual and clamp included)."""
+    x = random_input((LANES, 96, 9, 9))
+    w = _weight((96, 96, 3, 3), 0.5)
+    b = np.linspace(-0.5, 0.5, 96, dtype=np.float32)
+    residual = random_input((LANES, 96, 9, 9), seed=7)
+    geometry = {"pads": (1, 1, 1, 1)}
+    jit_plan = _plan(x, w, b, geometry, residual, (0.0, 6.0), threads)
+    assert "conv_jit" in jit_plan.native.step_names()
+    csr_plan = _plan(x, w, b, geometry, residual, (0.0, 6.0), threads, jit=False)
+    y_jit = nat.run_plan(jit_plan, x)
+    np.testing.assert_array_equal(y_jit, nat.run_plan(csr_plan, x))
+    expected = ref.conv2d(x, w, b, **geometry, residual=residual, clamp=(0.0, 6.0))
+    assert_close(y_jit, expected, ATOL, RTOL)
+
+
+def test_jit_declines_code_beyond_the_long_row_limit():
+    """Past the limit for long rows (4 MB) a layer keeps the CSR kernel."""
+    x = random_input((LANES, 320, 8, 8))
+    dense = _weight((320, 320, 3, 3), 1.0)  # 922k FMAs of 7 bytes: 6.5 MB
+    plan = _plan(x, dense, np.zeros(320, np.float32), {"pads": (1, 1, 1, 1)}, None, None, 1)
+    assert "conv_jit" not in plan.native.step_names()

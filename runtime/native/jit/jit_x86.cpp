@@ -30,12 +30,20 @@ constexpr int kLoReg = 30, kHiReg = 31;
 // - it has >= kJitMinTapsPerChannel taps per output channel: per position a tile also spends a
 //   bias broadcast, a clamp and a store on each channel, where the CSR kernel shares its
 //   per-tap work among 8 positions (MobileNetV1 at 95-98% ran 6-13% slower without this rule);
-// - its code fits kJitMaxCode: every tile runs at every position, so a layer's code is fetched
-//   once per position (a 270 KB layer ran at 43 GMAC/s against 60-67 for <= 77 KB in a
-//   standalone harness; MobileNetV1 95%'s 80 KB layers on 4x4 planes ran 2-4% slower than CSR).
+// - its code fits kJitMaxCode, or kJitMaxRowCode when its output rows have at least
+//   kJitRowPositions positions. Tiles run in runs of about kJitRunCode of code, each run at every
+//   position of a row before the next (ConvStep::run_jit), so a run's code is fetched once per
+//   row: ResNet-50 at 224 px, 90%, 16 images, one thread (AMD EPYC Zen4): 0.87-0.89x the time
+//   with every qualifying conv on code (47 of 53 convs against 6 under 64 KB), ResNet-18 0.94x,
+//   ResNet-20x2 on 8x8-32x32 planes 0.94-0.98x; MobileNetV1-CIFAR 95% (4x4 planes) 1.10x, hence
+//   the row length. Before runs, a 270 KB layer ran at 43 GMAC/s against 60-67 for <= 77 KB
+//   in a standalone harness (every tile at every position: the whole code once per position).
 constexpr double kJitMinReuse = 1.3;
 constexpr double kJitMinTapsPerChannel = 8.0;
 constexpr size_t kJitMaxCode = 64 * 1024;
+constexpr size_t kJitMaxRowCode = 4 << 20;
+constexpr int64_t kJitRowPositions = 7;
+constexpr size_t kJitRunCode = 32 * 1024;
 
 // System V argument registers: in, out, table, res.
 constexpr int kIn = 7, kOut = 6, kTable = 2, kRes = 1;
@@ -45,8 +53,10 @@ class Emitter {
   // op zmm_reg, zmm_src, [base + disp] (src = 0 and unused for two-operand forms);
   // map 1 = 0F, 2 = 0F38; pp 0 = none, 1 = 66; bcast: the memory operand is one float
   // broadcast to all 16 lanes.
+  // disp8: the displacement is disp8 * N with N the memory operand's size (EVEX compressed
+  // displacement: 4 for a broadcast float, 64 for a vector), one byte instead of four.
   void vec_mem(int map, int pp, uint8_t opcode, int reg, int src, int base, int64_t disp,
-               bool bcast) {
+               bool bcast, bool disp8 = false) {
     const int r = (reg >> 3) & 1, r2 = (reg >> 4) & 1, v2 = (src >> 4) & 1;
     code_.push_back(0x62);
     code_.push_back(static_cast<uint8_t>(((r ^ 1) << 7) | (1 << 6) | (1 << 5) | ((r2 ^ 1) << 4) |
@@ -54,7 +64,11 @@ class Emitter {
     code_.push_back(static_cast<uint8_t>((((~src) & 15) << 3) | (1 << 2) | pp));
     code_.push_back(static_cast<uint8_t>((2 << 5) | ((bcast ? 1 : 0) << 4) | ((v2 ^ 1) << 3)));
     code_.push_back(opcode);
-    code_.push_back(static_cast<uint8_t>((2 << 6) | ((reg & 7) << 3) | (base & 7)));
+    code_.push_back(static_cast<uint8_t>(((disp8 ? 1 : 2) << 6) | ((reg & 7) << 3) | (base & 7)));
+    if (disp8) {
+      code_.push_back(static_cast<uint8_t>(static_cast<int8_t>(disp)));
+      return;
+    }
     const int32_t d = static_cast<int32_t>(disp);
     for (int i = 0; i < 4; ++i) code_.push_back(static_cast<uint8_t>((d >> (8 * i)) & 0xFF));
   }
@@ -63,8 +77,16 @@ class Emitter {
   void broadcast(int reg, int base, int64_t disp) {
     vec_mem(2, 1, 0x18, reg, 0, base, disp, false);
   }
-  void fma_bcast(int acc, int x, int base, int64_t disp) {
-    vec_mem(2, 1, 0xB8, acc, x, base, disp, true);
+  // acc += x * broadcast([base + disp8 * 4]).
+  void fma_bcast(int acc, int x, int base, int disp8) {
+    vec_mem(2, 1, 0xB8, acc, x, base, disp8, true, true);
+  }
+  // add base, imm32 (64-bit general register 0..7).
+  void add_imm(int base, int32_t imm) {
+    code_.push_back(0x48);
+    code_.push_back(0x81);
+    code_.push_back(static_cast<uint8_t>(0xC0 | (base & 7)));
+    for (int i = 0; i < 4; ++i) code_.push_back(static_cast<uint8_t>((imm >> (8 * i)) & 0xFF));
   }
   void add(int reg, int base, int64_t disp) { vec_mem(1, 0, 0x58, reg, reg, base, disp, false); }
   // op zmm_reg, zmm_src, zmm_rm (register operands only).
@@ -126,6 +148,14 @@ bool emit_tile(const JitConvSpec& s, int64_t first, int64_t count, Emitter& e,
   };
   for (int64_t k = 0; k < count; ++k)
     if (!skipped(k)) e.broadcast(static_cast<int>(k), kTable, (kBiasIndex + first + k) * 4);
+  const bool clamp = s.act.kind == kActClip;
+  const bool upper = clamp && s.act.hi != std::numeric_limits<float>::infinity();
+  if (clamp) e.broadcast(kLoReg, kTable, kLoIndex * 4);
+  if (upper) e.broadcast(kHiReg, kTable, kHiIndex * 4);
+  // The weights follow each other in the table: the table register moves ahead in steps of
+  // up to 255 weights so every FMA addresses its weight with a one-byte displacement (7 bytes
+  // an FMA instead of 10: large layers' code, which the plan holds, is 30% smaller).
+  int64_t moved = 0;  // floats the table register has moved
   int x = 0;
   for (const auto& [offset, users] : taps) {
     const int reg = kFirstInputReg + (x++ % kInputRegs);
@@ -135,14 +165,14 @@ bool emit_tile(const JitConvSpec& s, int64_t first, int64_t count, Emitter& e,
       const int64_t index = static_cast<int64_t>(table.size());
       if (!fits_disp32(index * 4)) return false;
       table.push_back(s.val[j]);
-      e.fma_bcast(k, reg, kTable, index * 4);
+      if (index - moved > 127) {
+        e.add_imm(kTable, static_cast<int32_t>((index + 128 - moved) * 4));
+        moved = index + 128;
+      }
+      e.fma_bcast(k, reg, kTable, static_cast<int>(index - moved));
       ++*fmas;
     }
   }
-  const bool clamp = s.act.kind == kActClip;
-  const bool upper = clamp && s.act.hi != std::numeric_limits<float>::infinity();
-  if (clamp) e.broadcast(kLoReg, kTable, kLoIndex * 4);
-  if (upper) e.broadcast(kHiReg, kTable, kHiIndex * 4);
   for (int64_t k = 0; k < count; ++k) {
     if (skipped(k)) continue;
     const int reg = static_cast<int>(k);
@@ -173,17 +203,23 @@ std::unique_ptr<JitConv> JitConv::build(const JitConvSpec& s) {
   for (int64_t c = 0; c < s.channels; ++c) jit->table_.push_back(s.bias ? s.bias[c] : 0.0f);
   // Tiles of balanced size inside each thread range, so a range is always whole tiles.
   Emitter e;
+  const size_t max_code = s.positions >= kJitRowPositions ? kJitMaxRowCode : kJitMaxCode;
   std::vector<size_t> starts;
+  size_t run_begin = 0;
   int64_t loads = 0, fmas = 0;
   for (size_t t = 0; t + 1 < s.bounds.size(); ++t) {
     const int64_t c0 = s.bounds[t], n = s.bounds[t + 1] - c0;
     const int64_t count = (n + kJitTile - 1) / kJitTile;
     for (int64_t i = 0; i < count; ++i) {
       const int64_t first = c0 + n * i / count, last = c0 + n * (i + 1) / count;
-      starts.push_back(e.size());
+      const size_t start = e.size();
+      starts.push_back(start);
       if (!emit_tile(s, first, last - first, e, jit->table_, &loads, &fmas)) return nullptr;
-      jit->tiles_.push_back({first, last - first, nullptr});
-      if (e.size() > kJitMaxCode) return nullptr;
+      // A run never straddles thread ranges, so any range of whole tiles starts a run.
+      const bool run_start = i == 0 || e.size() - run_begin > kJitRunCode;
+      if (run_start) run_begin = start;
+      jit->tiles_.push_back({first, last - first, nullptr, run_start});
+      if (e.size() > max_code) return nullptr;
     }
   }
   if (fmas == 0 || static_cast<double>(fmas) < kJitMinReuse * static_cast<double>(loads) ||

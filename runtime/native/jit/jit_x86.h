@@ -31,6 +31,9 @@ using JitTileFn = void (*)(const float* in, float* out, const float* table, cons
 struct JitTile {
   int64_t first = 0, count = 0;  // output channels [first, first + count)
   JitTileFn fn = nullptr;
+  // The first tile of a run whose code together fits the instruction caches: the caller runs a
+  // run's tiles at every position of a row before the next run (JitConv::build).
+  bool run_start = true;
 };
 
 // What a conv needs for its tiles: CSR weights (per channel ascending offsets, in floats from
@@ -45,6 +48,7 @@ struct JitConvSpec {
   bool skip_empty = false;      // channels without taps are not written (ConvKernelArgs)
   bool has_res = false;
   int64_t out_cs = 0, res_cs = 0;
+  int64_t positions = 0;        // output positions per row: how often a run's code is reused
   // A clamp is emitted into the tiles; other kinds run after each tile (ConvStep::run_jit).
   Activation act;
 };

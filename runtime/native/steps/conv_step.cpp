@@ -59,6 +59,7 @@ class ConvStep final : public Step {
       j.has_res = s_.has_residual;
       j.out_cs = s_.output.stride[1];
       j.res_cs = s_.has_residual ? s_.residual.stride[1] : 0;
+      j.positions = s_.output.dim[3] / s_.lanes;
       j.act = act_;
       jit_ = JitConv::build(j);
     }
@@ -321,16 +322,21 @@ class ConvStep final : public Step {
     const float* table = jit_->table();
     const bool activate = !act_.is_clamp();
     for (int64_t r = 0; r < a.rows; ++r)
-      for (int64_t p = 0; p < a.positions; ++p) {
-        const float* in = a.in + r * a.in_row_step + p * a.in_pos_step;
-        float* out = a.out + r * a.out_rs + p * a.lanes;
-        const float* res = a.res ? a.res + r * a.res_rs + p * a.lanes : nullptr;
-        for (size_t t = t0; t < t1; ++t) {
-          tiles[t].fn(in, out, table, res);
-          if (activate)
-            k_.activate_vectors(out + tiles[t].first * a.out_cs, tiles[t].count, a.out_cs,
-                                nullptr, act_, tiles[t].first, 1);
+      for (size_t b = t0; b < t1;) {
+        size_t e = b + 1;
+        while (e < t1 && !tiles[e].run_start) ++e;
+        for (int64_t p = 0; p < a.positions; ++p) {
+          const float* in = a.in + r * a.in_row_step + p * a.in_pos_step;
+          float* out = a.out + r * a.out_rs + p * a.lanes;
+          const float* res = a.res ? a.res + r * a.res_rs + p * a.lanes : nullptr;
+          for (size_t t = b; t < e; ++t) {
+            tiles[t].fn(in, out, table, res);
+            if (activate)
+              k_.activate_vectors(out + tiles[t].first * a.out_cs, tiles[t].count, a.out_cs,
+                                  nullptr, act_, tiles[t].first, 1);
+          }
         }
+        b = e;
       }
   }
 
