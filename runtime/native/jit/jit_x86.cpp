@@ -29,7 +29,9 @@ constexpr int kLoReg = 30, kHiReg = 31;
 //   are bound by memory: with a bound of 1.25 the 98% model ran 2% slower, with 1.3 within 1%;
 // - it has >= kJitMinTapsPerChannel taps per output channel: per position a tile also spends a
 //   bias broadcast, a clamp and a store on each channel, where the CSR kernel shares its
-//   per-tap work among 8 positions (MobileNetV1 at 95-98% ran 6-13% slower without this rule);
+//   per-tap work among 8 positions (MobileNetV1 at 95-98% ran 6-13% slower without this rule;
+//   6 against 8, same process, AMD EPYC Zen4: ResNet-50 90% at 224 px, 16 images 0.97x the
+//   time, MobileNetV1-CIFAR 90-98% and ResNet-20x2 95-98% at 32 images 0.96-0.99x);
 // - its code fits kJitMaxCode, or kJitMaxRowCode when its output rows have at least
 //   kJitRowPositions positions. Tiles run in runs of about kJitRunCode of code, each run at every
 //   position of a row before the next (ConvStep::run_jit), so a run's code is fetched once per
@@ -39,7 +41,7 @@ constexpr int kLoReg = 30, kHiReg = 31;
 //   the row length. Before runs, a 270 KB layer ran at 43 GMAC/s against 60-67 for <= 77 KB
 //   in a standalone harness (every tile at every position: the whole code once per position).
 constexpr double kJitMinReuse = 1.3;
-constexpr double kJitMinTapsPerChannel = 8.0;
+constexpr double kJitMinTapsPerChannel = 6.0;
 constexpr size_t kJitMaxCode = 64 * 1024;
 constexpr size_t kJitMaxRowCode = 4 << 20;
 constexpr int64_t kJitRowPositions = 7;
