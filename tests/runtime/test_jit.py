@@ -129,3 +129,46 @@ def test_jit_declines_code_beyond_the_long_row_limit():
     dense = _weight((320, 320, 3, 3), 1.0)  # 922k FMAs of 7 bytes: 6.5 MB
     plan = _plan(x, dense, np.zeros(320, np.float32), {"pads": (1, 1, 1, 1)}, None, None, 1)
     assert "conv_jit" not in plan.native.step_names()
+
+
+def _planar_block(channels: int, hw: int, density: float, tmp_path):
+    """conv3x3+Relu -> conv3x3 + x -> Relu -> conv1x1 (no activation) on one planar image:
+    the inner convs store into the zero-bordered stream layout the next conv reads."""
+    from onnx import helper
+
+    from tests.runtime.onnx_cases import graph_model, save_model
+
+    def conv(name, src, dst, k):
+        return helper.make_node("Conv", [src, f"{name}_w", f"{name}_b"], [dst], name=name,
+                                pads=[k // 2] * 4)
+
+    inits = {}
+    for i, k in enumerate((3, 3, 1)):
+        inits[f"c{i}_w"] = 0.15 * _weight((channels, channels, k, k), density, seed=11 + i)
+        inits[f"c{i}_b"] = np.linspace(-0.3, 0.3, channels, dtype=np.float32)
+    nodes = [conv("c0", "x", "a", 3), helper.make_node("Relu", ["a"], ["a_r"]),
+             conv("c1", "a_r", "b", 3), helper.make_node("Add", ["b", "x"], ["s"]),
+             helper.make_node("Relu", ["s"], ["s_r"]), conv("c2", "s_r", "y", 1)]
+    return save_model(graph_model(nodes, (1, channels, hw, hw), inits), tmp_path / "block.onnx")
+
+
+@pytest.mark.parametrize("hw", [12, 14, 23])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_jit_planar_convs_equal_csr_and_ort(hw, threads, tmp_path):
+    """One planar image: stride-1 convs with a clamp (here ReLU, with and without a residual)
+    run on generated code whose masked stores keep the stream's zero border, bit for bit equal
+    to the CSR kernel and within tolerance of ONNX Runtime; the last conv (no activation)
+    keeps the CSR kernel."""
+    from featherdeploy.runtime import Engine
+    from tests.runtime.onnx_cases import conv_kernels, ort_run
+
+    path = _planar_block(48, hw, 0.5, tmp_path)
+    x = random_input((1, 48, hw, hw))
+    jit = Engine(path, options=EngineOptions(threads=threads, backend="native", jit=True))
+    csr = Engine(path, options=EngineOptions(threads=threads, backend="native", jit=False))
+    kinds = conv_kernels(jit)
+    assert kinds["c0"] == "jit" and kinds["c1"] == "jit" and kinds["c2"] != "jit", kinds
+    assert "jit" not in conv_kernels(csr).values()
+    y = jit.run(x)
+    np.testing.assert_array_equal(y, csr.run(x))
+    assert_close(y, ort_run(path, x), ATOL, RTOL)

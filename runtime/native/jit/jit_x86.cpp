@@ -41,14 +41,17 @@ constexpr int kLoReg = 30, kHiReg = 31;
 //   the row length. Before runs, a 270 KB layer ran at 43 GMAC/s against 60-67 for <= 77 KB
 //   in a standalone harness (every tile at every position: the whole code once per position).
 constexpr double kJitMinReuse = 1.3;
+// Planar (one image, 16 stream positions a vector): the CSR kernel loads each weight once per
+// chunk of up to 16 vectors, the tile once per vector, so a load has to feed more FMAs.
+constexpr double kJitMinPlanarReuse = 2.0;
 constexpr double kJitMinTapsPerChannel = 6.0;
 constexpr size_t kJitMaxCode = 64 * 1024;
 constexpr size_t kJitMaxRowCode = 4 << 20;
 constexpr int64_t kJitRowPositions = 7;
 constexpr size_t kJitRunCode = 32 * 1024;
 
-// System V argument registers: in, out, table, res.
-constexpr int kIn = 7, kOut = 6, kTable = 2, kRes = 1;
+// System V argument registers: in, out, table, res, mask.
+constexpr int kIn = 7, kOut = 6, kTable = 2, kRes = 1, kMask = 8;
 
 class Emitter {
  public:
@@ -59,10 +62,10 @@ class Emitter {
   // displacement: 4 for a broadcast float, 64 for a vector), one byte instead of four.
   void vec_mem(int map, int pp, uint8_t opcode, int reg, int src, int base, int64_t disp,
                bool bcast, bool disp8 = false) {
-    const int r = (reg >> 3) & 1, r2 = (reg >> 4) & 1, v2 = (src >> 4) & 1;
+    const int r = (reg >> 3) & 1, r2 = (reg >> 4) & 1, v2 = (src >> 4) & 1, b = (base >> 3) & 1;
     code_.push_back(0x62);
-    code_.push_back(static_cast<uint8_t>(((r ^ 1) << 7) | (1 << 6) | (1 << 5) | ((r2 ^ 1) << 4) |
-                                         map));
+    code_.push_back(static_cast<uint8_t>(((r ^ 1) << 7) | (1 << 6) | ((b ^ 1) << 5) |
+                                         ((r2 ^ 1) << 4) | map));
     code_.push_back(static_cast<uint8_t>((((~src) & 15) << 3) | (1 << 2) | pp));
     code_.push_back(static_cast<uint8_t>((2 << 5) | ((bcast ? 1 : 0) << 4) | ((v2 ^ 1) << 3)));
     code_.push_back(opcode);
@@ -91,6 +94,10 @@ class Emitter {
     for (int i = 0; i < 4; ++i) code_.push_back(static_cast<uint8_t>((imm >> (8 * i)) & 0xFF));
   }
   void add(int reg, int base, int64_t disp) { vec_mem(1, 0, 0x58, reg, reg, base, disp, false); }
+  // reg &= [base + disp] (vpandd: a planar store keeps only the lanes its mask word marks).
+  void and_mem(int reg, int base, int64_t disp) {
+    vec_mem(1, 1, 0xDB, reg, reg, base, disp, false);
+  }
   // op zmm_reg, zmm_src, zmm_rm (register operands only).
   void vec_reg(int map, int pp, uint8_t opcode, int reg, int src, int rm) {
     code_.push_back(0x62);
@@ -183,6 +190,7 @@ bool emit_tile(const JitConvSpec& s, int64_t first, int64_t count, Emitter& e,
     if (s.has_res) e.add(reg, kRes, res);  // residual first: the output may overwrite it
     if (clamp) e.max_reg(reg, kLoReg);
     if (upper) e.min_reg(reg, kHiReg);
+    if (s.masked) e.and_mem(reg, kMask, 0);
     e.store(reg, kOut, out);
   }
   e.ret();
@@ -224,7 +232,8 @@ std::unique_ptr<JitConv> JitConv::build(const JitConvSpec& s) {
       if (e.size() > max_code) return nullptr;
     }
   }
-  if (fmas == 0 || static_cast<double>(fmas) < kJitMinReuse * static_cast<double>(loads) ||
+  const double min_reuse = s.masked ? kJitMinPlanarReuse : kJitMinReuse;
+  if (fmas == 0 || static_cast<double>(fmas) < min_reuse * static_cast<double>(loads) ||
       static_cast<double>(fmas) < kJitMinTapsPerChannel * static_cast<double>(s.channels))
     return nullptr;
   const size_t bytes = e.size();

@@ -1,7 +1,9 @@
 // Weight-specialised conv tiles: x86-64 AVX-512 machine code emitted at plan time for one conv
-// on the batch-interleaved layout of 16 images (one vector per position).
+// on the batch-interleaved layout of 16 images (one vector per position), or on one planar image
+// in the "fast" stream layout (one vector = 16 consecutive stream positions, kernels/conv_kernels.h;
+// the store keeps the valid lanes of the stream's mask, so the zero border stays intact).
 //
-// For one output position, a tile of up to kJitTile output channels keeps one accumulator
+// For one output vector, a tile of up to kJitTile output channels keeps one accumulator
 // register per channel. Every input offset that any channel of the tile stores a tap at is
 // loaded once and feeds all of those channels:
 //   acc[k] = bias[k]
@@ -25,8 +27,10 @@
 namespace fd {
 
 // The tile function: input origin of the position, output and residual origins of channel 0 at
-// the position (residual may be null when the conv has none), and the constant table.
-using JitTileFn = void (*)(const float* in, float* out, const float* table, const float* res);
+// the position (residual may be null when the conv has none), the constant table, and the lane
+// mask of the position (planar only; null otherwise).
+using JitTileFn = void (*)(const float* in, float* out, const float* table, const float* res,
+                           const uint32_t* mask);
 
 struct JitTile {
   int64_t first = 0, count = 0;  // output channels [first, first + count)
@@ -48,7 +52,8 @@ struct JitConvSpec {
   bool skip_empty = false;      // channels without taps are not written (ConvKernelArgs)
   bool has_res = false;
   int64_t out_cs = 0, res_cs = 0;
-  int64_t positions = 0;        // output positions per row: how often a run's code is reused
+  int64_t positions = 0;        // output vectors per call: how often a run's code is reused
+  bool masked = false;          // planar: AND each stored vector with the position's mask
   // A clamp is emitted into the tiles; other kinds run after each tile (ConvStep::run_jit).
   Activation act;
 };

@@ -44,10 +44,10 @@ class ConvStep final : public Step {
     s_.wave.stride_h = s_.stride_h;
     s_.wave.pad_top = s_.pad_top;
     row_taps_ = s_.bsr && taps_in_rows_of_3() ? 3 : 1;
-    // Interleaved convs of 16 images on AVX-512 (one vector per position) may run on tiles of
-    // machine code made for their weights (jit/jit_x86.h); JitConv::build says whether they pay.
-    if (ctx.jit && s_.strided && !s_.bsr && !s_.halo && k_.vector_floats == 16 &&
-        s_.lanes == 16 && s_.val_origin < 0) {
+    // Interleaved convs of 16 images on AVX-512 (one vector per position), and stride-1 convs
+    // of one planar image in the fast layout, may run on tiles of machine code made for their
+    // weights (jit/jit_x86.h); JitConv::build says whether they pay.
+    if (ctx.jit && k_.vector_floats == 16 && s_.val_origin < 0 && (jit_interleaved() || jit_planar())) {
       JitConvSpec j;
       j.ptr = s_.ptr.data();
       j.off = s_.off.data();
@@ -59,7 +59,8 @@ class ConvStep final : public Step {
       j.has_res = s_.has_residual;
       j.out_cs = s_.output.stride[1];
       j.res_cs = s_.has_residual ? s_.residual.stride[1] : 0;
-      j.positions = s_.output.dim[3] / s_.lanes;
+      j.positions = s_.strided ? s_.output.dim[3] / s_.lanes : jit_planar_vectors();
+      j.masked = !s_.strided;
       j.act = act_;
       jit_ = JitConv::build(j);
     }
@@ -191,6 +192,26 @@ class ConvStep final : public Step {
     read_view_ = reach();
   }
 
+  bool jit_interleaved() const {
+    return s_.strided && !s_.bsr && !s_.halo && s_.lanes == 16;
+  }
+  // Planar: stride 1, CSR, one image, output (and residual) in the stream's layout, and a
+  // clamp, which the tile applies before the masked store (other kinds would run after it and
+  // write the border lanes). Without an activation, DenseNet-121's standalone BatchNorm steps
+  // that later read such convs' outputs ran 3x slower, for a reason not found
+  // (docs/performance-log.md, 2026-12-06 late session).
+  bool jit_planar() const {
+    return !s_.strided && !s_.bsr && !s_.direct && !s_.phase_split && !s_.gather && s_.fast &&
+           s_.lanes == 1 && s_.stride_h == 1 && s_.stride_w == 1 && s_.output.dim[0] == 1 &&
+           s_.act.kind == kActClip;
+  }
+  // Vectors a planar call sweeps: the wavefront's step (rows per sweep) or the whole stream.
+  int64_t jit_planar_vectors() const {
+    const int64_t V = k_.vector_floats, whole = (s_.stream_len + V - 1) / V;
+    if (s_.wave.group < 0) return whole;
+    return std::min(whole, (s_.wave.step * s_.stream_rs + V - 1) / V);
+  }
+
   const float* weights(const Buffers& buf) const {
     return s_.val_origin >= 0 ? buf.arena + s_.val_origin : s_.val.data();
   }
@@ -309,7 +330,32 @@ class ConvStep final : public Step {
       a.mask += r0 * a.rs;
       shift_rows(a, r0, a.rs);
     }
+    if (jit_ && !s_.strided && s_.fast && jit_->covers(u0, u1)) {
+      run_jit_planar(a, u0, u1);
+      return;
+    }
     (s_.bsr ? k_.conv_bsr : k_.conv_csr)(a, u0, u1);
+  }
+
+  // The tiles of channels [u0, u1) at every vector of a's stream (a fast planar layout: stream
+  // position p is output offset p), run by run as in run_jit.
+  void run_jit_planar(const ConvKernelArgs& a, int64_t u0, int64_t u1) const {
+    const std::vector<JitTile>& tiles = jit_->tiles();
+    size_t t0 = 0, t1 = tiles.size();
+    while (t0 < t1 && tiles[t0].first < u0) ++t0;
+    while (t1 > t0 && tiles[t1 - 1].first >= u1) --t1;
+    const float* table = jit_->table();
+    const int64_t V = k_.vector_floats, nvec = (a.len + V - 1) / V;
+    for (size_t b = t0; b < t1;) {
+      size_t e = b + 1;
+      while (e < t1 && !tiles[e].run_start) ++e;
+      for (int64_t v = 0; v < nvec; ++v) {
+        const float* res = a.res ? a.res + v * V : nullptr;
+        for (size_t t = b; t < e; ++t) tiles[t].fn(a.in + v * V, a.out + v * V, table, res,
+                                                   a.mask + v * V);
+      }
+      b = e;
+    }
   }
 
   // The machine-code tiles of channels [u0, u1) at every output position of a's rows. Kinds of
@@ -330,7 +376,7 @@ class ConvStep final : public Step {
           float* out = a.out + r * a.out_rs + p * a.lanes;
           const float* res = a.res ? a.res + r * a.res_rs + p * a.lanes : nullptr;
           for (size_t t = b; t < e; ++t) {
-            tiles[t].fn(in, out, table, res);
+            tiles[t].fn(in, out, table, res, nullptr);
             if (activate)
               k_.activate_vectors(out + tiles[t].first * a.out_cs, tiles[t].count, a.out_cs,
                                   nullptr, act_, tiles[t].first, 1);
