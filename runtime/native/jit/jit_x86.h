@@ -72,6 +72,20 @@ class JitConv {
   // ranges always are; anything else runs the CSR kernel).
   bool covers(int64_t u0, int64_t u1) const;
   const std::vector<JitTile>& tiles() const { return tiles_; }
+  // Calls run(b, e) for each run of tiles [b, e) (JitTile::run_start) among those of channels
+  // [u0, u1), in order; the caller sweeps its positions once per run.
+  template <typename F>
+  void for_each_run(int64_t u0, int64_t u1, F&& run) const {
+    size_t t0 = 0, t1 = tiles_.size();
+    while (t0 < t1 && tiles_[t0].first < u0) ++t0;
+    while (t1 > t0 && tiles_[t1 - 1].first >= u1) --t1;
+    for (size_t b = t0; b < t1;) {
+      size_t e = b + 1;
+      while (e < t1 && !tiles_[e].run_start) ++e;
+      run(b, e);
+      b = e;
+    }
+  }
   const float* table() const { return table_.data(); }
 
  private:

@@ -341,36 +341,26 @@ class ConvStep final : public Step {
   // position p is output offset p), run by run as in run_jit.
   void run_jit_planar(const ConvKernelArgs& a, int64_t u0, int64_t u1) const {
     const std::vector<JitTile>& tiles = jit_->tiles();
-    size_t t0 = 0, t1 = tiles.size();
-    while (t0 < t1 && tiles[t0].first < u0) ++t0;
-    while (t1 > t0 && tiles[t1 - 1].first >= u1) --t1;
     const float* table = jit_->table();
     const int64_t V = k_.vector_floats, nvec = (a.len + V - 1) / V;
-    for (size_t b = t0; b < t1;) {
-      size_t e = b + 1;
-      while (e < t1 && !tiles[e].run_start) ++e;
+    jit_->for_each_run(u0, u1, [&](size_t b, size_t e) {
       for (int64_t v = 0; v < nvec; ++v) {
         const float* res = a.res ? a.res + v * V : nullptr;
-        for (size_t t = b; t < e; ++t) tiles[t].fn(a.in + v * V, a.out + v * V, table, res,
-                                                   a.mask + v * V);
+        for (size_t t = b; t < e; ++t)
+          tiles[t].fn(a.in + v * V, a.out + v * V, table, res, a.mask + v * V);
       }
-      b = e;
-    }
+    });
   }
 
-  // The machine-code tiles of channels [u0, u1) at every output position of a's rows. Kinds of
-  // activation other than a clamp run after each tile, on the vectors it just stored.
+  // The machine-code tiles of channels [u0, u1) at every output position of a's rows, each run
+  // of tiles over a whole row before the next. Kinds of activation other than a clamp run after
+  // each tile, on the vectors it just stored.
   void run_jit(const ConvKernelArgs& a, int64_t u0, int64_t u1) const {
     const std::vector<JitTile>& tiles = jit_->tiles();
-    size_t t0 = 0, t1 = tiles.size();
-    while (t0 < t1 && tiles[t0].first < u0) ++t0;
-    while (t1 > t0 && tiles[t1 - 1].first >= u1) --t1;
     const float* table = jit_->table();
     const bool activate = !act_.is_clamp();
     for (int64_t r = 0; r < a.rows; ++r)
-      for (size_t b = t0; b < t1;) {
-        size_t e = b + 1;
-        while (e < t1 && !tiles[e].run_start) ++e;
+      jit_->for_each_run(u0, u1, [&](size_t b, size_t e) {
         for (int64_t p = 0; p < a.positions; ++p) {
           const float* in = a.in + r * a.in_row_step + p * a.in_pos_step;
           float* out = a.out + r * a.out_rs + p * a.lanes;
@@ -382,8 +372,7 @@ class ConvStep final : public Step {
                                   nullptr, act_, tiles[t].first, 1);
           }
         }
-        b = e;
-      }
+      });
   }
 
   // Moves the origins of a kernel call to output row r0 (input rows in_row floats apart).
