@@ -123,6 +123,29 @@ def test_jit_large_layer_on_long_rows_runs_in_runs(threads):
     assert_close(y_jit, expected, ATOL, RTOL)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_jit_prefetching_long_rows_equals_csr(threads):
+    """Output rows of >= 128 KB (64 channels x 40 positions x 16 lanes) make the tiles prefetch
+    the output and residual vectors ahead, reaching past the tensor's end at its last row;
+    results equal the CSR kernel bit for bit and the reference. Short rows do not prefetch."""
+    geometry = {"pads": (0, 1, 0, 1)}
+    x = random_input((LANES, 32, 3, 38))
+    w = _weight((64, 32, 1, 3), 0.5)
+    b = np.linspace(-0.5, 0.5, 64, dtype=np.float32)
+    residual = random_input((LANES, 64, 3, 38), seed=7)
+    jit_plan = _plan(x, w, b, geometry, residual, (0.0, 6.0), threads)
+    details = " ".join(jit_plan.native.step_details())
+    assert "jit-tiles" in details and "prefetch" in details
+    csr_plan = _plan(x, w, b, geometry, residual, (0.0, 6.0), threads, jit=False)
+    y_jit = nat.run_plan(jit_plan, x)
+    np.testing.assert_array_equal(y_jit, nat.run_plan(csr_plan, x))
+    expected = ref.conv2d(x, w, b, **geometry, residual=residual, clamp=(0.0, 6.0))
+    assert_close(y_jit, expected, ATOL, RTOL)
+    short = _plan(x[:, :, :, :8], w, b, geometry, residual[:, :, :, :8], (0.0, 6.0), threads)
+    short_details = " ".join(short.native.step_details())
+    assert "jit-tiles" in short_details and "prefetch" not in short_details
+
+
 def test_jit_declines_code_beyond_the_long_row_limit():
     """Past the limit for long rows (4 MB) a layer keeps the CSR kernel."""
     x = random_input((LANES, 320, 8, 8))

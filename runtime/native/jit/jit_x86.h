@@ -87,6 +87,8 @@ class JitConv {
     }
   }
   const float* table() const { return table_.data(); }
+  // True when the tiles prefetch the output (and residual) vectors of positions ahead.
+  bool prefetches() const { return prefetches_; }
 
  private:
   JitConv() = default;
@@ -94,6 +96,7 @@ class JitConv {
   std::vector<float> table_;
   void* code_ = nullptr;
   size_t code_bytes_ = 0;
+  bool prefetches_ = false;
 };
 
 }  // namespace fd

@@ -88,6 +88,7 @@ class ConvStep final : public Step {
     else d += " split=channels:" + std::to_string(s_.bounds.size() - 1);
     if (s_.wave.group >= 0) d += " wavefront=" + std::to_string(s_.wave.group);
     if (jit_) d += " jit-tiles=" + std::to_string(jit_->tiles().size());
+    if (jit_ && jit_->prefetches()) d += " prefetch";
     if (s_.act.kind != kActNone) d += std::string(" act=") + kActivationNames[s_.act.kind];
     return d;
   }
