@@ -35,6 +35,7 @@ from benchmarks.bench_models import (
     BenchModelError,
     bench_model_path,
 )
+from benchmarks.reporting.machine import checkout_commit, cpu_description, cpu_line
 from benchmarks.workers import WorkerError, WorkerProcess
 from featherdeploy.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from featherdeploy.runtime.bench import (
@@ -427,9 +428,11 @@ MARKDOWN_HEADER = (
 )
 
 
-def format_markdown(rows: Sequence[PeerRow], *, context: str = "") -> str:
-    """README-ready table, then the measurement ``context`` and the reasons for every 'n/a'."""
-    lines = [MARKDOWN_HEADER]
+def format_markdown(rows: Sequence[PeerRow], *, context: str = "", machine: str = "") -> str:
+    """README-ready table (after a ``machine`` line: CPU and commit), then the measurement
+    ``context`` and the reasons for every 'n/a'."""
+    lines = [machine, ""] if machine else []
+    lines.append(MARKDOWN_HEADER)
     for r in rows:
         lines.append(
             f"| {r.model} | {r.threads} | {r.batch} | {r.sparsity:.0%} | {r.ort.median_ms:.3f} "
@@ -538,13 +541,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PeersError, BenchError, BenchModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    table = format_markdown(rows, context=_context_line(config, started, load_before))
+    cpu, commit = cpu_description(), checkout_commit()
+    table = format_markdown(rows, context=_context_line(config, started, load_before),
+                            machine=f"{cpu_line(cpu)}; engine commit {commit}")
     print(table, end="")
     try:
         if args.markdown is not None:
             atomic_write_text(args.markdown, table)
         if args.json is not None:
             atomic_write_json(args.json, {"config": {k: str(v) for k, v in vars(config).items()},
+                                          "machine": cpu, "commit": commit,
                                           "rows": [row.to_dict() for row in rows]})
     except OSError as exc:
         print(f"error: cannot write the report: {exc}", file=sys.stderr)

@@ -53,7 +53,7 @@ from benchmarks.fullsize_report import (
     format_report,
     row_from_dict,
 )
-from benchmarks.reporting.machine import machine_info
+from benchmarks.reporting.machine import checkout_commit, cpu_description, cpu_line
 from benchmarks.workers import WorkerError, WorkerProcess
 from featherdeploy.runtime.atomic import atomic_write_json, atomic_write_text, atomic_writer
 from featherdeploy.runtime.bench import (
@@ -116,46 +116,6 @@ class SuiteConfig:
 # --------------------------------------------------------------------------------------------
 # The machine
 # --------------------------------------------------------------------------------------------
-
-def _lscpu() -> dict[str, str]:
-    """``lscpu``'s 'Key: value' lines, or {} where it is missing."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=30,
-                              env=dict(os.environ, LC_ALL="C")).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    fields = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            fields[key.strip()] = value.strip()
-    return fields
-
-
-def cpu_description(lscpu: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """CPU model (lscpu 'Model name', else /proc/cpuinfo), logical CPUs, physical cores, SIMD."""
-    fields = _lscpu() if lscpu is None else lscpu
-    info = machine_info()
-    try:
-        cores = int(fields["Core(s) per socket"]) * int(fields.get("Socket(s)", "1"))
-    except (KeyError, ValueError):
-        cores = None
-    return {"cpu_model": fields.get("Model name") or info.cpu_model,
-            "logical_cpus": int(fields.get("CPU(s)", info.cores)), "cores": cores,
-            "usable_cpus": info.cores, "simd": info.simd, "system": info.system}
-
-
-def _git_commit() -> str:
-    """Short commit of this checkout (+dirty with uncommitted changes), or 'unknown'."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True,
-                              text=True, timeout=30, check=True).stdout.strip()
-    try:
-        dirty = git("status", "--porcelain", "--untracked-files=no")
-        return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
 
 # --------------------------------------------------------------------------------------------
 # Files: models, inputs, MNN conversions
@@ -409,13 +369,11 @@ def _versions(rows: Sequence[SuiteRow], commit: str) -> dict[str, str]:
 
 def _header(cpu: Mapping[str, Any], commit: str, config: SuiteConfig,
             rows: Sequence[SuiteRow]) -> list[str]:
-    cores = f", {cpu['cores']} cores" if cpu.get("cores") else ""
     ort = sorted({f"{r.ort_version} ({CONTENDER_LABELS[r.name]} venv)" for row in rows
                   for r in row.contenders.values() if r.ort_version})
     if len({item.split()[0] for item in ort}) == 1:
         ort = [ort[0].split()[0]]
-    return [f"CPU: {cpu['cpu_model']} ({cpu['simd']}), {cpu['logical_cpus']} logical CPUs"
-            f"{cores}; {cpu['system']}",
+    return [cpu_line(cpu),
             f"Engine commit {commit}; ONNX Runtime {', '.join(ort) or 'n/a'}; "
             f"{config.rounds} interleaved rounds after {config.warmup} warm-up calls per "
             f"contender; models in {config.models_dir}"]
@@ -537,7 +495,7 @@ def main(argv: Sequence[str] | None = None,
     """Parse flags, run the suite, print and write the report. Exit 2 on bad input."""
     args = build_parser().parse_args(argv)
     started, load_before = datetime.now(timezone.utc), os.getloadavg()[0]
-    cpu, commit = cpu_description(), _git_commit()
+    cpu, commit = cpu_description(), checkout_commit()
     try:
         config = config_from_args(args)
         for path in (args.json, args.markdown):

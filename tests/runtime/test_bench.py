@@ -574,6 +574,8 @@ def test_peer_row_ratios_and_targets() -> None:
     assert lines[5].count("n/a") == 7
     assert "- n/a: engine not available (x)" in lines
     assert "measured here" in format_markdown([sparse], context="measured here").splitlines()
+    named = format_markdown([sparse], machine="CPU: X (AVX2); engine commit abc").splitlines()
+    assert named[0] == "CPU: X (AVX2); engine commit abc" and named[2] == lines[0]
 
 
 def test_deepsparse_worker_protocol_errors() -> None:
