@@ -124,18 +124,21 @@ def test_jit_large_layer_on_long_rows_runs_in_runs(threads):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_jit_prefetching_long_rows_equals_csr(threads):
+@pytest.mark.parametrize("kernel_w", [1, 3])
+def test_jit_prefetching_long_rows_equals_csr(threads, kernel_w):
     """Output rows of >= 128 KB (64 channels x 40 positions x 16 lanes) make the tiles prefetch
-    the output and residual vectors ahead, reaching past the tensor's end at its last row;
-    results equal the CSR kernel bit for bit and the reference. Short rows do not prefetch."""
-    geometry = {"pads": (0, 1, 0, 1)}
-    x = random_input((LANES, 32, 3, 38))
-    w = _weight((64, 32, 1, 3), 0.5)
+    the output and residual vectors ahead, and a 1x1 conv on rows of >= 28 positions its input
+    vectors too, reaching past the tensors' ends at the last row; results equal the CSR kernel
+    bit for bit and the reference. Rows of 8 positions prefetch nothing."""
+    geometry = {"pads": (0, kernel_w // 2, 0, kernel_w // 2)}
+    x = random_input((LANES, 32, 3, 40))
+    w = _weight((64, 32, 1, kernel_w), 0.5)
     b = np.linspace(-0.5, 0.5, 64, dtype=np.float32)
-    residual = random_input((LANES, 64, 3, 38), seed=7)
+    residual = random_input((LANES, 64, 3, 40), seed=7)
     jit_plan = _plan(x, w, b, geometry, residual, (0.0, 6.0), threads)
     details = " ".join(jit_plan.native.step_details())
-    assert "jit-tiles" in details and "prefetch" in details
+    assert "jit-tiles" in details and "prefetch-output" in details
+    assert ("prefetch-input" in details) == (kernel_w == 1)
     csr_plan = _plan(x, w, b, geometry, residual, (0.0, 6.0), threads, jit=False)
     y_jit = nat.run_plan(jit_plan, x)
     np.testing.assert_array_equal(y_jit, nat.run_plan(csr_plan, x))

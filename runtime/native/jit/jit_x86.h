@@ -54,6 +54,8 @@ struct JitConvSpec {
   int64_t out_cs = 0, res_cs = 0;
   int64_t positions = 0;        // output vectors per call: how often a run's code is reused
   bool masked = false;          // planar: AND each stored vector with the position's mask
+  int64_t in_pos_bytes = 0;     // interleaved: input bytes from one position to the next
+  bool pointwise = false;       // every tap at the position's own input column and row (1x1)
   // A clamp is emitted into the tiles; other kinds run after each tile (ConvStep::run_jit).
   Activation act;
 };
@@ -87,8 +89,9 @@ class JitConv {
     }
   }
   const float* table() const { return table_.data(); }
-  // True when the tiles prefetch the output (and residual) vectors of positions ahead.
-  bool prefetches() const { return prefetches_; }
+  // Whether the tiles prefetch the output (and residual) / input vectors of positions ahead.
+  bool prefetches_output() const { return prefetches_output_; }
+  bool prefetches_input() const { return prefetches_input_; }
 
  private:
   JitConv() = default;
@@ -96,7 +99,7 @@ class JitConv {
   std::vector<float> table_;
   void* code_ = nullptr;
   size_t code_bytes_ = 0;
-  bool prefetches_ = false;
+  bool prefetches_output_ = false, prefetches_input_ = false;
 };
 
 }  // namespace fd

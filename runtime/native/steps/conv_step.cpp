@@ -61,6 +61,9 @@ class ConvStep final : public Step {
       j.res_cs = s_.has_residual ? s_.residual.stride[1] : 0;
       j.positions = s_.strided ? s_.output.dim[3] / s_.lanes : jit_planar_vectors();
       j.masked = !s_.strided;
+      j.in_pos_bytes = s_.stride_w * s_.lanes * 4;
+      j.pointwise = std::all_of(s_.off.begin(), s_.off.end(),
+                                [&](int32_t o) { return o % s_.input.stride[1] == 0; });
       j.act = act_;
       jit_ = JitConv::build(j);
     }
@@ -88,7 +91,8 @@ class ConvStep final : public Step {
     else d += " split=channels:" + std::to_string(s_.bounds.size() - 1);
     if (s_.wave.group >= 0) d += " wavefront=" + std::to_string(s_.wave.group);
     if (jit_) d += " jit-tiles=" + std::to_string(jit_->tiles().size());
-    if (jit_ && jit_->prefetches()) d += " prefetch";
+    if (jit_ && jit_->prefetches_input()) d += " prefetch-input";
+    if (jit_ && jit_->prefetches_output()) d += " prefetch-output";
     if (s_.act.kind != kActNone) d += std::string(" act=") + kActivationNames[s_.act.kind];
     return d;
   }
