@@ -51,11 +51,11 @@ constexpr size_t kJitMaxRowCode = 4 << 20;
 constexpr int64_t kJitRowPositions = 7;
 constexpr size_t kJitRunCode = 32 * 1024;
 // Interleaved convs whose output rows are at least kJitPrefetchRowBytes prefetch the output (and
-// residual) vectors kJitPrefetchPositions positions ahead: such rows outgrow what the L2 keeps of
-// a row wavefront, and each channel is its own stream (a 256-channel row is 256). ResNet-50 90% at 224 px, 16 images (56x56 planes: 917 KB rows), AMD EPYC
-// Zen4: one thread 0.96-0.99x the time (4 alternating processes), two threads 0.97x, ResNet-18
-// 0.97-0.99x; ResNet-20x2 on CIFAR planes (64 KB rows) ran ~2% slower with it, hence the row
-// bound. Prefetching the input the same way made ResNet-50 1.05-1.08x slower.
+// residual) vectors kJitPrefetchPositions positions ahead: such rows outgrow what the L2 keeps
+// of a row wavefront, and each channel is its own stream (a 256-channel row is 256). ResNet-50
+// 90% at 224 px, 16 images (56x56 planes: 917 KB rows), AMD EPYC Zen4: one thread 0.96-0.99x
+// the time (4 alternating processes), two threads 0.97x, ResNet-18 0.97-0.99x; ResNet-20x2 on
+// CIFAR planes (64 KB rows) ran ~2% slower with it, hence the row bound.
 constexpr int64_t kJitPrefetchRowBytes = 128 * 1024;
 constexpr int64_t kJitPrefetchPositions = 8;
 // 1x1 convs on rows of >= kJitPrefetchInputPositions positions also prefetch each input vector
@@ -63,9 +63,11 @@ constexpr int64_t kJitPrefetchPositions = 8;
 // it): a 1x1 conv reads a fresh vector of every input channel at each position, one stream a
 // channel, and long rows waste few prefetches past their end. ResNet-50 90% at 224 px, 16
 // images, one thread (AMD EPYC Zen4): faster in 9 of 10 alternating pairs, 0.98x the time in
-// the quieter five; ResNet-18, MobileNetV1-CIFAR and ResNet-20x2 unchanged. Prefetching every conv's input was
-// 1.05-1.08x slower, and rows of 14 positions gained nothing.
+// the quieter five; ResNet-18, MobileNetV1-CIFAR and ResNet-20x2 unchanged. Prefetching every
+// conv's input was 1.05-1.08x slower, and rows of 14 positions gained nothing.
 constexpr int64_t kJitPrefetchInputPositions = 28;
+// Bytes of one interleaved position: a vector of 16 lanes.
+constexpr int64_t kVectorBytes = 64;
 
 // System V argument registers: in, out, table, res, mask.
 constexpr int kIn = 7, kOut = 6, kTable = 2, kRes = 1, kMask = 8;
@@ -173,7 +175,7 @@ std::map<int32_t, std::vector<std::pair<int, int32_t>>> tile_taps(const JitConvS
 
 // True when the tiles prefetch their output and residual vectors (kJitPrefetchRowBytes).
 bool wants_output_prefetch(const JitConvSpec& s) {
-  return !s.masked && s.channels * s.positions * 64 >= kJitPrefetchRowBytes;
+  return !s.masked && s.channels * s.positions * kVectorBytes >= kJitPrefetchRowBytes;
 }
 
 // True when the tiles prefetch their input vectors (kJitPrefetchInputPositions).
@@ -223,16 +225,15 @@ bool emit_tile(const JitConvSpec& s, int64_t first, int64_t count, Emitter& e,
     }
   }
   const bool prefetch = wants_output_prefetch(s);
-  const int64_t ahead = kJitPrefetchPositions * 64;  // one vector of 16 lanes per position
+  const int64_t ahead = kJitPrefetchPositions * kVectorBytes;
   for (int64_t k = 0; k < count; ++k) {
     if (skipped(k)) continue;
     const int reg = static_cast<int>(k);
     const int64_t out = (first + k) * s.out_cs * 4, res = (first + k) * s.res_cs * 4;
-    if (!fits_disp32(out + ahead) || (s.has_res && !fits_disp32(res + ahead))) return false;
-    if (prefetch) {
-      e.prefetch(kOut, out + ahead, true);
-      if (s.has_res) e.prefetch(kRes, res + ahead, false);
-    }
+    if (!fits_disp32(out) || (s.has_res && !fits_disp32(res))) return false;
+    // A prefetch whose displacement would not fit is left out (it only hides latency).
+    if (prefetch && fits_disp32(out + ahead)) e.prefetch(kOut, out + ahead, true);
+    if (prefetch && s.has_res && fits_disp32(res + ahead)) e.prefetch(kRes, res + ahead, false);
     if (s.has_res) e.add(reg, kRes, res);  // residual first: the output may overwrite it
     if (clamp) e.max_reg(reg, kLoReg);
     if (upper) e.min_reg(reg, kHiReg);

@@ -47,7 +47,8 @@ class ConvStep final : public Step {
     // Interleaved convs of 16 images on AVX-512 (one vector per position), and stride-1 convs
     // of one planar image in the fast layout, may run on tiles of machine code made for their
     // weights (jit/jit_x86.h); JitConv::build says whether they pay.
-    if (ctx.jit && k_.vector_floats == 16 && s_.val_origin < 0 && (jit_interleaved() || jit_planar())) {
+    if (ctx.jit && k_.vector_floats == 16 && s_.val_origin < 0 &&
+        (jit_interleaved() || jit_planar())) {
       JitConvSpec j;
       j.ptr = s_.ptr.data();
       j.off = s_.off.data();
