@@ -387,7 +387,30 @@ def _inferred_shapes(model: Any, input_shapes: Mapping[str, Sequence[int]] | Non
         if value.type.tensor_type.HasField("shape"):
             shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else None
                                        for d in value.type.tensor_type.shape.dim)
+    if any(None in shapes.get(node.output[0], (None,)) for node in model.graph.node
+           if node.op_type in ("Conv", "MatMul")):
+        shapes.update(_specialized_shapes(model, shapes))
     return shapes
+
+
+def _specialized_shapes(model: Any, shapes: Mapping[str, tuple[int | None, ...]]
+                        ) -> dict[str, tuple[int, ...]]:
+    """Shapes the engine's own specialization finds where ONNX shape inference stops (a
+    Reshape whose target is computed by Shape -> Gather -> Concat: ShuffleNet's channel
+    shuffle); empty when the inputs' shapes are not all known or the model does not load."""
+    from featherdeploy.runtime.errors import EngineError
+    from featherdeploy.runtime.graph import parse_model_bytes
+    from featherdeploy.runtime.specialize import specialize
+
+    try:
+        graph = parse_model_bytes(model.SerializeToString())
+        inputs = {info.name: shapes.get(info.name) for info in graph.inputs}
+        if any(shape is None or None in shape for shape in inputs.values()):
+            return {}
+        specialized = specialize(graph, inputs)  # type: ignore[arg-type]
+    except EngineError:  # the MAC count then names the shape it lacks
+        return {}
+    return {name: shape for name, shape in specialized.shapes.items() if shape is not None}
 
 
 def _attribute(node: Any, name: str, default: Any) -> Any:

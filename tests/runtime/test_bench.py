@@ -243,6 +243,32 @@ def test_count_model_macs_matmul_weight() -> None:
     assert (macs.dense, macs.sparse) == (7 * 6 * 3, 7 * 6 * 3 // 6)
 
 
+def test_count_model_macs_through_a_computed_reshape() -> None:
+    # A channel shuffle as torch exports it with a dynamic batch: the Reshape target comes from
+    # Shape -> Gather -> Concat, where ONNX shape inference stops; the conv after it counts.
+    n = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 3, 3])
+    ints = {name: numpy_helper.from_array(np.array(v, np.int64), name)
+            for name, v in (("zero", 0), ("groups", [2, 2, 3, 3]), ("flat", [4, 3, 3]))}
+    conv_w = numpy_helper.from_array(np.ones((6, 4, 1, 1), np.float32), "w")
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"]),
+        helper.make_node("Concat", ["n1", "groups"], ["shape5"], axis=0),
+        helper.make_node("Reshape", ["x", "shape5"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3, 4]),
+        helper.make_node("Concat", ["n1", "flat"], ["shape4"], axis=0),
+        helper.make_node("Reshape", ["t", "shape4"], ["shuffled"]),
+        helper.make_node("Conv", ["shuffled", "w"], ["y"], name="after_shuffle"),
+    ]
+    axes = numpy_helper.from_array(np.array([0], np.int64), "axes")
+    graph = helper.make_graph(nodes, "shuffle", [n],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [*ints.values(), axes, conv_w])
+    macs = count_model_macs(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+    assert [(layer.node, layer.dense) for layer in macs.layers] == [("after_shuffle", 6 * 4 * 9)]
+
+
 def test_input_shape_for_batch() -> None:
     model = _tiny_model()
     assert input_shape_for_batch(model, 32) == ("x", (32, 2, 8, 8))
