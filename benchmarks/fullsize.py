@@ -1,7 +1,8 @@
 """The full-size peer suite of issue 21: our engine, DeepSparse, MNN and OpenVINO against ONNX
 Runtime dense on 224-px torchvision networks.
 
-ResNet-18, ResNet-50, MobileNetV2 and DenseNet-121 (``benchmarks/fullsize_models.py``: random
+ResNet-18, ResNet-50, MobileNetV2, DenseNet-121 and four modern CNNs (EfficientNet-B0,
+MobileNetV3-Large, RegNetY-400MF, ShuffleNetV2; ``benchmarks/fullsize_models.py``: random
 weights, calibrated BatchNorms folded, random unstructured sparsity on every conv but the stem and
 the depthwise convs, opset 13, IR 8, dynamic batch) at 90/95/98%, batch 1 and 16, 1 and 2 threads.
 

@@ -1,16 +1,19 @@
 """The full-size networks of the peer suite (issue 21), built and cached as ONNX files.
 
-torchvision ResNet-18, ResNet-50, MobileNetV2 and DenseNet-121 at 3x224x224 with random weights.
-Every conv but the stem and the depthwise convs gets random unstructured sparsity (exactly
-``round(s * numel)`` zeros per layer, seeded: ``bench_models.sparsify_convs``, the benchmarks' one
-prunable-layer rule); the classifier stays dense. Then every BatchNorm gets a random affine and
-running statistics measured on N(0, 1) inputs through the pruned network (the model zoo's recipe,
-``benchmarks.zoo.torch_prep``): with torchvision's default statistics MobileNetV2's logits are
-~1e-9 and a relative output check would mean nothing. Export as in ``bench_models.export_onnx``:
-BN folded into every conv it follows (DenseNet's pre-activation BNs read a concat or a pooling,
-so they stay BatchNormalization nodes, as in any export of it), opset 13, IR version 8
-(DeepSparse 1.8 reads <= 8), dynamic batch, input ``input``, output ``output``. Files are
-written atomically and reused by name, so a killed run resumes.
+torchvision ResNet-18, ResNet-50, MobileNetV2 and DenseNet-121 (the four networks issue 21 names),
+and the modern CNNs of the model zoo that run natively (EfficientNet-B0, MobileNetV3-Large,
+RegNetY-400MF, ShuffleNetV2 x1.0: squeeze-and-excitation, hard-swish, grouped convs, channel
+shuffles), at 3x224x224 with random weights. Every conv but the stem and the depthwise convs
+gets random unstructured sparsity (exactly ``round(s * numel)`` zeros per layer, seeded:
+``bench_models.sparsify_convs``, the benchmarks' one prunable-layer rule); the classifier stays
+dense. Then every BatchNorm gets a random affine and running statistics measured on N(0, 1)
+inputs through the pruned network (the model zoo's recipe, ``benchmarks.zoo.torch_prep``): with
+torchvision's default statistics MobileNetV2's logits are ~1e-9 and a relative output check
+would mean nothing. Export as in ``bench_models.export_onnx``: BN folded into every conv it
+follows (DenseNet's pre-activation BNs read a concat or a pooling, so they stay
+BatchNormalization nodes, as in any export of it), opset 13, IR version 8 (DeepSparse 1.8 reads
+<= 8), dynamic batch, input ``input``, output ``output``. Files are written atomically and
+reused by name, so a killed run resumes.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from benchmarks.bench_models import BenchModelError, export_onnx, sparsify_convs
 __all__ = [
     "FullsizeModelSpec",
     "FULLSIZE_MODELS",
+    "CLASSIC_MODELS",
+    "MODERN_MODELS",
     "FULLSIZE_FORMAT_TAG",
     "build_fullsize_torch_model",
     "fullsize_model_path",
@@ -56,9 +61,11 @@ def _torchvision(name: str) -> Callable[[], nn.Module]:
     return build
 
 
+CLASSIC_MODELS = ("resnet18", "resnet50", "mobilenet_v2", "densenet121")
+MODERN_MODELS = ("efficientnet_b0", "mobilenet_v3_large", "regnet_y_400mf", "shufflenet_v2_x1_0")
 FULLSIZE_MODELS: dict[str, FullsizeModelSpec] = {
     name: FullsizeModelSpec(name, (3, 224, 224), _torchvision(name))
-    for name in ("resnet18", "resnet50", "mobilenet_v2", "densenet121")
+    for name in (*CLASSIC_MODELS, *MODERN_MODELS)
 }
 
 

@@ -21,6 +21,8 @@ import torch
 from benchmarks import _peer_worker as peer_worker
 from benchmarks.bench_models import prunable_convs, sparsify_convs
 from benchmarks.fullsize_models import (
+    FULLSIZE_MODELS,
+    MODERN_MODELS,
     BenchModelError,
     FullsizeModelSpec,
     check_not_degenerate,
@@ -149,6 +151,21 @@ def test_one_prunable_layer_rule_skips_stem_and_depthwise() -> None:
     assert int((model.pw.weight == 0).sum()) == zeros["pw"]
     assert int((model.dw.weight == 0).sum()) == 0 and int((model.conv1.weight == 0).sum()) == 0
     assert int((model.fc.weight == 0).sum()) == 0
+
+
+@pytest.mark.parametrize("name", MODERN_MODELS)
+def test_modern_models_prune_grouped_and_se_convs_not_depthwise(name: str) -> None:
+    model = FULLSIZE_MODELS[name].build()
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    chosen = prunable_convs(model, keep_stem_dense=True, keep_depthwise_dense=True)
+    stem = next(iter(convs))
+    assert stem not in chosen
+    for conv_name, conv in convs.items():
+        depthwise = 1 < conv.groups == conv.in_channels  # one group per input channel
+        assert (conv_name in chosen) == (conv_name != stem and not depthwise), conv_name
+    assert len(chosen) >= len(convs) // 2  # most of the convs, whatever the network
+    if name == "regnet_y_400mf":  # grouped, not depthwise: pruned
+        assert any(1 < conv.groups < conv.in_channels for conv in chosen.values())
 
 
 def test_only_batchnorms_after_a_conv_must_be_folded() -> None:
