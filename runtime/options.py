@@ -65,6 +65,11 @@ class PlannerOptions:
     # the smaller one when the conv is part of a chain of such convs.
     row_split_min_bytes: int = 512 * 1024
     row_split_chain_bytes: int = 64 * 1024
+    # In parallel plans a wavefront group runs in row bands, one per thread (native WaveBands),
+    # when a member's output is at least this big: out of L2, where each core then reads the rows
+    # it wrote moments before. Smaller groups run layer by layer: their tensors stay in cache
+    # and the rows between bands (computed on one thread) cost more (docs/performance-log.md).
+    wave_band_min_bytes: int = 8 << 20
     # In an interleaved plan only planes of at most this many pixels are interleaved. Every
     # plane of a 224-px network: ResNet-18 at 16 images, AMD EPYC Zen4, one thread, ran 143 ms
     # interleaved throughout, 165 with planes above 32x32 planar, 189 image by image

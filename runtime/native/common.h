@@ -12,6 +12,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "activation.h"
@@ -79,6 +80,9 @@ struct WaveInfo {
   // Rows past the end of a computed range that the range may also write (and read for): 1 for
   // planar members, whose ranges are cut at whole vectors (the last one runs into the next row).
   int64_t overhang = 0;
+  // The group may run in row bands on several threads (WaveBands): every member computes exact
+  // rows and no member's output shares storage with an earlier member's output.
+  bool bands = false;
 };
 
 // One plan step. A step runs in one or more stages; a stage is cut into `units(stage, hint)`
@@ -104,7 +108,8 @@ class Step {
   // Light steps (copies, pooling, the classifier) at the start or end of a plan are run by the
   // calling thread alone: splitting them would cost more in synchronisation than it saves.
   virtual bool light() const { return true; }
-  // Wavefront members (serial runs only) describe their rows and compute any range of them.
+  // Wavefront members describe their rows and compute any range of them (serial runs, and
+  // row bands of parallel ones).
   virtual const WaveInfo* wave() const { return nullptr; }
   virtual void run_rows(const Buffers& /*buf*/, int64_t /*r0*/, int64_t /*r1*/) const {}
   // Every view the step reads or writes (Plan::add checks them against the spaces' sizes).
@@ -113,6 +118,28 @@ class Step {
 
 // Runs one wavefront group's members (in plan order) on the calling thread.
 void run_wavefront(const std::vector<const Step*>& members, const Buffers& buf);
+
+// One wavefront group of a parallel plan, cut into row bands, one per thread. Band b runs the
+// group's row wavefront over the rows of each member that it can compute from its own rows of
+// the earlier members (a member's band shrinks by the rows its taps reach into the neighbouring
+// bands), and that no other band or the fill still reads where the member overwrites storage.
+// So bands never wait on each other. The fill then computes the rows left between the bands,
+// member by member in plan order, on one thread. Each output row sums the same taps in the same
+// order as layer by layer, so results are bit-identical.
+class WaveBands {
+ public:
+  // Null when the group cannot run in `bands` bands: a member without WaveInfo::bands, rows
+  // per band below kMinBandRows, or more than kMaxFillShare of the rows left to the fill.
+  static std::unique_ptr<WaveBands> make(const std::vector<const Step*>& members, int bands);
+  int bands() const { return static_cast<int>(region_.size()); }
+  void run_band(int band, const Buffers& buf) const;
+  void run_fill(const Buffers& buf) const;
+
+ private:
+  using Rows = std::pair<int64_t, int64_t>;  // [first, end)
+  std::vector<const Step*> members_;
+  std::vector<std::vector<Rows>> region_;     // [band][member]
+};
 
 // Contiguous share [begin, end) of `total` items for unit `tid` of `nth`.
 inline void split_range(int64_t total, int tid, int nth, int64_t* begin, int64_t* end) {

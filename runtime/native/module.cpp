@@ -98,7 +98,8 @@ void bind_core(py::module_& m) {
       .def_readwrite("guard_res", &WaveInfo::guard_res)
       .def_readwrite("reach_rows", &WaveInfo::reach_rows)
       .def_readwrite("step", &WaveInfo::step)
-      .def_readwrite("overhang", &WaveInfo::overhang);
+      .def_readwrite("overhang", &WaveInfo::overhang)
+      .def_readwrite("bands", &WaveInfo::bands);
 
   py::class_<ActivationSpec> act(m, "ActivationSpec");
   act.def(py::init<>())
@@ -203,6 +204,8 @@ py::class_<Plan> bind_plan(py::module_& m) {
       .def_property_readonly("isa", [](const Plan& p) { return p.context().kernels.isa; })
       .def_property_readonly("jit", [](const Plan& p) { return p.context().jit; })
       .def_property_readonly("helper_units", [](const Plan& p) { return p.helper_units.load(); })
+      .def_property_readonly("banded_groups", &Plan::banded_groups,
+                             "Wavefront groups that parallel runs cut into row bands.")
       .def_property_readonly("arena_floats", &Plan::arena_floats)
       .def_property_readonly("input_floats", &Plan::input_floats)
       .def_property_readonly("output_floats", &Plan::output_floats)

@@ -381,8 +381,9 @@ class Builder:
     def build_native(self) -> CompiledPlan:
         choose_row_splits(self.row_split_candidates)
         arena, zeroed = self.place_memory()
-        # Marked in every plan; the native plan uses them only when it runs serially.
-        wavefronts = mark_wavefronts(self.records, self.opts.wavefront_layers, self.vector_floats)
+        # Marked in every plan; parallel runs use only the groups marked for row bands.
+        wavefronts = mark_wavefronts(self.records, self.opts.wavefront_layers, self.vector_floats,
+                                     self.opts.wave_band_min_bytes)
         consts = np.concatenate(self.consts) if self.consts else np.zeros(VMAX, np.float32)
         n = native()
         options = n.PlanOptions()

@@ -1,7 +1,9 @@
 """Row wavefronts (native exec/wavefront.cpp): when a plan runs serially (one thread, or each
 thread on its own images), runs of up to ``PlannerOptions.wavefront_layers`` consecutive convs
 are computed in sweeps, each as far as the rows it reads exist, so the rows a conv writes are read
-by the next one moments later, from cache. Results are bit-identical to layer by layer.
+by the next one moments later, from cache. In parallel plans, groups of interleaved convs on
+tensors out of L2 run in row bands, one per thread (native ``WaveBands``); other groups run layer
+by layer there. Results are bit-identical to layer by layer.
 
 Members: batch-interleaved strided convs (one row per sweep; rows shorter than a kernel chunk
 stay layer by layer), stride-1 planar CSR convs of one image in the contiguous ("fast")
@@ -152,8 +154,8 @@ def buffers_disjoint_or_equal(bufs: list[Buf]) -> bool:
     return all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(ordered))
 
 
-def mark_wavefronts(records: list[StepRecord], layers: int, vector_floats: int
-                    ) -> list[list[int]]:
+def mark_wavefronts(records: list[StepRecord], layers: int, vector_floats: int,
+                    band_min_bytes: int) -> list[list[int]]:
     """Once buffers are placed: mark the specs of every wavefront run whose views are whole
     tensors that either coincide or do not overlap in memory, buffers included (native
     WaveInfo, common.h), and return the marked runs. Storage reused within a run is then always
@@ -165,12 +167,17 @@ def mark_wavefronts(records: list[StepRecord], layers: int, vector_floats: int
         views = [v for r in members for v in _conv_views(r)]
         if (views_disjoint_or_equal(views)
                 and buffers_disjoint_or_equal([v.buf for v in views if v.buf is not None])):
-            _mark_group(members, len(marked), vector_floats)
+            _mark_group(members, len(marked), vector_floats, band_min_bytes)
             marked.append(group)
     return marked
 
 
-def _mark_group(members: list[StepRecord], number: int, vector_floats: int) -> None:
+def _view_bytes(view: SymView) -> int:
+    return 4 * math.prod(view.dims)
+
+
+def _mark_group(members: list[StepRecord], number: int, vector_floats: int,
+                band_min_bytes: int) -> None:
     """Each member's producers and guards, as positions in the group, and its rows per sweep
     (WaveInfo): one for strided convs (their chunks are rows); for planar ones enough rows for
     one kernel chunk, cut at whole vectors (the last runs into the next row) except for direct
@@ -184,6 +191,15 @@ def _mark_group(members: list[StepRecord], number: int, vector_floats: int) -> N
     def view(record: StepRecord, name: str) -> Any:
         return record.views.get(name)
 
+    # Row bands on several threads (native WaveBands) need exact rows (interleaved members)
+    # and no member writing where an earlier one wrote, except over its own residual row by row
+    # (bands and the fill write the rows of one tensor in their own order), and pay only out of
+    # cache (PlannerOptions.wave_band_min_bytes).
+    overwrites_only_residuals = all(
+        j == last_writer(view(members[i], "residual"), i)
+        for i in range(len(members)) for j in range(i) if outs[j] == outs[i])
+    bands = (all(r.spec.strided for r in members) and overwrites_only_residuals
+             and max(_view_bytes(r.views["output"]) for r in members) >= band_min_bytes)
     for i, record in enumerate(members):
         spec = record.spec
         planar = not spec.strided
@@ -199,4 +215,5 @@ def _mark_group(members: list[StepRecord], number: int, vector_floats: int) -> N
         wave.reach_rows = record.wave_reach_rows
         wave.step = -(-chunk_floats // spec.stream_rs) if planar else 1
         wave.overhang = int(planar and not spec.direct)
+        wave.bands = bands
         spec.wave = wave

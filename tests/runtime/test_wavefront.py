@@ -105,7 +105,8 @@ def _wave_fields(record) -> dict:
     wave, spec = record.spec.wave, record.spec
     return {"wave_in": wave.in_from, "wave_res": wave.res_from,
             "wave_guard_in": list(wave.guard_in), "wave_guard_res": list(wave.guard_res),
-            "wave_step": wave.step, "wave_overhang": wave.overhang, "halo": spec.halo,
+            "wave_step": wave.step, "wave_overhang": wave.overhang, "wave_bands": wave.bands,
+            "halo": spec.halo,
             "direct": spec.direct}
 
 
@@ -296,6 +297,97 @@ def test_direct_strided_conv_joins_its_block(tmp_path, marked, size):
     assert marked[names.index(["e1", "d1", "p1"])][2]["wave_in"] == 1
     first = _run(wave, x)
     np.testing.assert_array_equal(first, _assert_exact(path, wave, x))
+
+
+def _banded_plan(path, shape, layers, threads, band_min_bytes=0, poison=False):
+    planner = PlannerOptions(wavefront_layers=layers, wave_band_min_bytes=band_min_bytes,
+                             poison_arena=poison)
+    with use_options(EngineOptions(planner=planner)):
+        return plan_graph(load_graph(path), shape, threads, interleave=True)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("layers", [2, 3])
+def test_row_bands_equal_layer_by_layer(tmp_path, marked, threads, layers):
+    """Parallel runs of wavefront groups in row bands (a block's output written over the
+    residual its first conv still reads, a stride-2 member, a middle band with neighbours on
+    both sides) give exactly the layer-by-layer result, call after call, from a NaN-poisoned
+    arena."""
+    path = tmp_path / "resnet.onnx"
+    onnx.save(_resnet(size=32), str(path))
+    x = random_input((16, 3, 32, 32), seed=threads + layers)
+    banded = _banded_plan(path, x.shape, layers, threads, poison=True)
+    assert banded.native.banded_groups >= 1
+    assert any(m["wave_guard_in"] for group in marked for m in group)
+    expected = _run(_plan(path, x.shape, layers=0), x)
+    for _ in range(3):
+        np.testing.assert_array_equal(_run(banded, x), expected)
+
+
+def test_row_bands_keep_storage_until_every_band_read_it(tmp_path, marked):
+    """r writes into t's storage while q still reads t: in bands, r leaves alone the rows q
+    reads in the other band and in the fill."""
+    path = tmp_path / "branches.onnx"
+    onnx.save(_branches(32), str(path))
+    x = random_input((16, 3, 32, 32), seed=5)
+    banded = _banded_plan(path, x.shape, 6, 2, poison=True)
+    assert banded.native.banded_groups == 1 and marked[0][4]["wave_guard_in"] == [0, 3]
+    np.testing.assert_array_equal(_run(banded, x), _run(_plan(path, x.shape, layers=0), x))
+
+
+def test_row_bands_skip_groups_writing_storage_twice(tmp_path, marked):
+    """Groups of five: a member writes the next block's hidden tensor where an earlier member
+    wrote this block's (not its residual). Bands and the fill would write those rows in their
+    own order, so such a group runs layer by layer."""
+    path = tmp_path / "resnet.onnx"
+    onnx.save(_resnet(size=32), str(path))
+    banded = _banded_plan(path, (16, 3, 32, 32), 5, 2)
+    flags = [all(m["wave_bands"] for m in group) for group in marked]
+    assert False in flags
+    assert banded.native.banded_groups == flags.count(True)
+
+
+def _fill_reads_overwritten_rows() -> onnx.ModelProto:
+    """A dense stem (not a member) writes t; p = 3x3(t), q = 3x3(p), k = 3x3(t) + q and
+    i = 1x1(k) + t, written over t (its last reader). k's rows next to a band's edge wait for q
+    and so run in the fill, reading rows of t that i's band rows would otherwise overwrite."""
+    rng = np.random.default_rng(9)
+    inits = {"w0": _sparse(rng, (8, 3, 3, 3), 1.0), "wo": _sparse(rng, (8, 8, 1, 1), 0.3),
+             "wi": _sparse(rng, (8, 8, 1, 1), 0.3)}  # sparse enough for the CSR kernel
+    for name in ("wp", "wq", "wk"):
+        inits[name] = _sparse(rng, (8, 8, 3, 3), 0.4)
+    same = {"pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["t"], name="stem", **same),
+             helper.make_node("Conv", ["t", "wp"], ["p"], name="p", **same),
+             helper.make_node("Conv", ["p", "wq"], ["q"], name="q", **same),
+             helper.make_node("Conv", ["t", "wk"], ["k0"], name="k", **same),
+             helper.make_node("Add", ["k0", "q"], ["k"], name="k_add"),
+             helper.make_node("Conv", ["k", "wi"], ["i0"], name="i"),
+             helper.make_node("Add", ["i0", "t"], ["i"], name="i_add"),
+             helper.make_node("Conv", ["i", "wo"], ["o"], name="o"),
+             helper.make_node("Add", ["o", "p"], ["y"], name="o_add")]  # p stays live
+    return graph_model(nodes, ["N", 3, 32, 32], inits, name="fill")
+
+
+def test_row_bands_leave_rows_the_fill_still_reads(tmp_path, marked):
+    path = tmp_path / "fill.onnx"
+    onnx.save(_fill_reads_overwritten_rows(), str(path))
+    x = random_input((16, 3, 32, 32), seed=13)
+    banded = _banded_plan(path, x.shape, 5, 2, poison=True)
+    assert banded.native.banded_groups == 1
+    group = marked[0]  # p, q, k, i, o
+    assert [m["wave_bands"] for m in group] == [True] * 5
+    assert group[3]["wave_guard_in"] == [0, 2] and group[2]["wave_res"] == 1
+    np.testing.assert_array_equal(_run(banded, x), _run(_plan(path, x.shape, layers=0), x))
+
+
+def test_row_bands_only_for_big_tensors_and_threads(tmp_path):
+    path = tmp_path / "resnet.onnx"
+    onnx.save(_resnet(size=32), str(path))
+    shape = (16, 3, 32, 32)
+    small = _banded_plan(path, shape, 3, 2, band_min_bytes=PlannerOptions().wave_band_min_bytes)
+    assert small.wavefronts and small.native.banded_groups == 0  # 0.5 MB tensors
+    assert _banded_plan(path, shape, 3, 1).native.banded_groups == 0  # one thread: serial
 
 
 @pytest.mark.parametrize("threads", [1, 2])

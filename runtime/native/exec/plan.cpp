@@ -131,10 +131,20 @@ void Plan::release(std::unique_ptr<Workspace> ws) {
 const std::vector<Plan::Stage>& Plan::stage_list() {
   std::call_once(stages_once_, [this] {
     const int64_t hint = threads() > 1 ? 4 * threads() : 1;
-    for (const auto& step : steps_) {
-      for (int s = 0; s < step->stages(); ++s) {
-        const int64_t units = step->units(s, hint);
-        stages_.push_back({step.get(), s, units > 0 ? units : 1});
+    for (const auto& entry : serial_) {
+      auto bands = threads() > 1 ? WaveBands::make(entry, threads()) : nullptr;
+      if (bands) {
+        const int index = static_cast<int>(bands_.size());
+        stages_.push_back({entry.front(), 0, bands->bands(), index, false});
+        stages_.push_back({entry.front(), 0, 1, index, true});
+        bands_.push_back(std::move(bands));
+        continue;
+      }
+      for (const Step* step : entry) {
+        for (int s = 0; s < step->stages(); ++s) {
+          const int64_t units = step->units(s, hint);
+          stages_.push_back({step, s, units > 0 ? units : 1});
+        }
       }
     }
     parallel_begin_ = 0;
@@ -234,7 +244,13 @@ int64_t Plan::participate(Job& job) {
     const Stage& st = stages[s];
     Counter& c = job.counters[s];
     for (int64_t u = c.next.fetch_add(1); u < st.units; u = c.next.fetch_add(1)) {
-      st.step->run(st.stage, job.buf, static_cast<int>(u), static_cast<int>(st.units));
+      if (st.bands < 0) {
+        st.step->run(st.stage, job.buf, static_cast<int>(u), static_cast<int>(st.units));
+      } else if (st.fill) {
+        bands_[st.bands]->run_fill(job.buf);
+      } else {
+        bands_[st.bands]->run_band(static_cast<int>(u), job.buf);
+      }
       c.done.fetch_add(1, std::memory_order_acq_rel);
       ++completed;
     }

@@ -78,6 +78,11 @@ class Plan {
   const std::vector<int64_t>& output_floats() const { return output_floats_; }
   int64_t arena_floats() const { return arena_floats_; }
   const std::vector<StepPtr>& steps() const { return steps_; }
+  // Wavefront groups that parallel runs cut into row bands (WaveBands); builds the stages.
+  int64_t banded_groups() {
+    stage_list();
+    return static_cast<int64_t>(bands_.size());
+  }
   // Development aid: min seconds per step over `reps` single-threaded runs (robust to noise).
   std::vector<double> profile(const std::vector<const float*>& inputs,
                               const std::vector<float*>& outputs, int reps);
@@ -88,6 +93,8 @@ class Plan {
     const Step* step;
     int stage;
     int64_t units;
+    int bands = -1;     // >= 0: a wavefront group in row bands (bands_[bands]), not the step
+    bool fill = false;  // its fill (one unit) rather than its bands (one unit per band)
   };
   std::unique_ptr<Workspace> acquire();
   void release(std::unique_ptr<Workspace> ws);
@@ -114,6 +121,7 @@ class Plan {
   // Flattened (step, stage, units) list, built at the first run.
   std::once_flag stages_once_;
   std::vector<Stage> stages_;
+  std::vector<std::unique_ptr<WaveBands>> bands_;
   size_t parallel_begin_ = 0, parallel_end_ = 0;  // stages outside run on the caller alone
   // Helper threads (threads - 1), started at the first multi-threaded run. They only assist:
   // the calling thread can always finish a job alone, so a descheduled helper never stalls it.

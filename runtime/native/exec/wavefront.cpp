@@ -5,7 +5,9 @@
 // wait on earlier ones and every wait ends when the awaited member is complete, so the first
 // incomplete member always proceeds: every sweep computes at least one row.
 #include <algorithm>
+#include <memory>
 #include <stdexcept>
+#include <utility>
 #include <vector>
 
 #include "common.h"
@@ -60,6 +62,154 @@ void run_wavefront(const std::vector<const Step*>& members, const Buffers& buf) 
       if (done[i] < info[i]->rows) ++left;
     }
     if (!progress && left > 0) throw std::logic_error("wavefront: no member can proceed");
+  }
+}
+
+// ---------------------------------------------------------------------------- row bands
+
+namespace {
+
+// Fewer output rows per band than this and a group runs layer by layer in parallel plans.
+constexpr int64_t kMinBandRows = 4;
+// A group whose fill (the rows between bands, on one thread) exceeds this share of its rows
+// runs layer by layer instead.
+constexpr double kMaxFillShare = 0.25;
+
+// Rows r of member i that band b may compute: inside its nominal band, every input row its
+// taps reach and its residual row computed by the same band, and no row of the storage it
+// overwrites still read by a row of a guarding member outside this band.
+std::pair<int64_t, int64_t> band_rows(const std::vector<const WaveInfo*>& info,
+                                      const std::vector<std::pair<int64_t, int64_t>>& earlier,
+                                      size_t i, int band, int bands) {
+  const WaveInfo& w = *info[i];
+  int64_t lo, hi;
+  split_range(w.rows, band, bands, &lo, &hi);
+  const auto ok = [&](int64_t r) {
+    if (w.in_from >= 0) {
+      const auto [mlo, mhi] = earlier[w.in_from];
+      const int64_t rows = info[w.in_from]->rows;
+      const int64_t first = std::max<int64_t>(0, r * w.stride_h - w.pad_top);
+      const int64_t last = std::min(rows - 1, r * w.stride_h - w.pad_top + w.reach_rows);
+      if (first <= last && (first < mlo || last >= mhi)) return false;
+    }
+    if (w.res_from >= 0) {
+      const auto [mlo, mhi] = earlier[w.res_from];
+      if (r < mlo || r >= mhi) return false;
+    }
+    for (int k : w.guard_in) {  // k's rows outside [klo, khi) read storage rows up to / from
+      const WaveInfo& g = *info[k];
+      const auto [klo, khi] = earlier[k];
+      if (klo > 0 && r <= (klo - 1) * g.stride_h - g.pad_top + g.reach_rows) return false;
+      if (khi < g.rows && r >= khi * g.stride_h - g.pad_top) return false;
+    }
+    for (int k : w.guard_res) {
+      const auto [klo, khi] = earlier[k];
+      if (r < klo || r >= khi) return false;
+    }
+    return true;
+  };
+  int64_t first = lo;
+  while (first < hi && !ok(first)) ++first;
+  int64_t end = first;
+  while (end < hi && ok(end)) ++end;
+  return {first, end};
+}
+
+// Rows [done[i], result) of member i to compute now in a band (run_wavefront's row_limit with
+// each member's rows limited to its band's [lo, hi)).
+int64_t band_limit(const std::vector<const WaveInfo*>& info,
+                   const std::vector<std::pair<int64_t, int64_t>>& region,
+                   const std::vector<int64_t>& done, size_t i) {
+  const WaveInfo& w = *info[i];
+  const auto complete = [&](int m) { return done[m] == region[m].second; };
+  int64_t writable = region[i].second;
+  if (w.in_from >= 0 && !complete(w.in_from)) {
+    const int64_t last = done[w.in_from] - 1 + w.pad_top - w.reach_rows;
+    writable = std::min(writable, last < 0 ? 0 : last / w.stride_h + 1);
+  }
+  if (w.res_from >= 0 && !complete(w.res_from)) writable = std::min(writable, done[w.res_from]);
+  for (int k : w.guard_in) {
+    if (!complete(k)) writable = std::min(writable, std::max<int64_t>(
+        0, done[k] * info[k]->stride_h - info[k]->pad_top));
+  }
+  for (int k : w.guard_res) {
+    if (!complete(k)) writable = std::min(writable, done[k]);
+  }
+  const int64_t want = region[i].second - done[i] < 2 * w.step ? region[i].second
+                                                                : done[i] + w.step;
+  return writable >= want ? want : done[i];
+}
+
+std::vector<const WaveInfo*> infos(const std::vector<const Step*>& members) {
+  std::vector<const WaveInfo*> info(members.size());
+  for (size_t i = 0; i < members.size(); ++i) info[i] = members[i]->wave();
+  return info;
+}
+
+}  // namespace
+
+std::unique_ptr<WaveBands> WaveBands::make(const std::vector<const Step*>& members, int bands) {
+  if (members.size() < 2 || bands < 2) return nullptr;
+  const auto info = infos(members);
+  int64_t rows = 0;
+  for (size_t i = 0; i < members.size(); ++i) {
+    const WaveInfo* w = info[i];
+    if (!w || !w->bands || w->overhang != 0 || members[i]->stages() != 1 ||
+        w->rows < kMinBandRows * bands)
+      return nullptr;
+    rows += w->rows;
+  }
+  std::unique_ptr<WaveBands> wb(new WaveBands());
+  wb->members_ = members;
+  int64_t banded = 0;
+  for (int b = 0; b < bands; ++b) {
+    std::vector<Rows> region;
+    for (size_t i = 0; i < members.size(); ++i) {
+      region.push_back(band_rows(info, region, i, b, bands));
+      banded += region.back().second - region.back().first;
+    }
+    wb->region_.push_back(std::move(region));
+  }
+  if (static_cast<double>(rows - banded) > kMaxFillShare * static_cast<double>(rows))
+    return nullptr;
+  return wb;
+}
+
+void WaveBands::run_band(int band, const Buffers& buf) const {
+  const auto info = infos(members_);
+  const auto& region = region_[band];
+  const size_t n = members_.size();
+  std::vector<int64_t> done(n);
+  for (size_t i = 0; i < n; ++i) done[i] = region[i].first;
+  for (size_t left = n; left > 0;) {
+    left = 0;
+    bool progress = false;
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t limit = band_limit(info, region, done, i);
+      if (limit > done[i]) {
+        members_[i]->run_rows(buf, done[i], limit);
+        done[i] = limit;
+        progress = true;
+      }
+      if (done[i] < region[i].second) ++left;
+    }
+    if (!progress && left > 0) throw std::logic_error("wavefront band: no member can proceed");
+  }
+}
+
+// Every earlier member is complete when a member fills its rows: what it reads is there, and
+// no earlier member still reads what it overwrites.
+void WaveBands::run_fill(const Buffers& buf) const {
+  for (size_t i = 0; i < members_.size(); ++i) {
+    int64_t row = 0;
+    for (const auto& region : region_) {
+      const auto [lo, hi] = region[i];
+      if (lo == hi) continue;
+      if (row < lo) members_[i]->run_rows(buf, row, lo);
+      row = hi;
+    }
+    const int64_t rows = members_[i]->wave()->rows;
+    if (row < rows) members_[i]->run_rows(buf, row, rows);
   }
 }
 
