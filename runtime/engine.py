@@ -327,6 +327,15 @@ class Engine:
             self._last = program
             return program
 
+    def _drop_program(self, shapes: Shapes, threads: int | None = None,
+                      interleave: bool = False) -> None:
+        """Forgets the program of a timed option that lost, and so its packed weights and
+        arena (the cache would keep them until evicted)."""
+        with self._lock:
+            dropped = self._programs.pop((shapes, threads or self.threads, interleave), None)
+            if dropped is not None and self._last is dropped:
+                self._last = None
+
     def _warn_coverage(self, program: Program) -> None:
         if self._warned:
             return
@@ -367,7 +376,10 @@ class Engine:
             return self.threads
         parallel_s, serial_s = compare_streams(
             parallel, lambda: self._program(shapes, 1).single_plan.native.run(inputs, outputs))
-        return 1 if serial_s < parallel_s else self.threads
+        if serial_s < parallel_s:
+            return 1  # the parallel one-image plan still serves batches (Plan.run_images)
+        self._drop_program(shapes, threads=1)
+        return self.threads
 
     def _is_separable(self, images: Shapes) -> bool:
         with self._lock:
@@ -415,6 +427,8 @@ class Engine:
         grouped_s, planar_s = compare_streams(
             lambda: grouped.native.run_images(inputs, outputs, sample // lanes),
             lambda: one.native.run_images(inputs, outputs, sample))
+        if grouped_s >= planar_s:  # its arena holds 16 images: MobileNetV3-Large +105 MiB
+            self._drop_program(_batched(images, lanes), interleave=True)
         return grouped_s < planar_s
 
     # -- tuning and reports

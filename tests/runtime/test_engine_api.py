@@ -289,6 +289,26 @@ def test_batches_run_in_interleaved_groups_and_a_tail(tmp_path, threads):
     assert {key[0][0][1][0] for key in interleaved} == {16, 5}
 
 
+@pytest.mark.parametrize("grouped_s,kept", [(2.0, False), (0.5, True)])
+def test_a_layout_that_loses_the_timing_is_not_kept(tmp_path, monkeypatch, grouped_s, kept):
+    """16 images timed interleaved against image by image: the losing interleaved program (an
+    arena for 16 images) leaves the cache; the winner stays and serves."""
+    import featherdeploy.runtime.engine as engine_module
+
+    def timed(first, second, **_):
+        first()
+        second()
+        return grouped_s, 1.0
+
+    monkeypatch.setattr(engine_module, "compare_streams", timed)
+    path = _small_cnn(tmp_path / "m.onnx")
+    engine = Engine(path, options=EngineOptions(threads=1, backend="native"))
+    x = random_input((16, 3, 10, 10), seed=6)
+    assert_close(engine.run(x), ort_run(path, x))
+    assert any(key[2] for key in engine._programs) == kept
+    assert engine.tune([16])[16].startswith("interleaved" if kept else "planar")
+
+
 @pytest.mark.parametrize("tail_wins", [False, True])
 def test_the_tail_interleaves_only_when_its_group_size_wins(tmp_path, monkeypatch, tail_wins):
     """37 images, groups of 16 timed as winning: the tail of 5 runs as one interleaved group
