@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["ACT_KEY", "RESIDUAL_KEY", "SKIP_EMPTY_KEY", "KERNEL_KEY", "GATE_KEY",
-           "FusedActivation", "CLAMP_NONE"]
+           "SHUFFLE_KEY", "FusedActivation", "CLAMP_NONE"]
 
 ACT_KEY = "_fd_activation"          # FusedActivation applied after bias (+ residual)
 RESIDUAL_KEY = "_fd_residual"       # tensor added in the conv's epilogue
 SKIP_EMPTY_KEY = "_fd_skip_empty_channels"  # output channels without weights are not computed
 KERNEL_KEY = "_fd_kernel"           # "csr" / "bsr": forces a conv kernel (tests, benchmarks)
 GATE_KEY = "_fd_input_gate"         # (1, C, 1, 1) tensor scaling the conv's input channels
+SHUFFLE_KEY = "_fd_channel_shuffle"  # G: a channel Concat's output shuffled in G groups
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from featherdeploy.runtime.errors import DataDependentShapeError, InputError, ModelLoadError
 from featherdeploy.runtime.graph import Node
+from featherdeploy.runtime.ops.fusion import SHUFFLE_KEY
 from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, register
-from featherdeploy.runtime.planner.layout import as4
+from featherdeploy.runtime.planner.layout import SymView, as4
 
 if TYPE_CHECKING:
     from featherdeploy.runtime.planner.builder import Builder
@@ -195,7 +196,13 @@ def _concat_infer(node: Node, ctx: OpContext) -> list[Output]:
 
 
 def _concat_evaluate(node: Node, values: list[np.ndarray], ctx: OpContext) -> list[np.ndarray]:
-    return [np.concatenate(values, axis=_concat_axis(node, ctx.opset, values[0].ndim))]
+    out = np.concatenate(values, axis=_concat_axis(node, ctx.opset, values[0].ndim))
+    groups = node.attrs.get(SHUFFLE_KEY)
+    if groups:  # fused channel shuffle (passes/channel_shuffle.py)
+        n, c, h, w = out.shape
+        out = np.ascontiguousarray(
+            out.reshape(n, groups, c // groups, h, w).transpose(0, 2, 1, 3, 4).reshape(out.shape))
+    return [out]
 
 
 def _axis_view(b: Builder, name: str, shape: tuple[int, ...], axis: int):  # noqa: ANN202
@@ -213,12 +220,34 @@ def _concat_emit(b: Builder, node: Node) -> None:
     axis = _concat_axis(node, b.graph.opset, len(out_shape))
     b.new_tensor(node.outputs[0], out_shape)
     y_view, axis4 = _axis_view(b, node.outputs[0], out_shape, axis)
+    groups = node.attrs.get(SHUFFLE_KEY)
     start = 0
     for name in node.inputs:
         shape = b.shapes[name]
         src, _ = _axis_view(b, name, shape, axis)
-        b.copy(src, y_view.shifted(axis4, start, shape[axis]))
+        if groups:
+            _copy_shuffled(b, src, y_view, start, groups)
+        else:
+            b.copy(src, y_view.shifted(axis4, start, shape[axis]))
         start += shape[axis]
+
+
+def _copy_shuffled(b: Builder, src: Any, y_view: Any, start: int, groups: int) -> None:
+    """Copies the channels [start, start + C_src) of a concat into the channel-shuffled output
+    (passes/channel_shuffle.py): concat channel g * C/G + a goes to a * G + g, so each group's
+    piece of this input is one copy into a view with channel stride G."""
+    per_group = y_view.dims[1] // groups
+    end = start + src.dims[1]
+    for g in range(start // per_group, (end - 1) // per_group + 1):
+        first, last = max(start, g * per_group), min(end, (g + 1) * per_group)
+        a0 = first - g * per_group
+        strides = list(y_view.strides)
+        strides[1] *= groups
+        dims = list(y_view.dims)
+        dims[1] = last - first
+        origin = y_view.origin + (a0 * groups + g) * y_view.strides[1]
+        dst = SymView(y_view.buf, y_view.space, origin, tuple(dims), tuple(strides), y_view.slot)
+        b.copy(src.shifted(1, first - start, last - first), dst)
 
 
 def _split_sizes(node: Node, ctx: OpContext, x: tuple[int, ...]) -> tuple[int, list[int]]:

@@ -14,6 +14,7 @@ from featherdeploy.runtime.options import PlannerOptions
 from featherdeploy.runtime.passes.activation_fusion import fuse_activation
 from featherdeploy.runtime.passes.batchnorm import fold_batchnorm
 from featherdeploy.runtime.passes.channel_gate import fold_channel_gate
+from featherdeploy.runtime.passes.channel_shuffle import fuse_channel_shuffle
 from featherdeploy.runtime.passes.common import consumers, reads
 from featherdeploy.runtime.passes.constant_channels import fold_constant_channels
 from featherdeploy.runtime.passes.conv_add import fuse_conv_add
@@ -31,7 +32,7 @@ Pass = Callable[[Graph, Shapes, Callable[[Node], bool], PlannerOptions], Graph]
 # are folded: a gated conv's bias must not absorb them).
 PASSES: tuple[Pass, ...] = (drop_identities, fold_batchnorm, expand_conv_transpose,
                             sparse_gemm_as_conv, fuse_conv_add, fuse_activation,
-                            fold_constant_channels, fold_channel_gate)
+                            fuse_channel_shuffle, fold_constant_channels, fold_channel_gate)
 
 
 def run_passes(graph: Graph, shapes: Shapes, native: Callable[[Node], bool],

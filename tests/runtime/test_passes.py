@@ -192,3 +192,58 @@ def test_sparse_gemm_batches_with_tiny_planes_on_the_general_path(tmp_path, batc
     for batch in (1, 2, 5):
         x = np.asarray(random_input((batch, k, 4, 4), seed=batch))
         assert_close(engine.run(x), ort_run(path, x))
+
+
+def _shuffle_model(channels: tuple[int, ...], groups: int, size: int = 6,
+                   extra_reader: bool = False) -> onnx.ModelProto:
+    """Convs of ``channels`` output channels, concatenated and channel-shuffled in ``groups``
+    (Concat, Reshape to 5-D, Transpose (0, 2, 1, 3, 4), Reshape back), then a 1x1 conv. With
+    ``extra_reader`` the transposed tensor is also read by a Relu added to the result."""
+    rng = np.random.default_rng(len(channels) + groups)
+    total = sum(channels)
+    inits: dict[str, np.ndarray] = {
+        "to5": np.array([0, groups, total // groups, size, size], np.int64),
+        "to4": np.array([0, total, size, size], np.int64),
+        "wz": rng.standard_normal((4, total, 1, 1)).astype(np.float32)}
+    nodes, parts = [], []
+    for i, c in enumerate(channels):
+        inits[f"w{i}"] = rng.standard_normal((c, 3, 3, 3)).astype(np.float32)
+        nodes.append(helper.make_node("Conv", ["x", f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]))
+        parts.append(f"c{i}")
+    nodes += [helper.make_node("Concat", parts, ["cat"], axis=1, name="cat"),
+              helper.make_node("Reshape", ["cat", "to5"], ["g5"], name="to_groups"),
+              helper.make_node("Transpose", ["g5"], ["t5"], perm=[0, 2, 1, 3, 4], name="swap"),
+              helper.make_node("Reshape", ["t5", "to4"], ["shuffled"], name="back")]
+    if extra_reader:
+        nodes += [helper.make_node("Relu", ["t5"], ["t5r"]),
+                  helper.make_node("Reshape", ["t5r", "to4"], ["side"]),
+                  helper.make_node("Add", ["shuffled", "side"], ["both"])]
+    nodes.append(helper.make_node("Conv", ["both" if extra_reader else "shuffled", "wz"], ["y"]))
+    return graph_model(nodes, ["N", 3, size, size], inits, name="shuffle")
+
+
+@pytest.mark.parametrize("channels,groups", [((4, 4), 2), ((2, 7, 3), 3), ((5, 1), 2)])
+@pytest.mark.parametrize("batch", [1, 16])
+def test_channel_shuffle_is_one_copy(tmp_path, channels, groups, batch):
+    """Concat + shuffle become one copy per input piece of a group (inputs that cross group
+    boundaries, three groups, one channel per input), equal to ORT planar and interleaved."""
+    path = tmp_path / "shuffle.onnx"
+    onnx.save(_shuffle_model(channels, groups), str(path))
+    engine = Engine(path, backend="native", threads=1)
+    x = random_input((batch, 3, 6, 6), seed=batch)
+    assert_close(engine.run(x), ort_run(path, x))
+    steps = {n.node: n.steps for n in engine.describe(input_shapes={"x": (batch, 3, 6, 6)}).nodes}
+    assert all(steps[name] == ["fused into cat"] for name in ("to_groups", "swap", "back"))
+    pieces = sum(len({a // (sum(channels) // groups) for a in range(s, s + c)})
+                 for s, c in zip(np.cumsum((0, *channels[:-1])), channels, strict=True))
+    assert len(steps["cat"]) == pieces
+
+
+def test_channel_shuffle_read_midway_is_not_fused(tmp_path):
+    path = tmp_path / "shuffle.onnx"
+    onnx.save(_shuffle_model((4, 4), 2, extra_reader=True), str(path))
+    engine = Engine(path, backend="native", threads=1)
+    x = random_input((1, 3, 6, 6))
+    assert_close(engine.run(x), ort_run(path, x))
+    steps = {n.node: n.steps for n in engine.describe(input_shapes={"x": (1, 3, 6, 6)}).nodes}
+    assert steps["swap"] and not steps["swap"][0].startswith("fused")
