@@ -199,7 +199,7 @@ def describe_program(program: Program | None, engine: Engine,
 def _attach_fused(program: Program, nodes: list[NodeReport], steps: dict[str, list[str]]
                   ) -> None:
     """Native nodes a pass removed (BN folded, Add and activations fused, Identity renamed)
-    say which node they went into."""
+    say which node they went into; channel slices stored as views of their input say so."""
     final = {node_key(n): n.name for n in program.partition.graph.nodes}
     merged = program.partition.graph.merged
     for report, node in zip(nodes, program.spec.graph.nodes, strict=True):
@@ -211,4 +211,7 @@ def _attach_fused(program: Program, nodes: list[NodeReport], steps: dict[str, li
             seen.add(key)
             key = merged[key]
         owner = final.get(key)
-        report.steps = [f"fused into {owner}" if owner else "renamed away"]
+        if owner == node.name:  # kept, yet no steps: a channel slice stored as a view
+            report.steps = ["view of its input (no copy)"]
+        else:
+            report.steps = [f"fused into {owner}" if owner else "renamed away"]

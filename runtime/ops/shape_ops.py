@@ -287,6 +287,10 @@ def _split_emit(b: Builder, node: Node) -> None:
     start = 0
     for name, size in zip(node.outputs, sizes, strict=True):
         shape = b.shapes[name]
+        if len(x_shape) == 4 and axis == 1 and size and b.alias_channels(name, node.inputs[0],
+                                                                           start):
+            start += size
+            continue
         b.new_tensor(name, shape)
         dst, _ = _axis_view(b, name, shape, axis)
         if size:
@@ -355,6 +359,12 @@ def _slice_native(node: Node, ctx: OpContext) -> str | None:
 def _slice_emit(b: Builder, node: Node) -> None:
     x_shape = b.shapes[node.inputs[0]]
     params = _slice_params(node, _ctx(b), x_shape)
+    channels_only = len(x_shape) == 4 and all(
+        (start, stop, step) == (0, size, 1)
+        for axis, ((start, stop, step), size) in enumerate(zip(params, x_shape, strict=True))
+        if axis != 1) and params[1][2] == 1
+    if channels_only and b.alias_channels(node.outputs[0], node.inputs[0], params[1][0]):
+        return
     src = b.view(node.inputs[0])
     pad = 4 - len(x_shape)
     origin, strides = src.origin, list(src.strides)

@@ -122,6 +122,9 @@ class Builder:
         # Index of the last node reading each tensor (a fused residual counts as a read).
         self.last_read = {name: i for i, n in enumerate(graph.nodes) for name in reads(n)}
         self.row_split_candidates: dict[str, RowSplitCandidate] = {}  # by output name
+        # Channel slices stored as views of their source's planes (alias_channels), and those
+        # sources: no conv writes its output over either (output_over_residual).
+        self.aliased: set[str] = set()
 
     # -- tensors
     def new_tensor(self, name: str, shape: tuple[int, ...], segments: bool = False) -> Tensor:
@@ -137,6 +140,22 @@ class Builder:
         self.tensors[name] = t
         return t
 
+    def alias_channels(self, name: str, source: str, start: int) -> bool:
+        """Stores ``name``, channels [start, start + C) of ``source``, as a view of the
+        source's planes instead of a copy (a Split or Slice on channels: ShuffleNet's branch
+        split), when both have one layout (pad, lanes). The source's storage then lives as long
+        as the slice is read. False (nothing done) otherwise."""
+        x, shape = self.tensors.get(source), self.shapes[name]
+        if (x is None or not x.spatial or x.segments or len(shape) != 4
+                or name in self.graph.output_names or self.pads.get(name, 0) != x.pad
+                or tensor_lanes(shape, self.interleave, self.opts) != x.ws
+                or shape[:1] + shape[2:] != x.shape[:1] + x.shape[2:]):
+            return False
+        self.tensors[name] = replace(x, shape=shape, lead=x.lead + start * x.cs)
+        x.buf.border_read |= name in self.border_reads
+        self.aliased.update((name, source))
+        return True
+
     def output_over_residual(self, name: str, shape: tuple[int, ...], res_name: str,
                              input_name: str, segments: bool = False) -> Tensor | None:
         """The fused residual's tensor, reused as the storage of output ``name``, when nothing
@@ -146,7 +165,8 @@ class Builder:
         just brought in, instead of fetching a fresh output line). None otherwise."""
         res, x = self.tensors.get(res_name), self.tensors.get(input_name)
         if (res is None or x is None or x.buf is res.buf or res_name in self.graph.output_names
-                or len(shape) != 4 or self.last_read.get(res_name) != self.node_index):
+                or len(shape) != 4 or self.last_read.get(res_name) != self.node_index
+                or res_name in self.aliased):
             return None
         pad = self.pads.get(name, 0)
         fresh = (segment_tensor(shape, max(1, pad), self.vector_floats) if segments

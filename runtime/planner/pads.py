@@ -94,12 +94,33 @@ def assign_pads(graph: Graph, shapes: dict[str, tuple[int, ...]], opts: PlannerO
         if (in_place and shapes[x][2:] == shapes[y][2:]
                 and math.prod(shapes[x][2:]) * lanes > opts.small_plane):
             union(x, y)
+    for x, y in _channel_slices(graph, shapes, opts, interleave):
+        union(x, y)  # one layout: the slice can be a view of x's planes (alias_channels)
     group_pad: dict[str, int] = {}
     for name, pad in need.items():
         root = find(name)
         group_pad[root] = max(group_pad.get(root, 0), pad)
     return {name: group_pad.get(find(name), 0) for name, shape in shapes.items()
             if shape is not None and len(shape) == 4}
+
+
+def _channel_slices(graph: Graph, shapes: dict[str, tuple[int, ...]], opts: PlannerOptions,
+                    interleave: bool) -> Iterator[tuple[str, str]]:
+    """(input, output) of each Split / Slice whose output differs from its 4-D input in
+    channels only, on planes that get borders."""
+    for node in graph.nodes:
+        if node.op not in ("Split", "Slice") or not node.inputs:
+            continue
+        x = shapes.get(node.inputs[0])
+        if x is None or len(x) != 4:
+            continue
+        lanes = tensor_lanes(x, interleave, opts)
+        if math.prod(x[2:]) * lanes <= opts.small_plane:
+            continue
+        for y in node.outputs:
+            out = shapes.get(y) if y else None
+            if out is not None and out[:1] + out[2:] == x[:1] + x[2:]:
+                yield node.inputs[0], y
 
 
 @dataclass

@@ -247,3 +247,48 @@ def test_channel_shuffle_read_midway_is_not_fused(tmp_path):
     assert_close(engine.run(x), ort_run(path, x))
     steps = {n.node: n.steps for n in engine.describe(input_shapes={"x": (1, 3, 6, 6)}).nodes}
     assert steps["swap"] and not steps["swap"][0].startswith("fused")
+
+
+def _split_then_overwrite(op: str) -> onnx.ModelProto:
+    """t = conv(x); s1, s2 = channel halves of t (Split or two Slices); z = 1x1(1x1(s2)) + t,
+    t's last reader, whose output could go over t's storage; then 3x3(s1), read after z,
+    and a 1x1 over their concat. s1 and s2 are views of t, so z must not overwrite t."""
+    rng = np.random.default_rng(17)
+    inits = {"w0": rng.standard_normal((8, 3, 3, 3)).astype(np.float32),
+             "wa": rng.standard_normal((8, 4, 1, 1)).astype(np.float32),
+             "wz": rng.standard_normal((8, 8, 1, 1)).astype(np.float32),
+             "w1": rng.standard_normal((4, 4, 3, 3)).astype(np.float32),
+             "wy": rng.standard_normal((3, 12, 1, 1)).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["t"], pads=[1, 1, 1, 1])]
+    if op == "Split":
+        inits["halves"] = np.array([4, 4], np.int64)
+        nodes.append(helper.make_node("Split", ["t", "halves"], ["s1", "s2"], axis=1))
+    else:
+        for name, (lo, hi) in (("s1", (0, 4)), ("s2", (4, 8))):
+            inits[f"{name}_lo"], inits[f"{name}_hi"] = (np.array([v], np.int64) for v in (lo, hi))
+            inits[f"{name}_ax"] = np.array([1], np.int64)
+            nodes.append(helper.make_node("Slice", ["t", f"{name}_lo", f"{name}_hi",
+                                                    f"{name}_ax"], [name], name=name))
+    nodes += [helper.make_node("Conv", ["s2", "wa"], ["a"]),
+              helper.make_node("Conv", ["a", "wz"], ["z0"]),
+              helper.make_node("Add", ["z0", "t"], ["z"]),
+              helper.make_node("Conv", ["s1", "w1"], ["y1"], pads=[1, 1, 1, 1]),
+              helper.make_node("Concat", ["z", "y1"], ["cat"], axis=1),
+              helper.make_node("Conv", ["cat", "wy"], ["y"])]
+    return graph_model(nodes, ["N", 3, 12, 12], inits, name="split")
+
+
+@pytest.mark.parametrize("op", ["Split", "Slice"])
+@pytest.mark.parametrize("batch,threads", [(1, 1), (3, 2), (16, 1), (16, 2)])
+def test_channel_slices_are_views_of_their_input(tmp_path, op, batch, threads):
+    """Channel halves read by a padded 3x3 conv and a 1x1 conv are views of the split tensor
+    (no copy); the conv whose residual is that tensor leaves it alone while a view is still
+    to be read. Equal to ORT planar, batched and interleaved, on one and two threads."""
+    path = tmp_path / "split.onnx"
+    onnx.save(_split_then_overwrite(op), str(path))
+    engine = Engine(path, backend="native", threads=threads)
+    x = random_input((batch, 3, 12, 12), seed=batch + threads)
+    assert_close(engine.run(x), ort_run(path, x))
+    report = engine.describe(input_shapes={"x": (batch, 3, 12, 12)})
+    sliced = [n for n in report.nodes if n.op == op]
+    assert sliced and all(n.steps == ["view of its input (no copy)"] for n in sliced)
