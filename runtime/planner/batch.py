@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from featherdeploy.runtime.errors import EngineError
 from featherdeploy.runtime.graph import Graph, Node
 from featherdeploy.runtime.ops.registry import OpContext
@@ -50,8 +52,13 @@ def batch_separable(graph: Graph, images: dict[str, tuple[int, ...]]) -> bool:
     for name in graph.output_names:
         if name in one.graph.constants:
             return False
+    shape_inputs = {node.inputs[1] for node in one.graph.nodes
+                    if node.op == "Reshape" and len(node.inputs) > 1}
+    read = {name for node in one.graph.nodes for name in node.inputs}
     return all(_same_folds(one.graph.constants, two.graph.constants, name)
-               for name in one.graph.constants)
+               or (name in shape_inputs and _batch_led(one.graph.constants[name],
+                                                       two.graph.constants[name]))
+               for name in read & set(one.graph.constants))
 
 
 def _axis(node: Node, ctx: OpContext, name: str, default: int) -> int:
@@ -91,6 +98,15 @@ def _same_folds(a: dict, b: dict, name: str) -> bool:
     Shape) would change with it: then a one-image plan cannot serve a batch."""
     x, y = a[name], b[name]
     return x.shape == y.shape and (x is y or bool((x == y).all()))
+
+
+def _batch_led(a: object, b: object) -> bool:
+    """A Reshape target computed from the input's shape that differs between batch 1 and 2 only
+    in its leading entry, the batch (torch exports a dynamic batch this way: ShuffleNet's
+    channel shuffle): each image reshaped with the batch-1 target is the batch's reshape."""
+    x, y = np.asarray(a), np.asarray(b)
+    return (x.ndim == 1 and x.shape == y.shape and x.size > 0 and (int(x[0]), int(y[0])) == (1, 2)
+            and bool((x[1:] == y[1:]).all()))
 
 
 def interleave_lanes(graph: Graph, images: dict[str, tuple[int, ...]], batch: int,

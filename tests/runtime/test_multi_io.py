@@ -259,3 +259,35 @@ def test_dynamic_batch_model_invalid_at_batch_one_loads(tmp_path):
     model = make_model(nodes, [tensor("x", ["N", 3, 5, 7])], ["y"],
                        {"shape": np.array([2, -1], np.int64)})
     check_model(tmp_path, model, [_arr((2, 3, 5, 7)), _arr((4, 3, 5, 7), 1)])
+
+
+@pytest.mark.parametrize("lead,separable", [("batch", True), ("twice_batch", False)])
+def test_reshape_target_computed_from_the_batch(tmp_path, lead, separable):
+    """Reshape to [N, 2, 3, 5, 7] -> Transpose -> Reshape to [N, 6, 5, 7] with N taken from the
+    input's Shape (a channel shuffle as torch exports a dynamic batch): the folded targets
+    differ between batch sizes only in their leading entry, so a one-image plan serves any
+    batch. A target whose leading entry is 2N folds images together: the whole batch runs at
+    once. ORT's outputs either way."""
+    n_times = "n" if lead == "batch" else "n2"
+    inits = {"zero": np.array(0, np.int64), "axes": np.array([0], np.int64),
+             "two": np.array([2], np.int64), "g5": np.array([2, 3, 5, 7], np.int64),
+             "g4": np.array([6, 5, 7], np.int64), "g4_half": np.array([3, 5, 7], np.int64)}
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "zero"], ["n0"], axis=0),
+             helper.make_node("Unsqueeze", ["n0", "axes"], ["n"]),
+             helper.make_node("Mul", ["n", "two"], ["n2"]),
+             helper.make_node("Concat", [n_times, "g5" if lead == "batch" else "g4_half"],
+                              ["t5"], axis=0),
+             helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Reshape", ["r", "t5"], ["r5"], name="to_groups")]
+    if lead == "batch":
+        nodes += [helper.make_node("Transpose", ["r5"], ["t"], perm=[0, 2, 1, 3, 4]),
+                  helper.make_node("Concat", ["n", "g4"], ["t4"], axis=0),
+                  helper.make_node("Reshape", ["t", "t4"], ["y"], name="back")]
+    else:
+        nodes.append(helper.make_node("Relu", ["r5"], ["y"]))
+    y = tensor("y", ["N", 6, 5, 7] if lead == "batch" else ["M", 3, 5, 7])
+    model = make_model(nodes, [tensor("x", ["N", 6, 5, 7])], [y], inits)
+    engine = check_model(tmp_path, model, [_arr((b, 6, 5, 7), b) for b in (1, 3, 16)],
+                         batch_layout="planar")
+    assert engine.tune([3])[3].startswith("planar, image by image") == separable
