@@ -99,6 +99,7 @@ class Engine:
         self._programs: OrderedDict[tuple, Program] = OrderedDict()
         self._serial: dict[Shapes, int] = {}        # batch-1 shapes -> threads that serve them
         self._interleaved: dict[tuple, bool] = {}   # (image shapes, lanes) -> interleave wins
+        self._group_lanes: dict[tuple, int] = {}    # (image shapes, batch) -> lanes that fit
         self._separable: dict[Shapes, bool] = {}
         self._ort_wins: dict[Shapes, bool] = {}     # input shapes -> ONNX Runtime was faster
         self._warned = False
@@ -399,9 +400,16 @@ class Engine:
         """Images per interleaved group for this batch size (1: planar, image by image)."""
         layout = self.options.batch_layout
         timed = layout == "interleaved" or self.options.tuning != "off"
-        lanes = (interleave_lanes(self.graph, dict(images), batch, self.options.planner, timed,
-                                  int(native().vector_floats(self.options.isa)))
-                 if layout != "planar" else 1)
+        lanes = 1
+        if layout != "planar":  # specializes the graph: once per shapes, not on every run
+            with self._lock:
+                known = self._group_lanes.get((images, batch))
+            if known is None:
+                known = interleave_lanes(self.graph, dict(images), batch, self.options.planner,
+                                         timed, int(native().vector_floats(self.options.isa)))
+                with self._lock:
+                    self._group_lanes[(images, batch)] = known
+            lanes = known
         if lanes == 1 or layout == "interleaved" or self.options.tuning == "off":
             return lanes
         key = (images, lanes)
