@@ -138,6 +138,7 @@ class WaveBands {
  private:
   using Rows = std::pair<int64_t, int64_t>;  // [first, end)
   std::vector<const Step*> members_;
+  std::vector<const WaveInfo*> info_;
   std::vector<std::vector<Rows>> region_;     // [band][member]
 };
 

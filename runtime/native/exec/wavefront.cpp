@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <memory>
 #include <stdexcept>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -16,14 +17,21 @@ namespace fd {
 
 namespace {
 
-// Rows [done, result) of member i to compute now (done[m]: rows < done[m] of member m are
-// complete). A range [r0, r1) of member i writes rows up to r1 - 1 + overhang and reads for
-// them, so every bound on the rows it may write is lowered by its overhang.
+std::vector<const WaveInfo*> infos(const std::vector<const Step*>& members) {
+  std::vector<const WaveInfo*> info(members.size());
+  for (size_t i = 0; i < members.size(); ++i) info[i] = members[i]->wave();
+  return info;
+}
+
+// Rows [done[i], result) of member i to compute now. Member m computes rows [done[m], end[m])
+// (all its rows when serial, its band's in WaveBands); rows below done[m] are complete. A
+// range [r0, r1) of member i writes rows up to r1 - 1 + overhang and reads for them, so every
+// bound on the rows it may write is lowered by its overhang.
 int64_t row_limit(const std::vector<const WaveInfo*>& info, const std::vector<int64_t>& done,
-                  size_t i) {
+                  const std::vector<int64_t>& end, size_t i) {
   const WaveInfo& w = *info[i];
-  const auto complete = [&](int m) { return done[m] == info[m]->rows; };
-  int64_t writable = w.rows + w.overhang;  // rows [0, writable) may be written
+  const auto complete = [&](int m) { return done[m] == end[m]; };
+  int64_t writable = end[i] + w.overhang;  // rows below writable may be written
   if (w.in_from >= 0 && !complete(w.in_from)) {
     // Output row r reads input rows up to r * stride_h - pad_top + reach_rows.
     const int64_t last = done[w.in_from] - 1 + w.pad_top - w.reach_rows;
@@ -38,31 +46,37 @@ int64_t row_limit(const std::vector<const WaveInfo*>& info, const std::vector<in
     if (!complete(k)) writable = std::min(writable, done[k]);
   }
   // Whole steps only (the last takes the remainder), so every range is as big as planned.
-  const int64_t want = w.rows - done[i] < 2 * w.step ? w.rows : done[i] + w.step;
+  const int64_t want = end[i] - done[i] < 2 * w.step ? end[i] : done[i] + w.step;
   return writable - w.overhang >= want ? want : done[i];
 }
 
-}  // namespace
-
-void run_wavefront(const std::vector<const Step*>& members, const Buffers& buf) {
+// Sweeps until every member m has computed rows [done[m], end[m]).
+void sweep(const std::vector<const Step*>& members, const std::vector<const WaveInfo*>& info,
+           std::vector<int64_t> done, const std::vector<int64_t>& end, const Buffers& buf) {
   const size_t n = members.size();
-  std::vector<const WaveInfo*> info(n);
-  for (size_t i = 0; i < n; ++i) info[i] = members[i]->wave();
-  std::vector<int64_t> done(n, 0);
   for (size_t left = n; left > 0;) {
     left = 0;
     bool progress = false;
     for (size_t i = 0; i < n; ++i) {
-      const int64_t limit = row_limit(info, done, i);
+      const int64_t limit = row_limit(info, done, end, i);
       if (limit > done[i]) {
         members[i]->run_rows(buf, done[i], limit);
         done[i] = limit;
         progress = true;
       }
-      if (done[i] < info[i]->rows) ++left;
+      if (done[i] < end[i]) ++left;
     }
     if (!progress && left > 0) throw std::logic_error("wavefront: no member can proceed");
   }
+}
+
+}  // namespace
+
+void run_wavefront(const std::vector<const Step*>& members, const Buffers& buf) {
+  const auto info = infos(members);
+  std::vector<int64_t> rows(members.size());
+  for (size_t i = 0; i < members.size(); ++i) rows[i] = info[i]->rows;
+  sweep(members, info, std::vector<int64_t>(members.size(), 0), rows, buf);
 }
 
 // ---------------------------------------------------------------------------- row bands
@@ -115,37 +129,6 @@ std::pair<int64_t, int64_t> band_rows(const std::vector<const WaveInfo*>& info,
   return {first, end};
 }
 
-// Rows [done[i], result) of member i to compute now in a band (run_wavefront's row_limit with
-// each member's rows limited to its band's [lo, hi)).
-int64_t band_limit(const std::vector<const WaveInfo*>& info,
-                   const std::vector<std::pair<int64_t, int64_t>>& region,
-                   const std::vector<int64_t>& done, size_t i) {
-  const WaveInfo& w = *info[i];
-  const auto complete = [&](int m) { return done[m] == region[m].second; };
-  int64_t writable = region[i].second;
-  if (w.in_from >= 0 && !complete(w.in_from)) {
-    const int64_t last = done[w.in_from] - 1 + w.pad_top - w.reach_rows;
-    writable = std::min(writable, last < 0 ? 0 : last / w.stride_h + 1);
-  }
-  if (w.res_from >= 0 && !complete(w.res_from)) writable = std::min(writable, done[w.res_from]);
-  for (int k : w.guard_in) {
-    if (!complete(k)) writable = std::min(writable, std::max<int64_t>(
-        0, done[k] * info[k]->stride_h - info[k]->pad_top));
-  }
-  for (int k : w.guard_res) {
-    if (!complete(k)) writable = std::min(writable, done[k]);
-  }
-  const int64_t want = region[i].second - done[i] < 2 * w.step ? region[i].second
-                                                                : done[i] + w.step;
-  return writable >= want ? want : done[i];
-}
-
-std::vector<const WaveInfo*> infos(const std::vector<const Step*>& members) {
-  std::vector<const WaveInfo*> info(members.size());
-  for (size_t i = 0; i < members.size(); ++i) info[i] = members[i]->wave();
-  return info;
-}
-
 }  // namespace
 
 std::unique_ptr<WaveBands> WaveBands::make(const std::vector<const Step*>& members, int bands) {
@@ -161,6 +144,7 @@ std::unique_ptr<WaveBands> WaveBands::make(const std::vector<const Step*>& membe
   }
   std::unique_ptr<WaveBands> wb(new WaveBands());
   wb->members_ = members;
+  wb->info_ = info;
   int64_t banded = 0;
   for (int b = 0; b < bands; ++b) {
     std::vector<Rows> region;
@@ -176,25 +160,10 @@ std::unique_ptr<WaveBands> WaveBands::make(const std::vector<const Step*>& membe
 }
 
 void WaveBands::run_band(int band, const Buffers& buf) const {
-  const auto info = infos(members_);
   const auto& region = region_[band];
-  const size_t n = members_.size();
-  std::vector<int64_t> done(n);
-  for (size_t i = 0; i < n; ++i) done[i] = region[i].first;
-  for (size_t left = n; left > 0;) {
-    left = 0;
-    bool progress = false;
-    for (size_t i = 0; i < n; ++i) {
-      const int64_t limit = band_limit(info, region, done, i);
-      if (limit > done[i]) {
-        members_[i]->run_rows(buf, done[i], limit);
-        done[i] = limit;
-        progress = true;
-      }
-      if (done[i] < region[i].second) ++left;
-    }
-    if (!progress && left > 0) throw std::logic_error("wavefront band: no member can proceed");
-  }
+  std::vector<int64_t> first(region.size()), end(region.size());
+  for (size_t i = 0; i < region.size(); ++i) std::tie(first[i], end[i]) = region[i];
+  sweep(members_, info_, std::move(first), end, buf);
 }
 
 // Every earlier member is complete when a member fills its rows: what it reads is there, and
@@ -208,7 +177,7 @@ void WaveBands::run_fill(const Buffers& buf) const {
       if (row < lo) members_[i]->run_rows(buf, row, lo);
       row = hi;
     }
-    const int64_t rows = members_[i]->wave()->rows;
+    const int64_t rows = info_[i]->rows;
     if (row < rows) members_[i]->run_rows(buf, row, rows);
   }
 }
