@@ -135,11 +135,15 @@ def test_unary_affine_per_channel(src_layout, dst_layout, act, threads):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("operand", ["tensor", "per_image_channel", "per_channel"])
+@pytest.mark.parametrize("broadcast_first", [False, True])
+@pytest.mark.parametrize("operand", ["tensor", "per_image_channel", "per_image_channel_compact",
+                                     "per_channel"])
 @pytest.mark.parametrize("layout", ["interleaved", "interleaved_compact"])
-def test_binary_with_broadcast(layout, operand, threads):
-    """a + b with b a whole tensor, one value per (image, channel) (a squeeze-and-excitation
-    gate) or one per channel (broadcast over the images: stride 0 on dim 0)."""
+def test_binary_with_broadcast(layout, operand, broadcast_first, threads):
+    """a - b (or b - a: the order matters) with b a whole tensor, one value per (image,
+    channel) (a squeeze-and-excitation gate: stored images adjacent per channel, or compact
+    image by image as the gate's fully-connected path leaves it) or one per channel
+    (broadcast over the images: stride 0 on dim 0)."""
     a, a_origin, a_strides, a_values = _filled(layout, 3)
     dst, d_origin, d_strides = _buffer(layout)
     if operand == "tensor":
@@ -149,6 +153,10 @@ def test_binary_with_broadcast(layout, operand, threads):
         b_values = np.random.default_rng(5).standard_normal((N, C, 1, 1)).astype(np.float32)
         b = b_values.transpose(1, 0, 2, 3).reshape(-1).copy()  # images adjacent per channel
         b_origin, b_strides, b_dims = 0, (1, N, 0, 0), (N, C, H, W)
+    elif operand == "per_image_channel_compact":
+        b_values = np.random.default_rng(7).standard_normal((N, C, 1, 1)).astype(np.float32)
+        b = b_values.reshape(-1).copy()
+        b_origin, b_strides, b_dims = 0, (C, 1, 0, 0), (N, C, H, W)
     else:
         b_values = np.random.default_rng(6).standard_normal((1, C, 1, 1)).astype(np.float32)
         b = b_values.reshape(-1).copy()
@@ -156,13 +164,14 @@ def test_binary_with_broadcast(layout, operand, threads):
 
     def spec():
         s = native().BinarySpec()
-        s.a = _view("input", 0, a_origin, (N, C, H, W), a_strides)
-        s.b = _view("input", 1, b_origin, b_dims, b_strides)
+        tensor = _view("input", 0, a_origin, (N, C, H, W), a_strides)
+        broadcast = _view("input", 1, b_origin, b_dims, b_strides)
+        s.a, s.b = (broadcast, tensor) if broadcast_first else (tensor, broadcast)
         s.dst = _view("output", 0, d_origin, (N, C, H, W), d_strides)
-        s.op = int(native().BINARY_OPS["add"])
+        s.op = int(native().BINARY_OPS["sub"])
         s.act = CLAMP_NONE.to_native(C)
         return s
 
     out = _run(spec, [a, b], dst, threads)
-    np.testing.assert_allclose(_strided(out, d_origin, d_strides), a_values + b_values,
-                               rtol=1e-6, atol=1e-6)
+    want = b_values - a_values if broadcast_first else a_values - b_values
+    np.testing.assert_allclose(_strided(out, d_origin, d_strides), want, rtol=1e-6, atol=1e-6)

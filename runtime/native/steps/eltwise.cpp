@@ -79,11 +79,15 @@ void merge_plane_rows(const View& dst, std::initializer_list<View*> views) {
 // with stride 1 or broadcasts over it, their dims are reordered to (H, C, W, N), keeping dim 1
 // the channel (per-channel parameters), so a row is the images of consecutive positions; the
 // step's merge_plane_rows then makes each row one contiguous run.
+// A view broadcast over the positions (a value per image and channel, as a squeeze-excitation
+// gate, in any layout) joins in: its rows become the images' values of one channel.
 void images_innermost(std::initializer_list<View*> views) {
   const View& dst = **views.begin();
   if (dst.dim[0] < 2 || dst.stride[0] != 1) return;
   for (const View* v : views)
-    if (v->stride[0] != 1 && !(v->stride[0] == 0 && v->dim[0] == 1)) return;
+    if (v->stride[0] != 1 && !(v->stride[0] == 0 && v->dim[0] == 1) &&
+        !(v->stride[2] == 0 && v->stride[3] == 0))
+      return;
   for (View* v : views) {
     const View old = *v;
     const int order[4] = {2, 1, 3, 0};
@@ -282,6 +286,7 @@ class BinaryStep final : public Step {
     act_ = s_.act.view();
     images_innermost({&s_.dst, &s_.a, &s_.b});
     merge_plane_rows(s_.dst, {&s_.a, &s_.b, &s_.dst});
+    period_ = merge_cycled_rows();
   }
   const char* name() const override { return kBinaryNames[s_.op]; }
   std::string detail() const override {
@@ -312,7 +317,9 @@ class BinaryStep final : public Step {
       const float* x = row.at(buf, s_.a);
       const float* y = row.at(buf, s_.b);
       float* d = row.at(buf, s_.dst);
-      if (as == 1 && bs == 1 && ds == 1) {
+      if (period_ > 0) {
+        cycled_row<Op>(x, y, d, w);
+      } else if (as == 1 && bs == 1 && ds == 1) {
         for (int64_t i = 0; i < w; ++i) d[i] = binary<Op>(x[i], y[i]);
       } else if (as == 1 && bs == 0 && ds == 1) {
         const float yv = y[0];
@@ -331,9 +338,59 @@ class BinaryStep final : public Step {
     }
   }
 
+  // One merged row (see merge_cycled_rows): the broadcast operand's `period_` values, gathered
+  // once, against every position's run of the other operand.
+  template <int Op>
+  void cycled_row(const float* x, const float* y, float* d, int64_t w) const {
+    const View& cycled = a_cycles_ ? s_.a : s_.b;
+    const int64_t cs = cycled.stride[3];
+    float g[kMaxPeriod];
+    const float* src = a_cycles_ ? x : y;
+    for (int64_t i = 0; i < period_; ++i) g[i] = src[i * cs];
+    for (int64_t j = 0; j < w; j += period_) {
+      if (a_cycles_) {
+        for (int64_t i = 0; i < period_; ++i) d[j + i] = binary<Op>(g[i], y[j + i]);
+      } else {
+        for (int64_t i = 0; i < period_; ++i) d[j + i] = binary<Op>(x[j + i], g[i]);
+      }
+    }
+  }
+
+  // Rows of a few floats (the images of one position, batch-interleaved) where one operand is
+  // a per-(channel, image) value broadcast over the positions (a squeeze-excitation gate:
+  // x * scale[n, c]) and the other runs on with the destination: dims 2 and 3 become one row
+  // of W * N floats, the broadcast operand repeating every N (its "period"). Walking 16-float
+  // rows one by one cost EfficientNet-B0's gates 75 of 148 ms at 16 images (AMD EPYC Zen4).
+  // Returns the period (0: rows unchanged).
+  int64_t merge_cycled_rows() {
+    View& d = s_.dst;
+    const int64_t n = d.dim[3];
+    auto runs_on = [&](const View& v) {
+      return v.dim[2] == d.dim[2] && v.dim[3] == n && v.stride[3] == 1 && v.stride[2] == n;
+    };
+    auto cycles = [&](const View& v) { return v.stride[2] == 0 && v.dim[3] == n; };
+    if (d.dim[2] < 2 || n > kMaxPeriod || !runs_on(d)) return 0;
+    if (runs_on(s_.a) && cycles(s_.b)) {
+      a_cycles_ = false;
+    } else if (cycles(s_.a) && runs_on(s_.b)) {
+      a_cycles_ = true;
+    } else {
+      return 0;
+    }
+    const int64_t run = d.dim[2] * n;
+    for (View* v : {&s_.dst, a_cycles_ ? &s_.b : &s_.a}) {  // the broadcast one stays as is
+      v->dim[3] = run;
+      v->dim[2] = 1;
+    }
+    return n;
+  }
+
   BinarySpec s_;
   KernelTable k_;
   Activation act_;
+  static constexpr int64_t kMaxPeriod = 64;
+  int64_t period_ = 0;
+  bool a_cycles_ = false;
 };
 
 // Softmax along `axis` of a 4-D view: the other three axes are "lines", split across threads.
