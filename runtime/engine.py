@@ -35,6 +35,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,14 @@ import numpy as np
 from featherdeploy.runtime.errors import EngineError, InputError, UnsupportedOpError
 from featherdeploy.runtime.graph import Graph, TensorInfo, load_graph
 from featherdeploy.runtime.options import EngineOptions
-from featherdeploy.runtime.planner.batch import batch_separable, interleave_lanes
+from featherdeploy.runtime.planner.batch import (
+    BatchCut,
+    batch_separable,
+    cut_lanes,
+    interleave_cut,
+    interleave_lanes,
+)
+from featherdeploy.runtime.planner.builder import CompiledPlan
 from featherdeploy.runtime.planner.layout import native
 from featherdeploy.runtime.profile import DEFAULT_PROFILE_REPS, Profile, profile_program
 from featherdeploy.runtime.program import Program, build_program, ort_session
@@ -53,6 +61,7 @@ from featherdeploy.runtime.tuning import (
     ORT_PROBE_GAP_S,
     SERIAL_PLAN_MARGIN,
     SERIAL_PROBE_MAX_S,
+    SPLIT_MARGIN,
     compare_streams,
 )
 
@@ -100,6 +109,7 @@ class Engine:
         self._serial: dict[Shapes, int] = {}        # batch-1 shapes -> threads that serve them
         self._interleaved: dict[tuple, bool] = {}   # (image shapes, lanes) -> interleave wins
         self._group_lanes: dict[tuple, int] = {}    # (image shapes, batch) -> lanes that fit
+        self._splits: dict[tuple, _Split | None] = {}  # (image shapes, lanes) -> split, if kept
         self._separable: dict[Shapes, bool] = {}
         self._ort_wins: dict[Shapes, bool] = {}     # input shapes -> ONNX Runtime was faster
         self._warned = False
@@ -230,24 +240,30 @@ class Engine:
     def _run_separable(self, feeds: dict[str, np.ndarray], images: Shapes,
                        batch: int) -> list[np.ndarray]:
         """Images never interact: threads take whole groups of ``lanes`` images, each group
-        run by one batch-interleaved plan (one image per plan when interleaving does not pay)."""
+        run by one batch-interleaved plan (one image per plan when interleaving does not pay),
+        or run image by image up to a cut and in groups after it (``_split``)."""
         lanes = self._lanes(images, batch)
+        split = self._split(images, batch) if lanes == 1 else None
         program = self._program(_batched(images, 1))
         one = program.single_plan
         assert one is not None  # _is_separable checked it
         outputs = [np.empty((batch * s[0], *s[1:]), np.float32) for s in one.output_shapes]
+        names = one.input_names
+        if split is not None:
+            lanes = split.cut.lanes
         groups, tail = divmod(batch, lanes)
         done = groups * lanes
-        names = one.input_names
-        if groups:
+        heads = [feeds[n][:done] for n in names]
+        done_out = [y[:done * s[0]] for y, s in zip(outputs, one.output_shapes, strict=True)]
+        if groups and split is not None:
+            split.run(heads, done_out, done)
+        elif groups:
             plan = self._program(_batched(images, lanes), interleave=lanes > 1).single_plan
-            plan.native.run_images([feeds[n][:done] for n in names],  # type: ignore[union-attr]
-                                   [y[:done * s[0]] for y, s in zip(outputs, one.output_shapes,
-                                                                    strict=True)], groups)
+            plan.native.run_images(heads, done_out, groups)  # type: ignore[union-attr]
         if tail:
             tail_in = [feeds[n][done:] for n in names]
             tail_out = [y[done * s[0]:] for y, s in zip(outputs, one.output_shapes, strict=True)]
-            if self._interleave_tail(images, tail):
+            if split is None and self._interleave_tail(images, tail):
                 plan = self._program(_batched(images, tail), interleave=True).single_plan
                 plan.native.run(tail_in, tail_out)  # type: ignore[union-attr]
             else:
@@ -401,7 +417,7 @@ class Engine:
         layout = self.options.batch_layout
         timed = layout == "interleaved" or self.options.tuning != "off"
         lanes = 1
-        if layout != "planar":  # specializes the graph: once per shapes, not on every run
+        if layout not in ("planar", "split"):  # specializes the graph: once per shapes
             with self._lock:
                 known = self._group_lanes.get((images, batch))
             if known is None:
@@ -438,6 +454,42 @@ class Engine:
         if grouped_s >= planar_s:  # its arena holds 16 images: MobileNetV3-Large +105 MiB
             self._drop_program(_batched(images, lanes), interleave=True)
         return grouped_s < planar_s
+
+    def _split(self, images: Shapes, batch: int) -> _Split | None:
+        """The image-by-image head and interleaved tail serving batches of these images
+        (planner.batch.interleave_cut): when ``batch_layout`` is "split", or "auto" and it
+        measured faster than image by image; else None."""
+        layout = self.options.batch_layout
+        if layout not in ("auto", "split") or self.options.tuning == "off" and layout == "auto":
+            return None
+        key = (images, cut_lanes(batch, self.options.planner))
+        with self._lock:  # the cut specializes the graph: once per shapes, not on every run
+            if key not in self._splits:
+                self._splits[key] = self._kept_split(images, batch)
+            return self._splits[key]
+
+    def _kept_split(self, images: Shapes, batch: int) -> _Split | None:
+        vector = int(native().vector_floats(self.options.isa))
+        cut = interleave_cut(self.graph, dict(images), batch, self.options.planner, vector)
+        if cut is None:
+            return None
+        split = _Split.build(cut, images, self.options, self.threads,
+                             self._program(_batched(images, 1)).single_plan)
+        if split is not None and self.options.batch_layout == "auto":
+            return split if self._split_wins(split, images, batch) else None
+        return split
+
+    def _split_wins(self, split: _Split, images: Shapes, batch: int) -> bool:
+        """Times the split against image by image once, on whole groups, one per thread."""
+        lanes = split.cut.lanes
+        sample = max(1, min(batch // lanes, self.threads)) * lanes
+        one = self._program(_batched(images, 1)).single_plan
+        inputs = [np.zeros((sample * s[0], *s[1:]), np.float32) for s in one.input_shapes]
+        outputs = [np.empty((sample * s[0], *s[1:]), np.float32) for s in one.output_shapes]
+        split_s, planar_s = compare_streams(lambda: split.run(inputs, outputs, sample),
+                                            lambda: one.native.run_images(inputs, outputs,
+                                                                          sample))
+        return split_s < SPLIT_MARGIN * planar_s
 
     # -- tuning and reports
     def coverage(self) -> Any:
@@ -478,7 +530,12 @@ class Engine:
         if not self._is_separable(images):
             return f"whole batch, {self.threads} thread(s)"
         lanes = self._lanes(images, batch)
-        layout = f"interleaved groups of {lanes}" if lanes > 1 else "planar, image by image"
+        split = self._split(images, batch) if lanes == 1 else None
+        if split is not None:
+            layout = (f"image by image up to {split.cut.tensor!r}, then interleaved groups of "
+                      f"{split.cut.lanes}")
+        else:
+            layout = f"interleaved groups of {lanes}" if lanes > 1 else "planar, image by image"
         return f"{layout}, {self.threads} thread(s) taking whole groups"
 
     def describe(self, batch: int = 1, input_shapes: Mapping[str, Sequence[int]] | None = None
@@ -521,8 +578,9 @@ class Engine:
         if self._is_separable(images):
             lanes = self._lanes(images, batch)  # as _run_separable
             self._program(_batched(images, lanes), interleave=lanes > 1)
-            tail = batch % lanes
-            if tail and self._interleave_tail(images, tail):
+            split = self._split(images, batch) if lanes == 1 else None
+            tail = batch % (split.cut.lanes if split else lanes)
+            if tail and not split and self._interleave_tail(images, tail):
                 self._program(_batched(images, tail), interleave=True)
         else:
             self._program(shapes)
@@ -532,7 +590,7 @@ class Engine:
                 reps: int = DEFAULT_PROFILE_REPS) -> Profile:
         """Seconds per native step of the plan serving these inputs (runtime.profile.Profile:
         each step alone on one thread, fastest of ``reps``). A batch that runs in groups is
-        profiled on its first group (one image when it runs image by image)."""
+        profiled on its first group (one image when it runs image by image or split)."""
         feeds = self._feeds(inputs)
         if self._ort is not None:
             raise EngineError("the whole model runs on ONNX Runtime: no native steps to profile")
@@ -667,3 +725,42 @@ def _zeros(shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
 def _shape_str(shape: tuple[int | None, ...]) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 
+
+
+@dataclass
+class _Split:
+    """A batch run image by image up to ``cut.tensor`` (``head``, a one-image plan) and in
+    batch-interleaved groups of ``cut.lanes`` images after it (``tail``)."""
+
+    cut: BatchCut
+    head: CompiledPlan
+    tail: CompiledPlan
+    programs: tuple[Program, Program]  # own the plans
+
+    @classmethod
+    def build(cls, cut: BatchCut, images: Shapes, options: EngineOptions, threads: int,
+              one: CompiledPlan | None) -> _Split | None:
+        """None when either part is not one native plan with the whole model's inputs and
+        outputs (``one``: the model's one-image plan)."""
+        shape = cut.head.outputs[0].shape
+        assert shape is not None  # interleave_cut gives the cut tensor's shape
+        try:
+            head = build_program(cut.head, dict(_batched(images, 1)), options, threads)
+            tail = build_program(cut.tail, {cut.tensor: (cut.lanes, *shape[1:])}, options,
+                                 threads, interleave=True)
+        except EngineError:
+            return None
+        head_plan, tail_plan = head.single_plan, tail.single_plan
+        if (one is None or head_plan is None or tail_plan is None
+                or head_plan.input_names != one.input_names
+                or head_plan.output_names != [cut.tensor]
+                or tail_plan.input_names != [cut.tensor]
+                or tail_plan.output_names != one.output_names):
+            return None
+        return cls(cut, head_plan, tail_plan, (head, tail))
+
+    def run(self, inputs: list[np.ndarray], outputs: list[np.ndarray], images: int) -> None:
+        """``images`` images (a multiple of the lanes) of stacked inputs into ``outputs``."""
+        cut = np.empty((images, *self.head.output_shapes[0][1:]), np.float32)
+        self.head.native.run_images(inputs, [cut], images)
+        self.tail.native.run_images([cut], outputs, images // self.cut.lanes)

@@ -6,7 +6,7 @@ Environment variables only supply defaults, read once by :meth:`EngineOptions.fr
 ``Engine`` is made without explicit options:
 
     FEATHERDEPLOY_BACKEND       auto | native | onnxruntime
-    FEATHERDEPLOY_BATCH_LAYOUT  auto | interleaved | planar
+    FEATHERDEPLOY_BATCH_LAYOUT  auto | interleaved | planar | split
     FEATHERDEPLOY_JIT           1 | 0
     FEATHERDEPLOY_ISA           auto | generic | avx2 | avx512
     FEATHERDEPLOY_TUNING        lazy | load | off
@@ -29,7 +29,7 @@ __all__ = ["BACKENDS", "BATCH_LAYOUTS", "ISAS", "TUNINGS", "MEMORY_POLICIES", "M
            "EngineOptions", "PlannerOptions", "OptionsError", "default_threads"]
 
 BACKENDS = ("auto", "native", "onnxruntime")
-BATCH_LAYOUTS = ("auto", "interleaved", "planar")
+BATCH_LAYOUTS = ("auto", "interleaved", "planar", "split")
 ISAS = ("auto", "generic", "avx2", "avx512")
 TUNINGS = ("lazy", "load", "off")
 MEMORY_POLICIES = ("shared", "by_layout")  # PlannerOptions.memory (runtime/planner/memory.py)
@@ -97,6 +97,13 @@ class PlannerOptions:
     # Without timing (EngineOptions.tuning "off") only groups within this budget interleave:
     # small planes, where interleaving measured faster on every model tried.
     untimed_lanes_budget_bytes: int = 4 << 20
+    # A batch that does not interleave whole may run its first layers image by image and the
+    # rest in groups (planner.batch.interleave_cut), timed like a group: from the earliest cut
+    # after which every activation of a group fits this budget. 16 images, one thread, AMD
+    # EPYC Zen4, against image by image: 8 MB cuts 0.80-0.91x on MobileNetV2 and V3-Large,
+    # EfficientNet-B0, ShuffleNetV2; 16 MB cuts (28x28 and 56x56 stages) were up to 1.05x
+    # slower on the models with squeeze-excitation.
+    cut_lanes_budget_bytes: int = 8 << 20
     # Conv kernel cost model (relative time per stored weight; per output channel overhead).
     csr_cost_per_nnz: float = 1.0
     bsr_cost_per_weight: float = 0.55
@@ -141,7 +148,9 @@ class EngineOptions:
     - ``fallback``: operators the engine lacks run on ONNX Runtime, in-process; False is strict
       mode (loading fails with every unsupported operator and node listed).
     - ``batch_layout``: how batches run: ``interleaved`` (groups of up to 16 images stored
-      position-major), ``planar`` (image by image) or ``auto`` (timed, see ``tuning``).
+      position-major), ``planar`` (image by image), ``split`` (image by image up to a cut, then
+      interleaved groups; planar where the model has no cut) or ``auto`` (timed, see
+      ``tuning``).
     - ``jit``: machine code generated per conv where it pays (x86-64 Linux, AVX-512).
     - ``isa``: kernel variant (``auto`` = the widest this CPU runs).
     - ``tuning``: when choices that are timed get timed (batch-1 threads, batch layout):

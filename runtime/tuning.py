@@ -2,14 +2,16 @@
 
 Three choices depend on the machine more than any rule captures: whether a single image runs
 faster on all threads or on one (stage hand-offs cost more than they save on small models),
-whether a batch runs faster batch-interleaved or image by image (interleaving pays on small
-planes, costs L2 misses on big ones), and, for ``backend="auto"``, whether the native program
-beats ONNX Runtime dense on the whole model at all (a model whose time goes to operators the
-sparse kernels do not speed up, or to ONNX Runtime segments and the hand-offs between them, may
-not; then it runs on ONNX Runtime for those shapes). Each is timed once, in streams of
-back-to-back calls as a stream of requests runs them (helper threads awake), the two options
-alternating so a noisy moment hits both. With ``EngineOptions.tuning = "off"`` nothing is
-timed: all threads, interleaved groups whenever they fit, native whatever ONNX Runtime does.
+how a batch runs (batch-interleaved or image by image: interleaving pays on small planes, costs
+L2 misses on big ones; and, when it does not interleave whole, whether image by image up to a
+cut and interleaved after it, ``planner.batch.interleave_cut``, beats image by image), and,
+for ``backend="auto"``, whether the native program beats ONNX Runtime dense on the whole model
+at all (a model whose time goes to operators the sparse kernels do not speed up, or to ONNX
+Runtime segments and the hand-offs between them, may not; then it runs on ONNX Runtime for
+those shapes). Each is timed once, in streams of back-to-back calls as a stream of requests
+runs them (helper threads awake), the two options alternating so a noisy moment hits both. With
+``EngineOptions.tuning = "off"`` nothing is timed: all threads, interleaved groups whenever
+they fit (never split), native whatever ONNX Runtime does.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 __all__ = ["PROBE_RUNS", "PROBE_ROUNDS", "PROBE_SETTLE_S", "SERIAL_PROBE_MAX_S",
-           "SERIAL_PLAN_MARGIN", "ORT_PROBE_GAP_S", "ORT_MARGIN", "ORT_GEMM_SHARE",
+           "SERIAL_PLAN_MARGIN", "SPLIT_MARGIN", "ORT_PROBE_GAP_S", "ORT_MARGIN", "ORT_GEMM_SHARE",
            "compare_streams"]
 
 PROBE_RUNS = 5
@@ -37,6 +39,11 @@ SERIAL_PROBE_MAX_S = 0.005
 # serially (column segments: ResNet-20x2 batch 1, 3-10% on Intel Xeon; MobileNetV2's steps sum
 # to the same on AMD EPYC Zen4).
 SERIAL_PLAN_MARGIN = 0.8
+# A batch runs split (image by image, then interleaved) only when that measured this much
+# faster than image by image: it holds a second copy of the packed weights and a group's arena,
+# and one timing of two options this close picked the slower on RegNetY-400MF (6%, AMD EPYC
+# Zen4, one thread).
+SPLIT_MARGIN = 0.95
 
 # Against ONNX Runtime: its intra-op threads spin for a while after a run, so a stream started
 # right after one shares the cores with them (EfficientNet-B0's native program, 1.6x faster,

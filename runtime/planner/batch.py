@@ -1,19 +1,20 @@
-"""Batch policy: when images of a batch never interact, and how many run as one
-batch-interleaved group."""
+"""Batch policy: when images of a batch never interact, how many run as one batch-interleaved
+group, and where a batch may switch from image by image to interleaved groups."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from featherdeploy.runtime.errors import EngineError
-from featherdeploy.runtime.graph import Graph, Node
+from featherdeploy.runtime.graph import Graph, Node, TensorInfo
 from featherdeploy.runtime.ops.registry import OpContext
 from featherdeploy.runtime.options import PlannerOptions
 from featherdeploy.runtime.specialize import specialize
 
-__all__ = ["batch_separable", "interleave_lanes"]
+__all__ = ["BatchCut", "batch_separable", "cut_lanes", "interleave_cut", "interleave_lanes"]
 
 
 def _with_batch(graph: Graph, images: dict[str, tuple[int, ...]], batch: int
@@ -136,3 +137,143 @@ def _lanes_within(image_bytes: int, batch: int, max_lanes: int, budget: int) -> 
     while lanes * 2 <= min(batch, max_lanes) and lanes * 2 * image_bytes <= budget:
         lanes *= 2
     return lanes
+
+
+@dataclass(frozen=True)
+class BatchCut:
+    """A batch split at one tensor: each image runs ``head`` (the model up to ``tensor``) on its
+    own, then groups of ``lanes`` images run ``tail`` (the rest, reading only ``tensor``)
+    batch-interleaved."""
+
+    tensor: str
+    lanes: int
+    head: Graph
+    tail: Graph
+
+
+def interleave_cut(graph: Graph, images: dict[str, tuple[int, ...]], batch: int,
+                   opts: PlannerOptions, vector_floats: int) -> BatchCut | None:
+    """The earliest cut of the node order after which groups of ``lanes`` images fit
+    ``opts.cut_lanes_budget_bytes`` (the cut tensor and every 4-D activation after it), where
+    one 4-D float tensor is all that later nodes read of earlier ones; None when there is none.
+
+    For models whose early large planes make a whole-model group too big or too slow
+    (MobileNetV2 at 224 px: 112x112x96 activations) while their later, small planes are where
+    interleaving pays: every weight loaded once per group, short planes filling the vectors.
+    ``lanes`` (:func:`cut_lanes`) must fill whole vectors.
+    """
+    lanes = cut_lanes(batch, opts)
+    if lanes < 2 or lanes % max(vector_floats, 1):
+        return None
+    try:
+        spec = specialize(graph, _with_batch(graph, images, 1))
+    except EngineError:
+        return None
+    budget = opts.cut_lanes_budget_bytes // lanes
+    tail_bytes = _suffix_activation_bytes(graph.nodes, spec.shapes)
+    for index, tensor in _single_tensor_cuts(graph):
+        shape = spec.shapes.get(tensor)
+        if (shape is not None and len(shape) == 4
+                and max(tail_bytes[index + 1], 4 * math.prod(shape)) <= budget
+                and spec.dtypes.get(tensor) == np.float32
+                and any(n.op == "Conv" for n in graph.nodes[:index + 1])
+                and not _parts_fused_conv(graph, index, tensor)):
+            return _split_at(graph, index, TensorInfo(tensor, np.dtype(np.float32),
+                                                      (None, *shape[1:])), lanes)
+    return None
+
+
+_CONTROL_FLOW = ("If", "Loop", "Scan")
+
+
+def cut_lanes(batch: int, opts: PlannerOptions) -> int:
+    """Images per group of a split batch: the largest power of two <= min(batch, max_lanes)."""
+    lanes = 1
+    while lanes * 2 <= min(batch, opts.max_lanes):
+        lanes *= 2
+    return lanes
+
+
+def _single_tensor_cuts(graph: Graph) -> list[tuple[int, str]]:
+    """(i, t) for each i where t is the one tensor computed by nodes[:i + 1] (or a graph input)
+    that nodes[i + 1:] read, tensors computed from constants alone aside, and no graph output
+    was computed yet; none in graphs with control flow, whose bodies read outer tensors
+    without naming them as inputs."""
+    nodes = graph.nodes
+    if any(node.op in _CONTROL_FLOW for node in nodes):
+        return []
+    folded = _constant_outputs(graph)
+    last_read: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        for name in node.inputs:
+            if name and name not in folded:
+                last_read[name] = i
+    for name in graph.output_names:
+        last_read[name] = len(nodes)
+    live = {t.name for t in graph.inputs if t.name in last_read}
+    outputs = set(graph.output_names)
+    cuts = []
+    for i, node in enumerate(nodes[:-1]):
+        live = {t for t in live if last_read[t] > i}
+        live |= {o for o in node.outputs if last_read.get(o, -1) > i and o not in folded}
+        if len(live) == 1 and not live & outputs:
+            cuts.append((i, next(iter(live))))
+        if live & outputs:
+            break
+    return cuts
+
+
+def _constant_outputs(graph: Graph) -> set[str]:
+    """Tensors computed from constants alone (exporters copy biases through Identity nodes),
+    which the specialized graph folds: either part of a split may compute them."""
+    folded = set(graph.constants)
+    for node in graph.nodes:
+        inputs = [i for i in node.inputs if i]
+        if inputs and all(i in folded for i in inputs):
+            folded.update(o for o in node.outputs if o)
+    return folded - set(graph.constants)
+
+
+def _parts_fused_conv(graph: Graph, index: int, tensor: str) -> bool:
+    """True when the cut would separate a Conv from a node the passes could fuse into it: one
+    whose only activation input is its output (an activation, a scale, a BatchNormalization),
+    which would then run alone. (An Add of it and a tail tensor fuses into the other's Conv.)"""
+    def unary_reader(node: Node) -> bool:
+        activations = [i for i in node.inputs if i and i not in graph.constants]
+        return node.op != "Conv" and activations == [tensor]
+
+    return graph.nodes[index].op == "Conv" and any(
+        unary_reader(node) for node in graph.nodes[index + 1:])
+
+
+def _suffix_activation_bytes(nodes: list[Node], shapes: dict) -> list[float]:
+    """[i]: the largest 4-D activation (bytes of one image) that nodes[i:] compute; inf when
+    a shape is unknown."""
+    result = [0.0] * (len(nodes) + 1)
+    for i in range(len(nodes) - 1, -1, -1):
+        own = 0.0
+        for name in nodes[i].outputs:
+            shape = shapes.get(name) if name else ()
+            if shape is None:
+                own = math.inf
+            elif len(shape) == 4:
+                own = max(own, 4.0 * math.prod(shape))
+        result[i] = max(own, result[i + 1])
+    return result
+
+
+def _split_at(graph: Graph, index: int, cut: TensorInfo, lanes: int) -> BatchCut:
+    """The two graphs of a cut after nodes[index]; the tail first computes the constant-only
+    tensors it reads that the head's part of the order computed."""
+    head_nodes, tail_nodes = graph.nodes[:index + 1], graph.nodes[index + 1:]
+    folded = _constant_outputs(graph)
+    needed = {i for node in tail_nodes for i in node.inputs if i in folded}
+    shared: list[Node] = []
+    for node in reversed(head_nodes):
+        if any(o in needed for o in node.outputs):
+            shared.insert(0, node)
+            needed.update(i for i in node.inputs if i)
+    common = dict(opset=graph.opset, opsets=graph.opsets, ir_version=graph.ir_version)
+    head = Graph(head_nodes, graph.constants, graph.inputs, [cut], **common)
+    tail = Graph(shared + tail_nodes, graph.constants, [cut], graph.outputs, **common)
+    return BatchCut(cut.name, lanes, head, tail)
