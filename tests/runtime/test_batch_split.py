@@ -164,3 +164,30 @@ def test_no_split_without_timing(tmp_path):
     x = random_input((LANES, *IMAGE["x"]), seed=5)
     assert_close(engine.run(x), ort_run(path, x))
     assert engine.tune([LANES])[LANES].startswith("planar, image by image")
+
+
+def test_concurrent_split_runs_keep_their_own_cut_tensors(tmp_path):
+    """Calls from several threads at once each get their own cut tensor (reused between calls,
+    never shared by two at a time)."""
+    import threading
+
+    path = _net(tmp_path / "m.onnx")
+    engine = Engine(path, options=_split_options(2))
+    inputs = [random_input((LANES, *IMAGE["x"]), seed=10 + i) for i in range(3)]
+    expected = [ort_run(path, x) for x in inputs]
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            for _ in range(4):
+                assert_close(engine.run(inputs[i]), expected[i])
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert engine.tune([LANES])[LANES].startswith("image by image up to 'r2'")
