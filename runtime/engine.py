@@ -726,7 +726,6 @@ def _shape_str(shape: tuple[int | None, ...]) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
 
 
-
 SPARE_CUTS = 2
 
 
