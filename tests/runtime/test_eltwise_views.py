@@ -111,14 +111,19 @@ def test_fill(layout, threads):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("act", ["none", "relu", "sigmoid"])
+@pytest.mark.parametrize("act", ["none", "relu", "relu6", "sigmoid"])
 @pytest.mark.parametrize(("src_layout", "dst_layout"), PAIRS)
 def test_unary_affine_per_channel(src_layout, dst_layout, act, threads):
+    """BatchNorm-like affine per channel, then an activation; NaN in, NaN out (clamps too)."""
     src, s_origin, s_strides, values = _filled(src_layout, 2)
+    values[0, 0, 0, :3] = np.nan
+    values[3, 2, 4, -2:] = np.nan
+    _strided(src, s_origin, s_strides)[...] = values
     dst, d_origin, d_strides = _buffer(dst_layout)
     scale = np.array([0.5, -2.0, 3.0], np.float32)
     shift = np.array([1.0, 0.25, -4.0], np.float32)
     fused = {"none": CLAMP_NONE, "relu": FusedActivation("clip", lo=0.0, hi=np.inf),
+             "relu6": FusedActivation("clip", lo=0.0, hi=6.0),
              "sigmoid": FusedActivation("sigmoid")}[act]
 
     def spec():
@@ -130,16 +135,20 @@ def test_unary_affine_per_channel(src_layout, dst_layout, act, threads):
 
     out = _run(spec, [src], dst, threads)
     y = values * scale.reshape(1, C, 1, 1) + shift.reshape(1, C, 1, 1)
-    y = {"none": y, "relu": np.maximum(y, 0), "sigmoid": 1 / (1 + np.exp(-y))}[act]
-    np.testing.assert_allclose(_strided(out, d_origin, d_strides), y, rtol=1e-6, atol=1e-6)
+    y = {"none": y, "relu": np.maximum(y, 0), "relu6": np.minimum(np.maximum(y, 0), 6),
+         "sigmoid": 1 / (1 + np.exp(-y))}[act]
+    got = _strided(out, d_origin, d_strides)
+    assert np.isnan(got).sum() == np.isnan(y).sum() == 5
+    np.testing.assert_allclose(got, y, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("relu6", [False, True])
 @pytest.mark.parametrize("broadcast_first", [False, True])
 @pytest.mark.parametrize("operand", ["tensor", "per_image_channel", "per_image_channel_compact",
                                      "per_channel"])
 @pytest.mark.parametrize("layout", ["interleaved", "interleaved_compact"])
-def test_binary_with_broadcast(layout, operand, broadcast_first, threads):
+def test_binary_with_broadcast(layout, operand, broadcast_first, relu6, threads):
     """a - b (or b - a: the order matters) with b a whole tensor, one value per (image,
     channel) (a squeeze-and-excitation gate: stored images adjacent per channel, or compact
     image by image as the gate's fully-connected path leaves it) or one per channel
@@ -169,9 +178,11 @@ def test_binary_with_broadcast(layout, operand, broadcast_first, threads):
         s.a, s.b = (broadcast, tensor) if broadcast_first else (tensor, broadcast)
         s.dst = _view("output", 0, d_origin, (N, C, H, W), d_strides)
         s.op = int(native().BINARY_OPS["sub"])
-        s.act = CLAMP_NONE.to_native(C)
+        s.act = (FusedActivation("clip", lo=0.0, hi=6.0) if relu6 else CLAMP_NONE).to_native(C)
         return s
 
     out = _run(spec, [a, b], dst, threads)
     want = b_values - a_values if broadcast_first else a_values - b_values
+    if relu6:
+        want = np.minimum(np.maximum(want, 0), 6)
     np.testing.assert_allclose(_strided(out, d_origin, d_strides), want, rtol=1e-6, atol=1e-6)

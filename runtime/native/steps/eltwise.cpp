@@ -98,6 +98,27 @@ void images_innermost(std::initializer_list<View*> views) {
   }
 }
 
+// d[i] = clamp(src[i] * a + b, lo, hi) over a contiguous row, as one loop the compiler
+// vectorizes (a call to Activation::apply per float kept it scalar: DenseNet-121's standalone
+// BatchNorm + Relu steps, 19 of its 32 ms at batch 1 on AMD EPYC Zen4). The comparisons keep a
+// NaN, as apply does.
+void affine_clamp_row(const float* src, float* d, int64_t w, float a, float b, float lo,
+                      float hi) {
+  for (int64_t i = 0; i < w; ++i) {
+    float x = src[i] * a + b;
+    x = x < lo ? lo : x;
+    d[i] = x > hi ? hi : x;
+  }
+}
+
+// clamp(d[i], lo, hi) in place over a contiguous row (vectorized, as above).
+void clamp_row(float* d, int64_t w, float lo, float hi) {
+  for (int64_t i = 0; i < w; ++i) {
+    const float x = d[i] < lo ? lo : d[i];
+    d[i] = x > hi ? hi : x;
+  }
+}
+
 // Applies `act` to the w floats of a destination row (stride ds) of channel c.
 void activate_row(const KernelTable& k, float* d, int64_t w, int64_t ds, const Activation& act,
                   int64_t c) {
@@ -237,6 +258,10 @@ class UnaryStep final : public Step {
       }
       const float a = s_.scale.empty() ? 1.0f : s_.scale[c];
       const float b = s_.shift.empty() ? 0.0f : s_.shift[c];
+      if (act_.kind == kActClip && ss == 1 && ds == 1) {
+        affine_clamp_row(src, d, w, a, b, act_.lo, act_.hi);
+        continue;
+      }
       if (act_.kind == kActClip) {
         for (int64_t i = 0; i < w; ++i) d[i * ds] = act_.apply(src[i * ss] * a + b, c);
         continue;
@@ -330,7 +355,9 @@ class BinaryStep final : public Step {
       } else {
         for (int64_t i = 0; i < w; ++i) d[i * ds] = binary<Op>(x[i * as], y[i * bs]);
       }
-      if (act_.kind == kActClip) {
+      if (act_.kind == kActClip && ds == 1) {
+        clamp_row(d, w, act_.lo, act_.hi);
+      } else if (act_.kind == kActClip) {
         for (int64_t i = 0; i < w; ++i) d[i * ds] = act_.apply(d[i * ds], c);
       } else {
         activate_row(k_, d, w, ds, act_, c);
