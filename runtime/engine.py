@@ -242,15 +242,12 @@ class Engine:
         """Images never interact: threads take whole groups of ``lanes`` images, each group
         run by one batch-interleaved plan (one image per plan when interleaving does not pay),
         or run image by image up to a cut and in groups after it (``_split``)."""
-        lanes = self._lanes(images, batch)
-        split = self._split(images, batch) if lanes == 1 else None
+        lanes, split = self._grouping(images, batch)
         program = self._program(_batched(images, 1))
         one = program.single_plan
         assert one is not None  # _is_separable checked it
         outputs = [np.empty((batch * s[0], *s[1:]), np.float32) for s in one.output_shapes]
         names = one.input_names
-        if split is not None:
-            lanes = split.cut.lanes
         groups, tail = divmod(batch, lanes)
         done = groups * lanes
         heads = [feeds[n][:done] for n in names]
@@ -412,6 +409,12 @@ class Engine:
                 self._separable[images] = known
         return known
 
+    def _grouping(self, images: Shapes, batch: int) -> tuple[int, _Split | None]:
+        """Images per group, and the split serving the groups when the batch runs split."""
+        lanes = self._lanes(images, batch)
+        split = self._split(images, batch) if lanes == 1 else None
+        return (split.cut.lanes, split) if split is not None else (lanes, None)
+
     def _lanes(self, images: Shapes, batch: int) -> int:
         """Images per interleaved group for this batch size (1: planar, image by image)."""
         layout = self.options.batch_layout
@@ -529,11 +532,10 @@ class Engine:
         images = tuple((n, s[1:]) for n, s in shapes)
         if not self._is_separable(images):
             return f"whole batch, {self.threads} thread(s)"
-        lanes = self._lanes(images, batch)
-        split = self._split(images, batch) if lanes == 1 else None
+        lanes, split = self._grouping(images, batch)
         if split is not None:
             layout = (f"image by image up to {split.cut.tensor!r}, then interleaved groups of "
-                      f"{split.cut.lanes}")
+                      f"{lanes}")
         else:
             layout = f"interleaved groups of {lanes}" if lanes > 1 else "planar, image by image"
         return f"{layout}, {self.threads} thread(s) taking whole groups"
@@ -576,10 +578,10 @@ class Engine:
             return self._choice(shapes, 1)
         images = tuple((n, s[1:]) for n, s in shapes)
         if self._is_separable(images):
-            lanes = self._lanes(images, batch)  # as _run_separable
-            self._program(_batched(images, lanes), interleave=lanes > 1)
-            split = self._split(images, batch) if lanes == 1 else None
-            tail = batch % (split.cut.lanes if split else lanes)
+            lanes, split = self._grouping(images, batch)  # as _run_separable
+            if split is None:
+                self._program(_batched(images, lanes), interleave=lanes > 1)
+            tail = batch % lanes
             if tail and not split and self._interleave_tail(images, tail):
                 self._program(_batched(images, tail), interleave=True)
         else:

@@ -171,7 +171,8 @@ def interleave_cut(graph: Graph, images: dict[str, tuple[int, ...]], batch: int,
         return None
     budget = opts.cut_lanes_budget_bytes // lanes
     tail_bytes = _suffix_activation_bytes(graph.nodes, spec.shapes)
-    for index, tensor in _single_tensor_cuts(graph):
+    folded = _constant_outputs(graph)
+    for index, tensor in _single_tensor_cuts(graph, folded):
         shape = spec.shapes.get(tensor)
         if (shape is not None and len(shape) == 4
                 and max(tail_bytes[index + 1], 4 * math.prod(shape)) <= budget
@@ -179,7 +180,7 @@ def interleave_cut(graph: Graph, images: dict[str, tuple[int, ...]], batch: int,
                 and any(n.op == "Conv" for n in graph.nodes[:index + 1])
                 and not _parts_fused_conv(graph, index, tensor)):
             return _split_at(graph, index, TensorInfo(tensor, np.dtype(np.float32),
-                                                      (None, *shape[1:])), lanes)
+                                                      (None, *shape[1:])), lanes, folded)
     return None
 
 
@@ -188,21 +189,17 @@ _CONTROL_FLOW = ("If", "Loop", "Scan")
 
 def cut_lanes(batch: int, opts: PlannerOptions) -> int:
     """Images per group of a split batch: the largest power of two <= min(batch, max_lanes)."""
-    lanes = 1
-    while lanes * 2 <= min(batch, opts.max_lanes):
-        lanes *= 2
-    return lanes
+    return _lanes_within(0, batch, opts.max_lanes, 0)
 
 
-def _single_tensor_cuts(graph: Graph) -> list[tuple[int, str]]:
+def _single_tensor_cuts(graph: Graph, folded: set[str]) -> list[tuple[int, str]]:
     """(i, t) for each i where t is the one tensor computed by nodes[:i + 1] (or a graph input)
-    that nodes[i + 1:] read, tensors computed from constants alone aside, and no graph output
-    was computed yet; none in graphs with control flow, whose bodies read outer tensors
-    without naming them as inputs."""
+    that nodes[i + 1:] read, tensors computed from constants alone (``folded``) aside, and no
+    graph output was computed yet; none in graphs with control flow, whose bodies read outer
+    tensors without naming them as inputs."""
     nodes = graph.nodes
     if any(node.op in _CONTROL_FLOW for node in nodes):
         return []
-    folded = _constant_outputs(graph)
     last_read: dict[str, int] = {}
     for i, node in enumerate(nodes):
         for name in node.inputs:
@@ -262,11 +259,11 @@ def _suffix_activation_bytes(nodes: list[Node], shapes: dict) -> list[float]:
     return result
 
 
-def _split_at(graph: Graph, index: int, cut: TensorInfo, lanes: int) -> BatchCut:
+def _split_at(graph: Graph, index: int, cut: TensorInfo, lanes: int, folded: set[str]
+              ) -> BatchCut:
     """The two graphs of a cut after nodes[index]; the tail first computes the constant-only
-    tensors it reads that the head's part of the order computed."""
+    tensors (``folded``) it reads that the head's part of the order computed."""
     head_nodes, tail_nodes = graph.nodes[:index + 1], graph.nodes[index + 1:]
-    folded = _constant_outputs(graph)
     needed = {i for node in tail_nodes for i in node.inputs if i in folded}
     shared: list[Node] = []
     for node in reversed(head_nodes):
