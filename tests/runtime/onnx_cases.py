@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +92,22 @@ def conv_kernels(engine, batch: int = 1) -> dict[str, str]:
             name = node.steps[-1].split(":")[0]
             kinds[node.node] = families.get(name, name)
     return kinds
+
+
+def run_in_threads(worker: Callable[[int], None], count: int) -> list[BaseException]:
+    """Runs worker(0) .. worker(count - 1) on their own threads at once; the exceptions they
+    raised (a failed assertion in a thread does not fail the test by itself)."""
+    errors: list[BaseException] = []
+
+    def guarded(k: int) -> None:
+        try:
+            worker(k)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(k,)) for k in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors

@@ -14,7 +14,13 @@ from featherdeploy.runtime import Engine, EngineOptions, PlannerOptions
 from featherdeploy.runtime.graph import load_graph
 from featherdeploy.runtime.planner.batch import interleave_cut
 from featherdeploy.runtime.planner.layout import native
-from tests.runtime.onnx_cases import assert_close, ort_run, random_input, save_model
+from tests.runtime.onnx_cases import (
+    assert_close,
+    ort_run,
+    random_input,
+    run_in_threads,
+    save_model,
+)
 
 LANES = 16
 IMAGE = {"x": (3, 16, 16)}
@@ -169,25 +175,15 @@ def test_no_split_without_timing(tmp_path):
 def test_concurrent_split_runs_keep_their_own_cut_tensors(tmp_path):
     """Calls from several threads at once each get their own cut tensor (reused between calls,
     never shared by two at a time)."""
-    import threading
-
     path = _net(tmp_path / "m.onnx")
     engine = Engine(path, options=_split_options(2))
     inputs = [random_input((LANES, *IMAGE["x"]), seed=10 + i) for i in range(3)]
     expected = [ort_run(path, x) for x in inputs]
-    errors: list[BaseException] = []
 
     def worker(i: int) -> None:
-        try:
-            for _ in range(4):
-                assert_close(engine.run(inputs[i]), expected[i])
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
-            errors.append(exc)
+        for _ in range(4):
+            assert_close(engine.run(inputs[i]), expected[i])
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_in_threads(worker, 3)
     assert not errors, errors[0]
     assert engine.tune([LANES])[LANES].startswith("image by image up to 'r2'")

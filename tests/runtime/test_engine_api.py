@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,13 @@ from featherdeploy.runtime import (
     UnsupportedOpError,
 )
 from featherdeploy.runtime.__main__ import main
-from tests.runtime.onnx_cases import assert_close, ort_run, random_input, save_model
+from tests.runtime.onnx_cases import (
+    assert_close,
+    ort_run,
+    random_input,
+    run_in_threads,
+    save_model,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -145,24 +150,16 @@ def test_concurrent_runs_equal_sequential(small_model):
     inputs = [random_input((b % 3 + 1, 3, 10, 10), seed=b) for b in range(16)]
     sequential = [engine.run(x) for x in inputs]
     results: dict[int, np.ndarray] = {}
-    errors: list[BaseException] = []
 
     def worker(k: int) -> None:
-        try:
-            for i in range(k, len(inputs), 4):
-                for _ in range(5):
-                    out = engine.run(inputs[i])
-                    if i in results:
-                        np.testing.assert_array_equal(out, results[i])
-                    results[i] = out
-        except BaseException as exc:  # surface thread failures in the main thread
-            errors.append(exc)
+        for i in range(k, len(inputs), 4):
+            for _ in range(5):
+                out = engine.run(inputs[i])
+                if i in results:
+                    np.testing.assert_array_equal(out, results[i])
+                results[i] = out
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_in_threads(worker, 4)
     assert not errors, errors
     for i, expected in enumerate(sequential):
         np.testing.assert_array_equal(results[i], expected)
