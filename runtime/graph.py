@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from featherdeploy.runtime.const_tables import SHARED_CONST_MIN_FLOATS, as_table_view
 from featherdeploy.runtime.errors import ModelLoadError
 
 __all__ = ["ONNX_DOMAINS", "MAX_MODEL_BYTES", "TensorInfo", "Node", "Graph", "load_graph",
@@ -180,7 +181,8 @@ def load_graph(path: str | Path) -> Graph:
     bytes are released once parsed, before the initializers are copied out of the model: the
     peak is two copies of the weights, not three (ResNet-50: 341 -> 243 MiB)."""
     path = Path(path)
-    return _graph_of(_parse_model(_read_model_file(path), str(path)), str(path), path.parent)
+    return _with_tables(_graph_of(_parse_model(_read_model_file(path), str(path)), str(path),
+                                  path.parent))
 
 
 def _read_model_file(path: Path) -> bytes:
@@ -203,7 +205,17 @@ def parse_model_bytes(data: bytes, source: str = "<bytes>", base_dir: Path | Non
                       ) -> Graph:
     """Parse serialized ONNX bytes into a validated :class:`Graph`; external data is read from
     ``base_dir`` (a model given as bytes without one may not use external data)."""
-    return _graph_of(_parse_model(data, source), source, base_dir)
+    return _with_tables(_graph_of(_parse_model(data, source), source, base_dir))
+
+
+def _with_tables(graph: Graph) -> Graph:
+    """Moves each large float32 constant into a constant table of its own, once the parsed
+    model is released (the peak stays two copies of one tensor): native plans then read it in
+    place instead of each holding a copy (runtime/const_tables.py)."""
+    for name, value in graph.constants.items():
+        if value.dtype == np.float32 and value.size >= SHARED_CONST_MIN_FLOATS:
+            graph.constants[name] = as_table_view(value)
+    return graph
 
 
 def _parse_model(data: bytes, source: str) -> Any:

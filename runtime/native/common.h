@@ -49,13 +49,13 @@ struct View {
 // Base pointers of the spaces for one call.
 struct Buffers {
   float* arena = nullptr;
-  const float* consts = nullptr;
+  const float* const* consts = nullptr;  // one table per View::slot (Plan's ConstSlot)
   const float* const* inputs = nullptr;
   float* const* outputs = nullptr;
   float* base(const View& v) const {
     switch (v.space) {
       case kArena: return arena;
-      case kConst: return const_cast<float*>(consts);
+      case kConst: return const_cast<float*>(consts[v.slot]);
       case kInput: return const_cast<float*>(inputs[v.slot]);
       default: return outputs[v.slot];
     }

@@ -152,6 +152,25 @@ void bind_core(py::module_& m) {
       .def_readwrite("poison_arena", &PlanOptions::poison_arena);
 }
 
+// The constant tables of a plan: held, not copied (each keeps its array alive; the array is
+// released under the GIL). Read-only arrays are accepted: the plan never writes them.
+std::vector<ConstSlot> const_slots(const std::vector<py::array>& tables) {
+  std::vector<ConstSlot> slots;
+  for (const py::array& a : tables) {
+    if (!py::isinstance<FloatArray>(a) || !(a.flags() & py::array::c_style) || a.size() < 1)
+      throw py::type_error("plan: constant tables must be non-empty C-contiguous float32 arrays");
+    ConstSlot slot;
+    slot.data = static_cast<const float*>(a.data());
+    slot.floats = static_cast<int64_t>(a.size());
+    slot.owner = std::shared_ptr<const void>(new py::object(a), [](const void* held) {
+      py::gil_scoped_acquire gil;
+      delete static_cast<const py::object*>(held);
+    });
+    slots.push_back(std::move(slot));
+  }
+  return slots;
+}
+
 // One image set (serial: on the calling thread alone), or `images` independent ones.
 void run(Plan& p, const std::vector<py::array>& inputs, const std::vector<py::array>& outputs,
          int64_t images, bool serial = false) {
@@ -169,10 +188,9 @@ void run(Plan& p, const std::vector<py::array>& inputs, const std::vector<py::ar
 py::class_<Plan> bind_plan(py::module_& m) {
   py::class_<Plan> plan(m, "Plan");
   plan.def(py::init([](const PlanOptions& options, int64_t arena_floats,
-                       const FloatArray& consts, std::vector<int64_t> input_floats,
+                       const std::vector<py::array>& consts, std::vector<int64_t> input_floats,
                        std::vector<int64_t> output_floats) {
-             return new Plan(options, arena_floats,
-                             std::vector<float>(consts.data(), consts.data() + consts.size()),
+             return new Plan(options, arena_floats, const_slots(consts),
                              std::move(input_floats), std::move(output_floats));
            }),
            py::arg("options"), py::arg("arena_floats"), py::arg("consts"),
@@ -207,6 +225,11 @@ py::class_<Plan> bind_plan(py::module_& m) {
       .def_property_readonly("banded_groups", &Plan::banded_groups,
                              "Wavefront groups that parallel runs cut into row bands.")
       .def_property_readonly("arena_floats", &Plan::arena_floats)
+      .def_property_readonly("const_addresses", [](const Plan& p) {
+             std::vector<uintptr_t> out;
+             for (const ConstSlot& c : p.consts()) out.push_back(reinterpret_cast<uintptr_t>(c.data));
+             return out;
+           }, "Where each constant table's floats are (plans sharing a constant show one address).")
       .def_property_readonly("input_floats", &Plan::input_floats)
       .def_property_readonly("output_floats", &Plan::output_floats)
       .def("step_names", [](const Plan& p) {

@@ -92,7 +92,7 @@ def _b_view(b: Builder, name: str, transposed: bool) -> SymView:
         bt = mat if transposed else mat.T  # (N, K)
         n, k = bt.shape
         view = b.const_view(np.ascontiguousarray(bt))
-        return SymView(None, CONST, view.origin, (1, 1, k, n), (0, 0, 1, k))
+        return SymView(None, CONST, view.origin, (1, 1, k, n), (0, 0, 1, k), view.slot)
     t = b.flat(name)
     rows, cols = t.shape
     if transposed:  # stored (N, K)
@@ -123,7 +123,7 @@ def _emit_batched(b: Builder, node: Node) -> None:
         stored = b.const_view(bt)
         d = stored.dims
         b_view = SymView(None, CONST, stored.origin, (d[0], d[1], d[3], d[2]),
-                         (stored.strides[0], stored.strides[1], 1, d[3]))
+                         (stored.strides[0], stored.strides[1], 1, d[3]), stored.slot)
     else:
         b_view = b.flat(name).compact_view(as4(b_shape))
     spec = native().GemmSpec()

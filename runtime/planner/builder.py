@@ -15,6 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from featherdeploy.runtime.const_tables import (
+    SHARED_CONST_MIN_FLOATS,
+    TABLE_SLACK_FLOATS,
+    constant_table,
+    shared_constant,
+)
 from featherdeploy.runtime.errors import ModelLoadError, UnsupportedOpError
 from featherdeploy.runtime.graph import Graph, Node
 from featherdeploy.runtime.ops.fusion import RESIDUAL_KEY
@@ -113,8 +119,9 @@ class Builder:
         self.tensors: dict[str, Tensor] = {}
         self.records: list[StepRecord] = []
         self.bufs: list[Buf] = []
-        self.consts: list[np.ndarray] = []
+        self.consts: list[np.ndarray] = []  # small constants, packed into table 0
         self.const_size = 0
+        self.const_tables: list[np.ndarray] = []  # large constants: tables 1, 2, ... (shared)
         self.outputs_written: set[str] = set()
         self.node: Node | None = None  # the node being emitted
         self.node_index = -1
@@ -184,14 +191,19 @@ class Builder:
         return buf
 
     def const_view(self, array: np.ndarray, dims: tuple[int, ...] | None = None) -> SymView:
+        """A view of ``array`` among the plan's constants (its ``slot`` is the table)."""
         data = np.ascontiguousarray(array, dtype=np.float32).reshape(-1)
+        d = as4(tuple(array.shape) if dims is None else dims)
+        if data.size >= SHARED_CONST_MIN_FLOATS:
+            self.const_tables.append(shared_constant(data))
+            return SymView(None, CONST, 0, d, compact_strides(d),  # type: ignore[arg-type]
+                           len(self.const_tables))
         origin = self.const_size
         self.consts.append(data)
         padded = round_up(max(data.size, 1), VMAX)
         if padded > data.size:
             self.consts.append(np.zeros(padded - data.size, dtype=np.float32))
         self.const_size += padded
-        d = as4(tuple(array.shape) if dims is None else dims)
         return SymView(None, CONST, origin, d, compact_strides(d))  # type: ignore[arg-type]
 
     def emit(self, spec: Any, *, wave_reach_rows: int = 0,
@@ -404,14 +416,17 @@ class Builder:
         # Marked in every plan; parallel runs use only the groups marked for row bands.
         wavefronts = mark_wavefronts(self.records, self.opts.wavefront_layers, self.vector_floats,
                                      self.opts.wave_band_min_bytes)
-        consts = np.concatenate(self.consts) if self.consts else np.zeros(VMAX, np.float32)
+        assert VMAX <= TABLE_SLACK_FLOATS  # every table's zero slack covers one vector
+        small = np.concatenate(self.consts) if self.consts else np.zeros(0, np.float32)
+        self.consts = []
+        tables = [constant_table(small), *self.const_tables]
         n = native()
         options = n.PlanOptions()
         options.threads, options.isa, options.jit = self.threads, self.options.isa, self.options.jit
         options.poison_arena = self.opts.poison_arena
         ins = [math.prod(self.shapes[k]) for k in self.graph.input_names]
         outs = [math.prod(self.shapes[k]) for k in self.graph.output_names]
-        plan = n.Plan(options, arena, consts, ins, outs)
+        plan = n.Plan(options, arena, tables, ins, outs)
         for record in self.records:
             for field_name, value in record.views.items():
                 setattr(record.spec, field_name, value.resolve())

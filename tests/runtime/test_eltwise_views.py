@@ -54,7 +54,7 @@ def _run(spec_fn, inputs: list[np.ndarray], out: np.ndarray, threads: int) -> np
     n = native()
     options = n.PlanOptions()
     options.threads = threads
-    plan = n.Plan(options, 16, np.zeros(1, np.float32), [x.size for x in inputs], [out.size])
+    plan = n.Plan(options, 16, [np.zeros(1, np.float32)], [x.size for x in inputs], [out.size])
     plan.add(spec_fn())
     result = out.copy()
     plan.run(inputs, [result])

@@ -326,7 +326,7 @@ def test_poison_reaches_memory_no_step_writes(poison):
     n = native()
     options = n.PlanOptions()
     options.poison_arena = poison
-    plan = n.Plan(options, 64, np.zeros(16, np.float32), [4], [4])
+    plan = n.Plan(options, 64, [np.zeros(16, np.float32)], [4], [4])
     copy = n.CopySpec()
     copy.src = n.View(n.SPACES["arena"], 0, 32, (1, 1, 1, 4), (0, 0, 0, 1))
     copy.dst = n.View(n.SPACES["output"], 0, 0, (1, 1, 1, 4), (0, 0, 0, 1))

@@ -84,7 +84,7 @@ Workspace::Workspace(int64_t floats, bool poison) {
 
 Workspace::~Workspace() { std::free(data_); }
 
-Plan::Plan(const PlanOptions& options, int64_t arena_floats, std::vector<float> consts,
+Plan::Plan(const PlanOptions& options, int64_t arena_floats, std::vector<ConstSlot> consts,
            std::vector<int64_t> input_floats, std::vector<int64_t> output_floats)
     : arena_floats_(arena_floats),
       poison_arena_(options.poison_arena),
@@ -94,6 +94,11 @@ Plan::Plan(const PlanOptions& options, int64_t arena_floats, std::vector<float> 
   require(options.threads >= 1 && options.threads <= kMaxThreads,
           "plan: threads must be in [1, " + std::to_string(kMaxThreads) + "]");
   require(arena_floats_ >= 0, "plan: negative arena size");
+  require(!consts_.empty(), "plan: no constant table");
+  for (const ConstSlot& c : consts_) {
+    require(c.data != nullptr && c.floats >= 1, "plan: empty constant table");
+    const_tables_.push_back(c.data);
+  }
   for (int64_t n : input_floats_) require(n >= 0, "plan: negative input size");
   for (int64_t n : output_floats_) require(n >= 0, "plan: negative output size");
   context_.kernels = kernels_for(options.isa);
@@ -159,7 +164,11 @@ void Plan::check_view(const View& v, const char* step) const {
   int64_t size = 0;
   switch (v.space) {
     case kArena: size = arena_floats_; break;
-    case kConst: size = static_cast<int64_t>(consts_.size()); break;
+    case kConst:
+      require(v.slot >= 0 && v.slot < static_cast<int>(consts_.size()),
+              std::string(step) + ": constant table out of range");
+      size = consts_[v.slot].floats;
+      break;
     case kInput:
       require(v.slot >= 0 && v.slot < static_cast<int>(input_floats_.size()),
               std::string(step) + ": input slot out of range");
@@ -333,7 +342,7 @@ void Plan::run(const std::vector<const float*>& inputs, const std::vector<float*
   auto ws = acquire();
   Buffers buf;
   buf.arena = ws->data();
-  buf.consts = consts_.data();
+  buf.consts = const_tables_.data();
   buf.inputs = inputs.data();
   buf.outputs = outputs.data();
   if (serial || threads() == 1 || parallel_begin_ == parallel_end_) {
@@ -366,7 +375,7 @@ void Plan::run_images(const std::vector<const float*>& inputs, const std::vector
     return;
   }
   auto job = std::make_shared<Job>();
-  job->buf.consts = consts_.data();
+  job->buf.consts = const_tables_.data();
   job->buf.inputs = inputs.data();
   job->buf.outputs = outputs.data();
   job->images_mode = true;
@@ -382,7 +391,7 @@ std::vector<double> Plan::profile(const std::vector<const float*>& inputs,
   auto ws = acquire();
   Buffers buf;
   buf.arena = ws->data();
-  buf.consts = consts_.data();
+  buf.consts = const_tables_.data();
   buf.inputs = inputs.data();
   buf.outputs = outputs.data();
   std::vector<double> seconds(steps_.size(), 1e30);

@@ -49,11 +49,20 @@ class Workspace {
 
 struct Job;
 
+// One table of a plan's constants (views of space kConst name it by slot): `floats` floats at
+// `data`, which the plan reads but never copies; `owner` keeps them alive (a NumPy array shared
+// by every plan of the model holding the same constant, runtime/const_tables.py).
+struct ConstSlot {
+  const float* data = nullptr;
+  int64_t floats = 0;
+  std::shared_ptr<const void> owner;
+};
+
 class Plan {
  public:
   // Sizes in floats of the arena, of every input and of every output (per call; per image for
-  // run_images).
-  Plan(const PlanOptions& options, int64_t arena_floats, std::vector<float> consts,
+  // run_images); the constant tables (slot k = consts[k]).
+  Plan(const PlanOptions& options, int64_t arena_floats, std::vector<ConstSlot> consts,
        std::vector<int64_t> input_floats, std::vector<int64_t> output_floats);
   ~Plan();
   Plan(const Plan&) = delete;
@@ -77,6 +86,7 @@ class Plan {
   const std::vector<int64_t>& input_floats() const { return input_floats_; }
   const std::vector<int64_t>& output_floats() const { return output_floats_; }
   int64_t arena_floats() const { return arena_floats_; }
+  const std::vector<ConstSlot>& consts() const { return consts_; }
   const std::vector<StepPtr>& steps() const { return steps_; }
   // Wavefront groups that parallel runs cut into row bands (WaveBands); builds the stages.
   int64_t banded_groups() {
@@ -110,7 +120,8 @@ class Plan {
   PlanContext context_;
   int64_t arena_floats_;
   bool poison_arena_ = false;
-  std::vector<float> consts_;
+  std::vector<ConstSlot> consts_;
+  std::vector<const float*> const_tables_;  // consts_[k].data: Buffers::consts
   std::vector<int64_t> input_floats_, output_floats_;
   std::vector<StepPtr> steps_;
   // Serial order (execute_serial): one entry per step, or per wavefront group (its members,
