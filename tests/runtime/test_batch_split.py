@@ -160,6 +160,41 @@ def test_auto_keeps_a_split_only_when_it_measured_faster(tmp_path, monkeypatch, 
     assert choice.startswith("image by image up to 'r2'" if kept else "planar, image by image")
 
 
+@pytest.mark.parametrize("split_s,kept", [(0.5, True), (0.97, False)])
+def test_a_split_must_also_beat_whole_batch_interleaving_when_that_won(tmp_path, monkeypatch,
+                                                                        split_s, kept):
+    """Whole groups of 16 interleaved beat image by image (first timing); the split is then
+    timed against those groups, not against image by image, and kept only when it wins by
+    SPLIT_MARGIN; the whole-group program it beat is dropped (its arena holds 16 images)."""
+    import featherdeploy.runtime.engine as engine_module
+
+    if LANES % int(native().vector_floats("auto")):
+        pytest.fail("groups of 16 images must fill this CPU's vectors")
+    results = [(0.5, 1.0), (split_s, 1.0)]  # (whole, planar), then (split, whole)
+    rivals = []
+
+    def timed(first, second, **_):
+        first()
+        second()
+        rivals.append(getattr(second, "args", (None, None, None))[2])
+        return results.pop(0)
+
+    monkeypatch.setattr(engine_module, "compare_streams", timed)
+    path = _net(tmp_path / "m.onnx")
+    engine = Engine(path, options=_split_options(1, "auto"))
+    x = random_input((LANES, *IMAGE["x"]), seed=6)
+    assert_close(engine.run(x), ort_run(path, x))
+    assert not results and rivals[1] == 1  # the split's rival ran one whole group
+    choice = engine.tune([LANES])[LANES]
+    whole = ((("x", (LANES, *IMAGE["x"])),), 1, True)
+    if kept:
+        assert choice.startswith("image by image up to 'r2'")
+        assert whole not in engine._programs
+    else:
+        assert choice.startswith(f"interleaved groups of {LANES}")
+        assert whole in engine._programs
+
+
 def test_no_split_without_timing(tmp_path):
     """tuning "off" with layout "auto": nothing is timed, so the batch runs image by image."""
     path = _net(tmp_path / "m.onnx")
