@@ -35,15 +35,15 @@ _ALIGN_BYTES = 64
 _lock = threading.Lock()
 _by_content: weakref.WeakValueDictionary[tuple[int, bytes], np.ndarray] = (
     weakref.WeakValueDictionary())
-# Table address -> the array owning its memory (views of a table keep that owner alive, not
-# the table view itself).
+# Address of an initializer's table -> the array owning its memory (views of a table keep that
+# owner alive, not the table view itself).
 _by_address: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()
 _ALIGN_FLOATS = _ALIGN_BYTES // 4
 
 
 def constant_table(data: np.ndarray) -> np.ndarray:
-    """A read-only, 64-byte aligned 1-D float32 copy of ``data`` followed by zeros up to a whole
-    multiple of TABLE_SLACK_FLOATS, with at least that many zeros when ``data`` is empty."""
+    """A read-only, 64-byte aligned 1-D float32 copy of ``data``, then zeros: at least
+    TABLE_SLACK_FLOATS of them, up to a whole multiple of TABLE_SLACK_FLOATS floats."""
     flat = np.ascontiguousarray(data, dtype=np.float32).reshape(-1)
     size = -(-max(flat.size, 1) // TABLE_SLACK_FLOATS) * TABLE_SLACK_FLOATS
     raw = np.zeros(size + TABLE_SLACK_FLOATS + _ALIGN_FLOATS, np.float32)
@@ -51,8 +51,6 @@ def constant_table(data: np.ndarray) -> np.ndarray:
     table[:flat.size] = flat
     raw.flags.writeable = False
     table.flags.writeable = False
-    with _lock:
-        _by_address[table.ctypes.data] = raw
     return table
 
 
@@ -64,11 +62,15 @@ def _table_in(raw: np.ndarray) -> np.ndarray:
 def as_table_view(value: np.ndarray) -> np.ndarray:
     """``value`` (float32) stored in a table of its own: the view of its floats, same shape,
     read-only; the plans reading it whole then share the table instead of copying it."""
-    return constant_table(value)[:value.size].reshape(value.shape)
+    table = constant_table(value)
+    with _lock:
+        _by_address[table.ctypes.data] = table.base
+    return table[:value.size].reshape(value.shape)
 
 
 def _table_at(flat: np.ndarray) -> np.ndarray | None:
-    """The table that ``flat`` starts and whose floats after ``flat`` are its zeros, if any."""
+    """The initializer's table that ``flat`` starts and whose floats after ``flat`` are its
+    zeros, if any."""
     with _lock:
         raw = _by_address.get(flat.ctypes.data)
     if raw is None:
