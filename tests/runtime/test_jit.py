@@ -149,6 +149,36 @@ def test_jit_prefetching_long_rows_equals_csr(threads, kernel_w):
     assert "jit-tiles" in short_details and "prefetch" not in short_details
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("geometry", [{"pads": (1, 1, 1, 1)},
+                                      {"stride": (2, 2), "pads": (1, 0, 1, 2)},
+                                      {"dilation": (2, 2), "pads": (2, 2, 2, 2)}], ids=str)
+@pytest.mark.parametrize("epilogue", ["relu6+residual", "none"])
+def test_jit_input_channel_blocks_equal_csr(threads, geometry, epilogue):
+    """A conv whose position reads more than 64 KB of input (160 channels x 9 taps) runs a
+    piece of code per input-channel block, the partial sums kept between blocks in chunks of 8
+    positions (rows of 19 leave a partial chunk); bit for bit the CSR kernel (which blocks the
+    same way) and within tolerance of the reference. A 3x3 conv on 48 channels (27 KB a
+    position) keeps whole tiles."""
+    x = random_input((LANES, 160, 7, 19))
+    w = _weight((40, 160, 3, 3), 0.1)
+    b = np.linspace(-0.5, 0.5, 40, dtype=np.float32)
+    out_hw = ref.conv2d(x, w, **geometry).shape[2:]
+    residual = random_input((LANES, 40, *out_hw), seed=7) if "residual" in epilogue else None
+    clamp = (0.0, 6.0) if "relu6" in epilogue else None
+    jit_plan = _plan(x, w, b, geometry, residual, clamp, threads)
+    assert "jit-blocked" in " ".join(jit_plan.native.step_details())
+    csr_plan = _plan(x, w, b, geometry, residual, clamp, threads, jit=False)
+    y_jit = nat.run_plan(jit_plan, x)
+    np.testing.assert_array_equal(y_jit, nat.run_plan(csr_plan, x))
+    expected = ref.conv2d(x, w, b, **geometry, residual=residual, clamp=clamp)
+    assert_close(y_jit, expected, ATOL, RTOL)
+    narrow = random_input((LANES, 48, 7, 19))
+    plan = _plan(narrow, _weight((40, 48, 3, 3), 0.5), b, geometry, None, clamp, threads)
+    details = " ".join(plan.native.step_details())
+    assert "jit-tiles" in details and "jit-blocked" not in details
+
+
 def test_jit_declines_code_beyond_the_long_row_limit():
     """Past the limit for long rows (4 MB) a layer keeps the CSR kernel."""
     x = random_input((LANES, 320, 8, 8))

@@ -66,11 +66,21 @@ constexpr int64_t kJitPrefetchPositions = 8;
 // the quieter five; ResNet-18, MobileNetV1-CIFAR and ResNet-20x2 unchanged. Prefetching every
 // conv's input was 1.05-1.08x slower, and rows of 14 positions gained nothing.
 constexpr int64_t kJitPrefetchInputPositions = 28;
+// Interleaved convs the planner splits into input-channel blocks (for the CSR kernel) get a piece
+// of code per block when a position reads more than kJitBlockWindowBytes of input: a tile of
+// all blocks then streams its input from L2 at every position, while a block's pieces swept
+// along the row read the columns it shares with the previous position from L1. Per conv, 16
+// images, one thread, median of 8 alternating profiles (AMD EPYC Zen4), blocked / whole time:
+// 3x3 convs 128 channels at 28x28 0.96, 256 at 14x14 0.94 (95%: 0.91), 512 at 7x7 0.89
+// (0.92); 1x1 2048 -> 512 0.94; while 3x3 64 channels at 56x56 (37 KB a position) took 1.05
+// and 1x1 convs of 512-1024 input channels 0.97-1.03 (docs/performance-log.md, 2026-12-07).
+constexpr int64_t kJitBlockWindowBytes = 64 * 1024;
 // Bytes of one interleaved position: a vector of 16 lanes.
 constexpr int64_t kVectorBytes = 64;
+static_assert(JitConv::kPartialFloats * 4 == kJitTile * kVectorBytes);
 
-// System V argument registers: in, out, table, res, mask.
-constexpr int kIn = 7, kOut = 6, kTable = 2, kRes = 1, kMask = 8;
+// System V argument registers: in, out, table, res, aux (mask or partial sums).
+constexpr int kIn = 7, kOut = 6, kTable = 2, kRes = 1, kAux = 8;
 
 class Emitter {
  public:
@@ -159,14 +169,22 @@ constexpr int64_t kLoIndex = 0, kHiIndex = 1, kBiasIndex = 2;
 
 // Taps of channels [first, first + count) grouped by input offset (ascending): (channel in the
 // tile, CSR index) pairs. Empty when some channel's offsets are not strictly ascending.
+// With input-channel blocks, only the taps of block `block`.
 std::map<int32_t, std::vector<std::pair<int, int32_t>>> tile_taps(const JitConvSpec& s,
                                                                   int64_t first, int64_t count,
+                                                                  int64_t block,
                                                                   bool* ascending) {
   std::map<int32_t, std::vector<std::pair<int, int32_t>>> taps;
   *ascending = true;
   for (int64_t k = 0; k < count; ++k) {
-    for (int32_t j = s.ptr[first + k]; j < s.ptr[first + k + 1]; ++j) {
-      if (j > s.ptr[first + k] && s.off[j] <= s.off[j - 1]) *ascending = false;
+    int32_t j0 = s.ptr[first + k], j1 = s.ptr[first + k + 1];
+    if (s.blocks > 1) {
+      const int32_t* bp = s.block_ptr + (first + k) * (s.blocks + 1) + block;
+      j0 = bp[0];
+      j1 = bp[1];
+    }
+    for (int32_t j = j0; j < j1; ++j) {
+      if (j > j0 && s.off[j] <= s.off[j - 1]) *ascending = false;
       taps[s.off[j]].push_back({static_cast<int>(k), j});
     }
   }
@@ -183,18 +201,31 @@ bool wants_input_prefetch(const JitConvSpec& s) {
   return !s.masked && s.pointwise && s.positions >= kJitPrefetchInputPositions;
 }
 
-// Emits one tile; false when a displacement does not fit 32 bits. Counts loads and FMAs.
-bool emit_tile(const JitConvSpec& s, int64_t first, int64_t count, Emitter& e,
+// Bytes of input one position reads: a vector per distinct tap offset.
+int64_t input_window_bytes(const JitConvSpec& s) {
+  std::set<int32_t> offsets;
+  for (int32_t j = 0; j < s.ptr[s.channels]; ++j) offsets.insert(s.off[j]);
+  return static_cast<int64_t>(offsets.size()) * kVectorBytes;
+}
+
+// Emits one tile (of input-channel block `block`); false when a displacement does not fit 32
+// bits. Counts loads and FMAs. The first block starts at the bias, later ones at the partial
+// sums in aux; all but the last store their sums back there instead of the epilogue.
+bool emit_tile(const JitConvSpec& s, int64_t first, int64_t count, int64_t block, Emitter& e,
                std::vector<float>& table, int64_t* loads, int64_t* fmas,
                std::set<int32_t>* prefetched) {
   bool ascending = true;
-  const auto taps = tile_taps(s, first, count, &ascending);
+  const auto taps = tile_taps(s, first, count, block, &ascending);
   if (!ascending) return false;
   const auto skipped = [&](int64_t k) {
     return s.skip_empty && s.ptr[first + k] == s.ptr[first + k + 1];
   };
-  for (int64_t k = 0; k < count; ++k)
-    if (!skipped(k)) e.broadcast(static_cast<int>(k), kTable, (kBiasIndex + first + k) * 4);
+  const auto partial = [](int64_t k) { return k * kVectorBytes; };
+  for (int64_t k = 0; k < count; ++k) {
+    if (skipped(k)) continue;
+    if (block == 0) e.broadcast(static_cast<int>(k), kTable, (kBiasIndex + first + k) * 4);
+    else e.load(static_cast<int>(k), kAux, partial(k));
+  }
   const bool clamp = s.act.kind == kActClip;
   const bool upper = clamp && s.act.hi != std::numeric_limits<float>::infinity();
   if (clamp) e.broadcast(kLoReg, kTable, kLoIndex * 4);
@@ -224,6 +255,12 @@ bool emit_tile(const JitConvSpec& s, int64_t first, int64_t count, Emitter& e,
       ++*fmas;
     }
   }
+  if (block + 1 < s.blocks) {
+    for (int64_t k = 0; k < count; ++k)
+      if (!skipped(k)) e.store(static_cast<int>(k), kAux, partial(k));
+    e.ret();
+    return true;
+  }
   const bool prefetch = wants_output_prefetch(s);
   const int64_t ahead = kJitPrefetchPositions * kVectorBytes;
   for (int64_t k = 0; k < count; ++k) {
@@ -237,7 +274,7 @@ bool emit_tile(const JitConvSpec& s, int64_t first, int64_t count, Emitter& e,
     if (s.has_res) e.add(reg, kRes, res);  // residual first: the output may overwrite it
     if (clamp) e.max_reg(reg, kLoReg);
     if (upper) e.min_reg(reg, kHiReg);
-    if (s.masked) e.and_mem(reg, kMask, 0);
+    if (s.masked) e.and_mem(reg, kAux, 0);
     e.store(reg, kOut, out);
   }
   e.ret();
@@ -247,12 +284,15 @@ bool emit_tile(const JitConvSpec& s, int64_t first, int64_t count, Emitter& e,
 }  // namespace
 #endif  // FD_JIT_X86
 
-std::unique_ptr<JitConv> JitConv::build(const JitConvSpec& s) {
+std::unique_ptr<JitConv> JitConv::build(const JitConvSpec& spec) {
 #ifndef FD_JIT_X86
-  (void)s;
+  (void)spec;
   return nullptr;
 #else
-  if (s.bounds.size() < 2 || s.channels <= 0) return nullptr;
+  if (spec.bounds.size() < 2 || spec.channels <= 0) return nullptr;
+  if (spec.blocks < 1 || (spec.blocks > 1 && (spec.masked || !spec.block_ptr))) return nullptr;
+  JitConvSpec s = spec;
+  if (s.blocks > 1 && input_window_bytes(s) <= kJitBlockWindowBytes) s.blocks = 1;
   for (int32_t j = 0; j < s.ptr[s.channels]; ++j)
     if (!fits_disp32(int64_t{s.off[j]} * 4)) return nullptr;
   std::unique_ptr<JitConv> jit(new JitConv());
@@ -271,15 +311,18 @@ std::unique_ptr<JitConv> JitConv::build(const JitConvSpec& s) {
     prefetched.clear();
     for (int64_t i = 0; i < count; ++i) {
       const int64_t first = c0 + n * i / count, last = c0 + n * (i + 1) / count;
-      const size_t start = e.size();
-      starts.push_back(start);
-      if (!emit_tile(s, first, last - first, e, jit->table_, &loads, &fmas, &prefetched))
-        return nullptr;
-      // A run never straddles thread ranges, so any range of whole tiles starts a run.
-      const bool run_start = i == 0 || e.size() - run_begin > kJitRunCode;
-      if (run_start) run_begin = start;
-      jit->tiles_.push_back({first, last - first, nullptr, run_start});
-      if (e.size() > max_code) return nullptr;
+      for (int64_t b = 0; b < s.blocks; ++b) {
+        const size_t start = e.size();
+        starts.push_back(start);
+        if (!emit_tile(s, first, last - first, b, e, jit->table_, &loads, &fmas, &prefetched))
+          return nullptr;
+        // A run never straddles thread ranges, so any range of whole tiles starts a run; each
+        // block of a blocked conv is a run of its own.
+        const bool run_start = i == 0 || s.blocks > 1 || e.size() - run_begin > kJitRunCode;
+        if (run_start) run_begin = start;
+        jit->tiles_.push_back({first, last - first, nullptr, run_start, b});
+        if (e.size() > max_code) return nullptr;
+      }
     }
   }
   const double min_reuse = s.masked ? kJitMinPlanarReuse : kJitMinReuse;
@@ -298,6 +341,7 @@ std::unique_ptr<JitConv> JitConv::build(const JitConvSpec& s) {
   jit->code_bytes_ = bytes;
   jit->prefetches_output_ = wants_output_prefetch(s);
   jit->prefetches_input_ = wants_input_prefetch(s);
+  jit->blocks_ = s.blocks;
   for (size_t i = 0; i < jit->tiles_.size(); ++i)
     jit->tiles_[i].fn = reinterpret_cast<JitTileFn>(static_cast<uint8_t*>(code) + starts[i]);
   return jit;

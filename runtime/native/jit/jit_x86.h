@@ -27,10 +27,11 @@
 namespace fd {
 
 // The tile function: input origin of the position, output and residual origins of channel 0 at
-// the position (residual may be null when the conv has none), the constant table, and the lane
-// mask of the position (planar only; null otherwise).
+// the position (residual may be null when the conv has none), the constant table, and `aux`: the
+// lane mask of the position (planar), the position's partial sums (input-channel blocks: the
+// tile's channels, one vector each, JitConv::kPartialFloats), or null.
 using JitTileFn = void (*)(const float* in, float* out, const float* table, const float* res,
-                           const uint32_t* mask);
+                           const void* aux);
 
 struct JitTile {
   int64_t first = 0, count = 0;  // output channels [first, first + count)
@@ -38,6 +39,9 @@ struct JitTile {
   // The first tile of a run whose code together fits the instruction caches: the caller runs a
   // run's tiles at every position of a row before the next run (JitConv::build).
   bool run_start = true;
+  // Input-channel block (JitConvSpec::blocks): a tile's blocks follow each other, each its own
+  // run; the last one runs the epilogue.
+  int64_t block = 0;
 };
 
 // What a conv needs for its tiles: CSR weights (per channel ascending offsets, in floats from
@@ -58,6 +62,12 @@ struct JitConvSpec {
   bool pointwise = false;       // every tap at the position's own input column and row (1x1)
   // A clamp is emitted into the tiles; other kinds run after each tile (ConvStep::run_jit).
   Activation act;
+  // Interleaved only: > 1 input-channel blocks (ConvKernelArgs::blocks, block_ptr). Each tile
+  // is then one piece of code per block, swept over the positions before the next block, so
+  // the input a piece reads at neighbouring positions (a 3x3 conv's columns overlap) stays in
+  // L1; the partial sums go through `aux` between blocks.
+  int64_t blocks = 1;
+  const int32_t* block_ptr = nullptr;
 };
 
 class JitConv {
@@ -66,6 +76,8 @@ class JitConv {
   // reuse, too few taps per channel, too much code, offsets beyond 32 bits, or no executable
   // memory). The plan decides whether to ask at all (EngineOptions.jit).
   static std::unique_ptr<JitConv> build(const JitConvSpec& spec);
+  // Floats of one position's partial sums (blocked tiles: a vector per channel of a tile).
+  static constexpr int64_t kPartialFloats = 24 * 16;
   ~JitConv();
   JitConv(const JitConv&) = delete;
   JitConv& operator=(const JitConv&) = delete;
@@ -92,6 +104,7 @@ class JitConv {
   // Whether the tiles prefetch the output (and residual) / input vectors of positions ahead.
   bool prefetches_output() const { return prefetches_output_; }
   bool prefetches_input() const { return prefetches_input_; }
+  int64_t blocks() const { return blocks_; }
 
  private:
   JitConv() = default;
@@ -100,6 +113,7 @@ class JitConv {
   void* code_ = nullptr;
   size_t code_bytes_ = 0;
   bool prefetches_output_ = false, prefetches_input_ = false;
+  int64_t blocks_ = 1;
 };
 
 }  // namespace fd

@@ -22,6 +22,10 @@ namespace fd {
 
 namespace {
 
+// Positions a blocked JIT tile (jit/jit_x86.h JitConvSpec::blocks) sweeps before the tile's next
+// block: their partial sums (1.5 KB each) stay in L1 beside the block's input.
+constexpr int64_t kJitChunkPositions = 8;
+
 bool nondecreasing(const std::vector<int64_t>& v) { return std::is_sorted(v.begin(), v.end()); }
 
 // A 1-D view over floats [first, first + extent) of `space` (the reach of a kernel's reads).
@@ -66,6 +70,10 @@ class ConvStep final : public Step {
       j.pointwise = std::all_of(s_.off.begin(), s_.off.end(),
                                 [&](int32_t o) { return o % s_.input.stride[1] == 0; });
       j.act = act_;
+      if (s_.strided && s_.blocks > 1) {
+        j.blocks = s_.blocks;
+        j.block_ptr = s_.block_ptr.data();
+      }
       jit_ = JitConv::build(j);
     }
   }
@@ -92,6 +100,7 @@ class ConvStep final : public Step {
     else d += " split=channels:" + std::to_string(s_.bounds.size() - 1);
     if (s_.wave.group >= 0) d += " wavefront=" + std::to_string(s_.wave.group);
     if (jit_) d += " jit-tiles=" + std::to_string(jit_->tiles().size());
+    if (jit_ && jit_->blocks() > 1) d += " jit-blocked";
     if (jit_ && jit_->prefetches_input()) d += " prefetch-input";
     if (jit_ && jit_->prefetches_output()) d += " prefetch-output";
     if (s_.act.kind != kActNone) d += std::string(" act=") + kActivationNames[s_.act.kind];
@@ -359,26 +368,43 @@ class ConvStep final : public Step {
   }
 
   // The machine-code tiles of channels [u0, u1) at every output position of a's rows, each run
-  // of tiles over a whole row before the next. Kinds of activation other than a clamp run after
-  // each tile, on the vectors it just stored.
+  // of tiles over a whole row before the next; blocked tiles (JitConvSpec::blocks, each block
+  // a run) over chunks of kJitChunkPositions positions instead, so a chunk's partial sums stay
+  // in L1 beside the input its block reads. Kinds of activation other than a clamp run after
+  // a tile's last block, on the vectors it just stored.
   void run_jit(const ConvKernelArgs& a, int64_t u0, int64_t u1) const {
     const std::vector<JitTile>& tiles = jit_->tiles();
     const float* table = jit_->table();
     const bool activate = !act_.is_clamp();
+    const int64_t last = jit_->blocks() - 1;
+    const int64_t chunk = last > 0 ? kJitChunkPositions : a.positions;
+    float* partial = last > 0 ? jit_partials(chunk) : nullptr;
     for (int64_t r = 0; r < a.rows; ++r)
-      jit_->for_each_run(u0, u1, [&](size_t b, size_t e) {
-        for (int64_t p = 0; p < a.positions; ++p) {
-          const float* in = a.in + r * a.in_row_step + p * a.in_pos_step;
-          float* out = a.out + r * a.out_rs + p * a.lanes;
-          const float* res = a.res ? a.res + r * a.res_rs + p * a.lanes : nullptr;
-          for (size_t t = b; t < e; ++t) {
-            tiles[t].fn(in, out, table, res, nullptr);
-            if (activate)
-              k_.activate_vectors(out + tiles[t].first * a.out_cs, tiles[t].count, a.out_cs,
-                                  nullptr, act_, tiles[t].first, 1);
+      for (int64_t p0 = 0; p0 < a.positions; p0 += chunk) {
+        const int64_t p1 = std::min(a.positions, p0 + chunk);
+        jit_->for_each_run(u0, u1, [&](size_t b, size_t e) {
+          for (int64_t p = p0; p < p1; ++p) {
+            const float* in = a.in + r * a.in_row_step + p * a.in_pos_step;
+            float* out = a.out + r * a.out_rs + p * a.lanes;
+            const float* res = a.res ? a.res + r * a.res_rs + p * a.lanes : nullptr;
+            float* aux = partial ? partial + (p - p0) * JitConv::kPartialFloats : nullptr;
+            for (size_t t = b; t < e; ++t) {
+              tiles[t].fn(in, out, table, res, aux);
+              if (activate && tiles[t].block == last)
+                k_.activate_vectors(out + tiles[t].first * a.out_cs, tiles[t].count, a.out_cs,
+                                    nullptr, act_, tiles[t].first, 1);
+            }
           }
-        }
-      });
+        });
+      }
+  }
+
+  // A thread's partial sums for blocked tiles: `positions` positions of one tile.
+  static float* jit_partials(int64_t positions) {
+    thread_local std::vector<float> scratch;
+    const size_t need = static_cast<size_t>(positions * JitConv::kPartialFloats);
+    if (scratch.size() < need) scratch.resize(need);
+    return scratch.data();
   }
 
   // Moves the origins of a kernel call to output row r0 (input rows in_row floats apart).
