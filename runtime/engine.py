@@ -108,7 +108,8 @@ class Engine:
         self._lock = threading.RLock()
         self._programs: OrderedDict[tuple, Program] = OrderedDict()
         self._serial: dict[Shapes, int] = {}        # batch-1 shapes -> threads that serve them
-        self._interleaved: dict[tuple, bool] = {}   # (image shapes, lanes) -> interleave wins
+        # (image shapes, lanes) -> time of whole interleaved groups / image by image
+        self._interleaved: dict[tuple, float] = {}
         self._group_lanes: dict[tuple, int] = {}    # (image shapes, batch) -> lanes that fit
         self._splits: dict[tuple, _Split | None] = {}  # (images, cut lanes, rival lanes) -> split
         self._separable: dict[Shapes, bool] = {}
@@ -434,10 +435,10 @@ class Engine:
             return lanes
         key = (images, lanes)
         with self._lock:
-            wins = self._interleaved.get(key)
-            if wins is None:
-                wins = self._interleaved[key] = self._interleave_wins(images, batch, lanes)
-        return lanes if wins else 1
+            ratio = self._interleaved.get(key)
+            if ratio is None:
+                ratio = self._interleaved[key] = self._interleaved_ratio(images, batch, lanes)
+        return lanes if ratio < 1.0 else 1
 
     def _interleave_tail(self, images: Shapes, tail: int) -> bool:
         """Whether the images left after the whole groups run as one interleaved group: when
@@ -445,8 +446,9 @@ class Engine:
         ResNet-18 at 224 px, AMD EPYC Zen4, is 1.5x slower interleaved than one by one)."""
         return tail > 1 and self._lanes(images, tail) > 1
 
-    def _interleave_wins(self, images: Shapes, batch: int, lanes: int) -> bool:
-        """Times both layouts once on whole groups, one per thread."""
+    def _interleaved_ratio(self, images: Shapes, batch: int, lanes: int) -> float:
+        """Times both layouts once on whole groups, one per thread: the time of interleaved
+        groups over that of image by image (below 1: interleaving wins)."""
         sample = max(1, min(batch // lanes, self.threads)) * lanes
         one = self._program(_batched(images, 1)).single_plan
         grouped = self._program(_batched(images, lanes), interleave=True).single_plan
@@ -457,7 +459,7 @@ class Engine:
             lambda: one.native.run_images(inputs, outputs, sample))
         if grouped_s >= planar_s:  # its arena holds 16 images: MobileNetV3-Large +105 MiB
             self._drop_program(_batched(images, lanes), interleave=True)
-        return grouped_s < planar_s
+        return grouped_s / planar_s
 
     def _split(self, images: Shapes, batch: int, lanes: int) -> _Split | None:
         """The image-by-image head and interleaved tail serving batches of these images
@@ -478,33 +480,35 @@ class Engine:
         cut = interleave_cut(self.graph, dict(images), batch, self.options.planner, vector)
         if cut is None:
             return None
+        timed = self.options.batch_layout == "auto"
+        if timed and lanes > 1:
+            # The rival, whole groups, is not alive while the split is timed: together their
+            # programs peaked 59 MiB above whole groups alone (ResNet-18 at 16 images, one
+            # thread, AMD EPYC Zen4). Rebuilt on demand when the split loses.
+            self._drop_program(_batched(images, lanes), interleave=True)
         split = _Split.build(cut, images, self.options, self.threads,
                              self._program(_batched(images, 1)).single_plan)
-        if split is None or self.options.batch_layout != "auto":
+        if split is None or not timed:
             return split
-        if not self._split_wins(split, images, batch, lanes):
-            return None
-        if lanes > 1:  # the whole-batch groups it beat: their arena holds `lanes` images
-            self._drop_program(_batched(images, lanes), interleave=True)
-        return split
+        return split if self._split_wins(split, images, batch, lanes) else None
 
     def _split_wins(self, split: _Split, images: Shapes, batch: int, lanes: int) -> bool:
-        """Times the split once against image by image (``lanes`` 1) or against whole groups
-        of ``lanes`` interleaved images, on whole groups, one per thread. (RegNetY-400MF at 16
-        images interleaves whole faster than image by image, and runs split faster still:
-        48 against 60 ms on one thread, AMD EPYC Zen4.)"""
+        """Times the split once against image by image, on whole groups, one per thread; it
+        wins by SPLIT_MARGIN against image by image (``lanes`` 1) or against whole groups of
+        ``lanes`` interleaved images, whose time relative to image by image was measured the
+        same way (``_interleaved_ratio``). (RegNetY-400MF at 16 images interleaves whole
+        faster than image by image, and runs split faster still: 48 against 60 ms on one
+        thread, AMD EPYC Zen4.)"""
         group = max(lanes, split.cut.lanes)  # both powers of two
         sample = max(1, min(batch // group, self.threads)) * group
         one = self._program(_batched(images, 1)).single_plan
         inputs = [np.zeros((sample * s[0], *s[1:]), np.float32) for s in one.input_shapes]
         outputs = [np.empty((sample * s[0], *s[1:]), np.float32) for s in one.output_shapes]
-        if lanes > 1:
-            whole = self._program(_batched(images, lanes), interleave=True).single_plan
-            other = partial(whole.native.run_images, inputs, outputs, sample // lanes)
-        else:
-            other = partial(one.native.run_images, inputs, outputs, sample)
-        split_s, other_s = compare_streams(partial(split.run, inputs, outputs, sample), other)
-        return split_s < SPLIT_MARGIN * other_s
+        split_s, planar_s = compare_streams(
+            partial(split.run, inputs, outputs, sample),
+            partial(one.native.run_images, inputs, outputs, sample))
+        rival = self._interleaved[(images, lanes)] if lanes > 1 else 1.0
+        return split_s < SPLIT_MARGIN * rival * planar_s
 
     # -- tuning and reports
     def coverage(self) -> Any:
