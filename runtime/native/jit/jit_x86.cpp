@@ -21,7 +21,7 @@ namespace {
 
 // Output channels per tile: accumulators zmm0..zmm23, input vectors rotate over zmm24..zmm29,
 // the clamp bounds live in zmm30 and zmm31.
-constexpr int kJitTile = 24;
+constexpr int kJitTile = JitConv::kTileChannels;
 constexpr int kFirstInputReg = 24, kInputRegs = 6;
 constexpr int kLoReg = 30, kHiReg = 31;
 // A conv gets code only when all three hold (measured at batch 32, one thread):
@@ -77,7 +77,7 @@ constexpr int64_t kJitPrefetchInputPositions = 28;
 constexpr int64_t kJitBlockWindowBytes = 64 * 1024;
 // Bytes of one interleaved position: a vector of 16 lanes.
 constexpr int64_t kVectorBytes = 64;
-static_assert(JitConv::kPartialFloats * 4 == kJitTile * kVectorBytes);
+static_assert(JitConv::kPartialFloats * 4 == kJitTile * kVectorBytes);  // a vector per channel
 
 // System V argument registers: in, out, table, res, aux (mask or partial sums).
 constexpr int kIn = 7, kOut = 6, kTable = 2, kRes = 1, kAux = 8;

@@ -3,7 +3,7 @@
 // in the "fast" stream layout (one vector = 16 consecutive stream positions, kernels/conv_kernels.h;
 // the store keeps the valid lanes of the stream's mask, so the zero border stays intact).
 //
-// For one output vector, a tile of up to kJitTile output channels keeps one accumulator
+// For one output vector, a tile of up to kTileChannels output channels keeps one accumulator
 // register per channel. Every input offset that any channel of the tile stores a tap at is
 // loaded once and feeds all of those channels:
 //   acc[k] = bias[k]
@@ -76,8 +76,10 @@ class JitConv {
   // reuse, too few taps per channel, too much code, offsets beyond 32 bits, or no executable
   // memory). The plan decides whether to ask at all (EngineOptions.jit).
   static std::unique_ptr<JitConv> build(const JitConvSpec& spec);
-  // Floats of one position's partial sums (blocked tiles: a vector per channel of a tile).
-  static constexpr int64_t kPartialFloats = 24 * 16;
+  // Output channels of a tile (one accumulator register each), and the floats of one
+  // position's partial sums between blocks (a 16-lane vector per channel of a tile).
+  static constexpr int kTileChannels = 24;
+  static constexpr int64_t kPartialFloats = kTileChannels * 16;
   ~JitConv();
   JitConv(const JitConv&) = delete;
   JitConv& operator=(const JitConv&) = delete;
