@@ -91,6 +91,8 @@ CONV_PATHS = [
     ("interleaved_jit", 24, 32, 3, 1, 1, 0.5, 16, (6, 7), 2),
     ("tiny_gemm", 24, 20, 1, 1, 1, 1.0, 2, (2, 2), 1),
     ("direct_strided", 16, 16, 3, 16, 2, 0.15, 1, (9, 9), 1),
+    # rows of 35 outputs: whole vectors whose stride-2 taps share their loads
+    ("direct_strided", 16, 16, 3, 16, 2, 1.0, 1, (5, 70), 1),
 ]
 
 

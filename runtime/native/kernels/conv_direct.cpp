@@ -6,8 +6,9 @@
 // vectors (U = 4, then the 1 to 4 left, the last one partial):
 //   acc[u] = bias; for each tap j: acc[u] += w_j * in[off_j + oh * row_step + ow * sw]
 // with the accumulators in registers (stride 2: each tap's inputs are a de-interleaved pair of
-// loads), stored into a row of L1 scratch; then residual, activation (the shared vector
-// formulas), store. Strides other than 1 and 2 add each tap's row into the scratch in turn.
+// loads), then residual and clamp in registers and a (masked, for the last vector) store; other
+// activations run over the stored row. Strides other than 1 and 2 add each tap's row into an
+// L1 scratch row in turn.
 // Reference: runtime/kernels/reference.py (conv2d).
 #include <algorithm>
 #include <vector>
@@ -46,13 +47,57 @@ inline vf tap_inputs(const float* src, int64_t n) {
   return PARTIAL ? load_upto(src, n) : simd::loadu(src);
 }
 
-// acc[0 .. U * V) of one output row: bias plus every tap, in registers. With LAST_PARTIAL the
-// last vector loads only the inputs of its first n outputs (1 <= n <= V). Taps alternate
-// between two sets of accumulators, so even one vector keeps two FMA chains in flight.
+// Where one row block's outputs go: out[0 .. U * V) (the last vector's first n only when
+// partial), residual res (null: none) added, then clamped to [lo, hi] when clamp.
+struct RowOut {
+  float* out;
+  const float* res;
+  int64_t n;
+};
+
+// Residual and clamp in registers, then the store; a partial last vector reads and writes only
+// its first n lanes (the row may end at its buffer's end). Residual before clamp, as everywhere.
+template <int U, bool LAST_PARTIAL, bool RES, bool CLAMP>
+__attribute__((always_inline)) inline void store_block(const ConvKernelArgs& a, const vf (&sum)[U],
+                                                       const RowOut& to) {
+  const vf lo = simd::splat(a.act.lo), hi = simd::splat(a.act.hi);
+#pragma GCC unroll 4
+  for (int u = 0; u < U; ++u) {
+    const bool partial = LAST_PARTIAL && u == U - 1;
+    vf v = sum[u];
+    if constexpr (RES)
+      v += partial ? simd::load_partial(to.res + u * V, to.n, 0.0f) : simd::loadu(to.res + u * V);
+    if constexpr (CLAMP) v = simd::vmin(hi, simd::vmax(lo, v));
+    if (partial) {
+      simd::store_partial(to.out + u * V, v, to.n);
+    } else {
+      simd::storeu(to.out + u * V, v);
+    }
+  }
+}
+
+template <int U, bool LAST_PARTIAL>
+__attribute__((always_inline)) inline void store_row_block(const ConvKernelArgs& a,
+                                                           const vf (&sum)[U], const RowOut& to) {
+  const bool clamp = a.act.kind == kActClip;
+  if (to.res) {
+    if (clamp) store_block<U, LAST_PARTIAL, true, true>(a, sum, to);
+    else store_block<U, LAST_PARTIAL, true, false>(a, sum, to);
+  } else {
+    if (clamp) store_block<U, LAST_PARTIAL, false, true>(a, sum, to);
+    else store_block<U, LAST_PARTIAL, false, false>(a, sum, to);
+  }
+}
+
+// Bias plus every tap of U output vectors of one row, in registers, then stored (store_block).
+// With LAST_PARTIAL the last vector loads only the inputs of its first n outputs (1 <= n <= V).
+// Taps alternate between two sets of accumulators, so even one vector keeps two FMA chains in
+// flight.
 template <int SW, int U, bool LAST_PARTIAL>
 __attribute__((always_inline)) inline void row_block(const ConvKernelArgs& a, int64_t oc,
-                                                     const float* in_row, float bias, float* acc,
-                                                     int64_t n) {
+                                                     const float* in_row, float bias,
+                                                     const RowOut& to) {
+  const int64_t n = to.n;
   vf even[U], odd[U];
 #pragma GCC unroll 4
   for (int u = 0; u < U; ++u) {
@@ -76,25 +121,102 @@ __attribute__((always_inline)) inline void row_block(const ConvKernelArgs& a, in
     add_tap(odd, j + 1);
   }
   if (j < j1) add_tap(even, j);
+  vf sum[U];
 #pragma GCC unroll 4
-  for (int u = 0; u < U; ++u) simd::storeu(acc + u * V, even[u] + odd[u]);
+  for (int u = 0; u < U; ++u) sum[u] = even[u] + odd[u];
+  store_row_block<U, LAST_PARTIAL>(a, sum, to);
 }
 
-// acc[0..OW) = bias + taps of the output row at in_row: blocks of 4 vectors, then the rest
-// (1 to 4 vectors, the last loading only what its outputs read).
+#if defined(FD_HAS_SHUFFLEVECTOR)
+// Stride 2, as row_block, with the loads of one input row's taps shared: taps are taken in
+// runs whose offsets lie within [o, o + 2] (one row of a 3x3 kernel). Each vector loads the
+// run's 2V inputs from o once and de-interleaves them: the even lanes are the inputs of offset
+// o, the odd ones of o + 1, and the even lanes moved down one (the next vector's first even
+// lane last) those of o + 2. Per vector and row of three taps, 2 loads and 3 shuffles instead
+// of 6 and 3: the loads cross cache lines, and this conv ran at 2 loads a tap (4-12 GMAC/s).
+template <int U, bool LAST_PARTIAL>
+__attribute__((always_inline)) inline void row_block_s2(const ConvKernelArgs& a, int64_t oc,
+                                                        const float* in_row, float bias,
+                                                        const RowOut& to) {
+  const int64_t n = to.n;
+  vf acc0[U], acc1[U];
+#pragma GCC unroll 4
+  for (int u = 0; u < U; ++u) {
+    acc0[u] = simd::splat(bias);
+    acc1[u] = simd::splat(0.0f);
+  }
+  const int32_t e = a.ptr[oc + 1];
+  for (int32_t j = a.ptr[oc]; j < e;) {
+    const int32_t o = a.off[j];
+    float w[3] = {0.0f, 0.0f, 0.0f};
+    bool has[3] = {false, false, false};  // a pruned tap must not add 0 * inf
+    for (; j < e && a.off[j] - o <= 2; ++j) {
+      w[a.off[j] - o] = a.val[j];
+      has[a.off[j] - o] = true;
+    }
+    const float* src = in_row + o;
+    vf ev[U], od[U];
+#pragma GCC unroll 4
+    for (int u = 0; u < U; ++u) {
+      const int64_t reach = LAST_PARTIAL && u == U - 1 ? 2 * n : 2 * V;  // odd lane n - 1: 2n - 1
+      simd::deinterleave(load_upto(src + u * 2 * V, reach), load_upto(src + u * 2 * V + V, reach - V),
+                         &ev[u], &od[u]);
+    }
+    if (has[0]) {
+      const vf w0 = simd::splat(w[0]);
+#pragma GCC unroll 4
+      for (int u = 0; u < U; ++u) acc0[u] += w0 * ev[u];
+    }
+    if (has[1]) {
+      const vf w1 = simd::splat(w[1]);
+#pragma GCC unroll 4
+      for (int u = 0; u < U; ++u) acc1[u] += w1 * od[u];
+    }
+    if (has[2]) {
+      const vf w2 = simd::splat(w[2]);
+#pragma GCC unroll 4
+      for (int u = 0; u + 1 < U; ++u) acc0[u] += w2 * simd::lanes_next(ev[u], ev[u + 1]);
+      // The last vector's next even lane is past what it loaded: its own pair of loads.
+      acc1[U - 1] += w2 * tap_inputs<2, LAST_PARTIAL>(src + 2 + (U - 1) * 2 * V, n);
+    }
+  }
+  vf sum[U];
+#pragma GCC unroll 4
+  for (int u = 0; u < U; ++u) sum[u] = acc0[u] + acc1[u];
+  store_row_block<U, LAST_PARTIAL>(a, sum, to);
+}
+#endif
+
+template <int SW, int U, bool LAST_PARTIAL>
+__attribute__((always_inline)) inline void any_block(const ConvKernelArgs& a, int64_t oc,
+                                                     const float* in_row, float bias,
+                                                     const RowOut& to) {
+#if defined(FD_HAS_SHUFFLEVECTOR)
+  if constexpr (SW == 2 && U >= 3) {  // shorter rows: 1.3-1.5x slower than separate loads
+    row_block_s2<U, LAST_PARTIAL>(a, oc, in_row, bias, to);
+    return;
+  }
+#endif
+  row_block<SW, U, LAST_PARTIAL>(a, oc, in_row, bias, to);
+}
+
+// out[0..OW) = bias + taps of the output row at in_row (+ residual, clamped): blocks of 4
+// vectors, then the rest (1 to 4 vectors, the last loading and storing only its outputs).
 template <int SW>
-void direct_row(const ConvKernelArgs& a, int64_t oc, const float* in_row, float bias, float* acc,
-                int64_t OW) {
+void direct_row(const ConvKernelArgs& a, int64_t oc, const float* in_row, float bias, float* out,
+                const float* res, int64_t OW) {
   int64_t k = 0;
   // While more outputs follow a block, its whole stride-2 vectors may read one float past.
-  for (; OW - k > 4 * V; k += 4 * V) row_block<SW, 4, false>(a, oc, in_row + k * SW, bias, acc + k, V);
+  for (; OW - k > 4 * V; k += 4 * V)
+    any_block<SW, 4, false>(a, oc, in_row + k * SW, bias, {out + k, res ? res + k : nullptr, V});
   const int64_t rest = OW - k, vectors = (rest + V - 1) / V, last = rest - (vectors - 1) * V;
   const float* from = in_row + k * SW;
+  const RowOut to{out + k, res ? res + k : nullptr, last};
   switch (vectors) {
-    case 1: row_block<SW, 1, true>(a, oc, from, bias, acc + k, last); break;
-    case 2: row_block<SW, 2, true>(a, oc, from, bias, acc + k, last); break;
-    case 3: row_block<SW, 3, true>(a, oc, from, bias, acc + k, last); break;
-    case 4: row_block<SW, 4, true>(a, oc, from, bias, acc + k, last); break;
+    case 1: any_block<SW, 1, true>(a, oc, from, bias, to); break;
+    case 2: any_block<SW, 2, true>(a, oc, from, bias, to); break;
+    case 3: any_block<SW, 3, true>(a, oc, from, bias, to); break;
+    case 4: any_block<SW, 4, true>(a, oc, from, bias, to); break;
     default: break;
   }
 }
@@ -120,23 +242,25 @@ void conv_direct(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
       const float b = a.bias ? a.bias[oc] : 0.0f;
       for (int64_t oh = 0; oh < OH; ++oh) {
         const float* in_row = in + oh * a.in_row_step;
+        float* o = out + oh * a.out_rs;
+        const float* r = res ? res + oh * a.res_rs : nullptr;
         if (sw == 1) {
-          direct_row<1>(a, oc, in_row, b, acc, OW);
+          direct_row<1>(a, oc, in_row, b, o, r, OW);
 #if defined(FD_HAS_SHUFFLEVECTOR)
         } else if (sw == 2) {
-          direct_row<2>(a, oc, in_row, b, acc, OW);
+          direct_row<2>(a, oc, in_row, b, o, r, OW);
 #endif
         } else {
           for (int64_t k = 0; k < OW; ++k) acc[k] = b;
           for (int32_t j = a.ptr[oc]; j < a.ptr[oc + 1]; ++j)
             tap_row(acc, in_row + a.off[j], OW, sw, a.val[j]);
+          if (r) {
+            for (int64_t k = 0; k < OW; ++k) acc[k] += r[k];
+          }
+          activate_row(acc, o, OW, a.act, oc);
+          continue;
         }
-        float* o = out + oh * a.out_rs;
-        if (res) {
-          const float* r = res + oh * a.res_rs;
-          for (int64_t k = 0; k < OW; ++k) acc[k] += r[k];
-        }
-        activate_row(acc, o, OW, a.act, oc);
+        if (!a.act.is_clamp()) activate_row(o, o, OW, a.act, oc);
       }
     }
   }

@@ -118,9 +118,13 @@ __attribute__((always_inline)) inline void conv_epilogue_general(const ConvKerne
     const float* t = tmp + (oh * a.rs - p0);
     float* o = out + oh * a.out_rs;
     const float* r = res ? res + oh * a.res_rs : nullptr;
-    if (last - first < V) {
-      for (int64_t ow = first; ow < last; ++ow)
-        o[ow] = a.act.apply(t[ow] + (r ? r[ow] : 0.0f), oc);
+    if (last <= first) continue;  // the chunk starts in this row's padding columns
+    if (last - first < V) {  // masked: narrow planes (7x7, 14x14) store every row this way
+      const int64_t n = last - first;
+      vf v = simd::load_partial(t + first, n, 0.0f);
+      if (r) v += simd::load_partial(r + first, n, 0.0f);
+      simd::store_partial(o + first, clamp ? simd::vmin(hi, simd::vmax(lo, v)) : v, n);
+      if (!a.act.is_clamp()) activate_row(o + first, o + first, n, a.act, oc);
       continue;
     }
     // The overlapping last vector is computed first: the output may overwrite the residual in

@@ -100,6 +100,17 @@ inline vf lanes_down(vf v) {
   return __builtin_shufflevector(v, z, 1, 2, 3, 4);
 #endif
 }
+// Lane i gets lane i + 1 of a, the last lane gets lane 0 of b: a row's vector one float on,
+// from the vector a and the one after it, b.
+inline vf lanes_next(vf a, vf b) {
+#if FD_VLEN == 16
+  return __builtin_shufflevector(a, b, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16);
+#elif FD_VLEN == 8
+  return __builtin_shufflevector(a, b, 1, 2, 3, 4, 5, 6, 7, 8);
+#else
+  return __builtin_shufflevector(a, b, 1, 2, 3, 4);
+#endif
+}
 #else
 // Lane i gets lane i - step (0 where that is outside the vector).
 inline vf lanes_shifted(vf v, int step) {
@@ -113,7 +124,7 @@ inline vf lanes_up(vf v) { return lanes_shifted(v, 1); }
 inline vf lanes_down(vf v) { return lanes_shifted(v, -1); }
 #endif
 
-// The first n (< V) floats at p, the other lanes `fill`; reads nothing past p + n.
+// The first n (<= V) floats at p, the other lanes `fill`; reads nothing past p + n.
 inline vf load_partial(const float* p, int64_t n, float fill) {
 #if defined(__AVX512F__) && FD_VLEN == 16
   return (vf)_mm512_mask_loadu_ps(_mm512_set1_ps(fill), (__mmask16)((1u << n) - 1u), p);
@@ -121,6 +132,17 @@ inline vf load_partial(const float* p, int64_t n, float fill) {
   float lanes[V];
   for (int i = 0; i < V; ++i) lanes[i] = i < n ? p[i] : fill;
   return loadu(lanes);
+#endif
+}
+
+// Stores the first n (<= V) lanes of v at p; writes nothing past p + n.
+inline void store_partial(float* p, vf v, int64_t n) {
+#if defined(__AVX512F__) && FD_VLEN == 16
+  _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), (__m512)v);
+#else
+  float lanes[V];
+  std::memcpy(lanes, &v, sizeof v);
+  std::memcpy(p, lanes, static_cast<size_t>(n) * sizeof(float));
 #endif
 }
 
