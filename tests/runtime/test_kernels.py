@@ -318,6 +318,7 @@ STRIDED_GEOMETRIES = [
     dict(stride=(2, 1), pads=(0, 2, 1, 0), dilation=(1, 2)),
     dict(stride=(3, 2), pads=(2, 1, 0, 1)),
     dict(stride=(2, 2), pads=(1, 1, 1, 1), group=8),  # depthwise
+    dict(stride=(1, 1), pads=(1, 1, 1, 1), group=8),  # depthwise: channel pairs over all rows
 ]
 
 
