@@ -237,6 +237,13 @@ def to_segments(rows: np.ndarray, lanes: int) -> np.ndarray:
     return _native.segment_rows(np.ascontiguousarray(rows, np.float32), True, isa)
 
 
+def interleave_images(rows: np.ndarray) -> np.ndarray:
+    """(images, W) planar rows -> (W, images) positions (segments.cpp, the options' ISA)."""
+    from featherdeploy.runtime import _native
+
+    return _native.interleave_images(np.ascontiguousarray(rows, np.float32), _options().isa)
+
+
 def from_segments(segments: np.ndarray) -> np.ndarray:
     """Column-segment rows -> image rows (segments.cpp)."""
     from featherdeploy.runtime import _native

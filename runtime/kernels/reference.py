@@ -144,6 +144,12 @@ def to_segments(rows: np.ndarray, lanes: int) -> np.ndarray:
     return padded[:, columns + 1]
 
 
+def interleave_images(rows: np.ndarray) -> np.ndarray:
+    """(images, W) planar rows -> (W, images): each position's images adjacent (the batch-
+    interleaved layout's rows, CopyStep)."""
+    return np.ascontiguousarray(rows.T)
+
+
 def from_segments(segments: np.ndarray) -> np.ndarray:
     """(n, P + 2, lanes) column-segment rows -> (n, P * lanes) image rows (halos dropped)."""
     n, _, lanes = segments.shape

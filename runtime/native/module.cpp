@@ -143,6 +143,17 @@ void bind_core(py::module_& m) {
     }
     return out;
   }, py::arg("x"), py::arg("to_segments"), py::arg("isa") = "auto");
+  // The batch-interleaving kernel on its own: (images, W) planar rows -> (W, images) positions.
+  m.def("interleave_images", [](const py::array& x, const std::string& isa) {
+    const KernelTable k = kernels_for(isa);
+    auto in = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(x);
+    if (!in || in.ndim() != 2)
+      throw std::invalid_argument("interleave_images: (images, W) rows");
+    const int64_t images = in.shape(0), W = in.shape(1);
+    py::array_t<float> out({W, images});
+    k.interleave_images(in.data(), W, images, out.mutable_data(), images, W);
+    return out;
+  }, py::arg("x"), py::arg("isa") = "auto");
 
   py::class_<PlanOptions>(m, "PlanOptions")
       .def(py::init<>())

@@ -120,6 +120,19 @@ def test_segment_rows_equal_reference(isa, positions):
             nat.to_segments(rows, 2 * lanes)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("images", [1, 3, 4, 8, 16, 19, 32])
+@pytest.mark.parametrize("width", [1, 5, 8, 16, 37, 224])
+def test_interleave_images_equals_reference(isa, images, width):
+    """The batch-interleaving copy (V x V tiles transposed in registers, partial tiles at a
+    row's end, element by element for images beyond whole vectors) equals the NumPy transpose;
+    NaN and infinities are moved, not computed."""
+    with _kernels(isa):
+        rows = random_input((images, width), seed=images * 1000 + width)
+        rows[0, 0], rows[-1, -1] = np.nan, -np.inf
+        np.testing.assert_array_equal(nat.interleave_images(rows), ref.interleave_images(rows))
+
+
 def _chain(width: int) -> onnx.ModelProto:
     """3x3 (ReLU) -> 3x3 (+ first, ReLU; output over its residual) -> stride-2 3x3 and 1x1
     shortcut -> 3x3 (+ shortcut) -> global average pool, 16 channels, 80% sparse."""

@@ -85,6 +85,9 @@ using PhaseSplitFn = void (*)(const PhaseSplitArgs&, const float* src, float* ds
 // _segment_tensor: P positions of V lanes, lane i of position p holding column i * P + p). The
 // segment-side pointer is position 0; to_segments also writes the halo positions -1 and P.
 using SegmentRowFn = void (*)(const float* src, float* dst, int64_t P);
+// dst[x * pos_stride + n] = src[n * image_stride + x] for x < W, n < images (kernels/segments.cpp).
+using InterleaveImagesFn = void (*)(const float* src, int64_t image_stride, int64_t images,
+                                    float* dst, int64_t pos_stride, int64_t W);
 
 // Dense 1x1 conv on a small plane (conv_tiny.cpp), vectorised over output channels.
 struct TinyGemmArgs {
@@ -168,6 +171,8 @@ using ConvKernelFn = void (*)(const ConvKernelArgs&, int64_t c0, int64_t c1);
   void split_plane(const PhaseSplitArgs& s, const float* src, float* dst); \
   void to_segments(const float* row, float* seg, int64_t P);              \
   void from_segments(const float* seg, float* row, int64_t P);            \
+  void interleave_images(const float* src, int64_t image_stride, int64_t images, float* dst, \
+                         int64_t pos_stride, int64_t W);                 \
   void conv_tiny(const TinyGemmArgs& g, int64_t b0, int64_t b1);          \
   void gemm_dot(const GemmDotArgs& g, int64_t n0, int64_t n1);            \
   void activate_vectors(float* p, int64_t count, int64_t stride, const uint32_t* mask, \
@@ -193,6 +198,7 @@ struct KernelTable {
   ConvKernelFn conv_direct;  // planar, few taps: rows, positions, in_row_step, in_pos_step
   PhaseSplitFn split_plane;
   SegmentRowFn to_segments, from_segments;
+  InterleaveImagesFn interleave_images;
   TinyGemmFn conv_tiny;
   GemmDotFn gemm_dot;
   ActivateVectorsFn activate_vectors;

@@ -1,10 +1,12 @@
-// Column-segment rows (one ISA variant per compilation; runtime/planner/layout.py segment_tensor).
+// Row layout transforms (one ISA variant per compilation): column-segment rows
+// (runtime/planner/layout.py segment_tensor) and batch interleaving (CopyStep).
 //
 // An image row of P * V floats becomes P vectors, lane i of vector p holding column i * P + p,
 // plus two halo vectors around them: position -1 holds column i * P - 1 in lane i (0 in lane 0)
 // and position P holds column (i + 1) * P (0 in the last lane). P = 1, 2, 4 are vector
 // (de-)interleaves; other P go element by element.
 #include <cstdint>
+#include <utility>
 
 #include "conv_kernels.h"
 #include "simd.h"
@@ -97,6 +99,54 @@ void from_segments(const float* src, float* dst, int64_t P) {
 #endif
   for (int64_t p = 0; p < P; ++p)
     for (int i = 0; i < V; ++i) dst[i * P + p] = src[p * V + i];
+}
+
+#if defined(FD_HAS_SHUFFLEVECTOR)
+// One level of the block-swap transpose of a V x V tile held as V rows: for rows i and
+// j = i + B (i & B == 0), the lanes L with L & B set in row i and those with it clear in row j
+// trade places. After the levels B = V/2, ..., 1, row i holds column i.
+template <int B, size_t... L>
+inline void swap_level(vf& lo, vf& hi, std::index_sequence<L...>) {
+  const vf a = lo, b = hi;
+  lo = __builtin_shufflevector(a, b, ((L & B) ? V + L - B : L)...);
+  hi = __builtin_shufflevector(a, b, ((L & B) ? V + L : L + B)...);
+}
+
+template <int B>
+inline void swap_levels(vf (&t)[V]) {
+  if constexpr (B >= 1) {
+#pragma GCC unroll 16
+    for (int i = 0; i < V; ++i)
+      if ((i & B) == 0) swap_level<B>(t[i], t[i + B], std::make_index_sequence<V>{});
+    swap_levels<B / 2>(t);
+  }
+}
+#endif
+
+// dst[x * pos_stride + n] = src[n * image_stride + x] for x < W, n < images: planar rows of
+// several images into positions whose images are adjacent (batch interleaving). V x V tiles
+// (V images, V positions) are transposed in registers: the element by element copy took 2.7
+// ms of ShuffleNetV2's 25 ms at 16 images (AMD EPYC Zen4).
+void interleave_images(const float* src, int64_t image_stride, int64_t images, float* dst,
+                       int64_t pos_stride, int64_t W) {
+  int64_t n0 = 0;
+#if defined(FD_HAS_SHUFFLEVECTOR)
+  for (; n0 + V <= images; n0 += V) {
+    for (int64_t x0 = 0; x0 < W; x0 += V) {
+      const int64_t w = W - x0 < V ? W - x0 : V;
+      vf t[V];
+#pragma GCC unroll 16
+      for (int n = 0; n < V; ++n) {
+        const float* row = src + (n0 + n) * image_stride + x0;
+        t[n] = w == V ? simd::loadu(row) : simd::load_partial(row, w, 0.0f);
+      }
+      swap_levels<V / 2>(t);
+      for (int64_t i = 0; i < w; ++i) simd::storeu(dst + (x0 + i) * pos_stride + n0, t[i]);
+    }
+  }
+#endif
+  for (; n0 < images; ++n0)
+    for (int64_t x = 0; x < W; ++x) dst[x * pos_stride + n0] = src[n0 * image_stride + x];
 }
 
 }  // namespace FD_NS

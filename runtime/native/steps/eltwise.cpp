@@ -136,7 +136,8 @@ struct CopySpec {
 
 class CopyStep final : public Step {
  public:
-  CopyStep(const CopySpec& spec, const PlanContext&) : src_(spec.src), dst_(spec.dst) {
+  CopyStep(const CopySpec& spec, const PlanContext& ctx)
+      : src_(spec.src), dst_(spec.dst), interleave_images_(ctx.kernels.interleave_images) {
     require(broadcasts_to(src_, dst_), "copy: source and destination shapes differ");
     images_innermost({&dst_, &src_});
     if (!(dst_.stride[0] == 1 && dst_.dim[0] > 1)) merge_plane_rows(dst_, {&src_, &dst_});
@@ -163,9 +164,9 @@ class CopyStep final : public Step {
   }
 
  private:
-  // Planar rows into a batch-interleaved destination (the images of a position adjacent): per
-  // (channel, row), position by position, the images' values are written as one contiguous run
-  // (rows of the image-major copy scatter every float to its own cache line: 3x slower).
+  // Planar rows into a batch-interleaved destination (the images of a position adjacent), one
+  // (channel, row) at a time, all images' rows together (rows of the image-major copy scatter
+  // every float to its own cache line: 3x slower).
   void interleave(const Buffers& buf, int tid, int nth) const {
     const int64_t N = dst_.dim[0], C = dst_.dim[1], H = dst_.dim[2], W = dst_.dim[3];
     int64_t r0, r1;
@@ -174,14 +175,12 @@ class CopyStep final : public Step {
       const int64_t c = r / H, h = r % H;
       const float* s = buf.at(src_) + c * src_.stride[1] + h * src_.stride[2];
       float* d = buf.at(dst_) + c * dst_.stride[1] + h * dst_.stride[2];
-      for (int64_t x = 0; x < W; ++x) {
-        float* out = d + x * dst_.stride[3];
-        for (int64_t n = 0; n < N; ++n) out[n] = s[n * src_.stride[0] + x];
-      }
+      interleave_images_(s, src_.stride[0], N, d, dst_.stride[3], W);
     }
   }
 
   View src_, dst_;
+  InterleaveImagesFn interleave_images_;
 };
 
 // Every element of dst = value.
