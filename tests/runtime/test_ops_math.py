@@ -176,6 +176,18 @@ def test_reduce(tmp_path, op, axes, keepdims, as_input):
                      keepdims=keepdims, **attrs)
 
 
+@pytest.mark.parametrize("op,axes,step", [
+    ("ReduceMean", [2, 3], "global_avg_pool"), ("ReduceMax", [-2, -1], "global_max_pool"),
+    ("ReduceMean", [1, 2, 3], "reduce: mean"), ("ReduceL2", [2, 3], "reduce: l2")])
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_spatial_reductions_run_as_global_pools(tmp_path, op, axes, step, keepdims):
+    """A mean or max over both spatial axes of a 4-D tensor is a global pool and runs on its
+    vector step; other reductions keep the general one. Both equal ONNX Runtime."""
+    engine = check_op(tmp_path, op, ["x"], X4, opset=13, keepdims=keepdims, axes=axes)
+    steps = [s for node in engine.describe(X4[0][0], {"x": X4[0]}).nodes for s in node.steps]
+    assert step in steps, steps
+
+
 @pytest.mark.parametrize("op", ["ReduceMean", "ReduceSum", "ReduceMax"])
 def test_reduce_noop_with_empty_axes(tmp_path, op):
     """(the attribute came with axes as an input)"""
