@@ -16,6 +16,7 @@ from featherdeploy.runtime.planner.layout import native
 
 if TYPE_CHECKING:
     from featherdeploy.runtime.planner.builder import Builder
+    from featherdeploy.runtime.planner.layout import SymView
 
 
 def _infer(node: Node, ctx: OpContext) -> list[Output]:
@@ -88,12 +89,19 @@ def _global_native(node: Node, ctx: OpContext) -> str | None:
     return None if len(ctx.shape(node, 0)) == 4 else "only 4-D inputs run natively"
 
 
+def emit_global_pool(b: Builder, is_max: bool, src: SymView, dst: SymView) -> None:
+    """The max (or mean) of each (image, channel) plane of view ``src`` into ``dst``, a view
+    of shape (N, C, 1, 1): GlobalMaxPool / GlobalAveragePool, and the spatial ReduceMax /
+    ReduceMean (ops/reduce.py)."""
+    spec = native().GlobalPoolSpec()
+    spec.is_max = is_max
+    b.emit(spec, src=src, dst=dst)
+
+
 def _global_emit(b: Builder, node: Node) -> None:
     x = b.tensor(node.inputs[0])
     y = b.new_tensor(node.outputs[0], b.shapes[node.outputs[0]])
-    spec = native().GlobalPoolSpec()
-    spec.is_max = node.op == "GlobalMaxPool"
-    b.emit(spec, src=x.view(), dst=y.view())
+    emit_global_pool(b, node.op == "GlobalMaxPool", x.view(), y.view())
 
 
 register(OpDef("MaxPool", _infer, _evaluate, _emit, _native, outputs=(1, 2)),
