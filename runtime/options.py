@@ -104,6 +104,14 @@ class PlannerOptions:
     # EfficientNet-B0, ShuffleNetV2; 16 MB cuts (28x28 and 56x56 stages) were up to 1.05x
     # slower on the models with squeeze-excitation.
     cut_lanes_budget_bytes: int = 8 << 20
+    # A dense strided conv over batch-interleaved phase planes runs as Winograd F(3x3, 4x4)
+    # (runtime/planner/winograd.py) when its taps per output channel are at least this many
+    # times the 4 products per plane a Winograd output position costs.
+    winograd_min_gain: float = 1.5
+    # ... and stores past the caches from this output size: far beyond L2 and the L3 share a
+    # core has, the next step reads it back from memory anyway (ResNet stems at 16 images,
+    # 51 MB: 26.7 -> 21.4 ms, AMD EPYC Zen4).
+    stream_store_min_bytes: int = 16 << 20
     # Conv kernel cost model (relative time per stored weight; per output channel overhead).
     csr_cost_per_nnz: float = 1.0
     bsr_cost_per_weight: float = 0.55

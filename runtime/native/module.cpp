@@ -8,6 +8,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,7 @@
 #include "common.h"
 #include "exec/plan.h"
 #include "kernels/conv_kernels.h"
+#include "kernels/winograd.h"
 #include "steps/bind.h"
 #include "tunables.h"
 
@@ -154,6 +156,19 @@ void bind_core(py::module_& m) {
     k.interleave_images(in.data(), W, images, out.mutable_data(), images, W);
     return out;
   }, py::arg("x"), py::arg("isa") = "auto");
+
+  // The Winograd transforms the conv_winograd kernel applies (kernels/winograd.h): A^T, G and
+  // B^T as float32 arrays, and the output channels of one block of transformed weights.
+  m.def("winograd_matrices", [] {
+    namespace wg = winograd;
+    py::array_t<float> at({wg::kOut, wg::kTile}), g({wg::kTile, wg::kKernel}),
+        bt({wg::kTile, wg::kTile});
+    std::memcpy(at.mutable_data(), wg::kAT, sizeof wg::kAT);
+    std::memcpy(g.mutable_data(), wg::kG, sizeof wg::kG);
+    std::memcpy(bt.mutable_data(), wg::kBT, sizeof wg::kBT);
+    return py::dict(py::arg("AT") = at, py::arg("G") = g, py::arg("BT") = bt,
+                    py::arg("block") = wg::kBlock);
+  });
 
   py::class_<PlanOptions>(m, "PlanOptions")
       .def(py::init<>())

@@ -49,6 +49,11 @@ from featherdeploy.runtime.planner.layout import (
 )
 from featherdeploy.runtime.planner.pads import direct_strided, reads_padded_copy
 from featherdeploy.runtime.planner.threads import RowSplitCandidate, balanced_bounds
+from featherdeploy.runtime.planner.winograd import (
+    WinogradWeights,
+    winograd_pays,
+    winograd_weights,
+)
 
 if TYPE_CHECKING:
     from featherdeploy.runtime.planner.builder import Builder
@@ -207,6 +212,13 @@ def _emit_stream_conv(b: Builder, node: Node, weight: np.ndarray, bias: np.ndarr
         spec.phase_split, spec.phase_rows, spec.phase_rs = True, lay.rows, lay.rs
         spec.phase_plane, spec.pad_top, spec.pad_left = plane, lay.pad_top, lay.pad_left
         views["scratch_origin"] = SymOffset(lay.buf)
+        wino = _winograd_form(b, node, weight, geo, res, lanes, ic.reshape(-1) * sh * sw
+                              + (eh % sh * sw + ew % sw).reshape(-1), eh.reshape(-1) // sh,
+                              ew.reshape(-1) // sw, plane, row, lay.rows, lay.rs)
+        if wino is not None:
+            spec.winograd_u, spec.winograd_plane_off = wino.u, wino.plane_off
+            spec.winograd_in_rows, spec.winograd_in_cols = wino.in_rows, wino.in_cols
+            spec.winograd_stream = 4 * int(np.prod(out_shape)) >= b.opts.stream_store_min_bytes
     packed = pack_conv_weights(weight, geo.group, taps.reshape(-1).astype(np.int64), group_stride,
                                bsr, b.opts)
     width = (ow // lanes if segments else ow) * lanes  # floats of an output row
@@ -237,6 +249,23 @@ def _emit_stream_conv(b: Builder, node: Node, weight: np.ndarray, bias: np.ndarr
                                                blocks)
     _row_split_candidate(b, node, spec, geo, y_rs, lanes, n)
     b.emit(spec, wave_reach_rows=(kh - 1) * dh, **views)
+
+
+def _winograd_form(b: Builder, node: Node, weight: np.ndarray, geo: ConvGeometry,
+                   res: Tensor | None, lanes: int, plane: np.ndarray, dy: np.ndarray,
+                   dx: np.ndarray, plane_floats: int, row_floats: int, phase_rows: int,
+                   phase_cols: int) -> WinogradWeights | None:
+    """The Winograd form of a phase-split conv (tap t reads phase plane plane[t], dy[t] rows and
+    dx[t] positions on), when it applies (one vector per position, group 1, no residual or
+    gate) and pays (PlannerOptions.winograd_min_gain) or KERNEL_KEY forces it."""
+    forced = node.attrs.get(KERNEL_KEY)
+    planes = weight.shape[1] * geo.stride[0] * geo.stride[1]
+    if (forced in ("csr", "bsr") or lanes != b.vector_floats or geo.group != 1
+            or res is not None or GATE_KEY in node.attrs
+            or (forced != "winograd" and not winograd_pays(weight, planes, b.opts))):
+        return None
+    return winograd_weights(weight, plane, dy, dx, planes, plane_floats, row_floats, lanes,
+                            phase_rows, phase_cols)
 
 
 def _gated_weights(b: Builder, node: Node, val: np.ndarray, channel: np.ndarray) -> SymOffset:

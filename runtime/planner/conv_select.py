@@ -49,12 +49,15 @@ def choose_conv_kernel(weight: np.ndarray, group: int, opts: PlannerOptions) -> 
 
 
 def conv_kernel_for(node: Node, weight: np.ndarray, group: int, opts: PlannerOptions) -> bool:
-    """The kernel of a conv: forced by KERNEL_KEY (tests, benchmarks) or by cost."""
+    """The kernel of a conv, True = BSR: forced by KERNEL_KEY (tests, benchmarks; "winograd"
+    where it applies, on BSR's phase planes) or by cost."""
     forced = node.attrs.get(KERNEL_KEY)
     if forced is None:
         return choose_conv_kernel(weight, group, opts)
-    if forced not in ("csr", "bsr"):
+    if forced not in ("csr", "bsr", "winograd"):
         raise UnsupportedOpError(f"{node.describe()}: unknown kernel {forced!r}")
+    if forced == "winograd":  # BSR reads the phase planes Winograd needs (ops/conv.py)
+        return group == 1 or (weight.shape[0] // group) % BSR_BLOCK == 0
     if forced == "bsr" and group > 1 and (weight.shape[0] // group) % BSR_BLOCK:
         raise UnsupportedOpError(
             f"{node.describe()}: BSR needs channels per group divisible by {BSR_BLOCK}")

@@ -15,7 +15,8 @@ namespace {
 
 #define FD_TABLE(ns, name)                                                                 \
   KernelTable {                                                                            \
-    ns::conv_csr, ns::conv_bsr, ns::conv_csr_strided, ns::conv_direct, ns::split_plane,    \
+    ns::conv_csr, ns::conv_bsr, ns::conv_csr_strided, ns::conv_direct, ns::conv_winograd,    \
+        ns::split_plane,                                                                   \
         ns::to_segments, ns::from_segments, ns::interleave_images, ns::conv_tiny, ns::gemm_dot, \
         ns::activate_vectors, ns::activate_row, ns::pool_row, ns::reduce_plane, name,      \
         ns::vector_floats()                                                                \

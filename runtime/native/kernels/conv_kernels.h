@@ -89,6 +89,27 @@ using SegmentRowFn = void (*)(const float* src, float* dst, int64_t P);
 using InterleaveImagesFn = void (*)(const float* src, int64_t image_stride, int64_t images,
                                     float* dst, int64_t pos_stride, int64_t W);
 
+// A dense conv as Winograd F(3x3, 4x4) over batch-interleaved stride-phase planes
+// (conv_winograd.cpp, winograd.h): one vector per position, output tile rows [t0, t1).
+struct WinogradArgs {
+  const float* in = nullptr;          // phase planes of one interleaved image group
+  const int64_t* plane_off = nullptr;  // per input plane: floats from `in` to its window origin
+  int64_t planes = 0;                 // input planes (channels x stride phases)
+  int64_t in_rs = 0;                  // floats between input rows
+  int64_t in_rows = 0, in_cols = 0;   // positions readable from a window origin (0 beyond)
+  const float* u = nullptr;           // transformed weights [blocks][36][planes][kBlock]
+  int64_t channels = 0;               // output channels
+  const float* bias = nullptr;        // per output channel, or null
+  float* out = nullptr;               // output (channel 0, position 0)
+  int64_t out_cs = 0, out_rs = 0;
+  int64_t rows = 0, cols = 0;         // output positions
+  // Non-temporal stores (out, out_cs and out_rs aligned to vectors): an output far larger than
+  // the caches, which the next step reads back from memory anyway (ConvSpec::winograd_stream).
+  bool stream = false;
+  Activation act;
+};
+using WinogradFn = void (*)(const WinogradArgs&, int64_t t0, int64_t t1);
+
 // Dense 1x1 conv on a small plane (conv_tiny.cpp), vectorised over output channels.
 struct TinyGemmArgs {
   const float* x = nullptr;     // input (channel 0, position 0)
@@ -168,6 +189,7 @@ using ConvKernelFn = void (*)(const ConvKernelArgs&, int64_t c0, int64_t c1);
   void conv_bsr(const ConvKernelArgs& a, int64_t c0, int64_t c1);        \
   void conv_csr_strided(const ConvKernelArgs& a, int64_t c0, int64_t c1); \
   void conv_direct(const ConvKernelArgs& a, int64_t c0, int64_t c1);     \
+  void conv_winograd(const WinogradArgs& a, int64_t t0, int64_t t1);      \
   void split_plane(const PhaseSplitArgs& s, const float* src, float* dst); \
   void to_segments(const float* row, float* seg, int64_t P);              \
   void from_segments(const float* seg, float* row, int64_t P);            \
@@ -196,6 +218,7 @@ struct KernelTable {
   ConvKernelFn conv_bsr;
   ConvKernelFn conv_csr_strided;
   ConvKernelFn conv_direct;  // planar, few taps: rows, positions, in_row_step, in_pos_step
+  WinogradFn conv_winograd;
   PhaseSplitFn split_plane;
   SegmentRowFn to_segments, from_segments;
   InterleaveImagesFn interleave_images;

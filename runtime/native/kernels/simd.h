@@ -146,6 +146,26 @@ inline void store_partial(float* p, vf v, int64_t n) {
 #endif
 }
 
+// A store that bypasses the caches (p aligned to the vector), for outputs far larger than the
+// caches that the next step reads back from memory anyway: no read-for-ownership of the line.
+// stream_fence() orders such stores before the step ends.
+inline void stream(float* p, vf v) {
+#if defined(__AVX512F__) && FD_VLEN == 16
+  _mm512_stream_ps(p, (__m512)v);
+#elif defined(__AVX__) && FD_VLEN == 8
+  _mm256_stream_ps(p, (__m256)v);
+#elif defined(__SSE__) && FD_VLEN == 4
+  _mm_stream_ps(p, (__m128)v);
+#else
+  storeu(p, v);
+#endif
+}
+inline void stream_fence() {
+#if defined(__SSE__)
+  _mm_sfence();
+#endif
+}
+
 // Keep lanes whose mask word is all ones, zero the others (a bitwise AND, so NaN garbage is dropped).
 inline vf keep(vf v, const uint32_t* mask) {
   vi m;

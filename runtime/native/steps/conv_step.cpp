@@ -11,10 +11,12 @@
 #include "steps/conv_step.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <string>
 
 #include "jit/jit_x86.h"
 #include "kernels/conv_kernels.h"
+#include "kernels/winograd.h"
 #include "steps/bind.h"
 #include "tunables.h"
 
@@ -86,6 +88,7 @@ class ConvStep final : public Step {
     return static_cast<int64_t>(s_.bounds.size()) - 1;
   }
   const char* name() const override {
+    if (winograd()) return "conv_winograd";
     if (s_.direct) return "conv_csr_direct";
     if (jit_) return "conv_jit";
     return s_.bsr ? "conv_bsr" : (s_.strided ? "conv_csr_strided" : "conv_csr");
@@ -96,7 +99,8 @@ class ConvStep final : public Step {
     if (s_.phase_split) d += " phase-split";
     if (s_.gather) d += " gather";
     if (s_.blocks > 1) d += " ic-blocks=" + std::to_string(s_.blocks);
-    if (s_.row_units > 0) d += " split=rows:" + std::to_string(s_.row_units);
+    if (winograd()) d += " split=tile-rows:" + std::to_string(s_.bounds.size() - 1);
+    else if (s_.row_units > 0) d += " split=rows:" + std::to_string(s_.row_units);
     else d += " split=channels:" + std::to_string(s_.bounds.size() - 1);
     if (s_.wave.group >= 0) d += " wavefront=" + std::to_string(s_.wave.group);
     if (jit_) d += " jit-tiles=" + std::to_string(jit_->tiles().size());
@@ -121,6 +125,12 @@ class ConvStep final : public Step {
       return;
     }
     (void)nth;
+    if (winograd()) {
+      int64_t t0, t1;
+      split_range(winograd_tile_rows(), tid, static_cast<int>(units(1, 0)), &t0, &t1);
+      if (t0 < t1) compute_winograd(buf, t0, t1);
+      return;
+    }
     if (s_.row_units > 0) {
       if (by_vectors()) {
         int64_t v0, v1;
@@ -139,6 +149,10 @@ class ConvStep final : public Step {
   void run_serial(int stage, const Buffers& buf) const override {
     if (s_.split_here && stage == 0) {
       split_phases(buf, 0, 1);
+      return;
+    }
+    if (winograd()) {
+      compute_winograd(buf, 0, winograd_tile_rows());
       return;
     }
     compute(buf, s_.bounds.front(), s_.bounds.back());
@@ -204,7 +218,62 @@ class ConvStep final : public Step {
     require(s_.has_residual || s_.residual.dim[0] == 1, me + ": residual view without residual");
     s_.act.validate(channels, me);
     for (int32_t o : s_.off) require(o >= 0, me + ": negative tap offset");
+    if (winograd()) validate_winograd();
     read_view_ = reach();
+  }
+
+  bool winograd() const { return !s_.winograd_u.empty(); }
+  int64_t winograd_tile_rows() const {
+    return (s_.output.dim[2] + winograd::kOut - 1) / winograd::kOut;
+  }
+
+  void validate_winograd() const {
+    const std::string me = "conv (winograd)";
+    const int64_t planes = static_cast<int64_t>(s_.winograd_plane_off.size());
+    const int64_t blocks = (s_.output.dim[1] + winograd::kBlock - 1) / winograd::kBlock;
+    require(s_.phase_split && s_.lanes == k_.vector_floats && !s_.has_residual &&
+                s_.wave.group < 0 && s_.row_units == 0 && s_.val_origin < 0,
+            me + ": needs phase planes of one vector per position, no residual, no wavefront, "
+                 "no row split, no gate");
+    require(planes >= 1 && static_cast<int64_t>(s_.winograd_u.size()) ==
+                               blocks * winograd::kPoints * planes * winograd::kBlock,
+            me + ": weights must be [channel blocks][36][planes][block]");
+    require(s_.winograd_in_rows >= 1 && s_.winograd_in_cols >= 1, me + ": bad readable window");
+    // Every read stays inside one image group's phase planes.
+    const int64_t group = s_.input.dim[1] * s_.stride_h * s_.stride_w * s_.phase_plane;
+    const int64_t last = (s_.winograd_in_rows - 1) * s_.phase_rs * s_.lanes +
+                         s_.winograd_in_cols * s_.lanes;
+    for (int64_t o : s_.winograd_plane_off)
+      require(o >= 0 && o + last <= group, me + ": a plane's window leaves the phase planes");
+    require(s_.output.stride[3] == 1 && s_.output.dim[3] % s_.lanes == 0,
+            me + ": output positions must be contiguous vectors");
+  }
+
+  // Tile rows [t0, t1) of every image group, all output channels.
+  void compute_winograd(const Buffers& buf, int64_t t0, int64_t t1) const {
+    WinogradArgs w;
+    w.plane_off = s_.winograd_plane_off.data();
+    w.planes = static_cast<int64_t>(s_.winograd_plane_off.size());
+    w.in_rs = s_.phase_rs * s_.lanes;
+    w.in_rows = s_.winograd_in_rows;
+    w.in_cols = s_.winograd_in_cols;
+    w.u = s_.winograd_u.data();
+    w.channels = s_.output.dim[1];
+    w.bias = s_.bias.empty() ? nullptr : s_.bias.data();
+    w.out_cs = s_.output.stride[1];
+    w.out_rs = s_.output.stride[2];
+    w.rows = s_.output.dim[2];
+    w.cols = s_.output.dim[3] / s_.lanes;
+    w.act = act_;
+    const int64_t group = s_.input.dim[1] * s_.stride_h * s_.stride_w * s_.phase_plane;
+    const int64_t V = k_.vector_floats;
+    for (int64_t n = 0; n < s_.output.dim[0]; ++n) {
+      w.in = buf.arena + s_.scratch_origin + n * group;
+      w.out = buf.at(s_.output) + n * s_.output.stride[0];
+      w.stream = s_.winograd_stream && reinterpret_cast<uintptr_t>(w.out) % (V * 4) == 0 &&
+                 w.out_cs % V == 0 && w.out_rs % V == 0;
+      k_.conv_winograd(w, t0, t1);
+    }
   }
 
   bool jit_interleaved() const {
@@ -655,6 +724,11 @@ FD_BIND_STEPS(m, plan) {
   def_array(conv, "bias", &ConvSpec::bias);
   def_array(conv, "mask", &ConvSpec::mask);
   def_array(conv, "bounds", &ConvSpec::bounds);
+  def_array(conv, "winograd_u", &ConvSpec::winograd_u);
+  def_array(conv, "winograd_plane_off", &ConvSpec::winograd_plane_off);
+  conv.def_readwrite("winograd_in_rows", &ConvSpec::winograd_in_rows)
+      .def_readwrite("winograd_in_cols", &ConvSpec::winograd_in_cols)
+      .def_readwrite("winograd_stream", &ConvSpec::winograd_stream);
   plan.def("add", &add_step<ConvStep, ConvSpec>);
 
   py::class_<TinyConvSpec> tiny(m, "TinyConvSpec");

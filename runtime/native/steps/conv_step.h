@@ -45,6 +45,13 @@ struct ConvSpec {
   // excitation gate folded into the conv reading the gated tensor; runtime/passes/channel_gate.py).
   int64_t val_origin = -1;
   std::vector<uint32_t> mask;
+  // Non-empty (phase-split, one vector per position, no residual): the conv runs as Winograd
+  // F(3x3, 4x4) over the phase planes (kernels/conv_winograd.cpp, WinogradArgs) with these
+  // transformed weights, its threads splitting tile rows; the CSR / BSR fields stay valid.
+  std::vector<float> winograd_u;
+  std::vector<int64_t> winograd_plane_off;
+  int64_t winograd_in_rows = 0, winograd_in_cols = 0;
+  bool winograd_stream = false;  // WinogradArgs::stream, where the output is vector-aligned
   // Work split: units (channels for CSR, blocks for BSR) [bounds[t], bounds[t+1]) for thread t,
   // balanced by nonzeros in Python.
   std::vector<int64_t> bounds;

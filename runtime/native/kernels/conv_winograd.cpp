@@ -1,0 +1,151 @@
+// Winograd F(3x3, 4x4) conv over batch-interleaved stride-phase planes (one ISA variant per
+// compilation; winograd.h has the transforms and where they come from).
+//
+// A position is one vector (the lanes are images). Input plane p (one stride phase of one
+// channel) has its window origin at in + plane_off[p]; the conv is a stride-1 4x4 correlation
+// summed over the planes. A call covers tile rows [t0, t1); per tile of 3x3 outputs:
+//   1. each plane's 6x6 window d -> B^T d B, 36 vectors per plane (scratch `v`: [36][planes]);
+//   2. per block of kBlock output channels and per point, the channels' weighted sums over the
+//      planes: each plane's vector is loaded once for the block, its weights are broadcasts
+//      (scratch `m`: [kBlock][36]);
+//   3. per channel, A^T m A + bias, the activation, stores of the valid positions (WinogradArgs::
+//      stream: past the caches).
+// Windows reaching past the readable rows or columns read zeros there (the last tile row and
+// column when the output side is not a multiple of 3).
+#include <cstdint>
+#include <vector>
+
+#include "activation_simd.h"
+#include "conv_kernels.h"
+#include "simd.h"
+#include "winograd.h"
+
+namespace fd {
+namespace FD_NS {
+
+using simd::V;
+using simd::vf;
+namespace wg = ::fd::winograd;
+
+namespace {
+
+// out[u * out_step] = sum_i C[u][i] * in[i * in_step]: unrolled over the constant matrix, so
+// zero coefficients cost nothing and +-1 are additions.
+template <int Rows, const float (&C)[Rows][wg::kTile]>
+inline void transform(const vf* in, int in_step, vf* out, int out_step) {
+#pragma GCC unroll 8
+  for (int u = 0; u < Rows; ++u) {
+    vf s = simd::splat(0.0f);
+    bool started = false;
+#pragma GCC unroll 8
+    for (int i = 0; i < wg::kTile; ++i) {
+      const float c = C[u][i];
+      if (c == 0.0f) continue;
+      const vf x = in[i * in_step];
+      const vf term = c == 1.0f ? x : (c == -1.0f ? -x : simd::splat(c) * x);
+      s = started ? s + term : term;
+      started = true;
+    }
+    out[u * out_step] = s;
+  }
+}
+
+// B^T d B of every plane's window at tile origin (y0, x0) -> v[point * planes + p] (vectors).
+void input_tile(const WinogradArgs& a, int64_t y0, int64_t x0, float* v) {
+  constexpr int T = wg::kTile;
+  const bool inside = y0 + T <= a.in_rows && x0 + T <= a.in_cols;
+  vf d[T][T], t[T][T], row[T];
+  for (int64_t p = 0; p < a.planes; ++p) {
+    const float* base = a.in + a.plane_off[p] + y0 * a.in_rs + x0 * V;
+#pragma GCC unroll 8
+    for (int i = 0; i < T; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < T; ++j)
+        d[i][j] = inside || (y0 + i < a.in_rows && x0 + j < a.in_cols)
+                      ? simd::loadu(base + i * a.in_rs + j * V)
+                      : simd::splat(0.0f);
+#pragma GCC unroll 8
+    for (int j = 0; j < T; ++j) transform<T, wg::kBT>(&d[0][j], T, &t[0][j], T);
+#pragma GCC unroll 8
+    for (int u = 0; u < T; ++u) {
+      transform<T, wg::kBT>(&t[u][0], 1, row, 1);
+#pragma GCC unroll 8
+      for (int w = 0; w < T; ++w) simd::storeu(v + ((u * T + w) * a.planes + p) * V, row[w]);
+    }
+  }
+}
+
+// m[k * 36 + point] = sum_p u[(point * planes + p) * kBlock + k] * v[point * planes + p].
+void block_products(const float* v, int64_t planes, const float* u, vf* m) {
+  constexpr int B = wg::kBlock;
+  for (int xi = 0; xi < wg::kPoints; ++xi) {
+    const float* x = v + xi * planes * V;
+    const float* w = u + xi * planes * B;
+    vf acc[B];
+#pragma GCC unroll 8
+    for (int k = 0; k < B; ++k) acc[k] = simd::splat(0.0f);
+    for (int64_t p = 0; p < planes; ++p) {
+      const vf xv = simd::loadu(x + p * V);
+#pragma GCC unroll 8
+      for (int k = 0; k < B; ++k) acc[k] += simd::splat(w[p * B + k]) * xv;
+    }
+#pragma GCC unroll 8
+    for (int k = 0; k < B; ++k) m[k * wg::kPoints + xi] = acc[k];
+  }
+}
+
+// A^T m A of channel co + bias, activation, stored at the tile's valid positions.
+void output_tile(const WinogradArgs& a, const vf* m, int64_t co, int64_t y0, int64_t x0) {
+  constexpr int T = wg::kTile, O = wg::kOut;
+  vf s[T][O], y[O][O];
+#pragma GCC unroll 8
+  for (int u = 0; u < T; ++u) transform<O, wg::kAT>(m + u * T, 1, &s[u][0], 1);
+#pragma GCC unroll 4
+  for (int x = 0; x < O; ++x) transform<O, wg::kAT>(&s[0][x], O, &y[0][x], O);
+  const vf bias = simd::splat(a.bias ? a.bias[co] : 0.0f);
+  const bool clamp = a.act.kind == kActClip;
+  const vf lo = simd::splat(a.act.lo), hi = simd::splat(a.act.hi);
+  float* out = a.out + co * a.out_cs + y0 * a.out_rs + x0 * V;
+  const int64_t rows = a.rows - y0 < O ? a.rows - y0 : O;
+  const int64_t cols = a.cols - x0 < O ? a.cols - x0 : O;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      vf o = y[r][c] + bias;
+      if (clamp) {
+        o = simd::vmin(hi, simd::vmax(lo, o));
+      } else if (a.act.kind != kActNone) {
+        o = simd::activate(o, a.act, co);
+      }
+      if (a.stream) {
+        simd::stream(out + r * a.out_rs + c * V, o);
+      } else {
+        simd::storeu(out + r * a.out_rs + c * V, o);
+      }
+    }
+}
+
+}  // namespace
+
+void conv_winograd(const WinogradArgs& a, int64_t t0, int64_t t1) {
+  constexpr int B = wg::kBlock, O = wg::kOut;
+  thread_local std::vector<float> scratch;
+  const size_t need = static_cast<size_t>(wg::kPoints * a.planes * V);
+  if (scratch.size() < need) scratch.resize(need);
+  float* v = scratch.data();
+  alignas(64) vf m[B * wg::kPoints];
+  const int64_t tiles_x = (a.cols + O - 1) / O, blocks = (a.channels + B - 1) / B;
+  for (int64_t ty = t0; ty < t1; ++ty)
+    for (int64_t tx = 0; tx < tiles_x; ++tx) {
+      const int64_t y0 = ty * O, x0 = tx * O;
+      input_tile(a, y0, x0, v);
+      for (int64_t b = 0; b < blocks; ++b) {
+        block_products(v, a.planes, a.u + b * wg::kPoints * a.planes * B, m);
+        const int64_t count = a.channels - b * B < B ? a.channels - b * B : B;
+        for (int64_t k = 0; k < count; ++k) output_tile(a, m + k * wg::kPoints, b * B + k, y0, x0);
+      }
+    }
+  if (a.stream) simd::stream_fence();
+}
+
+}  // namespace FD_NS
+}  // namespace fd

@@ -1,0 +1,133 @@
+"""Winograd F(3x3, 4x4) convs over stride-phase planes (kernels/conv_winograd.cpp,
+runtime/planner/winograd.py): the native transforms compute a correlation, and dense strided
+convs of batches one vector wide run on them and equal the NumPy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from featherdeploy.runtime import _native
+from featherdeploy.runtime.kernels import native as nat
+from featherdeploy.runtime.kernels import reference as ref
+from featherdeploy.runtime.options import EngineOptions, PlannerOptions
+from featherdeploy.runtime.planner.winograd import winograd_matrices, winograd_pays
+from tests.runtime.onnx_cases import assert_close, random_input
+
+# The transforms multiply by up to 5 and 1/24: a few times the rounding of a direct sum.
+WINOGRAD_ATOL = 1e-4
+WINOGRAD_RTOL = 1e-4
+
+
+def test_native_transforms_compute_a_3x3_tile_of_a_4x4_correlation():
+    mats = winograd_matrices()
+    at, g_mat, bt = (np.asarray(mats[k], np.float64) for k in ("AT", "G", "BT"))
+    assert at.shape == (3, 6) and g_mat.shape == (6, 4) and bt.shape == (6, 6)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        d, g = rng.standard_normal((6, 6)), rng.standard_normal((4, 4))
+        y = at @ ((g_mat @ g @ g_mat.T) * (bt @ d @ bt.T)) @ at.T
+        direct = np.array([[np.sum(d[i:i + 4, j:j + 4] * g) for j in range(3)]
+                           for i in range(3)])
+        np.testing.assert_allclose(y, direct, rtol=1e-6, atol=1e-6)
+
+
+def _lanes() -> int:
+    return _native.vector_floats()
+
+
+def _conv(x, w, b, threads=1, **kw):
+    with nat.batch_interleaved():
+        plan = nat.conv2d_plan(x.shape, w, b, threads=threads, **kw)
+        return plan.native.step_names(), nat.run_plan(plan, x)
+
+
+GEOMETRIES = [  # (in channels, out channels, H, W, kernel, stride, pads, dilation)
+    (3, 64, 30, 30, 7, 2, (3, 3, 3, 3), 1),     # a ResNet stem, small plane
+    (3, 13, 23, 19, 7, 2, (3, 3, 3, 3), 1),     # outputs not a multiple of 3, odd channels
+    (2, 8, 9, 9, 5, 2, (2, 2, 2, 2), 1),
+    (1, 9, 4, 5, 7, 2, (3, 3, 3, 3), 1),        # a 2x3 output: one partial tile
+    (4, 5, 17, 20, 8, 2, (0, 1, 3, 2), 1),      # even kernel, asymmetric pads
+    (2, 7, 25, 22, 9, 3, (4, 4, 4, 4), 1),      # stride 3: 3x3 phase windows
+    (3, 6, 20, 21, 3, 2, (2, 2, 2, 2), 2),      # dilated
+    (3, 10, 16, 16, 7, (2, 1), (3, 3, 3, 3), 1),  # stride 2 x 1: 4x7 taps per phase -> no
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("density", [1.0, 0.5, 0.1])
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
+def test_winograd_conv_equals_reference(geometry, density, threads):
+    c, oc, h, w, k, stride, pads, dil = geometry
+    stride = stride if isinstance(stride, tuple) else (stride, stride)
+    x = random_input((_lanes(), c, h, w))
+    rng = np.random.default_rng(3)
+    wt = (rng.standard_normal((oc, c, k, k)) * (rng.random((oc, c, k, k)) < density))
+    wt = wt.astype(np.float32)
+    b = np.linspace(-1, 1, oc, dtype=np.float32)
+    kw = dict(stride=stride, pads=pads, dilation=(dil, dil))
+    applies = stride != (2, 1)
+    for clamp in (None, (0.0, 6.0), (0.0, np.inf)):
+        names, y = _conv(x, wt, b, threads, kernel="winograd", clamp=clamp, **kw)
+        assert ("conv_winograd" in names) == applies, names
+        assert_close(y, ref.conv2d(x, wt, b, clamp=clamp, **kw), WINOGRAD_ATOL, WINOGRAD_RTOL)
+
+
+def test_winograd_propagates_nan_and_inf_to_the_outputs_that_read_them():
+    x = random_input((_lanes(), 3, 20, 20))
+    x[2, 1, 7, 9] = np.nan
+    x[5, 0, 12, 3] = np.inf
+    wt = random_input((8, 3, 7, 7), seed=4)
+    kw = dict(stride=(2, 2), pads=(3, 3, 3, 3))
+    names, y = _conv(x, wt, None, kernel="winograd", **kw)
+    assert "conv_winograd" in names
+    expect = ref.conv2d(x, wt, None, **kw)
+    # Every output the reference makes non-finite is non-finite here too.
+    assert np.all(~np.isfinite(y[~np.isfinite(expect)]))
+    assert np.isfinite(y[:2]).all() and np.isfinite(y[6:]).all()  # other images untouched
+
+
+@pytest.mark.parametrize("k, stride, density, expect", [
+    (7, 2, 1.0, True),    # ResNet / DenseNet stems: 147 taps against 4 x 12 products
+    (3, 2, 1.0, False),   # a MobileNet stem: 27 taps
+    (7, 2, 0.2, False),   # a pruned 7x7 conv
+])
+def test_auto_chooses_winograd_for_dense_wide_kernels(k, stride, density, expect):
+    rng = np.random.default_rng(1)
+    wt = (rng.standard_normal((16, 3, k, k)) * (rng.random((16, 3, k, k)) < density))
+    wt = wt.astype(np.float32)
+    assert winograd_pays(wt, 3 * stride * stride, PlannerOptions()) == expect
+    x = random_input((_lanes(), 3, 18, 18))
+    kw = dict(stride=(stride, stride), pads=(k // 2,) * 4)
+    names, y = _conv(x, wt, None, **kw)
+    assert ("conv_winograd" in names) == expect
+    assert_close(y, ref.conv2d(x, wt, None, **kw), WINOGRAD_ATOL, WINOGRAD_RTOL)
+
+
+def test_winograd_is_off_where_it_does_not_apply():
+    x = random_input((_lanes(), 3, 18, 18))
+    wt = random_input((16, 3, 7, 7), seed=2)
+    kw = dict(stride=(2, 2), pads=(3, 3, 3, 3))
+    for forced in ("bsr", "csr"):  # a forced stream kernel
+        assert "conv_winograd" not in _conv(x, wt, None, kernel=forced, **kw)[0]
+    with nat.use_options(EngineOptions(planner=PlannerOptions(winograd_min_gain=1e9))):
+        assert "conv_winograd" not in _conv(x, wt, None, **kw)[0]
+    planar = nat.conv2d_plan(x[:1].shape, wt, None, kernel="winograd", **kw)  # one image
+    assert "conv_winograd" not in planar.native.step_names()
+    r = random_input((_lanes(), 16, 9, 9), seed=5)  # a residual
+    names, y = _conv(x, wt, None, kernel="winograd", residual=r, **kw)
+    assert "conv_winograd" not in names
+    assert_close(y, ref.conv2d(x, wt, None, residual=r, **kw), 1e-5, 1e-5)
+
+
+def test_streamed_stores_equal_cached_ones():
+    """Outputs past stream_store_min_bytes are stored past the caches (WinogradArgs::stream)."""
+    x = random_input((_lanes(), 3, 40, 40))
+    wt = random_input((24, 3, 7, 7), seed=6)
+    kw = dict(stride=(2, 2), pads=(3, 3, 3, 3), kernel="winograd", clamp=(0.0, np.inf))
+    results = []
+    for limit in (1 << 40, 0):
+        with nat.use_options(EngineOptions(planner=PlannerOptions(stream_store_min_bytes=limit))):
+            results.append(_conv(x, wt, None, **kw)[1])
+    np.testing.assert_array_equal(results[0], results[1])
+    assert_close(results[1], ref.conv2d(x, wt, None, **kw), WINOGRAD_ATOL, WINOGRAD_RTOL)
