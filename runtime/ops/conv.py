@@ -50,7 +50,10 @@ from featherdeploy.runtime.planner.layout import (
 from featherdeploy.runtime.planner.pads import direct_strided, reads_padded_copy
 from featherdeploy.runtime.planner.threads import RowSplitCandidate, balanced_bounds
 from featherdeploy.runtime.planner.winograd import (
+    OUT,
     WinogradWeights,
+    interleaved_columns,
+    planar_split,
     winograd_pays,
     winograd_weights,
 )
@@ -199,26 +202,34 @@ def _emit_stream_conv(b: Builder, node: Node, weight: np.ndarray, bias: np.ndarr
         # Phase planes in floats: `lanes` floats per position (one super-image when interleaved).
         images, plane, row = (1, lay.plane * lanes, lay.rs * lanes) if lanes > 1 else (
             n, lay.plane, lay.rs)
-        spec.split_here = lay.buf is None
-        if spec.split_here:
-            lay.buf = b.new_buf(("phases", n, c, sh * sw, plane),
-                                images * c * sh * sw * plane + VMAX)
         eh, ew = ih * dh + lay.pad_top - pt, iw * dw + lay.pad_left - pl
         taps = ((ic * sh * sw + (eh % sh) * sw + (ew % sw)) * plane
                 + (eh // sh) * row + (ew // sw) * lanes)
         group_stride, stream_rs = cg * sh * sw * plane, row
         window_planes = cg * sh * sw
         reach = int(((eh // sh) * row + (ew // sw) * lanes).max())
-        spec.phase_split, spec.phase_rows, spec.phase_rs = True, lay.rows, lay.rs
-        spec.phase_plane, spec.pad_top, spec.pad_left = plane, lay.pad_top, lay.pad_left
-        views["scratch_origin"] = SymOffset(lay.buf)
-        wino = _winograd_form(b, node, weight, geo, res, lanes, ic.reshape(-1) * sh * sw
-                              + (eh % sh * sw + ew % sw).reshape(-1), eh.reshape(-1) // sh,
-                              ew.reshape(-1) // sw, plane, row, lay.rows, lay.rs)
-        if wino is not None:
-            spec.winograd_u, spec.winograd_plane_off = wino.u, wino.plane_off
-            spec.winograd_in_rows, spec.winograd_in_cols = wino.in_rows, wino.in_cols
-            spec.winograd_stream = 4 * int(np.prod(out_shape)) >= b.opts.stream_store_min_bytes
+        spec.phase_split = True
+        wino = _winograd_form(b, node, weight, geo, res, lanes, *_phase_taps(ic, ih * dh, iw * dw,
+                                                                              sh, sw))
+        if wino is not None and lanes == 1:
+            _planar_winograd(b, node, spec, views, wino, geo, int((ih * dh).max()) // sh, n, c)
+        else:
+            spec.split_here = lay.buf is None
+            if spec.split_here:
+                lay.buf = b.new_buf(("phases", n, c, sh * sw, plane),
+                                    images * c * sh * sw * plane + VMAX)
+            spec.phase_rows, spec.phase_rs = lay.rows, lay.rs
+            spec.phase_plane, spec.pad_top, spec.pad_left = plane, lay.pad_top, lay.pad_left
+            views["scratch_origin"] = SymOffset(lay.buf)
+            if wino is not None:  # in the shared planes' frame, whose pads may exceed the conv's
+                wino = winograd_weights(weight, *_phase_taps(ic, eh, ew, sh, sw), cg * sh * sw)
+            if wino is not None:
+                spec.winograd_u = wino.u
+                spec.winograd_col_off = interleaved_columns(wino, cg * sh * sw, plane, row, lanes)
+                spec.winograd_in_rows, spec.winograd_in_cols = lay.rows - wino.y0, lay.rs - wino.x0
+                spec.winograd_tile_step = OUT * lanes
+                spec.winograd_stream = (4 * int(np.prod(out_shape))
+                                        >= b.opts.stream_store_min_bytes)
     packed = pack_conv_weights(weight, geo.group, taps.reshape(-1).astype(np.int64), group_stride,
                                bsr, b.opts)
     width = (ow // lanes if segments else ow) * lanes  # floats of an output row
@@ -251,21 +262,45 @@ def _emit_stream_conv(b: Builder, node: Node, weight: np.ndarray, bias: np.ndarr
     b.emit(spec, wave_reach_rows=(kh - 1) * dh, **views)
 
 
+def _phase_taps(ic: np.ndarray, eh: np.ndarray, ew: np.ndarray, sh: int, sw: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per tap (flat): its phase plane (channel, row phase, column phase), and its row and
+    column in that plane from the output position, for tap rows / columns ``eh`` / ``ew`` of
+    a padded frame."""
+    plane = ic * sh * sw + (eh % sh) * sw + ew % sw
+    return plane.reshape(-1), (eh // sh).reshape(-1), (ew // sw).reshape(-1)
+
+
 def _winograd_form(b: Builder, node: Node, weight: np.ndarray, geo: ConvGeometry,
                    res: Tensor | None, lanes: int, plane: np.ndarray, dy: np.ndarray,
-                   dx: np.ndarray, plane_floats: int, row_floats: int, phase_rows: int,
-                   phase_cols: int) -> WinogradWeights | None:
+                   dx: np.ndarray) -> WinogradWeights | None:
     """The Winograd form of a phase-split conv (tap t reads phase plane plane[t], dy[t] rows and
-    dx[t] positions on), when it applies (one vector per position, group 1, no residual or
-    gate) and pays (PlannerOptions.winograd_min_gain) or KERNEL_KEY forces it."""
+    dx[t] positions on), when it applies (planar, or one vector per position; group 1; no
+    residual or gate) and pays (PlannerOptions.winograd_min_gain) or KERNEL_KEY forces it."""
     forced = node.attrs.get(KERNEL_KEY)
     planes = weight.shape[1] * geo.stride[0] * geo.stride[1]
-    if (forced in ("csr", "bsr") or lanes != b.vector_floats or geo.group != 1
+    if (forced in ("csr", "bsr") or lanes not in (1, b.vector_floats) or geo.group != 1
             or res is not None or GATE_KEY in node.attrs
             or (forced != "winograd" and not winograd_pays(weight, planes, b.opts))):
         return None
-    return winograd_weights(weight, plane, dy, dx, planes, plane_floats, row_floats, lanes,
-                            phase_rows, phase_cols)
+    return winograd_weights(weight, plane, dy, dx, planes)
+
+
+def _planar_winograd(b: Builder, node: Node, spec: Any, views: dict[str, Any],
+                     wino: WinogradWeights, geo: ConvGeometry, max_dy: int, images: int,
+                     channels: int) -> None:
+    """A planar Winograd conv: it splits its input into planes of its own (planar_split), in
+    its own padded frame."""
+    split = planar_split(wino, channels, geo.stride, geo.out_hw, max_dy, b.vector_floats)
+    floats = images * channels * geo.stride[0] * split.split_w * split.plane
+    buf = b.new_buf(("winograd_phases", node.name), floats + VMAX)
+    spec.split_here = True
+    spec.phase_rows, spec.phase_rs, spec.phase_plane = split.rows, split.rs, split.plane
+    spec.pad_top, spec.pad_left = geo.pad_begin
+    views["scratch_origin"] = SymOffset(buf)
+    spec.winograd_u, spec.winograd_col_off = wino.u, split.col_off
+    spec.winograd_split_w, spec.winograd_tile_step = split.split_w, b.vector_floats
+    spec.winograd_in_rows, spec.winograd_in_cols = split.rows - wino.y0, split.rs
 
 
 def _gated_weights(b: Builder, node: Node, val: np.ndarray, channel: np.ndarray) -> SymOffset:

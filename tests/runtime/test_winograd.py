@@ -1,6 +1,6 @@
 """Winograd F(3x3, 4x4) convs over stride-phase planes (kernels/conv_winograd.cpp,
 runtime/planner/winograd.py): the native transforms compute a correlation, and dense strided
-convs of batches one vector wide run on them and equal the NumPy reference."""
+convs, planar or of batches one vector wide, run on them and equal the NumPy reference."""
 
 from __future__ import annotations
 
@@ -37,9 +37,19 @@ def _lanes() -> int:
 
 
 def _conv(x, w, b, threads=1, **kw):
+    """Step names and output of a one-conv plan: batch-interleaved unless x is 1-2 images."""
+    if x.shape[0] <= 2:
+        plan = nat.conv2d_plan(x.shape, w, b, threads=threads, **kw)
+        return plan.native.step_names(), nat.run_plan(plan, x)
     with nat.batch_interleaved():
         plan = nat.conv2d_plan(x.shape, w, b, threads=threads, **kw)
         return plan.native.step_names(), nat.run_plan(plan, x)
+
+
+@pytest.fixture(params=["planar-1", "planar-2", "interleaved"])
+def images(request):
+    """Planar planes of one or two images (V tiles per vector), or one interleaved group."""
+    return {"planar-1": 1, "planar-2": 2, "interleaved": _lanes()}[request.param]
 
 
 GEOMETRIES = [  # (in channels, out channels, H, W, kernel, stride, pads, dilation)
@@ -51,16 +61,17 @@ GEOMETRIES = [  # (in channels, out channels, H, W, kernel, stride, pads, dilati
     (2, 7, 25, 22, 9, 3, (4, 4, 4, 4), 1),      # stride 3: 3x3 phase windows
     (3, 6, 20, 21, 3, 2, (2, 2, 2, 2), 2),      # dilated
     (3, 10, 16, 16, 7, (2, 1), (3, 3, 3, 3), 1),  # stride 2 x 1: 4x7 taps per phase -> no
+    (2, 4, 12, 110, 7, 2, (3, 3, 3, 3), 1),     # planar: 19 tiles a row, two tile vectors
 ]
 
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("density", [1.0, 0.5, 0.1])
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
-def test_winograd_conv_equals_reference(geometry, density, threads):
+def test_winograd_conv_equals_reference(geometry, density, threads, images):
     c, oc, h, w, k, stride, pads, dil = geometry
     stride = stride if isinstance(stride, tuple) else (stride, stride)
-    x = random_input((_lanes(), c, h, w))
+    x = random_input((images, c, h, w))
     rng = np.random.default_rng(3)
     wt = (rng.standard_normal((oc, c, k, k)) * (rng.random((oc, c, k, k)) < density))
     wt = wt.astype(np.float32)
@@ -73,18 +84,19 @@ def test_winograd_conv_equals_reference(geometry, density, threads):
         assert_close(y, ref.conv2d(x, wt, b, clamp=clamp, **kw), WINOGRAD_ATOL, WINOGRAD_RTOL)
 
 
-def test_winograd_propagates_nan_and_inf_to_the_outputs_that_read_them():
-    x = random_input((_lanes(), 3, 20, 20))
-    x[2, 1, 7, 9] = np.nan
-    x[5, 0, 12, 3] = np.inf
+def test_winograd_propagates_nan_and_inf_to_the_outputs_that_read_them(images):
+    x = random_input((images, 3, 20, 20))
+    x[-1, 1, 7, 9] = np.nan
+    x[-1, 0, 12, 3] = np.inf
     wt = random_input((8, 3, 7, 7), seed=4)
     kw = dict(stride=(2, 2), pads=(3, 3, 3, 3))
     names, y = _conv(x, wt, None, kernel="winograd", **kw)
     assert "conv_winograd" in names
     expect = ref.conv2d(x, wt, None, **kw)
-    # Every output the reference makes non-finite is non-finite here too.
+    # Every output the reference makes non-finite is non-finite here too; other images are
+    # untouched.
     assert np.all(~np.isfinite(y[~np.isfinite(expect)]))
-    assert np.isfinite(y[:2]).all() and np.isfinite(y[6:]).all()  # other images untouched
+    assert np.isfinite(y[:-1]).all()
 
 
 @pytest.mark.parametrize("k, stride, density, expect", [
@@ -92,32 +104,42 @@ def test_winograd_propagates_nan_and_inf_to_the_outputs_that_read_them():
     (3, 2, 1.0, False),   # a MobileNet stem: 27 taps
     (7, 2, 0.2, False),   # a pruned 7x7 conv
 ])
-def test_auto_chooses_winograd_for_dense_wide_kernels(k, stride, density, expect):
+def test_auto_chooses_winograd_for_dense_wide_kernels(k, stride, density, expect, images):
     rng = np.random.default_rng(1)
     wt = (rng.standard_normal((16, 3, k, k)) * (rng.random((16, 3, k, k)) < density))
     wt = wt.astype(np.float32)
     assert winograd_pays(wt, 3 * stride * stride, PlannerOptions()) == expect
-    x = random_input((_lanes(), 3, 18, 18))
+    x = random_input((images, 3, 18, 18))
     kw = dict(stride=(stride, stride), pads=(k // 2,) * 4)
     names, y = _conv(x, wt, None, **kw)
     assert ("conv_winograd" in names) == expect
     assert_close(y, ref.conv2d(x, wt, None, **kw), WINOGRAD_ATOL, WINOGRAD_RTOL)
 
 
-def test_winograd_is_off_where_it_does_not_apply():
-    x = random_input((_lanes(), 3, 18, 18))
+def test_winograd_is_off_where_it_does_not_apply(images):
+    x = random_input((images, 3, 18, 18))
     wt = random_input((16, 3, 7, 7), seed=2)
     kw = dict(stride=(2, 2), pads=(3, 3, 3, 3))
     for forced in ("bsr", "csr"):  # a forced stream kernel
         assert "conv_winograd" not in _conv(x, wt, None, kernel=forced, **kw)[0]
     with nat.use_options(EngineOptions(planner=PlannerOptions(winograd_min_gain=1e9))):
         assert "conv_winograd" not in _conv(x, wt, None, **kw)[0]
-    planar = nat.conv2d_plan(x[:1].shape, wt, None, kernel="winograd", **kw)  # one image
-    assert "conv_winograd" not in planar.native.step_names()
-    r = random_input((_lanes(), 16, 9, 9), seed=5)  # a residual
+    r = random_input((images, 16, 9, 9), seed=5)  # a residual
     names, y = _conv(x, wt, None, kernel="winograd", residual=r, **kw)
     assert "conv_winograd" not in names
     assert_close(y, ref.conv2d(x, wt, None, residual=r, **kw), 1e-5, 1e-5)
+
+
+def test_portable_build_runs_winograd_too():
+    """The generic ISA variant (4 floats a vector): its own tile vectors and interleave."""
+    wt = random_input((9, 3, 7, 7), seed=8)
+    kw = dict(stride=(2, 2), pads=(3, 3, 3, 3), kernel="winograd", clamp=(0.0, np.inf))
+    with nat.use_options(EngineOptions(isa="generic")):
+        for shape in ((1, 3, 23, 41), (4, 3, 23, 41)):
+            x = random_input(shape)
+            names, y = _conv(x, wt, None, **kw)
+            assert "conv_winograd" in names
+            assert_close(y, ref.conv2d(x, wt, None, **kw), WINOGRAD_ATOL, WINOGRAD_RTOL)
 
 
 def test_streamed_stores_equal_cached_ones():

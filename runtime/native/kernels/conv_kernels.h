@@ -89,20 +89,25 @@ using SegmentRowFn = void (*)(const float* src, float* dst, int64_t P);
 using InterleaveImagesFn = void (*)(const float* src, int64_t image_stride, int64_t images,
                                     float* dst, int64_t pos_stride, int64_t W);
 
-// A dense conv as Winograd F(3x3, 4x4) over batch-interleaved stride-phase planes
-// (conv_winograd.cpp, winograd.h): one vector per position, output tile rows [t0, t1).
+// A dense conv as Winograd F(3x3, 4x4) over stride-phase planes (conv_winograd.cpp,
+// winograd.h), output tile rows [t0, t1). A vector holds one tile position of either V images
+// (batch-interleaved: a position is one vector) or V tiles side by side (planar: the planes are
+// split by 3 x the conv's column stride, so the V tiles' columns are adjacent floats).
 struct WinogradArgs {
-  const float* in = nullptr;          // phase planes of one interleaved image group
-  const int64_t* plane_off = nullptr;  // per input plane: floats from `in` to its window origin
-  int64_t planes = 0;                 // input planes (channels x stride phases)
-  int64_t in_rs = 0;                  // floats between input rows
-  int64_t in_rows = 0, in_cols = 0;   // positions readable from a window origin (0 beyond)
-  const float* u = nullptr;           // transformed weights [blocks][36][planes][kBlock]
-  int64_t channels = 0;               // output channels
-  const float* bias = nullptr;        // per output channel, or null
-  float* out = nullptr;               // output (channel 0, position 0)
+  const float* in = nullptr;        // phase planes of one image (group)
+  const int64_t* col_off = nullptr;  // [planes][6]: floats from `in` to window column j
+  int64_t planes = 0;               // input planes (channels x stride phases)
+  int64_t in_rs = 0;                // floats between input rows
+  int64_t in_rows = 0;              // rows readable from a window origin (0 beyond)
+  int64_t in_cols = 0;              // interleaved: positions readable (0 beyond)
+  int64_t tile_step = 0;            // floats between tile vectors of a row
+  bool planar = false;              // V tiles per vector (else V images)
+  const float* u = nullptr;         // transformed weights [blocks][36][planes][kBlock]
+  int64_t channels = 0;             // output channels
+  const float* bias = nullptr;      // per output channel, or null
+  float* out = nullptr;             // output (channel 0, position 0)
   int64_t out_cs = 0, out_rs = 0;
-  int64_t rows = 0, cols = 0;         // output positions
+  int64_t rows = 0, cols = 0;       // output positions
   // Non-temporal stores (out, out_cs and out_rs aligned to vectors): an output far larger than
   // the caches, which the next step reads back from memory anyway (ConvSpec::winograd_stream).
   bool stream = false;

@@ -1,17 +1,20 @@
 // Winograd F(3x3, 4x4) conv over batch-interleaved stride-phase planes (one ISA variant per
 // compilation; winograd.h has the transforms and where they come from).
 //
-// A position is one vector (the lanes are images). Input plane p (one stride phase of one
-// channel) has its window origin at in + plane_off[p]; the conv is a stride-1 4x4 correlation
-// summed over the planes. A call covers tile rows [t0, t1); per tile of 3x3 outputs:
+// The conv is a stride-1 4x4 correlation summed over input planes (stride phases of the
+// channels). A vector holds one position of V tiles: of V images (batch-interleaved), or of V
+// tiles side by side in a row (planar; the planes are split by 3x the conv's column stride, so
+// window column j of V neighbouring tiles is V adjacent floats at col_off[p][j]). A call covers
+// tile rows [t0, t1); per tile (vector) of 3x3 outputs:
 //   1. each plane's 6x6 window d -> B^T d B, 36 vectors per plane (scratch `v`: [36][planes]);
 //   2. per block of kBlock output channels and per point, the channels' weighted sums over the
 //      planes: each plane's vector is loaded once for the block, its weights are broadcasts
 //      (scratch `m`: [kBlock][36]);
 //   3. per channel, A^T m A + bias, the activation, stores of the valid positions (WinogradArgs::
 //      stream: past the caches).
-// Windows reaching past the readable rows or columns read zeros there (the last tile row and
-// column when the output side is not a multiple of 3).
+// Windows reaching past the readable rows (or interleaved columns) read zeros there (the last
+// tile row and column when the output side is not a multiple of 3); planar rows are zero-padded
+// to every tile vector's reach by the split.
 #include <cstdint>
 #include <vector>
 
@@ -50,19 +53,21 @@ inline void transform(const vf* in, int in_step, vf* out, int out_step) {
   }
 }
 
-// B^T d B of every plane's window at tile origin (y0, x0) -> v[point * planes + p] (vectors).
-void input_tile(const WinogradArgs& a, int64_t y0, int64_t x0, float* v) {
-  constexpr int T = wg::kTile;
+// B^T d B of every plane's window at tile row origin y0, tile vector tx -> v[point * planes + p].
+void input_tile(const WinogradArgs& a, int64_t y0, int64_t tx, float* v) {
+  constexpr int T = wg::kTile, O = wg::kOut;
+  const int64_t x0 = a.planar ? 0 : tx * O;  // interleaved: the window's first position
   const bool inside = y0 + T <= a.in_rows && x0 + T <= a.in_cols;
   vf d[T][T], t[T][T], row[T];
   for (int64_t p = 0; p < a.planes; ++p) {
-    const float* base = a.in + a.plane_off[p] + y0 * a.in_rs + x0 * V;
+    const int64_t* col = a.col_off + p * T;
+    const float* base = a.in + y0 * a.in_rs + tx * a.tile_step;
 #pragma GCC unroll 8
     for (int i = 0; i < T; ++i)
 #pragma GCC unroll 8
       for (int j = 0; j < T; ++j)
         d[i][j] = inside || (y0 + i < a.in_rows && x0 + j < a.in_cols)
-                      ? simd::loadu(base + i * a.in_rs + j * V)
+                      ? simd::loadu(base + col[j] + i * a.in_rs)
                       : simd::splat(0.0f);
 #pragma GCC unroll 8
     for (int j = 0; j < T; ++j) transform<T, wg::kBT>(&d[0][j], T, &t[0][j], T);
@@ -94,8 +99,21 @@ void block_products(const float* v, int64_t planes, const float* u, vf* m) {
   }
 }
 
-// A^T m A of channel co + bias, activation, stored at the tile's valid positions.
-void output_tile(const WinogradArgs& a, const vf* m, int64_t co, int64_t y0, int64_t x0) {
+inline vf activated(const WinogradArgs& a, vf o, int64_t co) {
+  if (a.act.kind == kActClip) return simd::vmin(simd::splat(a.act.hi), simd::vmax(simd::splat(a.act.lo), o));
+  return a.act.kind == kActNone ? o : simd::activate(o, a.act, co);
+}
+
+inline void store(const WinogradArgs& a, float* p, vf o) {
+  if (a.stream) {
+    simd::stream(p, o);
+  } else {
+    simd::storeu(p, o);
+  }
+}
+
+// A^T m A of channel co + bias, the activation, stored at the valid positions of the tile(s).
+void output_tile(const WinogradArgs& a, const vf* m, int64_t co, int64_t y0, int64_t tx) {
   constexpr int T = wg::kTile, O = wg::kOut;
   vf s[T][O], y[O][O];
 #pragma GCC unroll 8
@@ -103,25 +121,33 @@ void output_tile(const WinogradArgs& a, const vf* m, int64_t co, int64_t y0, int
 #pragma GCC unroll 4
   for (int x = 0; x < O; ++x) transform<O, wg::kAT>(&s[0][x], O, &y[0][x], O);
   const vf bias = simd::splat(a.bias ? a.bias[co] : 0.0f);
-  const bool clamp = a.act.kind == kActClip;
-  const vf lo = simd::splat(a.act.lo), hi = simd::splat(a.act.hi);
-  float* out = a.out + co * a.out_cs + y0 * a.out_rs + x0 * V;
   const int64_t rows = a.rows - y0 < O ? a.rows - y0 : O;
-  const int64_t cols = a.cols - x0 < O ? a.cols - x0 : O;
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) {
-      vf o = y[r][c] + bias;
-      if (clamp) {
-        o = simd::vmin(hi, simd::vmax(lo, o));
-      } else if (a.act.kind != kActNone) {
-        o = simd::activate(o, a.act, co);
-      }
-      if (a.stream) {
-        simd::stream(out + r * a.out_rs + c * V, o);
-      } else {
-        simd::storeu(out + r * a.out_rs + c * V, o);
+  if (a.planar) {  // V tiles: output column 3 t + c of the row is lane t of y[r][c]
+    float* out = a.out + co * a.out_cs + y0 * a.out_rs + tx * O * V;
+    const int64_t floats = a.cols - tx * O * V;
+    for (int64_t r = 0; r < rows; ++r) {
+      vf q[O];
+      simd::interleave3(activated(a, y[r][0] + bias, co), activated(a, y[r][1] + bias, co),
+                        activated(a, y[r][2] + bias, co), q);
+      float* row = out + r * a.out_rs;
+#pragma GCC unroll 4
+      for (int k = 0; k < O; ++k) {
+        const int64_t n = floats - k * V;
+        if (n >= V) {
+          simd::storeu(row + k * V, q[k]);
+        } else if (n > 0) {
+          simd::store_partial(row + k * V, q[k], n);
+        }
       }
     }
+    return;
+  }
+  const int64_t x0 = tx * O;
+  float* out = a.out + co * a.out_cs + y0 * a.out_rs + x0 * V;
+  const int64_t cols = a.cols - x0 < O ? a.cols - x0 : O;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c)
+      store(a, out + r * a.out_rs + c * V, activated(a, y[r][c] + bias, co));
 }
 
 }  // namespace
@@ -133,15 +159,16 @@ void conv_winograd(const WinogradArgs& a, int64_t t0, int64_t t1) {
   if (scratch.size() < need) scratch.resize(need);
   float* v = scratch.data();
   alignas(64) vf m[B * wg::kPoints];
-  const int64_t tiles_x = (a.cols + O - 1) / O, blocks = (a.channels + B - 1) / B;
+  const int64_t tiles = (a.cols + O - 1) / O, blocks = (a.channels + B - 1) / B;
+  const int64_t tiles_x = a.planar ? (tiles + V - 1) / V : tiles;  // tile vectors per row
   for (int64_t ty = t0; ty < t1; ++ty)
     for (int64_t tx = 0; tx < tiles_x; ++tx) {
-      const int64_t y0 = ty * O, x0 = tx * O;
-      input_tile(a, y0, x0, v);
+      const int64_t y0 = ty * O;
+      input_tile(a, y0, tx, v);
       for (int64_t b = 0; b < blocks; ++b) {
         block_products(v, a.planes, a.u + b * wg::kPoints * a.planes * B, m);
         const int64_t count = a.channels - b * B < B ? a.channels - b * B : B;
-        for (int64_t k = 0; k < count; ++k) output_tile(a, m + k * wg::kPoints, b * B + k, y0, x0);
+        for (int64_t k = 0; k < count; ++k) output_tile(a, m + k * wg::kPoints, b * B + k, y0, tx);
       }
     }
   if (a.stream) simd::stream_fence();

@@ -146,6 +146,47 @@ inline void store_partial(float* p, vf v, int64_t n) {
 #endif
 }
 
+// q = the 3V floats a0 b0 c0 a1 b1 c1 ... (lane t of a, b and c at 3t, 3t + 1, 3t + 2).
+#if defined(__GNUC__) && !defined(__clang__)
+template <int Q>
+inline vi interleave3_first() {  // lanes taken from a (index t) or b (index V + t)
+  vi m{};
+  for (int l = 0; l < V; ++l) {
+    const int g = Q * V + l, t = g / 3, c = g % 3;
+    m[l] = c == 0 ? t : (c == 1 ? V + t : 0);
+  }
+  return m;
+}
+template <int Q>
+inline vi interleave3_second() {  // then the lanes from c (index V + t), the rest kept
+  vi m{};
+  for (int l = 0; l < V; ++l) {
+    const int g = Q * V + l;
+    m[l] = g % 3 == 2 ? V + g / 3 : l;
+  }
+  return m;
+}
+template <int Q>
+inline vf interleave3_part(vf a, vf b, vf c) {
+  return __builtin_shuffle(__builtin_shuffle(a, b, interleave3_first<Q>()), c,
+                           interleave3_second<Q>());
+}
+inline void interleave3(vf a, vf b, vf c, vf* q) {
+  q[0] = interleave3_part<0>(a, b, c);
+  q[1] = interleave3_part<1>(a, b, c);
+  q[2] = interleave3_part<2>(a, b, c);
+}
+#else
+inline void interleave3(vf a, vf b, vf c, vf* q) {
+  float in[3][V], out[3 * V];
+  std::memcpy(in[0], &a, sizeof a);
+  std::memcpy(in[1], &b, sizeof b);
+  std::memcpy(in[2], &c, sizeof c);
+  for (int g = 0; g < 3 * V; ++g) out[g] = in[g % 3][g / 3];
+  for (int k = 0; k < 3; ++k) std::memcpy(&q[k], out + k * V, sizeof q[k]);
+}
+#endif
+
 // A store that bypasses the caches (p aligned to the vector), for outputs far larger than the
 // caches that the next step reads back from memory anyway: no read-for-ownership of the line.
 // stream_fence() orders such stores before the step ends.

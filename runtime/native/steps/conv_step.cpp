@@ -113,6 +113,8 @@ class ConvStep final : public Step {
   bool light() const override { return false; }
   std::vector<View> views() const override {
     std::vector<View> v = {s_.output, read_view_};
+    if (winograd())
+      v[1] = span_view(kArena, 0, s_.scratch_origin, s_.output.dim[0] * winograd_image_floats());
     if (!s_.phase_split || s_.split_here) v.push_back(s_.input);
     if (s_.has_residual) v.push_back(s_.residual);
     if (s_.val_origin >= 0) v.push_back(span_view(kArena, 0, s_.val_origin, s_.val.size()));
@@ -229,34 +231,56 @@ class ConvStep final : public Step {
 
   void validate_winograd() const {
     const std::string me = "conv (winograd)";
-    const int64_t planes = static_cast<int64_t>(s_.winograd_plane_off.size());
+    const int64_t T = winograd::kTile;
+    const int64_t planes = static_cast<int64_t>(s_.winograd_col_off.size()) / T;
     const int64_t blocks = (s_.output.dim[1] + winograd::kBlock - 1) / winograd::kBlock;
-    require(s_.phase_split && s_.lanes == k_.vector_floats && !s_.has_residual &&
-                s_.wave.group < 0 && s_.row_units == 0 && s_.val_origin < 0,
-            me + ": needs phase planes of one vector per position, no residual, no wavefront, "
-                 "no row split, no gate");
-    require(planes >= 1 && static_cast<int64_t>(s_.winograd_u.size()) ==
-                               blocks * winograd::kPoints * planes * winograd::kBlock,
-            me + ": weights must be [channel blocks][36][planes][block]");
-    require(s_.winograd_in_rows >= 1 && s_.winograd_in_cols >= 1, me + ": bad readable window");
-    // Every read stays inside one image group's phase planes.
-    const int64_t group = s_.input.dim[1] * s_.stride_h * s_.stride_w * s_.phase_plane;
-    const int64_t last = (s_.winograd_in_rows - 1) * s_.phase_rs * s_.lanes +
-                         s_.winograd_in_cols * s_.lanes;
-    for (int64_t o : s_.winograd_plane_off)
-      require(o >= 0 && o + last <= group, me + ": a plane's window leaves the phase planes");
+    const bool planar = s_.lanes == 1;
+    require(s_.phase_split && (planar || s_.lanes == k_.vector_floats) && !s_.has_residual &&
+                s_.wave.group < 0 && s_.row_units == 0 && s_.val_origin < 0 &&
+                (!planar || s_.split_here),
+            me + ": needs phase planes (planar, split here, or of one vector per position), no "
+                 "residual, no wavefront, no row split, no gate");
+    require(planes >= 1 && static_cast<int64_t>(s_.winograd_col_off.size()) == planes * T &&
+                static_cast<int64_t>(s_.winograd_u.size()) ==
+                    blocks * winograd::kPoints * planes * winograd::kBlock,
+            me + ": weights must be [channel blocks][36][planes][block], offsets [planes][6]");
+    require(s_.winograd_in_rows >= 1 && s_.winograd_in_cols >= 1 && s_.winograd_tile_step >= 1,
+            me + ": bad readable window or tile step");
+    require(s_.winograd_split_w == 0 || s_.winograd_split_w >= s_.stride_w,
+            me + ": bad column split");
+    // Every read stays inside one image's phase planes: the last tile vector of the last
+    // readable row (planar: the split pads each row to the last vector's reach, with zeros).
+    const int64_t tiles = (s_.output.dim[3] / s_.lanes + winograd::kOut - 1) / winograd::kOut;
+    const int64_t last_tile = planar ? (tiles - 1) / k_.vector_floats : tiles - 1;
+    const int64_t rows = (s_.winograd_in_rows - 1) * s_.phase_rs * s_.lanes;
+    for (size_t k = 0; k < s_.winograd_col_off.size(); ++k) {
+      // Interleaved: positions below in_cols from the plane's first window column.
+      const int64_t o = s_.winograd_col_off[k];
+      const int64_t end = planar ? o + rows + last_tile * s_.winograd_tile_step + k_.vector_floats
+                                 : s_.winograd_col_off[k - k % T] + rows +
+                                       s_.winograd_in_cols * s_.lanes;
+      require(o >= 0 && end <= winograd_image_floats(), me + ": a window leaves the phase planes");
+    }
     require(s_.output.stride[3] == 1 && s_.output.dim[3] % s_.lanes == 0,
-            me + ": output positions must be contiguous vectors");
+            me + ": output positions must be contiguous");
   }
 
-  // Tile rows [t0, t1) of every image group, all output channels.
+  // Floats of one image's (group's) phase planes.
+  int64_t winograd_image_floats() const {
+    const int64_t split_w = s_.winograd_split_w > 0 ? s_.winograd_split_w : s_.stride_w;
+    return s_.input.dim[1] * s_.stride_h * split_w * s_.phase_plane;
+  }
+
+  // Tile rows [t0, t1) of every image (group), all output channels.
   void compute_winograd(const Buffers& buf, int64_t t0, int64_t t1) const {
     WinogradArgs w;
-    w.plane_off = s_.winograd_plane_off.data();
-    w.planes = static_cast<int64_t>(s_.winograd_plane_off.size());
+    w.col_off = s_.winograd_col_off.data();
+    w.planes = static_cast<int64_t>(s_.winograd_col_off.size()) / winograd::kTile;
     w.in_rs = s_.phase_rs * s_.lanes;
     w.in_rows = s_.winograd_in_rows;
     w.in_cols = s_.winograd_in_cols;
+    w.tile_step = s_.winograd_tile_step;
+    w.planar = s_.lanes == 1;
     w.u = s_.winograd_u.data();
     w.channels = s_.output.dim[1];
     w.bias = s_.bias.empty() ? nullptr : s_.bias.data();
@@ -265,13 +289,13 @@ class ConvStep final : public Step {
     w.rows = s_.output.dim[2];
     w.cols = s_.output.dim[3] / s_.lanes;
     w.act = act_;
-    const int64_t group = s_.input.dim[1] * s_.stride_h * s_.stride_w * s_.phase_plane;
-    const int64_t V = k_.vector_floats;
+    const int64_t V = k_.vector_floats, image = winograd_image_floats();
     for (int64_t n = 0; n < s_.output.dim[0]; ++n) {
-      w.in = buf.arena + s_.scratch_origin + n * group;
+      w.in = buf.arena + s_.scratch_origin + n * image;
       w.out = buf.at(s_.output) + n * s_.output.stride[0];
-      w.stream = s_.winograd_stream && reinterpret_cast<uintptr_t>(w.out) % (V * 4) == 0 &&
-                 w.out_cs % V == 0 && w.out_rs % V == 0;
+      w.stream = s_.winograd_stream && !w.planar &&
+                 reinterpret_cast<uintptr_t>(w.out) % (V * 4) == 0 && w.out_cs % V == 0 &&
+                 w.out_rs % V == 0;
       k_.conv_winograd(w, t0, t1);
     }
   }
@@ -534,7 +558,7 @@ class ConvStep final : public Step {
     g.W = s_.gather ? s_.input.dim[3] : s_.input.dim[3] / s_.lanes;
     g.src_rs = s_.input.stride[2];
     g.sh = s_.stride_h;
-    g.sw = s_.stride_w;
+    g.sw = winograd() && s_.winograd_split_w > 0 ? s_.winograd_split_w : s_.stride_w;
     g.pad_top = s_.pad_top;
     g.pad_left = s_.pad_left;
     g.rows = s_.phase_rows;
@@ -725,9 +749,11 @@ FD_BIND_STEPS(m, plan) {
   def_array(conv, "mask", &ConvSpec::mask);
   def_array(conv, "bounds", &ConvSpec::bounds);
   def_array(conv, "winograd_u", &ConvSpec::winograd_u);
-  def_array(conv, "winograd_plane_off", &ConvSpec::winograd_plane_off);
+  def_array(conv, "winograd_col_off", &ConvSpec::winograd_col_off);
   conv.def_readwrite("winograd_in_rows", &ConvSpec::winograd_in_rows)
       .def_readwrite("winograd_in_cols", &ConvSpec::winograd_in_cols)
+      .def_readwrite("winograd_tile_step", &ConvSpec::winograd_tile_step)
+      .def_readwrite("winograd_split_w", &ConvSpec::winograd_split_w)
       .def_readwrite("winograd_stream", &ConvSpec::winograd_stream);
   plan.def("add", &add_step<ConvStep, ConvSpec>);
 

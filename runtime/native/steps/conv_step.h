@@ -45,12 +45,15 @@ struct ConvSpec {
   // excitation gate folded into the conv reading the gated tensor; runtime/passes/channel_gate.py).
   int64_t val_origin = -1;
   std::vector<uint32_t> mask;
-  // Non-empty (phase-split, one vector per position, no residual): the conv runs as Winograd
-  // F(3x3, 4x4) over the phase planes (kernels/conv_winograd.cpp, WinogradArgs) with these
-  // transformed weights, its threads splitting tile rows; the CSR / BSR fields stay valid.
+  // Non-empty: the conv runs as Winograd F(3x3, 4x4) over its phase planes (kernels/
+  // conv_winograd.cpp, WinogradArgs): batch-interleaved planes of one vector per position
+  // (shared with the other convs of this stride), or planar ones this step splits by
+  // winograd_split_w columns (3 x stride_w) for itself; threads split tile rows, no residual.
+  // The CSR / BSR fields stay valid and unused.
   std::vector<float> winograd_u;
-  std::vector<int64_t> winograd_plane_off;
-  int64_t winograd_in_rows = 0, winograd_in_cols = 0;
+  std::vector<int64_t> winograd_col_off;  // [planes][6]
+  int64_t winograd_in_rows = 0, winograd_in_cols = 0, winograd_tile_step = 0;
+  int64_t winograd_split_w = 0;  // > 0: the phase planes' column stride, else stride_w
   bool winograd_stream = false;  // WinogradArgs::stream, where the output is vector-aligned
   // Work split: units (channels for CSR, blocks for BSR) [bounds[t], bounds[t+1]) for thread t,
   // balanced by nonzeros in Python.
