@@ -7,8 +7,10 @@
 // element-wise product). Per output this is 36 / 9 = 4 multiplies per kernel instead of 16.
 // The engine uses it for the stride-2 7x7 stems of ResNets and DenseNets, which are dense:
 // after the stride-phase split such a conv is a stride-1 4x4 conv over 4 phase planes per
-// channel (conv_winograd.cpp). The kernel transform G g G^T runs once, in Python
-// (runtime/planner/winograd.py), from the G below (module binding winograd_matrices).
+// channel (conv_winograd.cpp, which applies B^T and A^T below with the terms their rows share
+// computed once). The kernel transform G g G^T runs once, in Python (runtime/planner/
+// winograd.py), from the G below (module binding winograd_matrices);
+// tests/runtime/test_winograd.py checks the identity and the kernel against a direct conv.
 #pragma once
 
 namespace fd {
