@@ -209,8 +209,9 @@ def _emit_stream_conv(b: Builder, node: Node, weight: np.ndarray, bias: np.ndarr
         window_planes = cg * sh * sw
         reach = int(((eh // sh) * row + (ew // sw) * lanes).max())
         spec.phase_split = True
-        wino = _winograd_form(b, node, weight, geo, res, lanes, *_phase_taps(ic, ih * dh, iw * dw,
-                                                                              sh, sw))
+        # A planar Winograd conv splits its input itself, in its own padded frame.
+        frame = (ih * dh, iw * dw) if lanes == 1 else (eh, ew)
+        wino = _winograd_form(b, node, weight, geo, res, lanes, *_phase_taps(ic, *frame, sh, sw))
         if wino is not None and lanes == 1:
             _planar_winograd(b, node, spec, views, wino, geo, int((ih * dh).max()) // sh, n, c)
         else:
@@ -221,8 +222,6 @@ def _emit_stream_conv(b: Builder, node: Node, weight: np.ndarray, bias: np.ndarr
             spec.phase_rows, spec.phase_rs = lay.rows, lay.rs
             spec.phase_plane, spec.pad_top, spec.pad_left = plane, lay.pad_top, lay.pad_left
             views["scratch_origin"] = SymOffset(lay.buf)
-            if wino is not None:  # in the shared planes' frame, whose pads may exceed the conv's
-                wino = winograd_weights(weight, *_phase_taps(ic, eh, ew, sh, sw), cg * sh * sw)
             if wino is not None:
                 spec.winograd_u = wino.u
                 spec.winograd_col_off = interleaved_columns(wino, cg * sh * sw, plane, row, lanes)

@@ -153,3 +153,26 @@ def test_streamed_stores_equal_cached_ones():
             results.append(_conv(x, wt, None, **kw)[1])
     np.testing.assert_array_equal(results[0], results[1])
     assert_close(results[1], ref.conv2d(x, wt, None, **kw), WINOGRAD_ATOL, WINOGRAD_RTOL)
+
+
+@pytest.mark.parametrize("images", [1, _lanes()], ids=["planar", "interleaved"])
+def test_winograd_conv_sharing_phase_planes_with_a_wider_padded_conv(images):
+    """Two stride-2 convs read one input: the interleaved phase planes are shared, padded for
+    the 9x9 conv (4), so the 7x7 conv's Winograd windows sit one position further in; a planar
+    Winograd conv splits its own planes."""
+    from featherdeploy.runtime.graph import Graph, Node
+    from featherdeploy.runtime.kernels.native import plan_graph, run_plan
+
+    rng = np.random.default_rng(5)
+    w7 = rng.standard_normal((8, 3, 7, 7)).astype(np.float32)
+    w9 = rng.standard_normal((8, 3, 9, 9)).astype(np.float32)
+    nodes = [Node("Conv", "c7", ["x", "w7"], ["a"], {"strides": [2, 2], "pads": [3, 3, 3, 3]}),
+             Node("Conv", "c9", ["x", "w9"], ["b"], {"strides": [2, 2], "pads": [4, 4, 4, 4]}),
+             Node("Concat", "cat", ["a", "b"], ["y"], {"axis": 1})]  # (an Add would fuse)
+    x = random_input((images, 3, 21, 26))
+    graph = Graph.simple(nodes, {"w7": w7, "w9": w9}, "x", x.shape, "y")
+    plan = plan_graph(graph, x.shape, 1, interleave=images > 1)
+    assert "conv_winograd" in plan.native.step_names()
+    expect = np.concatenate([ref.conv2d(x, w7, None, stride=(2, 2), pads=(3, 3, 3, 3)),
+                             ref.conv2d(x, w9, None, stride=(2, 2), pads=(4, 4, 4, 4))], axis=1)
+    assert_close(run_plan(plan, x), expect, WINOGRAD_ATOL, WINOGRAD_RTOL)
