@@ -37,7 +37,8 @@ MAX_REL_DIFF = 1e-4
 
 @dataclass(frozen=True)
 class ProbeConv:
-    """One conv: where it occurs, channels in and out, output plane, kernel, residual."""
+    """One conv: where it occurs, channels in and out, output plane, kernel, residual, stride
+    (the input plane is ``stride`` times the output's, padded by ``kernel // 2``)."""
 
     label: str
     c: int
@@ -46,6 +47,7 @@ class ProbeConv:
     w: int
     kernel: int
     residual: bool
+    stride: int = 1
 
 
 # The interleaved convs that dominate ResNet-18/50, MobileNetV2 and DenseNet-121 at 224 px.
@@ -61,6 +63,10 @@ DEFAULT_CONVS = (
     ProbeConv("ResNet layer3 3x3", 256, 256, 14, 14, 3, False),
     ProbeConv("ResNet-50 layer4 conv1", 2048, 512, 7, 7, 1, False),
     ProbeConv("ResNet layer4 3x3", 512, 512, 7, 7, 3, False),
+    ProbeConv("ResNet-50 layer2 downsample", 256, 512, 28, 28, 1, False, 2),
+    ProbeConv("ResNet-50 layer2 3x3 stride 2", 128, 128, 28, 28, 3, False, 2),
+    ProbeConv("ResNet-18 layer2 3x3 stride 2", 64, 128, 28, 28, 3, False, 2),
+    ProbeConv("ResNet-50 layer3 downsample", 512, 1024, 14, 14, 1, False, 2),
     ProbeConv("MobileNetV2 block 13 project", 576, 96, 14, 14, 1, False),
     ProbeConv("MobileNetV2 block 13 expand", 96, 576, 14, 14, 1, False),
     ProbeConv("MobileNetV2 block 17 project", 960, 160, 7, 7, 1, False),
@@ -106,7 +112,8 @@ def run_probe(exe: Path, convs: Sequence[ProbeConv], density: float, reps: int) 
     """Times every conv in both layouts (the fastest of ``reps`` sweeps each)."""
     args = [str(exe), str(reps)]
     for c in convs:
-        args += [str(v) for v in (c.c, c.k, c.h, c.w, c.kernel, int(c.residual), density)]
+        args += [str(v) for v in (c.c, c.k, c.h, c.w, c.kernel, c.stride, int(c.residual),
+                                  density)]
     done = subprocess.run(args, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise ProbeError(done.stderr.strip() or f"the probe exited with {done.returncode}")
@@ -116,7 +123,7 @@ def run_probe(exe: Path, convs: Sequence[ProbeConv], density: float, reps: int) 
     rows = []
     for conv, line in zip(convs, lines, strict=True):
         fields = line.split("\t")
-        rows.append(ProbeRow(conv, float(fields[6]), float(fields[7]), float(fields[8])))
+        rows.append(ProbeRow(conv, float(fields[7]), float(fields[8]), float(fields[9])))
     return rows
 
 
@@ -125,12 +132,14 @@ def format_table(rows: Sequence[ProbeRow], density: float, reps: int) -> str:
     lines = [f"CPU: {cpu_model_name()}; one thread; 16 images a vector; {density:.0%} of the "
              f"weights nonzero; fastest of {reps} sweeps per conv and layout",
              "",
-             "| conv | in -> out | plane | kernel | channel-major ms | position-major ms | "
+             "| conv | in -> out | output plane | kernel / stride | channel-major ms | "
+             "position-major ms | "
              "speedup | max rel diff |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         c = r.conv
-        lines.append(f"| {c.label} | {c.c} -> {c.k} | {c.h}x{c.w} | {c.kernel}x{c.kernel} | "
+        lines.append(f"| {c.label} | {c.c} -> {c.k} | {c.h}x{c.w} | "
+                     f"{c.kernel}x{c.kernel} / {c.stride} | "
                      f"{r.channel_major_ms:.3f} | {r.position_major_ms:.3f} | "
                      f"{r.speedup:.2f}x | {r.max_rel_diff:.1e} |")
     return "\n".join(lines)

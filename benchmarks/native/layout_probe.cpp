@@ -4,8 +4,9 @@
 // (one contiguous run of C vectors). The same generated conv tiles (jit/jit_x86.h) run over both,
 // with the same weights; only the tap offsets and the position steps differ.
 //
-// Usage: layout_probe REPS C K H W KERNEL RESIDUAL DENSITY [C K H W KERNEL RESIDUAL DENSITY ...]
-// Prints per conv: C K H W KERNEL RESIDUAL channel_major_ms position_major_ms max_rel_diff
+// Usage: layout_probe REPS C K H W KERNEL STRIDE RESIDUAL DENSITY [...], H x W the output plane
+// (the input is STRIDE times larger, padded by KERNEL / 2). Prints per conv:
+// C K H W KERNEL STRIDE RESIDUAL channel_major_ms position_major_ms max_rel_diff
 // (tab-separated; times are the fastest of REPS sweeps over all output positions). Exit 2 when
 // this CPU or build cannot generate the tiles.
 #include <sys/mman.h>
@@ -27,7 +28,7 @@ namespace {
 constexpr int kLanes = 16;
 
 struct ConvShape {
-  int C, K, H, W, k;
+  int C, K, H, W, k, stride;
   bool residual;
   double density;
 };
@@ -88,7 +89,8 @@ struct Result {
 bool run_layout(const ConvShape& c, bool position_major, const std::vector<std::vector<Tap>>& taps,
                 const std::vector<float>& image, const std::vector<float>& residual, int reps,
                 Result* result) {
-  const int pad = c.k / 2, rows = c.H + 2 * pad, cols = c.W + 2 * pad;
+  const int pad = c.k / 2, in_h = c.H * c.stride, in_w = c.W * c.stride;
+  const int rows = in_h + 2 * pad, cols = in_w + 2 * pad;
   const Strides in = strides(position_major, c.C, rows, cols);
   const Strides out = strides(position_major, c.K, c.H, c.W);
   Buffer x(static_cast<size_t>(c.C) * rows * cols * kLanes + kLanes);
@@ -97,11 +99,11 @@ bool run_layout(const ConvShape& c, bool position_major, const std::vector<std::
   std::fill(x.data, x.data + x.bytes / sizeof(float), 0.0f);
   std::fill(y.data, y.data + y.bytes / sizeof(float), 0.0f);
   for (int ch = 0; ch < c.C; ++ch)
-    for (int h = 0; h < c.H; ++h)
-      for (int w = 0; w < c.W; ++w)
+    for (int h = 0; h < in_h; ++h)
+      for (int w = 0; w < in_w; ++w)
         for (int l = 0; l < kLanes; ++l)
           x.data[ch * in.cs + (h + pad) * in.rs + (w + pad) * in.ps + l] =
-              image[((static_cast<size_t>(ch) * c.H + h) * c.W + w) * kLanes + l];
+              image[((static_cast<size_t>(ch) * in_h + h) * in_w + w) * kLanes + l];
   if (c.residual)
     for (int ch = 0; ch < c.K; ++ch)
       for (int h = 0; h < c.H; ++h)
@@ -134,7 +136,7 @@ bool run_layout(const ConvShape& c, bool position_major, const std::vector<std::
   spec.out_cs = out.cs;
   spec.res_cs = out.cs;
   spec.positions = c.W;
-  spec.in_pos_bytes = in.ps * 4;
+  spec.in_pos_bytes = c.stride * in.ps * 4;
   spec.pointwise = c.k == 1;
   spec.act.kind = fd::kActClip;
   spec.act.lo = 0.0f;
@@ -149,7 +151,7 @@ bool run_layout(const ConvShape& c, bool position_major, const std::vector<std::
     for (int h = 0; h < c.H; ++h)
       jit->for_each_run(0, c.K, [&](size_t b, size_t e) {
         for (int w = 0; w < c.W; ++w) {
-          const float* src = x.data + h * in.rs + w * in.ps;
+          const float* src = x.data + c.stride * (h * in.rs + w * in.ps);
           float* dst = y.data + h * out.rs + w * out.ps;
           const float* res = c.residual ? r.data + h * out.rs + w * out.ps : nullptr;
           for (size_t t = b; t < e; ++t) tiles[t].fn(src, dst, table, res, nullptr);
@@ -181,8 +183,8 @@ double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 9 || (argc - 2) % 7 != 0) {
-    std::fprintf(stderr, "usage: layout_probe REPS C K H W KERNEL RESIDUAL DENSITY [...]\n");
+  if (argc < 10 || (argc - 2) % 8 != 0) {
+    std::fprintf(stderr, "usage: layout_probe REPS C K H W KERNEL STRIDE RESIDUAL DENSITY [...]\n");
     return 2;
   }
   // The tiles are AVX-512 code; the engine asks for them only on such CPUs.
@@ -191,11 +193,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   const int reps = std::atoi(argv[1]);
-  for (int a = 2; a + 7 <= argc; a += 7) {
-    const ConvShape c{std::atoi(argv[a]), std::atoi(argv[a + 1]), std::atoi(argv[a + 2]),
-                      std::atoi(argv[a + 3]), std::atoi(argv[a + 4]), std::atoi(argv[a + 5]) != 0,
-                      std::atof(argv[a + 6])};
+  for (int a = 2; a + 8 <= argc; a += 8) {
+    const ConvShape c{std::atoi(argv[a]),     std::atoi(argv[a + 1]),
+                      std::atoi(argv[a + 2]), std::atoi(argv[a + 3]),
+                      std::atoi(argv[a + 4]), std::atoi(argv[a + 5]),
+                      std::atoi(argv[a + 6]) != 0, std::atof(argv[a + 7])};
     if (reps < 1 || c.C < 1 || c.K < 1 || c.H < 1 || c.W < 1 || c.k < 1 || c.k % 2 == 0 ||
+        c.stride < 1 ||
         !(c.density > 0.0 && c.density <= 1.0)) {
       std::fprintf(stderr, "layout_probe: bad conv or reps at argument %d\n", a);
       return 2;
@@ -203,7 +207,7 @@ int main(int argc, char** argv) {
     std::mt19937 g(12345);
     const auto taps = random_taps(c, &g);
     std::normal_distribution<float> nd;
-    std::vector<float> image(static_cast<size_t>(c.C) * c.H * c.W * kLanes);
+    std::vector<float> image(static_cast<size_t>(c.C) * c.H * c.stride * c.W * c.stride * kLanes);
     std::vector<float> residual(c.residual ? static_cast<size_t>(c.K) * c.H * c.W * kLanes : 0);
     for (float& v : image) v = nd(g);
     for (float& v : residual) v = nd(g);
@@ -214,8 +218,8 @@ int main(int argc, char** argv) {
                            "(x86-64 Linux with AVX-512, and enough taps per channel)\n");
       return 2;
     }
-    std::printf("%d\t%d\t%d\t%d\t%d\t%d\t%.4f\t%.4f\t%.3g\n", c.C, c.K, c.H, c.W, c.k,
-                c.residual ? 1 : 0, channel_major.ms, position_major.ms,
+    std::printf("%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.4f\t%.4f\t%.3g\n", c.C, c.K, c.H, c.W, c.k,
+                c.stride, c.residual ? 1 : 0, channel_major.ms, position_major.ms,
                 max_rel_diff(channel_major.out, position_major.out));
   }
   return 0;

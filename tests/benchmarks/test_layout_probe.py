@@ -24,7 +24,8 @@ needs_avx512 = pytest.mark.skipif(
     reason="the generated tiles are x86-64 AVX-512 code")
 
 CONVS = (ProbeConv("pointwise + residual", 48, 40, 5, 9, 1, True),
-         ProbeConv("3x3", 24, 30, 6, 7, 3, False))
+         ProbeConv("3x3", 24, 30, 6, 7, 3, False),
+         ProbeConv("3x3 stride 2", 20, 24, 4, 5, 3, False, 2))
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +41,16 @@ def test_both_layouts_compute_the_same_conv(probe: Path):
         assert row.channel_major_ms > 0 and row.position_major_ms > 0
         assert row.max_rel_diff < MAX_REL_DIFF
     table = format_table(rows, 0.5, 2)
-    assert cpu_model_name() in table and "| 3x3 | 24 -> 30 | 6x7 | 3x3 |" in table
+    assert cpu_model_name() in table and "| 3x3 | 24 -> 30 | 6x7 | 3x3 / 1 |" in table
+    assert "| 3x3 stride 2 | 20 -> 24 | 4x5 | 3x3 / 2 |" in table
 
 
 @needs_avx512
 def test_the_probe_refuses_a_bad_conv(probe: Path):
-    even_kernel = ProbeConv("even", 8, 8, 4, 4, 2, False)
-    with pytest.raises(ProbeError, match="bad conv"):
-        run_probe(probe, (even_kernel,), density=0.5, reps=1)
+    for bad in (ProbeConv("even kernel", 8, 8, 4, 4, 2, False),
+                ProbeConv("stride 0", 8, 8, 4, 4, 3, False, 0)):
+        with pytest.raises(ProbeError, match="bad conv"):
+            run_probe(probe, (bad,), density=0.5, reps=1)
 
 
 def test_missing_compiler_is_a_clear_error(tmp_path: Path):
