@@ -75,6 +75,10 @@ class PlannerOptions:
     # interleaved throughout, 165 with planes above 32x32 planar, 189 image by image
     # (docs/performance-log.md, 2026-12-06).
     interleave_max_pixels: int = 1 << 16
+    # Interleaved tensors that only group-1 strided CSR convs write and read are stored
+    # position-major (a position's channels adjacent; runtime/ops/conv.py). Measurements in
+    # docs/performance-log.md (2026-12-07, evening).
+    position_major: bool = True
     # A Gemm / MatMul whose constant weight has at most this fraction of nonzeros runs as a
     # sparse 1x1 conv (runtime/passes/sparse_gemm.py); denser ones on the dense GEMM.
     sparse_gemm_density: float = 0.35

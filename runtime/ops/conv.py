@@ -126,12 +126,15 @@ def _emit(b: Builder, node: Node) -> None:
     geo = conv_geometry(node, b.shapes[node.inputs[0]], weight.shape)
     segments = _segment_conv(b, node, geo, weight)
     pad = max(*geo.pad_begin, *geo.pad_end)
-    x = b.segment_tensor(node.inputs[0], pad) if segments else b.tensor(node.inputs[0])
+    any_order = _position_major_conv(b, node)  # reads and writes either interleaved order
+    x = (b.segment_tensor(node.inputs[0], pad) if segments
+         else b.tensor(node.inputs[0], position_major_ok=any_order))
     bias = b.graph.constants.get(node.input(2)) if node.input(2) else None
     res_name = node.attrs.get(RESIDUAL_KEY)
     res = None
     if res_name:
-        res = b.segment_tensor(res_name, 1) if segments else b.tensor(res_name)
+        res = (b.segment_tensor(res_name, 1) if segments
+               else b.tensor(res_name, position_major_ok=any_order))
     out_shape = b.shapes[node.outputs[0]]
     direct_output = None if segments else b.output_view(node.outputs[0])
     if segments:
@@ -146,10 +149,12 @@ def _emit(b: Builder, node: Node) -> None:
         # residual.)
         direct_only = direct_strided(geo.stride, weight,
                                      tensor_lanes(out_shape, b.interleave, b.opts), b.opts)
-        y = (b.output_over_residual(node.outputs[0], out_shape, res_name, node.inputs[0])
+        position_major = any_order and _position_major_output(b, node.outputs[0])
+        y = (b.output_over_residual(node.outputs[0], out_shape, res_name, node.inputs[0],
+                                    position_major=position_major)
              if res_name and not direct_only else None)
         if y is None:
-            y = b.new_tensor(node.outputs[0], out_shape)
+            y = b.new_tensor(node.outputs[0], out_shape, position_major=position_major)
         y_view, y_rs = y.stream_view(), y.rs
     # Interleaved layout: a position is `lanes` floats (one per image), so column offsets scale
     # by `lanes` and the whole batch is one stream (ConvSpec.lanes, conv_kernels.h). A planar
@@ -162,6 +167,42 @@ def _emit(b: Builder, node: Node) -> None:
         _emit_tiny(b, node, weight, bias, x, res, y_view)
         return
     _emit_stream_conv(b, node, weight, bias, geo, x, res, y_view, y_rs, lanes, gather, segments)
+
+
+def _position_major_conv(b: Builder, node: Node) -> bool:
+    """Whether conv ``node`` runs on the strided interleaved CSR kernel (or its generated
+    tiles) with its input, output and residual in place, so it can address any of them
+    position-major (layout.Tensor.position_major): group 1 (a depthwise conv would read
+    strided planes), CSR weights, the input interleaved like the output and padded enough, and
+    not the dense tiny-plane GEMM."""
+    if not (b.opts.position_major and b.interleave):
+        return False
+    x_name, y_name = node.inputs[0], node.outputs[0]
+    x_shape, y_shape = b.shapes[x_name], b.shapes[y_name]
+    weight = b.graph.constants.get(node.inputs[1])
+    if weight is None or len(x_shape) != 4 or len(y_shape) != 4 or x_name in b.graph.constants:
+        return False
+    weight = np.asarray(weight, dtype=np.float32)
+    geo = conv_geometry(node, x_shape, weight.shape)
+    lanes = tensor_lanes(y_shape, b.interleave, b.opts)
+    return (geo.group == 1 and lanes > 1 and lanes % VMAX == 0
+            and tensor_lanes(x_shape, b.interleave, b.opts) == lanes
+            and max(*geo.pad_begin, *geo.pad_end) <= b.pads.get(x_name, 0)
+            and not conv_kernel_for(node, weight, geo.group, b.opts)
+            and not direct_strided(geo.stride, weight, lanes, b.opts)
+            and not (geo.kernel == (1, 1) and geo.stride == (1, 1)
+                     and x_shape[2] * x_shape[3] * lanes <= b.opts.gemm_pixels))
+
+
+def _position_major_output(b: Builder, name: str) -> bool:
+    """Store activation ``name`` position-major (its producer can write it so): every reader
+    is a conv that addresses it in place (_position_major_conv), as input or fused residual,
+    and it is no graph output. Each of those convs then reads one run of C vectors per tap
+    position instead of C streams (docs/runtime.md, "Position-major interleaved groups")."""
+    readers = b.reader_nodes.get(name, [])
+    return (bool(readers) and name not in b.graph.output_names
+            and all(r.op == "Conv" and r.inputs[0] != r.attrs.get(RESIDUAL_KEY)
+                    and _position_major_conv(b, r) for r in readers))
 
 
 def _emit_stream_conv(b: Builder, node: Node, weight: np.ndarray, bias: np.ndarray | None,
@@ -188,12 +229,18 @@ def _emit_stream_conv(b: Builder, node: Node, weight: np.ndarray, bias: np.ndarr
     if res is not None:
         views["residual"] = res.stream_view()
         spec.has_residual = True
+    # Position strides of position-major tensors (0: channel-major or planar).
+    spec.in_ws = x.ws if x.position_major else 0
+    spec.out_ws = y_view.position_stride
+    spec.res_ws = res.ws if res is not None and res.position_major else 0
+    if (spec.in_ws or spec.out_ws or spec.res_ws) and not strided:
+        raise ModelLoadError(f"{node.describe()}: internal layout error (position-major)")
     if strided or direct or not reads_padded_copy(geo.stride):
         if max(pt, pl, pb, pr) > x.pad:
             raise ModelLoadError(f"{node.describe()}: internal layout error (pad)")
-        taps = ic * x.cs + ih * dh * x.rs + iw * dw * lanes
+        taps = ic * x.cs + ih * dh * x.rs + iw * dw * x.ws
         group_stride, stream_rs = cg * x.cs, x.rs
-        window_planes, reach = cg, (kh - 1) * dh * x.rs + (kw - 1) * dw * lanes
+        window_planes, reach = cg, (kh - 1) * dh * x.rs + (kw - 1) * dw * x.ws
     else:
         # Stride phases of the input, shared by every conv with this stride reading it: with the
         # layout's pads (Pt, Pl) >= this conv's, tap (kh, kw) sits at e = k*d + P - p in
@@ -230,7 +277,7 @@ def _emit_stream_conv(b: Builder, node: Node, weight: np.ndarray, bias: np.ndarr
                 spec.winograd_stream = (4 * int(np.prod(out_shape))
                                         >= b.opts.stream_store_min_bytes)
     packed = pack_conv_weights(weight, geo.group, taps.reshape(-1).astype(np.int64), group_stride,
-                               bsr, b.opts)
+                               bsr, b.opts, by_offset=x.position_major)
     width = (ow // lanes if segments else ow) * lanes  # floats of an output row
     length = (oh - 1) * stream_rs + width
     # Fast (contiguous masked) stores need the output's row stride and plane slack; the
@@ -249,7 +296,7 @@ def _emit_stream_conv(b: Builder, node: Node, weight: np.ndarray, bias: np.ndarr
     spec.act = fused_activation(node).to_native(out_shape[1])
     if GATE_KEY in node.attrs:
         views["val_origin"] = _gated_weights(b, node, packed.val, packed.val_channel)
-    if strided and geo.group == 1:
+    if strided and geo.group == 1 and not (x.position_major or spec.out_ws or spec.res_ws):
         blocks = input_channel_blocks(cg, (kh - 1) * dh + 1, (kw - 1) * dw + 1, sw, lanes,
                                       b.vector_floats, len(packed.val) / max(1, packed.units),
                                       b.opts)
@@ -326,7 +373,8 @@ def _row_split_candidate(b: Builder, node: Node, spec: Any, geo: ConvGeometry, y
                                and (geo.stride == (1, 1) or spec.direct))
     out_shape = b.shapes[node.outputs[0]]
     oh = geo.out_hw[0]
-    out_bytes = 4 * out_shape[1] * y_rs * oh
+    out_bytes = 4 * (1 if spec.out_ws else out_shape[1]) * y_rs * oh  # a position-major row
+    # holds every channel
     if (b.threads > 1 and in_place and by_rows
             and out_bytes >= min(b.opts.row_split_chain_bytes, b.opts.row_split_min_bytes)):
         b.row_split_candidates[node.outputs[0]] = RowSplitCandidate(

@@ -126,6 +126,10 @@ class Builder:
         self.node: Node | None = None  # the node being emitted
         self.node_index = -1
         self.readers = _readers(graph)
+        self.reader_nodes: dict[str, list[Node]] = {}  # the nodes reading each tensor
+        for n in graph.nodes:
+            for name in dict.fromkeys(reads(n)):
+                self.reader_nodes.setdefault(name, []).append(n)
         # Index of the last node reading each tensor (a fused residual counts as a read).
         self.last_read = {name: i for i, n in enumerate(graph.nodes) for name in reads(n)}
         self.row_split_candidates: dict[str, RowSplitCandidate] = {}  # by output name
@@ -134,12 +138,13 @@ class Builder:
         self.aliased: set[str] = set()
 
     # -- tensors
-    def new_tensor(self, name: str, shape: tuple[int, ...], segments: bool = False) -> Tensor:
+    def new_tensor(self, name: str, shape: tuple[int, ...], segments: bool = False,
+                   position_major: bool = False) -> Tensor:
         if segments:
             t = segment_tensor(shape, max(1, self.pads.get(name, 0)), self.vector_floats)
         elif len(shape) == 4:
             t = spatial_tensor(shape, self.pads.get(name, 0), self.opts,
-                               tensor_lanes(shape, self.interleave, self.opts))
+                               tensor_lanes(shape, self.interleave, self.opts), position_major)
         else:
             t = flat_tensor(shape)
         t.buf.border_read = name in self.border_reads
@@ -153,7 +158,7 @@ class Builder:
         split), when both have one layout (pad, lanes). The source's storage then lives as long
         as the slice is read. False (nothing done) otherwise."""
         x, shape = self.tensors.get(source), self.shapes[name]
-        if (x is None or not x.spatial or x.segments or len(shape) != 4
+        if (x is None or not x.spatial or x.segments or x.position_major or len(shape) != 4
                 or name in self.graph.output_names or self.pads.get(name, 0) != x.pad
                 or tensor_lanes(shape, self.interleave, self.opts) != x.ws
                 or shape[:1] + shape[2:] != x.shape[:1] + x.shape[2:]):
@@ -164,7 +169,8 @@ class Builder:
         return True
 
     def output_over_residual(self, name: str, shape: tuple[int, ...], res_name: str,
-                             input_name: str, segments: bool = False) -> Tensor | None:
+                             input_name: str, segments: bool = False,
+                             position_major: bool = False) -> Tensor | None:
         """The fused residual's tensor, reused as the storage of output ``name``, when nothing
         reads the residual later, the conv's input is other storage (other output channels'
         taps read every input position) and both share one layout: the epilogue then reads each
@@ -178,7 +184,8 @@ class Builder:
         pad = self.pads.get(name, 0)
         fresh = (segment_tensor(shape, max(1, pad), self.vector_floats) if segments
                  else spatial_tensor(shape, pad, self.opts,
-                                     tensor_lanes(shape, self.interleave, self.opts)))
+                                     tensor_lanes(shape, self.interleave, self.opts),
+                                     position_major))
         if replace(fresh, buf=res.buf) != res:
             return None
         res.buf.border_read |= name in self.border_reads
@@ -224,9 +231,11 @@ class Builder:
     def copy(self, src: SymView, dst: SymView) -> None:
         self.emit(native().CopySpec(), src=src, dst=dst)
 
-    def tensor(self, name: str) -> Tensor:
+    def tensor(self, name: str, position_major_ok: bool = False) -> Tensor:
         """Storage of activation ``name``; a constant used as an activation is copied in once;
-        a column-segment tensor is seen through a planar copy (made once)."""
+        a column-segment tensor is seen through a planar copy, a position-major one (unless
+        the caller addresses that layout: ``position_major_ok``) through a channel-major copy
+        (each made once)."""
         if name not in self.tensors:
             if name not in self.graph.constants:
                 raise ModelLoadError(f"tensor {name!r} is used before it is produced")
@@ -244,6 +253,15 @@ class Builder:
                 spec.to_segments = False
                 self.emit(spec, planar=planar.view(), segments=t.stream_view())
                 self.relayouts[key] = planar
+            return self.relayouts[key]
+        if t.position_major and not position_major_ok:
+            key = (name, "channel-major")
+            if key not in self.relayouts:
+                copy = spatial_tensor(t.shape, t.pad, self.opts, t.lanes)
+                copy.buf.border_read = name in self.border_reads
+                self.bufs.append(copy.buf)
+                self.copy(t.view(), copy.view())
+                self.relayouts[key] = copy
             return self.relayouts[key]
         return t
 
@@ -391,7 +409,9 @@ class Builder:
             spec, out = record.spec, record.views.get("output")
             if (isinstance(spec, native().ConvSpec) and spec.skip_empty and not spec.bsr
                     and isinstance(out, SymView) and out.buf is not None):
-                planes = [out.shifted(1, int(c), 1) for c in np.flatnonzero(np.diff(spec.ptr) == 0)]
+                axis = 0 if out.position_stride else 1  # boxes(): channels lead
+                planes = [out.boxes().shifted(axis, int(c), 1)
+                          for c in np.flatnonzero(np.diff(spec.ptr) == 0)]
                 if planes:
                     needs.append(ZeroNeed(out.buf, free_from(out.buf, self.bufs), index, planes))
         return needs

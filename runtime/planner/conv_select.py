@@ -65,11 +65,14 @@ def conv_kernel_for(node: Node, weight: np.ndarray, group: int, opts: PlannerOpt
 
 
 def pack_conv_weights(weight: np.ndarray, group: int, tap_offsets: np.ndarray, group_stride: int,
-                      bsr: bool, opts: PlannerOptions) -> ConvWeights:
+                      bsr: bool, opts: PlannerOptions, by_offset: bool = False) -> ConvWeights:
     """Lay out ``weight`` (OC, Cg, KH, KW) for the CSR or BSR kernel.
 
     ``tap_offsets`` (Cg*KH*KW,) is the input offset of each tap of group 0; group g adds
-    ``g * group_stride``. Offsets must fit in int32.
+    ``g * group_stride``. Offsets must fit in int32. A CSR channel's taps are in weight order
+    (input channel, then kernel row and column), or with ``by_offset`` in ascending offset
+    order (a position-major input, where the channel varies fastest; the generated tiles need
+    ascending offsets).
     """
     oc = weight.shape[0]
     ocg = oc // group
@@ -89,6 +92,9 @@ def pack_conv_weights(weight: np.ndarray, group: int, tap_offsets: np.ndarray, g
     else:
         rows, cols = np.nonzero(flat)
         offsets = tap_offsets[cols] + (rows // ocg) * group_stride
+        if by_offset:
+            order = np.lexsort((offsets, rows))
+            rows, cols, offsets = rows[order], cols[order], offsets[order]
         values = flat[rows, cols]
         channel = cols // taps_per_channel
         units, per_unit = oc, np.bincount(rows, minlength=oc) * opts.csr_cost_per_nnz

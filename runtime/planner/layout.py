@@ -5,6 +5,8 @@
   (:func:`assign_pads`) so the conv epilogue writes the next layer's padded layout directly.
   Planes of at most ``PlannerOptions.small_plane`` pixels are exempt.
 - In the batch-interleaved layout (``lanes`` > 1) the images of a position are adjacent floats.
+  Channel-major (the default): a plane of positions per channel. Position-major: a position's
+  channels adjacent (``Tensor.position_major``), for tensors only strided convs touch.
 - Column segments (batch-1, one thread): lane i of a row's position p holds column i * P + p.
 - Views are symbolic until buffers are placed (``runtime.planner.memory``); then they resolve to
   native ``View`` objects.
@@ -94,6 +96,9 @@ class SymView:
     dims: tuple[int, int, int, int]
     strides: tuple[int, int, int, int]
     slot: int = 0
+    # > 0: a position-major stream view (Tensor.stream_view): dims (1, C, H, W * lanes), but
+    # consecutive positions of a row are this many floats apart.
+    position_stride: int = 0
 
     def offset(self) -> int:
         """Origin within its space once placed."""
@@ -107,7 +112,23 @@ class SymView:
         dims = list(self.dims)
         dims[axis] = size
         return SymView(self.buf, self.space, self.origin + index * self.strides[axis],
-                       tuple(dims), self.strides, self.slot)  # type: ignore[arg-type]
+                       tuple(dims), self.strides, self.slot,  # type: ignore[arg-type]
+                       self.position_stride)
+
+    def boxes(self) -> SymView:
+        """The same floats as a plain 4-D view: a position-major stream view becomes
+        (C, H, W, lanes) with its position stride."""
+        if not self.position_stride:
+            return self
+        _, c, h, width = self.dims
+        lanes = self.strides[1]
+        return SymView(self.buf, self.space, self.origin, (c, h, width // lanes, lanes),
+                       (lanes, self.strides[2], self.position_stride, 1), self.slot)
+
+    def reach(self) -> int:
+        """Floats from the first to one past the last element (non-negative strides)."""
+        box = self.boxes()
+        return sum((d - 1) * s for d, s in zip(box.dims, box.strides, strict=True)) + 1
 
 
 @dataclass
@@ -142,7 +163,10 @@ class Tensor:
 
     Spatial tensors have image stride ``ss``, channel stride ``cs``, row stride ``rs`` and
     position stride ``ws``. In the planar layout ``ws`` is 1; in the batch-interleaved layout
-    (``lanes`` > 1) the ``lanes`` images of a position are adjacent (``ss`` = 1, ``ws`` = lanes).
+    (``lanes`` > 1) the ``lanes`` images of a position are adjacent (``ss`` = 1): channel-major,
+    ``ws`` = lanes and a plane per channel; or ``position_major``, ``cs`` = lanes and ``ws`` =
+    C * lanes (a position's channels adjacent: a conv reads one run of C vectors per tap
+    position instead of C streams). docs/runtime.md compares the two.
     """
 
     shape: tuple[int, ...]
@@ -154,6 +178,7 @@ class Tensor:
     ws: int = 1
     lead: int = 0  # floats before the first plane, so that every plane's interior is aligned
     segments: bool = False  # column-segment layout: only convs address it
+    position_major: bool = False  # only strided convs address it (ConvSpec.in_ws)
 
     @property
     def spatial(self) -> bool:
@@ -161,7 +186,7 @@ class Tensor:
 
     @property
     def lanes(self) -> int:
-        return self.ws
+        return self.cs if self.position_major else self.ws
 
     @property
     def origin(self) -> int:
@@ -180,11 +205,13 @@ class Tensor:
 
     def stream_view(self) -> SymView:
         """The view conv kernels address: in the interleaved layout the whole batch is one
-        "image" whose rows hold W * lanes floats (position-major, image-minor)."""
+        "image" whose rows hold W positions of lanes floats (image-minor). Position-major
+        positions are ``ws`` floats apart (``SymView.position_stride``)."""
         if self.ws == 1:
             return self.view()
         n, c, h, w = self.shape
-        return SymView(self.buf, ARENA, self.origin, (1, c, h, w * n), (0, self.cs, self.rs, 1))
+        return SymView(self.buf, ARENA, self.origin, (1, c, h, w * n), (0, self.cs, self.rs, 1),
+                       position_stride=self.ws if self.position_major else 0)
 
     def compact_view(self, dims: tuple[int, int, int, int]) -> SymView:
         """This compact tensor seen with other (same-size) dims."""
@@ -210,8 +237,10 @@ def tensor_lanes(shape: tuple[int, ...], interleave: bool, opts: PlannerOptions)
 
 
 def spatial_tensor(shape: tuple[int, ...], pad: int, opts: PlannerOptions,
-                   lanes: int = 1) -> Tensor:
+                   lanes: int = 1, position_major: bool = False) -> Tensor:
     n, c, h, w = shape
+    if position_major:
+        return _position_major_tensor(shape, pad, lanes)
     rs = (w + 2 * pad) * lanes
     # VMAX floats of slack per plane: a conv's last output vector may run past the plane's
     # stream (masked zeros); reads that run past a plane only feed masked lanes. Tiny planes go
@@ -234,6 +263,19 @@ def spatial_tensor(shape: tuple[int, ...], pad: int, opts: PlannerOptions,
     ss = c * cs
     return _with_border(Tensor(shape, Buf(("spatial", shape, pad), n * ss + lead + VMAX), pad,
                                rs, cs, ss, lead=lead))
+
+
+def _position_major_tensor(shape: tuple[int, ...], pad: int, lanes: int) -> Tensor:
+    """Batch-interleaved, a position's C vectors adjacent: one plane of (H + 2 pad) x (W + 2
+    pad) positions of C * lanes floats (lanes a multiple of VMAX keeps every vector aligned)."""
+    n, c, h, w = shape
+    if lanes != n or lanes % VMAX:
+        raise ModelLoadError("internal layout error (position-major needs whole vectors)")
+    ws = c * lanes
+    rs = (w + 2 * pad) * ws
+    size = (h + 2 * pad) * rs + VMAX
+    return _with_border(Tensor(shape, Buf(("position-major", shape, pad), size), pad, rs, lanes,
+                               1, ws, position_major=True))
 
 
 def segment_positions(width: int, vector_floats: int) -> int:
@@ -272,6 +314,8 @@ def _with_border(t: Tensor) -> Tensor:
         return t
     if t.segments:  # rows written with their halo positions -1 and P
         planes, row, left = c, w + 2 * t.ws, (t.pad - 1) * t.ws
+    elif t.position_major:  # one plane, rows of w positions * C * lanes
+        planes, row, left = 1, w * t.ws, t.pad * t.ws
     elif t.ws > 1:  # batch-interleaved: one plane per channel, rows of w positions * lanes
         planes, row, left = c, w * t.ws, t.pad * t.ws
     else:  # planar: the planes of all images are cs apart (ss == c * cs)

@@ -131,7 +131,7 @@ def _view_id(view: SymView | None) -> tuple | None:
     """Where a placed arena view's floats are: same id = same memory, same layout."""
     if view is None:
         return None
-    return view.offset(), view.dims, view.strides
+    return view.offset(), view.dims, view.strides, view.position_stride
 
 
 def views_disjoint_or_equal(views: list[SymView]) -> bool:
@@ -139,8 +139,7 @@ def views_disjoint_or_equal(views: list[SymView]) -> bool:
     spans = {}
     for view in views:
         first = view.offset()
-        reach = sum((d - 1) * s for d, s in zip(view.dims, view.strides, strict=True))
-        spans[_view_id(view)] = (first, first + reach + 1)
+        spans[_view_id(view)] = (first, first + view.reach())
     ordered = sorted(spans.values())
     return all(end <= nxt for (_, end), (nxt, _) in itertools.pairwise(ordered))
 

@@ -10,7 +10,7 @@ from onnx import helper
 
 from featherdeploy.runtime import _native
 from featherdeploy.runtime.graph import load_graph
-from featherdeploy.runtime.kernels.native import plan_graph, run_plan
+from featherdeploy.runtime.kernels.native import plan_graph, run_plan, use_options
 from featherdeploy.runtime.options import EngineOptions, PlannerOptions
 from featherdeploy.runtime.planner.conv_select import channel_block_ptr, input_channel_blocks
 from tests.runtime.onnx_cases import assert_close, graph_model, ort_run, random_input
@@ -58,7 +58,9 @@ def test_channel_blocked_convs_equal_ort(tmp_path, conv_specs, stride, threads):
     path = tmp_path / "blocks.onnx"
     onnx.save(_block_model(channels, stride), str(path))
     x = random_input((16, channels, 12, 12), seed=channels)
-    plan = plan_graph(load_graph(path), x.shape, threads, interleave=True)
+    # Blocks cut channel-major planes (a position-major input has none to cut).
+    with use_options(EngineOptions(planner=PlannerOptions(position_major=False))):
+        plan = plan_graph(load_graph(path), x.shape, threads, interleave=True)
     blocked = [s.blocks for s in conv_specs if s.blocks > 1]
     # Both 3x3 convs (at V = 16 and stride 2 the projection too: 123 KB).
     assert len(blocked) >= 2 and min(blocked) >= 3

@@ -2,8 +2,6 @@
 // instructions with one addressing form, [base + disp32] (base rdi, rsi, rdx or rcx: the four
 // pointer arguments of the System V call), so every encoding below is one fixed pattern.
 #include "jit/jit_x86.h"
-
-#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -262,7 +260,8 @@ bool emit_tile(const JitConvSpec& s, int64_t first, int64_t count, int64_t block
     return true;
   }
   const bool prefetch = wants_output_prefetch(s);
-  const int64_t ahead = kJitPrefetchPositions * kVectorBytes;
+  const int64_t ahead = kJitPrefetchPositions * s.out_pos_bytes;
+  const int64_t res_ahead = kJitPrefetchPositions * s.res_pos_bytes;
   for (int64_t k = 0; k < count; ++k) {
     if (skipped(k)) continue;
     const int reg = static_cast<int>(k);
@@ -270,7 +269,8 @@ bool emit_tile(const JitConvSpec& s, int64_t first, int64_t count, int64_t block
     if (!fits_disp32(out) || (s.has_res && !fits_disp32(res))) return false;
     // A prefetch whose displacement would not fit is left out (it only hides latency).
     if (prefetch && fits_disp32(out + ahead)) e.prefetch(kOut, out + ahead, true);
-    if (prefetch && s.has_res && fits_disp32(res + ahead)) e.prefetch(kRes, res + ahead, false);
+    if (prefetch && s.has_res && fits_disp32(res + res_ahead))
+      e.prefetch(kRes, res + res_ahead, false);
     if (s.has_res) e.add(reg, kRes, res);  // residual first: the output may overwrite it
     if (clamp) e.max_reg(reg, kLoReg);
     if (upper) e.min_reg(reg, kHiReg);

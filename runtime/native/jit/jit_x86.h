@@ -59,6 +59,7 @@ struct JitConvSpec {
   int64_t positions = 0;        // output vectors per call: how often a run's code is reused
   bool masked = false;          // planar: AND each stored vector with the position's mask
   int64_t in_pos_bytes = 0;     // interleaved: input bytes from one position to the next
+  int64_t out_pos_bytes = 64, res_pos_bytes = 64;  // and output / residual bytes
   bool pointwise = false;       // every tap at the position's own input column and row (1x1)
   // A clamp is emitted into the tiles; other kinds run after each tile (ConvStep::run_jit).
   Activation act;

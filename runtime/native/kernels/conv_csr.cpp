@@ -445,9 +445,11 @@ static void run_rows_any(const ConvKernelArgs& a, int64_t c0, int64_t c1, int64_
 }
 
 // The input step between consecutive output vectors of a row, in vectors, when it is uniform
-// (1 for stride 1; the stride itself with one vector per position), else 0.
+// (1 for stride 1; the stride itself with one vector per position) and the output's (and
+// residual's) positions are adjacent vectors, else 0.
 static int64_t uniform_vector_step(const ConvKernelArgs& a) {
   const int64_t vp = a.lanes / V;
+  if (a.out_pos_step != a.lanes || (a.res && a.res_pos_step != a.lanes)) return 0;
   if (a.in_pos_step == a.lanes) return 1;
   if (vp == 1 && a.in_pos_step == 2 * V) return 2;
   return 0;
@@ -504,8 +506,8 @@ void conv_csr_strided(const ConvKernelArgs& a, int64_t c0, int64_t c1) {
     for (int64_t u = 0; u < n; ++u) {
       const int64_t t = t0 + u, row = t / per_row, pos = (t % per_row) / vp, part = t % vp;
       in_off[u] = row * a.in_row_step + pos * a.in_pos_step + part * V;
-      out_off[2 * u] = row * a.out_rs + pos * a.lanes + part * V;
-      out_off[2 * u + 1] = row * a.res_rs + pos * a.lanes + part * V;
+      out_off[2 * u] = row * a.out_rs + pos * a.out_pos_step + part * V;
+      out_off[2 * u + 1] = row * a.res_rs + pos * a.res_pos_step + part * V;
     }
     for (int64_t oc = c0; oc < c1; ++oc) {
       if (!skipped(a, oc)) strided_n(a, oc, in_off, out_off, n);

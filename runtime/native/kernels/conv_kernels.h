@@ -49,6 +49,8 @@ struct ConvKernelArgs {
   // conv_csr_strided only (batch-interleaved planes, lanes % V == 0, any stride): output rows
   // and positions per row, and the input floats between output rows / output positions.
   int64_t rows = 0, positions = 0, in_row_step = 0, in_pos_step = 0, lanes = 1;
+  // Floats between consecutive output / residual positions (`lanes` when channel-major).
+  int64_t out_pos_step = 0, res_pos_step = 0;
   // conv_csr_strided: > 1 input-channel blocks. Each chunk then runs block by block (every
   // channel pair sweeps one block's input window, small enough for L1, before the next block),
   // keeping partial sums in a per-thread scratch; block_ptr[oc * (blocks + 1) + b] is where

@@ -44,6 +44,8 @@ View span_view(int space, int slot, int64_t first, int64_t extent) {
 class ConvStep final : public Step {
  public:
   ConvStep(ConvSpec spec, const PlanContext& ctx) : s_(std::move(spec)), k_(ctx.kernels) {
+    for (int64_t* ws : {&s_.in_ws, &s_.out_ws, &s_.res_ws})
+      if (*ws == 0) *ws = s_.lanes;
     validate();
     act_ = s_.act.view();
     s_.wave.rows = s_.output.dim[2];
@@ -68,9 +70,12 @@ class ConvStep final : public Step {
       j.res_cs = s_.has_residual ? s_.residual.stride[1] : 0;
       j.positions = s_.strided ? s_.output.dim[3] / s_.lanes : jit_planar_vectors();
       j.masked = !s_.strided;
-      j.in_pos_bytes = s_.stride_w * s_.lanes * 4;
-      j.pointwise = std::all_of(s_.off.begin(), s_.off.end(),
-                                [&](int32_t o) { return o % s_.input.stride[1] == 0; });
+      j.in_pos_bytes = s_.stride_w * s_.in_ws * 4;
+      j.out_pos_bytes = s_.out_ws * 4;
+      j.res_pos_bytes = s_.res_ws * 4;
+      j.pointwise = std::all_of(s_.off.begin(), s_.off.end(), [&](int32_t o) {
+        return position_major_input() ? o < s_.in_ws : o % s_.input.stride[1] == 0;
+      });
       j.act = act_;
       if (s_.strided && s_.blocks > 1) {
         j.blocks = s_.blocks;
@@ -96,6 +101,12 @@ class ConvStep final : public Step {
   std::string detail() const override {
     std::string d = s_.halo ? "segments" : (s_.lanes > 1 ? "interleaved" : "planar");
     if (s_.lanes > 1) d += " lanes=" + std::to_string(s_.lanes);
+    if (position_major()) {  // which of input, output, residual
+      d += " position-major=";
+      d += s_.in_ws != s_.lanes ? "i" : "-";
+      d += s_.out_ws != s_.lanes ? "o" : "-";
+      d += s_.res_ws != s_.lanes ? "r" : "-";
+    }
     if (s_.phase_split) d += " phase-split";
     if (s_.gather) d += " gather";
     if (s_.blocks > 1) d += " ic-blocks=" + std::to_string(s_.blocks);
@@ -112,11 +123,11 @@ class ConvStep final : public Step {
   }
   bool light() const override { return false; }
   std::vector<View> views() const override {
-    std::vector<View> v = {s_.output, read_view_};
+    std::vector<View> v = {positions_box(s_.output, s_.out_ws), read_view_};
     if (winograd())
       v[1] = span_view(kArena, 0, s_.scratch_origin, s_.output.dim[0] * winograd_image_floats());
-    if (!s_.phase_split || s_.split_here) v.push_back(s_.input);
-    if (s_.has_residual) v.push_back(s_.residual);
+    if (!s_.phase_split || s_.split_here) v.push_back(positions_box(s_.input, s_.in_ws));
+    if (s_.has_residual) v.push_back(positions_box(s_.residual, s_.res_ws));
     if (s_.val_origin >= 0) v.push_back(span_view(kArena, 0, s_.val_origin, s_.val.size()));
     return v;
   }
@@ -203,6 +214,11 @@ class ConvStep final : public Step {
     require(!s_.strided || (!s_.bsr && s_.lanes % V == 0),
             me + ": a strided conv needs CSR weights and lanes % vector floats == 0");
     require(!s_.halo || s_.strided, me + ": halo needs a strided CSR conv");
+    require(!position_major() || (s_.strided && !s_.halo && s_.blocks == 1),
+            me + ": position-major tensors need a strided CSR conv without halo or blocks");
+    for (int64_t ws : {s_.in_ws, s_.out_ws, s_.res_ws})
+      require(ws >= s_.lanes && ws % s_.lanes == 0,
+              me + ": a position stride must be a multiple of lanes");
     require(s_.blocks >= 1, me + ": blocks must be >= 1");
     require(s_.blocks == 1 || (s_.strided && static_cast<int64_t>(s_.block_ptr.size()) ==
                                                  s_.units * (s_.blocks + 1)),
@@ -300,6 +316,25 @@ class ConvStep final : public Step {
     }
   }
 
+  // Whether any of the conv's tensors is position-major (ConvSpec::in_ws).
+  bool position_major() const {
+    return s_.in_ws != s_.lanes || s_.out_ws != s_.lanes || s_.res_ws != s_.lanes;
+  }
+  bool position_major_input() const { return s_.in_ws != s_.lanes; }
+  // The floats a stream view (1, C, H, W * lanes) reaches when its positions are `ws` floats
+  // apart: (C, H, W, lanes) with the channel stride as given.
+  View positions_box(const View& v, int64_t ws) const {
+    if (ws == s_.lanes) return v;
+    View box = v;
+    const int64_t dims[4] = {v.dim[1], v.dim[2], v.dim[3] / s_.lanes, s_.lanes};
+    const int64_t strides[4] = {v.stride[1], v.stride[2], ws, 1};
+    for (int i = 0; i < 4; ++i) {
+      box.dim[i] = dims[i];
+      box.stride[i] = strides[i];
+    }
+    return box;
+  }
+
   bool jit_interleaved() const {
     return s_.strided && !s_.bsr && !s_.halo && s_.lanes == 16;
   }
@@ -336,9 +371,9 @@ class ConvStep final : public Step {
               (s_.output.dim[2] - 1) * s_.stride_h * s_.input.stride[2] +
               (s_.output.dim[3] - 1) * s_.stride_w + 1;
     } else if (s_.strided) {
-      base = s_.input.origin - s_.pad_top * s_.input.stride[2] - s_.pad_left * s_.lanes;
+      base = s_.input.origin - s_.pad_top * s_.input.stride[2] - s_.pad_left * s_.in_ws;
       sweep = (s_.output.dim[2] - 1) * s_.stride_h * s_.input.stride[2] +
-              (s_.output.dim[3] / s_.lanes - 1) * s_.stride_w * s_.lanes + s_.lanes;
+              (s_.output.dim[3] / s_.lanes - 1) * s_.stride_w * s_.in_ws + s_.lanes;
     } else {
       const int64_t images_stride =
           s_.phase_split ? s_.input.dim[1] * s_.stride_h * s_.stride_w * s_.phase_plane
@@ -384,7 +419,7 @@ class ConvStep final : public Step {
       a.in = buf.arena + s_.scratch_origin;
       a.in_is = s_.input.dim[1] * s_.stride_h * s_.stride_w * s_.phase_plane;
     } else {
-      a.in = buf.at(s_.input) - s_.pad_top * s_.input.stride[2] - s_.pad_left * s_.lanes;
+      a.in = buf.at(s_.input) - s_.pad_top * s_.input.stride[2] - s_.pad_left * s_.in_ws;
       a.in_is = s_.input.stride[0];
     }
     bind_output(buf, &a);
@@ -410,7 +445,9 @@ class ConvStep final : public Step {
       a.rows = s_.output.dim[2];
       a.positions = s_.output.dim[3] / s_.lanes;
       a.in_row_step = s_.stride_h * s_.input.stride[2];
-      a.in_pos_step = s_.stride_w * s_.lanes;
+      a.in_pos_step = s_.stride_w * s_.in_ws;
+      a.out_pos_step = s_.out_ws;
+      a.res_pos_step = s_.res_ws;
       a.lanes = s_.lanes;
       a.halo = s_.halo;
       if (r1 >= 0) {
@@ -478,8 +515,8 @@ class ConvStep final : public Step {
         jit_->for_each_run(u0, u1, [&](size_t b, size_t e) {
           for (int64_t p = p0; p < p1; ++p) {
             const float* in = a.in + r * a.in_row_step + p * a.in_pos_step;
-            float* out = a.out + r * a.out_rs + p * a.lanes;
-            const float* res = a.res ? a.res + r * a.res_rs + p * a.lanes : nullptr;
+            float* out = a.out + r * a.out_rs + p * a.out_pos_step;
+            const float* res = a.res ? a.res + r * a.res_rs + p * a.res_pos_step : nullptr;
             float* aux = partial ? partial + (p - p0) * JitConv::kPartialFloats : nullptr;
             for (size_t t = b; t < e; ++t) {
               tiles[t].fn(in, out, table, res, aux);
@@ -715,6 +752,9 @@ FD_BIND_STEPS(m, plan) {
       .def_readwrite("lanes", &ConvSpec::lanes)
       .def_readwrite("gather", &ConvSpec::gather)
       .def_readwrite("strided", &ConvSpec::strided)
+      .def_readwrite("in_ws", &ConvSpec::in_ws)
+      .def_readwrite("out_ws", &ConvSpec::out_ws)
+      .def_readwrite("res_ws", &ConvSpec::res_ws)
       .def_readwrite("direct", &ConvSpec::direct)
       .def_readwrite("bsr", &ConvSpec::bsr)
       .def_readwrite("skip_empty", &ConvSpec::skip_empty)

@@ -20,6 +20,11 @@ struct ConvSpec {
   // Interleaved planes of whole vectors: only valid positions, taps read in place at any
   // stride, no phase split (conv_csr_strided); stride_h/stride_w give the steps.
   bool strided = false;
+  // Strided convs: floats from one position to the next of the input, output and residual
+  // (0: `lanes`, the channel-major layout, a plane of positions per channel). A position-major
+  // tensor keeps a position's channels together: C * lanes (runtime/planner/layout.py); its view
+  // here is still the channel-major stream shape (1, C, H, W * lanes) with these strides applied.
+  int64_t in_ws = 0, out_ws = 0, res_ws = 0;
   // Stride > 1, planar, very few taps per output (PlannerOptions.direct_max_taps): computed
   // straight from the padded input, no phase split (the split would cost more than the taps).
   bool direct = false;
