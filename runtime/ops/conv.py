@@ -27,7 +27,7 @@ from featherdeploy.runtime.ops.fusion import (
     FusedActivation,
 )
 from featherdeploy.runtime.ops.geometry import ConvGeometry, conv_geometry, nd_output_dims
-from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, register
+from featherdeploy.runtime.ops.registry import OpContext, OpDef, Output, get_op, register
 from featherdeploy.runtime.planner.conv_select import (
     channel_block_ptr,
     choose_conv_kernel,
@@ -195,14 +195,25 @@ def _position_major_conv(b: Builder, node: Node) -> bool:
 
 
 def _position_major_output(b: Builder, name: str) -> bool:
-    """Store activation ``name`` position-major (its producer can write it so): every reader
-    is a conv that addresses it in place (_position_major_conv), as input or fused residual,
-    and it is no graph output. Each of those convs then reads one run of C vectors per tap
-    position instead of C streams (docs/runtime.md, "Position-major interleaved groups")."""
+    """Store activation ``name`` position-major (its producer can write it so): it is no graph
+    output and every reader reads it in place in that order (OpDef.reads_position_major: convs
+    that _position_major_conv admits, as input or fused residual; global pooling). Each conv
+    then reads one run of C vectors per tap position instead of C streams (docs/runtime.md,
+    "Position-major interleaved groups")."""
     readers = b.reader_nodes.get(name, [])
-    return (bool(readers) and name not in b.graph.output_names
-            and all(r.op == "Conv" and r.inputs[0] != r.attrs.get(RESIDUAL_KEY)
-                    and _position_major_conv(b, r) for r in readers))
+
+    def reads(node: Node) -> bool:
+        op = get_op(node)
+        return op is not None and op.reads_position_major is not None and bool(
+            op.reads_position_major(b, node, name))
+
+    return bool(readers) and name not in b.graph.output_names and all(map(reads, readers))
+
+
+def _reads_position_major(b: Builder, node: Node, name: str) -> bool:
+    """OpDef.reads_position_major: the input or fused residual of a conv on the strided
+    interleaved CSR kernel."""
+    return _position_major_conv(b, node)
 
 
 def _emit_stream_conv(b: Builder, node: Node, weight: np.ndarray, bias: np.ndarray | None,
@@ -289,7 +300,8 @@ def _emit_stream_conv(b: Builder, node: Node, weight: np.ndarray, bias: np.ndarr
     spec.ptr, spec.off, spec.val, spec.units = packed.ptr, packed.off, packed.val, packed.units
     spec.bias = (np.zeros(0, np.float32) if bias is None
                  else np.ascontiguousarray(bias, dtype=np.float32))
-    spec.mask = stream_mask(length, stream_rs, width)
+    # (Strided convs read none: a position-major stream is C times longer than its plane.)
+    spec.mask = (np.zeros(0, np.uint32) if strided else stream_mask(length, stream_rs, width))
     spec.bounds = balanced_bounds(packed.unit_cost, b.opts.units_per_thread * b.threads
                                   if b.threads > 1 else 1)
     spec.window_planes, spec.window_reach, spec.halo = window_planes, reach, segments
@@ -458,4 +470,5 @@ def _segments_fit(b: Builder, node: Node, geo: ConvGeometry, weight: np.ndarray)
             and sw * (outer - 1) + kw - 1 - left <= inner)
 
 
-register(OpDef("Conv", _infer, _evaluate, _emit, _native, _macs, inputs=(2, 3)))
+register(OpDef("Conv", _infer, _evaluate, _emit, _native, _macs, inputs=(2, 3),
+               reads_position_major=_reads_position_major))

@@ -98,8 +98,14 @@ def emit_global_pool(b: Builder, is_max: bool, src: SymView, dst: SymView) -> No
     b.emit(spec, src=src, dst=dst)
 
 
+def _global_reads_position_major(b: Builder, node: Node, name: str) -> bool:
+    """OpDef.reads_position_major: the interleaved global pool walks any position stride
+    (steps/pool.cpp run_interleaved)."""
+    return True
+
+
 def _global_emit(b: Builder, node: Node) -> None:
-    x = b.tensor(node.inputs[0])
+    x = b.tensor(node.inputs[0], position_major_ok=True)
     y = b.new_tensor(node.outputs[0], b.shapes[node.outputs[0]])
     emit_global_pool(b, node.op == "GlobalMaxPool", x.view(), y.view())
 
@@ -107,5 +113,6 @@ def _global_emit(b: Builder, node: Node) -> None:
 register(OpDef("MaxPool", _infer, _evaluate, _emit, _native, outputs=(1, 2)),
          OpDef("AveragePool", _infer, _evaluate, _emit, _native),
          OpDef("GlobalAveragePool", _global_infer, _global_evaluate, _global_emit,
-               _global_native),
-         OpDef("GlobalMaxPool", _global_infer, _global_evaluate, _global_emit, _global_native))
+               _global_native, reads_position_major=_global_reads_position_major),
+         OpDef("GlobalMaxPool", _global_infer, _global_evaluate, _global_emit, _global_native,
+               reads_position_major=_global_reads_position_major))

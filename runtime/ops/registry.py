@@ -74,6 +74,7 @@ EvaluateFn = Callable[[Node, list[np.ndarray], OpContext], list[np.ndarray]]
 NativeCheckFn = Callable[[Node, OpContext], str | None]
 EmitFn = Callable[["Builder", Node], None]
 MacsFn = Callable[[Node, OpContext], tuple[int, int]]
+ReadsPositionMajorFn = Callable[["Builder", Node, str], bool]
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,9 @@ class OpDef:
     - ``inputs`` / ``outputs``: allowed counts (min, max) checked before anything else.
     - ``shape_only``: the outputs depend only on input shapes (Shape, Size): folded as soon as
       shapes are known.
+    - ``reads_position_major``: whether the emitter reads input ``name`` of this node in place
+      when it is stored position-major (runtime/planner/layout.py; None: never, the planner
+      then stores that input channel-major).
     """
 
     op_type: str
@@ -102,6 +106,7 @@ class OpDef:
     outputs: tuple[int, int] = (1, 1)
     domain: str = ""
     shape_only: bool = False
+    reads_position_major: ReadsPositionMajorFn | None = None
     attrs: dict[str, Any] = field(default_factory=dict)  # family-specific data (activations)
 
     def check_arity(self, node: Node) -> None:

@@ -207,7 +207,8 @@ class ConvStep final : public Step {
             me + ": one bias per output channel");
     require(s_.lanes >= 1 && s_.stride_h >= 1 && s_.stride_w >= 1, me + ": bad lanes or stride");
     require(s_.stream_len >= 1 && s_.stream_rs >= 1 && s_.width >= 1, me + ": bad stream");
-    require(static_cast<int64_t>(s_.mask.size()) >= (s_.stream_len + V - 1) / V * V,
+    // Strided convs store valid positions only and read no mask.
+    require(s_.strided || static_cast<int64_t>(s_.mask.size()) >= (s_.stream_len + V - 1) / V * V,
             me + ": the mask must cover the stream");
     require(!s_.direct || (!s_.bsr && s_.lanes == 1 && !s_.phase_split),
             me + ": a direct conv needs planar CSR weights and no phase split");
