@@ -238,3 +238,21 @@ def test_global_pool_reads_position_major(tmp_path, conv_specs, op):
     y = run_plan(plan, x)
     assert np.isnan(y[3]).any() and np.isfinite(np.delete(y, 3, axis=0)).all()
     assert_close(np.delete(y, 3, axis=0), np.delete(ort_run(path, x), 3, axis=0))
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_position_major_on_every_isa(tmp_path, conv_specs, isa):
+    """The portable and AVX2 builds (4 or 8 floats a vector: several vectors a position, no
+    generated tiles) run the same position-major plan and equal ORT."""
+    from featherdeploy.runtime import native_isa
+
+    if native_isa(isa) != isa:
+        pytest.skip(f"this CPU runs no {isa} kernels")
+    path = tmp_path / "chain.onnx"
+    onnx.save(_chain(32, 3, 2, 1), str(path))
+    x = random_input((16, 3, 20, 20), seed=9)
+    planner = PlannerOptions(position_major=True)
+    with use_options(EngineOptions(isa=isa, planner=planner)):
+        plan = plan_graph(load_graph(path), x.shape, 2, interleave=True)
+    assert _orders(conv_specs) == {"in", "out", "res"}
+    assert_close(run_plan(plan, x), ort_run(path, x))
