@@ -65,6 +65,12 @@ class PlannerOptions:
     # the smaller one when the conv is part of a chain of such convs.
     row_split_min_bytes: int = 512 * 1024
     row_split_chain_bytes: int = 64 * 1024
+    # ... but only when the rows cut into bands this even: the largest band's rows times the
+    # bands over the rows. 7 rows in 2 bands (1.14) leave a thread idle a seventh of each conv;
+    # splitting those convs by channels instead, two threads, AMD EPYC Zen4: ResNet-50 90% at
+    # batch 1 1.07-1.14x faster, ResNet-18 1.03-1.12x; at 16 images 0.97-1.07x (noise)
+    # (docs/performance-log.md, 2026-12-07 evening).
+    row_split_max_imbalance: float = 1.05
     # In parallel plans a wavefront group runs in row bands, one per thread (native WaveBands),
     # when a member's output is at least this big: out of L2, where each core then reads the rows
     # it wrote moments before. Smaller groups run layer by layer: their tensors stay in cache

@@ -385,13 +385,16 @@ def _row_split_candidate(b: Builder, node: Node, spec: Any, geo: ConvGeometry, y
                                and (geo.stride == (1, 1) or spec.direct))
     out_shape = b.shapes[node.outputs[0]]
     oh = geo.out_hw[0]
+    units = min(oh, b.opts.units_per_thread * b.threads)
+    if -(-oh // units) * units > b.opts.row_split_max_imbalance * oh:
+        return  # uneven bands: one thread would wait on the other (channels split evenly)
     out_bytes = 4 * (1 if spec.out_ws else out_shape[1]) * y_rs * oh  # a position-major row
     # holds every channel
     if (b.threads > 1 and in_place and by_rows
             and out_bytes >= min(b.opts.row_split_chain_bytes, b.opts.row_split_min_bytes)):
         b.row_split_candidates[node.outputs[0]] = RowSplitCandidate(
-            spec, node.inputs[0], min(oh, b.opts.units_per_thread * b.threads),
-            out_bytes >= b.opts.row_split_min_bytes, geo.group == 1)
+            spec, node.inputs[0], units, out_bytes >= b.opts.row_split_min_bytes,
+            geo.group == 1)
 
 
 def _is_tiny_dense_1x1(b: Builder, node: Node, weight: np.ndarray, geo: ConvGeometry,

@@ -133,3 +133,29 @@ def test_direct_strided_conv_splits_rows(tmp_path, conv_specs, size):
     assert "conv_csr_direct" in plan.native.step_names()
     for _ in range(3):
         assert_close(run_plan(plan, x), ort_run(path, x))
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+def test_uneven_row_bands_split_channels(tmp_path, conv_specs, batch):
+    """Two threads split a conv's rows only when the bands come out even enough
+    (PlannerOptions.row_split_max_imbalance): 14 rows (7 + 7) split by rows, the 7 rows after
+    the stride-2 conv (4 + 3) by channels. Equal to ORT."""
+    rng = np.random.default_rng(4)
+    inits = {}
+    for name, shape in (("a", (16, 8, 3, 3)), ("b", (16, 16, 3, 3)), ("c", (16, 16, 3, 3))):
+        w = rng.standard_normal(shape).astype(np.float32) * np.float32(0.3)
+        w[rng.random(shape) < 0.7] = 0.0
+        inits[name] = w
+    same = {"pads": [1, 1, 1, 1]}
+    nodes = [helper.make_node("Conv", ["x", "a"], ["p"], name="a", **same),
+             helper.make_node("Conv", ["p", "b"], ["q"], name="b", strides=[2, 2], **same),
+             helper.make_node("Conv", ["q", "c"], ["y"], name="c", **same)]
+    path = tmp_path / "uneven.onnx"
+    onnx.save(graph_model(nodes, ["N", 8, 14, 14], inits, name="uneven"), str(path))
+    x = random_input((batch, 8, 14, 14), seed=batch)
+    with use_options(EngineOptions(planner=PlannerOptions(row_split_min_bytes=0))):
+        plan = plan_graph(load_graph(path), x.shape, 2, interleave=batch > 1)
+    rows = {spec.output.dims[2]: spec.row_units for spec in conv_specs}
+    assert rows[14] == 2 and rows[7] == 0
+    for _ in range(3):
+        assert_close(run_plan(plan, x), ort_run(path, x))
