@@ -6,7 +6,8 @@
   Planes of at most ``PlannerOptions.small_plane`` pixels are exempt.
 - In the batch-interleaved layout (``lanes`` > 1) the images of a position are adjacent floats.
   Channel-major (the default): a plane of positions per channel. Position-major: a position's
-  channels adjacent (``Tensor.position_major``), for tensors only strided convs touch.
+  channels adjacent (``Tensor.position_major``), for tensors only strided convs and global
+  pooling touch (``OpDef.reads_position_major``).
 - Column segments (batch-1, one thread): lane i of a row's position p holds column i * P + p.
 - Views are symbolic until buffers are placed (``runtime.planner.memory``); then they resolve to
   native ``View`` objects.
@@ -178,7 +179,7 @@ class Tensor:
     ws: int = 1
     lead: int = 0  # floats before the first plane, so that every plane's interior is aligned
     segments: bool = False  # column-segment layout: only convs address it
-    position_major: bool = False  # only strided convs address it (ConvSpec.in_ws)
+    position_major: bool = False  # only readers with OpDef.reads_position_major address it
 
     @property
     def spatial(self) -> bool:
