@@ -11,11 +11,14 @@ two threads; a poisoned arena) against ONNX Runtime and against the channel-majo
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import onnx
 import pytest
 from onnx import helper
 
+from featherdeploy.runtime import _native
 from featherdeploy.runtime.graph import load_graph
 from featherdeploy.runtime.kernels.native import plan_graph, run_plan, use_options
 from featherdeploy.runtime.options import EngineOptions, PlannerOptions
@@ -256,3 +259,35 @@ def test_position_major_on_every_isa(tmp_path, conv_specs, isa):
         plan = plan_graph(load_graph(path), x.shape, 2, interleave=True)
     assert _orders(conv_specs) == {"in", "out", "res"}
     assert_close(run_plan(plan, x), ort_run(path, x))
+
+
+def _few_taps_chain() -> onnx.ModelProto:
+    """a = relu(conv_a(x)) 3x3, read by b alone: position-major; b = conv_b(a) 1x1 with ~3
+    taps per output channel; y = conv_c(b) 1x1."""
+    rng = np.random.default_rng(11)
+    inits = {"wa": _sparse(rng, (32, 3, 3, 3), 0.5), "wb": _sparse(rng, (64, 32, 1, 1), 0.1),
+             "wc": _sparse(rng, (8, 64, 1, 1), 0.5)}
+    nodes = [helper.make_node("Conv", ["x", "wa"], ["a0"], name="a", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a0"], ["a"], name="a_relu"),
+             helper.make_node("Conv", ["a", "wb"], ["b"], name="b"),
+             helper.make_node("Conv", ["b", "wc"], ["y"], name="c")]
+    return graph_model(nodes, ["N", 3, 20, 20], inits, name="few_taps")
+
+
+@pytest.mark.skipif(_native.native_isa() != "avx512" or not sys.platform.startswith("linux"),
+                    reason="the code generator targets x86-64 AVX-512 on Linux")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_few_taps_on_position_major_input_run_generated_code(tmp_path, conv_specs, threads):
+    """A 1x1 conv with ~3 taps a channel keeps the CSR kernel on a channel-major input
+    (test_jit) but runs generated tiles on a position-major one, whose CSR chunks would read
+    16 positions' worth of every input channel; equal to ORT and to the CSR kernel."""
+    path = tmp_path / "few_taps.onnx"
+    onnx.save(_few_taps_chain(), str(path))
+    x = random_input((16, 3, 20, 20), seed=4)
+    plan = _plan(path, x.shape, threads)
+    b = next(name for record, name, _ in plan.steps() if record.node == "b")
+    assert b == "conv_jit"
+    assert conv_specs[1].in_ws > 0  # b reads a position-major
+    assert_close(run_plan(plan, x), ort_run(path, x))
+    csr = _plan(path, x.shape, threads, jit=False)
+    np.testing.assert_array_equal(run_plan(plan, x), run_plan(csr, x))

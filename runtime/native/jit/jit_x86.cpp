@@ -30,7 +30,12 @@ constexpr int kLoReg = 30, kHiReg = 31;
 //   bias broadcast, a clamp and a store on each channel, where the CSR kernel shares its
 //   per-tap work among 8 positions (MobileNetV1 at 95-98% ran 6-13% slower without this rule;
 //   6 against 8, same process, AMD EPYC Zen4: ResNet-50 90% at 224 px, 16 images 0.97x the
-//   time, MobileNetV1-CIFAR 90-98% and ResNet-20x2 95-98% at 32 images 0.96-0.99x);
+//   time, MobileNetV1-CIFAR 90-98% and ResNet-20x2 95-98% at 32 images 0.96-0.99x). A
+//   position-major input (layout.Tensor.position_major) is exempt: the CSR kernel's chunk of
+//   16 positions then reads 16 x C input vectors, past L1, while a tile reads one position's.
+//   ResNet-50 95% at 224 px, 16 images, one thread (AMD EPYC Zen4): its 64 -> 256 1x1 convs
+//   (3.2 taps a channel) 9.25 -> 3.7-4.0 ms, the model 1.09-1.14x faster; MobileNetV1-CIFAR
+//   95% at 32 images 1.08x; the others within 2%;
 // - its code fits kJitMaxCode, or kJitMaxRowCode when its output rows have at least
 //   kJitRowPositions positions. Tiles run in runs of about kJitRunCode of code, each run at every
 //   position of a row before the next (ConvStep::run_jit), so a run's code is fetched once per
@@ -327,7 +332,8 @@ std::unique_ptr<JitConv> JitConv::build(const JitConvSpec& spec) {
   }
   const double min_reuse = s.masked ? kJitMinPlanarReuse : kJitMinReuse;
   if (fmas == 0 || static_cast<double>(fmas) < min_reuse * static_cast<double>(loads) ||
-      static_cast<double>(fmas) < kJitMinTapsPerChannel * static_cast<double>(s.channels))
+      !s.position_major_input &&
+          static_cast<double>(fmas) < kJitMinTapsPerChannel * static_cast<double>(s.channels))
     return nullptr;
   const size_t bytes = e.size();
   void* code = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -61,6 +61,7 @@ struct JitConvSpec {
   int64_t in_pos_bytes = 0;     // interleaved: input bytes from one position to the next
   int64_t out_pos_bytes = 64, res_pos_bytes = 64;  // and output / residual bytes
   bool pointwise = false;       // every tap at the position's own input column and row (1x1)
+  bool position_major_input = false;  // layout.Tensor.position_major: in_pos_bytes spans C vectors
   // A clamp is emitted into the tiles; other kinds run after each tile (ConvStep::run_jit).
   Activation act;
   // Interleaved only: > 1 input-channel blocks (ConvKernelArgs::blocks, block_ptr). Each tile

@@ -76,6 +76,7 @@ class ConvStep final : public Step {
       j.pointwise = std::all_of(s_.off.begin(), s_.off.end(), [&](int32_t o) {
         return position_major_input() ? o < s_.in_ws : o % s_.input.stride[1] == 0;
       });
+      j.position_major_input = s_.strided && position_major_input();
       j.act = act_;
       if (s_.strided && s_.blocks > 1) {
         j.blocks = s_.blocks;
