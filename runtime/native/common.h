@@ -112,6 +112,13 @@ class Step {
   // row bands of parallel ones).
   virtual const WaveInfo* wave() const { return nullptr; }
   virtual void run_rows(const Buffers& /*buf*/, int64_t /*r0*/, int64_t /*r1*/) const {}
+  // Part `part` of `parts` of run_rows(r0, r1), parts computing disjoint outputs: the rows
+  // between a group's row bands (WaveBands fills), which one thread would compute alone.
+  // Steps that cannot divide a row range compute it in part 0.
+  virtual void run_rows_part(const Buffers& buf, int64_t r0, int64_t r1, int part,
+                             int /*parts*/) const {
+    if (part == 0) run_rows(buf, r0, r1);
+  }
   // Every view the step reads or writes (Plan::add checks them against the spaces' sizes).
   virtual std::vector<View> views() const = 0;
 };
@@ -133,10 +140,16 @@ class WaveBands {
   static std::unique_ptr<WaveBands> make(const std::vector<const Step*>& members, int bands);
   int bands() const { return static_cast<int>(region_.size()); }
   void run_band(int band, const Buffers& buf) const;
-  void run_fill(const Buffers& buf) const;
+  int members() const { return static_cast<int>(members_.size()); }
+  // Whether member m has rows no band computes, and part `part` of `parts` of them. The fill
+  // of member m runs once every band and the fills of members before m are complete: what it
+  // reads is then there, and no earlier member still reads what it overwrites.
+  bool fills(int m) const;
+  void run_fill(int m, int part, int parts, const Buffers& buf) const;
 
  private:
   using Rows = std::pair<int64_t, int64_t>;  // [first, end)
+  std::vector<Rows> fill_rows(int m) const;
   std::vector<const Step*> members_;
   std::vector<const WaveInfo*> info_;
   std::vector<std::vector<Rows>> region_;     // [band][member]

@@ -141,7 +141,9 @@ const std::vector<Plan::Stage>& Plan::stage_list() {
       if (bands) {
         const int index = static_cast<int>(bands_.size());
         stages_.push_back({entry.front(), 0, bands->bands(), index, false});
-        stages_.push_back({entry.front(), 0, 1, index, true});
+        for (int m = 0; m < bands->members(); ++m) {  // each member's fill split by channels
+          if (bands->fills(m)) stages_.push_back({entry.front(), 0, threads(), index, true, m});
+        }
         bands_.push_back(std::move(bands));
         continue;
       }
@@ -256,7 +258,8 @@ int64_t Plan::participate(Job& job) {
       if (st.bands < 0) {
         st.step->run(st.stage, job.buf, static_cast<int>(u), static_cast<int>(st.units));
       } else if (st.fill) {
-        bands_[st.bands]->run_fill(job.buf);
+        bands_[st.bands]->run_fill(st.member, static_cast<int>(u), static_cast<int>(st.units),
+                                   job.buf);
       } else {
         bands_[st.bands]->run_band(static_cast<int>(u), job.buf);
       }

@@ -104,7 +104,8 @@ class Plan {
     int stage;
     int64_t units;
     int bands = -1;     // >= 0: a wavefront group in row bands (bands_[bands]), not the step
-    bool fill = false;  // its fill (one unit) rather than its bands (one unit per band)
+    bool fill = false;  // the fill of one member (`member`) rather than the bands
+    int member = -1;
   };
   std::unique_ptr<Workspace> acquire();
   void release(std::unique_ptr<Workspace> ws);

@@ -85,8 +85,8 @@ namespace {
 
 // Fewer output rows per band than this and a group runs layer by layer in parallel plans.
 constexpr int64_t kMinBandRows = 4;
-// A group whose fill (the rows between bands, on one thread) exceeds this share of its rows
-// runs layer by layer instead.
+// A group whose fill (the rows between bands, a stage per member) exceeds this share of its
+// rows runs layer by layer instead.
 constexpr double kMaxFillShare = 0.25;
 
 // Rows r of member i that band b may compute: inside its nominal band, every input row its
@@ -166,20 +166,24 @@ void WaveBands::run_band(int band, const Buffers& buf) const {
   sweep(members_, info_, std::move(first), end, buf);
 }
 
-// Every earlier member is complete when a member fills its rows: what it reads is there, and
-// no earlier member still reads what it overwrites.
-void WaveBands::run_fill(const Buffers& buf) const {
-  for (size_t i = 0; i < members_.size(); ++i) {
-    int64_t row = 0;
-    for (const auto& region : region_) {
-      const auto [lo, hi] = region[i];
-      if (lo == hi) continue;
-      if (row < lo) members_[i]->run_rows(buf, row, lo);
-      row = hi;
-    }
-    const int64_t rows = info_[i]->rows;
-    if (row < rows) members_[i]->run_rows(buf, row, rows);
+// Rows of member m outside every band, as ranges [r0, r1).
+std::vector<std::pair<int64_t, int64_t>> WaveBands::fill_rows(int m) const {
+  std::vector<Rows> out;
+  int64_t row = 0;
+  for (const auto& region : region_) {
+    const auto [lo, hi] = region[m];
+    if (lo == hi) continue;
+    if (row < lo) out.emplace_back(row, lo);
+    row = hi;
   }
+  if (row < info_[m]->rows) out.emplace_back(row, info_[m]->rows);
+  return out;
+}
+
+bool WaveBands::fills(int m) const { return !fill_rows(m).empty(); }
+
+void WaveBands::run_fill(int m, int part, int parts, const Buffers& buf) const {
+  for (const auto& [r0, r1] : fill_rows(m)) members_[m]->run_rows_part(buf, r0, r1, part, parts);
 }
 
 }  // namespace fd

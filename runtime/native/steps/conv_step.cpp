@@ -172,11 +172,25 @@ class ConvStep final : public Step {
     compute(buf, s_.bounds.front(), s_.bounds.back());
   }
   const WaveInfo* wave() const override { return s_.wave.group >= 0 ? &s_.wave : nullptr; }
+  void run_rows(const Buffers& buf, int64_t r0, int64_t r1) const override {
+    compute_rows(buf, s_.bounds.front(), s_.bounds.back(), r0, r1);
+  }
+  // Parts are the plan's thread ranges of output channels (generated tiles lie inside them).
+  void run_rows_part(const Buffers& buf, int64_t r0, int64_t r1, int part,
+                     int parts) const override {
+    if (static_cast<int>(s_.bounds.size()) - 1 == parts) {
+      compute_rows(buf, s_.bounds[part], s_.bounds[part + 1], r0, r1);
+    } else if (part == 0) {
+      run_rows(buf, r0, r1);
+    }
+  }
+
+ private:
   // Strided and direct convs compute exactly rows [r0, r1); planar ones the whole vectors from
   // the one holding row r0's first position to the one holding row r1's (WaveInfo::overhang).
-  void run_rows(const Buffers& buf, int64_t r0, int64_t r1) const override {
+  void compute_rows(const Buffers& buf, int64_t c0, int64_t c1, int64_t r0, int64_t r1) const {
     if (s_.strided || s_.direct) {
-      compute(buf, s_.bounds.front(), s_.bounds.back(), r0, r1);
+      compute(buf, c0, c1, r0, r1);
       return;
     }
     const int64_t V = k_.vector_floats;
@@ -185,10 +199,9 @@ class ConvStep final : public Step {
       return (p + V - 1) / V * V;
     };
     const int64_t p0 = cut(r0), p1 = cut(r1);
-    if (p0 < p1) compute(buf, s_.bounds.front(), s_.bounds.back(), 0, -1, p0, p1);
+    if (p0 < p1) compute(buf, c0, c1, 0, -1, p0, p1);
   }
 
- private:
   void validate() {
     const std::string me = "conv";
     const int64_t channels = s_.output.dim[1];
