@@ -261,11 +261,12 @@ def test_position_major_on_every_isa(tmp_path, conv_specs, isa):
     assert_close(run_plan(plan, x), ort_run(path, x))
 
 
-def _few_taps_chain() -> onnx.ModelProto:
-    """a = relu(conv_a(x)) 3x3, read by b alone: position-major; b = conv_b(a) 1x1 with ~3
-    taps per output channel; y = conv_c(b) 1x1."""
+def _few_taps_chain(density: float) -> onnx.ModelProto:
+    """a = relu(conv_a(x)) 3x3, read by b alone: position-major; b = conv_b(a) 1x1 of this
+    density (0.1: ~3 taps per output channel; 0.02: also each input load feeds ~1 FMA of a
+    tile); y = conv_c(b) 1x1."""
     rng = np.random.default_rng(11)
-    inits = {"wa": _sparse(rng, (32, 3, 3, 3), 0.5), "wb": _sparse(rng, (64, 32, 1, 1), 0.1),
+    inits = {"wa": _sparse(rng, (32, 3, 3, 3), 0.5), "wb": _sparse(rng, (64, 32, 1, 1), density),
              "wc": _sparse(rng, (8, 64, 1, 1), 0.5)}
     nodes = [helper.make_node("Conv", ["x", "wa"], ["a0"], name="a", pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["a0"], ["a"], name="a_relu"),
@@ -277,12 +278,15 @@ def _few_taps_chain() -> onnx.ModelProto:
 @pytest.mark.skipif(_native.native_isa() != "avx512" or not sys.platform.startswith("linux"),
                     reason="the code generator targets x86-64 AVX-512 on Linux")
 @pytest.mark.parametrize("threads", [1, 2])
-def test_few_taps_on_position_major_input_run_generated_code(tmp_path, conv_specs, threads):
-    """A 1x1 conv with ~3 taps a channel keeps the CSR kernel on a channel-major input
-    (test_jit) but runs generated tiles on a position-major one, whose CSR chunks would read
-    16 positions' worth of every input channel; equal to ORT and to the CSR kernel."""
+@pytest.mark.parametrize("density", [0.1, 0.02])
+def test_few_taps_on_position_major_input_run_generated_code(tmp_path, conv_specs, threads,
+                                                             density):
+    """A 1x1 conv with few taps a channel or little input reuse keeps the CSR kernel on a
+    channel-major input (test_jit) but runs generated tiles on a position-major one, whose CSR
+    chunks would read 16 positions' worth of every input channel; equal to ORT and to the CSR
+    kernel."""
     path = tmp_path / "few_taps.onnx"
-    onnx.save(_few_taps_chain(), str(path))
+    onnx.save(_few_taps_chain(density), str(path))
     x = random_input((16, 3, 20, 20), seed=4)
     plan = _plan(path, x.shape, threads)
     b = next(name for record, name, _ in plan.steps() if record.node == "b")

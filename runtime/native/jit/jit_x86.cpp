@@ -22,7 +22,8 @@ namespace {
 constexpr int kJitTile = JitConv::kTileChannels;
 constexpr int kFirstInputReg = 24, kInputRegs = 6;
 constexpr int kLoReg = 30, kHiReg = 31;
-// A conv gets code only when all three hold (measured at batch 32, one thread):
+// A conv gets code only when all three hold (measured at batch 32, one thread), the first two
+// waived for a position-major input (see below):
 // - its input loads feed >= kJitMinReuse FMAs on average (the CSR kernel: 1). ResNet-20x2's
 //   layers share ~2.0-2.4 at 90% sparsity, 1.4-1.7 at 95% and 1.1-1.3 at 98%, where the convs
 //   are bound by memory: with a bound of 1.25 the 98% model ran 2% slower, with 1.3 within 1%;
@@ -30,12 +31,7 @@ constexpr int kLoReg = 30, kHiReg = 31;
 //   bias broadcast, a clamp and a store on each channel, where the CSR kernel shares its
 //   per-tap work among 8 positions (MobileNetV1 at 95-98% ran 6-13% slower without this rule;
 //   6 against 8, same process, AMD EPYC Zen4: ResNet-50 90% at 224 px, 16 images 0.97x the
-//   time, MobileNetV1-CIFAR 90-98% and ResNet-20x2 95-98% at 32 images 0.96-0.99x). A
-//   position-major input (layout.Tensor.position_major) is exempt: the CSR kernel's chunk of
-//   16 positions then reads 16 x C input vectors, past L1, while a tile reads one position's.
-//   ResNet-50 95% at 224 px, 16 images, one thread (AMD EPYC Zen4): its 64 -> 256 1x1 convs
-//   (3.2 taps a channel) 9.25 -> 3.7-4.0 ms, the model 1.09-1.14x faster; MobileNetV1-CIFAR
-//   95% at 32 images 1.08x; the others within 2%;
+//   time, MobileNetV1-CIFAR 90-98% and ResNet-20x2 95-98% at 32 images 0.96-0.99x);
 // - its code fits kJitMaxCode, or kJitMaxRowCode when its output rows have at least
 //   kJitRowPositions positions. Tiles run in runs of about kJitRunCode of code, each run at every
 //   position of a row before the next (ConvStep::run_jit), so a run's code is fetched once per
@@ -44,6 +40,14 @@ constexpr int kLoReg = 30, kHiReg = 31;
 //   ResNet-20x2 on 8x8-32x32 planes 0.94-0.98x; MobileNetV1-CIFAR 95% (4x4 planes) 1.10x, hence
 //   the row length. Before runs, a 270 KB layer ran at 43 GMAC/s against 60-67 for <= 77 KB
 //   in a standalone harness (every tile at every position: the whole code once per position).
+// Both rules compare with the CSR kernel on channel-major planes. On a position-major input
+// (layout.Tensor.position_major) its chunk of 16 positions reads 16 x C input vectors, past
+// L1, where a tile reads one position's C, so there every conv whose code fits gets code.
+// Same process, one thread, AMD EPYC Zen4, rules waived / kept: ResNet-20x2 98% at 32 images
+// 0.59x the time (position-major had made it 1.57x slower than channel-major), ResNet-18 98%
+// at 224 px, 16 images 0.87x, ResNet-50 95% 0.88-0.92x (its 64 -> 256 1x1 convs have 3.2 taps
+// a channel), MobileNetV1-CIFAR 95% 0.92x; 90% models, ResNet-50 98% and MobileNetV1 98%
+// within 2%.
 constexpr double kJitMinReuse = 1.3;
 // Planar (one image, 16 stream positions a vector): the CSR kernel loads each weight once per
 // chunk of up to 16 vectors, the tile once per vector, so a load has to feed more FMAs.
@@ -331,10 +335,10 @@ std::unique_ptr<JitConv> JitConv::build(const JitConvSpec& spec) {
     }
   }
   const double min_reuse = s.masked ? kJitMinPlanarReuse : kJitMinReuse;
-  if (fmas == 0 || static_cast<double>(fmas) < min_reuse * static_cast<double>(loads) ||
-      !s.position_major_input &&
-          static_cast<double>(fmas) < kJitMinTapsPerChannel * static_cast<double>(s.channels))
-    return nullptr;
+  const bool few_fmas =
+      static_cast<double>(fmas) < min_reuse * static_cast<double>(loads) ||
+      static_cast<double>(fmas) < kJitMinTapsPerChannel * static_cast<double>(s.channels);
+  if (fmas == 0 || (few_fmas && !s.position_major_input)) return nullptr;
   const size_t bytes = e.size();
   void* code = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (code == MAP_FAILED) return nullptr;

@@ -75,8 +75,8 @@ struct JitConvSpec {
 class JitConv {
  public:
   // Null when this build, CPU or conv does not qualify (not x86-64 Linux, too little input
-  // reuse, too few taps per channel, too much code, offsets beyond 32 bits, or no executable
-  // memory). The plan decides whether to ask at all (EngineOptions.jit).
+  // reuse or too few taps per channel on a channel-major input, too much code, offsets beyond
+  // 32 bits, or no executable memory). The plan decides whether to ask at all (EngineOptions.jit).
   static std::unique_ptr<JitConv> build(const JitConvSpec& spec);
   // Output channels of a tile (one accumulator register each), and the floats of one
   // position's partial sums between blocks (a 16-lane vector per channel of a tile).
