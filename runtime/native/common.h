@@ -149,10 +149,11 @@ class WaveBands {
 
  private:
   using Rows = std::pair<int64_t, int64_t>;  // [first, end)
-  std::vector<Rows> fill_rows(int m) const;
+  std::vector<Rows> rows_outside_bands(int m) const;
   std::vector<const Step*> members_;
   std::vector<const WaveInfo*> info_;
   std::vector<std::vector<Rows>> region_;     // [band][member]
+  std::vector<std::vector<Rows>> fill_;       // [member]: rows no band computes
 };
 
 // Contiguous share [begin, end) of `total` items for unit `tid` of `nth`.

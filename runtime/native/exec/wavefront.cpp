@@ -156,6 +156,8 @@ std::unique_ptr<WaveBands> WaveBands::make(const std::vector<const Step*>& membe
   }
   if (static_cast<double>(rows - banded) > kMaxFillShare * static_cast<double>(rows))
     return nullptr;
+  for (size_t i = 0; i < members.size(); ++i)
+    wb->fill_.push_back(wb->rows_outside_bands(static_cast<int>(i)));
   return wb;
 }
 
@@ -167,7 +169,7 @@ void WaveBands::run_band(int band, const Buffers& buf) const {
 }
 
 // Rows of member m outside every band, as ranges [r0, r1).
-std::vector<std::pair<int64_t, int64_t>> WaveBands::fill_rows(int m) const {
+std::vector<std::pair<int64_t, int64_t>> WaveBands::rows_outside_bands(int m) const {
   std::vector<Rows> out;
   int64_t row = 0;
   for (const auto& region : region_) {
@@ -180,10 +182,10 @@ std::vector<std::pair<int64_t, int64_t>> WaveBands::fill_rows(int m) const {
   return out;
 }
 
-bool WaveBands::fills(int m) const { return !fill_rows(m).empty(); }
+bool WaveBands::fills(int m) const { return !fill_[m].empty(); }
 
 void WaveBands::run_fill(int m, int part, int parts, const Buffers& buf) const {
-  for (const auto& [r0, r1] : fill_rows(m)) members_[m]->run_rows_part(buf, r0, r1, part, parts);
+  for (const auto& [r0, r1] : fill_[m]) members_[m]->run_rows_part(buf, r0, r1, part, parts);
 }
 
 }  // namespace fd
