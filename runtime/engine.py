@@ -54,7 +54,12 @@ from featherdeploy.runtime.planner.batch import (
 )
 from featherdeploy.runtime.planner.builder import CompiledPlan
 from featherdeploy.runtime.planner.layout import native
-from featherdeploy.runtime.profile import DEFAULT_PROFILE_REPS, Profile, profile_program
+from featherdeploy.runtime.profile import (
+    DEFAULT_PROFILE_REPS,
+    Profile,
+    profile_program,
+    timeline_program,
+)
 from featherdeploy.runtime.program import Program, build_program, ort_session
 from featherdeploy.runtime.tuning import (
     ORT_GEMM_SHARE,
@@ -605,10 +610,11 @@ class Engine:
         return self._choice(shapes, batch)
 
     def profile(self, inputs: np.ndarray | Mapping[str, np.ndarray],
-                reps: int = DEFAULT_PROFILE_REPS) -> Profile:
+                reps: int = DEFAULT_PROFILE_REPS, real_run: bool = False) -> Profile:
         """Seconds per native step of the plan serving these inputs (runtime.profile.Profile:
-        each step alone on one thread, fastest of ``reps``). A batch that runs in groups is
-        profiled on its first group (one image when it runs image by image or split)."""
+        each step alone on one thread, fastest of ``reps``), or with ``real_run`` wall time per
+        stage of real runs (threads, wavefronts and row bands included). A batch that runs in
+        groups is profiled on its first group (one image when it runs image by image or split)."""
         feeds = self._feeds(inputs)
         if self._ort is not None:
             raise EngineError("the whole model runs on ONNX Runtime: no native steps to profile")
@@ -617,7 +623,7 @@ class Engine:
         planned = program.partition.shapes
         sub = {n: x if tuple(x.shape) == tuple(planned[n]) else x[:planned[n][0]]
                for n, x in feeds.items()}
-        return profile_program(program, sub, reps)
+        return (timeline_program if real_run else profile_program)(program, sub, reps)
 
     def _shapes_from(self, input_shapes: Mapping[str, Sequence[int]]) -> Shapes:
         names = self.graph.input_names

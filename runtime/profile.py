@@ -8,6 +8,12 @@ runs each step alone on the calling thread, ``reps`` times, and keeps each step'
 wavefronts a normal run uses, so the shares describe the work of each step, not how a
 multi-threaded run overlaps it. An ONNX Runtime segment of a partly native model is one entry
 (its fastest whole run). The timer is a separate entry point, so ``run`` pays nothing for it.
+
+``timeline_program`` (``Engine.profile(..., real_run=True)``) measures the other view: real
+runs, threads, wavefronts and row bands included, cut where the run's own structure allows (the
+plan's ``timeline``). An entry is a stage of a parallel run or a step of a serial one; a wavefront
+group (or its row bands) is one entry naming its steps, the rows between bands one per member.
+Each entry keeps its fastest of ``reps`` runs, so the entries may sum to less than any one run.
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ import numpy as np
 if TYPE_CHECKING:
     from featherdeploy.runtime.program import Program
 
-__all__ = ["StepTime", "Profile", "profile_program", "DEFAULT_PROFILE_REPS"]
+__all__ = ["StepTime", "Profile", "profile_program", "timeline_program", "DEFAULT_PROFILE_REPS"]
 
 DEFAULT_PROFILE_REPS = 10
 ORT_STEP = "onnxruntime"
+STEPS_ALONE = "each step alone on one thread, fastest of reps"
+REAL_RUN = "real runs (threads, wavefronts, row bands), each entry's fastest of reps"
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ class Profile:
     steps: tuple[StepTime, ...]
     reps: int
     input_shapes: dict[str, tuple[int, ...]]
+    method: str = STEPS_ALONE
 
     @property
     def total_s(self) -> float:
@@ -58,7 +67,7 @@ class Profile:
     def to_dict(self) -> dict[str, Any]:
         return {"reps": self.reps, "total_ms": 1000.0 * self.total_s,
                 "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
-                "method": "each step alone on one thread, fastest of reps",
+                "method": self.method,
                 "steps": [{**asdict(s), "ms": 1000.0 * s.seconds, "share": share}
                           for s, share in zip(self.steps, self.shares(), strict=True)]}
 
@@ -66,8 +75,8 @@ class Profile:
         """The ``top`` most expensive steps as a Markdown table."""
         shares = self.shares()
         order = sorted(range(len(self.steps)), key=lambda i: -self.steps[i].seconds)[:top]
-        lines = [f"profile: {len(self.steps)} steps, {1000.0 * self.total_s:.3f} ms in total "
-                 f"(each step alone on one thread, fastest of {self.reps})",
+        lines = [f"profile: {len(self.steps)} entries, {1000.0 * self.total_s:.3f} ms in total "
+                 f"({self.method.replace('reps', str(self.reps))})",
                  "| # | node | step | ms | share | detail |", "|---|---|---|---|---|---|"]
         for i in order:
             s = self.steps[i]
@@ -101,6 +110,38 @@ def profile_program(program: Program, feeds: dict[str, np.ndarray],
         values.update(zip(runner.segment.outputs, outputs, strict=True))
     shapes = {name: tuple(int(d) for d in x.shape) for name, x in feeds.items()}
     return Profile(tuple(steps), reps, shapes)
+
+
+def timeline_program(program: Program, feeds: dict[str, np.ndarray],
+                     reps: int = DEFAULT_PROFILE_REPS) -> Profile:
+    """Wall time per entry of real runs of ``program`` on ``feeds`` (see the module docstring)."""
+    from featherdeploy.runtime.program import NativeSegment
+
+    if reps < 1:
+        raise ValueError(f"reps must be >= 1, got {reps}")
+    values = dict(feeds)
+    steps: list[StepTime] = []
+    for runner in program.runners:
+        if isinstance(runner, NativeSegment):
+            plan = runner.plan
+            inputs = [np.ascontiguousarray(values[n], np.float32) for n in runner.segment.inputs]
+            outputs = [np.empty(shape, np.float32) for shape in plan.output_shapes]
+            described = plan.steps()
+            for first, last, sec in plan.native.timeline(inputs, outputs, reps):
+                record, name, detail = described[first]
+                if last > first:
+                    name = f"wavefront of {last - first + 1}"
+                    detail = ", ".join(f"{d[1]} {d[0].node or ''}".strip()
+                                       for d in described[first:last + 1])
+                steps.append(StepTime(len(steps), record.node or "", name, detail, float(sec)))
+        else:
+            outputs, sec = _fastest(lambda r=runner: r.run(values), reps)
+            first = runner.segment.nodes[0]
+            steps.append(StepTime(len(steps), first.name, ORT_STEP,
+                                  f"{len(runner.segment.nodes)} node(s) from {first.op}", sec))
+        values.update(zip(runner.segment.outputs, outputs, strict=True))
+    shapes = {name: tuple(int(d) for d in x.shape) for name, x in feeds.items()}
+    return Profile(tuple(steps), reps, shapes, REAL_RUN)
 
 
 def _fastest(fn: Any, reps: int) -> tuple[Any, float]:

@@ -10,6 +10,7 @@
 #include <array>
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "activation.h"
@@ -244,6 +245,20 @@ py::class_<Plan> bind_plan(py::module_& m) {
              py::gil_scoped_release release;
              return p.profile(in, out, reps);
            })
+      .def("timeline", [](Plan& p, const std::vector<py::array>& inputs,
+                          const std::vector<py::array>& outputs, int reps) {
+             const auto in = data_pointers<const float*>(inputs, p.input_floats(), 1, "input", false);
+             const auto out = data_pointers<float*>(outputs, p.output_floats(), 1, "output", true);
+             std::vector<Plan::Span> spans;
+             {
+               py::gil_scoped_release release;
+               spans = p.timeline(in, out, reps);
+             }
+             std::vector<std::tuple<int64_t, int64_t, double>> rows;
+             for (const Plan::Span& s : spans) rows.emplace_back(s.first, s.last, s.seconds);
+             return rows;
+           },
+           "Development aid: (first step, last step, seconds) per span of `reps` real runs.")
       .def_property_readonly("threads", &Plan::threads)
       .def_property_readonly("isa", [](const Plan& p) { return p.context().kernels.isa; })
       .def_property_readonly("jit", [](const Plan& p) { return p.context().jit; })

@@ -429,6 +429,9 @@ def test_engine_profile_and_prepare(tmp_path: Path) -> None:
     plan = engine._program_for_report(tuple((n, x.shape) for n, x in feeds.items()), 2)
     assert [s.step for s in profile.steps] == plan.single_plan.native.step_names()
     assert sum(profile.shares()) == pytest.approx(1.0)
+    real = engine.profile(feeds, reps=2, real_run=True)  # one thread: a span per serial entry
+    assert real.method != profile.method and real.to_dict()["method"] == real.method
+    assert len(real.steps) <= len(profile.steps) and real.total_s > 0
     with pytest.raises(EngineError, match="input shapes must name"):
         engine.prepare({"x": (2, 4, 6, 5)})
     with pytest.raises(EngineError, match="cannot have shape"):

@@ -471,3 +471,34 @@ def testviews_disjoint_or_equal():
     assert views_disjoint_or_equal([a, a, b])
     assert not views_disjoint_or_equal([a, channel_slice])
     assert not views_disjoint_or_equal([a, _view(0, (1, 1, 3, 4), (0, 16, 4, 1))])
+
+
+def _timeline(plan, x: np.ndarray) -> tuple[list[tuple[int, int, float]], np.ndarray]:
+    out = np.empty(plan.output_shapes[0], np.float32)
+    spans = plan.native.timeline([np.ascontiguousarray(x, np.float32)], [out], 2)
+    return spans, out
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_timeline_spans_cover_every_step_of_a_real_run(tmp_path, threads):
+    """Plan.timeline times real runs: one span per stage in order (a banded group's bands as
+    one span over its members, then each member's fill inside it) or per serial entry (a
+    wavefront group as one span); every step is in exactly one non-fill span, and the run
+    computes the plan's output."""
+    path = tmp_path / "resnet.onnx"
+    onnx.save(_resnet(size=32), str(path))
+    x = random_input((16, 3, 32, 32), seed=21)
+    plan = _banded_plan(path, x.shape, 3, threads)
+    spans, out = _timeline(plan, x)
+    np.testing.assert_array_equal(out, _run(_plan(path, x.shape, layers=0), x))
+    assert all(np.isfinite(s) and 0 <= s < 10 for _, _, s in spans)
+    covered, group = -1, None
+    for first, last, _ in spans:
+        if group and group[0] <= first == last <= group[1] and first <= covered:
+            continue  # a member's fill
+        assert first == covered + 1 and last >= first
+        covered, group = last, (first, last) if last > first else None
+    assert covered == len(plan.native.step_names()) - 1
+    groups = [(f, lst) for f, lst, _ in spans if lst > f]
+    assert len(groups) == (plan.native.banded_groups if threads > 1 else len(plan.wavefronts))
+    assert groups

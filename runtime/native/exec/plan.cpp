@@ -52,7 +52,23 @@ struct Job {
   std::unique_ptr<Counter[]> counters;  // one per stage (step mode) or one (images mode)
   std::atomic<size_t> stage{0};         // first stage not yet complete (step mode)
   std::atomic<bool> finished{false};
+  // Plan::timeline: when each stage's last unit completed (each unit raises it before it
+  // counts as done, so whoever sees a stage done sees its end).
+  std::atomic<double>* stage_ends = nullptr;
 };
+
+namespace {
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+void raise_to(std::atomic<double>& value, double at_least) {
+  double seen = value.load(std::memory_order_relaxed);
+  while (seen < at_least && !value.compare_exchange_weak(seen, at_least, std::memory_order_relaxed)) {
+  }
+}
+}  // namespace
 
 // Arenas of at least one 2 MB page are backed by 2 MB pages where the OS offers them on request
 // (Linux transparent huge pages in "madvise" mode, this machine's default): one chunk of a
@@ -209,7 +225,7 @@ void Plan::add(StepPtr step) {
   steps_.push_back(std::move(step));
 }
 
-void Plan::execute_serial(const Buffers& buf) const {
+void Plan::execute_serial(const Buffers& buf, std::vector<double>* marks) const {
   for (const auto& entry : serial_) {
     const Step* step = entry.front();
     if (step->wave()) {
@@ -217,13 +233,31 @@ void Plan::execute_serial(const Buffers& buf) const {
     } else {
       for (int stage = 0; stage < step->stages(); ++stage) step->run_serial(stage, buf);
     }
+    if (marks) marks->push_back(now_seconds());
   }
 }
 
-void Plan::run_stages_serial(const Buffers& buf, size_t begin, size_t end) const {
+void Plan::run_stages_serial(const Buffers& buf, size_t begin, size_t end,
+                             std::vector<double>* marks) const {
   for (size_t s = begin; s < end; ++s) {
     stages_[s].step->run_serial(stages_[s].stage, buf);
+    if (marks) marks->push_back(now_seconds());
   }
+}
+
+void Plan::run_parallel(const Buffers& buf, std::vector<double>* marks) {
+  run_stages_serial(buf, 0, parallel_begin_, marks);
+  auto job = std::make_shared<Job>();
+  job->buf = buf;
+  job->counters.reset(new Counter[stages_.size()]);
+  job->stage.store(parallel_begin_);
+  std::unique_ptr<std::atomic<double>[]> ends(marks ? new std::atomic<double>[stages_.size()]
+                                                   : nullptr);
+  for (size_t s = 0; marks && s < stages_.size(); ++s) ends[s].store(0.0);
+  job->stage_ends = ends.get();
+  run_job(job);
+  for (size_t s = parallel_begin_; marks && s < parallel_end_; ++s) marks->push_back(ends[s].load());
+  run_stages_serial(buf, parallel_end_, stages_.size(), marks);
 }
 
 int64_t Plan::participate(Job& job) {
@@ -263,6 +297,7 @@ int64_t Plan::participate(Job& job) {
       } else {
         bands_[st.bands]->run_band(static_cast<int>(u), job.buf);
       }
+      if (job.stage_ends) raise_to(job.stage_ends[s], now_seconds());
       c.done.fetch_add(1, std::memory_order_acq_rel);
       ++completed;
     }
@@ -341,7 +376,7 @@ void Plan::run(const std::vector<const float*>& inputs, const std::vector<float*
                bool serial) {
   require(inputs.size() == input_floats_.size() && outputs.size() == output_floats_.size(),
           "plan: wrong number of inputs or outputs");
-  const auto& stages = stage_list();
+  stage_list();
   auto ws = acquire();
   Buffers buf;
   buf.arena = ws->data();
@@ -351,13 +386,7 @@ void Plan::run(const std::vector<const float*>& inputs, const std::vector<float*
   if (serial || threads() == 1 || parallel_begin_ == parallel_end_) {
     execute_serial(buf);
   } else {
-    run_stages_serial(buf, 0, parallel_begin_);
-    auto job = std::make_shared<Job>();
-    job->buf = buf;
-    job->counters.reset(new Counter[stages.size()]);
-    job->stage.store(parallel_begin_);
-    run_job(job);
-    run_stages_serial(buf, parallel_end_, stages.size());
+    run_parallel(buf, nullptr);
   }
   release(std::move(ws));
 }
@@ -408,6 +437,61 @@ std::vector<double> Plan::profile(const std::vector<const float*>& inputs,
   }
   release(std::move(ws));
   return seconds;
+}
+
+std::vector<Plan::Span> Plan::spans_of(bool serial) const {
+  std::vector<Span> spans;
+  const auto index = [this](const Step* step) {
+    for (size_t i = 0; i < steps_.size(); ++i)
+      if (steps_[i].get() == step) return static_cast<int64_t>(i);
+    return int64_t{-1};
+  };
+  if (serial) {
+    for (const auto& entry : serial_) spans.push_back({index(entry.front()), index(entry.back()), 0});
+    return spans;
+  }
+  for (const Stage& st : stages_) {
+    const int64_t first = index(st.step);
+    if (st.bands < 0) {
+      spans.push_back({first, first, 0});
+    } else if (st.fill) {
+      spans.push_back({first + st.member, first + st.member, 0});
+    } else {
+      spans.push_back({first, first + bands_[st.bands]->members() - 1, 0});
+    }
+  }
+  return spans;
+}
+
+std::vector<Plan::Span> Plan::timeline(const std::vector<const float*>& inputs,
+                                       const std::vector<float*>& outputs, int reps) {
+  require(inputs.size() == input_floats_.size() && outputs.size() == output_floats_.size(),
+          "plan: wrong number of inputs or outputs");
+  require(reps >= 1, "plan: reps must be >= 1");
+  stage_list();
+  const bool serial = threads() == 1 || parallel_begin_ == parallel_end_;
+  std::vector<Span> spans = spans_of(serial);
+  for (Span& s : spans) s.seconds = 1e30;
+  auto ws = acquire();
+  Buffers buf;
+  buf.arena = ws->data();
+  buf.consts = const_tables_.data();
+  buf.inputs = inputs.data();
+  buf.outputs = outputs.data();
+  std::vector<double> marks;
+  for (int r = 0; r < reps; ++r) {
+    marks.clear();
+    const double start = now_seconds();
+    if (serial) {
+      execute_serial(buf, &marks);
+    } else {
+      run_parallel(buf, &marks);
+    }
+    for (size_t i = 0; i < spans.size() && i < marks.size(); ++i)
+      spans[i].seconds = std::min(spans[i].seconds, marks[i] - (i ? marks[i - 1] : start));
+  }
+  release(std::move(ws));
+  return spans;
 }
 
 }  // namespace fd

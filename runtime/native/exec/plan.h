@@ -96,6 +96,17 @@ class Plan {
   // Development aid: min seconds per step over `reps` single-threaded runs (robust to noise).
   std::vector<double> profile(const std::vector<const float*>& inputs,
                               const std::vector<float*>& outputs, int reps);
+  // Steps [first, last] of a real run and the wall time between the previous span's end and
+  // theirs: a stage of a parallel run (a step's stage, a wavefront group's row bands, or one
+  // member's fill), or an entry of a serial one (a step, or a wavefront group).
+  struct Span {
+    int64_t first, last;
+    double seconds;
+  };
+  // Development aid: the spans of `reps` real runs (threads, row wavefronts and bands as run()
+  // does them), each span's fastest.
+  std::vector<Span> timeline(const std::vector<const float*>& inputs,
+                             const std::vector<float*>& outputs, int reps);
 
  private:
   friend struct Job;
@@ -110,8 +121,12 @@ class Plan {
   std::unique_ptr<Workspace> acquire();
   void release(std::unique_ptr<Workspace> ws);
   void check_view(const View& v, const char* step) const;
-  void execute_serial(const Buffers& buf) const;
-  void run_stages_serial(const Buffers& buf, size_t begin, size_t end) const;
+  // `marks`, when given, receives the time each serial entry / stage ends.
+  void execute_serial(const Buffers& buf, std::vector<double>* marks = nullptr) const;
+  void run_stages_serial(const Buffers& buf, size_t begin, size_t end,
+                         std::vector<double>* marks = nullptr) const;
+  void run_parallel(const Buffers& buf, std::vector<double>* marks);
+  std::vector<Span> spans_of(bool serial) const;
   void run_job(const std::shared_ptr<Job>& job);
   int64_t participate(Job& job);  // returns the units (or images) it completed
   void helper_loop();
