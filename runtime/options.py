@@ -33,6 +33,7 @@ BATCH_LAYOUTS = ("auto", "interleaved", "planar", "split")
 ISAS = ("auto", "generic", "avx2", "avx512")
 TUNINGS = ("lazy", "load", "off")
 MEMORY_POLICIES = ("shared", "by_layout")  # PlannerOptions.memory (runtime/planner/memory.py)
+WINOGRAD_TILES = (3, 5)  # PlannerOptions.winograd_interleaved_tile (kernels/winograd.h)
 MAX_THREADS = 1024  # the native plan's limit (exec/plan.cpp kMaxThreads)
 
 
@@ -114,10 +115,13 @@ class PlannerOptions:
     # EfficientNet-B0, ShuffleNetV2; 16 MB cuts (28x28 and 56x56 stages) were up to 1.05x
     # slower on the models with squeeze-excitation.
     cut_lanes_budget_bytes: int = 8 << 20
-    # A dense strided conv over batch-interleaved phase planes runs as Winograd F(3x3, 4x4)
+    # A dense strided conv over phase planes runs as Winograd F(m x m, 4x4)
     # (runtime/planner/winograd.py) when its taps per output channel are at least this many
-    # times the 4 products per plane a Winograd output position costs.
+    # times the products per plane a Winograd output position costs ((m + 3)^2 / m^2).
     winograd_min_gain: float = 1.5
+    # m on batch-interleaved planes (3 or 5; planar planes have 3): 64 products for 25 outputs
+    # instead of 36 for 9. Transforms cost more per output (8-point rows), products 0.64x.
+    winograd_interleaved_tile: int = 5
     # ... and stores past the caches from this output size: far beyond L2 and the L3 share a
     # core has, the next step reads it back from memory anyway (ResNet stems at 16 images,
     # 51 MB: 26.7 -> 21.4 ms, AMD EPYC Zen4).
@@ -143,6 +147,9 @@ class PlannerOptions:
         if self.memory not in MEMORY_POLICIES:
             raise OptionsError(f"PlannerOptions.memory must be one of {MEMORY_POLICIES}, "
                                f"got {self.memory!r}")
+        if self.winograd_interleaved_tile not in WINOGRAD_TILES:
+            raise OptionsError(f"PlannerOptions.winograd_interleaved_tile must be one of "
+                               f"{WINOGRAD_TILES}, got {self.winograd_interleaved_tile!r}")
         for name in ("units_per_thread", "max_lanes"):
             if getattr(self, name) < 1:
                 raise OptionsError(f"PlannerOptions.{name} must be >= 1")

@@ -65,6 +65,18 @@ std::array<int64_t, 4> strides_of(const View& v) {
   return {v.stride[0], v.stride[1], v.stride[2], v.stride[3]};
 }
 
+// A^T, G, B^T of one Winograd tile (kernels/winograd.h) and the weights' channel block.
+template <class W>
+py::dict winograd_dict() {
+  py::array_t<float> at({W::kOut, W::kTile}), g({W::kTile, winograd::kKernel}),
+      bt({W::kTile, W::kTile});
+  std::memcpy(at.mutable_data(), W::kAT, sizeof W::kAT);
+  std::memcpy(g.mutable_data(), W::kG, sizeof W::kG);
+  std::memcpy(bt.mutable_data(), W::kBT, sizeof W::kBT);
+  return py::dict(py::arg("AT") = at, py::arg("G") = g, py::arg("BT") = bt,
+                  py::arg("block") = winograd::kBlock);
+}
+
 void bind_core(py::module_& m) {
   py::class_<View>(m, "View")
       .def(py::init([](int space, int slot, int64_t origin, std::array<int64_t, 4> dims,
@@ -158,18 +170,15 @@ void bind_core(py::module_& m) {
     return out;
   }, py::arg("x"), py::arg("isa") = "auto");
 
-  // The Winograd transforms the conv_winograd kernel applies (kernels/winograd.h): A^T, G and
-  // B^T as float32 arrays, and the output channels of one block of transformed weights.
-  m.def("winograd_matrices", [] {
-    namespace wg = winograd;
-    py::array_t<float> at({wg::kOut, wg::kTile}), g({wg::kTile, wg::kKernel}),
-        bt({wg::kTile, wg::kTile});
-    std::memcpy(at.mutable_data(), wg::kAT, sizeof wg::kAT);
-    std::memcpy(g.mutable_data(), wg::kG, sizeof wg::kG);
-    std::memcpy(bt.mutable_data(), wg::kBT, sizeof wg::kBT);
-    return py::dict(py::arg("AT") = at, py::arg("G") = g, py::arg("BT") = bt,
-                    py::arg("block") = wg::kBlock);
-  });
+  // The Winograd transforms the conv_winograd kernel applies (kernels/winograd.h) for output
+  // tiles of `tile` (3 or 5): A^T, G and B^T as float32 arrays, and the output channels of one
+  // block of transformed weights.
+  m.def("winograd_matrices", [](int tile) {
+    require(tile == winograd::F3::kOut || tile == winograd::F5::kOut,
+            "winograd_matrices: tile must be 3 or 5");
+    return tile == winograd::F3::kOut ? winograd_dict<winograd::F3>()
+                                      : winograd_dict<winograd::F5>();
+  }, py::arg("tile") = 3);
 
   py::class_<PlanOptions>(m, "PlanOptions")
       .def(py::init<>())

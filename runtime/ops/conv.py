@@ -50,7 +50,7 @@ from featherdeploy.runtime.planner.layout import (
 from featherdeploy.runtime.planner.pads import direct_strided, reads_padded_copy
 from featherdeploy.runtime.planner.threads import RowSplitCandidate, balanced_bounds
 from featherdeploy.runtime.planner.winograd import (
-    OUT,
+    PLANAR_TILE,
     WinogradWeights,
     interleaved_columns,
     planar_split,
@@ -281,10 +281,10 @@ def _emit_stream_conv(b: Builder, node: Node, weight: np.ndarray, bias: np.ndarr
             spec.phase_plane, spec.pad_top, spec.pad_left = plane, lay.pad_top, lay.pad_left
             views["scratch_origin"] = SymOffset(lay.buf)
             if wino is not None:
-                spec.winograd_u = wino.u
+                spec.winograd_u, spec.winograd_tile = wino.u, wino.tile
                 spec.winograd_col_off = interleaved_columns(wino, cg * sh * sw, plane, row, lanes)
                 spec.winograd_in_rows, spec.winograd_in_cols = lay.rows - wino.y0, lay.rs - wino.x0
-                spec.winograd_tile_step = OUT * lanes
+                spec.winograd_tile_step = wino.tile * lanes
                 spec.winograd_stream = (4 * int(np.prod(out_shape))
                                         >= b.opts.stream_store_min_bytes)
     packed = pack_conv_weights(weight, geo.group, taps.reshape(-1).astype(np.int64), group_stride,
@@ -337,11 +337,12 @@ def _winograd_form(b: Builder, node: Node, weight: np.ndarray, geo: ConvGeometry
     residual or gate) and pays (PlannerOptions.winograd_min_gain) or KERNEL_KEY forces it."""
     forced = node.attrs.get(KERNEL_KEY)
     planes = weight.shape[1] * geo.stride[0] * geo.stride[1]
+    tile = PLANAR_TILE if lanes == 1 else b.opts.winograd_interleaved_tile
     if (forced in ("csr", "bsr") or lanes not in (1, b.vector_floats) or geo.group != 1
             or res is not None or GATE_KEY in node.attrs
-            or (forced != "winograd" and not winograd_pays(weight, planes, b.opts))):
+            or (forced != "winograd" and not winograd_pays(weight, planes, b.opts, tile))):
         return None
-    return winograd_weights(weight, plane, dy, dx, planes)
+    return winograd_weights(weight, plane, dy, dx, planes, tile)
 
 
 def _planar_winograd(b: Builder, node: Node, spec: Any, views: dict[str, Any],

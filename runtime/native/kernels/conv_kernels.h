@@ -97,14 +97,15 @@ using InterleaveImagesFn = void (*)(const float* src, int64_t image_stride, int6
 // split by 3 x the conv's column stride, so the V tiles' columns are adjacent floats).
 struct WinogradArgs {
   const float* in = nullptr;        // phase planes of one image (group)
-  const int64_t* col_off = nullptr;  // [planes][6]: floats from `in` to window column j
+  int64_t tile = 3;                 // output tile side (winograd.h F3 or F5; planar: 3)
+  const int64_t* col_off = nullptr;  // [planes][tile + 3]: floats from `in` to window column j
   int64_t planes = 0;               // input planes (channels x stride phases)
   int64_t in_rs = 0;                // floats between input rows
   int64_t in_rows = 0;              // rows readable from a window origin (0 beyond)
   int64_t in_cols = 0;              // interleaved: positions readable (0 beyond)
   int64_t tile_step = 0;            // floats between tile vectors of a row
   bool planar = false;              // V tiles per vector (else V images)
-  const float* u = nullptr;         // transformed weights [blocks][36][planes][kBlock]
+  const float* u = nullptr;         // transformed weights [blocks][points][planes][kBlock]
   int64_t channels = 0;             // output channels
   const float* bias = nullptr;      // per output channel, or null
   float* out = nullptr;             // output (channel 0, position 0)

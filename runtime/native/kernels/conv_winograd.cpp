@@ -1,15 +1,16 @@
-// Winograd F(3x3, 4x4) conv over batch-interleaved stride-phase planes (one ISA variant per
-// compilation; winograd.h has the transforms and where they come from).
+// Winograd F(m x m, 4x4) conv over stride-phase planes (one ISA variant per compilation;
+// winograd.h has the transforms, m = 3 or 5, and where they come from).
 //
 // The conv is a stride-1 4x4 correlation summed over input planes (stride phases of the
 // channels). A vector holds one position of V tiles: of V images (batch-interleaved), or of V
 // tiles side by side in a row (planar; the planes are split by 3x the conv's column stride, so
 // window column j of V neighbouring tiles is V adjacent floats at col_off[p][j]). A call covers
-// tile rows [t0, t1); per tile (vector) of 3x3 outputs:
-//   1. each plane's 6x6 window d -> B^T d B, 36 vectors per plane (scratch `v`: [36][planes]);
+// tile rows [t0, t1); per tile (vector) of m x m outputs (T = m + 3):
+//   1. each plane's T x T window d -> B^T d B, T^2 vectors per plane (scratch `v`:
+//      [T^2][planes]);
 //   2. per block of kBlock output channels and per point, the channels' weighted sums over the
 //      planes: each plane's vector is loaded once for the block, its weights are broadcasts
-//      (scratch `m`: [kBlock][36]);
+//      (scratch `m`: [kBlock][T^2]);
 //   3. per channel, A^T m A + bias, the activation, stores of the valid positions (WinogradArgs::
 //      stream: past the caches).
 // Windows reaching past the readable rows (or interleaved columns) read zeros there (the last
@@ -32,9 +33,9 @@ namespace wg = ::fd::winograd;
 
 namespace {
 
-// out = B^T in (winograd.h; 6 vectors `step` apart), the terms its rows share computed once:
-// 13 operations instead of one per nonzero coefficient (26).
-inline void input_1d(const vf* in, int step, vf* out, int ostep) {
+// out = B^T in (winograd.h; T vectors `step` apart), the terms its rows share computed once.
+// F(3x3, 4x4): 13 operations instead of one per nonzero coefficient (26).
+inline void input_1d(wg::F3, const vf* in, int step, vf* out, int ostep) {
   const vf d0 = in[0], d1 = in[step], d2 = in[2 * step], d3 = in[3 * step], d4 = in[4 * step],
            d5 = in[5 * step];
   const vf four = simd::splat(4.0f), five = simd::splat(5.0f);
@@ -48,8 +49,29 @@ inline void input_1d(const vf* in, int step, vf* out, int ostep) {
   out[5 * ostep] = four * d1 - five * d3 + d5;
 }
 
-// out = A^T in (winograd.h), likewise: 9 operations instead of 14.
-inline void output_1d(const vf* in, int step, vf* out, int ostep) {
+// F(5x5, 4x4): rows 1-6 come in pairs (points p, -p), the sum and difference of the row's
+// even-column and odd-column terms: 26 operations instead of 44.
+inline void input_1d(wg::F5, const vf* in, int step, vf* out, int ostep) {
+  const vf d0 = in[0], d1 = in[step], d2 = in[2 * step], d3 = in[3 * step], d4 = in[4 * step],
+           d5 = in[5 * step], d6 = in[6 * step], d7 = in[7 * step];
+  const vf k525 = simd::splat(5.25f), k425 = simd::splat(4.25f);
+  const vf e1 = d2 + d6 - k425 * d4, o1 = d1 + d5 - k425 * d3;
+  const vf e2 = simd::splat(0.25f) * d2 + d6 - simd::splat(1.25f) * d4;
+  const vf o2 = simd::splat(0.5f) * d1 - simd::splat(2.5f) * d3 + simd::splat(2.0f) * d5;
+  const vf e3 = simd::splat(4.0f) * d2 + d6 - simd::splat(5.0f) * d4;
+  const vf o3 = simd::splat(2.0f) * d1 - simd::splat(2.5f) * d3 + simd::splat(0.5f) * d5;
+  out[0] = (d0 - d6) + k525 * (d4 - d2);
+  out[ostep] = e1 + o1;
+  out[2 * ostep] = e1 - o1;
+  out[3 * ostep] = e2 + o2;
+  out[4 * ostep] = e2 - o2;
+  out[5 * ostep] = e3 + o3;
+  out[6 * ostep] = e3 - o3;
+  out[7 * ostep] = (d7 - d1) + k525 * (d3 - d5);
+}
+
+// out = A^T in (winograd.h), likewise. F(3x3, 4x4): 9 operations instead of 14.
+inline void output_1d(wg::F3, const vf* in, int step, vf* out, int ostep) {
   const vf s1 = in[step] + in[2 * step], d1 = in[step] - in[2 * step];
   const vf s2 = in[3 * step] + in[4 * step], d2 = in[3 * step] - in[4 * step];
   out[0] = in[0] + s1 + s2;
@@ -57,9 +79,23 @@ inline void output_1d(const vf* in, int step, vf* out, int ostep) {
   out[2 * ostep] = s1 + simd::splat(4.0f) * s2 + in[5 * step];
 }
 
+// F(5x5, 4x4): 18 operations instead of 34 (each pair of points p, -p as a sum and a
+// difference).
+inline void output_1d(wg::F5, const vf* in, int step, vf* out, int ostep) {
+  const vf s1 = in[step] + in[2 * step], d1 = in[step] - in[2 * step];
+  const vf s2 = in[3 * step] + in[4 * step], d2 = in[3 * step] - in[4 * step];
+  const vf s3 = in[5 * step] + in[6 * step], d3 = in[5 * step] - in[6 * step];
+  out[0] = in[0] + s1 + s2 + s3;
+  out[ostep] = d1 + simd::splat(2.0f) * d2 + simd::splat(0.5f) * d3;
+  out[2 * ostep] = s1 + simd::splat(4.0f) * s2 + simd::splat(0.25f) * s3;
+  out[3 * ostep] = d1 + simd::splat(8.0f) * d2 + simd::splat(0.125f) * d3;
+  out[4 * ostep] = s1 + simd::splat(16.0f) * s2 + simd::splat(0.0625f) * s3 + in[7 * step];
+}
+
 // B^T d B of every plane's window at tile row origin y0, tile vector tx -> v[point * planes + p].
+template <class W>
 void input_tile(const WinogradArgs& a, int64_t y0, int64_t tx, float* v) {
-  constexpr int T = wg::kTile, O = wg::kOut;
+  constexpr int T = W::kTile, O = W::kOut;
   const int64_t x0 = a.planar ? 0 : tx * O;  // interleaved: the window's first position
   const bool inside = y0 + T <= a.in_rows && x0 + T <= a.in_cols;
   vf d[T][T], t[T][T], row[T];
@@ -74,20 +110,21 @@ void input_tile(const WinogradArgs& a, int64_t y0, int64_t tx, float* v) {
                       ? simd::loadu(base + col[j] + i * a.in_rs)
                       : simd::splat(0.0f);
 #pragma GCC unroll 8
-    for (int j = 0; j < T; ++j) input_1d(&d[0][j], T, &t[0][j], T);
+    for (int j = 0; j < T; ++j) input_1d(W{}, &d[0][j], T, &t[0][j], T);
 #pragma GCC unroll 8
     for (int u = 0; u < T; ++u) {
-      input_1d(&t[u][0], 1, row, 1);
+      input_1d(W{}, &t[u][0], 1, row, 1);
 #pragma GCC unroll 8
       for (int w = 0; w < T; ++w) simd::storeu(v + ((u * T + w) * a.planes + p) * V, row[w]);
     }
   }
 }
 
-// m[k * 36 + point] = sum_p u[(point * planes + p) * kBlock + k] * v[point * planes + p].
+// m[k * points + point] = sum_p u[(point * planes + p) * kBlock + k] * v[point * planes + p].
+template <class W>
 void block_products(const float* v, int64_t planes, const float* u, vf* m) {
   constexpr int B = wg::kBlock;
-  for (int xi = 0; xi < wg::kPoints; ++xi) {
+  for (int xi = 0; xi < W::kPoints; ++xi) {
     const float* x = v + xi * planes * V;
     const float* w = u + xi * planes * B;
     vf acc[B];
@@ -99,7 +136,7 @@ void block_products(const float* v, int64_t planes, const float* u, vf* m) {
       for (int k = 0; k < B; ++k) acc[k] += simd::splat(w[p * B + k]) * xv;
     }
 #pragma GCC unroll 8
-    for (int k = 0; k < B; ++k) m[k * wg::kPoints + xi] = acc[k];
+    for (int k = 0; k < B; ++k) m[k * W::kPoints + xi] = acc[k];
   }
 }
 
@@ -119,34 +156,37 @@ inline void store(const WinogradArgs& a, float* p, vf o) {
 }
 
 // A^T m A of channel co + bias, the activation, stored at the valid positions of the tile(s).
+template <class W>
 void output_tile(const WinogradArgs& a, const vf* m, int64_t co, int64_t y0, int64_t tx) {
-  constexpr int T = wg::kTile, O = wg::kOut;
+  constexpr int T = W::kTile, O = W::kOut;
   vf s[T][O], y[O][O];
 #pragma GCC unroll 8
-  for (int u = 0; u < T; ++u) output_1d(m + u * T, 1, &s[u][0], 1);
-#pragma GCC unroll 4
-  for (int x = 0; x < O; ++x) output_1d(&s[0][x], O, &y[0][x], O);
+  for (int u = 0; u < T; ++u) output_1d(W{}, m + u * T, 1, &s[u][0], 1);
+#pragma GCC unroll 8
+  for (int x = 0; x < O; ++x) output_1d(W{}, &s[0][x], O, &y[0][x], O);
   const vf bias = simd::splat(a.bias ? a.bias[co] : 0.0f);
   const int64_t rows = a.rows - y0 < O ? a.rows - y0 : O;
-  if (a.planar) {  // V tiles: output column 3 t + c of the row is lane t of y[r][c]
-    float* out = a.out + co * a.out_cs + y0 * a.out_rs + tx * O * V;
-    const int64_t floats = a.cols - tx * O * V;
-    for (int64_t r = 0; r < rows; ++r) {
-      vf q[O];
-      simd::interleave3(activated(a, y[r][0] + bias, co), activated(a, y[r][1] + bias, co),
-                        activated(a, y[r][2] + bias, co), q);
-      float* row = out + r * a.out_rs;
+  if constexpr (O == 3) {
+    if (a.planar) {  // V tiles: output column 3 t + c of the row is lane t of y[r][c]
+      float* out = a.out + co * a.out_cs + y0 * a.out_rs + tx * O * V;
+      const int64_t floats = a.cols - tx * O * V;
+      for (int64_t r = 0; r < rows; ++r) {
+        vf q[O];
+        simd::interleave3(activated(a, y[r][0] + bias, co), activated(a, y[r][1] + bias, co),
+                          activated(a, y[r][2] + bias, co), q);
+        float* row = out + r * a.out_rs;
 #pragma GCC unroll 4
-      for (int k = 0; k < O; ++k) {
-        const int64_t n = floats - k * V;
-        if (n >= V) {
-          simd::storeu(row + k * V, q[k]);
-        } else if (n > 0) {
-          simd::store_partial(row + k * V, q[k], n);
+        for (int k = 0; k < O; ++k) {
+          const int64_t n = floats - k * V;
+          if (n >= V) {
+            simd::storeu(row + k * V, q[k]);
+          } else if (n > 0) {
+            simd::store_partial(row + k * V, q[k], n);
+          }
         }
       }
+      return;
     }
-    return;
   }
   const int64_t x0 = tx * O;
   float* out = a.out + co * a.out_cs + y0 * a.out_rs + x0 * V;
@@ -156,28 +196,38 @@ void output_tile(const WinogradArgs& a, const vf* m, int64_t co, int64_t y0, int
       store(a, out + r * a.out_rs + c * V, activated(a, y[r][c] + bias, co));
 }
 
-}  // namespace
-
-void conv_winograd(const WinogradArgs& a, int64_t t0, int64_t t1) {
-  constexpr int B = wg::kBlock, O = wg::kOut;
+template <class W>
+void winograd_tiles(const WinogradArgs& a, int64_t t0, int64_t t1) {
+  constexpr int B = wg::kBlock, O = W::kOut;
   thread_local std::vector<float> scratch;
-  const size_t need = static_cast<size_t>(wg::kPoints * a.planes * V);
+  const size_t need = static_cast<size_t>(W::kPoints * a.planes * V);
   if (scratch.size() < need) scratch.resize(need);
   float* v = scratch.data();
-  alignas(64) vf m[B * wg::kPoints];
+  alignas(64) vf m[B * W::kPoints];
   const int64_t tiles = (a.cols + O - 1) / O, blocks = (a.channels + B - 1) / B;
   const int64_t tiles_x = a.planar ? (tiles + V - 1) / V : tiles;  // tile vectors per row
   for (int64_t ty = t0; ty < t1; ++ty)
     for (int64_t tx = 0; tx < tiles_x; ++tx) {
       const int64_t y0 = ty * O;
-      input_tile(a, y0, tx, v);
+      input_tile<W>(a, y0, tx, v);
       for (int64_t b = 0; b < blocks; ++b) {
-        block_products(v, a.planes, a.u + b * wg::kPoints * a.planes * B, m);
+        block_products<W>(v, a.planes, a.u + b * W::kPoints * a.planes * B, m);
         const int64_t count = a.channels - b * B < B ? a.channels - b * B : B;
-        for (int64_t k = 0; k < count; ++k) output_tile(a, m + k * wg::kPoints, b * B + k, y0, tx);
+        for (int64_t k = 0; k < count; ++k)
+          output_tile<W>(a, m + k * W::kPoints, b * B + k, y0, tx);
       }
     }
   if (a.stream) simd::stream_fence();
+}
+
+}  // namespace
+
+void conv_winograd(const WinogradArgs& a, int64_t t0, int64_t t1) {
+  if (a.tile == wg::F5::kOut) {
+    winograd_tiles<wg::F5>(a, t0, t1);
+  } else {
+    winograd_tiles<wg::F3>(a, t0, t1);
+  }
 }
 
 }  // namespace FD_NS

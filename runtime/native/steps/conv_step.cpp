@@ -257,15 +257,21 @@ class ConvStep final : public Step {
 
   bool winograd() const { return !s_.winograd_u.empty(); }
   int64_t winograd_tile_rows() const {
-    return (s_.output.dim[2] + winograd::kOut - 1) / winograd::kOut;
+    return (s_.output.dim[2] + s_.winograd_tile - 1) / s_.winograd_tile;
   }
+  // Input tile side and points of the conv's Winograd form.
+  int64_t winograd_window() const { return s_.winograd_tile + winograd::kKernel - 1; }
+  int64_t winograd_points() const { return winograd_window() * winograd_window(); }
 
   void validate_winograd() const {
     const std::string me = "conv (winograd)";
-    const int64_t T = winograd::kTile;
+    const bool planar = s_.lanes == 1;
+    require(s_.winograd_tile == winograd::F3::kOut ||
+                (s_.winograd_tile == winograd::F5::kOut && !planar),
+            me + ": output tiles of 3 (any layout) or 5 (batch-interleaved)");
+    const int64_t T = winograd_window();
     const int64_t planes = static_cast<int64_t>(s_.winograd_col_off.size()) / T;
     const int64_t blocks = (s_.output.dim[1] + winograd::kBlock - 1) / winograd::kBlock;
-    const bool planar = s_.lanes == 1;
     require(s_.phase_split && (planar || s_.lanes == k_.vector_floats) && !s_.has_residual &&
                 s_.wave.group < 0 && s_.row_units == 0 && s_.val_origin < 0 &&
                 (!planar || s_.split_here),
@@ -273,15 +279,16 @@ class ConvStep final : public Step {
                  "residual, no wavefront, no row split, no gate");
     require(planes >= 1 && static_cast<int64_t>(s_.winograd_col_off.size()) == planes * T &&
                 static_cast<int64_t>(s_.winograd_u.size()) ==
-                    blocks * winograd::kPoints * planes * winograd::kBlock,
-            me + ": weights must be [channel blocks][36][planes][block], offsets [planes][6]");
+                    blocks * winograd_points() * planes * winograd::kBlock,
+            me + ": weights must be [channel blocks][points][planes][block], offsets "
+                 "[planes][window]");
     require(s_.winograd_in_rows >= 1 && s_.winograd_in_cols >= 1 && s_.winograd_tile_step >= 1,
             me + ": bad readable window or tile step");
     require(s_.winograd_split_w == 0 || s_.winograd_split_w >= s_.stride_w,
             me + ": bad column split");
     // Every read stays inside one image's phase planes: the last tile vector of the last
     // readable row (planar: the split pads each row to the last vector's reach, with zeros).
-    const int64_t tiles = (s_.output.dim[3] / s_.lanes + winograd::kOut - 1) / winograd::kOut;
+    const int64_t tiles = (s_.output.dim[3] / s_.lanes + s_.winograd_tile - 1) / s_.winograd_tile;
     const int64_t last_tile = planar ? (tiles - 1) / k_.vector_floats : tiles - 1;
     const int64_t rows = (s_.winograd_in_rows - 1) * s_.phase_rs * s_.lanes;
     for (size_t k = 0; k < s_.winograd_col_off.size(); ++k) {
@@ -306,7 +313,8 @@ class ConvStep final : public Step {
   void compute_winograd(const Buffers& buf, int64_t t0, int64_t t1) const {
     WinogradArgs w;
     w.col_off = s_.winograd_col_off.data();
-    w.planes = static_cast<int64_t>(s_.winograd_col_off.size()) / winograd::kTile;
+    w.tile = s_.winograd_tile;
+    w.planes = static_cast<int64_t>(s_.winograd_col_off.size()) / winograd_window();
     w.in_rs = s_.phase_rs * s_.lanes;
     w.in_rows = s_.winograd_in_rows;
     w.in_cols = s_.winograd_in_cols;
@@ -805,7 +813,8 @@ FD_BIND_STEPS(m, plan) {
   def_array(conv, "bounds", &ConvSpec::bounds);
   def_array(conv, "winograd_u", &ConvSpec::winograd_u);
   def_array(conv, "winograd_col_off", &ConvSpec::winograd_col_off);
-  conv.def_readwrite("winograd_in_rows", &ConvSpec::winograd_in_rows)
+  conv.def_readwrite("winograd_tile", &ConvSpec::winograd_tile)
+      .def_readwrite("winograd_in_rows", &ConvSpec::winograd_in_rows)
       .def_readwrite("winograd_in_cols", &ConvSpec::winograd_in_cols)
       .def_readwrite("winograd_tile_step", &ConvSpec::winograd_tile_step)
       .def_readwrite("winograd_split_w", &ConvSpec::winograd_split_w)

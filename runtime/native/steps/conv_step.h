@@ -50,13 +50,14 @@ struct ConvSpec {
   // excitation gate folded into the conv reading the gated tensor; runtime/passes/channel_gate.py).
   int64_t val_origin = -1;
   std::vector<uint32_t> mask;
-  // Non-empty: the conv runs as Winograd F(3x3, 4x4) over its phase planes (kernels/
+  // Non-empty: the conv runs as Winograd F(m x m, 4x4) over its phase planes (kernels/
   // conv_winograd.cpp, WinogradArgs): batch-interleaved planes of one vector per position
   // (shared with the other convs of this stride), or planar ones this step splits by
   // winograd_split_w columns (3 x stride_w) for itself; threads split tile rows, no residual.
   // The CSR / BSR fields stay valid and unused.
   std::vector<float> winograd_u;
-  std::vector<int64_t> winograd_col_off;  // [planes][6]
+  std::vector<int64_t> winograd_col_off;  // [planes][winograd_tile + 3]
+  int64_t winograd_tile = 3;  // output tile side: 3 (any layout) or 5 (interleaved; winograd.h)
   int64_t winograd_in_rows = 0, winograd_in_cols = 0, winograd_tile_step = 0;
   int64_t winograd_split_w = 0;  // > 0: the phase planes' column stride, else stride_w
   bool winograd_stream = false;  // WinogradArgs::stream, where the output is vector-aligned
