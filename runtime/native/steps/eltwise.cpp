@@ -136,6 +136,7 @@ struct CopySpec {
 
 class CopyStep final : public Step {
  public:
+  static constexpr int64_t kParallelCopyFloats = 1 << 20;
   CopyStep(const CopySpec& spec, const PlanContext& ctx)
       : src_(spec.src), dst_(spec.dst), interleave_images_(ctx.kernels.interleave_images) {
     require(broadcasts_to(src_, dst_), "copy: source and destination shapes differ");
@@ -144,6 +145,10 @@ class CopyStep final : public Step {
   }
   const char* name() const override { return "copy"; }
   std::vector<View> views() const override { return {src_, dst_}; }
+  // A copy of kParallelCopyFloats or more splits among the threads even at the start or end of
+  // a plan: 16 images of 3x224x224 into batch-interleaved planes took 1.05 ms of ResNet-18's
+  // 42 ms on two threads, on the calling thread alone (AMD EPYC Zen4).
+  bool light() const override { return dst_.numel() < kParallelCopyFloats; }
   void run(int, const Buffers& buf, int tid, int nth) const override {
     const int64_t w = dst_.dim[3], ss = src_.stride[3], ds = dst_.stride[3];
     if (dst_.stride[0] == 1 && dst_.dim[0] > 1 && ss == 1 && src_.dim[0] == dst_.dim[0]) {
