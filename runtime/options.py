@@ -122,6 +122,11 @@ class PlannerOptions:
     # m on batch-interleaved planes (3 or 5; planar planes have 3): 64 products for 25 outputs
     # instead of 36 for 9. Transforms cost more per output (8-point rows), products 0.64x.
     winograd_interleaved_tile: int = 5
+    # A max pool whose input only a batch-interleaved Winograd conv writes and only it reads
+    # (the ResNet and DenseNet stems) runs inside that conv's step: each activated output joins
+    # its pool windows' maxima as its tile is made, so the conv's output (51 MB for 16
+    # 224-px images) is never stored and read back (runtime/ops/pool.py).
+    pool_in_winograd: bool = True
     # ... and stores past the caches from this output size: far beyond L2 and the L3 share a
     # core has, the next step reads it back from memory anyway (ResNet stems at 16 images,
     # 51 MB: 26.7 -> 21.4 ms, AMD EPYC Zen4).

@@ -128,7 +128,8 @@ void bind_core(py::module_& m) {
   for (int k = 0; k < kActKinds; ++k) kinds[kActivationNames[k]] = k;
   m.attr("ACTIVATION_KINDS") = kinds;
   m.attr("CONSTANTS") = py::dict(py::arg("max_vector_floats") = kMaxVectorFloats,
-                                 py::arg("bsr_block") = kBsrBlock);
+                                 py::arg("bsr_block") = kBsrBlock,
+                                 py::arg("max_pool_kernel") = kMaxPoolKernel);
   m.def("chunk_vectors", &chunk_vectors, py::arg("vector_floats"),
         "Output vectors per chunk of the CSR kernels for a build of this vector width.");
   m.def("pair_chunk_vectors", &pair_chunk_vectors, py::arg("vector_floats"),

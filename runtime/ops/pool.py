@@ -16,7 +16,7 @@ from featherdeploy.runtime.planner.layout import native
 
 if TYPE_CHECKING:
     from featherdeploy.runtime.planner.builder import Builder
-    from featherdeploy.runtime.planner.layout import SymView
+    from featherdeploy.runtime.planner.layout import SymView, Tensor
 
 
 def _infer(node: Node, ctx: OpContext) -> list[Output]:
@@ -63,12 +63,47 @@ def _emit(b: Builder, node: Node) -> None:
     x = b.tensor(node.inputs[0])
     geo = pool_geometry(node, x.shape)
     y = b.new_tensor(node.outputs[0], b.shapes[node.outputs[0]])
+    if _pool_in_winograd(b, node, x, y):
+        return
     spec = native().PoolSpec()
     spec.is_max = node.op == "MaxPool"
     spec.kernel, spec.stride, spec.dilation = geo.kernel, geo.stride, geo.dilation
     spec.pad_begin, spec.pad_end = geo.pad_begin, geo.pad_end
     spec.count_include_pad = bool(node.attr_int("count_include_pad", 0))
     b.emit(spec, src=x.view(), dst=y.view())
+
+
+def _pool_in_winograd(b: Builder, node: Node, x: Tensor, y: Tensor) -> bool:
+    """Moves max pool ``node`` into the step just emitted when that is the batch-interleaved
+    Winograd conv writing its input, which nothing else reads (PlannerOptions.
+    pool_in_winograd; ConvSpec.winograd_pool): the conv's output buffer is then unused."""
+    if not (b.opts.pool_in_winograd and node.op == "MaxPool" and b.records):
+        return False
+    record, name = b.records[-1], node.inputs[0]
+    spec, out = record.spec, record.views.get("output")
+    geo = pool_geometry(node, x.shape)
+    n, _, rows, cols = x.shape
+    fits = (isinstance(spec, native().ConvSpec) and len(spec.winograd_u) > 0 and spec.lanes > 1
+            and not spec.has_residual and out is not None and out.buf is x.buf
+            and x.buf.first == x.buf.last == len(b.records) - 1
+            and b.reader_nodes.get(name) == [node] and name not in b.graph.output_names
+            and y.lanes == x.lanes and not y.position_major and not y.segments
+            and geo.dilation == (1, 1)
+            and max(geo.kernel) <= int(native().CONSTANTS["max_pool_kernel"])
+            and all(p < k for p, k in zip(geo.pad_begin, geo.kernel, strict=True))
+            and all((o - 1) * s - p < c for o, s, p, c in zip(
+                geo.out_hw, geo.stride, geo.pad_begin, (rows, cols), strict=True)))
+    if not fits:
+        return False
+    spec.winograd_pool = np.array([*geo.kernel, *geo.stride, *geo.pad_begin, rows, cols],
+                                  np.int64)
+    spec.winograd_stream = False
+    record.views["output"] = y.stream_view()
+    index = len(b.records) - 1
+    y.buf.first = index if y.buf.first < 0 else min(y.buf.first, index)
+    y.buf.last = max(y.buf.last, index)
+    x.buf.first = x.buf.last = -1  # never written: no arena space
+    return True
 
 
 def _global_infer(node: Node, ctx: OpContext) -> list[Output]:

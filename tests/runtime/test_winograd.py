@@ -204,3 +204,75 @@ def test_winograd_conv_sharing_phase_planes_with_a_wider_padded_conv(images):
     expect = np.concatenate([ref.conv2d(x, w7, None, stride=(2, 2), pads=(3, 3, 3, 3)),
                              ref.conv2d(x, w9, None, stride=(2, 2), pads=(4, 4, 4, 4))], axis=1)
     assert_winograd_close(run_plan(plan, x), expect)
+
+
+def _stem_pool_graph(pool: tuple[int, int, int], second_reader: bool = False):
+    """A ResNet-like stem: a dense 7x7/2 conv with ReLU, a max pool (kernel, stride, pad), and a
+    padded 3x3 conv reading the pool's output (its zero border); optionally a second pool of
+    the conv's output, added to the first."""
+    from featherdeploy.runtime.graph import Graph, Node
+
+    k, s, p = pool
+    rng = np.random.default_rng(7)
+    w7 = rng.standard_normal((16, 3, 7, 7)).astype(np.float32)
+    w3 = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
+    b7 = np.linspace(-2, 2, 16, dtype=np.float32)
+    attrs = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4}
+    nodes = [Node("Conv", "stem", ["x", "w7", "b7"], ["a"],
+                  {"strides": [2, 2], "pads": [3, 3, 3, 3]}),
+             Node("Relu", "relu", ["a"], ["r"], {}),
+             Node("MaxPool", "pool", ["r"], ["m"], attrs)]
+    if second_reader:
+        nodes += [Node("MaxPool", "pool2", ["r"], ["m2"], attrs),
+                  Node("Add", "add", ["m", "m2"], ["s"], {})]
+    nodes.append(Node("Conv", "next", ["s" if second_reader else "m", "w3"], ["y"],
+                      {"pads": [1, 1, 1, 1]}))
+    return Graph.simple(nodes, {"w7": w7, "w3": w3, "b7": b7}, "x", (None, 3, 38, 34), "y")
+
+
+def _stem_pool_plan(graph, shape, threads, fused):
+    from featherdeploy.runtime.kernels.native import plan_graph
+
+    planner = PlannerOptions(pool_in_winograd=fused, poison_arena=True)
+    with nat.use_options(EngineOptions(planner=planner)):
+        return plan_graph(graph, shape, threads, interleave=True)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("pool", [(3, 2, 1), (2, 2, 0), (3, 1, 1), (3, 3, 0), (5, 2, 2)],
+                         ids=str)
+def test_max_pool_inside_the_winograd_step_equals_the_separate_pool(pool, threads,
+                                                                    interleaved_tile):
+    """The stem's max pool runs inside its Winograd step (no max_pool step, the conv's output
+    never stored: a smaller arena) and gives exactly the separate pool's result, whose border
+    the next conv reads as zeros (NaN-poisoned arena), NaN and inf included."""
+    from featherdeploy.runtime.kernels.native import run_plan
+
+    graph = _stem_pool_graph(pool)
+    x = random_input((_lanes(), 3, 38, 34), seed=sum(pool) + threads)
+    x[3, 1, 10, 9] = np.nan
+    x[5, 0, 20, 3] = np.inf
+    fused = _stem_pool_plan(graph, x.shape, threads, True)
+    apart = _stem_pool_plan(graph, x.shape, threads, False)
+    assert "max_pool" not in fused.native.step_names() and "max_pool" in apart.native.step_names()
+    assert any("max-pool=" in d for _, _, d in fused.steps())
+    assert fused.native.arena_floats < apart.native.arena_floats
+    expect = run_plan(apart, x)
+    for _ in range(2):
+        np.testing.assert_array_equal(run_plan(fused, x), expect)
+    assert np.isnan(expect[3]).any() and np.isfinite(expect[:3]).all()
+
+
+def test_max_pool_stays_apart_where_it_cannot_join():
+    """Another reader of the conv's output, the option off, or a planar (one-image) plan: the
+    pool is a step of its own."""
+    from featherdeploy.runtime.kernels.native import plan_graph
+
+    shape = (_lanes(), 3, 38, 34)
+    graph = _stem_pool_graph((3, 2, 1), second_reader=True)
+    assert _stem_pool_plan(graph, shape, 1, True).native.step_names().count("max_pool") == 2
+    graph = _stem_pool_graph((3, 2, 1))
+    assert "max_pool" not in _stem_pool_plan(graph, shape, 1, True).native.step_names()
+    assert "max_pool" in _stem_pool_plan(graph, shape, 1, False).native.step_names()
+    planar = plan_graph(graph, (1, 3, 38, 34), 1, interleave=False)
+    assert "max_pool" in planar.native.step_names()

@@ -115,8 +115,17 @@ struct WinogradArgs {
   // the caches, which the next step reads back from memory anyway (ConvSpec::winograd_stream).
   bool stream = false;
   Activation act;
+  // Output channel blocks (winograd.h kBlock) [block0, block1); block1 < 0: all.
+  int64_t block0 = 0, block1 = -1;
+  // Max pool fused: `out` (out_cs, out_rs) is the pool's output of pool_rows x pool_cols
+  // positions; rows x cols are the conv's. Its windows: kernel, stride and top / left pads.
+  bool pooled = false;
+  int64_t pool_kh = 1, pool_kw = 1, pool_sh = 1, pool_sw = 1, pool_pt = 0, pool_pl = 0;
+  int64_t pool_rows = 0, pool_cols = 0;
 };
 using WinogradFn = void (*)(const WinogradArgs&, int64_t t0, int64_t t1);
+// The largest fused pool window side (WinogradArgs::pooled; kernel-side arrays are sized by it).
+constexpr int64_t kMaxPoolKernel = 5;
 
 // Dense 1x1 conv on a small plane (conv_tiny.cpp), vectorised over output channels.
 struct TinyGemmArgs {

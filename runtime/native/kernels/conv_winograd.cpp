@@ -16,7 +16,9 @@
 // Windows reaching past the readable rows (or interleaved columns) read zeros there (the last
 // tile row and column when the output side is not a multiple of 3); planar rows are zero-padded
 // to every tile vector's reach by the split.
+#include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "activation_simd.h"
@@ -196,6 +198,78 @@ void output_tile(const WinogradArgs& a, const vf* m, int64_t co, int64_t y0, int
       store(a, out + r * a.out_rs + c * V, activated(a, y[r][c] + bias, co));
 }
 
+// Pool rows (or columns) whose window holds conv row y: [first, last] (empty when first > last).
+inline void pool_span(int64_t y, int64_t k, int64_t s, int64_t pad, int64_t n, int64_t* first,
+                      int64_t* last) {
+  const int64_t lo = y + pad - k + 1;  // window start i * s - pad >= y - k + 1
+  *first = lo <= 0 ? 0 : (lo + s - 1) / s;
+  *last = std::min(n - 1, (y + pad) / s);
+}
+
+// Max (NaN sticky both ways: x86 max returns its second operand when either is NaN).
+inline vf max_nan(vf a, vf v) { return simd::select(v != v, v, simd::vmax(v, a)); }
+
+// Like output_tile, then the tile's activated outputs join the maxima of the pool windows
+// they lie in: per tile row the maxima over each window's columns inside the tile, then per
+// window the maximum of those over its rows inside the tile, and one read-modify-write of the
+// pool output (max is exact in any order, so results equal pooling the stored conv output).
+template <class W>
+void pool_tile(const WinogradArgs& a, const vf* m, int64_t co, int64_t y0, int64_t tx) {
+  constexpr int T = W::kTile, O = W::kOut, S = O + kMaxPoolKernel - 1;
+  vf s[T][O], y[O][O];
+#pragma GCC unroll 8
+  for (int u = 0; u < T; ++u) output_1d(W{}, m + u * T, 1, &s[u][0], 1);
+#pragma GCC unroll 8
+  for (int x = 0; x < O; ++x) output_1d(W{}, &s[0][x], O, &y[0][x], O);
+  const vf bias = simd::splat(a.bias ? a.bias[co] : 0.0f);
+  const int64_t x0 = tx * O;
+  const int rows = static_cast<int>(std::min<int64_t>(O, a.rows - y0));
+  const int cols = static_cast<int>(std::min<int64_t>(O, a.cols - x0));
+  int64_t i0, i1, j0, j1, unused;
+  pool_span(y0, a.pool_kh, a.pool_sh, a.pool_pt, a.pool_rows, &i0, &unused);
+  pool_span(y0 + rows - 1, a.pool_kh, a.pool_sh, a.pool_pt, a.pool_rows, &unused, &i1);
+  pool_span(x0, a.pool_kw, a.pool_sw, a.pool_pl, a.pool_cols, &j0, &unused);
+  pool_span(x0 + cols - 1, a.pool_kw, a.pool_sw, a.pool_pl, a.pool_cols, &unused, &j1);
+  vf across[O][S];  // [tile row][pool column - j0]
+  for (int r = 0; r < rows; ++r) {
+    vf v[O];
+    for (int c = 0; c < cols; ++c) v[c] = activated(a, y[r][c] + bias, co);
+    for (int64_t j = j0; j <= j1; ++j) {
+      const int64_t lo = std::max(x0, j * a.pool_sw - a.pool_pl);
+      const int64_t hi = std::min(x0 + cols - 1, j * a.pool_sw - a.pool_pl + a.pool_kw - 1);
+      if (lo > hi) continue;
+      vf h = v[lo - x0];
+      for (int64_t c = lo + 1; c <= hi; ++c) h = max_nan(h, v[c - x0]);
+      across[r][j - j0] = h;
+    }
+  }
+  float* out = a.out + co * a.out_cs;
+  for (int64_t i = i0; i <= i1; ++i) {
+    const int64_t lo = std::max(y0, i * a.pool_sh - a.pool_pt);
+    const int64_t hi = std::min(y0 + rows - 1, i * a.pool_sh - a.pool_pt + a.pool_kh - 1);
+    if (lo > hi) continue;
+    for (int64_t j = j0; j <= j1; ++j) {
+      const int64_t clo = std::max(x0, j * a.pool_sw - a.pool_pl);
+      const int64_t chi = std::min(x0 + cols - 1, j * a.pool_sw - a.pool_pl + a.pool_kw - 1);
+      if (clo > chi) continue;
+      vf v = across[lo - y0][j - j0];
+      for (int64_t r = lo + 1; r <= hi; ++r) v = max_nan(v, across[r - y0][j - j0]);
+      float* p = out + i * a.out_rs + j * V;
+      simd::storeu(p, max_nan(simd::loadu(p), v));
+    }
+  }
+}
+
+// Pool rows (first, last] of channels [c0, c1) to -infinity: the rows tile rows up to now
+// reach first (tiles then only take maxima).
+void pool_rows_init(const WinogradArgs& a, int64_t c0, int64_t c1, int64_t first, int64_t last) {
+  const vf lowest = simd::splat(-std::numeric_limits<float>::infinity());
+  for (int64_t co = c0; co < c1; ++co)
+    for (int64_t i = first + 1; i <= last; ++i)
+      for (int64_t j = 0; j < a.pool_cols; ++j)
+        simd::storeu(a.out + co * a.out_cs + i * a.out_rs + j * V, lowest);
+}
+
 template <class W>
 void winograd_tiles(const WinogradArgs& a, int64_t t0, int64_t t1) {
   constexpr int B = wg::kBlock, O = W::kOut;
@@ -206,17 +280,32 @@ void winograd_tiles(const WinogradArgs& a, int64_t t0, int64_t t1) {
   alignas(64) vf m[B * W::kPoints];
   const int64_t tiles = (a.cols + O - 1) / O, blocks = (a.channels + B - 1) / B;
   const int64_t tiles_x = a.planar ? (tiles + V - 1) / V : tiles;  // tile vectors per row
-  for (int64_t ty = t0; ty < t1; ++ty)
+  const int64_t b0 = a.block0, b1 = a.block1 < 0 ? blocks : std::min(blocks, a.block1);
+  int64_t pool_ready = -1;  // pooled: rows up to here initialised (t0 is 0)
+  for (int64_t ty = t0; ty < t1; ++ty) {
+    const int64_t y0 = ty * O;
+    if (a.pooled) {
+      int64_t first, last;
+      pool_span(std::min(a.rows, y0 + O) - 1, a.pool_kh, a.pool_sh, a.pool_pt, a.pool_rows,
+                &first, &last);
+      pool_rows_init(a, b0 * B, std::min(a.channels, b1 * B), pool_ready, last);
+      pool_ready = std::max(pool_ready, last);
+    }
     for (int64_t tx = 0; tx < tiles_x; ++tx) {
-      const int64_t y0 = ty * O;
       input_tile<W>(a, y0, tx, v);
-      for (int64_t b = 0; b < blocks; ++b) {
+      for (int64_t b = b0; b < b1; ++b) {
         block_products<W>(v, a.planes, a.u + b * W::kPoints * a.planes * B, m);
         const int64_t count = a.channels - b * B < B ? a.channels - b * B : B;
-        for (int64_t k = 0; k < count; ++k)
-          output_tile<W>(a, m + k * W::kPoints, b * B + k, y0, tx);
+        for (int64_t k = 0; k < count; ++k) {
+          if (a.pooled) {
+            pool_tile<W>(a, m + k * W::kPoints, b * B + k, y0, tx);
+          } else {
+            output_tile<W>(a, m + k * W::kPoints, b * B + k, y0, tx);
+          }
+        }
       }
     }
+  }
   if (a.stream) simd::stream_fence();
 }
 

@@ -111,7 +111,13 @@ class ConvStep final : public Step {
     if (s_.phase_split) d += " phase-split";
     if (s_.gather) d += " gather";
     if (s_.blocks > 1) d += " ic-blocks=" + std::to_string(s_.blocks);
-    if (winograd()) d += " split=tile-rows:" + std::to_string(s_.bounds.size() - 1);
+    if (pooled()) {
+      const auto& q = s_.winograd_pool;
+      d += " max-pool=" + std::to_string(q[0]) + "x" + std::to_string(q[1]) + "/" +
+           std::to_string(q[2]) + " split=channel-blocks:" + std::to_string(s_.bounds.size() - 1);
+    } else if (winograd()) {
+      d += " split=tile-rows:" + std::to_string(s_.bounds.size() - 1);
+    }
     else if (s_.row_units > 0) d += " split=rows:" + std::to_string(s_.row_units);
     else d += " split=channels:" + std::to_string(s_.bounds.size() - 1);
     if (s_.wave.group >= 0) d += " wavefront=" + std::to_string(s_.wave.group);
@@ -139,6 +145,12 @@ class ConvStep final : public Step {
       return;
     }
     (void)nth;
+    if (pooled()) {  // threads split channel blocks: no two write one pool row
+      int64_t b0, b1;
+      split_range(winograd_blocks(), tid, static_cast<int>(units(1, 0)), &b0, &b1);
+      if (b0 < b1) compute_winograd(buf, 0, winograd_tile_rows(), b0, b1);
+      return;
+    }
     if (winograd()) {
       int64_t t0, t1;
       split_range(winograd_tile_rows(), tid, static_cast<int>(units(1, 0)), &t0, &t1);
@@ -256,8 +268,17 @@ class ConvStep final : public Step {
   }
 
   bool winograd() const { return !s_.winograd_u.empty(); }
+  bool pooled() const { return !s_.winograd_pool.empty(); }
+  // The conv's own output rows and positions (a fused pool's output is smaller).
+  int64_t conv_rows() const { return pooled() ? s_.winograd_pool[6] : s_.output.dim[2]; }
+  int64_t conv_cols() const {
+    return pooled() ? s_.winograd_pool[7] : s_.output.dim[3] / s_.lanes;
+  }
   int64_t winograd_tile_rows() const {
-    return (s_.output.dim[2] + s_.winograd_tile - 1) / s_.winograd_tile;
+    return (conv_rows() + s_.winograd_tile - 1) / s_.winograd_tile;
+  }
+  int64_t winograd_blocks() const {
+    return (s_.output.dim[1] + winograd::kBlock - 1) / winograd::kBlock;
   }
   // Input tile side and points of the conv's Winograd form.
   int64_t winograd_window() const { return s_.winograd_tile + winograd::kKernel - 1; }
@@ -288,7 +309,8 @@ class ConvStep final : public Step {
             me + ": bad column split");
     // Every read stays inside one image's phase planes: the last tile vector of the last
     // readable row (planar: the split pads each row to the last vector's reach, with zeros).
-    const int64_t tiles = (s_.output.dim[3] / s_.lanes + s_.winograd_tile - 1) / s_.winograd_tile;
+    if (pooled()) validate_pool();
+    const int64_t tiles = (conv_cols() + s_.winograd_tile - 1) / s_.winograd_tile;
     const int64_t last_tile = planar ? (tiles - 1) / k_.vector_floats : tiles - 1;
     const int64_t rows = (s_.winograd_in_rows - 1) * s_.phase_rs * s_.lanes;
     for (size_t k = 0; k < s_.winograd_col_off.size(); ++k) {
@@ -303,6 +325,23 @@ class ConvStep final : public Step {
             me + ": output positions must be contiguous");
   }
 
+  // A fused max pool: windows inside the conv's outputs' padded extent, each holding one.
+  void validate_pool() const {
+    const std::string me = "conv (winograd, max pool)";
+    const auto& q = s_.winograd_pool;
+    require(q.size() == 8 && s_.lanes > 1 && !s_.winograd_stream,
+            me + ": {kernel, stride, pads, conv rows, columns}, batch-interleaved, not streamed");
+    const int64_t out[2] = {s_.output.dim[2], s_.output.dim[3] / s_.lanes}, conv[2] = {q[6], q[7]};
+    for (int i = 0; i < 2; ++i) {
+      const int64_t k = q[i], st = q[2 + i], pad = q[4 + i];
+      require(k >= 1 && k <= kMaxPoolKernel && st >= 1 && pad >= 0 && pad < k &&
+                  conv[i] >= 1 && out[i] >= 1 &&
+                  (out[i] - 1) * st - pad < conv[i],
+              me + ": windows of at most " + std::to_string(kMaxPoolKernel) +
+                " a side, each holding a conv output");
+    }
+  }
+
   // Floats of one image's (group's) phase planes.
   int64_t winograd_image_floats() const {
     const int64_t split_w = s_.winograd_split_w > 0 ? s_.winograd_split_w : s_.stride_w;
@@ -310,8 +349,19 @@ class ConvStep final : public Step {
   }
 
   // Tile rows [t0, t1) of every image (group), all output channels.
-  void compute_winograd(const Buffers& buf, int64_t t0, int64_t t1) const {
+  void compute_winograd(const Buffers& buf, int64_t t0, int64_t t1, int64_t b0 = 0,
+                        int64_t b1 = -1) const {
     WinogradArgs w;
+    w.block0 = b0;
+    w.block1 = b1;
+    if (pooled()) {
+      const auto& q = s_.winograd_pool;
+      w.pooled = true;
+      w.pool_kh = q[0], w.pool_kw = q[1], w.pool_sh = q[2], w.pool_sw = q[3];
+      w.pool_pt = q[4], w.pool_pl = q[5];
+      w.pool_rows = s_.output.dim[2];
+      w.pool_cols = s_.output.dim[3] / s_.lanes;
+    }
     w.col_off = s_.winograd_col_off.data();
     w.tile = s_.winograd_tile;
     w.planes = static_cast<int64_t>(s_.winograd_col_off.size()) / winograd_window();
@@ -325,8 +375,8 @@ class ConvStep final : public Step {
     w.bias = s_.bias.empty() ? nullptr : s_.bias.data();
     w.out_cs = s_.output.stride[1];
     w.out_rs = s_.output.stride[2];
-    w.rows = s_.output.dim[2];
-    w.cols = s_.output.dim[3] / s_.lanes;
+    w.rows = conv_rows();
+    w.cols = conv_cols();
     w.act = act_;
     const int64_t V = k_.vector_floats, image = winograd_image_floats();
     for (int64_t n = 0; n < s_.output.dim[0]; ++n) {
@@ -813,6 +863,7 @@ FD_BIND_STEPS(m, plan) {
   def_array(conv, "bounds", &ConvSpec::bounds);
   def_array(conv, "winograd_u", &ConvSpec::winograd_u);
   def_array(conv, "winograd_col_off", &ConvSpec::winograd_col_off);
+  def_array(conv, "winograd_pool", &ConvSpec::winograd_pool);
   conv.def_readwrite("winograd_tile", &ConvSpec::winograd_tile)
       .def_readwrite("winograd_in_rows", &ConvSpec::winograd_in_rows)
       .def_readwrite("winograd_in_cols", &ConvSpec::winograd_in_cols)

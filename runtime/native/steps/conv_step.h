@@ -61,6 +61,11 @@ struct ConvSpec {
   int64_t winograd_in_rows = 0, winograd_in_cols = 0, winograd_tile_step = 0;
   int64_t winograd_split_w = 0;  // > 0: the phase planes' column stride, else stride_w
   bool winograd_stream = false;  // WinogradArgs::stream, where the output is vector-aligned
+  // Empty, or a max pool over the conv's activated outputs done in the same step (batch-
+  // interleaved Winograd; runtime/ops/pool.py): {kernel h, w, stride h, w, pad top, left, the
+  // conv's output rows, columns}. `output` is then the pool's output; the conv's is never
+  // stored.
+  std::vector<int64_t> winograd_pool;
   // Work split: units (channels for CSR, blocks for BSR) [bounds[t], bounds[t+1]) for thread t,
   // balanced by nonzeros in Python.
   std::vector<int64_t> bounds;
