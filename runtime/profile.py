@@ -19,6 +19,7 @@ Each entry keeps its fastest of ``reps`` runs, so the entries may sum to less th
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -88,33 +89,42 @@ class Profile:
 def profile_program(program: Program, feeds: dict[str, np.ndarray],
                     reps: int = DEFAULT_PROFILE_REPS) -> Profile:
     """Time every step of ``program`` on ``feeds`` (arrays of the program's input shapes)."""
-    from featherdeploy.runtime.program import NativeSegment
 
-    if reps < 1:
-        raise ValueError(f"reps must be >= 1, got {reps}")
-    values = dict(feeds)
-    steps: list[StepTime] = []
-    for runner in program.runners:
-        if isinstance(runner, NativeSegment):
-            plan = runner.plan
-            inputs = [np.ascontiguousarray(values[n], np.float32) for n in runner.segment.inputs]
-            outputs = [np.empty(shape, np.float32) for shape in plan.output_shapes]
-            seconds = plan.native.profile(inputs, outputs, reps)  # also computes the outputs
-            for (record, name, detail), sec in zip(plan.steps(), seconds, strict=True):
-                steps.append(StepTime(len(steps), record.node or "", name, detail, float(sec)))
-        else:
-            outputs, sec = _fastest(lambda r=runner: r.run(values), reps)
-            first = runner.segment.nodes[0]
-            steps.append(StepTime(len(steps), first.name, ORT_STEP,
-                                  f"{len(runner.segment.nodes)} node(s) from {first.op}", sec))
-        values.update(zip(runner.segment.outputs, outputs, strict=True))
-    shapes = {name: tuple(int(d) for d in x.shape) for name, x in feeds.items()}
-    return Profile(tuple(steps), reps, shapes)
+    def entries(plan: Any, inputs: list[np.ndarray], outputs: list[np.ndarray]
+                ) -> list[tuple[str, str, str, float]]:
+        seconds = plan.native.profile(inputs, outputs, reps)  # also computes the outputs
+        return [(record.node or "", name, detail, float(sec))
+                for (record, name, detail), sec in zip(plan.steps(), seconds, strict=True)]
+
+    return _per_segment(program, feeds, reps, entries, STEPS_ALONE)
 
 
 def timeline_program(program: Program, feeds: dict[str, np.ndarray],
                      reps: int = DEFAULT_PROFILE_REPS) -> Profile:
     """Wall time per entry of real runs of ``program`` on ``feeds`` (see the module docstring)."""
+
+    def entries(plan: Any, inputs: list[np.ndarray], outputs: list[np.ndarray]
+                ) -> list[tuple[str, str, str, float]]:
+        described, rows = plan.steps(), []
+        for first, last, sec in plan.native.timeline(inputs, outputs, reps):
+            record, name, detail = described[first]
+            if last > first:
+                name = f"wavefront of {last - first + 1}"
+                detail = ", ".join(f"{d[1]} {d[0].node or ''}".strip()
+                                   for d in described[first:last + 1])
+            rows.append((record.node or "", name, detail, float(sec)))
+        return rows
+
+    return _per_segment(program, feeds, reps, entries, REAL_RUN)
+
+
+def _per_segment(program: Program, feeds: dict[str, np.ndarray], reps: int,
+                 native_entries: Callable[[Any, list[np.ndarray], list[np.ndarray]],
+                                          list[tuple[str, str, str, float]]],
+                 method: str) -> Profile:
+    """Runs the program segment by segment: each native plan's (node, step, detail, seconds)
+    entries from ``native_entries`` (which also computes its outputs), each ONNX Runtime
+    segment as one entry (its fastest whole run)."""
     from featherdeploy.runtime.program import NativeSegment
 
     if reps < 1:
@@ -126,14 +136,8 @@ def timeline_program(program: Program, feeds: dict[str, np.ndarray],
             plan = runner.plan
             inputs = [np.ascontiguousarray(values[n], np.float32) for n in runner.segment.inputs]
             outputs = [np.empty(shape, np.float32) for shape in plan.output_shapes]
-            described = plan.steps()
-            for first, last, sec in plan.native.timeline(inputs, outputs, reps):
-                record, name, detail = described[first]
-                if last > first:
-                    name = f"wavefront of {last - first + 1}"
-                    detail = ", ".join(f"{d[1]} {d[0].node or ''}".strip()
-                                       for d in described[first:last + 1])
-                steps.append(StepTime(len(steps), record.node or "", name, detail, float(sec)))
+            for entry in native_entries(plan, inputs, outputs):
+                steps.append(StepTime(len(steps), *entry))
         else:
             outputs, sec = _fastest(lambda r=runner: r.run(values), reps)
             first = runner.segment.nodes[0]
@@ -141,7 +145,7 @@ def timeline_program(program: Program, feeds: dict[str, np.ndarray],
                                   f"{len(runner.segment.nodes)} node(s) from {first.op}", sec))
         values.update(zip(runner.segment.outputs, outputs, strict=True))
     shapes = {name: tuple(int(d) for d in x.shape) for name, x in feeds.items()}
-    return Profile(tuple(steps), reps, shapes, REAL_RUN)
+    return Profile(tuple(steps), reps, shapes, method)
 
 
 def _fastest(fn: Any, reps: int) -> tuple[Any, float]:

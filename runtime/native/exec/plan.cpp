@@ -374,16 +374,10 @@ void Plan::run_job(const std::shared_ptr<Job>& job) {
 
 void Plan::run(const std::vector<const float*>& inputs, const std::vector<float*>& outputs,
                bool serial) {
-  require(inputs.size() == input_floats_.size() && outputs.size() == output_floats_.size(),
-          "plan: wrong number of inputs or outputs");
   stage_list();
   auto ws = acquire();
-  Buffers buf;
-  buf.arena = ws->data();
-  buf.consts = const_tables_.data();
-  buf.inputs = inputs.data();
-  buf.outputs = outputs.data();
-  if (serial || threads() == 1 || parallel_begin_ == parallel_end_) {
+  const Buffers buf = buffers(*ws, inputs, outputs);
+  if (serial || runs_serially()) {
     execute_serial(buf);
   } else {
     run_parallel(buf, nullptr);
@@ -416,16 +410,22 @@ void Plan::run_images(const std::vector<const float*>& inputs, const std::vector
   run_job(job);
 }
 
-std::vector<double> Plan::profile(const std::vector<const float*>& inputs,
-                                  const std::vector<float*>& outputs, int reps) {
+Buffers Plan::buffers(const Workspace& ws, const std::vector<const float*>& inputs,
+                      const std::vector<float*>& outputs) const {
   require(inputs.size() == input_floats_.size() && outputs.size() == output_floats_.size(),
           "plan: wrong number of inputs or outputs");
-  auto ws = acquire();
   Buffers buf;
-  buf.arena = ws->data();
+  buf.arena = ws.data();
   buf.consts = const_tables_.data();
   buf.inputs = inputs.data();
   buf.outputs = outputs.data();
+  return buf;
+}
+
+std::vector<double> Plan::profile(const std::vector<const float*>& inputs,
+                                  const std::vector<float*>& outputs, int reps) {
+  auto ws = acquire();
+  const Buffers buf = buffers(*ws, inputs, outputs);
   std::vector<double> seconds(steps_.size(), 1e30);
   for (int r = 0; r < reps; ++r) {
     for (size_t i = 0; i < steps_.size(); ++i) {
@@ -465,19 +465,13 @@ std::vector<Plan::Span> Plan::spans_of(bool serial) const {
 
 std::vector<Plan::Span> Plan::timeline(const std::vector<const float*>& inputs,
                                        const std::vector<float*>& outputs, int reps) {
-  require(inputs.size() == input_floats_.size() && outputs.size() == output_floats_.size(),
-          "plan: wrong number of inputs or outputs");
   require(reps >= 1, "plan: reps must be >= 1");
   stage_list();
-  const bool serial = threads() == 1 || parallel_begin_ == parallel_end_;
+  const bool serial = runs_serially();
   std::vector<Span> spans = spans_of(serial);
   for (Span& s : spans) s.seconds = 1e30;
   auto ws = acquire();
-  Buffers buf;
-  buf.arena = ws->data();
-  buf.consts = const_tables_.data();
-  buf.inputs = inputs.data();
-  buf.outputs = outputs.data();
+  const Buffers buf = buffers(*ws, inputs, outputs);
   std::vector<double> marks;
   for (int r = 0; r < reps; ++r) {
     marks.clear();

@@ -119,6 +119,11 @@ class Plan {
     int member = -1;
   };
   std::unique_ptr<Workspace> acquire();
+  // The buffers of one call on workspace `ws` (checks the numbers of inputs and outputs).
+  Buffers buffers(const Workspace& ws, const std::vector<const float*>& inputs,
+                  const std::vector<float*>& outputs) const;
+  // Whether run() executes the plan on the calling thread alone (after stage_list()).
+  bool runs_serially() const { return threads() == 1 || parallel_begin_ == parallel_end_; }
   void release(std::unique_ptr<Workspace> ws);
   void check_view(const View& v, const char* step) const;
   // `marks`, when given, receives the time each serial entry / stage ends.

@@ -157,15 +157,23 @@ inline void store(const WinogradArgs& a, float* p, vf o) {
   }
 }
 
-// A^T m A of channel co + bias, the activation, stored at the valid positions of the tile(s).
+// y = A^T m A (one channel's m x m outputs before bias and activation).
 template <class W>
-void output_tile(const WinogradArgs& a, const vf* m, int64_t co, int64_t y0, int64_t tx) {
+inline void inverse_tile(const vf* m, vf (&y)[W::kOut][W::kOut]) {
   constexpr int T = W::kTile, O = W::kOut;
-  vf s[T][O], y[O][O];
+  vf s[T][O];
 #pragma GCC unroll 8
   for (int u = 0; u < T; ++u) output_1d(W{}, m + u * T, 1, &s[u][0], 1);
 #pragma GCC unroll 8
   for (int x = 0; x < O; ++x) output_1d(W{}, &s[0][x], O, &y[0][x], O);
+}
+
+// A^T m A of channel co + bias, the activation, stored at the valid positions of the tile(s).
+template <class W>
+void output_tile(const WinogradArgs& a, const vf* m, int64_t co, int64_t y0, int64_t tx) {
+  constexpr int O = W::kOut;
+  vf y[O][O];
+  inverse_tile<W>(m, y);
   const vf bias = simd::splat(a.bias ? a.bias[co] : 0.0f);
   const int64_t rows = a.rows - y0 < O ? a.rows - y0 : O;
   if constexpr (O == 3) {
@@ -215,12 +223,9 @@ inline vf max_nan(vf a, vf v) { return simd::select(v != v, v, simd::vmax(v, a))
 // pool output (max is exact in any order, so results equal pooling the stored conv output).
 template <class W>
 void pool_tile(const WinogradArgs& a, const vf* m, int64_t co, int64_t y0, int64_t tx) {
-  constexpr int T = W::kTile, O = W::kOut, S = O + kMaxPoolKernel - 1;
-  vf s[T][O], y[O][O];
-#pragma GCC unroll 8
-  for (int u = 0; u < T; ++u) output_1d(W{}, m + u * T, 1, &s[u][0], 1);
-#pragma GCC unroll 8
-  for (int x = 0; x < O; ++x) output_1d(W{}, &s[0][x], O, &y[0][x], O);
+  constexpr int O = W::kOut, S = O + kMaxPoolKernel - 1;
+  vf y[O][O];
+  inverse_tile<W>(m, y);
   const vf bias = simd::splat(a.bias ? a.bias[co] : 0.0f);
   const int64_t x0 = tx * O;
   const int rows = static_cast<int>(std::min<int64_t>(O, a.rows - y0));
