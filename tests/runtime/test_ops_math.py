@@ -335,6 +335,30 @@ def test_gemm_computed_b_and_c(tmp_path):
     check_model(tmp_path, model, feeds, {"gemm": "native"}, threads=(1, 2))
 
 
+@pytest.mark.parametrize("batch", [1, 16])
+def test_classifier_head_of_a_batch_splits_among_threads(tmp_path, batch):
+    """Global pool, Flatten and Gemm at a plan's end: one image's run on the calling thread,
+    a batch's (pool input >= 256 K floats, >= 4 M products) split among 2 and 3 threads."""
+    rng = np.random.default_rng(7)
+    w = rng.standard_normal((1000, 512)).astype(np.float32)
+    bias = rng.standard_normal(1000).astype(np.float32)
+    conv_w = rng.standard_normal((512, 8, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "cw"], ["c"], name="conv"),
+             helper.make_node("GlobalAveragePool", ["c"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "w", "b"], ["y"], name="fc", transB=1)]
+    model = make_model(nodes, {"x": ["N", 8, 7, 7]}, ["y"], {"cw": conv_w, "w": w, "b": bias})
+    x = np.asarray(random_input((batch, 8, 7, 7), seed=batch))
+    check_model(tmp_path, model, x, {"pool": "native", "fc": "native"}, threads=(1, 2, 3),
+                batch_layout="interleaved")
+
+
+def test_large_gemm_splits_among_threads(tmp_path):
+    """A (32, 640) x (640, 300) Gemm (6 M products) alone in its plan, on 1 to 3 threads."""
+    inputs = ["x", const((300, 640), seed=4), const((300,), seed=5)]
+    check_op(tmp_path, "Gemm", inputs, [(32, 640)], threads=(1, 2, 3), transB=1)
+
+
 @pytest.mark.parametrize("shapes", [[(3, 6)], [(1, 3, 6), (3, 3, 6)],
                                     [(1, 2, 3, 6), (3, 2, 3, 6)],
                                     [(1, 2, 2, 3, 6), (2, 2, 2, 3, 6)]], ids=lambda s: len(s[0]))
