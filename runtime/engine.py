@@ -60,7 +60,7 @@ from featherdeploy.runtime.profile import (
     profile_program,
     timeline_program,
 )
-from featherdeploy.runtime.program import Program, build_program, ort_session
+from featherdeploy.runtime.program import NativeSegment, Program, build_program, ort_session
 from featherdeploy.runtime.tuning import (
     ORT_GEMM_SHARE,
     ORT_MARGIN,
@@ -69,6 +69,7 @@ from featherdeploy.runtime.tuning import (
     SERIAL_PROBE_MAX_S,
     SPLIT_MARGIN,
     compare_streams,
+    time_serial_wavefronts,
 )
 
 __all__ = ["Engine", "weight_density", "extreme", "extreme_constants", "COVERAGE_WARN_FRACTION",
@@ -117,6 +118,7 @@ class Engine:
         self._interleaved: dict[tuple, float] = {}
         self._group_lanes: dict[tuple, int] = {}    # (image shapes, batch) -> lanes that fit
         self._splits: dict[tuple, _Split | None] = {}  # (images, cut lanes, rival lanes) -> split
+        self._chosen: set[Shapes] = set()  # shapes whose choices (_choice) are made
         self._separable: dict[Shapes, bool] = {}
         self._ort_wins: dict[Shapes, bool] = {}     # input shapes -> ONNX Runtime was faster
         self._warned = False
@@ -231,6 +233,9 @@ class Engine:
     def _run_native(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         shapes = _key(feeds)
         batch = self._batch(shapes)
+        if shapes not in self._chosen:  # every timed choice for these shapes, once
+            self._choice(shapes, batch or 1)
+            self._chosen.add(shapes)
         if batch == 1 or batch is None:
             program = self._single_image_program(shapes)
             plan = program.single_plan
@@ -274,6 +279,18 @@ class Engine:
                 one.native.run_images(tail_in, tail_out, tail)
         named = dict(zip(one.output_names, outputs, strict=True))
         return program.graph_outputs({**feeds, **named})
+
+    def _time_wavefronts(self, *plans: CompiledPlan) -> None:
+        """Times the serial wavefront choice (tuning.time_serial_wavefronts) of each plan
+        about to serve serial runs, once per plan; with tuning off plans keep row
+        wavefronts."""
+        if self.options.tuning == "off" or all(p.wavefronts_timed for p in plans):
+            return
+        with self._lock:
+            for plan in plans:
+                if not plan.wavefronts_timed:
+                    time_serial_wavefronts(plan)
+                    plan.wavefronts_timed = True
 
     def _ort_faster(self, feeds: dict[str, np.ndarray]) -> bool:
         """True when these input shapes run faster on ONNX Runtime dense than natively (timed
@@ -547,19 +564,36 @@ class Engine:
         return result
 
     def _choice(self, shapes: Shapes, batch: int) -> str:
+        """What runs for these shapes, every timed choice made (the serial wavefront choice
+        of the plans that run serially last: it depends on the layout chosen)."""
         if batch == 1:
             program = self._single_image_program(shapes)
-            return f"one image, {program.threads} thread(s)"
+            self._time_wavefronts(*_native_plans(program) if program.threads == 1 else ())
+            return f"one image, {program.threads} thread(s)" + _wavefront_note(program)
         images = tuple((n, s[1:]) for n, s in shapes)
         if not self._is_separable(images):
-            return f"whole batch, {self.threads} thread(s)"
+            program = self._program(shapes)
+            self._time_wavefronts(*_native_plans(program) if program.threads == 1 else ())
+            return f"whole batch, {self.threads} thread(s)" + _wavefront_note(program)
         lanes, split = self._grouping(images, batch)
+        groups, tail = divmod(batch, lanes)
         if split is not None:
             layout = (f"image by image up to {split.cut.tensor!r}, then interleaved groups of "
                       f"{lanes}")
+            serving: list[tuple[Program, int]] = [(split.programs[0], groups * lanes),
+                                                  (split.programs[1], groups)]
         else:
             layout = f"interleaved groups of {lanes}" if lanes > 1 else "planar, image by image"
-        return f"{layout}, {self.threads} thread(s) taking whole groups"
+            serving = [(self._program(_batched(images, lanes), interleave=lanes > 1), groups)]
+        if tail:  # (as _run_separable)
+            serving.append((self._program(_batched(images, tail), interleave=True), 1)
+                           if split is None and self._interleave_tail(images, tail)
+                           else (self._program(_batched(images, 1)), tail))
+        self._time_wavefronts(*(plan for program, calls in serving if calls
+                                for plan in _native_plans(program)
+                                if _runs_serially(plan, calls)))
+        return (f"{layout}, {self.threads} thread(s) taking whole groups"
+                + _wavefront_note(*(program for program, _ in serving)))
 
     def describe(self, batch: int = 1, input_shapes: Mapping[str, Sequence[int]] | None = None
                  ) -> Any:
@@ -736,6 +770,24 @@ def _checked(info: TensorInfo, x: Any) -> np.ndarray:
 
 def _key(feeds: dict[str, np.ndarray]) -> Shapes:
     return tuple((name, tuple(int(d) for d in x.shape)) for name, x in feeds.items())
+
+
+def _native_plans(program: Program) -> list[CompiledPlan]:
+    return [r.plan for r in program.runners if isinstance(r, NativeSegment)]
+
+
+def _runs_serially(plan: CompiledPlan, calls: int) -> bool:
+    """Whether ``calls`` images (or groups) through ``plan`` run on one thread each
+    (Plan.run_images: one thread, or several images), so its serial wavefront choice counts."""
+    return plan.native.threads == 1 or calls > 1
+
+
+def _wavefront_note(*programs: Program) -> str:
+    """What the report says of the serial wavefront choice (tuning.time_serial_wavefronts):
+    nothing while every plan runs its groups as row wavefronts."""
+    plans = [plan for p in programs for plan in _native_plans(p)]
+    off = sum(1 for p in plans if p.native.serial_wave_groups and not p.native.serial_wavefronts)
+    return f"; wavefront groups member by member in {off} plan(s) (timed faster)" if off else ""
 
 
 def _batched(images: Shapes, batch: int) -> Shapes:

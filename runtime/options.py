@@ -183,7 +183,8 @@ class EngineOptions:
       ``tuning``).
     - ``jit``: machine code generated per conv where it pays (x86-64 Linux, AVX-512).
     - ``isa``: kernel variant (``auto`` = the widest this CPU runs).
-    - ``tuning``: when choices that are timed get timed (batch-1 threads, batch layout):
+    - ``tuning``: when choices that are timed get timed (batch-1 threads, batch layout,
+      serial row wavefronts or member by member; runtime/tuning.py):
       ``lazy`` at the first run of each new shape, ``load`` when the engine is made (for the
       declared shape and ``tune_batches``), ``off`` never (fixed rules, no timing: results are
       the same in every process).

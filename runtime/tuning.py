@@ -1,17 +1,21 @@
 """The choices the engine times rather than guesses, and how they are timed.
 
-Three choices depend on the machine more than any rule captures: whether a single image runs
+Four choices depend on the machine more than any rule captures: whether a single image runs
 faster on all threads or on one (stage hand-offs cost more than they save on small models),
 how a batch runs (batch-interleaved or image by image: interleaving pays on small planes, costs
 L2 misses on big ones; and, when it does not interleave whole, whether image by image up to a
-cut and interleaved after it, ``planner.batch.interleave_cut``, beats image by image), and,
-for ``backend="auto"``, whether the native program beats ONNX Runtime dense on the whole model
-at all (a model whose time goes to operators the sparse kernels do not speed up, or to ONNX
+cut and interleaved after it, ``planner.batch.interleave_cut``, beats image by image), whether
+a plan's serial runs compute its wavefront groups as row wavefronts or member by member (the
+rows a member writes are read back from cache, against the wavefront's finer-grained calls:
+ResNet-50 at 16 images ran 1.06x slower member by member, MobileNetV2's depthwise blocks 0.93x
+the time, one thread, AMD EPYC Zen4; the L2 and L3 sizes decide), and, for
+``backend="auto"``, whether the native program beats ONNX Runtime dense on the whole model at
+all (a model whose time goes to operators the sparse kernels do not speed up, or to ONNX
 Runtime segments and the hand-offs between them, may not; then it runs on ONNX Runtime for
 those shapes). Each is timed once, in streams of back-to-back calls as a stream of requests
 runs them (helper threads awake), the two options alternating so a noisy moment hits both. With
 ``EngineOptions.tuning = "off"`` nothing is timed: all threads, interleaved groups whenever
-they fit (never split), native whatever ONNX Runtime does.
+they fit (never split), row wavefronts, native whatever ONNX Runtime does.
 """
 
 from __future__ import annotations
@@ -19,12 +23,16 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from featherdeploy.runtime.planner.builder import CompiledPlan
+
 __all__ = ["PROBE_RUNS", "PROBE_ROUNDS", "PROBE_SETTLE_S", "SERIAL_PROBE_MAX_S",
-           "SERIAL_PLAN_MARGIN", "SPLIT_MARGIN", "ORT_PROBE_GAP_S", "ORT_MARGIN", "ORT_GEMM_SHARE",
-           "compare_streams"]
+           "SERIAL_PLAN_MARGIN", "SPLIT_MARGIN", "WAVEFRONT_MARGIN", "ORT_PROBE_GAP_S",
+           "ORT_MARGIN", "ORT_GEMM_SHARE", "compare_streams", "time_serial_wavefronts"]
 
 PROBE_RUNS = 5
 PROBE_ROUNDS = 3
@@ -46,6 +54,10 @@ SERIAL_PLAN_MARGIN = 0.9
 # and one timing of two options this close picked the slower on RegNetY-400MF (6%, AMD EPYC
 # Zen4, one thread).
 SPLIT_MARGIN = 0.95
+
+# Serial runs go member by member only when that measured this much faster than row
+# wavefronts (the fixed rule, and the measured winner on the small models they were made for).
+WAVEFRONT_MARGIN = 0.97
 
 # Against ONNX Runtime: its intra-op threads spin for a while after a run, so a stream started
 # right after one shares the cores with them (EfficientNet-B0's native program, 1.6x faster,
@@ -95,3 +107,31 @@ def _stream_seconds(fn: Call) -> list[float]:
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+def time_serial_wavefronts(plan: CompiledPlan) -> bool | None:
+    """Times the serial runs of ``plan`` (one thread, or each thread on its own images) with its
+    wavefront groups as row wavefronts and member by member, and keeps member by member when it
+    is WAVEFRONT_MARGIN faster (``native.serial_wavefronts``; results are bit-identical either
+    way). Returns the choice, or None when the plan has no such groups."""
+    native = plan.native
+    if not native.serial_wave_groups:
+        return None
+    images = native.threads  # run_images: one image (or group) per thread, as a batch runs
+
+    def batch(shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (images * shape[0], *shape[1:])
+
+    inputs = [np.zeros(batch(s), np.float32) for s in plan.input_shapes]
+    outputs = [np.empty(batch(s), np.float32) for s in plan.output_shapes]
+
+    def run(wavefronts: bool) -> None:
+        native.serial_wavefronts = wavefronts
+        if images > 1:
+            native.run_images(inputs, outputs, images)
+        else:
+            native.run(inputs, outputs)
+
+    waves_s, layers_s = compare_streams(lambda: run(True), lambda: run(False))
+    native.serial_wavefronts = not layers_s < WAVEFRONT_MARGIN * waves_s
+    return bool(native.serial_wavefronts)

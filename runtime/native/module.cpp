@@ -275,6 +275,11 @@ py::class_<Plan> bind_plan(py::module_& m) {
       .def_property_readonly("helper_units", [](const Plan& p) { return p.helper_units.load(); })
       .def_property_readonly("banded_groups", &Plan::banded_groups,
                              "Wavefront groups that parallel runs cut into row bands.")
+      .def_property_readonly("serial_wave_groups", &Plan::serial_wave_groups,
+                             "Wavefront groups that serial runs may compute as row wavefronts.")
+      .def_property("serial_wavefronts", &Plan::serial_wavefronts, &Plan::set_serial_wavefronts,
+                    "Whether serial runs compute those groups as row wavefronts (else member "
+                    "by member; results are bit-identical). Set it between runs.")
       .def_property_readonly("arena_floats", &Plan::arena_floats)
       .def_property_readonly("const_addresses", [](const Plan& p) {
              std::vector<uintptr_t> out;

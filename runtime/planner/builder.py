@@ -87,6 +87,8 @@ class CompiledPlan:
     # bound of the arena, native.arena_floats), and the border floats zero steps clear per call.
     peak_live_floats: int = 0
     zeroed_floats: int = 0
+    # Whether serial runs' wavefront choice was timed (tuning.time_serial_wavefronts).
+    wavefronts_timed: bool = False
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         """Outputs for C-contiguous float32 inputs of the planned shapes."""

@@ -502,3 +502,62 @@ def test_timeline_spans_cover_every_step_of_a_real_run(tmp_path, threads):
     groups = [(f, lst) for f, lst, _ in spans if lst > f]
     assert len(groups) == (plan.native.banded_groups if threads > 1 else len(plan.wavefronts))
     assert groups
+
+
+@pytest.mark.parametrize("batch,size", LAYOUTS)
+def test_serial_runs_can_compute_groups_member_by_member(tmp_path, batch, size):
+    """Plan.serial_wavefronts off: each wavefront group runs member by member on the same
+    buffers, bit-identical (one run, two images each on a thread of its own, and the timeline,
+    whose spans are then single steps); back on, groups are one span again."""
+    path = tmp_path / "resnet.onnx"
+    onnx.save(_resnet(size=size), str(path))
+    x = random_input((batch, 3, size, size), seed=5)
+    plan = _plan(path, x.shape)
+    native = plan.native
+    assert native.serial_wave_groups == len(plan.wavefronts) > 0 and native.serial_wavefronts
+    waves = _run(plan, x)
+    native.serial_wavefronts = False
+    np.testing.assert_array_equal(_run(plan, x), waves)
+    spans, out = _timeline(plan, x)
+    np.testing.assert_array_equal(out, waves)
+    assert [(f, lst) for f, lst, _ in spans] == [(i, i) for i in range(len(native.step_names()))]
+    two = _plan(path, x.shape, threads=2)
+    two.native.serial_wavefronts = False
+    pair = np.concatenate([x, x[::-1].copy()])
+    outs = np.empty((2 * plan.output_shapes[0][0], *plan.output_shapes[0][1:]), np.float32)
+    two.native.run_images([pair], [outs], 2)
+    np.testing.assert_array_equal(outs[:batch], waves)
+    native.serial_wavefronts = True
+    assert any(lst > f for f, lst, _ in _timeline(plan, x)[0])
+
+
+@pytest.mark.parametrize("member_by_member_s", [0.5, 2.0])
+def test_engine_times_serial_wavefronts_once_per_plan(resnet_path, monkeypatch,
+                                                      member_by_member_s):
+    """With tuning on, a plan about to run serially keeps row wavefronts unless member by
+    member measured WAVEFRONT_MARGIN faster (timed once, whatever the batch); the report says
+    which. With tuning off nothing is timed and wavefronts stay."""
+    import featherdeploy.runtime.tuning as tuning
+
+    calls = []
+
+    def timed(first, second, *args, **kwargs):
+        first(), second()
+        calls.append(1)
+        return 1.0, member_by_member_s
+
+    monkeypatch.setattr(tuning, "compare_streams", timed)
+    x = random_input((1, 3, 16, 16), seed=9)
+    engine = Engine(resnet_path, threads=1, backend="native")
+    for _ in range(2):
+        assert_close(engine.run(x), ort_run(resnet_path, x))
+    plan = engine._single_image_program((("x", (1, 3, 16, 16)),)).single_plan
+    assert plan.native.serial_wavefronts == (member_by_member_s > 1.0)
+    assert len(calls) == 1
+    choice = engine.describe(input_shapes={"x": x.shape}).choice
+    assert ("member by member" in choice) == (member_by_member_s < 1.0)
+    off = Engine(resnet_path, threads=1, backend="native",
+                 options=EngineOptions(tuning="off"))
+    assert_close(off.run(x), ort_run(resnet_path, x))
+    assert off._single_image_program((("x", (1, 3, 16, 16)),)).single_plan.native.serial_wavefronts
+    assert len(calls) == 1

@@ -225,15 +225,23 @@ void Plan::add(StepPtr step) {
   steps_.push_back(std::move(step));
 }
 
+int64_t Plan::serial_wave_groups() const {
+  return std::count_if(serial_.begin(), serial_.end(), [](const std::vector<const Step*>& e) {
+    return e.size() > 1 && e.front()->wave();
+  });
+}
+
 void Plan::execute_serial(const Buffers& buf, std::vector<double>* marks) const {
   for (const auto& entry : serial_) {
-    const Step* step = entry.front();
-    if (step->wave()) {
+    if (as_wavefront(entry)) {
       run_wavefront(entry, buf);
-    } else {
-      for (int stage = 0; stage < step->stages(); ++stage) step->run_serial(stage, buf);
+      if (marks) marks->push_back(now_seconds());
+      continue;
     }
-    if (marks) marks->push_back(now_seconds());
+    for (const Step* step : entry) {  // (a group's members in plan order: layer by layer)
+      for (int stage = 0; stage < step->stages(); ++stage) step->run_serial(stage, buf);
+      if (marks) marks->push_back(now_seconds());
+    }
   }
 }
 
@@ -447,7 +455,13 @@ std::vector<Plan::Span> Plan::spans_of(bool serial) const {
     return int64_t{-1};
   };
   if (serial) {
-    for (const auto& entry : serial_) spans.push_back({index(entry.front()), index(entry.back()), 0});
+    for (const auto& entry : serial_) {
+      if (as_wavefront(entry)) {
+        spans.push_back({index(entry.front()), index(entry.back()), 0});
+      } else {
+        for (const Step* step : entry) spans.push_back({index(step), index(step), 0});
+      }
+    }
     return spans;
   }
   for (const Stage& st : stages_) {

@@ -88,6 +88,12 @@ class Plan {
   int64_t arena_floats() const { return arena_floats_; }
   const std::vector<ConstSlot>& consts() const { return consts_; }
   const std::vector<StepPtr>& steps() const { return steps_; }
+  // Wavefront groups that serial runs (one thread, or each thread on its own images) compute
+  // as row wavefronts while serial_wavefronts() holds, else member by member: the same steps
+  // and buffers, bit-identical results (the engine times both where it tunes).
+  int64_t serial_wave_groups() const;
+  bool serial_wavefronts() const { return serial_wavefronts_.load(std::memory_order_relaxed); }
+  void set_serial_wavefronts(bool on) { serial_wavefronts_.store(on, std::memory_order_relaxed); }
   // Wavefront groups that parallel runs cut into row bands (WaveBands); builds the stages.
   int64_t banded_groups() {
     stage_list();
@@ -124,6 +130,10 @@ class Plan {
                   const std::vector<float*>& outputs) const;
   // Whether run() executes the plan on the calling thread alone (after stage_list()).
   bool runs_serially() const { return threads() == 1 || parallel_begin_ == parallel_end_; }
+  // Whether a serial run computes this entry of serial_ as one row wavefront.
+  bool as_wavefront(const std::vector<const Step*>& entry) const {
+    return entry.size() > 1 && entry.front()->wave() && serial_wavefronts();
+  }
   void release(std::unique_ptr<Workspace> ws);
   void check_view(const View& v, const char* step) const;
   // `marks`, when given, receives the time each serial entry / stage ends.
@@ -148,6 +158,7 @@ class Plan {
   // Serial order (execute_serial): one entry per step, or per wavefront group (its members,
   // plan order), built as steps are added.
   std::vector<std::vector<const Step*>> serial_;
+  std::atomic<bool> serial_wavefronts_{true};
   std::mutex pool_mutex_;
   std::vector<std::unique_ptr<Workspace>> pool_;
   // Flattened (step, stage, units) list, built at the first run.
