@@ -60,7 +60,7 @@ from featherdeploy.runtime.profile import (
     profile_program,
     timeline_program,
 )
-from featherdeploy.runtime.program import NativeSegment, Program, build_program, ort_session
+from featherdeploy.runtime.program import Program, build_program, ort_session
 from featherdeploy.runtime.tuning import (
     ORT_GEMM_SHARE,
     ORT_MARGIN,
@@ -280,17 +280,22 @@ class Engine:
         named = dict(zip(one.output_names, outputs, strict=True))
         return program.graph_outputs({**feeds, **named})
 
-    def _time_wavefronts(self, *plans: CompiledPlan) -> None:
-        """Times the serial wavefront choice (tuning.time_serial_wavefronts) of each plan
-        about to serve serial runs, once per plan; with tuning off plans keep row
-        wavefronts."""
-        if self.options.tuning == "off" or all(p.wavefronts_timed for p in plans):
-            return
-        with self._lock:
-            for plan in plans:
-                if not plan.wavefronts_timed:
-                    time_serial_wavefronts(plan)
-                    plan.wavefronts_timed = True
+    def _wavefronts_timed(self, serving: list[tuple[Program, int]]) -> str:
+        """Times the serial wavefront choice (tuning.time_serial_wavefronts) of each plan of
+        these (program, calls per run) that runs serially, once per plan (with tuning off
+        plans keep row wavefronts); returns what the report says of it: nothing while every
+        plan computes its groups as row wavefronts."""
+        serial = [plan for program, calls in serving if calls for plan in program.native_plans
+                  if plan.native.threads == 1 or calls > 1]  # Plan.run_images: one per thread
+        if self.options.tuning != "off" and not all(p.wavefronts_timed for p in serial):
+            with self._lock:
+                for plan in serial:
+                    if not plan.wavefronts_timed:
+                        time_serial_wavefronts(plan)
+                        plan.wavefronts_timed = True
+        off = sum(1 for program, _ in serving for p in program.native_plans
+                  if p.native.serial_wave_groups and not p.native.serial_wavefronts)
+        return f"; wavefront groups member by member in {off} plan(s) (timed faster)" if off else ""
 
     def _ort_faster(self, feeds: dict[str, np.ndarray]) -> bool:
         """True when these input shapes run faster on ONNX Runtime dense than natively (timed
@@ -568,13 +573,12 @@ class Engine:
         of the plans that run serially last: it depends on the layout chosen)."""
         if batch == 1:
             program = self._single_image_program(shapes)
-            self._time_wavefronts(*_native_plans(program) if program.threads == 1 else ())
-            return f"one image, {program.threads} thread(s)" + _wavefront_note(program)
+            return (f"one image, {program.threads} thread(s)"
+                    + self._wavefronts_timed([(program, 1)]))
         images = tuple((n, s[1:]) for n, s in shapes)
         if not self._is_separable(images):
-            program = self._program(shapes)
-            self._time_wavefronts(*_native_plans(program) if program.threads == 1 else ())
-            return f"whole batch, {self.threads} thread(s)" + _wavefront_note(program)
+            return (f"whole batch, {self.threads} thread(s)"
+                    + self._wavefronts_timed([(self._program(shapes), 1)]))
         lanes, split = self._grouping(images, batch)
         groups, tail = divmod(batch, lanes)
         if split is not None:
@@ -589,11 +593,8 @@ class Engine:
             serving.append((self._program(_batched(images, tail), interleave=True), 1)
                            if split is None and self._interleave_tail(images, tail)
                            else (self._program(_batched(images, 1)), tail))
-        self._time_wavefronts(*(plan for program, calls in serving if calls
-                                for plan in _native_plans(program)
-                                if _runs_serially(plan, calls)))
         return (f"{layout}, {self.threads} thread(s) taking whole groups"
-                + _wavefront_note(*(program for program, _ in serving)))
+                + self._wavefronts_timed(serving))
 
     def describe(self, batch: int = 1, input_shapes: Mapping[str, Sequence[int]] | None = None
                  ) -> Any:
@@ -770,24 +771,6 @@ def _checked(info: TensorInfo, x: Any) -> np.ndarray:
 
 def _key(feeds: dict[str, np.ndarray]) -> Shapes:
     return tuple((name, tuple(int(d) for d in x.shape)) for name, x in feeds.items())
-
-
-def _native_plans(program: Program) -> list[CompiledPlan]:
-    return [r.plan for r in program.runners if isinstance(r, NativeSegment)]
-
-
-def _runs_serially(plan: CompiledPlan, calls: int) -> bool:
-    """Whether ``calls`` images (or groups) through ``plan`` run on one thread each
-    (Plan.run_images: one thread, or several images), so its serial wavefront choice counts."""
-    return plan.native.threads == 1 or calls > 1
-
-
-def _wavefront_note(*programs: Program) -> str:
-    """What the report says of the serial wavefront choice (tuning.time_serial_wavefronts):
-    nothing while every plan runs its groups as row wavefronts."""
-    plans = [plan for p in programs for plan in _native_plans(p)]
-    off = sum(1 for p in plans if p.native.serial_wave_groups and not p.native.serial_wavefronts)
-    return f"; wavefront groups member by member in {off} plan(s) (timed faster)" if off else ""
 
 
 def _batched(images: Shapes, batch: int) -> Shapes:

@@ -81,6 +81,11 @@ class Program:
             return self.runners[0].plan
         return None
 
+    @property
+    def native_plans(self) -> list[CompiledPlan]:
+        """The plans of its native segments, in order."""
+        return [r.plan for r in self.runners if isinstance(r, NativeSegment)]
+
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         values = dict(feeds)
         for runner in self.runners:

@@ -133,5 +133,5 @@ def time_serial_wavefronts(plan: CompiledPlan) -> bool | None:
             native.run(inputs, outputs)
 
     waves_s, layers_s = compare_streams(lambda: run(True), lambda: run(False))
-    native.serial_wavefronts = not layers_s < WAVEFRONT_MARGIN * waves_s
+    native.serial_wavefronts = layers_s >= WAVEFRONT_MARGIN * waves_s
     return bool(native.serial_wavefronts)
