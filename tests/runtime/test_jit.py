@@ -85,6 +85,23 @@ def test_jit_runs_where_loads_are_shared():
     assert_close(nat.run_plan(plan, x), ref.conv2d(x, w, b, pads=(1, 1, 1, 1)), ATOL, RTOL)
 
 
+@pytest.mark.parametrize("channels,epilogue,tiles", [
+    (31, "none", 1), (31, "relu", 2), (60, "relu", 2), (60, "relu6", 3)])
+def test_jit_tiles_take_every_register_the_clamp_leaves(channels, epilogue, tiles):
+    """A tile keeps an accumulator in every vector register but the input's and the clamp
+    bounds': 31 output channels without a clamp, 30 under ReLU, 29 under ReLU6; the outputs
+    equal the CSR kernel's bit for bit."""
+    x = random_input((LANES, 16, 5, 5))
+    w = _weight((channels, 16, 1, 1), 0.5)
+    b = np.linspace(-0.5, 0.5, channels, dtype=np.float32)
+    clamp = {"none": None, "relu": (0.0, float("inf")), "relu6": (0.0, 6.0)}[epilogue]
+    jit_plan = _plan(x, w, b, {}, None, clamp, 1)
+    assert f"jit-tiles={tiles} " in " ".join(jit_plan.native.step_details()) + " "
+    csr_plan = _plan(x, w, b, {}, None, clamp, 1, jit=False)
+    np.testing.assert_array_equal(nat.run_plan(jit_plan, x), nat.run_plan(csr_plan, x))
+    assert_close(nat.run_plan(jit_plan, x), ref.conv2d(x, w, b, clamp=clamp), ATOL, RTOL)
+
+
 def test_jit_declines_depthwise_few_taps_and_oversized_code():
     """Depthwise convs share no load between channels, convs with few taps per channel spend
     more on each tile's epilogue than they save, and a layer whose code would outgrow the

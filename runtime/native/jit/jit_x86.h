@@ -11,7 +11,7 @@
 //     acc[k] = fma(x, broadcast(w[k, o]), acc[k])   for each channel k with a tap at o
 //   (+ residual, clamp, store)
 // Offsets are displacements and weights embedded-broadcast operands (vfmadd231ps with {1to16}),
-// so there is no per-tap index arithmetic, and at 90% sparsity one 64-byte load feeds ~2 FMAs
+// so there is no per-tap index arithmetic, and at 90% sparsity one 64-byte load feeds ~3 FMAs
 // where the CSR kernel (conv_csr.cpp run_pair) spends one load per FMA. Each channel adds its
 // taps in CSR order, so results equal the CSR kernel's bit for bit. ResNet-20x2 at batch 32
 // runs 6-9% faster at 90% and 95% sparsity (benchmarks/jit_ab.py).
@@ -78,9 +78,10 @@ class JitConv {
   // reuse or too few taps per channel on a channel-major input, too much code, offsets beyond
   // 32 bits, or no executable memory). The plan decides whether to ask at all (EngineOptions.jit).
   static std::unique_ptr<JitConv> build(const JitConvSpec& spec);
-  // Output channels of a tile (one accumulator register each), and the floats of one
-  // position's partial sums between blocks (a 16-lane vector per channel of a tile).
-  static constexpr int kTileChannels = 24;
+  // Most output channels of a tile (one accumulator register each; fewer when the epilogue
+  // clamps, jit_x86.cpp tile_channels), and the floats of one position's partial sums
+  // between blocks (a 16-lane vector per channel of a tile).
+  static constexpr int kTileChannels = 31;
   static constexpr int64_t kPartialFloats = kTileChannels * 16;
   ~JitConv();
   JitConv(const JitConv&) = delete;
