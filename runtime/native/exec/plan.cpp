@@ -226,9 +226,7 @@ void Plan::add(StepPtr step) {
 }
 
 int64_t Plan::serial_wave_groups() const {
-  return std::count_if(serial_.begin(), serial_.end(), [](const std::vector<const Step*>& e) {
-    return e.size() > 1 && e.front()->wave();
-  });
+  return std::count_if(serial_.begin(), serial_.end(), is_wave_group);
 }
 
 void Plan::execute_serial(const Buffers& buf, std::vector<double>* marks) const {

@@ -130,9 +130,13 @@ class Plan {
                   const std::vector<float*>& outputs) const;
   // Whether run() executes the plan on the calling thread alone (after stage_list()).
   bool runs_serially() const { return threads() == 1 || parallel_begin_ == parallel_end_; }
+  // Whether this entry of serial_ is a wavefront group (more than one member).
+  static bool is_wave_group(const std::vector<const Step*>& entry) {
+    return entry.size() > 1 && entry.front()->wave();
+  }
   // Whether a serial run computes this entry of serial_ as one row wavefront.
   bool as_wavefront(const std::vector<const Step*>& entry) const {
-    return entry.size() > 1 && entry.front()->wave() && serial_wavefronts();
+    return is_wave_group(entry) && serial_wavefronts();
   }
   void release(std::unique_ptr<Workspace> ws);
   void check_view(const View& v, const char* step) const;

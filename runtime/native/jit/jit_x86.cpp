@@ -327,9 +327,10 @@ std::unique_ptr<JitConv> JitConv::build(const JitConvSpec& spec) {
   size_t run_begin = 0;
   std::set<int32_t> prefetched;  // input offsets prefetched in this thread range
   int64_t loads = 0, fmas = 0;
+  const int width = tile_channels(s);
   for (size_t t = 0; t + 1 < s.bounds.size(); ++t) {
     const int64_t c0 = s.bounds[t], n = s.bounds[t + 1] - c0;
-    const int64_t count = (n + tile_channels(s) - 1) / tile_channels(s);
+    const int64_t count = (n + width - 1) / width;
     prefetched.clear();
     for (int64_t i = 0; i < count; ++i) {
       const int64_t first = c0 + n * i / count, last = c0 + n * (i + 1) / count;
